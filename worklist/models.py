@@ -1,0 +1,248 @@
+"""The county index: sites, users, studies, series, instances, reports, audit events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Roles
+ROLE_RADIOLOGIST = "radiologist"
+ROLE_CLINIC = "clinic"
+ROLE_ADMIN = "admin"
+ROLE_GATEWAY = "gateway"
+ROLES = (ROLE_RADIOLOGIST, ROLE_CLINIC, ROLE_ADMIN, ROLE_GATEWAY)
+
+# Study statuses, in the order a study moves through them
+STATUS_RECEIVING = "receiving"
+STATUS_READY = "ready"
+STATUS_CLAIMED = "claimed"
+STATUS_DRAFT = "draft"
+STATUS_PRELIMINARY = "preliminary"
+STATUS_FINAL = "final"
+STATUS_AMENDED = "amended"
+STATUS_CANCELLED = "cancelled"
+# Statuses in which a study waits for a reader
+UNCLAIMED_STATUSES = (STATUS_RECEIVING, STATUS_READY)
+
+PRIORITY_STAT = "stat"
+PRIORITY_ROUTINE = "routine"
+CATEGORY_STROKE = "stroke"
+CATEGORY_CHEST_PAIN = "chest_pain"
+
+# Report statuses
+REPORT_DRAFT = "draft"
+REPORT_PRELIMINARY = "preliminary"
+REPORT_FINAL = "final"
+REPORT_AMENDED = "amended"
+
+# JSON that is JSONB on PostgreSQL would be nicer, but plain JSON keeps one code path.
+JsonDict = dict[str, Any]
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {  # noqa: RUF012
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSON,
+        list[str]: JSON,
+    }
+
+
+class Site(Base):
+    __tablename__ = "sites"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+    ae_titles: Mapped[list[SiteAE]] = relationship(
+        back_populates="site", cascade="all, delete-orphan", order_by="SiteAE.ae_title"
+    )
+
+
+class SiteAE(Base):
+    """A calling AE title (a modality at the site) allowed to send to the gateway."""
+
+    __tablename__ = "site_ae_titles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    ae_title: Mapped[str] = mapped_column(String(16), unique=True)
+
+    site: Mapped[Site] = relationship(back_populates="ae_titles")
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    # clinic users and township gateways are bound to one site; None for the others
+    # (an unbound gateway credential is the all-in-one gateway that serves every site)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), default=None)
+    is_active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime]
+
+    site: Mapped[Site | None] = relationship()
+
+
+class Study(Base):
+    __tablename__ = "studies"
+    __table_args__ = (
+        Index("ix_studies_queue", "status", "priority_rank", "received_at"),
+        Index("ix_studies_site_received", "site_id", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")
+
+    # Patient and study header, decoded to Unicode
+    patient_name: Mapped[str] = mapped_column(String(200), default="")
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    patient_sex: Mapped[str] = mapped_column(String(16), default="")
+    patient_birth_date: Mapped[str] = mapped_column(String(8), default="")
+    accession_number: Mapped[str] = mapped_column(String(64), default="")
+    study_date: Mapped[str] = mapped_column(String(8), default="")
+    study_time: Mapped[str] = mapped_column(String(32), default="")
+    study_description: Mapped[str] = mapped_column(String(200), default="")
+    modalities: Mapped[str] = mapped_column(String(64), default="")  # "CT" or "CT\\SR"
+    # Decoded triage text fields, merged over every series (keyword -> text)
+    text_fields: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    # Triage
+    priority: Mapped[str] = mapped_column(String(16), default=PRIORITY_ROUTINE)
+    # 0 = stat, 1 = routine: the queue sorts on it ascending
+    priority_rank: Mapped[int] = mapped_column(Integer, default=1)
+    category: Mapped[str | None] = mapped_column(String(32), default=None)
+    triage_reasons: Mapped[list[str]] = mapped_column(default=list)
+    # set when a person flagged or downgraded the study; automatic triage then stops
+    triage_override_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id"), default=None
+    )
+    triage_override_reason: Mapped[str | None] = mapped_column(Text, default=None)
+
+    # Workflow
+    status: Mapped[str] = mapped_column(String(16), default=STATUS_RECEIVING)
+    num_instances: Mapped[int] = mapped_column(Integer, default=0)
+    received_at: Mapped[datetime]  # first instance
+    last_instance_at: Mapped[datetime]
+    deadline_at: Mapped[datetime | None] = mapped_column(default=None)
+    claimed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    claimed_at: Mapped[datetime | None] = mapped_column(default=None)
+    claim_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    site: Mapped[Site] = relationship()
+    claimed_by: Mapped[User | None] = relationship(foreign_keys=[claimed_by_id])
+    series: Mapped[list[Series]] = relationship(
+        back_populates="study", cascade="all, delete-orphan", order_by="Series.series_number"
+    )
+    report: Mapped[Report | None] = relationship(back_populates="study", uselist=False)
+
+
+class Series(Base):
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    series_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    series_number: Mapped[int | None] = mapped_column(Integer, default=None)
+    series_description: Mapped[str] = mapped_column(String(200), default="")
+    body_part_examined: Mapped[str] = mapped_column(String(64), default="")
+    num_instances: Mapped[int] = mapped_column(Integer, default=0)
+
+    study: Mapped[Study] = relationship(back_populates="series")
+    instances: Mapped[list[Instance]] = relationship(
+        back_populates="series", cascade="all, delete-orphan", order_by="Instance.instance_number"
+    )
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), index=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64), default="")
+    instance_number: Mapped[int | None] = mapped_column(Integer, default=None)
+    object_key: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime]
+    # header as DICOM JSON (no bulk data), for metadata requests without reading objects
+    dicom_json: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+
+    series: Mapped[Series] = relationship(back_populates="instances")
+
+
+class Report(Base):
+    __tablename__ = "reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), unique=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    status: Mapped[str] = mapped_column(String(16), default=REPORT_DRAFT)
+    findings: Mapped[str] = mapped_column(Text, default="")
+    impression: Mapped[str] = mapped_column(Text, default="")
+    recommendation: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    signed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    signed_at: Mapped[datetime | None] = mapped_column(default=None)
+    content_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+
+    study: Mapped[Study] = relationship(back_populates="report")
+    author: Mapped[User] = relationship(foreign_keys=[author_id])
+    signed_by: Mapped[User | None] = relationship(foreign_keys=[signed_by_id])
+
+
+class AuditEvent(Base):
+    """Append-only: who did what to which object, when, from where, with what outcome."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_object", "object_type", "object_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    username: Mapped[str] = mapped_column(String(64), default="")
+    role: Mapped[str] = mapped_column(String(16), default="")
+    site_code: Mapped[str] = mapped_column(String(32), default="")
+    action: Mapped[str] = mapped_column(String(64))
+    object_type: Mapped[str] = mapped_column(String(32), default="")
+    object_id: Mapped[str] = mapped_column(String(128), default="")
+    client_addr: Mapped[str] = mapped_column(String(64), default="")
+    outcome: Mapped[str] = mapped_column(String(16), default="success")
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+__all__ = [
+    "AuditEvent",
+    "Base",
+    "Instance",
+    "Report",
+    "Series",
+    "Site",
+    "SiteAE",
+    "Study",
+    "User",
+]

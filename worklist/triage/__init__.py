@@ -1,0 +1,33 @@
+"""Triage: is this study a stroke or chest-pain case? Pure code, no database.
+
+Public API (stable; the gateway and the worklist both use it):
+
+- ``TRIAGE_KEYWORDS``: the DICOM keywords whose text is read.
+- ``extract_text(ds) -> ExtractedText``: decoded, normalised text fields of a dataset
+  (header only is enough), plus notes on how the text was decoded.
+- ``classify(fields, *, modality=None, explicit=None) -> TriageResult``: decide from
+  decoded text fields (keyword -> text).
+- ``triage_dataset(ds, *, explicit=None) -> TriageResult``: both steps.
+- ``decode_text(raw, declared_charsets) -> tuple[str, list[str]]``: one value's bytes to
+  clean Unicode, with notes (used for patient names too).
+"""
+
+from worklist.triage.api import (
+    TRIAGE_KEYWORDS,
+    ExtractedText,
+    TriageResult,
+    classify,
+    decode_text,
+    extract_text,
+    triage_dataset,
+)
+
+__all__ = [
+    "TRIAGE_KEYWORDS",
+    "ExtractedText",
+    "TriageResult",
+    "classify",
+    "decode_text",
+    "extract_text",
+    "triage_dataset",
+]
