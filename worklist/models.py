@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -14,7 +14,9 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Roles
@@ -51,9 +53,39 @@ REPORT_AMENDED = "amended"
 JsonDict = dict[str, Any]
 
 
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend.
+
+    PostgreSQL stores ``timestamptz``; SQLite has no time zones and drops tzinfo, so values
+    are normalised to UTC before they are written (naive values are taken as UTC) and come
+    back tagged UTC. SQLite stores a fixed-width text form, so ``<`` comparisons in SQL
+    still order correctly.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {  # noqa: RUF012
-        datetime: DateTime(timezone=True),
+        datetime: UTCDateTime(),
         dict[str, Any]: JSON,
         list[str]: JSON,
     }
@@ -133,9 +165,7 @@ class Study(Base):
     category: Mapped[str | None] = mapped_column(String(32), default=None)
     triage_reasons: Mapped[list[str]] = mapped_column(default=list)
     # set when a person flagged or downgraded the study; automatic triage then stops
-    triage_override_by_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id"), default=None
-    )
+    triage_override_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
     triage_override_reason: Mapped[str | None] = mapped_column(Text, default=None)
 
     # Workflow
@@ -244,5 +274,6 @@ __all__ = [
     "Site",
     "SiteAE",
     "Study",
+    "UTCDateTime",
     "User",
 ]

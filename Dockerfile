@@ -1,0 +1,16 @@
+# teleread: one image for the county API and the township gateway.
+FROM python:3.11-slim-bookworm
+RUN useradd --system --create-home --home-dir /var/lib/teleread teleread
+WORKDIR /opt/teleread
+COPY pyproject.toml README.md ./
+COPY storage ./storage
+COPY worklist ./worklist
+COPY gateway ./gateway
+COPY viewer_api ./viewer_api
+COPY teleread ./teleread
+RUN pip install --no-cache-dir .
+USER teleread
+ENV TELEREAD_DATA_DIR=/var/lib/teleread
+EXPOSE 8000 11112
+ENTRYPOINT ["teleread"]
+CMD ["api", "--host", "0.0.0.0"]

@@ -1,0 +1,150 @@
+"""Running the parts: the county API (uvicorn in a thread), its housekeeping loop, and the
+township gateway. Wiring only: each part's behaviour lives in its own package."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy.orm import Session, sessionmaker
+
+from teleread.embedded import DataDir, database_url
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_SECONDS = 5.0
+
+
+class Housekeeping(threading.Thread):
+    """Every few seconds: studies that went quiet become ready; abandoned claims expire."""
+
+    def __init__(self, factory: sessionmaker[Session], *, stable_seconds: int) -> None:
+        super().__init__(name="worklist-housekeeping", daemon=True)
+        self._factory = factory
+        self._stable_seconds = stable_seconds
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        from worklist.ingest import mark_stable_studies
+        from worklist.repository import expire_claims
+
+        while not self._stop_event.wait(HOUSEKEEPING_SECONDS):
+            try:
+                with self._factory.begin() as session:
+                    from worklist.db import utcnow
+
+                    now = utcnow()
+                    mark_stable_studies(
+                        session=session, now=now, stable_seconds=self._stable_seconds
+                    )
+                    expire_claims(session=session, now=now)
+            except Exception:
+                log.exception("housekeeping failed", extra={"action": "housekeeping_failed"})
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+class ApiServer:
+    """uvicorn serving an app in a background thread, stoppable."""
+
+    def __init__(self, app: FastAPI, *, host: str, port: int) -> None:
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="api", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the API server did not start (is the port in use?)")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+
+def wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    while not stop.wait(1.0):
+        pass
+
+
+def build_api(
+    factory: sessionmaker[Session], *, secret_key: str | None = None
+) -> FastAPI:
+    import storage
+    from viewer_api.main import create_app
+    from viewer_api.settings import ApiSettings
+
+    settings = ApiSettings(secret_key=secret_key) if secret_key else ApiSettings()
+    return create_app(session_factory=factory, store=storage.from_settings(), settings=settings)
+
+
+def api_command(args: argparse.Namespace) -> int:
+    from worklist.db import make_engine, make_sessionmaker, upgrade
+    from worklist.settings import get_settings as worklist_settings
+
+    data_dir = DataDir.resolve(args.data_dir) if not args.database_url else None
+    url = database_url(data_dir, args.database_url)
+    upgrade(url)
+    factory = make_sessionmaker(make_engine(url))
+    app = build_api(factory)
+    housekeeping = Housekeeping(factory, stable_seconds=worklist_settings().stable_seconds)
+    housekeeping.start()
+    server = ApiServer(app, host=args.host, port=args.http_port)
+    server.start()
+    log.info("county API on http://%s:%d/", args.host, args.http_port)
+    try:
+        wait_for_signal()
+    finally:
+        server.stop()
+        housekeeping.stop()
+    return 0
+
+
+def start_gateway(**overrides: object) -> Callable[[], None]:
+    """Start the gateway (SCP + forwarder) with settings from the environment plus overrides;
+    return its stop function."""
+    import storage
+    from gateway.config import GatewaySettings
+    from gateway.service import Gateway
+
+    settings = GatewaySettings(**overrides)  # type: ignore[arg-type]
+    gateway = Gateway(settings=settings, store=storage.from_settings())
+    gateway.start()
+    return gateway.stop
+
+
+def gateway_command(args: argparse.Namespace) -> int:
+    if args.action == "status":
+        from gateway.config import GatewaySettings
+        from gateway.ops import format_status, spool_status
+
+        overrides = {"spool_dir": Path(args.spool_dir)} if args.spool_dir else {}
+        status = spool_status(GatewaySettings(**overrides).spool_dir)  # type: ignore[arg-type]
+        print(json.dumps(status, indent=2, default=str) if args.json else format_status(status))  # noqa: T201
+        return 0
+    stop = start_gateway(**({"spool_dir": Path(args.spool_dir)} if args.spool_dir else {}))
+    try:
+        wait_for_signal()
+    finally:
+        stop()
+    return 0

@@ -1,0 +1,111 @@
+"""A real `teleread serve` process on loopback, with its data directory in a temp dir."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Pipeline:
+    data_dir: Path
+    dicom_port: int
+    http_port: int
+    logins: dict[str, str]
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def client(self, username: str | None = None) -> httpx.Client:
+        client = httpx.Client(base_url=self.base_url, timeout=30)
+        if username:
+            r = client.post(
+                "/api/v1/auth/token",
+                data={"username": username, "password": self.logins[username]},
+            )
+            r.raise_for_status()
+            client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+        return client
+
+    def teleread(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "teleread.cli", *args, "--data-dir", str(self.data_dir)],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    data_dir = tmp_path_factory.mktemp("teleread-data")
+    dicom_port, http_port = free_port(), free_port()
+    log_path = data_dir / "serve.log"
+    env = {
+        **os.environ,
+        "TELEREAD_WORKLIST_STABLE_SECONDS": "3",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("TELEREAD_STORAGE_ROOT", None)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "teleread.cli",
+                "serve",
+                "--data-dir",
+                str(data_dir),
+                "--dicom-port",
+                str(dicom_port),
+                "--http-port",
+                str(http_port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        logins_file = data_dir / "demo-logins.txt"
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"teleread serve exited:\n{log_path.read_text(errors='replace')}")
+            if logins_file.exists() and b"Press Ctrl-C" in log_path.read_bytes():
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"teleread serve did not start:\n{log_path.read_text(errors='replace')}")
+            time.sleep(0.2)
+        logins = {}
+        for line in logins_file.read_text(encoding="utf-8").splitlines()[1:]:
+            username, password, *_ = line.split("\t")
+            logins[username] = password
+        yield Pipeline(data_dir, dicom_port, http_port, logins, proc, log_path)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,130 @@
+"""What routes receive: the request's database session, the caller, the store, the clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.base import ObjectStore
+from viewer_api.errors import InvalidToken
+from viewer_api.security import decode_access_token, oauth2_scheme
+from viewer_api.settings import ApiSettings
+from worklist.accounts import get_user
+from worklist.models import ROLE_ADMIN, ROLE_CLINIC, ROLE_GATEWAY, ROLE_RADIOLOGIST, User
+from worklist.settings import WorklistSettings
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    """One session per request: committed when the route returns normally, rolled back when
+    it raises (a mapped ``WorklistError`` or an ``HTTPException`` included)."""
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+# scope="function": the commit runs when the route returns, before the response goes out,
+# so a client never sees 200 for work that then fails to commit.
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]
+
+
+def get_settings_dep(request: Request) -> ApiSettings:
+    settings: ApiSettings = request.app.state.settings
+    return settings
+
+
+def get_store(request: Request) -> ObjectStore:
+    store: ObjectStore = request.app.state.store
+    return store
+
+
+def get_worklist_settings(request: Request) -> WorklistSettings:
+    settings: WorklistSettings = request.app.state.worklist_settings
+    return settings
+
+
+def get_now(request: Request) -> datetime:
+    clock: Callable[[], datetime] = request.app.state.clock
+    return clock()
+
+
+def get_client_addr(request: Request) -> str:
+    return request.client.host if request.client is not None else ""
+
+
+SettingsDep = Annotated[ApiSettings, Depends(get_settings_dep)]
+WorklistSettingsDep = Annotated[WorklistSettings, Depends(get_worklist_settings)]
+StoreDep = Annotated[ObjectStore, Depends(get_store)]
+NowDep = Annotated[datetime, Depends(get_now)]
+ClientAddr = Annotated[str, Depends(get_client_addr)]
+
+_UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
+
+
+def get_current_user(
+    session: SessionDep,
+    settings: SettingsDep,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+) -> User:
+    """The active user the bearer token names; 401 otherwise. A token whose role no longer
+    matches the account (the role was changed) is refused too."""
+    if not token:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Not authenticated", _UNAUTHENTICATED)
+    try:
+        claims = decode_access_token(token, settings=settings)
+    except InvalidToken as exc:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), _UNAUTHENTICATED) from exc
+    user = get_user(session=session, user_id=claims.user_id)
+    if user is None or not user.is_active or user.role != claims.role:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "The account is unknown or disabled", _UNAUTHENTICATED
+        )
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def require_roles(*roles: str) -> Callable[[User], User]:
+    """A dependency that lets only ``roles`` through (403 for the others)."""
+
+    def check(user: CurrentUser) -> User:
+        if user.role not in roles:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "Not allowed for your role")
+        return user
+
+    return check
+
+
+# read studies and reports (a clinic only its own site's: the repository filters)
+ViewerUser = Annotated[User, Depends(require_roles(ROLE_RADIOLOGIST, ROLE_ADMIN, ROLE_CLINIC))]
+# claim studies, write and sign reports
+ReaderUser = Annotated[User, Depends(require_roles(ROLE_RADIOLOGIST, ROLE_ADMIN))]
+# announce arrived instances, read the gateway configuration
+GatewayUser = Annotated[User, Depends(require_roles(ROLE_GATEWAY))]
+
+
+__all__ = [
+    "ClientAddr",
+    "CurrentUser",
+    "GatewayUser",
+    "NowDep",
+    "ReaderUser",
+    "SessionDep",
+    "SettingsDep",
+    "StoreDep",
+    "ViewerUser",
+    "WorklistSettingsDep",
+    "get_db",
+    "require_roles",
+]

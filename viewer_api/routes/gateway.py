@@ -1,0 +1,116 @@
+"""The township gateway's calls: its configuration, and "these instances arrived"."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, HTTPException, status
+from sqlalchemy.orm import Session
+
+from storage.keys import instance_key
+from viewer_api.deps import ClientAddr, GatewayUser, NowDep, SessionDep, WorklistSettingsDep
+from viewer_api.schemas import GatewayConfig, GatewaySite, IngestIn, IngestOut, InstanceIn
+from worklist import audit
+from worklist.accounts import list_sites
+from worklist.ingest import InstanceArrival, record_instances
+from worklist.models import Site, User
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/v1", tags=["gateway"])
+
+
+def _allowed_sites(session: Session, user: User) -> list[Site]:
+    """A gateway bound to a site sends for that site only; an unbound one (the all-in-one
+    gateway) for every site."""
+    sites = list_sites(session=session)
+    if user.site_id is None:
+        return sites
+    return [s for s in sites if s.id == user.site_id]
+
+
+@router.get("/gateway/config", response_model=GatewayConfig)
+def gateway_config(session: SessionDep, user: GatewayUser) -> GatewayConfig:
+    return GatewayConfig(
+        sites=[
+            GatewaySite(code=s.code, name=s.name, ae_titles=[a.ae_title for a in s.ae_titles])
+            for s in _allowed_sites(session, user)
+        ]
+    )
+
+
+def _arrival(item: InstanceIn) -> InstanceArrival:
+    expected = instance_key(
+        item.study_instance_uid, item.series_instance_uid, item.sop_instance_uid
+    )
+    if item.object_key != expected:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"object_key must be {expected!r} for instance {item.sop_instance_uid}",
+        )
+    fields = item.model_dump(exclude={"urgent_hint", "text_fields", "charset_notes"})
+    return InstanceArrival(
+        **fields,
+        text_fields=dict(item.text_fields or {}),
+        charset_notes=list(item.charset_notes or []),
+        urgent_hint=item.urgent_hint.model_dump() if item.urgent_hint is not None else None,
+    )
+
+
+@router.post(
+    "/ingest/instances",
+    response_model=IngestOut,
+    responses={
+        status.HTTP_403_FORBIDDEN: {"description": "This gateway may not send for that site"},
+        status.HTTP_422_UNPROCESSABLE_CONTENT: {"description": "Unknown site or bad UIDs"},
+    },
+)
+def ingest_instances(
+    body: IngestIn,
+    session: SessionDep,
+    user: GatewayUser,
+    now: NowDep,
+    client_addr: ClientAddr,
+    wl_settings: WorklistSettingsDep,
+) -> IngestOut:
+    if user.site_id is not None:
+        own = user.site.code if user.site is not None else None
+        if body.site != own:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, "This gateway may not send for that site"
+            )
+    arrivals = [_arrival(item) for item in body.instances]
+    outcome = record_instances(
+        session=session,
+        site_code=body.site,
+        calling_ae=body.calling_ae,
+        instances=arrivals,
+        now=now,
+        deadlines=wl_settings.deadlines,
+    )
+    audit.record(
+        session=session,
+        actor=user,
+        action="instances_ingested",
+        object_type="site",
+        object_id=body.site,
+        client_addr=client_addr,
+        detail={
+            "calling_ae": body.calling_ae,
+            "accepted": outcome.accepted,
+            "duplicates": outcome.duplicates,
+            "study_uids": outcome.study_uids,
+        },
+        now=now,
+    )
+    logger.info(
+        "instances ingested",
+        extra={
+            "action": "instances_ingested",
+            "site": body.site,
+            "accepted": outcome.accepted,
+            "duplicates": outcome.duplicates,
+            "study_uids": outcome.study_uids,
+        },
+    )
+    return IngestOut(accepted=outcome.accepted, duplicates=outcome.duplicates)

@@ -1,0 +1,209 @@
+"""Sites (with their calling AE titles) and users (argon2 password hashes)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from worklist.errors import (
+    AETitleTaken,
+    InvalidAETitle,
+    InvalidRole,
+    SiteExists,
+    SiteRequired,
+    UnknownSite,
+    UserExists,
+)
+from worklist.models import ROLE_CLINIC, ROLES, Site, SiteAE, User
+
+logger = logging.getLogger(__name__)
+
+_hasher = PasswordHasher()
+# verified against when the user does not exist, so a miss costs as much as a wrong password
+_DUMMY_HASH = _hasher.hash("teleread-no-such-user")
+AE_TITLE_MAX = 16
+
+
+def hash_password(pw: str) -> str:
+    """An argon2id hash of ``pw``."""
+    return _hasher.hash(pw)
+
+
+def verify_password(hash: str, pw: str) -> bool:
+    """True when ``pw`` matches ``hash``; False for a mismatch or a malformed hash."""
+    try:
+        return _hasher.verify(hash, pw)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def _clean_ae(ae: str) -> str:
+    title = ae.strip()
+    if not title or len(title) > AE_TITLE_MAX or "\\" in title or not title.isprintable():
+        raise InvalidAETitle(f"invalid AE title {ae!r}")
+    return title
+
+
+def get_site(*, session: Session, code: str) -> Site | None:
+    return session.scalars(
+        select(Site).where(Site.code == code).options(selectinload(Site.ae_titles))
+    ).one_or_none()
+
+
+def list_sites(*, session: Session) -> list[Site]:
+    return list(
+        session.scalars(select(Site).order_by(Site.code).options(selectinload(Site.ae_titles)))
+    )
+
+
+def _attach_ae_titles(*, session: Session, site: Site, ae_titles: Sequence[str]) -> None:
+    for raw in ae_titles:
+        title = _clean_ae(raw)
+        owner = session.scalars(select(SiteAE).where(SiteAE.ae_title == title)).one_or_none()
+        if owner is not None:
+            if owner.site_id == site.id:
+                continue
+            raise AETitleTaken(f"AE title {title!r} belongs to another site")
+        if any(a.ae_title == title for a in site.ae_titles):
+            continue
+        site.ae_titles.append(SiteAE(ae_title=title))
+
+
+def create_site(
+    *,
+    session: Session,
+    code: str,
+    name: str,
+    ae_titles: Sequence[str] = (),
+    now: datetime,
+) -> Site:
+    """A new site. Raises ``SiteExists``, ``AETitleTaken``, ``InvalidAETitle``."""
+    code = code.strip()
+    if session.scalars(select(Site.id).where(Site.code == code)).first() is not None:
+        raise SiteExists(f"site {code!r} already exists")
+    site = Site(code=code, name=name, created_at=now)
+    session.add(site)
+    session.flush()
+    _attach_ae_titles(session=session, site=site, ae_titles=ae_titles)
+    session.flush()
+    logger.info("site created", extra={"action": "site_created", "site": code})
+    return site
+
+
+def add_site_ae_titles(
+    *, session: Session, code: str, ae_titles: Sequence[str], now: datetime
+) -> Site:
+    """Allow more calling AE titles for a site (titles it already has are ignored)."""
+    site = get_site(session=session, code=code)
+    if site is None:
+        raise UnknownSite(f"no site {code!r}")
+    _attach_ae_titles(session=session, site=site, ae_titles=ae_titles)
+    session.flush()
+    logger.info(
+        "site AE titles added",
+        extra={"action": "site_ae_added", "site": code, "ae_titles": list(ae_titles)},
+    )
+    return site
+
+
+def create_user(
+    *,
+    session: Session,
+    username: str,
+    password: str,
+    role: str,
+    site_code: str | None = None,
+    display_name: str = "",
+    now: datetime,
+) -> User:
+    """A new user. Raises ``InvalidRole``, ``SiteRequired`` (clinic), ``UnknownSite``,
+    ``UserExists``."""
+    if role not in ROLES:
+        raise InvalidRole(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    if role == ROLE_CLINIC and not site_code:
+        raise SiteRequired()
+    site_id: int | None = None
+    if site_code:
+        site = get_site(session=session, code=site_code)
+        if site is None:
+            raise UnknownSite(f"no site {site_code!r}")
+        site_id = site.id
+    username = username.strip()
+    if not username:
+        raise UserExists("a user name is required")
+    if get_user_by_username(session=session, username=username) is not None:
+        raise UserExists(f"user {username!r} already exists")
+    user = User(
+        username=username,
+        display_name=display_name,
+        password_hash=hash_password(password),
+        role=role,
+        site_id=site_id,
+        is_active=True,
+        created_at=now,
+    )
+    session.add(user)
+    session.flush()
+    logger.info(
+        "user created",
+        extra={"action": "user_created", "user_id": user.id, "role": role, "site": site_code},
+    )
+    return user
+
+
+def get_user(*, session: Session, user_id: int) -> User | None:
+    return session.get(User, user_id)
+
+
+def get_user_by_username(*, session: Session, username: str) -> User | None:
+    return session.scalars(select(User).where(User.username == username)).one_or_none()
+
+
+def list_users(*, session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.username)))
+
+
+def count_users(*, session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(User)) or 0)
+
+
+def set_password(*, session: Session, user: User, password: str) -> None:
+    user.password_hash = hash_password(password)
+    session.flush()
+
+
+def authenticate(*, session: Session, username: str, password: str) -> User | None:
+    """The active user with this name and password, else None."""
+    user = get_user_by_username(session=session, username=username)
+    if user is None:
+        verify_password(_DUMMY_HASH, password)
+        return None
+    if not verify_password(user.password_hash, password) or not user.is_active:
+        return None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+        session.flush()
+    return user
+
+
+__all__ = [
+    "add_site_ae_titles",
+    "authenticate",
+    "count_users",
+    "create_site",
+    "create_user",
+    "get_site",
+    "get_user",
+    "get_user_by_username",
+    "hash_password",
+    "list_sites",
+    "list_users",
+    "set_password",
+    "verify_password",
+]

@@ -1,0 +1,99 @@
+"""worklist's one exception hierarchy; each class's docstring is its default message."""
+
+from __future__ import annotations
+
+
+class WorklistError(Exception):
+    """A worklist operation failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+# Accounts
+class SiteExists(WorklistError):
+    """A site with this code already exists."""
+
+
+class AETitleTaken(WorklistError):
+    """This calling AE title already belongs to another site."""
+
+
+class InvalidAETitle(WorklistError):
+    """An AE title is 1 to 16 printable characters without a backslash."""
+
+
+class UnknownSite(WorklistError):
+    """No site has this code."""
+
+
+class UserExists(WorklistError):
+    """A user with this name already exists."""
+
+
+class InvalidRole(WorklistError):
+    """Unknown role."""
+
+
+class SiteRequired(WorklistError):
+    """Clinic users must be bound to a site."""
+
+
+# Ingest
+class StudySiteMismatch(WorklistError):
+    """This study UID already belongs to another site."""
+
+
+class InconsistentHierarchy(WorklistError):
+    """A series UID already belongs to another study."""
+
+
+# Reading work
+class StudyNotFound(WorklistError):
+    """No such study (or it is not visible to you)."""
+
+
+class ClaimConflict(WorklistError):
+    """Another reader holds an unexpired claim on this study."""
+
+
+class NotClaimable(WorklistError):
+    """This study is cancelled or already finally reported."""
+
+
+class NotClaimHolder(WorklistError):
+    """You do not hold the claim on this study."""
+
+
+class NotAReader(WorklistError):
+    """Only radiologists and admins read studies."""
+
+
+# Reports
+class ReportSigned(WorklistError):
+    """The report is already signed final and cannot change."""
+
+
+class NoReport(WorklistError):
+    """This study has no report yet."""
+
+
+__all__ = [
+    "AETitleTaken",
+    "ClaimConflict",
+    "InconsistentHierarchy",
+    "InvalidAETitle",
+    "InvalidRole",
+    "NoReport",
+    "NotAReader",
+    "NotClaimHolder",
+    "NotClaimable",
+    "ReportSigned",
+    "SiteExists",
+    "SiteRequired",
+    "StudyNotFound",
+    "StudySiteMismatch",
+    "UnknownSite",
+    "UserExists",
+    "WorklistError",
+]

@@ -1,0 +1,419 @@
+"""Record instances announced by a gateway: study/series/instance rows, counts, triage.
+
+Safe under concurrency: rows are created with ``INSERT ... ON CONFLICT DO NOTHING`` and
+re-selected, the study row is locked (``FOR UPDATE`` on PostgreSQL; SQLite's single writer
+lock does the same) before its text and triage are merged, and counts are updated with SQL
+expressions. Studies are handled in UID order so two requests cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, case, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from worklist.errors import InconsistentHierarchy, StudySiteMismatch, UnknownSite
+from worklist.models import (
+    PRIORITY_ROUTINE,
+    PRIORITY_STAT,
+    STATUS_READY,
+    STATUS_RECEIVING,
+    Instance,
+    Series,
+    Site,
+    Study,
+)
+from worklist.settings import DEFAULT_DEADLINES, Deadlines
+from worklist.triage import classify
+
+logger = logging.getLogger(__name__)
+
+TEXT_JOINER = " | "
+MAX_TEXT_FIELD = 1024
+MAX_REASONS = 20
+
+
+@dataclass
+class InstanceArrival:
+    """One instance as the gateway announces it (the ingest JSON's per-instance fields)."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    object_key: str
+    size: int
+    sha256: str
+    received_at: datetime
+    transfer_syntax_uid: str = ""
+    modality: str = ""
+    patient_name: str = ""
+    patient_id: str = ""
+    patient_sex: str = ""
+    patient_birth_date: str = ""
+    accession_number: str = ""
+    study_date: str = ""
+    study_time: str = ""
+    study_description: str = ""
+    series_number: int | None = None
+    series_description: str = ""
+    body_part_examined: str = ""
+    instance_number: int | None = None
+    text_fields: dict[str, str] | None = None
+    charset_notes: list[str] | None = None
+    urgent_hint: dict[str, Any] | None = None
+    dicom_json: dict[str, Any] | None = None
+
+
+@dataclass
+class IngestOutcome:
+    accepted: int = 0
+    duplicates: int = 0
+    study_uids: list[str] = field(default_factory=list)
+
+
+def _table(model: type[Any]) -> Table:
+    return cast(Table, model.__table__)
+
+
+def _insert(session: Session, table: Table) -> Any:
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return pg_insert(table)
+    if name == "sqlite":
+        return sqlite_insert(table)
+    raise NotImplementedError(f"unsupported database {name!r}")
+
+
+def merge_text_fields(existing: Mapping[str, Any], new: Mapping[str, str]) -> dict[str, str]:
+    """Per keyword, the distinct values seen so far joined with `` | `` (bounded length)."""
+    merged = {k: str(v) for k, v in existing.items()}
+    for kw, raw in new.items():
+        value = " ".join(str(raw).split())
+        if not value:
+            continue
+        current = merged.get(kw, "")
+        parts = current.split(TEXT_JOINER) if current else []
+        if value in parts:
+            continue
+        joined = TEXT_JOINER.join([*parts, value])
+        if len(joined) <= MAX_TEXT_FIELD:
+            merged[kw] = joined
+        elif not current:
+            merged[kw] = value[:MAX_TEXT_FIELD]
+    return merged
+
+
+def _arrival_fields(a: InstanceArrival) -> dict[str, str]:
+    fields = {
+        "StudyDescription": a.study_description,
+        "SeriesDescription": a.series_description,
+        "BodyPartExamined": a.body_part_examined,
+        "Modality": a.modality,
+    }
+    fields.update(a.text_fields or {})
+    return {k: v for k, v in fields.items() if v}
+
+
+def _hint_stat(arrivals: Sequence[InstanceArrival]) -> tuple[str | None, list[str]] | None:
+    """The gateway's explicit urgent flag, if any arrival carries one."""
+    for a in arrivals:
+        hint = a.urgent_hint or {}
+        if hint.get("priority") == PRIORITY_STAT:
+            reasons = [str(r) for r in hint.get("reasons") or []] or ["urgent flag from gateway"]
+            category = hint.get("category")
+            return (str(category) if category else None), reasons
+    return None
+
+
+def _apply_triage(study: Study, arrivals: Sequence[InstanceArrival], deadlines: Deadlines) -> None:
+    if study.triage_override_by_id is not None:
+        return  # a person decided; automatic triage stays out
+    modality = study.modalities.split("\\")[0] if study.modalities else None
+    result = classify(dict(study.text_fields), modality=modality)
+    category: str | None = result.category
+    reasons = list(result.reasons)
+    is_stat = result.priority == PRIORITY_STAT
+    hint = _hint_stat(arrivals)
+    if hint is not None:
+        is_stat = True
+        category = hint[0] or category
+        reasons = hint[1] + [r for r in reasons if r not in hint[1]]
+    if study.priority == PRIORITY_STAT:
+        # never silently downgraded; the first urgent category keeps its deadline
+        category = study.category or category
+        reasons = list(study.triage_reasons) + [r for r in reasons if r not in study.triage_reasons]
+        is_stat = True
+    if is_stat:
+        study.priority = PRIORITY_STAT
+        study.priority_rank = 0
+        study.category = category
+        study.triage_reasons = reasons[:MAX_REASONS]
+    else:
+        study.priority = PRIORITY_ROUTINE
+        study.priority_rank = 1
+        study.category = None
+        study.triage_reasons = []
+
+
+def _lock_study(session: Session, uid: str) -> Study:
+    return session.scalars(
+        select(Study)
+        .where(Study.study_instance_uid == uid)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+
+
+def _record_study(
+    *,
+    session: Session,
+    site: Site,
+    calling_ae: str,
+    uid: str,
+    arrivals: Sequence[InstanceArrival],
+    deadlines: Deadlines,
+) -> tuple[int, int]:
+    first = arrivals[0]
+    earliest = min(a.received_at for a in arrivals)
+    latest = max(a.received_at for a in arrivals)
+    session.execute(
+        _insert(session, _table(Study))
+        .values(
+            study_instance_uid=uid,
+            site_id=site.id,
+            calling_ae=calling_ae[:16],
+            patient_name=first.patient_name[:200],
+            patient_id=first.patient_id[:64],
+            patient_sex=first.patient_sex[:16],
+            patient_birth_date=first.patient_birth_date[:8],
+            accession_number=first.accession_number[:64],
+            study_date=first.study_date[:8],
+            study_time=first.study_time[:32],
+            study_description=first.study_description[:200],
+            modalities="",
+            text_fields={},
+            priority=PRIORITY_ROUTINE,
+            priority_rank=1,
+            category=None,
+            triage_reasons=[],
+            status=STATUS_RECEIVING,
+            num_instances=0,
+            received_at=earliest,
+            last_instance_at=latest,
+        )
+        .on_conflict_do_nothing(index_elements=["study_instance_uid"])
+    )
+    study = _lock_study(session, uid)
+    if study.site_id != site.id:
+        raise StudySiteMismatch(f"study {uid} belongs to another site")
+
+    # series rows
+    by_series: dict[str, InstanceArrival] = {}
+    for a in arrivals:
+        by_series.setdefault(a.series_instance_uid, a)
+    for s_uid in sorted(by_series):
+        a = by_series[s_uid]
+        session.execute(
+            _insert(session, _table(Series))
+            .values(
+                study_id=study.id,
+                series_instance_uid=s_uid,
+                modality=a.modality[:16],
+                series_number=a.series_number,
+                series_description=a.series_description[:200],
+                body_part_examined=a.body_part_examined[:64],
+                num_instances=0,
+            )
+            .on_conflict_do_nothing(index_elements=["series_instance_uid"])
+        )
+    series_ids: dict[str, int] = {}
+    for s_id, s_uid, s_study in session.execute(
+        select(Series.id, Series.series_instance_uid, Series.study_id).where(
+            Series.series_instance_uid.in_(list(by_series))
+        )
+    ):
+        if s_study != study.id:
+            raise InconsistentHierarchy(f"series {s_uid} belongs to another study than {uid}")
+        series_ids[s_uid] = s_id
+
+    # instance rows: the ones RETURNING gives back are new, the rest are duplicates
+    unique: dict[str, InstanceArrival] = {}
+    for a in arrivals:
+        unique.setdefault(a.sop_instance_uid, a)
+    rows = [
+        {
+            "series_id": series_ids[a.series_instance_uid],
+            "study_id": study.id,
+            "sop_instance_uid": a.sop_instance_uid,
+            "sop_class_uid": a.sop_class_uid,
+            "transfer_syntax_uid": a.transfer_syntax_uid,
+            "instance_number": a.instance_number,
+            "object_key": a.object_key,
+            "size": a.size,
+            "sha256": a.sha256,
+            "received_at": a.received_at,
+            "dicom_json": a.dicom_json,
+        }
+        for a in unique.values()
+    ]
+    inserted = session.execute(
+        _insert(session, _table(Instance))
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+        .returning(_table(Instance).c.series_id)
+    ).all()
+    accepted = len(inserted)
+    duplicates = len(arrivals) - accepted
+    if accepted:
+        per_series: dict[int, int] = {}
+        for (s_id,) in inserted:
+            per_series[s_id] = per_series.get(s_id, 0) + 1
+        for s_id, n in sorted(per_series.items()):
+            session.execute(
+                update(Series)
+                .where(Series.id == s_id)
+                .values(num_instances=Series.num_instances + n)
+                .execution_options(synchronize_session=False)
+            )
+        session.execute(
+            update(Study)
+            .where(Study.id == study.id)
+            .values(
+                num_instances=Study.num_instances + accepted,
+                received_at=case((Study.received_at > earliest, earliest), else_=Study.received_at),
+                last_instance_at=case(
+                    (Study.last_instance_at < latest, latest), else_=Study.last_instance_at
+                ),
+                # new images: no longer quiet
+                status=case((Study.status == STATUS_READY, STATUS_RECEIVING), else_=Study.status),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        session.refresh(study)
+        _merge_header(study, arrivals, calling_ae)
+        new_fields: dict[str, Any] = dict(study.text_fields)
+        for a in arrivals:
+            new_fields = merge_text_fields(new_fields, _arrival_fields(a))
+        study.text_fields = new_fields
+    _apply_triage(study, arrivals, deadlines)
+    allowed = deadlines.for_category(study.category)
+    if study.priority == PRIORITY_STAT and study.category is None:
+        allowed = min(deadlines.stroke, deadlines.chest_pain)
+    deadline = study.received_at + allowed
+    if study.deadline_at != deadline:
+        study.deadline_at = deadline
+    session.flush()
+    logger.info(
+        "instances recorded",
+        extra={
+            "action": "instances_recorded",
+            "study_uid": uid,
+            "accepted": accepted,
+            "duplicates": duplicates,
+            "priority": study.priority,
+            "category": study.category,
+        },
+    )
+    return accepted, duplicates
+
+
+_HEADER = (
+    "patient_name",
+    "patient_id",
+    "patient_sex",
+    "patient_birth_date",
+    "accession_number",
+    "study_date",
+    "study_time",
+    "study_description",
+)
+_HEADER_MAX = {"patient_birth_date": 8, "study_date": 8, "patient_sex": 16, "study_time": 32}
+
+
+def _merge_header(study: Study, arrivals: Sequence[InstanceArrival], calling_ae: str) -> None:
+    for name in _HEADER:
+        if getattr(study, name):
+            continue
+        for a in arrivals:
+            value = getattr(a, name)
+            if value:
+                setattr(study, name, value[: _HEADER_MAX.get(name, 64 if "id" in name else 200)])
+                break
+    if not study.calling_ae and calling_ae:
+        study.calling_ae = calling_ae[:16]
+    mods = [m for m in study.modalities.split("\\") if m]
+    for a in arrivals:
+        if a.modality and a.modality not in mods:
+            mods.append(a.modality)
+    joined = "\\".join(mods)
+    if len(joined) <= 64 and joined != study.modalities:
+        study.modalities = joined
+
+
+def record_instances(
+    *,
+    session: Session,
+    site_code: str,
+    calling_ae: str,
+    instances: Sequence[InstanceArrival],
+    now: datetime,
+    deadlines: Deadlines = DEFAULT_DEADLINES,
+) -> IngestOutcome:
+    """Record announced instances; idempotent by SOP Instance UID.
+
+    Raises ``UnknownSite`` and ``StudySiteMismatch`` (the caller rolls back).
+    """
+    site = session.scalars(select(Site).where(Site.code == site_code)).one_or_none()
+    if site is None:
+        raise UnknownSite(f"no site {site_code!r}")
+    outcome = IngestOutcome()
+    by_study: dict[str, list[InstanceArrival]] = {}
+    for a in instances:
+        if a.study_instance_uid not in by_study:
+            outcome.study_uids.append(a.study_instance_uid)
+        by_study.setdefault(a.study_instance_uid, []).append(a)
+    for uid in sorted(by_study):
+        accepted, duplicates = _record_study(
+            session=session,
+            site=site,
+            calling_ae=calling_ae,
+            uid=uid,
+            arrivals=by_study[uid],
+            deadlines=deadlines,
+        )
+        outcome.accepted += accepted
+        outcome.duplicates += duplicates
+    return outcome
+
+
+def mark_stable_studies(*, session: Session, now: datetime, stable_seconds: int) -> list[str]:
+    """Studies quiet for ``stable_seconds`` go from 'receiving' to 'ready'; their UIDs."""
+    cutoff = now - timedelta(seconds=stable_seconds)
+    uids = session.scalars(
+        update(Study)
+        .where(Study.status == STATUS_RECEIVING, Study.last_instance_at <= cutoff)
+        .values(status=STATUS_READY)
+        .returning(Study.study_instance_uid)
+        .execution_options(synchronize_session="fetch")
+    ).all()
+    session.flush()
+    for uid in uids:
+        logger.info("study stable", extra={"action": "study_stable", "study_uid": uid})
+    return list(uids)
+
+
+__all__ = [
+    "IngestOutcome",
+    "InstanceArrival",
+    "mark_stable_studies",
+    "merge_text_fields",
+    "record_instances",
+]

@@ -1,0 +1,284 @@
+"""Reports: drafts by the claim holder, preliminary and final signatures, a content hash.
+
+A final report is immutable: saving or signing it again raises ``ReportSigned``. The hash
+is sha256 over canonical JSON of what was signed, so a later change is detectable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, joinedload
+
+from worklist.errors import NoReport, NotClaimable, NotClaimHolder, ReportSigned, StudyNotFound
+from worklist.models import (
+    REPORT_AMENDED,
+    REPORT_DRAFT,
+    REPORT_FINAL,
+    REPORT_PRELIMINARY,
+    ROLE_CLINIC,
+    STATUS_CANCELLED,
+    STATUS_DRAFT,
+    STATUS_FINAL,
+    STATUS_PRELIMINARY,
+    Report,
+    Study,
+    User,
+)
+from worklist.repository import TERMINAL_STATUSES, visible_studies_filter
+from worklist.settings import DEFAULT_LEASE
+
+logger = logging.getLogger(__name__)
+
+SignStatus = Literal["preliminary", "final"]
+SIGNED_STATUSES = (REPORT_PRELIMINARY, REPORT_FINAL, REPORT_AMENDED)
+IMMUTABLE_STATUSES = (REPORT_FINAL, REPORT_AMENDED)
+
+
+def report_content_hash(
+    *,
+    findings: str,
+    impression: str,
+    recommendation: str,
+    status: str,
+    signer: str,
+    signed_at: datetime,
+) -> str:
+    """sha256 (hex) of the canonical JSON of a signed report's content."""
+    canonical = json.dumps(
+        {
+            "findings": findings,
+            "impression": impression,
+            "recommendation": recommendation,
+            "status": status,
+            "signer": signer,
+            "signed_at": signed_at.astimezone(UTC).isoformat(),
+        },
+        ensure_ascii=False,
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def verify_report(report: Report) -> bool:
+    """True when a signed report's stored hash matches its content."""
+    if report.content_sha256 is None or report.signed_at is None or report.signed_by is None:
+        return False
+    return report.content_sha256 == report_content_hash(
+        findings=report.findings,
+        impression=report.impression,
+        recommendation=report.recommendation,
+        status=report.status,
+        signer=report.signed_by.username,
+        signed_at=report.signed_at,
+    )
+
+
+def report_visible_to(report: Report, viewer: User) -> bool:
+    """Clinic users see signed reports of their own site; readers see everything."""
+    if viewer.role == ROLE_CLINIC:
+        return report.status in SIGNED_STATUSES and report.study.site_id == viewer.site_id
+    return viewer.is_active and viewer.role != "gateway"
+
+
+def get_report(*, session: Session, study: Study) -> Report | None:
+    return session.scalars(
+        select(Report)
+        .where(Report.study_id == study.id)
+        .options(joinedload(Report.author), joinedload(Report.signed_by))
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+
+
+def _hold_claim(
+    *, session: Session, study: Study, user: User, now: datetime, lease: timedelta
+) -> None:
+    """Check ``user`` holds the claim and lock the study row; extends the lease.
+
+    Raises ``NotClaimHolder``, ``ReportSigned`` (final/amended), ``NotClaimable`` (cancelled).
+    """
+    row = session.execute(
+        update(Study)
+        .where(
+            Study.id == study.id,
+            Study.claimed_by_id == user.id,
+            Study.status.not_in(TERMINAL_STATUSES),
+        )
+        .values(claim_expires_at=now + lease)
+        .returning(Study.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is not None:
+        return
+    status = session.scalar(select(Study.status).where(Study.id == study.id))
+    if status is None:
+        raise StudyNotFound()
+    if status == STATUS_CANCELLED:
+        raise NotClaimable()
+    if status in TERMINAL_STATUSES:
+        raise ReportSigned()
+    raise NotClaimHolder()
+
+
+def _set_study_status(session: Session, study: Study, status: str, *, clear_claim: bool) -> None:
+    values: dict[str, object] = {"status": status}
+    if clear_claim:
+        values.update(claimed_by_id=None, claimed_at=None, claim_expires_at=None)
+    session.execute(
+        update(Study)
+        .where(Study.id == study.id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(study)
+
+
+def save_draft(
+    *,
+    session: Session,
+    study: Study,
+    author: User,
+    findings: str,
+    impression: str,
+    recommendation: str = "",
+    now: datetime,
+    lease: timedelta = DEFAULT_LEASE,
+) -> Report:
+    """Create or update the study's draft. The author must hold the claim.
+
+    Editing a preliminary report turns it back into an unsigned draft. Raises
+    ``NotClaimHolder``, ``ReportSigned`` (final/amended).
+    """
+    existing = get_report(session=session, study=study)
+    if existing is not None and existing.status in IMMUTABLE_STATUSES:
+        raise ReportSigned()
+    _hold_claim(session=session, study=study, user=author, now=now, lease=lease)
+    report = get_report(session=session, study=study)  # re-read under the lock
+    if report is None:
+        report = Report(study_id=study.id, author_id=author.id, created_at=now)
+        session.add(report)
+    elif report.status in IMMUTABLE_STATUSES:
+        raise ReportSigned()
+    report.author_id = author.id
+    report.status = REPORT_DRAFT
+    report.findings = findings
+    report.impression = impression
+    report.recommendation = recommendation
+    report.updated_at = now
+    report.signed_by_id = None
+    report.signed_at = None
+    report.content_sha256 = None
+    session.flush()
+    _set_study_status(session, study, STATUS_DRAFT, clear_claim=False)
+    session.refresh(report)
+    logger.info(
+        "report draft saved",
+        extra={
+            "action": "report_draft_saved",
+            "study_uid": study.study_instance_uid,
+            "user_id": author.id,
+        },
+    )
+    return report
+
+
+def sign_report(
+    *,
+    session: Session,
+    study: Study,
+    signer: User,
+    status: SignStatus,
+    now: datetime,
+    lease: timedelta = DEFAULT_LEASE,
+) -> Report:
+    """Sign the report 'preliminary' or 'final' (the signer must hold the claim).
+
+    The study follows: 'preliminary' (still claimed, for the final read) or 'final' (claim
+    cleared). Raises ``NoReport``, ``ReportSigned``, ``NotClaimHolder``, ``ValueError``.
+    """
+    if status not in (REPORT_PRELIMINARY, REPORT_FINAL):
+        raise ValueError(f"cannot sign a report as {status!r}")
+    existing = get_report(session=session, study=study)
+    if existing is None:
+        raise NoReport()
+    if existing.status in IMMUTABLE_STATUSES:
+        raise ReportSigned()
+    _hold_claim(session=session, study=study, user=signer, now=now, lease=lease)
+    report = get_report(session=session, study=study)
+    if report is None:
+        raise NoReport()
+    if report.status in IMMUTABLE_STATUSES:
+        raise ReportSigned()
+    now = now.astimezone(UTC)
+    report.status = status
+    report.signed_by_id = signer.id
+    report.signed_at = now
+    report.updated_at = now
+    report.content_sha256 = report_content_hash(
+        findings=report.findings,
+        impression=report.impression,
+        recommendation=report.recommendation,
+        status=status,
+        signer=signer.username,
+        signed_at=now,
+    )
+    session.flush()
+    if status == REPORT_FINAL:
+        _set_study_status(session, study, STATUS_FINAL, clear_claim=True)
+    else:
+        _set_study_status(session, study, STATUS_PRELIMINARY, clear_claim=False)
+    session.refresh(report)
+    logger.info(
+        "report signed",
+        extra={
+            "action": "report_signed",
+            "study_uid": study.study_instance_uid,
+            "user_id": signer.id,
+            "status": status,
+            "sha256": report.content_sha256,
+        },
+    )
+    return report
+
+
+def list_reports(
+    *, session: Session, viewer: User, limit: int = 100, offset: int = 0
+) -> list[Report]:
+    """Reports the viewer may see, newest first; clinic users see signed ones only."""
+    stmt = (
+        select(Report)
+        .join(Study, Report.study_id == Study.id)
+        .where(visible_studies_filter(viewer))
+    )
+    if viewer.role == ROLE_CLINIC:
+        stmt = stmt.where(Report.status.in_(SIGNED_STATUSES))
+    newest = func.coalesce(Report.signed_at, Report.updated_at)
+    stmt = (
+        stmt.options(
+            joinedload(Report.study).joinedload(Study.site),
+            joinedload(Report.author),
+            joinedload(Report.signed_by),
+        )
+        .order_by(newest.desc(), Report.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(session.scalars(stmt))
+
+
+__all__ = [
+    "SIGNED_STATUSES",
+    "get_report",
+    "list_reports",
+    "report_content_hash",
+    "report_visible_to",
+    "save_draft",
+    "sign_report",
+    "verify_report",
+]

@@ -1,0 +1,214 @@
+"""Triage rules: a YAML file (the built-in ``rules.yaml`` or a county's own), compiled.
+
+Schema (see ``rules.yaml`` for the full built-in set)::
+
+    version: 1
+    extends: builtin            # a county file: "builtin" (default) adds to the built-in
+                                # rules, "none" replaces them
+    weights: {alert: 3, diagnosis: 2, symptom: 2, exam: 2}
+    categories:
+      stroke:                   # category names: stroke, chest_pain
+        - name: 脑梗             # shown in reasons: "StudyDescription: '脑梗死' (stroke: 脑梗)"
+          kind: diagnosis       # alert | diagnosis | symptom | exam
+          patterns: ['脑梗(死|塞)?']   # regular expressions, case-insensitive by default
+          word: false           # true: ASCII letters/digits may not touch the match
+          case_sensitive: false # true for short abbreviations (MI, PE, TIA...)
+          requires_any: []      # context: one of these must appear somewhere in the study
+    stat:                       # priority stat without a category (a STAT order)
+      - name: STAT priority
+        fields: [RequestedProcedurePriority]
+        patterns: ['^STAT$']
+    lookalikes: [{name: 胸椎 thoracic spine, patterns: ['胸椎']}]   # masked before matching
+    negation: [...]             # cues before a term, in its clause (无, 否认, no, denies)
+    history_before: [...]       # 陈旧性, history of ...
+    history_after: [...]        # right after the term: 后遗症, 史, sequelae ...
+    follow_up: [...]            # a clause saying 复查 / follow-up is not urgent
+    acute: [...]                # keeps a term urgent although the exam name says 复查
+    scope_breaks: [...]         # end a negation / history scope (伴, 但, but, with ...)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import yaml
+
+from worklist.triage.errors import RulesError
+
+Category = Literal["stroke", "chest_pain"]
+CATEGORIES: tuple[Category, ...] = ("stroke", "chest_pain")
+KINDS = ("alert", "diagnosis", "symptom", "exam")
+_LIST_KEYS = (
+    "negation",
+    "history_before",
+    "history_after",
+    "follow_up",
+    "acute",
+    "scope_breaks",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    category: Category | None
+    name: str
+    kind: str
+    regex: re.Pattern[str]
+    weight: int
+    requires_any: re.Pattern[str] | None = None
+    fields: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    rules: tuple[Rule, ...]
+    stat: tuple[Rule, ...]
+    lookalikes: tuple[tuple[str, re.Pattern[str]], ...]
+    negation: re.Pattern[str]
+    history_before: re.Pattern[str]
+    history_after: re.Pattern[str]
+    follow_up: re.Pattern[str]
+    acute: re.Pattern[str]
+    scope_breaks: re.Pattern[str]
+    source: tuple[str, ...] = field(default=())
+
+
+def _alternation(patterns: list[str], *, word: bool = False, case_sensitive: bool = False) -> str:
+    if not patterns:
+        return r"(?!x)x"  # matches nothing
+    body = "|".join(f"(?:{p})" for p in patterns)
+    if word:
+        body = rf"(?<![A-Za-z0-9])(?:{body})(?![A-Za-z0-9])"
+    return body if case_sensitive else f"(?i:{body})"
+
+
+def _compile(source: str, what: str, patterns: list[str], **kw: bool) -> re.Pattern[str]:
+    try:
+        return re.compile(_alternation(patterns, **kw))
+    except re.error as exc:
+        raise RulesError(f"{source}: {what}: bad pattern: {exc}") from exc
+
+
+def _strings(value: Any, source: str, what: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RulesError(f"{source}: {what} must be a list of strings")
+    return list(value)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {**base}
+    out["weights"] = {**base.get("weights", {}), **(extra.get("weights") or {})}
+    cats: dict[str, list[Any]] = {k: list(v) for k, v in (base.get("categories") or {}).items()}
+    for cat, rules in (extra.get("categories") or {}).items():
+        cats.setdefault(cat, []).extend(rules or [])
+    out["categories"] = cats
+    for key in ("stat", "lookalikes", *_LIST_KEYS):
+        out[key] = list(base.get(key) or []) + list(extra.get(key) or [])
+    return out
+
+
+def _read(path: Path | None) -> tuple[dict[str, Any], str]:
+    if path is None:
+        text = resources.files("worklist.triage").joinpath("rules.yaml").read_text("utf-8")
+        source = "built-in rules.yaml"
+    else:
+        text = Path(path).read_text("utf-8")
+        source = str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RulesError(f"{source}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RulesError(f"{source}: expected a mapping at the top level")
+    return data, source
+
+
+def _rule(item: Any, category: Category | None, weights: Mapping[str, int], src: str) -> Rule:
+    if not isinstance(item, dict) or "name" not in item:
+        raise RulesError(f"{src}: every rule needs a name (got {item!r:.80})")
+    name = str(item["name"])
+    kind = str(item.get("kind", "diagnosis"))
+    if category is not None and kind not in KINDS:
+        raise RulesError(f"{src}: rule {name!r}: kind must be one of {KINDS}")
+    patterns = _strings(item.get("patterns"), src, f"rule {name!r} patterns")
+    if not patterns:
+        raise RulesError(f"{src}: rule {name!r} has no patterns")
+    regex = _compile(
+        src,
+        f"rule {name!r}",
+        patterns,
+        word=bool(item.get("word", False)),
+        case_sensitive=bool(item.get("case_sensitive", False)),
+    )
+    context = _strings(item.get("requires_any"), src, f"rule {name!r} requires_any")
+    return Rule(
+        category=category,
+        name=name,
+        kind=kind,
+        regex=regex,
+        weight=int(item.get("weight", weights.get(kind, 1))),
+        requires_any=_compile(src, f"rule {name!r}", context) if context else None,
+        fields=frozenset(_strings(item.get("fields"), src, f"rule {name!r} fields")),
+    )
+
+
+def compile_rules(data: Mapping[str, Any], source: str = "rules") -> Rules:
+    """Build ``Rules`` from an already parsed mapping (the YAML schema above)."""
+    weights = {str(k): int(v) for k, v in (data.get("weights") or {}).items()}
+    rules: list[Rule] = []
+    for cat, items in (data.get("categories") or {}).items():
+        if cat not in CATEGORIES:
+            raise RulesError(f"{source}: unknown category {cat!r} (known: {CATEGORIES})")
+        for item in items or []:
+            rules.append(_rule(item, cast(Category, cat), weights, source))
+    stat = tuple(_rule(i, None, weights, source) for i in data.get("stat") or [])
+    lookalikes: list[tuple[str, re.Pattern[str]]] = []
+    for item in data.get("lookalikes") or []:
+        r = _rule(item, None, weights, source)
+        lookalikes.append((r.name, r.regex))
+    lists = {k: _strings(data.get(k), source, k) for k in _LIST_KEYS}
+    return Rules(
+        rules=tuple(rules),
+        stat=stat,
+        lookalikes=tuple(lookalikes),
+        negation=_compile(source, "negation", lists["negation"]),
+        history_before=_compile(source, "history_before", lists["history_before"]),
+        history_after=_compile(source, "history_after", [f"^\\s*(?:{p})" for p in lists["history_after"]]),
+        follow_up=_compile(source, "follow_up", lists["follow_up"]),
+        acute=_compile(source, "acute", lists["acute"]),
+        scope_breaks=_compile(source, "scope_breaks", lists["scope_breaks"]),
+        source=(source,),
+    )
+
+
+def load_rules(path: str | Path | None = None) -> Rules:
+    """The built-in rules, or a county's file (added to the built-in unless ``extends: none``)."""
+    builtin, builtin_src = _read(None)
+    if path is None:
+        return compile_rules(builtin, builtin_src)
+    extra, src = _read(Path(path))
+    extends = str(extra.get("extends", "builtin")).lower()
+    if extends == "none":
+        return compile_rules(extra, src)
+    if extends != "builtin":
+        raise RulesError(f"{src}: extends must be 'builtin' or 'none'")
+    rules = compile_rules(_merge(builtin, extra), f"{builtin_src} + {src}")
+    return rules
+
+
+@lru_cache(maxsize=1)
+def default_rules() -> Rules:
+    """The rules in force: the built-in file, plus ``TELEREAD_TRIAGE_RULES_FILE`` if set."""
+    from worklist.triage.settings import get_settings
+
+    return load_rules(get_settings().rules_file)
