@@ -50,7 +50,10 @@ def serve(args: argparse.Namespace) -> int:
         api_password=gw_password,
     )
     with factory() as session:
-        sites = [(s.code, [a.ae_title for a in s.ae_titles]) for s in accounts.list_sites(session=session)]
+        sites = [
+            (s.code, [a.ae_title for a in s.ae_titles])
+            for s in accounts.list_sites(session=session)
+        ]
     _banner(args, data_dir, ae_title, sites, logins)
     try:
         wait_for_signal()

@@ -68,7 +68,8 @@ def ensure_gateway_user(factory: sessionmaker[Session], data_dir: DataDir) -> tu
     with factory.begin() as session:
         if accounts.authenticate(session=session, username=GATEWAY_USER, password=password):
             return GATEWAY_USER, password
-        if accounts.get_user_by_username(session=session, username=GATEWAY_USER) is None:
+        user = accounts.get_user_by_username(session=session, username=GATEWAY_USER)
+        if user is None:
             accounts.create_user(
                 session=session,
                 username=GATEWAY_USER,
@@ -78,7 +79,7 @@ def ensure_gateway_user(factory: sessionmaker[Session], data_dir: DataDir) -> tu
                 now=utcnow(),
             )
         else:
-            accounts.set_password(session=session, username=GATEWAY_USER, password=password)
+            accounts.set_password(session=session, user=user, password=password)
     return GATEWAY_USER, password
 
 

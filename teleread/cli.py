@@ -36,9 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the whole pipeline on one machine")
     _add_db_args(serve)
     serve.add_argument("--host", default=os.environ.get("TELEREAD_HOST", "127.0.0.1"))
-    serve.add_argument(
-        "--dicom-port", type=int, default=_env_int("TELEREAD_GATEWAY_PORT", 11112)
-    )
+    serve.add_argument("--dicom-port", type=int, default=_env_int("TELEREAD_GATEWAY_PORT", 11112))
     serve.add_argument("--http-port", type=int, default=_env_int("TELEREAD_API_PORT", 8000))
     serve.add_argument("--ae-title", default=os.environ.get("TELEREAD_GATEWAY_AE_TITLE"))
 
@@ -74,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     users_sub = users.add_subparsers(dest="users_command", required=True)
     uadd = users_sub.add_parser("add", help="add an account; the password comes on stdin")
     uadd.add_argument("username")
-    uadd.add_argument("--role", required=True, choices=["radiologist", "clinic", "admin", "gateway"])
+    uadd.add_argument(
+        "--role", required=True, choices=["radiologist", "clinic", "admin", "gateway"]
+    )
     uadd.add_argument("--site", help="site code (clinic and township gateway accounts)")
     uadd.add_argument("--display-name", default="")
     uadd.add_argument(

@@ -87,9 +87,7 @@ def wait_for_signal() -> None:
         pass
 
 
-def build_api(
-    factory: sessionmaker[Session], *, secret_key: str | None = None
-) -> FastAPI:
+def build_api(factory: sessionmaker[Session], *, secret_key: str | None = None) -> FastAPI:
     import storage
     from viewer_api.main import create_app
     from viewer_api.settings import ApiSettings

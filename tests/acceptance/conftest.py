@@ -95,7 +95,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             if logins_file.exists() and b"Press Ctrl-C" in log_path.read_bytes():
                 break
             if time.monotonic() > deadline:
-                pytest.fail(f"teleread serve did not start:\n{log_path.read_text(errors='replace')}")
+                pytest.fail(
+                    f"teleread serve did not start:\n{log_path.read_text(errors='replace')}"
+                )
             time.sleep(0.2)
         logins = {}
         for line in logins_file.read_text(encoding="utf-8").splitlines()[1:]:

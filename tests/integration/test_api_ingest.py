@@ -197,3 +197,17 @@ def test_oversized_requests_are_413(session_factory: sessionmaker[Session], tmp_
         headers = {**small.headers("gw_ts01"), "Content-Type": "application/json"}
         r = small.client.post("/api/v1/ingest/instances", content=chunks(), headers=headers)
         assert r.status_code == 413
+
+
+def test_the_gateways_urgent_flag_reaches_the_worklist(world: World) -> None:
+    study = Study("TS01", "CT", "胸部CT", count=1)
+    payload = world.payload(study)
+    payload["instances"][0]["urgent_hint"] = {
+        "category": "chest_pain",
+        "priority": "stat",
+        "reasons": ["called AE title TELEREAD_CP"],
+    }
+    assert world.post("gw_ts01", "/api/v1/ingest/instances", json=payload).status_code == 200
+    [item] = world.get("dr_li", "/api/v1/worklist").json()
+    assert item["priority"] == "stat" and item["category"] == "chest_pain"
+    assert "called AE title TELEREAD_CP" in item["triage_reasons"]

@@ -10,24 +10,38 @@ Public API (stable; the gateway and the worklist both use it):
 - ``triage_dataset(ds, *, explicit=None) -> TriageResult``: both steps.
 - ``decode_text(raw, declared_charsets) -> tuple[str, list[str]]``: one value's bytes to
   clean Unicode, with notes (used for patient names too).
+
+Also: ``merge_results(previous, new)`` (never silently downgrades a stat result),
+``category_for_called_ae(called_ae, mapping)``, ``read_paths(paths)`` (``teleread triage``),
+``load_rules(path)`` (a county's own YAML). Evaluate: ``python -m worklist.triage.evaluate``.
 """
 
 from worklist.triage.api import (
     TRIAGE_KEYWORDS,
+    Category,
     ExtractedText,
     TriageResult,
+    category_for_called_ae,
     classify,
     decode_text,
     extract_text,
+    load_rules,
+    merge_results,
+    read_paths,
     triage_dataset,
 )
 
 __all__ = [
     "TRIAGE_KEYWORDS",
+    "Category",
     "ExtractedText",
     "TriageResult",
+    "category_for_called_ae",
     "classify",
     "decode_text",
     "extract_text",
+    "load_rules",
+    "merge_results",
+    "read_paths",
     "triage_dataset",
 ]

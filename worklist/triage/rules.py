@@ -20,6 +20,7 @@ Schema (see ``rules.yaml`` for the full built-in set)::
         patterns: ['^STAT$']
     lookalikes: [{name: 胸椎 thoracic spine, patterns: ['胸椎']}]   # masked before matching
     negation: [...]             # cues before a term, in its clause (无, 否认, no, denies)
+    negation_after: [...]       # right after the term: 已排除, excluded, ruled out
     history_before: [...]       # 陈旧性, history of ...
     history_after: [...]        # right after the term: 后遗症, 史, sequelae ...
     follow_up: [...]            # a clause saying 复查 / follow-up is not urgent
@@ -46,6 +47,7 @@ CATEGORIES: tuple[Category, ...] = ("stroke", "chest_pain")
 KINDS = ("alert", "diagnosis", "symptom", "exam")
 _LIST_KEYS = (
     "negation",
+    "negation_after",
     "history_before",
     "history_after",
     "follow_up",
@@ -71,6 +73,7 @@ class Rules:
     stat: tuple[Rule, ...]
     lookalikes: tuple[tuple[str, re.Pattern[str]], ...]
     negation: re.Pattern[str]
+    negation_after: re.Pattern[str]
     history_before: re.Pattern[str]
     history_after: re.Pattern[str]
     follow_up: re.Pattern[str]
@@ -93,6 +96,11 @@ def _compile(source: str, what: str, patterns: list[str], **kw: bool) -> re.Patt
         return re.compile(_alternation(patterns, **kw))
     except re.error as exc:
         raise RulesError(f"{source}: {what}: bad pattern: {exc}") from exc
+
+
+def _anchored(source: str, what: str, patterns: list[str]) -> re.Pattern[str]:
+    """Patterns that must start right after a match (optional spaces first)."""
+    return _compile(source, what, [f"^\\s*(?:{p})" for p in patterns])
 
 
 def _strings(value: Any, source: str, what: str) -> list[str]:
@@ -182,8 +190,9 @@ def compile_rules(data: Mapping[str, Any], source: str = "rules") -> Rules:
         stat=stat,
         lookalikes=tuple(lookalikes),
         negation=_compile(source, "negation", lists["negation"]),
+        negation_after=_anchored(source, "negation_after", lists["negation_after"]),
         history_before=_compile(source, "history_before", lists["history_before"]),
-        history_after=_compile(source, "history_after", [f"^\\s*(?:{p})" for p in lists["history_after"]]),
+        history_after=_anchored(source, "history_after", lists["history_after"]),
         follow_up=_compile(source, "follow_up", lists["follow_up"]),
         acute=_compile(source, "acute", lists["acute"]),
         scope_breaks=_compile(source, "scope_breaks", lists["scope_breaks"]),

@@ -1,0 +1,58 @@
+"""The gateway's settings: one pydantic-settings class, env prefix ``TELEREAD_GATEWAY_``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GIB = 1024**3
+
+
+class GatewaySettings(BaseSettings):
+    """Everything a township gateway needs to know; see docs/contracts.md."""
+
+    model_config = SettingsConfigDict(env_prefix="TELEREAD_GATEWAY_", extra="ignore")
+
+    # DICOM side
+    ae_title: str = Field(default="TELEREAD", min_length=1, max_length=16)
+    host: str = "0.0.0.0"
+    port: int = Field(default=11112, ge=0, le=65535)
+    max_pdu: int = Field(default=262_144, ge=0)  # 0: unlimited
+    max_associations: int = Field(default=16, ge=1)
+    network_timeout_seconds: float = 60.0
+    dimse_timeout_seconds: float = 60.0
+    acse_timeout_seconds: float = 30.0
+    # called AE title -> triage category (a modality sending to STROKE flags its study)
+    include_dicom_json: bool = True  # the header (no bulk data) as DICOM JSON in the announcement
+    urgent_called_aes: dict[str, str] = Field(
+        default_factory=lambda: {"STROKE": "stroke", "CHESTPAIN": "chest_pain"}
+    )
+
+    # spool (durable outbox)
+    spool_dir: Path = Path("teleread-spool")
+    spool_max_bytes: int = Field(default=50 * GIB, ge=0)
+    spool_min_free_bytes: int = Field(default=1 * GIB, ge=0)
+    prune_announced_after_seconds: float = 14 * 24 * 3600.0
+
+    # county API
+    api_url: str = "http://127.0.0.1:8000"
+    api_username: str = "gateway"
+    api_password: SecretStr = SecretStr("")
+    api_ca_bundle: Path | None = None
+    api_timeout_seconds: float = 30.0
+    config_refresh_seconds: float = Field(default=5.0, gt=0)
+
+    # forwarder
+    announce_batch_size: int = Field(default=100, ge=1, le=1000)
+    announce_delay_seconds: float = Field(default=0.5, ge=0)
+    backoff_initial_seconds: float = Field(default=1.0, gt=0)
+    backoff_max_seconds: float = Field(default=60.0, gt=0)
+    bandwidth_limit_bytes_per_s: int | None = Field(default=None, gt=0)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> GatewaySettings:
+    return GatewaySettings()

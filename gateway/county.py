@@ -1,0 +1,115 @@
+"""HTTP client for the county API (docs/contracts.md, "Gateway -> county API")."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gateway.errors import CountyRejected, CountyUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SiteConfig:
+    code: str
+    name: str
+    ae_titles: tuple[str, ...]
+
+
+class CountyClient:
+    """Token, site configuration and "these instances arrived". Thread-safe.
+
+    Raises ``CountyUnavailable`` for network errors, timeouts and 5xx answers (retry later),
+    ``CountyRejected`` for other refusals (the request itself is wrong).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        *,
+        ca_bundle: Path | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self._username = username
+        self._password = password
+        verify: bool | str = str(ca_bundle) if ca_bundle else True
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, verify=verify)
+        self._token: str | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, url, **kw)
+        except httpx.HTTPError as exc:
+            raise CountyUnavailable(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+
+    @staticmethod
+    def _check(response: httpx.Response) -> httpx.Response:
+        if response.status_code >= 500:
+            raise CountyUnavailable(f"county API answered {response.status_code}")
+        if response.status_code >= 400:
+            raise CountyRejected(
+                f"county API answered {response.status_code}: {response.text[:300]}",
+                status_code=response.status_code,
+            )
+        return response
+
+    def _login(self) -> str:
+        response = self._check(
+            self._send(
+                "POST",
+                "/api/v1/auth/token",
+                data={"username": self._username, "password": self._password},
+            )
+        )
+        token = str(response.json()["access_token"])
+        self._token = token
+        return token
+
+    def _authorised(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        with self._lock:
+            token = self._token or self._login()
+        response = self._send(method, url, headers={"Authorization": f"Bearer {token}"}, **kw)
+        if response.status_code == 401:  # expired token: log in again, once
+            with self._lock:
+                token = self._login()
+            response = self._send(method, url, headers={"Authorization": f"Bearer {token}"}, **kw)
+        return self._check(response)
+
+    def config(self) -> list[SiteConfig]:
+        """The sites (and their calling AE titles) this gateway may send for."""
+        data = self._authorised("GET", "/api/v1/gateway/config").json()
+        return [
+            SiteConfig(
+                code=str(s["code"]),
+                name=str(s.get("name", "")),
+                ae_titles=tuple(str(a) for a in s.get("ae_titles", [])),
+            )
+            for s in data.get("sites", [])
+        ]
+
+    def announce(
+        self, *, site: str, calling_ae: str, called_ae: str, instances: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """``POST /api/v1/ingest/instances``; idempotent by SOP Instance UID."""
+        body = {
+            "site": site,
+            "calling_ae": calling_ae,
+            "called_ae": called_ae,
+            "instances": instances,
+        }
+        result: dict[str, Any] = self._authorised(
+            "POST", "/api/v1/ingest/instances", json=body
+        ).json()
+        return result

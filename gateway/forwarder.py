@@ -1,0 +1,333 @@
+"""Upload spooled instances to the object store and announce them to the county, urgent first.
+
+One thread. Each step either uploads the most urgent due ``received`` row (so an urgent study
+that lands behind a routine backlog goes out next, instance by instance) or announces a batch
+of ``uploaded`` rows (same site and AE titles) once enough have gathered, the oldest has waited
+``announce_delay`` or there is nothing left to upload.
+
+Failures never give up. Outages (``StoreUnavailable``, network errors, county 5xx) pause the
+whole upload or announce path with exponential backoff and jitter, capped, so the queue order
+holds when the service returns; a failure that belongs to one row (integrity mismatch, the
+API refusing it) backs off that row only, so it cannot block the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+from gateway.county import CountyClient
+from gateway.errors import CountyRejected, CountyUnavailable
+from gateway.instance import spooled_header_json
+from gateway.spool import CONFLICT, MISSING, OutboxRow, Spool
+from storage.base import ObjectStore
+from storage.errors import ObjectNotFound, StorageError, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+_OUTAGES: tuple[type[BaseException], ...] = (StoreUnavailable, ConnectionError, TimeoutError)
+PRUNE_EVERY_SECONDS = 3600.0
+
+
+class TokenBucket:
+    """``consume(n)`` blocks until ``n`` bytes fit under ``rate`` bytes/s (burst: 1 s worth)."""
+
+    def __init__(self, rate: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = float(rate)
+        self._tokens = float(rate)
+        self._clock = clock
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def consume(self, n: int) -> None:
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.rate, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            self._tokens -= n
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            time.sleep(wait)
+
+
+class _Throttled(io.RawIOBase):
+    def __init__(self, raw: BinaryIO, bucket: TokenBucket) -> None:
+        self._raw = raw
+        self._bucket = bucket
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        want = min(len(buffer), 64 * 1024)
+        chunk = self._raw.read(want)
+        self._bucket.consume(len(chunk))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def dataset_sha256(part10: bytes) -> str | None:
+    """sha256 of the dataset after a Part-10 file's meta header (None: not Part-10)."""
+    if len(part10) < 144 or part10[128:132] != b"DICM" or part10[132:136] != b"\x02\x00\x00\x00":
+        return None
+    group_len = int.from_bytes(part10[140:144], "little")
+    return hashlib.sha256(part10[144 + group_len :]).hexdigest()
+
+
+class Forwarder:
+    def __init__(
+        self,
+        spool: Spool,
+        store: ObjectStore,
+        county: CountyClient,
+        *,
+        batch_size: int = 100,
+        announce_delay: float = 0.5,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 60.0,
+        bandwidth_limit: int | None = None,
+        prune_after: float = 14 * 24 * 3600.0,
+        include_dicom_json: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.spool = spool
+        self.store = store
+        self.county = county
+        self.batch_size = batch_size
+        self.announce_delay = announce_delay
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.bucket = TokenBucket(bandwidth_limit) if bandwidth_limit else None
+        self.prune_after = prune_after
+        self.include_dicom_json = include_dicom_json
+        self.clock = clock
+        self.upload_blocked_until = 0.0
+        self.announce_blocked_until = 0.0
+        self._upload_failures = 0
+        self._announce_failures = 0
+        self._last_prune = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- thread --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="gateway-forwarder", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self.spool.new_work.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = self.step()
+            except Exception:  # a bug must not stop forwarding for good
+                logger.exception("forwarder step failed", extra={"action": "forwarder_error"})
+                worked = False
+                self._stop.wait(self.backoff_initial)
+            if not worked:
+                self.spool.new_work.wait(self._idle_wait())
+                self.spool.new_work.clear()
+
+    def _idle_wait(self) -> float:
+        now = self.clock()
+        wakes = [now + 1.0]
+        due = self.spool.next_due_at()
+        if due is not None:
+            wakes.append(max(due, self.upload_blocked_until))
+        if self.spool.uploaded_backlog()[0]:
+            wakes.append(max(now + self.announce_delay / 2, self.announce_blocked_until))
+        return max(0.01, min(wakes) - now)
+
+    def _delay(self, failures: int) -> float:
+        base = min(self.backoff_max, self.backoff_initial * 2 ** max(0, failures - 1))
+        return base * (0.5 + random.random() / 2)  # "equal jitter"
+
+    # -- one step ------------------------------------------------------------------------
+
+    def step(self) -> bool:
+        """Do one upload or one announcement; False when nothing is due."""
+        now = self.clock()
+        if now - self._last_prune > PRUNE_EVERY_SECONDS:
+            self._last_prune = now
+            self.spool.prune(now - self.prune_after)
+        can_upload = now >= self.upload_blocked_until
+        head = self.spool.next_to_upload(now) if can_upload else None
+        if now >= self.announce_blocked_until:
+            count, oldest = self.spool.uploaded_backlog()
+            if count and (
+                head is None
+                or count >= self.batch_size
+                or (oldest is not None and now - oldest >= self.announce_delay)
+            ):
+                rows = self.spool.to_announce(now, self.batch_size)
+                if rows:
+                    self.announce(rows)
+                    return True
+        if head is not None:
+            self.upload(head)
+            return True
+        return False
+
+    def drain(self, timeout: float = 30.0) -> None:
+        """Run steps in this thread until nothing is due (tests, ``teleread gateway``)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if not self.step():
+                count, _ = self.spool.uploaded_backlog()
+                if not count and self.spool.next_due_at() is None:
+                    return
+                time.sleep(0.01)
+
+    # -- uploading -----------------------------------------------------------------------
+
+    def _already_stored(self, row: OutboxRow) -> bool | None:
+        """True: the store already holds this instance; False: other bytes under the key
+        (a conflict); None: nothing there yet."""
+        try:
+            info = self.store.stat(row.object_key)
+        except ObjectNotFound:
+            return None
+        if info.sha256 == row.sha256:
+            return True
+        # maybe the same dataset behind another file meta header (another calling AE)
+        stored = self.store.get(row.object_key)
+        with open(self.spool.path_of(row), "rb") as f:
+            ours = dataset_sha256(f.read())
+        return ours is not None and dataset_sha256(stored) == ours
+
+    def upload(self, row: OutboxRow) -> None:
+        path = self.spool.path_of(row)
+        log = {
+            "sop_uid": row.sop_instance_uid,
+            "study_uid": row.study_instance_uid,
+            "key": row.object_key,
+        }
+        if not path.exists():
+            self.spool.mark_state(row, MISSING, "spool file missing before upload")
+            logger.error("spool file missing", extra={"action": "spool_file_missing", **log})
+            return
+        try:
+            present = self._already_stored(row)
+            if present is False:
+                self.spool.mark_state(row, CONFLICT, "the object store holds other bytes")
+                logger.warning(
+                    "object store holds other bytes for this instance; kept as conflict",
+                    extra={"action": "upload_conflict", **log},
+                )
+                return
+            if present is None:
+                with open(path, "rb") as raw:
+                    body: BinaryIO = raw
+                    if self.bucket is not None:
+                        body = io.BufferedReader(_Throttled(raw, self.bucket))
+                    self.store.put(row.object_key, body, size=row.size, sha256=row.sha256)
+                info = self.store.stat(row.object_key)  # end-to-end: what the store holds
+                if info.size != row.size or (info.sha256 or "") != row.sha256:
+                    raise StorageError(
+                        f"stored object differs: size {info.size}, sha256 {info.sha256}"
+                    )
+        except _OUTAGES as exc:
+            self._upload_failures += 1
+            delay = self._delay(self._upload_failures)
+            self.upload_blocked_until = self.clock() + delay
+            self.spool.mark_failed([row], f"{type(exc).__name__}: {exc}", self.clock())
+            logger.warning(
+                "object store unavailable, pausing uploads",
+                extra={
+                    "action": "upload_outage",
+                    "retry_in": round(delay, 2),
+                    "error": str(exc),
+                    **log,
+                },
+            )
+            return
+        except Exception as exc:
+            delay = self._delay(row.attempts + 1)
+            self.spool.mark_failed([row], f"{type(exc).__name__}: {exc}", self.clock() + delay)
+            logger.warning(
+                "upload failed",
+                extra={
+                    "action": "upload_failed",
+                    "retry_in": round(delay, 2),
+                    "error": repr(exc)[:300],
+                    **log,
+                },
+            )
+            return
+        self._upload_failures = 0
+        self.spool.mark_uploaded(row.id, self.clock())
+        logger.debug("instance uploaded", extra={"action": "instance_uploaded", **log})
+
+    # -- announcing ----------------------------------------------------------------------
+
+    def _announcement(self, row: OutboxRow) -> dict[str, Any]:
+        item = row.announcement()
+        if self.include_dicom_json:
+            header = spooled_header_json(self.spool.path_of(row), item.get("patient_name", ""))
+            if header is not None:
+                item["dicom_json"] = header
+        return item
+
+    def announce(self, rows: list[OutboxRow]) -> None:
+        head = rows[0]
+        try:
+            self.county.announce(
+                site=head.site,
+                calling_ae=head.calling_ae,
+                called_ae=head.called_ae,
+                instances=[self._announcement(r) for r in rows],
+            )
+        except CountyUnavailable as exc:
+            self._announce_failures += 1
+            delay = self._delay(self._announce_failures)
+            self.announce_blocked_until = self.clock() + delay
+            self.spool.mark_failed(rows, str(exc), self.clock())
+            logger.warning(
+                "county API unavailable, pausing announcements",
+                extra={"action": "announce_outage", "retry_in": round(delay, 2), "error": str(exc)},
+            )
+            return
+        except CountyRejected as exc:
+            if exc.status_code == 401:  # our credentials: not any row's fault
+                self._announce_failures += 1
+                self.announce_blocked_until = self.clock() + self._delay(self._announce_failures)
+                self.spool.mark_failed(rows, str(exc), self.clock())
+            elif len(rows) > 1:  # find the row(s) refused: one at a time
+                for row in rows:
+                    self.announce([row])
+            else:
+                delay = self._delay(head.attempts + 1)
+                self.spool.mark_failed(rows, str(exc), self.clock() + delay)
+            logger.warning(
+                "county API refused the announcement",
+                extra={
+                    "action": "announce_refused",
+                    "status": exc.status_code,
+                    "site": head.site,
+                    "sop_uids": [r.sop_instance_uid for r in rows][:20],
+                    "error": str(exc)[:300],
+                },
+            )
+            return
+        self._announce_failures = 0
+        self.spool.mark_announced(rows, self.clock())
+        logger.info(
+            "instances announced",
+            extra={
+                "action": "instances_announced",
+                "site": head.site,
+                "count": len(rows),
+                "study_uids": sorted({r.study_instance_uid for r in rows}),
+            },
+        )

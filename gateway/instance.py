@@ -1,0 +1,263 @@
+"""A received C-STORE dataset -> the Part-10 bytes to spool and what the county must know.
+
+The dataset bytes are never re-encoded: the file is the gateway's file meta header followed by
+the dataset exactly as it came off the wire. Its header is parsed (``stop_before_pixels``) only
+to read UIDs, the worklist's header fields and the triage text, all decoded to Unicode with
+``worklist.triage.decode_text`` (township scanners often declare the wrong character set).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pynetdicom.dsutils import encode_file_meta
+
+from gateway import status
+from gateway.errors import InvalidInstance
+from storage.keys import instance_key, is_valid_uid
+from worklist.triage import category_for_called_ae, classify, decode_text, extract_text
+
+logger = logging.getLogger(__name__)
+
+PREAMBLE = b"\x00" * 128 + b"DICM"
+URGENT_RANK = 0
+ROUTINE_RANK = 1
+MAX_DICOM_JSON_BYTES = 256 * 1024
+# the ingest API's limits (viewer_api.schemas.InstanceIn): longer values are cut, not refused
+_TEXT_FIELDS: dict[str, tuple[str, int]] = {
+    "modality": ("Modality", 16),
+    "patient_name": ("PatientName", 200),
+    "patient_id": ("PatientID", 64),
+    "patient_sex": ("PatientSex", 16),
+    "patient_birth_date": ("PatientBirthDate", 8),
+    "accession_number": ("AccessionNumber", 64),
+    "study_date": ("StudyDate", 8),
+    "study_time": ("StudyTime", 32),
+    "study_description": ("StudyDescription", 200),
+    "series_description": ("SeriesDescription", 200),
+    "body_part_examined": ("BodyPartExamined", 64),
+}
+_INT_FIELDS = {"series_number": "SeriesNumber", "instance_number": "InstanceNumber"}
+# pydicom warns about odd values while parsing; warning filters are process-global, so the
+# parse (GIL-bound anyway) runs under one lock while they are switched off
+_PARSE_LOCK = threading.Lock()
+
+
+@dataclass(slots=True)
+class ReceivedInstance:
+    """One parsed instance, ready for the spool."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    transfer_syntax_uid: str
+    site: str
+    calling_ae: str
+    called_ae: str
+    object_key: str
+    category: str | None
+    priority_rank: int
+    # per-instance announcement fields (docs/contracts.md) without size, sha256, received_at
+    # and dicom_json (added by the forwarder)
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+def part10_bytes(file_meta: FileMetaDataset, dataset: bytes) -> bytes:
+    """Preamble + the gateway's file meta + the dataset bytes untouched."""
+    return b"".join((PREAMBLE, encode_file_meta(file_meta), dataset))
+
+
+def _raw_text(ds: Dataset, keyword: str, declared: str | None) -> tuple[str, list[str]]:
+    elem: RawDataElement | DataElement | None = ds.get_item(tag_for_keyword(keyword) or 0)
+    if elem is None or elem.value is None:
+        return "", []
+    value: Any = elem.value
+    if isinstance(value, bytes):
+        text, notes = decode_text(value, declared)
+        return text, [f"{keyword}: {n}" for n in notes]
+    if isinstance(value, str):
+        return value.strip(" \x00"), []
+    return "\\".join(str(v) for v in value).strip(" \x00"), []
+
+
+def _declared_charset(ds: Dataset) -> str | None:
+    elem = ds.get_item(0x00080005)
+    if elem is None or elem.value is None:
+        return None
+    value: Any = elem.value
+    if isinstance(value, bytes):
+        return value.decode("ascii", errors="replace")
+    if isinstance(value, str):
+        return value
+    return "\\".join(str(v) for v in value)
+
+
+def _uid(ds: Dataset, keyword: str) -> str:
+    text, _ = _raw_text(ds, keyword, None)
+    return text
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    text, _ = _raw_text(ds, keyword, None)
+    try:
+        return int(text.split("\\")[0].strip())
+    except ValueError:
+        try:
+            return int(float(text.split("\\")[0].strip()))
+        except (ValueError, OverflowError):
+            return None
+
+
+def _drop_bulk(data: dict[str, Any]) -> None:
+    for tag in list(data):
+        element = data[tag]
+        if "BulkDataURI" in element:
+            del data[tag]
+            continue
+        for item in element.get("Value", []) if element.get("vr") == "SQ" else []:
+            if isinstance(item, dict):
+                _drop_bulk(item)
+
+
+def header_json(ds: Dataset, patient_name: str) -> dict[str, Any] | None:
+    """The header as DICOM JSON without bulk data (None when it cannot be made or is huge)."""
+    try:
+        data = ds.to_json_dict(
+            bulk_data_threshold=1024,
+            bulk_data_element_handler=lambda _elem: "",
+            suppress_invalid_tags=True,
+        )
+    except Exception as exc:
+        logger.info(
+            "header not convertible to DICOM JSON",
+            extra={"action": "dicom_json_skipped", "error": type(exc).__name__},
+        )
+        return None
+    _drop_bulk(data)
+    if "00100010" in data:  # our decoding of the name, not pydicom's guess
+        data["00100010"] = {"vr": "PN", "Value": [{"Alphabetic": patient_name}]}
+    if len(json.dumps(data, ensure_ascii=False)) > MAX_DICOM_JSON_BYTES:
+        return None
+    return data
+
+
+def spooled_header_json(path: Path, patient_name: str) -> dict[str, Any] | None:
+    """``header_json`` of a spooled file (the forwarder adds it when announcing, off the
+    C-STORE response's critical path)."""
+    with _PARSE_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = dcmread(path, stop_before_pixels=True)
+        except Exception:
+            return None
+        return header_json(ds, patient_name)
+
+
+def _parse(data: bytes) -> Dataset:
+    with _PARSE_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return dcmread(BytesIO(data), stop_before_pixels=True)
+        except Exception as exc:  # any parse failure is the sender's problem, not ours
+            raise InvalidInstance(
+                f"dataset not parseable: {type(exc).__name__}: {str(exc)[:200]}"
+            ) from exc
+
+
+def _check(ds: Dataset, file_meta: FileMetaDataset) -> tuple[str, str, str, str]:
+    sop_class = _uid(ds, "SOPClassUID")
+    sop = _uid(ds, "SOPInstanceUID")
+    series = _uid(ds, "SeriesInstanceUID")
+    study = _uid(ds, "StudyInstanceUID")
+    for name, value in (
+        ("SOPClassUID", sop_class),
+        ("SOPInstanceUID", sop),
+        ("SeriesInstanceUID", series),
+        ("StudyInstanceUID", study),
+    ):
+        if not is_valid_uid(value):
+            raise InvalidInstance(
+                f"{name} missing or not a valid UID: {value[:70]!r}",
+                status=status.CANNOT_UNDERSTAND,
+            )
+    if sop != str(file_meta.MediaStorageSOPInstanceUID):
+        raise InvalidInstance(
+            "SOPInstanceUID differs from the request's Affected SOP Instance",
+            status=status.CANNOT_UNDERSTAND,
+        )
+    if sop_class != str(file_meta.MediaStorageSOPClassUID):
+        raise InvalidInstance(
+            "SOPClassUID differs from the request's Affected SOP Class",
+            status=status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+        )
+    return sop_class, sop, series, study
+
+
+def read_instance(
+    data: bytes,
+    file_meta: FileMetaDataset,
+    *,
+    site: str,
+    calling_ae: str,
+    called_ae: str,
+    urgent_called_aes: Mapping[str, str],
+) -> ReceivedInstance:
+    """Parse the header of a spooled-to-be Part-10 file; raise ``InvalidInstance``."""
+    ds = _parse(data)
+    sop_class, sop, series, study = _check(ds, file_meta)
+    declared = _declared_charset(ds)
+    payload: dict[str, Any] = {
+        "study_instance_uid": study,
+        "series_instance_uid": series,
+        "sop_instance_uid": sop,
+        "sop_class_uid": sop_class,
+        "transfer_syntax_uid": str(file_meta.TransferSyntaxUID),
+        "object_key": instance_key(study, series, sop),
+    }
+    notes: list[str] = []
+    with _PARSE_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, (keyword, limit) in _TEXT_FIELDS.items():
+            text, n = _raw_text(ds, keyword, declared)
+            payload[name] = text[:limit]
+            notes.extend(n)
+        for name, keyword in _INT_FIELDS.items():
+            payload[name] = _int(ds, keyword)
+        extracted = extract_text(ds)
+    explicit = category_for_called_ae(called_ae, urgent_called_aes)
+    fields = extracted.fields
+    triage = classify(fields, modality=fields.get("Modality") or None, explicit=explicit)
+    payload["text_fields"] = fields
+    payload["charset_notes"] = list(dict.fromkeys([*extracted.notes, *notes]))
+    payload["urgent_hint"] = {
+        "category": triage.category,
+        "priority": triage.priority,
+        "reasons": list(triage.reasons),
+    }
+    return ReceivedInstance(
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop,
+        series_instance_uid=series,
+        study_instance_uid=study,
+        transfer_syntax_uid=str(file_meta.TransferSyntaxUID),
+        site=site,
+        calling_ae=calling_ae,
+        called_ae=called_ae,
+        object_key=payload["object_key"],
+        category=triage.category,
+        priority_rank=URGENT_RANK if triage.priority == "stat" else ROUTINE_RANK,
+        payload=payload,
+    )

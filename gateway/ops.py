@@ -1,0 +1,136 @@
+"""``teleread gateway status``: what the spool holds and how forwarding is going."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.spool import CONFLICT, HELD_STATES, MISSING, PENDING_STATES, Spool
+
+Query = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
+
+
+def spool_status(spool: Spool | Path | str) -> dict[str, Any]:
+    """Spool bytes, queue counts by state and priority, last error, oldest unsent item.
+
+    Given a path, the outbox is opened read-only: safe while the gateway runs (opening a
+    ``Spool`` would run its start-up recovery)."""
+    if isinstance(spool, Spool):
+        return _status(str(spool.root), spool.query)
+    root = Path(spool).absolute()
+    db = root / "outbox.db"
+    if not db.exists():
+        return _status(str(root), _no_rows)
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+
+        def query(sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+            return list(conn.execute(sql, params))
+
+        return _status(str(root), query)
+    finally:
+        conn.close()
+
+
+def _no_rows(_sql: str, _params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    return []
+
+
+def _status(root: str, q: Query) -> dict[str, Any]:
+    by_state: dict[str, int] = {}
+    by_priority: dict[str, int] = {"urgent": 0, "routine": 0}
+    for state, rank, count in q(
+        "SELECT state, priority_rank, COUNT(*) FROM outbox GROUP BY state, priority_rank", ()
+    ):
+        by_state[state] = by_state.get(state, 0) + int(count)
+        if state in PENDING_STATES:
+            by_priority["urgent" if rank == 0 else "routine"] += int(count)
+    last = q(
+        "SELECT last_error, sop_instance_uid, state, attempts FROM outbox "
+        "WHERE last_error IS NOT NULL AND state IN (?, ?) "
+        "ORDER BY next_attempt_at DESC LIMIT 1",
+        PENDING_STATES,
+    )
+    oldest = q(
+        "SELECT received_at, received_ts, sop_instance_uid, study_instance_uid, state "
+        "FROM outbox WHERE state IN (?, ?) ORDER BY received_ts, id LIMIT 1",
+        PENDING_STATES,
+    )
+    problems = q(
+        "SELECT id, state, sop_instance_uid, study_instance_uid, calling_ae, last_error "
+        "FROM outbox WHERE state IN (?, ?) ORDER BY id DESC LIMIT 20",
+        (CONFLICT, MISSING),
+    )
+    return {
+        "spool_dir": root,
+        "spool_bytes": int(
+            (
+                q(f"SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state IN {HELD_STATES}", ())
+                or [(0,)]
+            )[0][0]
+        ),
+        "queue": {"by_state": by_state, "pending_by_priority": by_priority},
+        "pending": sum(by_priority.values()),
+        "last_error": (
+            {
+                "error": last[0][0],
+                "sop_instance_uid": last[0][1],
+                "state": last[0][2],
+                "attempts": last[0][3],
+            }
+            if last
+            else None
+        ),
+        "oldest_unsent": (
+            {
+                "received_at": oldest[0][0],
+                "age_seconds": round(time.time() - float(oldest[0][1]), 1),
+                "sop_instance_uid": oldest[0][2],
+                "study_instance_uid": oldest[0][3],
+                "state": oldest[0][4],
+            }
+            if oldest
+            else None
+        ),
+        "problems": [
+            {
+                "id": r[0],
+                "state": r[1],
+                "sop_instance_uid": r[2],
+                "study_instance_uid": r[3],
+                "calling_ae": r[4],
+                "error": r[5],
+            }
+            for r in problems
+        ],
+        "checked_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """The status as a few human-readable lines."""
+    q = status["queue"]
+    lines = [
+        f"spool: {status['spool_dir']} ({status['spool_bytes'] / 1e6:.1f} MB held)",
+        "pending: {pending} (urgent {u}, routine {r})".format(
+            pending=status["pending"],
+            u=q["pending_by_priority"]["urgent"],
+            r=q["pending_by_priority"]["routine"],
+        ),
+        "by state: " + (", ".join(f"{k} {v}" for k, v in sorted(q["by_state"].items())) or "empty"),
+    ]
+    if status["oldest_unsent"]:
+        o = status["oldest_unsent"]
+        lines.append(
+            f"oldest unsent: {o['sop_instance_uid']} ({o['state']}, {o['age_seconds']} s old)"
+        )
+    if status["last_error"]:
+        e = status["last_error"]
+        lines.append(f"last error: {e['error']} ({e['sop_instance_uid']}, {e['attempts']} tries)")
+    for p in status["problems"]:
+        lines.append(f"{p['state']}: {p['sop_instance_uid']} from {p['calling_ae']}: {p['error']}")
+    return "\n".join(lines)

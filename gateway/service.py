@@ -1,0 +1,126 @@
+"""The running gateway: SCP (non-blocking) + forwarder thread + site refresh, with ``stop()``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from pynetdicom.transport import ThreadedAssociationServer
+
+from gateway.config import GatewaySettings
+from gateway.county import CountyClient
+from gateway.forwarder import Forwarder
+from gateway.scp import start_scp
+from gateway.sites import CountySiteDirectory, SiteDirectory, Sites
+from gateway.spool import Spool
+from storage.base import ObjectStore
+
+logger = logging.getLogger(__name__)
+
+
+class Gateway:
+    """``Gateway(settings=..., store=...)``, then ``start()`` / ``stop()``.
+
+    ``county`` defaults to a ``CountyClient`` for ``settings.api_url``; ``sites`` defaults to
+    the county's allow-list (``CountySiteDirectory``), or pass a ``SiteDirectory`` / mapping.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: GatewaySettings,
+        store: ObjectStore,
+        county: CountyClient | None = None,
+        sites: Sites | Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.county = county or CountyClient(
+            settings.api_url,
+            settings.api_username,
+            settings.api_password.get_secret_value(),
+            ca_bundle=settings.api_ca_bundle,
+            timeout=settings.api_timeout_seconds,
+        )
+        self._own_county = county is None
+        self.spool = Spool(
+            settings.spool_dir,
+            max_bytes=settings.spool_max_bytes,
+            min_free_bytes=settings.spool_min_free_bytes,
+        )
+        self._county_sites: CountySiteDirectory | None = None
+        if sites is None:
+            self._county_sites = CountySiteDirectory(
+                self.county,
+                refresh_seconds=settings.config_refresh_seconds,
+                cache_file=self.spool.root / "sites.json",
+            )
+            self.sites: Sites = self._county_sites
+        elif isinstance(sites, Mapping):
+            self.sites = SiteDirectory(sites)
+        else:
+            self.sites = sites
+        self.forwarder = Forwarder(
+            self.spool,
+            store,
+            self.county,
+            batch_size=settings.announce_batch_size,
+            announce_delay=settings.announce_delay_seconds,
+            backoff_initial=settings.backoff_initial_seconds,
+            backoff_max=settings.backoff_max_seconds,
+            bandwidth_limit=settings.bandwidth_limit_bytes_per_s,
+            prune_after=settings.prune_announced_after_seconds,
+            include_dicom_json=settings.include_dicom_json,
+        )
+        self.server: ThreadedAssociationServer | None = None
+
+    @property
+    def port(self) -> int:
+        """The port the SCP listens on (useful with ``port=0``)."""
+        if self.server is None:
+            return self.settings.port
+        return int(self.server.server_address[1])
+
+    def start(self, *, forward: bool = True) -> None:
+        if self._county_sites is not None:
+            self._county_sites.start()
+        self.server = start_scp(self.settings, self.spool, self.sites)
+        if forward:
+            self.forwarder.start()
+        logger.info(
+            "gateway listening",
+            extra={
+                "action": "gateway_started",
+                "ae_title": self.settings.ae_title,
+                "host": self.settings.host,
+                "port": self.port,
+            },
+        )
+
+    def stop(self) -> None:
+        if self.server is not None:
+            ae = self.server.ae
+            self.server.shutdown()
+            for assoc in ae.active_associations:  # a peer mid-send gets an abort, not a hang
+                assoc.abort()
+                assoc.join(5)
+            self.server = None
+        self.forwarder.stop()
+        if self._county_sites is not None:
+            self._county_sites.stop()
+        if self._own_county:
+            self.county.close()
+        self.spool.close()
+        logger.info("gateway stopped", extra={"action": "gateway_stopped"})
+
+
+def run_gateway(
+    settings: GatewaySettings,
+    store: ObjectStore,
+    county: CountyClient | None = None,
+    sites: Sites | Mapping[str, str] | None = None,
+) -> Gateway:
+    """Start a gateway and return it (call ``stop()`` to end it)."""
+    gateway = Gateway(settings=settings, store=store, county=county, sites=sites)
+    gateway.start()
+    return gateway

@@ -1,0 +1,373 @@
+"""The durable spool: received files on disk plus an outbox table in SQLite.
+
+An instance is acknowledged only once both are durable: the Part-10 file is written to a temp
+file, fsynced, renamed to ``objects/<sha256>.dcm`` and the directory fsynced; then its outbox
+row is committed (WAL, ``synchronous=FULL``). A crash before the commit leaves an orphan file
+(its sender got no success and will resend), removed at the next open.
+
+Row states: ``received`` -> ``uploaded`` (in the object store, sha256 verified) ->
+``announced`` (the county API knows; the spool file is deleted, the row kept for dedup until
+pruned). ``conflict``: same SOP Instance UID as an earlier instance with different bytes, kept
+here and never uploaded over the first. ``missing``: the spool file vanished (reported).
+
+Dedup is by the sha256 of the dataset bytes (not the file: its meta header carries the calling
+AE title), among rows of the same SOP Instance UID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from gateway.errors import SpoolError, SpoolFull
+from gateway.instance import ReceivedInstance
+
+logger = logging.getLogger(__name__)
+
+RECEIVED, UPLOADED, ANNOUNCED = "received", "uploaded", "announced"
+CONFLICT, MISSING = "conflict", "missing"
+PENDING_STATES = (RECEIVED, UPLOADED)
+HELD_STATES = (RECEIVED, UPLOADED, CONFLICT)  # states whose file is still in the spool
+StoreOutcome = Literal["stored", "duplicate", "conflict"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sop_instance_uid TEXT NOT NULL,
+    series_instance_uid TEXT NOT NULL,
+    study_instance_uid TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    site TEXT NOT NULL,
+    calling_ae TEXT NOT NULL,
+    called_ae TEXT NOT NULL,
+    object_key TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    dataset_sha256 TEXT NOT NULL,
+    priority_rank INTEGER NOT NULL,
+    category TEXT,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    received_at TEXT NOT NULL,
+    received_ts REAL NOT NULL,
+    uploaded_at REAL,
+    announced_at REAL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_sop ON outbox (sop_instance_uid);
+CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (state, priority_rank, received_ts, id);
+"""
+_COLUMNS = (
+    "id, sop_instance_uid, series_instance_uid, study_instance_uid, site, calling_ae, "
+    "called_ae, object_key, path, size, sha256, priority_rank, category, state, attempts, "
+    "next_attempt_at, last_error, received_at, payload"
+)
+_ORDER = "ORDER BY priority_rank, received_ts, id"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    sop_instance_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    site: str
+    calling_ae: str
+    called_ae: str
+    object_key: str
+    path: str
+    size: int
+    sha256: str
+    priority_rank: int
+    category: str | None
+    state: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    received_at: str
+    payload: str
+
+    def announcement(self) -> dict[str, Any]:
+        """The ingest JSON's per-instance object."""
+        item: dict[str, Any] = json.loads(self.payload)
+        item.update(size=self.size, sha256=self.sha256, received_at=self.received_at)
+        return item
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """The spool directory: ``objects/`` and ``outbox.db``. Thread-safe."""
+
+    def __init__(self, root: Path | str, *, max_bytes: int = 0, min_free_bytes: int = 0) -> None:
+        self.root = Path(root).absolute()
+        self.objects = self.root / "objects"
+        self.objects.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.min_free_bytes = min_free_bytes
+        self.new_work = threading.Event()  # set whenever a row becomes due
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            self.root / "outbox.db", check_same_thread=False, isolation_level=None, timeout=30
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._bytes = 0
+        self._recover()
+
+    # -- start-up ------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Drop temp and orphan files; flag rows whose file is gone; count held bytes."""
+        with self._lock:
+            held = dict(
+                self._db.execute(f"SELECT path, state FROM outbox WHERE state IN {HELD_STATES}")
+            )
+            for entry in os.scandir(self.objects):
+                rel = f"objects/{entry.name}"
+                if rel not in held:
+                    os.unlink(entry.path)
+                    logger.info(
+                        "orphan spool file removed",
+                        extra={"action": "spool_orphan_removed", "path": rel},
+                    )
+            for path in held:
+                if not (self.root / path).exists():
+                    self._db.execute(
+                        "UPDATE outbox SET state = ?, last_error = ? WHERE path = ? "
+                        f"AND state IN {HELD_STATES}",
+                        (MISSING, "spool file missing at start", path),
+                    )
+                    logger.error(
+                        "spool file missing", extra={"action": "spool_file_missing", "path": path}
+                    )
+            (total,) = self._db.execute(
+                f"SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state IN {HELD_STATES}"
+            ).fetchone()
+            self._bytes = int(total)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- receiving -----------------------------------------------------------------------
+
+    @property
+    def held_bytes(self) -> int:
+        return self._bytes
+
+    def _admit(self, size: int) -> None:
+        if self.max_bytes and self._bytes + size > self.max_bytes:
+            raise SpoolFull(f"spool holds {self._bytes} bytes, limit {self.max_bytes}")
+        free = shutil.disk_usage(self.root).free
+        if free - size < self.min_free_bytes:
+            raise SpoolFull(f"{free} bytes free on the spool disk, minimum {self.min_free_bytes}")
+
+    def _same_sop(self, sop: str) -> list[tuple[int, str, str]]:
+        return list(
+            self._db.execute(
+                "SELECT id, dataset_sha256, state FROM outbox "
+                "WHERE sop_instance_uid = ? AND state != ?",
+                (sop, MISSING),
+            )
+        )
+
+    def _write_file(self, data: bytes, sha256: str) -> str:
+        rel = f"objects/{sha256}.dcm"
+        tmp = self.objects / f".tmp-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.root / rel)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.objects)
+        return rel
+
+    def store(
+        self, inst: ReceivedInstance, data: bytes, *, dataset_offset: int, now: float | None = None
+    ) -> tuple[StoreOutcome, int]:
+        """Make one received instance durable; return what happened and the row id.
+
+        Raises ``SpoolFull`` when there is no room, ``SpoolError`` when the disk fails.
+        """
+        now = time.time() if now is None else now
+        dataset_sha = hashlib.sha256(memoryview(data)[dataset_offset:]).hexdigest()
+        with self._lock:
+            for row_id, sha, _state in self._same_sop(inst.sop_instance_uid):
+                if sha == dataset_sha:
+                    return "duplicate", row_id
+            self._admit(len(data))
+        sha256 = hashlib.sha256(data).hexdigest()
+        try:
+            rel = self._write_file(data, sha256)
+        except OSError as exc:
+            raise SpoolError(f"cannot write spool file: {exc}") from exc
+        received_at = datetime.fromtimestamp(now, UTC).isoformat()
+        with self._lock:
+            same = self._same_sop(inst.sop_instance_uid)
+            for row_id, sha, _state in same:
+                if sha == dataset_sha:  # a concurrent association stored it first
+                    return "duplicate", row_id
+            state = CONFLICT if same else RECEIVED
+            try:
+                cur = self._db.execute(
+                    "INSERT INTO outbox (sop_instance_uid, series_instance_uid, "
+                    "study_instance_uid, sop_class_uid, site, calling_ae, called_ae, object_key, "
+                    "path, size, sha256, dataset_sha256, priority_rank, category, state, "
+                    "next_attempt_at, last_error, received_at, received_ts, payload) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        inst.sop_instance_uid,
+                        inst.series_instance_uid,
+                        inst.study_instance_uid,
+                        inst.sop_class_uid,
+                        inst.site,
+                        inst.calling_ae,
+                        inst.called_ae,
+                        inst.object_key,
+                        rel,
+                        len(data),
+                        sha256,
+                        dataset_sha,
+                        inst.priority_rank,
+                        inst.category,
+                        state,
+                        now,
+                        f"conflicts with outbox row {same[0][0]}" if same else None,
+                        received_at,
+                        now,
+                        json.dumps(inst.payload, ensure_ascii=False),
+                    ),
+                )
+            except sqlite3.Error as exc:
+                raise SpoolError(f"cannot record outbox row: {exc}") from exc
+            self._bytes += len(data)
+            row_id = int(cur.lastrowid or 0)
+        if state == RECEIVED:
+            self.new_work.set()
+            return "stored", row_id
+        return "conflict", row_id
+
+    # -- forwarding ----------------------------------------------------------------------
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[OutboxRow]:
+        with self._lock:
+            return [OutboxRow(*r) for r in self._db.execute(sql, params)]
+
+    def next_to_upload(self, now: float) -> OutboxRow | None:
+        rows = self._rows(
+            f"SELECT {_COLUMNS} FROM outbox WHERE state = ? AND next_attempt_at <= ? "
+            f"{_ORDER} LIMIT 1",
+            (RECEIVED, now),
+        )
+        return rows[0] if rows else None
+
+    def to_announce(self, now: float, limit: int) -> list[OutboxRow]:
+        """Due uploaded rows of the most urgent row's (site, calling AE, called AE)."""
+        head = self._rows(
+            f"SELECT {_COLUMNS} FROM outbox WHERE state = ? AND next_attempt_at <= ? "
+            f"{_ORDER} LIMIT 1",
+            (UPLOADED, now),
+        )
+        if not head:
+            return []
+        h = head[0]
+        return self._rows(
+            f"SELECT {_COLUMNS} FROM outbox WHERE state = ? AND next_attempt_at <= ? "
+            f"AND site = ? AND calling_ae = ? AND called_ae = ? {_ORDER} LIMIT ?",
+            (UPLOADED, now, h.site, h.calling_ae, h.called_ae, limit),
+        )
+
+    def uploaded_backlog(self) -> tuple[int, float | None]:
+        """(uploaded rows waiting for announcement, the oldest one's upload time)."""
+        with self._lock:
+            count, oldest = self._db.execute(
+                "SELECT COUNT(*), MIN(uploaded_at) FROM outbox WHERE state = ?", (UPLOADED,)
+            ).fetchone()
+        return int(count), oldest
+
+    def next_due_at(self) -> float | None:
+        with self._lock:
+            (due,) = self._db.execute(
+                f"SELECT MIN(next_attempt_at) FROM outbox WHERE state IN {PENDING_STATES}"
+            ).fetchone()
+        return due
+
+    def mark_uploaded(self, row_id: int, now: float) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET state = ?, uploaded_at = ?, next_attempt_at = ?, "
+                "last_error = NULL WHERE id = ? AND state = ?",
+                (UPLOADED, now, now, row_id, RECEIVED),
+            )
+
+    def mark_announced(self, rows: list[OutboxRow], now: float) -> None:
+        """Announced: record it, then delete the spool files (the rows stay for dedup)."""
+        with self._lock:
+            self._db.executemany(
+                "UPDATE outbox SET state = ?, announced_at = ?, last_error = NULL "
+                "WHERE id = ? AND state = ?",
+                [(ANNOUNCED, now, r.id, UPLOADED) for r in rows],
+            )
+            for r in rows:
+                (self.root / r.path).unlink(missing_ok=True)
+                self._bytes -= r.size
+
+    def mark_failed(self, rows: list[OutboxRow], error: str, retry_at: float) -> None:
+        with self._lock:
+            self._db.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
+                "WHERE id = ?",
+                [(error[:500], retry_at, r.id) for r in rows],
+            )
+
+    def mark_state(self, row: OutboxRow, state: str, error: str) -> None:
+        """Take a row out of the queue (``conflict``, ``missing``) with the reason."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET state = ?, last_error = ? WHERE id = ?",
+                (state, error[:500], row.id),
+            )
+            if state == MISSING:
+                self._bytes -= row.size
+
+    def prune(self, older_than: float) -> int:
+        """Forget announced rows announced before ``older_than`` (unix time)."""
+        with self._lock:
+            cur = self._db.execute(
+                "DELETE FROM outbox WHERE state = ? AND announced_at < ?", (ANNOUNCED, older_than)
+            )
+        return cur.rowcount
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Read-only access for status reports."""
+        with self._lock:
+            return list(self._db.execute(sql, params))
+
+    def path_of(self, row: OutboxRow) -> Path:
+        return self.root / row.path

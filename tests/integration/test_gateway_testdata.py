@@ -1,0 +1,121 @@
+"""pydicom's own test files that are valid storage instances all go through the gateway and
+are stored byte-identical (the dataset as received, behind the gateway's file meta)."""
+
+from __future__ import annotations
+
+import warnings
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_files
+from pynetdicom import AE, _config
+from pynetdicom.dsutils import split_dataset
+
+from gateway.config import GatewaySettings
+from gateway.scp import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+from gateway.service import Gateway
+from storage.keys import instance_key, is_valid_uid
+from tests.integration.test_gateway_support import (  # noqa: F401
+    County,
+    SwitchableStore,
+    after_meta,
+    county,
+)
+
+UID_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+
+
+def storage_instances() -> Iterator[tuple[Path, str, str, str]]:
+    """(path, SOP class, transfer syntax, object key) of each valid Part-10 storage file."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in get_testdata_files():
+            path = Path(name)
+            try:
+                ds = dcmread(path, stop_before_pixels=True)
+                meta = ds.file_meta
+                sop_class = str(meta.MediaStorageSOPClassUID)
+                ts = str(meta.TransferSyntaxUID)
+                uids = [str(ds.get(k, "")) for k in UID_KEYWORDS]
+            except Exception:
+                continue  # not a Part-10 file with file meta
+            if sop_class not in STORAGE_SOP_CLASSES or ts not in TRANSFER_SYNTAXES:
+                continue
+            if not all(is_valid_uid(u) for u in uids):
+                continue
+            if uids[0] != sop_class or uids[1] != str(meta.MediaStorageSOPInstanceUID):
+                continue  # file meta disagrees with the dataset: not a valid instance
+            yield path, sop_class, ts, instance_key(uids[3], uids[2], uids[1])
+
+
+def test_pydicom_testdata_byte_identical(
+    tmp_path: Path,
+    county: County,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files = list(storage_instances())
+    assert len(files) > 100
+    settings = GatewaySettings(
+        host="127.0.0.1",
+        port=0,
+        spool_dir=tmp_path / "spool",
+        api_url=county.url,
+        spool_min_free_bytes=0,
+        include_dicom_json=True,
+    )
+    store = SwitchableStore(tmp_path / "store")
+    gw = Gateway(settings=settings, store=store, sites={"CT_TS01": "TS01"})
+    gw.start(forward=False)
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)  # send the bytes as-is
+    groups: dict[tuple[str, str], list[Path]] = defaultdict(list)
+    for path, sop_class, ts, _key in files:
+        groups[(sop_class, ts)].append(path)
+    failures: list[tuple[str, int]] = []
+    order: list[Path] = []
+    try:
+        pairs = sorted(groups)
+        for start in range(0, len(pairs), 100):
+            ae = AE(ae_title="CT_TS01")
+            for sop_class, ts in pairs[start : start + 100]:
+                ae.add_requested_context(sop_class, [ts])
+            assoc = ae.associate("127.0.0.1", gw.port, ae_title="TELEREAD", max_pdu=0)
+            assert assoc.is_established
+            for pair in pairs[start : start + 100]:
+                for path in groups[pair]:
+                    rsp = assoc.send_c_store(path)
+                    order.append(path)
+                    if int(rsp.Status) != 0:
+                        failures.append((path.name, int(rsp.Status)))
+            assoc.release()
+        assert failures == []
+        gw.forwarder.drain(timeout=120)
+        # several test files share a SOP Instance UID (one image in several transfer
+        # syntaxes): the first sent is stored, the others are kept in the spool as conflicts
+        keys = {path: key for path, *_, key in files}
+        first: dict[str, bytes] = {}
+        conflicts = 0
+        for path in order:
+            _meta, offset = split_dataset(path)
+            sent = path.read_bytes()[offset:]
+            key = keys[path]
+            if key not in first:
+                first[key] = sent
+                assert after_meta(store.get(key)) == sent, path.name
+            elif sent != first[key]:
+                sop = key.rsplit("/", 1)[1].removesuffix(".dcm")
+                kept = [
+                    after_meta((gw.spool.root / rel).read_bytes())
+                    for (rel,) in gw.spool.query(
+                        "SELECT path FROM outbox WHERE sop_instance_uid = ? AND state = ?",
+                        (sop, "conflict"),
+                    )
+                ]
+                assert sent in kept, path.name
+                conflicts += 1
+    finally:
+        gw.stop()
+    assert conflicts < len(files) / 2
+    assert len({i["sop_instance_uid"] for i in county.state.instances}) == len(first)

@@ -1,0 +1,214 @@
+"""The forwarder: urgent first, backoff through outages, integrity, restart, bandwidth cap.
+Real spool and real FilesystemStore; the county API is an in-process recorder here (the
+integration tests use a real HTTP one)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom.dataset import Dataset
+
+from gateway.errors import CountyRejected, CountyUnavailable
+from gateway.forwarder import Forwarder, TokenBucket
+from gateway.spool import ANNOUNCED, CONFLICT, UPLOADED, Spool
+from tests.dicom_factory import make_ct, make_dx, part10_bytes
+from tests.integration.test_gateway_support import SwitchableStore, after_meta
+from tests.unit.test_gateway_spool import received
+
+
+class RecordingCounty:
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.down = False
+        self.reject: set[str] = set()
+
+    def announce(
+        self, *, site: str, calling_ae: str, called_ae: str, instances: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        if self.down:
+            raise CountyUnavailable("county down")
+        if any(i["sop_instance_uid"] in self.reject for i in instances):
+            raise CountyRejected("unknown site", status_code=422)
+        self.calls.append({"site": site, "instances": instances})
+        return {"accepted": len(instances), "duplicates": 0}
+
+    @property
+    def sops(self) -> list[str]:
+        return [i["sop_instance_uid"] for c in self.calls for i in c["instances"]]
+
+
+def _forwarder(
+    spool: Spool, store: SwitchableStore, county: RecordingCounty, **kw: Any
+) -> Forwarder:
+    kw.setdefault("announce_delay", 0.0)
+    kw.setdefault("backoff_initial", 0.05)
+    kw.setdefault("backoff_max", 0.2)
+    return Forwarder(spool, store, county, **kw)  # type: ignore[arg-type]
+
+
+def _put(spool: Spool, ds: Dataset, **kw: Any) -> str:
+    inst, data, offset = received(ds, **kw)
+    spool.store(inst, data, dataset_offset=offset)
+    return inst.sop_instance_uid
+
+
+def _states(spool: Spool) -> dict[str, str]:
+    return dict(spool.query("SELECT sop_instance_uid, state FROM outbox"))
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> tuple[Spool, SwitchableStore, RecordingCounty]:
+    return Spool(tmp_path / "spool"), SwitchableStore(tmp_path / "store"), RecordingCounty()
+
+
+def test_urgent_overtakes_routine_backlog(
+    parts: tuple[Spool, SwitchableStore, RecordingCounty],
+) -> None:
+    spool, store, county = parts
+    fw = _forwarder(spool, store, county)
+    routine = [_put(spool, make_dx(study_description="胸部正位 体检")) for _ in range(6)]
+    store.down = True
+    assert fw.step()  # the upload fails: the whole upload path pauses
+    assert fw.upload_blocked_until > time.time()
+    (err,) = spool.query("SELECT last_error FROM outbox WHERE last_error IS NOT NULL")
+    assert "StoreUnavailable" in err[0]
+    stroke_study = make_ct().StudyInstanceUID
+    urgent = [_put(spool, make_ct(stroke_study, instance_number=i)) for i in range(3)]
+    store.down = False
+    fw.upload_blocked_until = 0.0
+    fw.drain()
+    uploaded = [k.rsplit("/", 1)[1].removesuffix(".dcm") for k in store.put_keys]
+    assert uploaded == urgent + routine
+    assert county.sops[:3] == urgent
+    assert set(_states(spool).values()) == {ANNOUNCED}
+    assert not list(spool.objects.glob("*.dcm"))
+
+
+def test_backoff_grows_then_drains(parts: tuple[Spool, SwitchableStore, RecordingCounty]) -> None:
+    spool, store, county = parts
+    fw = _forwarder(spool, store, county)
+    sops = [_put(spool, make_dx()) for _ in range(3)]
+    store.down = True
+    waits = []
+    for _ in range(4):
+        time.sleep(max(0.0, fw.upload_blocked_until - time.time()))
+        fw.step()
+        waits.append(fw.upload_blocked_until - time.time())
+    assert waits[-1] > waits[0] * 1.2  # exponential, capped at 0.2 s with jitter
+    assert max(waits) <= 0.2
+    (attempts,) = spool.query("SELECT MAX(attempts) FROM outbox")
+    assert attempts[0] == 4
+    store.down = False
+    time.sleep(max(0.0, fw.upload_blocked_until - time.time()))
+    fw.drain()
+    assert sorted(county.sops) == sorted(sops)
+    for sop in sops:
+        key = next(k for k in store.put_keys if sop in k)
+        assert store.stat(key).sha256 is not None
+
+
+def test_county_outage_keeps_uploading(
+    parts: tuple[Spool, SwitchableStore, RecordingCounty],
+) -> None:
+    spool, store, county = parts
+    fw = _forwarder(spool, store, county)
+    sops = [_put(spool, make_dx()) for _ in range(4)]
+    county.down = True
+    for _ in range(10):
+        fw.step()
+    assert len(store.put_keys) == 4
+    assert set(_states(spool).values()) == {UPLOADED}
+    county.down = False
+    time.sleep(max(0.0, fw.announce_blocked_until - time.time()))
+    fw.drain()
+    assert sorted(county.sops) == sorted(sops)
+
+
+def test_refused_row_does_not_block_the_batch(
+    parts: tuple[Spool, SwitchableStore, RecordingCounty],
+) -> None:
+    spool, store, county = parts
+    fw = _forwarder(spool, store, county, announce_delay=10.0)
+    sops = [_put(spool, make_dx()) for _ in range(4)]
+    county.reject = {sops[1]}
+    fw.drain(timeout=1.0)
+    assert sorted(county.sops) == sorted(s for s in sops if s != sops[1])
+    state, error, attempts = spool.query(
+        "SELECT state, last_error, attempts FROM outbox WHERE sop_instance_uid = ?", (sops[1],)
+    )[0]
+    assert state == UPLOADED and "unknown site" in error and attempts >= 1
+
+
+def test_existing_object_with_other_bytes_is_a_conflict(
+    parts: tuple[Spool, SwitchableStore, RecordingCounty],
+) -> None:
+    spool, store, county = parts
+    ds = make_dx()
+    sop = _put(spool, ds)
+    key = f"{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{sop}.dcm"
+    other = make_dx(ds.StudyInstanceUID, series_uid=ds.SeriesInstanceUID, sop_uid=sop)
+    other.StudyDescription = "different"
+    store.put(key, part10_bytes(other))
+    _forwarder(spool, store, county).drain(timeout=2.0)
+    assert _states(spool)[sop] == CONFLICT
+    assert after_meta(store.get(key)) == after_meta(part10_bytes(other))
+    assert county.sops == []
+
+
+def test_object_already_stored_is_not_put_again(
+    parts: tuple[Spool, SwitchableStore, RecordingCounty],
+) -> None:
+    spool, store, county = parts
+    sop = _put(spool, make_dx())
+    row = spool.next_to_upload(time.time())
+    assert row is not None
+    store.put(row.object_key, spool.path_of(row).read_bytes(), sha256=row.sha256)  # crash after put
+    store.put_keys.clear()
+    _forwarder(spool, store, county).drain()
+    assert store.put_keys == [] and county.sops == [sop]
+
+
+def test_restart_resumes(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    store, county = SwitchableStore(tmp_path / "store"), RecordingCounty()
+    sops = [_put(spool, make_dx()) for _ in range(3)]
+    fw = _forwarder(spool, store, county)
+    fw.step()  # one uploaded, not yet announced
+    spool.close()
+    spool = Spool(tmp_path / "spool")
+    _forwarder(spool, store, county).drain()
+    assert sorted(county.sops) == sorted(sops)
+    assert set(_states(spool).values()) == {ANNOUNCED}
+
+
+def test_forwarder_thread_and_bandwidth_cap(
+    parts: tuple[Spool, SwitchableStore, RecordingCounty],
+) -> None:
+    spool, store, county = parts
+    sops = [_put(spool, make_dx(rows=128, cols=128)) for _ in range(3)]
+    total = sum(int(r[0]) for r in spool.query("SELECT size FROM outbox"))
+    rate = total // 2  # the bucket starts with one second's worth: ~1 s more for the rest
+    fw = _forwarder(spool, store, county, bandwidth_limit=rate)
+    started = time.monotonic()
+    fw.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(county.sops) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        fw.stop()
+    elapsed = time.monotonic() - started
+    assert sorted(county.sops) == sorted(sops)
+    assert 0.8 <= elapsed < 5
+
+
+def test_token_bucket_rate() -> None:
+    now = [0.0]
+    bucket = TokenBucket(1000, clock=lambda: now[0])
+    start = time.monotonic()
+    bucket.consume(1000)  # the burst
+    bucket.consume(100)  # 0.1 s short
+    assert time.monotonic() - start >= 0.09

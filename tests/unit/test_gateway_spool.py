@@ -1,0 +1,147 @@
+"""The durable spool: dedup, conflicts, limits, recovery, status; header reading."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+
+from gateway.errors import InvalidInstance, SpoolFull
+from gateway.instance import (
+    ROUTINE_RANK,
+    URGENT_RANK,
+    ReceivedInstance,
+    read_instance,
+    spooled_header_json,
+)
+from gateway.ops import format_status, spool_status
+from gateway.spool import CONFLICT, MISSING, RECEIVED, Spool
+from tests.dicom_factory import make_ct, make_dx, part10_bytes
+
+
+def received(
+    ds: Dataset, *, called: str = "TELEREAD", calling: str = "CT_TS01"
+) -> tuple[ReceivedInstance, bytes, int]:
+    return received_bytes(part10_bytes(ds), ds, called=called, calling=calling)
+
+
+def received_bytes(
+    data: bytes, ds: Dataset, *, called: str = "TELEREAD", calling: str = "CT_TS01"
+) -> tuple[ReceivedInstance, bytes, int]:
+    group_len = int.from_bytes(data[140:144], "little")
+    inst = read_instance(
+        data,
+        ds.file_meta,
+        site="TS01",
+        calling_ae=calling,
+        called_ae=called,
+        urgent_called_aes={"STROKE": "stroke", "CHESTPAIN": "chest_pain"},
+    )
+    return inst, data, 144 + group_len
+
+
+def test_read_instance_decodes_and_triages() -> None:
+    ct, _, _ = received(make_ct(charset="GB18030"))
+    assert ct.payload["patient_name"] == "王^小明"
+    assert ct.payload["study_description"] == "头颅CT平扫 急性脑卒中"
+    assert ct.category == "stroke" and ct.priority_rank == URGENT_RANK
+    assert ct.payload["urgent_hint"]["priority"] == "stat"
+    assert ct.payload["object_key"].endswith(f"/{ct.sop_instance_uid}.dcm")
+    assert "dicom_json" not in ct.payload  # the forwarder adds it when announcing
+    dx, _, _ = received(make_dx())
+    assert dx.priority_rank == ROUTINE_RANK and dx.category is None
+    flagged, _, _ = received(make_dx(), called="STROKE")
+    assert flagged.category == "stroke" and flagged.priority_rank == URGENT_RANK
+
+
+def test_header_json_without_bulk_data(tmp_path: Path) -> None:
+    path = tmp_path / "ct.dcm"
+    path.write_bytes(part10_bytes(make_ct()))
+    header = spooled_header_json(path, "王^小明")
+    assert header is not None
+    assert header["00100010"]["Value"][0]["Alphabetic"] == "王^小明"
+    assert "7FE00010" not in header and header["00080060"]["Value"] == ["CT"]
+    assert spooled_header_json(tmp_path / "nothing.dcm", "") is None
+
+
+def test_read_instance_misdeclared_charset() -> None:
+    ds = make_ct(charset="GB18030", study_description="头颅CT平扫")
+    data = part10_bytes(ds)
+    assert data.count(b"GB18030 ") == 1
+    # GB18030 bytes declared as the default repertoire, as township scanners do
+    inst, _, _ = received_bytes(data.replace(b"GB18030 ", b"ISO_IR 6"), ds)
+    assert inst.payload["patient_name"] == "王^小明"
+    assert inst.payload["charset_notes"]
+
+
+def test_read_instance_refuses_missing_uids() -> None:
+    ds = make_ct()
+    del ds.SeriesInstanceUID
+    with pytest.raises(InvalidInstance):
+        received(ds)
+
+
+def test_store_dedup_conflict_and_status(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    ds = make_ct()
+    inst, data, offset = received(ds)
+    outcome, row = spool.store(inst, data, dataset_offset=offset)
+    assert outcome == "stored"
+    assert (spool.objects / f"{spool.next_to_upload(1e12).sha256}.dcm").read_bytes() == data  # type: ignore[union-attr]
+    # the same dataset from another calling AE (other file meta) is still a duplicate
+    inst2, data2, offset2 = received(ds, calling="CT_OTHER")
+    assert spool.store(inst2, data2, dataset_offset=offset2) == ("duplicate", row)
+    ds.StudyDescription = "changed"
+    inst3, data3, offset3 = received(ds)
+    outcome, conflict_row = spool.store(inst3, data3, dataset_offset=offset3)
+    assert outcome == "conflict"
+    states = dict(spool.query("SELECT id, state FROM outbox"))
+    assert states == {row: RECEIVED, conflict_row: CONFLICT}
+    status = spool_status(spool)
+    assert status["pending"] == 1
+    assert status["queue"]["pending_by_priority"] == {"urgent": 1, "routine": 0}
+    assert status["problems"][0]["state"] == CONFLICT
+    assert status["spool_bytes"] == len(data) + len(data3)
+    assert "pending: 1" in format_status(status)
+    # by path: read-only, safe next to a running gateway (no recovery run)
+    assert spool_status(tmp_path)["queue"] == status["queue"]
+    assert spool_status(tmp_path / "nowhere")["pending"] == 0
+    assert not (tmp_path / "nowhere").exists()
+    spool.close()
+
+
+def test_spool_full(tmp_path: Path) -> None:
+    inst, data, offset = received(make_ct())
+    spool = Spool(tmp_path, max_bytes=len(data) - 1)
+    with pytest.raises(SpoolFull):
+        spool.store(inst, data, dataset_offset=offset)
+    spool.close()
+    spool = Spool(tmp_path, min_free_bytes=2**62)
+    with pytest.raises(SpoolFull):
+        spool.store(inst, data, dataset_offset=offset)
+    spool.close()
+
+
+def test_recovery_drops_orphans_and_flags_missing(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    a = received(make_ct())
+    b = received(make_ct())
+    spool.store(a[0], a[1], dataset_offset=a[2])
+    spool.store(b[0], b[1], dataset_offset=b[2])
+    spool.close()
+    orphan = tmp_path / "objects" / "deadbeef.dcm"
+    orphan.write_bytes(b"x")
+    (tmp_path / "objects" / ".tmp-1234").write_bytes(b"partial")
+    rows = sorted(Path(tmp_path / "objects").glob("[0-9a-f]*.dcm"))
+    victim = next(p for p in rows if p != orphan)
+    os.unlink(victim)
+    spool = Spool(tmp_path)
+    assert not orphan.exists()
+    assert not (tmp_path / "objects" / ".tmp-1234").exists()
+    states = sorted(s for (s,) in spool.query("SELECT state FROM outbox"))
+    assert states == [MISSING, RECEIVED]
+    left = list((tmp_path / "objects").glob("*.dcm"))
+    assert len(left) == 1 and spool.held_bytes == left[0].stat().st_size
+    spool.close()

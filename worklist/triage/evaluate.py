@@ -1,0 +1,283 @@
+"""Precision and recall of triage over a labelled set of cases.
+
+    python -m worklist.triage.evaluate [CASES] [--min-recall 0.98] [--min-precision 0.90] [-v]
+
+CASES is a YAML file or a folder of them (default: the repository's ``tests/triage_cases``).
+Each case is written as a real DICOM file in memory, its text encoded with the case's
+character-set profile (the raw bytes a scanner would send, with the declared Specific
+Character Set, which may be missing or wrong), read back with pydicom and triaged through
+``triage_dataset``: the whole decoding path is exercised. A case::
+
+    - id: zs001
+      expect: stroke              # stroke | chest_pain | null (routine)
+      enc: gbk-as-latin1          # a key of PROFILES
+      fields: {StudyDescription: 头颅CT平扫, ReasonForTheRequestedProcedure: 突发偏瘫}
+      request: {ReasonForTheRequestedProcedure: ...}   # optional: Request Attributes item
+      explicit: stroke            # optional explicit flag
+      stat: true                  # optional: expected priority stat without a category
+
+Exit status 1 when a category falls below a floor (or a field does not decode to the case's
+text), 2 when the cases cannot be loaded or built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import yaml
+from pydicom import dcmread
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from worklist.triage.extract import extract_text, triage_dataset
+from worklist.triage.normalise import normalise
+from worklist.triage.result import ExtractedText, TriageResult
+from worklist.triage.rules import CATEGORIES, Category
+
+DEFAULT_CASES = Path(__file__).resolve().parents[2] / "tests" / "triage_cases"
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+ESC_IR58 = b"\x1b$)A"
+ESC_ASCII = b"\x1b(B"
+
+# profile -> (declared Specific Character Set or None for absent, encoder name)
+PROFILES: dict[str, tuple[str | None, str]] = {
+    "gb18030": ("GB18030", "gb18030"),
+    "gbk": ("GBK", "gbk"),
+    "utf8": ("ISO_IR 192", "utf-8"),
+    "ir58": ("\\ISO 2022 IR 58", "ir58"),
+    "latin1": ("ISO_IR 100", "latin_1"),
+    "ascii": (None, "ascii"),
+    "gbk-as-latin1": ("ISO_IR 100", "gbk"),
+    "gbk-undeclared": (None, "gbk"),
+    "gb18030-undeclared": (None, "gb18030"),
+    "utf8-undeclared": (None, "utf-8"),
+    "utf8-as-latin1": ("ISO_IR 100", "utf-8"),
+}
+
+
+def encode_text(text: str, encoder: str) -> bytes:
+    """Text as a scanner would send it; ``ir58`` wraps each Chinese run in ESC $ ) A ... ESC ( B."""
+    if encoder != "ir58":
+        return text.encode(encoder)
+    out = bytearray()
+    run = ""
+    for ch in [*text, ""]:
+        if ch and ord(ch) > 0x7F:
+            run += ch
+            continue
+        if run:
+            out += ESC_IR58 + run.encode("gb2312") + ESC_ASCII
+            run = ""
+        out += ch.encode("ascii")
+    return bytes(out)
+
+
+@dataclass(slots=True)
+class Case:
+    id: str
+    expect: Category | None
+    enc: str
+    fields: dict[str, str]
+    request: dict[str, str] = field(default_factory=dict)
+    explicit: Category | None = None
+    stat: bool = False
+    source: str = ""
+
+
+def _category(value: Any, where: str) -> Category | None:
+    if value in (None, "null", "routine", ""):
+        return None
+    if value not in CATEGORIES:
+        raise ValueError(f"{where}: unknown category {value!r}")
+    return cast(Category, value)
+
+
+def load_cases(path: str | Path = DEFAULT_CASES) -> list[Case]:
+    root = Path(path)
+    files = sorted(root.glob("*.yaml")) if root.is_dir() else [root]
+    cases: list[Case] = []
+    for f in files:
+        for raw in yaml.safe_load(f.read_text("utf-8")) or []:
+            where = f"{f.name}:{raw.get('id')}"
+            if raw.get("enc", "gb18030") not in PROFILES:
+                raise ValueError(f"{where}: unknown enc {raw.get('enc')!r}")
+            cases.append(
+                Case(
+                    id=str(raw["id"]),
+                    expect=_category(raw.get("expect"), where),
+                    enc=str(raw.get("enc", "gb18030")),
+                    fields={str(k): str(v) for k, v in (raw.get("fields") or {}).items()},
+                    request={str(k): str(v) for k, v in (raw.get("request") or {}).items()},
+                    explicit=_category(raw.get("explicit"), where),
+                    stat=bool(raw.get("stat", False)),
+                    source=f.name,
+                )
+            )
+    ids = [c.id for c in cases]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ValueError(f"duplicate case ids: {dupes}")
+    return cases
+
+
+def _put(ds: Dataset, keyword: str, text: str, encoder: str) -> None:
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise ValueError(f"unknown DICOM keyword {keyword!r}")
+    ds.add_new(tag, dictionary_VR(tag), encode_text(text, encoder))
+
+
+def case_bytes(case: Case) -> bytes:
+    """The case as a Part-10 file: raw encoded text, declared (or missing) character set."""
+    declared, encoder = PROFILES[case.enc]
+    ds = Dataset()
+    if declared is not None:
+        ds.SpecificCharacterSet = declared
+    ds.SOPClassUID = CT_IMAGE_STORAGE
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    for kw, text in case.fields.items():
+        _put(ds, kw, text, encoder)
+    if case.request:
+        item = Dataset()
+        for kw, text in case.request.items():
+            _put(item, kw, text, encoder)
+        ds.RequestAttributesSequence = [item]
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def run_case(case: Case) -> tuple[TriageResult, ExtractedText]:
+    """Triage the case's file; also its extracted text (to check the decoding)."""
+    ds = dcmread(io.BytesIO(case_bytes(case)), stop_before_pixels=True)
+    return triage_dataset(ds, explicit=case.explicit), extract_text(ds)
+
+
+def decoding_errors(case: Case, text: ExtractedText) -> list[str]:
+    """Fields whose decoded, normalised text is not the case's text."""
+    want: dict[str, list[str]] = {}
+    for kw, value in [*case.fields.items(), *case.request.items()]:
+        norm = normalise(value)
+        if norm not in want.setdefault(kw, []):
+            want[kw].append(norm)
+    return [
+        f"{kw}: got {text.fields.get(kw)!r}, want {' ; '.join(v)!r}"
+        for kw, v in want.items()
+        if text.fields.get(kw) != " ; ".join(v)
+    ]
+
+
+@dataclass(slots=True)
+class Score:
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+
+
+@dataclass(slots=True)
+class Report:
+    scores: dict[str, Score]
+    wrong: list[tuple[Case, TriageResult]]
+    total: int
+    decode_errors: list[tuple[Case, str]] = field(default_factory=list)
+
+
+def evaluate(cases: Iterable[Case]) -> Report:
+    scores: dict[str, Score] = {c: Score() for c in CATEGORIES}
+    wrong: list[tuple[Case, TriageResult]] = []
+    decode: list[tuple[Case, str]] = []
+    total = 0
+    for case in cases:
+        total += 1
+        result, text = run_case(case)
+        decode.extend((case, e) for e in decoding_errors(case, text))
+        for cat in CATEGORIES:
+            s = scores[cat]
+            if result.category == cat and case.expect == cat:
+                s.tp += 1
+            elif result.category == cat:
+                s.fp += 1
+            elif case.expect == cat:
+                s.fn += 1
+        want_priority = "stat" if case.expect or case.stat else "routine"
+        if result.category != case.expect or result.priority != want_priority:
+            wrong.append((case, result))
+    return Report(scores, wrong, total, decode)
+
+
+def below_floors(report: Report, min_recall: float, min_precision: float) -> list[str]:
+    return [
+        f"{cat}: recall {s.recall:.3f} (floor {min_recall}), "
+        f"precision {s.precision:.3f} (floor {min_precision})"
+        for cat, s in report.scores.items()
+        if s.recall < min_recall or s.precision < min_precision
+    ]
+
+
+def format_report(report: Report, *, verbose: bool = False) -> str:
+    lines = [
+        f"cases: {report.total}",
+        f"{'category':<12} {'precision':>9} {'recall':>7}   tp  fp  fn",
+    ]
+    for cat, s in report.scores.items():
+        lines.append(
+            f"{cat:<12} {s.precision:>9.3f} {s.recall:>7.3f} {s.tp:>4} {s.fp:>3} {s.fn:>3}"
+        )
+    lines.append(f"wrong (category or priority): {len(report.wrong)}")
+    if verbose:
+        lines.extend(
+            f"  {c.source}:{c.id} expected {c.expect} got {r.category}/{r.priority}: "
+            f"{list(r.reasons)}"
+            for c, r in report.wrong
+        )
+    lines.append(f"text not decoded cleanly: {len(report.decode_errors)}")
+    lines.extend(f"  {c.source}:{c.id} {e}" for c, e in report.decode_errors)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None, out: Any = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worklist.triage.evaluate")
+    parser.add_argument("cases", nargs="?", default=str(DEFAULT_CASES))
+    parser.add_argument("--min-recall", type=float, default=0.98)
+    parser.add_argument("--min-precision", type=float, default=0.90)
+    parser.add_argument("-v", "--verbose", action="store_true", help="list the wrong cases")
+    args = parser.parse_args(argv)
+    out = out or sys.stdout
+    try:
+        cases = load_cases(args.cases)
+        report = evaluate(cases)
+    except (OSError, ValueError, UnicodeError, yaml.YAMLError) as exc:
+        out.write(f"cannot evaluate: {exc}\n")
+        return 2
+    out.write(format_report(report, verbose=args.verbose))
+    failures = below_floors(report, args.min_recall, args.min_precision)
+    if report.decode_errors:
+        failures.append(f"{len(report.decode_errors)} fields not decoded cleanly")
+    for f in failures:
+        out.write(f"BELOW FLOOR: {f}\n")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
