@@ -104,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        for noisy in ("alembic", "httpx", "pynetdicom"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     handler = COMMANDS[args.command]
     try:
         return handler(args)
