@@ -19,17 +19,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from teleread.demo import (
-    SeriesInfo,
-    StudyInfo,
-    chest_radiograph,
-    ct_image,
-    dx_image,
-    grid,
-    head_slice,
-    hu_to_stored,
-    write_part10,
-)
+from teleread.demo import SeriesInfo, StudyInfo, ct_image, dx_image, write_part10
+from teleread.phantoms import chest_radiograph, grid, head_slice, hu_to_stored
 
 
 def _study(
