@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +52,18 @@ class GatewaySettings(BaseSettings):
     backoff_initial_seconds: float = Field(default=1.0, gt=0)
     backoff_max_seconds: float = Field(default=60.0, gt=0)
     bandwidth_limit_bytes_per_s: int | None = Field(default=None, gt=0)
+
+    # lossless recompression before upload (gateway.recompress); the spool keeps the original
+    recompress: Literal["none", "jpegls", "j2k", "deflate"] = "none"
+    # Prometheus text exposition (gateway.metrics) on http://metrics_host:metrics_port/metrics;
+    # None: no metrics server
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+
+    # ingest processes (gateway/workers.py): 1 = in this process, 0 = one per CPU
+    workers: int = Field(default=1, ge=0, le=64)
+    # MPPS study-complete announcements (gateway/mpps.py)
+    mpps_poll_seconds: float = Field(default=1.0, gt=0)
 
 
 @lru_cache(maxsize=1)

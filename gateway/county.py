@@ -113,3 +113,18 @@ class CountyClient:
             "POST", "/api/v1/ingest/instances", json=body
         ).json()
         return result
+
+    def study_complete(
+        self, *, site: str, study_instance_uid: str, expected_instances: int
+    ) -> dict[str, Any]:
+        """``POST /api/v1/ingest/study-complete``; idempotent. The answer's ``ready`` is false
+        while the county holds fewer than ``expected_instances`` of the study."""
+        body = {
+            "site": site,
+            "study_instance_uid": study_instance_uid,
+            "expected_instances": expected_instances,
+        }
+        result: dict[str, Any] = self._authorised(
+            "POST", "/api/v1/ingest/study-complete", json=body
+        ).json()
+        return result

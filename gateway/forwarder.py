@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 from gateway.county import CountyClient
 from gateway.errors import CountyRejected, CountyUnavailable
 from gateway.instance import spooled_header_json
+from gateway.recompress import recompress, recompression_note, split_part10
 from gateway.spool import CONFLICT, MISSING, OutboxRow, Spool
 from storage.base import ObjectStore
 from storage.errors import ObjectNotFound, StorageError, StoreUnavailable
@@ -94,6 +95,7 @@ class Forwarder:
         bandwidth_limit: int | None = None,
         prune_after: float = 14 * 24 * 3600.0,
         include_dicom_json: bool = True,
+        recompress: str = "none",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.spool = spool
@@ -106,6 +108,7 @@ class Forwarder:
         self.bucket = TokenBucket(bandwidth_limit) if bandwidth_limit else None
         self.prune_after = prune_after
         self.include_dicom_json = include_dicom_json
+        self.recompress = recompress
         self.clock = clock
         self.upload_blocked_until = 0.0
         self.announce_blocked_until = 0.0
@@ -198,13 +201,59 @@ class Forwarder:
             info = self.store.stat(row.object_key)
         except ObjectNotFound:
             return None
-        if info.sha256 == row.sha256:
+        if info.sha256 and info.sha256 in (row.sha256, row.upload_sha256):
             return True
-        # maybe the same dataset behind another file meta header (another calling AE)
+        # maybe the same dataset behind another file meta header (another calling AE), or
+        # a recompressed copy of it whose outbox record was lost
         stored = self.store.get(row.object_key)
         with open(self.spool.path_of(row), "rb") as f:
             ours = dataset_sha256(f.read())
-        return ours is not None and dataset_sha256(stored) == ours
+        if ours is None:
+            return False
+        if ours == dataset_sha256(stored):
+            return True
+        note = recompression_note(stored)
+        if note is None or note.get("original_dataset_sha256") != ours:
+            return False
+        split = split_part10(stored)
+        self.spool.set_upload(  # announce what the store holds
+            row.id,
+            size=len(stored),
+            sha256=hashlib.sha256(stored).hexdigest(),
+            transfer_syntax=str(split[0].TransferSyntaxUID) if split else "",
+            method=str(note.get("method", "")),
+        )
+        return True
+
+    def _body(self, row: OutboxRow, original: BinaryIO) -> tuple[BinaryIO, int, str, int]:
+        """(stream, size, sha256, bytes saved) of what to upload for ``row``."""
+        smaller = None
+        if self.recompress != "none":
+            data = original.read()
+            original = io.BytesIO(data)
+            try:
+                smaller = recompress(data, self.recompress)
+            except Exception as exc:  # recompression is an optimisation: never block on it
+                logger.warning(
+                    "recompression failed; uploading the original",
+                    extra={
+                        "action": "recompress_failed",
+                        "sop_uid": row.sop_instance_uid,
+                        "error": repr(exc)[:300],
+                    },
+                )
+        if smaller is None:
+            if row.upload_sha256:  # recorded by an earlier attempt, not used now
+                self.spool.set_upload(row.id, size=0, sha256="", transfer_syntax="", method="")
+            return original, row.size, row.sha256, 0
+        self.spool.set_upload(
+            row.id,
+            size=len(smaller.data),
+            sha256=smaller.sha256,
+            transfer_syntax=smaller.transfer_syntax_uid,
+            method=smaller.method,
+        )
+        return io.BytesIO(smaller.data), len(smaller.data), smaller.sha256, smaller.saved_bytes
 
     def upload(self, row: OutboxRow) -> None:
         path = self.spool.path_of(row)
@@ -217,6 +266,7 @@ class Forwarder:
             self.spool.mark_state(row, MISSING, "spool file missing before upload")
             logger.error("spool file missing", extra={"action": "spool_file_missing", **log})
             return
+        size, saved = 0, 0
         try:
             present = self._already_stored(row)
             if present is False:
@@ -228,12 +278,12 @@ class Forwarder:
                 return
             if present is None:
                 with open(path, "rb") as raw:
-                    body: BinaryIO = raw
+                    body, size, sha256, saved = self._body(row, raw)
                     if self.bucket is not None:
-                        body = io.BufferedReader(_Throttled(raw, self.bucket))
-                    self.store.put(row.object_key, body, size=row.size, sha256=row.sha256)
+                        body = io.BufferedReader(_Throttled(body, self.bucket))
+                    self.store.put(row.object_key, body, size=size, sha256=sha256)
                 info = self.store.stat(row.object_key)  # end-to-end: what the store holds
-                if info.size != row.size or (info.sha256 or "") != row.sha256:
+                if info.size != size or (info.sha256 or "") != sha256:
                     raise StorageError(
                         f"stored object differs: size {info.size}, sha256 {info.sha256}"
                     )
@@ -242,6 +292,7 @@ class Forwarder:
             delay = self._delay(self._upload_failures)
             self.upload_blocked_until = self.clock() + delay
             self.spool.mark_failed([row], f"{type(exc).__name__}: {exc}", self.clock())
+            self.spool.count(upload_failures=1)
             logger.warning(
                 "object store unavailable, pausing uploads",
                 extra={
@@ -255,6 +306,7 @@ class Forwarder:
         except Exception as exc:
             delay = self._delay(row.attempts + 1)
             self.spool.mark_failed([row], f"{type(exc).__name__}: {exc}", self.clock() + delay)
+            self.spool.count(upload_failures=1)
             logger.warning(
                 "upload failed",
                 extra={
@@ -266,7 +318,7 @@ class Forwarder:
             )
             return
         self._upload_failures = 0
-        self.spool.mark_uploaded(row.id, self.clock())
+        self.spool.mark_uploaded(row.id, self.clock(), uploaded_bytes=size, saved_bytes=saved)
         logger.debug("instance uploaded", extra={"action": "instance_uploaded", **log})
 
     # -- announcing ----------------------------------------------------------------------
@@ -289,6 +341,7 @@ class Forwarder:
                 instances=[self._announcement(r) for r in rows],
             )
         except CountyUnavailable as exc:
+            self.spool.count(announce_failures=1)
             self._announce_failures += 1
             delay = self._delay(self._announce_failures)
             self.announce_blocked_until = self.clock() + delay
@@ -299,6 +352,7 @@ class Forwarder:
             )
             return
         except CountyRejected as exc:
+            self.spool.count(announce_failures=1)
             if exc.status_code == 401:  # our credentials: not any row's fault
                 self._announce_failures += 1
                 self.announce_blocked_until = self.clock() + self._delay(self._announce_failures)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.spool import CONFLICT, HELD_STATES, MISSING, PENDING_STATES, Spool
+from gateway.spool import CONFLICT, COUNTERS, HELD_STATES, MISSING, PENDING_STATES, Spool
 
 Query = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
 
@@ -40,15 +40,34 @@ def _no_rows(_sql: str, _params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
     return []
 
 
+def _counters(q: Query) -> dict[str, int]:
+    try:
+        rows: dict[str, int] = dict(q("SELECT name, value FROM counters", ()))
+    except sqlite3.Error:  # a spool from before the counters table
+        rows = {}
+    return {name: int(rows.get(name, 0)) for name in COUNTERS}
+
+
+def _priority(rank: int) -> str:
+    return "urgent" if rank == 0 else "routine"
+
+
 def _status(root: str, q: Query) -> dict[str, Any]:
     by_state: dict[str, int] = {}
     by_priority: dict[str, int] = {"urgent": 0, "routine": 0}
+    by_priority_state: dict[str, dict[str, int]] = {"urgent": {}, "routine": {}}
     for state, rank, count in q(
         "SELECT state, priority_rank, COUNT(*) FROM outbox GROUP BY state, priority_rank", ()
     ):
         by_state[state] = by_state.get(state, 0) + int(count)
+        cell = by_priority_state[_priority(rank)]
+        cell[state] = cell.get(state, 0) + int(count)
         if state in PENDING_STATES:
-            by_priority["urgent" if rank == 0 else "routine"] += int(count)
+            by_priority[_priority(rank)] += int(count)
+    oldest_urgent = q(
+        "SELECT MIN(received_ts) FROM outbox WHERE state IN (?, ?) AND priority_rank = 0",
+        PENDING_STATES,
+    )
     last = q(
         "SELECT last_error, sop_instance_uid, state, attempts FROM outbox "
         "WHERE last_error IS NOT NULL AND state IN (?, ?) "
@@ -73,7 +92,11 @@ def _status(root: str, q: Query) -> dict[str, Any]:
                 or [(0,)]
             )[0][0]
         ),
-        "queue": {"by_state": by_state, "pending_by_priority": by_priority},
+        "queue": {
+            "by_state": by_state,
+            "pending_by_priority": by_priority,
+            "by_priority_and_state": by_priority_state,
+        },
         "pending": sum(by_priority.values()),
         "last_error": (
             {
@@ -96,6 +119,12 @@ def _status(root: str, q: Query) -> dict[str, Any]:
             if oldest
             else None
         ),
+        "oldest_urgent_unsent_age_seconds": (
+            round(time.time() - float(oldest_urgent[0][0]), 1)
+            if oldest_urgent and oldest_urgent[0][0] is not None
+            else None
+        ),
+        "counters": _counters(q),
         "problems": [
             {
                 "id": r[0],
@@ -127,6 +156,26 @@ def format_status(status: dict[str, Any]) -> str:
         o = status["oldest_unsent"]
         lines.append(
             f"oldest unsent: {o['sop_instance_uid']} ({o['state']}, {o['age_seconds']} s old)"
+        )
+    if status.get("oldest_urgent_unsent_age_seconds") is not None:
+        lines.append(f"oldest urgent unsent: {status['oldest_urgent_unsent_age_seconds']} s old")
+    c = status.get("counters") or {}
+    if any(c.values()):
+        lines.append(
+            "since start of the spool: received {r}, stored {s}, duplicates {d}, conflicts {x}, "
+            "refused (spool full) {f}; uploads {u} ({mb:.1f} MB, {saved:.1f} MB saved by "
+            "recompression), upload failures {uf}, announce failures {af}".format(
+                r=c.get("instances_received", 0),
+                s=c.get("instances_stored", 0),
+                d=c.get("instances_duplicate", 0),
+                x=c.get("instances_conflict", 0),
+                f=c.get("instances_refused_spool_full", 0),
+                u=c.get("uploads", 0),
+                mb=c.get("bytes_uploaded", 0) / 1e6,
+                saved=c.get("bytes_saved_recompression", 0) / 1e6,
+                uf=c.get("upload_failures", 0),
+                af=c.get("announce_failures", 0),
+            )
         )
     if status["last_error"]:
         e = status["last_error"]

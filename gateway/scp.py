@@ -12,6 +12,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway.config import GatewaySettings
 from gateway.handlers import handle_association_request, handle_echo, handle_store
+from gateway.mpps import MPPS_SOP_CLASS, MppsStore, handle_n_create, handle_n_set
 from gateway.sites import Sites
 from gateway.spool import Spool
 
@@ -56,18 +57,21 @@ def build_ae(settings: GatewaySettings) -> AE:
     ae.add_supported_context(Verification, list(TRANSFER_SYNTAXES))
     for sop_class in STORAGE_SOP_CLASSES:
         ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
+    ae.add_supported_context(
+        MPPS_SOP_CLASS, [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian]
+    )
     return ae
 
 
-def start_scp(
+def event_handlers(
     settings: GatewaySettings,
     spool: Spool,
     sites: Sites,
+    mpps: MppsStore | None = None,
     *,
     urgent_called_aes: Mapping[str, str] | None = None,
-) -> ThreadedAssociationServer:
-    """Start listening on (host, port); returns the server (``shutdown()`` to stop)."""
-    ae = build_ae(settings)
+) -> list[Any]:
+    """The SCP's handlers (the same in this process and in acceptor processes)."""
     handlers: list[Any] = [
         (evt.EVT_REQUESTED, handle_association_request, [sites]),
         (evt.EVT_C_ECHO, handle_echo),
@@ -77,6 +81,25 @@ def start_scp(
             [spool, sites, dict(urgent_called_aes or settings.urgent_called_aes)],
         ),
     ]
+    if mpps is not None:
+        handlers += [
+            (evt.EVT_N_CREATE, handle_n_create, [mpps, sites]),
+            (evt.EVT_N_SET, handle_n_set, [mpps, sites]),
+        ]
+    return handlers
+
+
+def start_scp(
+    settings: GatewaySettings,
+    spool: Spool,
+    sites: Sites,
+    *,
+    mpps: MppsStore | None = None,
+    urgent_called_aes: Mapping[str, str] | None = None,
+) -> ThreadedAssociationServer:
+    """Start listening on (host, port) in this process; returns the server (``shutdown()``)."""
+    ae = build_ae(settings)
+    handlers = event_handlers(settings, spool, sites, mpps, urgent_called_aes=urgent_called_aes)
     server = ae.start_server((settings.host, settings.port), block=False, evt_handlers=handlers)
     assert server is not None
     return server

@@ -1,18 +1,24 @@
-"""The running gateway: SCP (non-blocking) + forwarder thread + site refresh, with ``stop()``."""
+"""The running gateway: SCP (in this process, or acceptor processes when ``workers`` > 1) +
+forwarder thread + MPPS study-completion thread + site refresh, with ``stop()``."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 
 from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway.config import GatewaySettings
 from gateway.county import CountyClient
+from gateway.errors import GatewayError
 from gateway.forwarder import Forwarder
+from gateway.metrics import MetricsServer, start_metrics_server
+from gateway.mpps import MppsStore, StudyCompletion
 from gateway.scp import start_scp
 from gateway.sites import CountySiteDirectory, SiteDirectory, Sites
 from gateway.spool import Spool
+from gateway.workers import AcceptorPool, resync_held_bytes, worker_count
 from storage.base import ObjectStore
 
 logger = logging.getLogger(__name__)
@@ -71,22 +77,56 @@ class Gateway:
             bandwidth_limit=settings.bandwidth_limit_bytes_per_s,
             prune_after=settings.prune_announced_after_seconds,
             include_dicom_json=settings.include_dicom_json,
+            recompress=settings.recompress,
+        )
+        self.mpps = MppsStore(self.spool.root / "mpps.db")
+        self.completion = StudyCompletion(
+            self.mpps,
+            self.spool.root / "outbox.db",
+            self.county,
+            poll_seconds=settings.mpps_poll_seconds,
+            backoff_initial=settings.backoff_initial_seconds,
+            backoff_max=settings.backoff_max_seconds,
         )
         self.server: ThreadedAssociationServer | None = None
+        self.pool: AcceptorPool | None = None
+        self.metrics: MetricsServer | None = None
+        self._resynced_at = 0.0
 
     @property
     def port(self) -> int:
         """The port the SCP listens on (useful with ``port=0``)."""
+        if self.pool is not None:
+            return self.pool.port
         if self.server is None:
             return self.settings.port
         return int(self.server.server_address[1])
 
     def start(self, *, forward: bool = True) -> None:
+        workers = worker_count(self.settings)
         if self._county_sites is not None:
+            if not self._county_sites.snapshot():
+                # no cached allow-list: ask now, so the first association is not refused
+                # while the first background refresh runs
+                self._county_sites.refresh()
             self._county_sites.start()
-        self.server = start_scp(self.settings, self.spool, self.sites)
+        if workers > 1:
+            snapshot = getattr(self.sites, "snapshot", None)
+            if snapshot is None:
+                raise GatewayError("workers > 1 needs a SiteDirectory (an AE -> site mapping)")
+            self.pool = AcceptorPool(
+                self.settings, n=workers, sites=snapshot, on_work=self._acceptor_stored
+            )
+            self.pool.start()
+        else:
+            self.server = start_scp(self.settings, self.spool, self.sites, mpps=self.mpps)
         if forward:
             self.forwarder.start()
+            self.completion.start()
+        if self.settings.metrics_port is not None:
+            self.metrics = start_metrics_server(
+                self.spool.root, host=self.settings.metrics_host, port=self.settings.metrics_port
+            )
         logger.info(
             "gateway listening",
             extra={
@@ -94,8 +134,18 @@ class Gateway:
                 "ae_title": self.settings.ae_title,
                 "host": self.settings.host,
                 "port": self.port,
+                "workers": workers,
             },
         )
+
+    def _acceptor_stored(self) -> None:
+        """An acceptor process spooled an instance: wake the forwarder; keep this process's
+        ``spool.held_bytes`` true (the acceptors add, the forwarder here frees)."""
+        self.spool.new_work.set()
+        now = time.monotonic()
+        if now - self._resynced_at >= 1.0:
+            self._resynced_at = now
+            resync_held_bytes(self.spool)
 
     def stop(self) -> None:
         if self.server is not None:
@@ -105,7 +155,15 @@ class Gateway:
                 assoc.abort()
                 assoc.join(5)
             self.server = None
+        if self.pool is not None:
+            self.pool.stop()
+            self.pool = None
+        if self.metrics is not None:
+            self.metrics.stop()
+            self.metrics = None
         self.forwarder.stop()
+        self.completion.stop()
+        self.mpps.close()
         if self._county_sites is not None:
             self._county_sites.stop()
         if self._own_county:

@@ -70,11 +70,35 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_sop ON outbox (sop_instance_uid);
 CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (state, priority_rank, received_ts, id);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+# columns added after the first release: (name, SQL type); added to older spools at open
+_ADDED_COLUMNS = (
+    ("upload_size", "INTEGER"),  # what was uploaded when it is not the spooled file
+    ("upload_sha256", "TEXT"),  # (lossless recompression, see gateway.recompress)
+    ("upload_transfer_syntax", "TEXT"),
+    ("upload_method", "TEXT"),
+)
+# monotonic counters kept in outbox.db (so they survive restarts and add up across acceptor
+# processes); gateway.metrics exposes them
+COUNTERS = (
+    "instances_received",
+    "instances_stored",
+    "instances_duplicate",
+    "instances_conflict",
+    "instances_refused_spool_full",
+    "uploads",
+    "upload_failures",
+    "announce_failures",
+    "instances_announced",
+    "bytes_uploaded",
+    "bytes_saved_recompression",
+)
 _COLUMNS = (
     "id, sop_instance_uid, series_instance_uid, study_instance_uid, site, calling_ae, "
     "called_ae, object_key, path, size, sha256, priority_rank, category, state, attempts, "
-    "next_attempt_at, last_error, received_at, payload"
+    "next_attempt_at, last_error, received_at, payload, upload_size, upload_sha256, "
+    "upload_transfer_syntax, upload_method"
 )
 _ORDER = "ORDER BY priority_rank, received_ts, id"
 
@@ -100,11 +124,21 @@ class OutboxRow:
     last_error: str | None
     received_at: str
     payload: str
+    upload_size: int | None = None
+    upload_sha256: str | None = None
+    upload_transfer_syntax: str | None = None
+    upload_method: str | None = None
 
     def announcement(self) -> dict[str, Any]:
-        """The ingest JSON's per-instance object."""
+        """The ingest JSON's per-instance object: size and sha256 of the uploaded object."""
         item: dict[str, Any] = json.loads(self.payload)
-        item.update(size=self.size, sha256=self.sha256, received_at=self.received_at)
+        item.update(
+            size=self.upload_size if self.upload_sha256 else self.size,
+            sha256=self.upload_sha256 or self.sha256,
+            received_at=self.received_at,
+        )
+        if self.upload_sha256 and self.upload_transfer_syntax:
+            item["transfer_syntax_uid"] = self.upload_transfer_syntax
         return item
 
 
@@ -133,6 +167,10 @@ class Spool:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}
+        for name, sql_type in _ADDED_COLUMNS:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {sql_type}")
         self._bytes = 0
         self._recover()
 
@@ -170,6 +208,31 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    # -- counters ------------------------------------------------------------------------
+
+    def _count_sql(self, counts: dict[str, int]) -> None:
+        """Add to counters; call inside the caller's transaction (or alone: autocommit)."""
+        self._db.executemany(
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            [(k, v) for k, v in counts.items() if v],
+        )
+
+    def count(self, **counts: int) -> None:
+        """Add to the spool's monotonic counters (``COUNTERS``)."""
+        with self._lock:
+            try:
+                self._count_sql(counts)
+            except sqlite3.Error as exc:  # a counter must never fail the real work
+                logger.warning(
+                    "counter not updated", extra={"action": "counter_failed", "error": str(exc)}
+                )
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            rows = dict(self._db.execute("SELECT name, value FROM counters"))
+        return {name: int(rows.get(name, 0)) for name in COUNTERS}
 
     # -- receiving -----------------------------------------------------------------------
 
@@ -220,8 +283,13 @@ class Spool:
         with self._lock:
             for row_id, sha, _state in self._same_sop(inst.sop_instance_uid):
                 if sha == dataset_sha:
+                    self.count(instances_received=1, instances_duplicate=1)
                     return "duplicate", row_id
-            self._admit(len(data))
+            try:
+                self._admit(len(data))
+            except SpoolFull:
+                self.count(instances_received=1, instances_refused_spool_full=1)
+                raise
         sha256 = hashlib.sha256(data).hexdigest()
         try:
             rel = self._write_file(data, sha256)
@@ -232,9 +300,11 @@ class Spool:
             same = self._same_sop(inst.sop_instance_uid)
             for row_id, sha, _state in same:
                 if sha == dataset_sha:  # a concurrent association stored it first
+                    self.count(instances_received=1, instances_duplicate=1)
                     return "duplicate", row_id
             state = CONFLICT if same else RECEIVED
             try:
+                self._db.execute("BEGIN IMMEDIATE")
                 cur = self._db.execute(
                     "INSERT INTO outbox (sop_instance_uid, series_instance_uid, "
                     "study_instance_uid, sop_class_uid, site, calling_ae, called_ae, object_key, "
@@ -264,7 +334,12 @@ class Spool:
                         json.dumps(inst.payload, ensure_ascii=False),
                     ),
                 )
+                outcome = "instances_stored" if state == RECEIVED else "instances_conflict"
+                self._count_sql({"instances_received": 1, outcome: 1})
+                self._db.execute("COMMIT")  # row and counters: one durable transaction
             except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise SpoolError(f"cannot record outbox row: {exc}") from exc
             self._bytes += len(data)
             row_id = int(cur.lastrowid or 0)
@@ -318,22 +393,57 @@ class Spool:
             ).fetchone()
         return due
 
-    def mark_uploaded(self, row_id: int, now: float) -> None:
+    def set_upload(
+        self, row_id: int, *, size: int, sha256: str, transfer_syntax: str, method: str
+    ) -> None:
+        """Record, before the upload, that other bytes than the spooled file go up (a
+        recompressed copy): after a crash the object found in the store is recognised."""
         with self._lock:
             self._db.execute(
-                "UPDATE outbox SET state = ?, uploaded_at = ?, next_attempt_at = ?, "
-                "last_error = NULL WHERE id = ? AND state = ?",
-                (UPLOADED, now, now, row_id, RECEIVED),
+                "UPDATE outbox SET upload_size = ?, upload_sha256 = ?, "
+                "upload_transfer_syntax = ?, upload_method = ? WHERE id = ?",
+                (size, sha256, transfer_syntax, method, row_id),
             )
+
+    def mark_uploaded(
+        self, row_id: int, now: float, *, uploaded_bytes: int = 0, saved_bytes: int = 0
+    ) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(
+                    "UPDATE outbox SET state = ?, uploaded_at = ?, next_attempt_at = ?, "
+                    "last_error = NULL WHERE id = ? AND state = ?",
+                    (UPLOADED, now, now, row_id, RECEIVED),
+                )
+                if cur.rowcount:
+                    self._count_sql(
+                        {
+                            "uploads": 1,
+                            "bytes_uploaded": uploaded_bytes,
+                            "bytes_saved_recompression": saved_bytes,
+                        }
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def mark_announced(self, rows: list[OutboxRow], now: float) -> None:
         """Announced: record it, then delete the spool files (the rows stay for dedup)."""
         with self._lock:
-            self._db.executemany(
-                "UPDATE outbox SET state = ?, announced_at = ?, last_error = NULL "
-                "WHERE id = ? AND state = ?",
-                [(ANNOUNCED, now, r.id, UPLOADED) for r in rows],
-            )
+            self._db.execute("BEGIN IMMEDIATE")  # one durable commit for the whole batch
+            try:
+                self._db.executemany(
+                    "UPDATE outbox SET state = ?, announced_at = ?, last_error = NULL "
+                    "WHERE id = ? AND state = ?",
+                    [(ANNOUNCED, now, r.id, UPLOADED) for r in rows],
+                )
+                self._count_sql({"instances_announced": len(rows)})
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             for r in rows:
                 (self.root / r.path).unlink(missing_ok=True)
                 self._bytes -= r.size

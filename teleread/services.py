@@ -24,7 +24,8 @@ HOUSEKEEPING_SECONDS = 5.0
 
 
 class Housekeeping(threading.Thread):
-    """Every few seconds: studies that went quiet become ready; abandoned claims expire."""
+    """Every few seconds: studies that went quiet become ready; abandoned claims expire;
+    late unclaimed studies escalate; events go out to the configured webhooks."""
 
     def __init__(self, factory: sessionmaker[Session], *, stable_seconds: int) -> None:
         super().__init__(name="worklist-housekeeping", daemon=True)
@@ -33,21 +34,38 @@ class Housekeeping(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
+        import httpx
+
+        from worklist import escalation, webhooks
+        from worklist.db import utcnow
         from worklist.ingest import mark_stable_studies
         from worklist.repository import expire_claims
+        from worklist.settings import get_settings
 
-        while not self._stop_event.wait(HOUSEKEEPING_SECONDS):
-            try:
-                with self._factory.begin() as session:
-                    from worklist.db import utcnow
-
-                    now = utcnow()
-                    mark_stable_studies(
-                        session=session, now=now, stable_seconds=self._stable_seconds
+        wl = get_settings()
+        client = httpx.Client(timeout=wl.webhook_timeout_seconds, follow_redirects=False)
+        try:
+            while not self._stop_event.wait(HOUSEKEEPING_SECONDS):
+                try:
+                    with self._factory.begin() as session:
+                        now = utcnow()
+                        mark_stable_studies(
+                            session=session, now=now, stable_seconds=self._stable_seconds
+                        )
+                        expire_claims(session=session, now=now)
+                        escalation.scan(session=session, now=now)
+                    webhooks.run_once(
+                        factory=self._factory,
+                        client=client,
+                        urls=wl.webhook_urls,
+                        secret=wl.webhook_secret,
+                        clock=utcnow,
+                        max_attempts=wl.webhook_max_attempts,
                     )
-                    expire_claims(session=session, now=now)
-            except Exception:
-                log.exception("housekeeping failed", extra={"action": "housekeeping_failed"})
+                except Exception:
+                    log.exception("housekeeping failed", extra={"action": "housekeeping_failed"})
+        finally:
+            client.close()
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -57,6 +75,7 @@ class ApiServer:
     """uvicorn serving an app in a background thread, stoppable."""
 
     def __init__(self, app: FastAPI, *, host: str, port: int) -> None:
+        self._app = app
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="api", daemon=True)
@@ -70,6 +89,9 @@ class ApiServer:
             time.sleep(0.05)
 
     def stop(self) -> None:
+        from viewer_api.routes.events import stop_streams
+
+        stop_streams(self._app)  # open event streams would hold uvicorn's shutdown
         self._server.should_exit = True
         self._thread.join(timeout=10)
 

@@ -14,8 +14,21 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage import errors as storage_errors
 from storage.base import ObjectStore
+from viewer_api import dicomweb, web
 from viewer_api.limits import BodySizeLimit
-from viewer_api.routes import auth, gateway, health, reports, studies, worklist
+from viewer_api.routes import (
+    admin,
+    audit,
+    auth,
+    events,
+    gateway,
+    health,
+    report_outputs,
+    reports,
+    stats,
+    studies,
+    worklist,
+)
 from viewer_api.settings import ApiSettings
 from worklist import errors as wl
 from worklist.db import utcnow
@@ -120,7 +133,21 @@ def create_app(
         app.add_exception_handler(cls, _handle_known)
     app.add_exception_handler(Exception, _handle_unexpected)
 
-    for module in (auth, worklist, studies, reports, gateway, health):
+    for module in (
+        auth,
+        worklist,
+        admin,
+        events,
+        studies,
+        reports,
+        report_outputs,
+        audit,
+        stats,
+        gateway,
+        health,
+        dicomweb,
+        web,
+    ):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app

@@ -3,16 +3,26 @@ model never leaks into a response, and a response never exposes more than listed
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from storage.keys import is_valid_uid
-from worklist.models import Instance, Report, Series, Study
+from worklist.models import (
+    AuditEvent,
+    CriticalResult,
+    Instance,
+    Report,
+    ReportAddendum,
+    Series,
+    Study,
+)
 
 MAX_TEXT = 20_000
 MAX_INSTANCES_PER_CALL = 1000
+MAX_REASON = 2000
 
 
 def _uid(value: str) -> str:
@@ -146,6 +156,8 @@ class SignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["preliminary", "final"]
+    # a stroke / chest-pain report signed final without a recorded critical result needs one
+    no_critical_result_reason: str | None = Field(default=None, max_length=MAX_REASON)
 
 
 class ReportOut(BaseModel):
@@ -161,9 +173,21 @@ class ReportOut(BaseModel):
     content_sha256: str | None
     created_at: datetime
     updated_at: datetime
+    # later corrections (the signed content above never changes) and critical results
+    addenda: list[AddendumOut] = Field(default_factory=list)
+    critical_results: list[CriticalResultOut] = Field(default_factory=list)
+    critical_result_expected: bool = False
+    no_critical_result_reason: str | None = None
 
     @classmethod
-    def from_report(cls, report: Report) -> ReportOut:
+    def from_report(
+        cls,
+        report: Report,
+        *,
+        addenda: Sequence[ReportAddendum] = (),
+        critical_results: Sequence[CriticalResult] = (),
+        critical_result_expected: bool = False,
+    ) -> ReportOut:
         return cls(
             study_instance_uid=report.study.study_instance_uid,
             site=report.study.site.code,
@@ -177,6 +201,10 @@ class ReportOut(BaseModel):
             content_sha256=report.content_sha256,
             created_at=report.created_at,
             updated_at=report.updated_at,
+            addenda=[AddendumOut.from_addendum(a) for a in addenda],
+            critical_results=[CriticalResultOut.from_result(c) for c in critical_results],
+            critical_result_expected=critical_result_expected,
+            no_critical_result_reason=report.no_critical_result_reason,
         )
 
 
@@ -254,3 +282,172 @@ class IngestOut(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
+
+
+# --- report addenda, critical results, templates, audit (issue 5) -------------------------
+class AddendumIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    reason: str = Field(min_length=1, max_length=MAX_REASON)
+
+
+class AddendumOut(BaseModel):
+    author: str
+    created_at: datetime
+    text: str
+    reason: str
+    content_sha256: str
+
+    @classmethod
+    def from_addendum(cls, addendum: ReportAddendum) -> AddendumOut:
+        return cls(
+            author=addendum.author.username,
+            created_at=addendum.created_at,
+            text=addendum.text,
+            reason=addendum.reason,
+            content_sha256=addendum.content_sha256,
+        )
+
+
+class CriticalResultIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    finding: str = Field(min_length=1, max_length=MAX_TEXT)
+    identified_at: AwareDatetime
+    communicated_to_name: str = Field(min_length=1, max_length=200)
+    communicated_to_role: str = Field(default="", max_length=100)
+    communicated_to_phone: str = Field(default="", max_length=64)
+    communicated_at: AwareDatetime
+    method: Literal["phone", "in_person", "message", "other"]
+    read_back_confirmed: bool
+
+
+class CriticalResultOut(BaseModel):
+    finding: str
+    identified_at: datetime
+    communicated_to_name: str
+    communicated_to_role: str
+    communicated_to_phone: str
+    communicated_at: datetime
+    method: str
+    read_back_confirmed: bool
+    recorded_by: str
+    recorded_at: datetime
+
+    @classmethod
+    def from_result(cls, result: CriticalResult) -> CriticalResultOut:
+        return cls(
+            finding=result.finding,
+            identified_at=result.identified_at,
+            communicated_to_name=result.communicated_to_name,
+            communicated_to_role=result.communicated_to_role,
+            communicated_to_phone=result.communicated_to_phone,
+            communicated_at=result.communicated_at,
+            method=result.method,
+            read_back_confirmed=result.read_back_confirmed,
+            recorded_by=result.recorded_by.username,
+            recorded_at=result.recorded_at,
+        )
+
+
+class ReportTemplateOut(BaseModel):
+    key: str
+    name: str
+    categories: list[str]
+    modalities: list[str]
+    keywords: list[str]
+    findings: str
+    impression: str
+    recommendation: str
+
+
+class AuditEventOut(BaseModel):
+    id: int
+    at: datetime
+    username: str
+    role: str
+    site: str
+    action: str
+    object_type: str
+    object_id: str
+    client_addr: str
+    outcome: str
+    detail: dict[str, Any]
+
+    @classmethod
+    def from_event(cls, event: AuditEvent) -> AuditEventOut:
+        return cls(
+            id=event.id,
+            at=event.at,
+            username=event.username,
+            role=event.role,
+            site=event.site_code,
+            action=event.action,
+            object_type=event.object_type,
+            object_id=event.object_id,
+            client_addr=event.client_addr,
+            outcome=event.outcome,
+            detail=dict(event.detail or {}),
+        )
+
+
+ReportOut.model_rebuild()
+
+
+# --- workflow (issue 5): leases, assign/cancel, flags, events ------------------------------
+class WorkflowItem(WorklistItem):
+    """A worklist row with its clock: time left to the read deadline, escalation, cancel."""
+
+    time_left_seconds: int | None
+    overdue: bool
+    escalation_level: int
+    cancel_reason: str | None
+    cancelled_at: datetime | None
+
+    @classmethod
+    def from_study_at(cls, study: Study, now: datetime) -> WorkflowItem:
+        base = WorklistItem.from_study(study).model_dump()
+        left = (
+            int((study.deadline_at - now).total_seconds())
+            if study.deadline_at is not None
+            else None
+        )
+        return cls(
+            **base,
+            time_left_seconds=left,
+            overdue=left is not None and left < 0,
+            escalation_level=study.escalation_level or 0,
+            cancel_reason=study.cancel_reason,
+            cancelled_at=study.cancelled_at,
+        )
+
+
+class AssignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=1, max_length=64)
+
+
+class ReasonIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=MAX_REASON)
+
+    @field_validator("reason")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a reason is required")
+        return value.strip()
+
+
+class FlagIn(ReasonIn):
+    category: Literal["stroke", "chest_pain"]
+
+
+class EventOut(BaseModel):
+    id: int
+    kind: str
+    study_uid: str | None
+    site_code: str | None
+    created_at: datetime
+    payload: dict[str, Any]

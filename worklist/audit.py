@@ -66,4 +66,31 @@ def list_events(
     )
 
 
-__all__ = ["list_events", "record"]
+def search_events(
+    *,
+    session: Session,
+    action: str | None = None,
+    username: str | None = None,
+    object_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[AuditEvent]:
+    """Events newest first, filtered (``since`` inclusive, ``until`` exclusive), one page."""
+    stmt = select(AuditEvent)
+    if action is not None:
+        stmt = stmt.where(AuditEvent.action == action)
+    if username is not None:
+        stmt = stmt.where(AuditEvent.username == username)
+    if object_id is not None:
+        stmt = stmt.where(AuditEvent.object_id == object_id)
+    if since is not None:
+        stmt = stmt.where(AuditEvent.at >= since)
+    if until is not None:
+        stmt = stmt.where(AuditEvent.at < until)
+    stmt = stmt.order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(limit).offset(offset)
+    return list(session.scalars(stmt))
+
+
+__all__ = ["list_events", "record", "search_events"]

@@ -19,7 +19,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from worklist.errors import InconsistentHierarchy, StudySiteMismatch, UnknownSite
+from worklist.errors import InconsistentHierarchy, StudyNotFound, StudySiteMismatch, UnknownSite
+from worklist.events import KIND_STUDY_URGENT, publish_study_event
 from worklist.models import (
     PRIORITY_ROUTINE,
     PRIORITY_STAT,
@@ -180,6 +181,7 @@ def _record_study(
     uid: str,
     arrivals: Sequence[InstanceArrival],
     deadlines: Deadlines,
+    now: datetime,
 ) -> tuple[int, int]:
     first = arrivals[0]
     earliest = min(a.received_at for a in arrivals)
@@ -303,6 +305,7 @@ def _record_study(
         for a in arrivals:
             new_fields = merge_text_fields(new_fields, _arrival_fields(a))
         study.text_fields = new_fields
+    was_stat = study.priority == PRIORITY_STAT
     _apply_triage(study, arrivals, deadlines)
     allowed = deadlines.for_category(study.category)
     if study.priority == PRIORITY_STAT and study.category is None:
@@ -311,6 +314,10 @@ def _record_study(
     if study.deadline_at != deadline:
         study.deadline_at = deadline
     session.flush()
+    if study.priority == PRIORITY_STAT and not was_stat:  # first made urgent: tell readers
+        publish_study_event(
+            session=session, kind=KIND_STUDY_URGENT, study=study, site_code=site.code, now=now
+        )
     logger.info(
         "instances recorded",
         extra={
@@ -388,6 +395,7 @@ def record_instances(
             uid=uid,
             arrivals=by_study[uid],
             deadlines=deadlines,
+            now=now,
         )
         outcome.accepted += accepted
         outcome.duplicates += duplicates
@@ -410,10 +418,72 @@ def mark_stable_studies(*, session: Session, now: datetime, stable_seconds: int)
     return list(uids)
 
 
+@dataclass
+class CompletionOutcome:
+    """What ``mark_study_complete`` found: ``ready`` once the study holds every expected
+    instance (whether this call or an earlier one made it so)."""
+
+    study_uid: str
+    status: str
+    num_instances: int
+    expected_instances: int
+    ready: bool
+    changed: bool
+
+
+def mark_study_complete(
+    *,
+    session: Session,
+    study_uid: str,
+    expected_instances: int,
+    now: datetime,
+    site_code: str | None = None,
+) -> CompletionOutcome:
+    """The modality says the study is complete (MPPS COMPLETED) with ``expected_instances``:
+    'receiving' -> 'ready' when the study holds at least that many. Idempotent; a study past
+    'receiving' (ready, claimed, reported) is left as it is.
+
+    Raises ``StudyNotFound`` (also for a study of another site than ``site_code``: the caller
+    must not learn it exists).
+    """
+    study = session.scalars(
+        select(Study)
+        .where(Study.study_instance_uid == study_uid)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    if study is None or (site_code is not None and study.site.code != site_code):
+        raise StudyNotFound(f"no study {study_uid}")
+    changed = False
+    if study.status == STATUS_RECEIVING and study.num_instances >= expected_instances:
+        study.status = STATUS_READY
+        changed = True
+        session.flush()
+        logger.info(
+            "study complete",
+            extra={
+                "action": "study_complete",
+                "study_uid": study_uid,
+                "expected": expected_instances,
+                "num_instances": study.num_instances,
+            },
+        )
+    return CompletionOutcome(
+        study_uid=study_uid,
+        status=study.status,
+        num_instances=study.num_instances,
+        expected_instances=expected_instances,
+        ready=study.num_instances >= expected_instances,
+        changed=changed,
+    )
+
+
 __all__ = [
+    "CompletionOutcome",
     "IngestOutcome",
     "InstanceArrival",
     "mark_stable_studies",
+    "mark_study_complete",
     "merge_text_fields",
     "record_instances",
 ]

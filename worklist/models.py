@@ -15,6 +15,8 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -37,6 +39,8 @@ STATUS_AMENDED = "amended"
 STATUS_CANCELLED = "cancelled"
 # Statuses in which a study waits for a reader
 UNCLAIMED_STATUSES = (STATUS_RECEIVING, STATUS_READY)
+# Workflow (0002): the partial-index predicate of "still on the worklist"
+OPEN_STUDY_SQL = "status NOT IN ('cancelled', 'final', 'amended')"
 
 PRIORITY_STAT = "stat"
 PRIORITY_ROUTINE = "routine"
@@ -138,6 +142,36 @@ class Study(Base):
     __table_args__ = (
         Index("ix_studies_queue", "status", "priority_rank", "received_at"),
         Index("ix_studies_site_received", "site_id", "received_at"),
+        # workflow (0002): the open worklist in queue order, overall and per site; by reader
+        Index(
+            "ix_studies_open_queue",
+            "priority_rank",
+            "received_at",
+            "id",
+            # filters answered from the index alone (counts are index-only scans)
+            postgresql_include=["modalities", "claimed_by_id"],
+            postgresql_where=text(OPEN_STUDY_SQL),
+            sqlite_where=text(OPEN_STUDY_SQL),
+        ),
+        Index(
+            "ix_studies_open_category",
+            "category",
+            "priority_rank",
+            "received_at",
+            "id",
+            postgresql_where=text(OPEN_STUDY_SQL),
+            sqlite_where=text(OPEN_STUDY_SQL),
+        ),
+        Index(
+            "ix_studies_open_site_queue",
+            "site_id",
+            "priority_rank",
+            "received_at",
+            "id",
+            postgresql_where=text(OPEN_STUDY_SQL),
+            sqlite_where=text(OPEN_STUDY_SQL),
+        ),
+        Index("ix_studies_claimed_by", "claimed_by_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -177,6 +211,12 @@ class Study(Base):
     claimed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
     claimed_at: Mapped[datetime | None] = mapped_column(default=None)
     claim_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    # --- Workflow (migration 0002): escalation state and cancellation ---
+    # 0 = none, 1 = unclaimed at half its deadline, 2 = overdue; each level is raised once
+    escalation_level: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cancelled_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    cancelled_at: Mapped[datetime | None] = mapped_column(default=None)
+    cancel_reason: Mapped[str | None] = mapped_column(Text, default=None)
 
     site: Mapped[Site] = relationship()
     claimed_by: Mapped[User | None] = relationship(foreign_keys=[claimed_by_id])
@@ -239,6 +279,8 @@ class Report(Base):
     signed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
     signed_at: Mapped[datetime | None] = mapped_column(default=None)
     content_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    # why a stroke / chest-pain report was signed final without a critical result (0003)
+    no_critical_result_reason: Mapped[str | None] = mapped_column(Text, default=None)
 
     study: Mapped[Study] = relationship(back_populates="report")
     author: Mapped[User] = relationship(foreign_keys=[author_id])
@@ -265,15 +307,124 @@ class AuditEvent(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+# --- Workflow: events and webhook deliveries (migration 0002) -----------------------------
+EVENT_KINDS = (
+    "study_urgent",
+    "escalation",
+    "study_claimed",
+    "study_released",
+    "report_signed",
+    "report_amended",
+    "critical_result",
+)
+DELIVERY_PENDING = "pending"
+DELIVERY_DELIVERED = "delivered"
+DELIVERY_FAILED = "failed"  # gave up after the last retry
+
+
+class Event(Base):
+    """Append-only feed of things readers must know about now (SSE stream and webhooks).
+
+    The id orders the feed: a client resumes with ``Last-Event-ID``. The payload never
+    holds patient names or IDs (it leaves the county through webhooks).
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_site_id", "site_code", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    study_uid: Mapped[str | None] = mapped_column(String(64), default=None)
+    site_code: Mapped[str | None] = mapped_column(String(32), default=None)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class WebhookDelivery(Base):
+    """One event to one webhook URL: retried with backoff until delivered or given up."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "url", name="uq_webhook_deliveries_event_url"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    event_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), ForeignKey("events.id", ondelete="CASCADE")
+    )
+    url: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(16), default=DELIVERY_PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime]
+
+    event: Mapped[Event] = relationship()
+
+
+# --- Reports: addenda and critical results (migration 0003) -------------------------------
+CRITICAL_METHODS = ("phone", "in_person", "message", "other")
+
+
+class ReportAddendum(Base):
+    """A later note on a signed final report; append-only, each with its own hash.
+
+    The signed report itself never changes: its content and ``content_sha256`` stay as signed.
+    """
+
+    __tablename__ = "report_addenda"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report_id: Mapped[int] = mapped_column(ForeignKey("reports.id", ondelete="CASCADE"), index=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime]
+    text: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    # sha256 over the addendum and the report hash it amends (worklist.reports)
+    content_sha256: Mapped[str] = mapped_column(String(64))
+
+    author: Mapped[User] = relationship()
+
+
+class CriticalResult(Base):
+    """An actionable finding communicated to the referring side (ACR practice): what, when
+    identified, who was told (name, role, phone), when, how, and whether read back."""
+
+    __tablename__ = "critical_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    finding: Mapped[str] = mapped_column(Text)
+    identified_at: Mapped[datetime]
+    communicated_to_name: Mapped[str] = mapped_column(String(200))
+    communicated_to_role: Mapped[str] = mapped_column(String(100), default="")
+    communicated_to_phone: Mapped[str] = mapped_column(String(64), default="")
+    communicated_at: Mapped[datetime]
+    method: Mapped[str] = mapped_column(String(16))
+    read_back_confirmed: Mapped[bool] = mapped_column(default=False)
+    recorded_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    recorded_at: Mapped[datetime]
+
+    recorded_by: Mapped[User] = relationship()
+
+
 __all__ = [
+    "CRITICAL_METHODS",
+    "EVENT_KINDS",
     "AuditEvent",
     "Base",
+    "CriticalResult",
+    "Event",
     "Instance",
     "Report",
+    "ReportAddendum",
     "Series",
     "Site",
     "SiteAE",
     "Study",
     "UTCDateTime",
     "User",
+    "WebhookDelivery",
 ]

@@ -1,7 +1,15 @@
-"""Reports: drafts by the claim holder, preliminary and final signatures, a content hash.
+"""Reports: drafts by the claim holder, preliminary and final signatures, a content hash,
+and addenda.
 
 A final report is immutable: saving or signing it again raises ``ReportSigned``. The hash
-is sha256 over canonical JSON of what was signed, so a later change is detectable.
+is sha256 over canonical JSON of what was signed, so a later change is detectable. Later
+corrections are addenda (author, time, reason, their own hash chained to the report's); the
+report's status becomes 'amended' but its signed content and hash stay exactly as signed.
+Any radiologist may add an addendum to a final report (the original reader may be off
+shift when the correction is needed); no claim is involved because nothing is being read.
+
+Stroke and chest-pain reports expect a documented critical result (``worklist.critical``):
+signing one final without any requires a reason (``no_critical_result_reason``).
 """
 
 from __future__ import annotations
@@ -15,18 +23,31 @@ from typing import Literal
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, joinedload
 
-from worklist.errors import NoReport, NotClaimable, NotClaimHolder, ReportSigned, StudyNotFound
+from worklist.errors import (
+    NoReport,
+    NotClaimable,
+    NotClaimHolder,
+    ReportSigned,
+    StudyNotFound,
+    WorklistError,
+)
 from worklist.models import (
+    CATEGORY_CHEST_PAIN,
+    CATEGORY_STROKE,
     REPORT_AMENDED,
     REPORT_DRAFT,
     REPORT_FINAL,
     REPORT_PRELIMINARY,
     ROLE_CLINIC,
+    ROLE_RADIOLOGIST,
+    STATUS_AMENDED,
     STATUS_CANCELLED,
     STATUS_DRAFT,
     STATUS_FINAL,
     STATUS_PRELIMINARY,
+    CriticalResult,
     Report,
+    ReportAddendum,
     Study,
     User,
 )
@@ -38,6 +59,26 @@ logger = logging.getLogger(__name__)
 SignStatus = Literal["preliminary", "final"]
 SIGNED_STATUSES = (REPORT_PRELIMINARY, REPORT_FINAL, REPORT_AMENDED)
 IMMUTABLE_STATUSES = (REPORT_FINAL, REPORT_AMENDED)
+# categories whose reports prompt for a critical-result communication
+CRITICAL_CATEGORIES = (CATEGORY_STROKE, CATEGORY_CHEST_PAIN)
+MAX_REASON = 2000
+
+
+class AddendumNotAllowed(WorklistError):
+    """Only a report signed final takes addenda; until then, edit the draft."""
+
+
+class NotARadiologist(WorklistError):
+    """Only radiologists add addenda and record critical results."""
+
+
+class CriticalResultRequired(WorklistError):
+    """Stroke/chest-pain report: record a critical result or give no_critical_result_reason."""
+
+
+def critical_result_expected(study: Study) -> bool:
+    """True for the categories whose reports prompt for a critical result."""
+    return study.category in CRITICAL_CATEGORIES
 
 
 def report_content_hash(
@@ -67,14 +108,19 @@ def report_content_hash(
 
 
 def verify_report(report: Report) -> bool:
-    """True when a signed report's stored hash matches its content."""
+    """True when a signed report's stored hash matches its content.
+
+    An amended report was signed 'final' (only final reports take addenda), so that is the
+    status its hash covers; the addenda carry their own hashes (``verify_addendum``).
+    """
     if report.content_sha256 is None or report.signed_at is None or report.signed_by is None:
         return False
+    signed_status = REPORT_FINAL if report.status == REPORT_AMENDED else report.status
     return report.content_sha256 == report_content_hash(
         findings=report.findings,
         impression=report.impression,
         recommendation=report.recommendation,
-        status=report.status,
+        status=signed_status,
         signer=report.signed_by.username,
         signed_at=report.signed_at,
     )
@@ -196,11 +242,14 @@ def sign_report(
     status: SignStatus,
     now: datetime,
     lease: timedelta = DEFAULT_LEASE,
+    no_critical_result_reason: str | None = None,
 ) -> Report:
     """Sign the report 'preliminary' or 'final' (the signer must hold the claim).
 
     The study follows: 'preliminary' (still claimed, for the final read) or 'final' (claim
-    cleared). Raises ``NoReport``, ``ReportSigned``, ``NotClaimHolder``, ``ValueError``.
+    cleared). A stroke / chest-pain report signed final with no critical result recorded
+    needs ``no_critical_result_reason`` (kept on the report). Raises ``NoReport``,
+    ``ReportSigned``, ``NotClaimHolder``, ``CriticalResultRequired``, ``ValueError``.
     """
     if status not in (REPORT_PRELIMINARY, REPORT_FINAL):
         raise ValueError(f"cannot sign a report as {status!r}")
@@ -215,8 +264,16 @@ def sign_report(
         raise NoReport()
     if report.status in IMMUTABLE_STATUSES:
         raise ReportSigned()
+    reason = (no_critical_result_reason or "").strip() or None
+    if status == REPORT_FINAL and critical_result_expected(study):
+        recorded = session.scalar(
+            select(func.count(CriticalResult.id)).where(CriticalResult.study_id == study.id)
+        )
+        if not recorded and reason is None:
+            raise CriticalResultRequired()
     now = now.astimezone(UTC)
     report.status = status
+    report.no_critical_result_reason = reason[:MAX_REASON] if reason else None
     report.signed_by_id = signer.id
     report.signed_at = now
     report.updated_at = now
@@ -247,6 +304,113 @@ def sign_report(
     return report
 
 
+def addendum_hash(
+    *, report_sha256: str, text: str, reason: str, author: str, created_at: datetime
+) -> str:
+    """sha256 (hex) of an addendum, chained to the hash of the report it amends."""
+    canonical = json.dumps(
+        {
+            "report_sha256": report_sha256,
+            "text": text,
+            "reason": reason,
+            "author": author,
+            "created_at": created_at.astimezone(UTC).isoformat(),
+        },
+        ensure_ascii=False,
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def verify_addendum(addendum: ReportAddendum, report: Report) -> bool:
+    """True when the addendum's stored hash matches its content and the report's hash."""
+    if report.content_sha256 is None:
+        return False
+    return addendum.content_sha256 == addendum_hash(
+        report_sha256=report.content_sha256,
+        text=addendum.text,
+        reason=addendum.reason,
+        author=addendum.author.username,
+        created_at=addendum.created_at,
+    )
+
+
+def add_addendum(
+    *, session: Session, study: Study, author: User, text: str, reason: str, now: datetime
+) -> ReportAddendum:
+    """Append an addendum to the study's final (or already amended) report.
+
+    The report becomes 'amended' (the study too); its signed content and hash are untouched.
+    Raises ``NotARadiologist``, ``NoReport``, ``AddendumNotAllowed`` (not signed final yet),
+    ``ValueError`` (empty text or reason).
+    """
+    if author.role != ROLE_RADIOLOGIST or not author.is_active:
+        raise NotARadiologist()
+    text, reason = text.strip(), reason.strip()
+    if not text or not reason:
+        raise ValueError("an addendum needs a text and a reason")
+    report = get_report(session=session, study=study)
+    if report is None:
+        raise NoReport()
+    # one conditional UPDATE: concurrent addenda serialise on the report row, and a report
+    # that is not final cannot slip through between the check and the insert
+    row = session.execute(
+        update(Report)
+        .where(Report.id == report.id, Report.status.in_(IMMUTABLE_STATUSES))
+        .values(status=REPORT_AMENDED, updated_at=now)
+        .returning(Report.content_sha256)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None or row[0] is None:
+        raise AddendumNotAllowed()
+    now = now.astimezone(UTC)
+    addendum = ReportAddendum(
+        report_id=report.id,
+        author_id=author.id,
+        created_at=now,
+        text=text,
+        reason=reason,
+        content_sha256=addendum_hash(
+            report_sha256=row[0],
+            text=text,
+            reason=reason,
+            author=author.username,
+            created_at=now,
+        ),
+    )
+    session.add(addendum)
+    session.flush()
+    _set_study_status(session, study, STATUS_AMENDED, clear_claim=False)
+    session.refresh(report)
+    logger.info(
+        "report amended",
+        extra={
+            "action": "report_amended",
+            "study_uid": study.study_instance_uid,
+            "user_id": author.id,
+            "sha256": addendum.content_sha256,
+        },
+    )
+    return addendum
+
+
+def addenda_for(*, session: Session, report_ids: list[int]) -> dict[int, list[ReportAddendum]]:
+    """The addenda of each report (oldest first), in one query."""
+    found: dict[int, list[ReportAddendum]] = {rid: [] for rid in report_ids}
+    if not report_ids:
+        return found
+    rows = session.scalars(
+        select(ReportAddendum)
+        .where(ReportAddendum.report_id.in_(report_ids))
+        .options(joinedload(ReportAddendum.author))
+        .order_by(ReportAddendum.created_at, ReportAddendum.id)
+    )
+    for addendum in rows:
+        found[addendum.report_id].append(addendum)
+    return found
+
+
 def list_reports(
     *, session: Session, viewer: User, limit: int = 100, offset: int = 0
 ) -> list[Report]:
@@ -273,12 +437,21 @@ def list_reports(
 
 
 __all__ = [
+    "CRITICAL_CATEGORIES",
     "SIGNED_STATUSES",
+    "AddendumNotAllowed",
+    "CriticalResultRequired",
+    "NotARadiologist",
+    "add_addendum",
+    "addenda_for",
+    "addendum_hash",
+    "critical_result_expected",
     "get_report",
     "list_reports",
     "report_content_hash",
     "report_visible_to",
     "save_draft",
     "sign_report",
+    "verify_addendum",
     "verify_report",
 ]

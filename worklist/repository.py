@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, false, or_, select, true, update
+from sqlalchemy import ColumnElement, Select, and_, case, false, func, or_, select, true, update
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from worklist.errors import (
@@ -23,6 +23,7 @@ from worklist.errors import (
     NotClaimHolder,
     StudyNotFound,
 )
+from worklist.events import KIND_STUDY_RELEASED, publish_study_event
 from worklist.models import (
     PRIORITY_ROUTINE,
     PRIORITY_STAT,
@@ -53,6 +54,8 @@ logger = logging.getLogger(__name__)
 TERMINAL_STATUSES = (STATUS_CANCELLED, STATUS_FINAL, STATUS_AMENDED)
 READER_ROLES = (ROLE_RADIOLOGIST, ROLE_ADMIN)
 _SQLITE_CANDIDATES = 16
+# count_worklist stops here: an exact total of a huge backlog costs a scan and helps nobody
+COUNT_CAP = 10_000
 
 
 def visible_studies_filter(viewer: User) -> ColumnElement[bool]:
@@ -66,22 +69,15 @@ def visible_studies_filter(viewer: User) -> ColumnElement[bool]:
     return false()
 
 
-def list_worklist(
-    *,
+def _worklist_query(
     session: Session,
     viewer: User,
-    now: datetime,
-    site_code: str | None = None,
-    modality: str | None = None,
-    category: str | None = None,
-    status: str | Sequence[str] | None = None,
-    limit: int = 100,
-    offset: int = 0,
-) -> list[Study]:
-    """Visible studies, most urgent then oldest first.
-
-    Cancelled, final and amended studies are left out unless ``status`` asks for them.
-    """
+    site_code: str | None,
+    modality: str | None,
+    category: str | None,
+    status: str | Sequence[str] | None,
+    reader: str | None,
+) -> Select[Study]:
     stmt = select(Study).where(visible_studies_filter(viewer))
     if status is None:
         stmt = stmt.where(Study.status.not_in(TERMINAL_STATUSES))
@@ -89,8 +85,10 @@ def list_worklist(
         stmt = stmt.where(Study.status == status)
     else:
         stmt = stmt.where(Study.status.in_(list(status)))
+    # ids looked up first (not sub-selects) so PostgreSQL walks a queue index in order
     if site_code is not None:
-        stmt = stmt.where(Study.site_id.in_(select(Site.id).where(Site.code == site_code)))
+        site_id = session.scalar(select(Site.id).where(Site.code == site_code))
+        stmt = stmt.where(Study.site_id == site_id if site_id is not None else false())
     if modality:
         stmt = stmt.where(
             or_(
@@ -102,6 +100,31 @@ def list_worklist(
         )
     if category is not None:
         stmt = stmt.where(Study.category == category)
+    if reader is not None:
+        reader_id = session.scalar(select(User.id).where(User.username == reader))
+        stmt = stmt.where(Study.claimed_by_id == reader_id if reader_id is not None else false())
+    return stmt
+
+
+def list_worklist(
+    *,
+    session: Session,
+    viewer: User,
+    now: datetime,
+    site_code: str | None = None,
+    modality: str | None = None,
+    category: str | None = None,
+    status: str | Sequence[str] | None = None,
+    reader: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[Study]:
+    """Visible studies, most urgent then oldest first.
+
+    Cancelled, final and amended studies are left out unless ``status`` asks for them.
+    ``reader`` is the username holding the claim.
+    """
+    stmt = _worklist_query(session, viewer, site_code, modality, category, status, reader)
     stmt = (
         stmt.options(joinedload(Study.site), joinedload(Study.claimed_by))
         .order_by(Study.priority_rank, Study.received_at, Study.id)
@@ -109,6 +132,26 @@ def list_worklist(
         .offset(offset)
     )
     return list(session.scalars(stmt))
+
+
+def count_worklist(
+    *,
+    session: Session,
+    viewer: User,
+    site_code: str | None = None,
+    modality: str | None = None,
+    category: str | None = None,
+    status: str | Sequence[str] | None = None,
+    reader: str | None = None,
+    cap: int | None = COUNT_CAP,
+) -> int:
+    """How many studies ``list_worklist`` would page through with the same filters, counting
+    at most ``cap`` (a backlog beyond it reads as ``cap``; None counts everything)."""
+    stmt = _worklist_query(session, viewer, site_code, modality, category, status, reader)
+    ids = stmt.with_only_columns(Study.id).order_by(None)
+    if cap is not None:
+        ids = ids.limit(cap)
+    return int(session.scalar(select(func.count()).select_from(ids.subquery())) or 0)
 
 
 def get_study(*, session: Session, study_uid: str, viewer: User) -> Study | None:
@@ -325,7 +368,8 @@ def claim_next(
 def expire_claims(
     *, session: Session, now: datetime, stable_seconds: int = DEFAULT_STABLE_SECONDS
 ) -> int:
-    """Clear claims whose lease ran out; their studies wait for a reader again."""
+    """Clear claims whose lease ran out; their studies wait for a reader again (each with a
+    ``study_released`` event)."""
     ids = session.scalars(
         update(Study)
         .where(
@@ -342,6 +386,16 @@ def expire_claims(
         .returning(Study.id)
         .execution_options(synchronize_session="fetch")
     ).all()
+    for study_id in ids:  # readers' pages learn the study is free again
+        study = _load(session, study_id)
+        publish_study_event(
+            session=session,
+            kind=KIND_STUDY_RELEASED,
+            study=study,
+            site_code=study.site.code,
+            now=now,
+            extra={"reason": "lease expired"},
+        )
     if ids:
         logger.info("claims expired", extra={"action": "claims_expired", "count": len(ids)})
     return len(ids)
@@ -358,15 +412,28 @@ def override_triage(
     now: datetime,
     deadlines: Deadlines = DEFAULT_DEADLINES,
 ) -> Study:
-    """A person flags (or downgrades) a study; automatic triage then leaves it alone."""
-    _require_reader(user)
+    """A person flags (or downgrades) a study; automatic triage then leaves it alone.
+
+    Readers may do either; a clinic user may only flag (``stat``) a study of its own site
+    (another site's study is ``StudyNotFound``). The escalation level starts again from 0
+    against the new deadline.
+    """
+    if user.role == ROLE_CLINIC and user.is_active and priority == PRIORITY_STAT:
+        pass  # visibility below limits a clinic to its own site
+    else:
+        _require_reader(user)
     if priority not in (PRIORITY_STAT, PRIORITY_ROUTINE):
         raise ValueError(f"unknown priority {priority!r}")
     study = session.scalars(
-        select(Study).where(Study.study_instance_uid == study_uid).with_for_update()
+        select(Study)
+        .where(Study.study_instance_uid == study_uid, visible_studies_filter(user))
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).one_or_none()
     if study is None:
         raise StudyNotFound()
+    if study.status in TERMINAL_STATUSES:
+        raise NotClaimable(f"the study is {study.status}; its triage can no longer change")
     stat = priority == PRIORITY_STAT
     study.priority = priority
     study.priority_rank = 0 if stat else 1
@@ -375,6 +442,7 @@ def override_triage(
     study.triage_override_by_id = user.id
     study.triage_override_reason = reason
     study.deadline_at = study.received_at + deadlines.for_category(study.category)
+    study.escalation_level = 0
     session.flush()
     logger.info(
         "triage overridden",
@@ -389,15 +457,133 @@ def override_triage(
     return study
 
 
+def renew_claim(
+    *,
+    session: Session,
+    study_uid: str,
+    reader: User,
+    now: datetime,
+    lease: timedelta = DEFAULT_LEASE,
+) -> Study:
+    """Extend the holder's lease to ``now + lease`` (the reader is still working).
+
+    A lapsed lease that nobody else has taken yet can still be renewed. Raises
+    ``StudyNotFound``, ``NotClaimable`` (cancelled/final/amended), ``NotClaimHolder``.
+    """
+    _require_reader(reader)
+    row = session.execute(
+        update(Study)
+        .where(
+            Study.study_instance_uid == study_uid,
+            Study.claimed_by_id == reader.id,
+            Study.status.not_in(TERMINAL_STATUSES),
+        )
+        .values(claim_expires_at=now + lease)
+        .returning(Study.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        current = session.execute(
+            select(Study.status).where(Study.study_instance_uid == study_uid)
+        ).first()
+        if current is None:
+            raise StudyNotFound()
+        if current.status in TERMINAL_STATUSES:
+            raise NotClaimable()
+        raise NotClaimHolder("you do not hold a claim on this study")
+    return _load(session, row.id)
+
+
+def assign_study(
+    *,
+    session: Session,
+    study_uid: str,
+    assignee: User,
+    by: User,
+    now: datetime,
+    lease: timedelta = DEFAULT_LEASE,
+) -> tuple[Study, int | None]:
+    """An admin hands a study to ``assignee``, taking it from whoever held it.
+
+    Returns the study and the previous holder's user id. Raises ``NotAReader`` (``by`` is
+    not an admin, or ``assignee`` cannot read), ``StudyNotFound``, ``NotClaimable``.
+    """
+    if by.role != ROLE_ADMIN or not by.is_active:
+        raise NotAReader("only an admin can reassign a study")
+    _require_reader(assignee)
+    current = session.execute(
+        select(Study.id, Study.status, Study.claimed_by_id)
+        .where(Study.study_instance_uid == study_uid)
+        .with_for_update()
+    ).first()
+    if current is None:
+        raise StudyNotFound()
+    if current.status in TERMINAL_STATUSES:
+        raise NotClaimable()
+    session.execute(
+        update(Study)
+        .where(Study.id == current.id)
+        .values(**_claim_values(assignee, now, lease))
+        .execution_options(synchronize_session=False)
+    )
+    study = _load(session, current.id)
+    logger.info(
+        "study assigned",
+        extra={"action": "study_assigned", "study_uid": study_uid, "user_id": assignee.id},
+    )
+    return study, current.claimed_by_id
+
+
+def cancel_study(
+    *, session: Session, study_uid: str, by: User, reason: str, now: datetime
+) -> Study:
+    """An admin takes a study off the worklist (wrong patient, duplicate, test send...).
+
+    Raises ``NotAReader`` (not an admin), ``StudyNotFound``, ``NotClaimable`` (already
+    cancelled, final or amended).
+    """
+    if by.role != ROLE_ADMIN or not by.is_active:
+        raise NotAReader("only an admin can cancel a study")
+    row = session.execute(
+        update(Study)
+        .where(Study.study_instance_uid == study_uid, Study.status.not_in(TERMINAL_STATUSES))
+        .values(
+            status=STATUS_CANCELLED,
+            cancelled_by_id=by.id,
+            cancelled_at=now,
+            cancel_reason=reason,
+            claimed_by_id=None,
+            claimed_at=None,
+            claim_expires_at=None,
+        )
+        .returning(Study.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        current = session.execute(
+            select(Study.status).where(Study.study_instance_uid == study_uid)
+        ).first()
+        if current is None:
+            raise StudyNotFound()
+        raise NotClaimable(f"the study is already {current.status}")
+    logger.info("study cancelled", extra={"action": "study_cancelled", "study_uid": study_uid})
+    return _load(session, row.id)
+
+
 __all__ = [
+    "COUNT_CAP",
     "READER_ROLES",
     "TERMINAL_STATUSES",
+    "assign_study",
+    "cancel_study",
     "claim_next",
     "claim_study",
+    "count_worklist",
     "expire_claims",
     "get_study",
     "list_worklist",
     "override_triage",
     "release_study",
+    "renew_claim",
     "visible_studies_filter",
 ]

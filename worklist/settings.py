@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
+from typing import Annotated, Any
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///teleread-data/teleread.db"
 DEFAULT_CLAIM_LEASE_SECONDS = 900
@@ -14,6 +17,7 @@ DEFAULT_STABLE_SECONDS = 90
 DEFAULT_DEADLINE_STROKE_MINUTES = 20
 DEFAULT_DEADLINE_CHEST_PAIN_MINUTES = 30
 DEFAULT_DEADLINE_ROUTINE_MINUTES = 1440
+MIN_WEBHOOK_SECRET = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,34 @@ class WorklistSettings(BaseSettings):
     deadline_stroke_minutes: int = DEFAULT_DEADLINE_STROKE_MINUTES
     deadline_chest_pain_minutes: int = DEFAULT_DEADLINE_CHEST_PAIN_MINUTES
     deadline_routine_minutes: int = DEFAULT_DEADLINE_ROUTINE_MINUTES
+    # --- workflow (issue 5): webhooks receive every event, signed with the shared secret ---
+    # a JSON list or comma-separated: TELEREAD_WORKLIST_WEBHOOK_URLS=https://a/hook,https://b/x
+    webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_secret: str = ""
+    webhook_timeout_seconds: float = 5.0
+    webhook_max_attempts: int = 10
+
+    @field_validator("webhook_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [u.strip() for u in text.split(",") if u.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _webhooks_need_a_secret(self) -> WorklistSettings:
+        if self.webhook_urls and len(self.webhook_secret) < MIN_WEBHOOK_SECRET:
+            raise ValueError(
+                "TELEREAD_WORKLIST_WEBHOOK_SECRET must be set (at least "
+                f"{MIN_WEBHOOK_SECRET} characters) when webhook URLs are configured"
+            )
+        for url in self.webhook_urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"webhook URL must be http(s): {url!r}")
+        return self
 
     @property
     def lease(self) -> timedelta:

@@ -132,7 +132,8 @@ def test_stroke_ct_goes_first_and_is_reported_to_its_clinic(
         json={"findings": "x", "impression": "y"},
     ).status_code in (403, 409)
     r = radiologist.post(
-        f"/api/v1/studies/{stroke.study_uid}/report/sign", json={"status": "final"}
+        f"/api/v1/studies/{stroke.study_uid}/report/sign",
+        json={"status": "final", "no_critical_result_reason": "急诊医生在场，已当面告知"},
     )
     assert r.status_code == 200, r.text
 

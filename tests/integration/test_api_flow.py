@@ -132,7 +132,9 @@ def test_full_path_from_ingest_to_clinic(world: World) -> None:
 
     # sign final: immutable afterwards
     world.clock.tick(60)
-    r = world.post("dr_li", f"{_report_url(stroke)}/sign", json={"status": "final"})
+    # a stroke report signed final needs a critical result or a reason (test_reports_api)
+    final = {"status": "final", "no_critical_result_reason": "急诊医生在场，已当面告知"}
+    r = world.post("dr_li", f"{_report_url(stroke)}/sign", json=final)
     assert r.status_code == 200, r.text
     signed = r.json()
     assert signed["status"] == "final" and signed["signed_by"] == "dr_li"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, HTTPException, status
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from storage.keys import instance_key
@@ -12,7 +13,7 @@ from viewer_api.deps import ClientAddr, GatewayUser, NowDep, SessionDep, Worklis
 from viewer_api.schemas import GatewayConfig, GatewaySite, IngestIn, IngestOut, InstanceIn
 from worklist import audit
 from worklist.accounts import list_sites
-from worklist.ingest import InstanceArrival, record_instances
+from worklist.ingest import InstanceArrival, mark_study_complete, record_instances
 from worklist.models import Site, User
 
 logger = logging.getLogger(__name__)
@@ -114,3 +115,75 @@ def ingest_instances(
         },
     )
     return IngestOut(accepted=outcome.accepted, duplicates=outcome.duplicates)
+
+
+class StudyCompleteIn(BaseModel):
+    """The modality finished the study (MPPS COMPLETED) with ``expected_instances`` images."""
+
+    site: str = Field(min_length=1, max_length=32)
+    study_instance_uid: str = Field(min_length=1, max_length=64)
+    expected_instances: int = Field(ge=1, le=1_000_000)
+
+
+class StudyCompleteOut(BaseModel):
+    study_instance_uid: str
+    status: str
+    num_instances: int
+    expected_instances: int
+    ready: bool
+
+
+@router.post(
+    "/ingest/study-complete",
+    response_model=StudyCompleteOut,
+    responses={
+        status.HTTP_403_FORBIDDEN: {"description": "This gateway may not send for that site"},
+        status.HTTP_404_NOT_FOUND: {"description": "No such study at that site"},
+        status.HTTP_422_UNPROCESSABLE_CONTENT: {"description": "Unknown site"},
+    },
+)
+def study_complete(
+    body: StudyCompleteIn,
+    session: SessionDep,
+    user: GatewayUser,
+    now: NowDep,
+    client_addr: ClientAddr,
+) -> StudyCompleteOut:
+    """Mark the study ready when it holds every expected instance; idempotent. ``ready``
+    false: not all of them were announced yet (the gateway asks again later)."""
+    if user.site_id is not None:
+        own = user.site.code if user.site is not None else None
+        if body.site != own:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, "This gateway may not send for that site"
+            )
+    if body.site not in {s.code for s in list_sites(session=session)}:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"no site {body.site!r}")
+    outcome = mark_study_complete(
+        session=session,
+        study_uid=body.study_instance_uid,
+        expected_instances=body.expected_instances,
+        now=now,
+        site_code=body.site,
+    )
+    if outcome.changed:
+        audit.record(
+            session=session,
+            actor=user,
+            action="study_complete",
+            object_type="study",
+            object_id=body.study_instance_uid,
+            client_addr=client_addr,
+            detail={
+                "expected_instances": body.expected_instances,
+                "num_instances": outcome.num_instances,
+            },
+            now=now,
+        )
+    return StudyCompleteOut(
+        study_instance_uid=outcome.study_uid,
+        status=outcome.status,
+        num_instances=outcome.num_instances,
+        expected_instances=outcome.expected_instances,
+        ready=outcome.ready,
+    )

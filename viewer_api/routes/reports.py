@@ -1,11 +1,20 @@
-"""Reports: a study's draft, its signature, and the caller's list of reports."""
+"""Reports: a study's draft, its signature, addenda, critical results, templates, and the
+caller's list of reports.
+
+Every endpoint that touches a study's report leaves an audit event; a refused change (for
+example an edit of a signed final report) is audited too, with outcome "refused".
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from sqlalchemy.orm import Session
 
 from viewer_api.deps import (
     ClientAddr,
@@ -14,11 +23,21 @@ from viewer_api.deps import (
     SessionDep,
     ViewerUser,
     WorklistSettingsDep,
+    require_roles,
 )
 from viewer_api.routes.studies import visible_study
-from viewer_api.schemas import ReportDraftIn, ReportOut, SignIn
-from worklist import audit, reports
-from worklist.errors import NoReport
+from viewer_api.schemas import (
+    AddendumIn,
+    CriticalResultIn,
+    CriticalResultOut,
+    ReportDraftIn,
+    ReportOut,
+    ReportTemplateOut,
+    SignIn,
+)
+from worklist import audit, critical, events, report_templates, reports
+from worklist.errors import NoReport, WorklistError
+from worklist.models import REPORT_AMENDED, ROLE_RADIOLOGIST, Report, Study, User
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +48,115 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status.HTTP_404_NOT_FOUND: {"description": "No such study (or report) visible to you"},
     status.HTTP_409_CONFLICT: {"description": "Not your claim, or already signed final"},
 }
+_SIGN_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    status.HTTP_422_UNPROCESSABLE_CONTENT: {
+        "description": "A stroke / chest-pain report signed final with no critical result "
+        "recorded and no no_critical_result_reason"
+    },
+}
+_ADDENDUM_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    status.HTTP_403_FORBIDDEN: {"description": "Only radiologists add addenda"},
+    status.HTTP_409_CONFLICT: {"description": "The report is not signed final yet"},
+}
+_CRITICAL_ERRORS: dict[int | str, dict[str, Any]] = {
+    status.HTTP_404_NOT_FOUND: {"description": "No such study visible to you"},
+    status.HTTP_403_FORBIDDEN: {"description": "Only radiologists record critical results"},
+    status.HTTP_409_CONFLICT: {"description": "The study is cancelled"},
+    status.HTTP_422_UNPROCESSABLE_CONTENT: {"description": "Incomplete or inconsistent"},
+}
+
+# worklist errors of the report features that the app-wide table does not know
+_STATUS_FOR: tuple[tuple[type[Exception], int], ...] = (
+    (reports.AddendumNotAllowed, status.HTTP_409_CONFLICT),
+    (reports.NotARadiologist, status.HTTP_403_FORBIDDEN),
+    (reports.CriticalResultRequired, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    (critical.CriticalResultNotAllowed, status.HTTP_409_CONFLICT),
+    (critical.InvalidCriticalResult, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    (report_templates.NoTemplate, status.HTTP_404_NOT_FOUND),
+    (ValueError, status.HTTP_422_UNPROCESSABLE_CONTENT),
+)
+
+# add addenda and record critical results: radiologists only (medical content)
+RadiologistUser = Annotated[User, Depends(require_roles(ROLE_RADIOLOGIST))]
+
+
+def get_templates(request: Request) -> tuple[report_templates.ReportTemplate, ...]:
+    """The app's templates (``app.state.report_templates`` if set, else the settings')."""
+    found: tuple[report_templates.ReportTemplate, ...] | None = getattr(
+        request.app.state, "report_templates", None
+    )
+    if found is not None:
+        return found
+    try:
+        return report_templates.default_templates()
+    except report_templates.TemplateError as exc:
+        logger.error(
+            "report templates invalid: %s", exc, extra={"action": "report_templates_invalid"}
+        )
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "The report templates are misconfigured"
+        ) from exc
+
+
+TemplatesDep = Annotated[tuple[report_templates.ReportTemplate, ...], Depends(get_templates)]
+
+
+@contextmanager
+def _refusals_audited(
+    session: Session, user: User, action: str, study_uid: str, client_addr: str, now: datetime
+) -> Iterator[None]:
+    """Audit a refused request (outcome "refused") and turn the report features' own errors
+    into their HTTP status. The request's work is rolled back first (it also releases the
+    SQLite write lock a conditional UPDATE took), then the refusal alone is committed."""
+    try:
+        yield
+    except (WorklistError, ValueError) as exc:
+        session.rollback()
+        audit.record(
+            session=session,
+            actor=user,
+            action=action,
+            object_type="report",
+            object_id=study_uid,
+            client_addr=client_addr,
+            outcome="refused",
+            detail={"error": type(exc).__name__, "message": str(exc)[:500]},
+            now=now,
+        )
+        session.commit()
+        for cls, code in _STATUS_FOR:
+            if isinstance(exc, cls):
+                raise HTTPException(code, str(exc)) from exc
+        raise
+
+
+def report_out(session: Session, report: Report) -> ReportOut:
+    """The report JSON with its addenda and critical results."""
+    study: Study = report.study
+    addenda = reports.addenda_for(session=session, report_ids=[report.id])[report.id]
+    results = critical.critical_results_for(session=session, study_ids=[study.id])[study.id]
+    return ReportOut.from_report(
+        report,
+        addenda=addenda,
+        critical_results=results,
+        critical_result_expected=reports.critical_result_expected(study),
+    )
+
+
+def _publish(
+    session: Session, kind: str, study: Study, extra: dict[str, Any], now: datetime
+) -> None:
+    """Tell the event stream and the webhooks about a report change (no patient data)."""
+    events.publish(
+        session=session,
+        kind=kind,
+        study_uid=study.study_instance_uid,
+        site_code=study.site.code,
+        payload={**events.study_payload(study), **extra},
+        now=now,
+    )
 
 
 @router.get("/studies/{study_uid}/report", response_model=ReportOut, responses=_ERRORS)
@@ -40,6 +168,7 @@ def get_report(
     # clinic staff see signed reports of their own site only, never an unfinished draft
     if report is None or not reports.report_visible_to(report, user):
         raise NoReport()
+    out = report_out(session, report)
     audit.record(
         session=session,
         actor=user,
@@ -47,10 +176,14 @@ def get_report(
         object_type="report",
         object_id=study.study_instance_uid,
         client_addr=client_addr,
-        detail={"status": report.status},
+        detail={
+            "status": report.status,
+            "addenda": len(out.addenda),
+            "critical_results": len(out.critical_results),
+        },
         now=now,
     )
-    return ReportOut.from_report(report)
+    return out
 
 
 @router.put("/studies/{study_uid}/report", response_model=ReportOut, responses=_ERRORS)
@@ -63,17 +196,18 @@ def save_draft(
     client_addr: ClientAddr,
     wl_settings: WorklistSettingsDep,
 ) -> ReportOut:
-    study = visible_study(session=session, study_uid=study_uid, viewer=user)
-    report = reports.save_draft(
-        session=session,
-        study=study,
-        author=user,
-        findings=body.findings,
-        impression=body.impression,
-        recommendation=body.recommendation,
-        now=now,
-        lease=wl_settings.lease,
-    )
+    with _refusals_audited(session, user, "report_draft_saved", study_uid, client_addr, now):
+        study = visible_study(session=session, study_uid=study_uid, viewer=user)
+        report = reports.save_draft(
+            session=session,
+            study=study,
+            author=user,
+            findings=body.findings,
+            impression=body.impression,
+            recommendation=body.recommendation,
+            now=now,
+            lease=wl_settings.lease,
+        )
     audit.record(
         session=session,
         actor=user,
@@ -86,10 +220,10 @@ def save_draft(
     logger.info(
         "report draft saved", extra={"action": "report_draft_saved", "study_uid": study_uid}
     )
-    return ReportOut.from_report(report)
+    return report_out(session, report)
 
 
-@router.post("/studies/{study_uid}/report/sign", response_model=ReportOut, responses=_ERRORS)
+@router.post("/studies/{study_uid}/report/sign", response_model=ReportOut, responses=_SIGN_ERRORS)
 def sign(
     study_uid: str,
     body: SignIn,
@@ -99,15 +233,20 @@ def sign(
     client_addr: ClientAddr,
     wl_settings: WorklistSettingsDep,
 ) -> ReportOut:
-    study = visible_study(session=session, study_uid=study_uid, viewer=user)
-    report = reports.sign_report(
-        session=session,
-        study=study,
-        signer=user,
-        status=body.status,
-        now=now,
-        lease=wl_settings.lease,
-    )
+    with _refusals_audited(session, user, "report_signed", study_uid, client_addr, now):
+        study = visible_study(session=session, study_uid=study_uid, viewer=user)
+        report = reports.sign_report(
+            session=session,
+            study=study,
+            signer=user,
+            status=body.status,
+            now=now,
+            lease=wl_settings.lease,
+            no_critical_result_reason=body.no_critical_result_reason,
+        )
+    detail: dict[str, Any] = {"status": report.status, "content_sha256": report.content_sha256}
+    if report.no_critical_result_reason:
+        detail["no_critical_result_reason"] = report.no_critical_result_reason
     audit.record(
         session=session,
         actor=user,
@@ -115,14 +254,206 @@ def sign(
         object_type="report",
         object_id=study.study_instance_uid,
         client_addr=client_addr,
-        detail={"status": report.status, "content_sha256": report.content_sha256},
+        detail=detail,
         now=now,
+    )
+    _publish(
+        session,
+        "report_signed",
+        study,
+        {"status": report.status, "content_sha256": report.content_sha256},
+        now,
     )
     logger.info(
         "report signed",
         extra={"action": "report_signed", "study_uid": study_uid, "status": report.status},
     )
-    return ReportOut.from_report(report)
+    return report_out(session, report)
+
+
+@router.post(
+    "/studies/{study_uid}/report/addenda",
+    response_model=ReportOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=_ADDENDUM_ERRORS,
+)
+def add_addendum(
+    study_uid: str,
+    body: AddendumIn,
+    session: SessionDep,
+    user: RadiologistUser,
+    now: NowDep,
+    client_addr: ClientAddr,
+) -> ReportOut:
+    """Append an addendum to a final report (any radiologist; no claim needed). The report
+    and the study become 'amended'; the signed content and its hash do not change."""
+    with _refusals_audited(session, user, "report_addendum_added", study_uid, client_addr, now):
+        study = visible_study(session=session, study_uid=study_uid, viewer=user)
+        addendum = reports.add_addendum(
+            session=session,
+            study=study,
+            author=user,
+            text=body.text,
+            reason=body.reason,
+            now=now,
+        )
+    audit.record(
+        session=session,
+        actor=user,
+        action="report_addendum_added",
+        object_type="report",
+        object_id=study.study_instance_uid,
+        client_addr=client_addr,
+        detail={"addendum_id": addendum.id, "content_sha256": addendum.content_sha256},
+        now=now,
+    )
+    _publish(
+        session,
+        "report_amended",
+        study,
+        {"status": REPORT_AMENDED, "addendum_sha256": addendum.content_sha256},
+        now,
+    )
+    report = reports.get_report(session=session, study=study)
+    if report is None:  # pragma: no cover - add_addendum needs one
+        raise NoReport()
+    return report_out(session, report)
+
+
+@router.post(
+    "/studies/{study_uid}/report/critical-results",
+    response_model=CriticalResultOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=_CRITICAL_ERRORS,
+)
+def record_critical_result(
+    study_uid: str,
+    body: CriticalResultIn,
+    session: SessionDep,
+    user: RadiologistUser,
+    now: NowDep,
+    client_addr: ClientAddr,
+) -> CriticalResultOut:
+    """Document a critical result communicated for this study (before or after signing)."""
+    action = "critical_result_recorded"
+    with _refusals_audited(session, user, action, study_uid, client_addr, now):
+        study = visible_study(session=session, study_uid=study_uid, viewer=user)
+        result = critical.record_critical_result(
+            session=session,
+            study=study,
+            recorder=user,
+            finding=body.finding,
+            identified_at=body.identified_at,
+            communicated_to_name=body.communicated_to_name,
+            communicated_to_role=body.communicated_to_role,
+            communicated_to_phone=body.communicated_to_phone,
+            communicated_at=body.communicated_at,
+            method=body.method,
+            read_back_confirmed=body.read_back_confirmed,
+            now=now,
+        )
+    audit.record(
+        session=session,
+        actor=user,
+        action=action,
+        object_type="report",
+        object_id=study.study_instance_uid,
+        client_addr=client_addr,
+        detail={
+            "critical_result_id": result.id,
+            "method": result.method,
+            "read_back_confirmed": result.read_back_confirmed,
+        },
+        now=now,
+    )
+    _publish(
+        session,
+        "critical_result",
+        study,
+        {
+            "method": result.method,
+            "read_back_confirmed": result.read_back_confirmed,
+            "communicated_at": result.communicated_at.isoformat(),
+        },
+        now,
+    )
+    return CriticalResultOut.from_result(result)
+
+
+@router.get(
+    "/studies/{study_uid}/report/critical-results",
+    response_model=list[CriticalResultOut],
+    responses={status.HTTP_404_NOT_FOUND: {"description": "No such study visible to you"}},
+)
+def list_critical_results(
+    study_uid: str, session: SessionDep, user: ReaderUser, now: NowDep, client_addr: ClientAddr
+) -> list[CriticalResultOut]:
+    """A study's critical results for readers, also before its report exists."""
+    study = visible_study(session=session, study_uid=study_uid, viewer=user)
+    results = critical.critical_results_for(session=session, study_ids=[study.id])[study.id]
+    audit.record(
+        session=session,
+        actor=user,
+        action="critical_results_viewed",
+        object_type="report",
+        object_id=study.study_instance_uid,
+        client_addr=client_addr,
+        detail={"count": len(results)},
+        now=now,
+    )
+    return [CriticalResultOut.from_result(r) for r in results]
+
+
+def _template_out(template: report_templates.ReportTemplate) -> ReportTemplateOut:
+    return ReportTemplateOut(
+        key=template.key,
+        name=template.name,
+        categories=list(template.categories),
+        modalities=list(template.modalities),
+        keywords=list(template.keywords),
+        findings=template.findings,
+        impression=template.impression,
+        recommendation=template.recommendation,
+    )
+
+
+@router.get(
+    "/studies/{study_uid}/report/template",
+    response_model=ReportTemplateOut,
+    responses={status.HTTP_404_NOT_FOUND: {"description": "No such study, or no template"}},
+)
+def get_template(
+    study_uid: str,
+    session: SessionDep,
+    user: ReaderUser,
+    now: NowDep,
+    client_addr: ClientAddr,
+    templates: TemplatesDep,
+) -> ReportTemplateOut:
+    """The template that best fits the study (category first, then modality, body part and
+    description keywords), to prefill the editor."""
+    action = "report_template_viewed"
+    with _refusals_audited(session, user, action, study_uid, client_addr, now):
+        study = visible_study(session=session, study_uid=study_uid, viewer=user)
+        template = report_templates.best_template(templates, study=study)
+    audit.record(
+        session=session,
+        actor=user,
+        action=action,
+        object_type="report",
+        object_id=study.study_instance_uid,
+        client_addr=client_addr,
+        detail={"template": template.key},
+        now=now,
+    )
+    return _template_out(template)
+
+
+@router.get("/report-templates", response_model=list[ReportTemplateOut])
+def list_templates(user: ReaderUser, templates: TemplatesDep) -> list[ReportTemplateOut]:
+    """Every template (built-in and the county's), by key. Holds no patient data, so it
+    leaves no audit event."""
+    return [_template_out(t) for t in templates]
 
 
 @router.get("/reports", response_model=list[ReportOut])
@@ -135,6 +466,8 @@ def list_reports(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[ReportOut]:
     found = reports.list_reports(session=session, viewer=user, limit=limit, offset=offset)
+    addenda = reports.addenda_for(session=session, report_ids=[r.id for r in found])
+    results = critical.critical_results_for(session=session, study_ids=[r.study_id for r in found])
     audit.record(
         session=session,
         actor=user,
@@ -144,4 +477,12 @@ def list_reports(
         detail={"study_uids": [r.study.study_instance_uid for r in found], "offset": offset},
         now=now,
     )
-    return [ReportOut.from_report(r) for r in found]
+    return [
+        ReportOut.from_report(
+            r,
+            addenda=addenda[r.id],
+            critical_results=results[r.study_id],
+            critical_result_expected=reports.critical_result_expected(r.study),
+        )
+        for r in found
+    ]

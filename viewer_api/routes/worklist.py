@@ -1,11 +1,14 @@
-"""The reading worklist: list, claim, release, claim the next most urgent study."""
+"""The reading worklist: list (filtered, paged), claim, renew, release, claim the next most
+urgent study. Admin reassign/cancel and urgency flags live in ``routes/admin.py``."""
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
+from sqlalchemy.orm import Session
 
 from viewer_api.deps import (
     ClientAddr,
@@ -15,55 +18,86 @@ from viewer_api.deps import (
     ViewerUser,
     WorklistSettingsDep,
 )
-from viewer_api.schemas import WorklistItem
-from worklist import audit, repository
+from viewer_api.schemas import WorkflowItem
+from worklist import audit, events, repository
+from worklist.models import Study, User
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1/worklist", tags=["worklist"])
 
 MAX_PAGE = 500
+TOTAL_HEADER = "X-Total-Count"
+CAPPED_HEADER = "X-Total-Count-Capped"
 
 
-@router.get("", response_model=list[WorklistItem])
+def publish_claim_event(
+    *, session: Session, kind: str, study: Study, user: User, now: datetime, **extra: object
+) -> None:
+    """Tell every reader's worklist page that a study was taken or given back."""
+    events.publish_study_event(
+        session=session,
+        kind=kind,
+        study=study,
+        site_code=study.site.code,
+        now=now,
+        extra={"by": user.username, **extra},
+    )
+
+
+@router.get("", response_model=list[WorkflowItem])
 def list_worklist(
     session: SessionDep,
     user: ViewerUser,
     now: NowDep,
     client_addr: ClientAddr,
+    response: Response,
     site: Annotated[str | None, Query(max_length=32)] = None,
     modality: Annotated[str | None, Query(max_length=16)] = None,
     category: Annotated[str | None, Query(max_length=32)] = None,
     study_status: Annotated[str | None, Query(alias="status", max_length=16)] = None,
+    reader: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> list[WorklistItem]:
+) -> list[WorkflowItem]:
+    """Visible studies, most urgent then oldest; the total (all pages) in ``X-Total-Count``
+    (at most ``COUNT_CAP``; ``X-Total-Count-Capped: true`` when there are more)."""
+    filters = {
+        "site_code": site,
+        "modality": modality,
+        "category": category,
+        "status": study_status,
+        "reader": reader,
+    }
     studies = repository.list_worklist(
-        session=session,
-        viewer=user,
-        now=now,
-        site_code=site,
-        modality=modality,
-        category=category,
-        status=study_status,
-        limit=limit,
-        offset=offset,
+        session=session, viewer=user, now=now, limit=limit, offset=offset, **filters
     )
+    cap = repository.COUNT_CAP
+    total = repository.count_worklist(session=session, viewer=user, cap=cap + 1, **filters)
+    if total > cap:  # a backlog this deep is not counted to the last study
+        total = cap
+        response.headers[CAPPED_HEADER] = "true"
+    response.headers[TOTAL_HEADER] = str(total)
     audit.record(
         session=session,
         actor=user,
         action="worklist_view",
         object_type="worklist",
         client_addr=client_addr,
-        detail={"count": len(studies), "offset": offset},
+        detail={
+            "count": len(studies),
+            "total": total,
+            "offset": offset,
+            "filters": {k: v for k, v in filters.items() if v is not None},
+        },
         now=now,
     )
-    return [WorklistItem.from_study(s) for s in studies]
+    return [WorkflowItem.from_study_at(s, now) for s in studies]
 
 
 @router.post(
     "/next",
-    response_model=WorklistItem,
+    response_model=WorkflowItem,
     responses={status.HTTP_204_NO_CONTENT: {"description": "Nothing is waiting"}},
 )
 def claim_next(
@@ -72,7 +106,8 @@ def claim_next(
     now: NowDep,
     client_addr: ClientAddr,
     wl_settings: WorklistSettingsDep,
-) -> WorklistItem | Response:
+) -> WorkflowItem | Response:
+    """Claim the most urgent, then oldest, free study; 204 when nothing waits."""
     study = repository.claim_next(session=session, reader=user, now=now, lease=wl_settings.lease)
     if study is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -86,16 +121,15 @@ def claim_next(
         detail={"next": True},
         now=now,
     )
-    logger.info(
-        "study claimed",
-        extra={"action": "study_claimed", "study_uid": study.study_instance_uid},
+    publish_claim_event(
+        session=session, kind=events.KIND_STUDY_CLAIMED, study=study, user=user, now=now
     )
-    return WorklistItem.from_study(study)
+    return WorkflowItem.from_study_at(study, now)
 
 
 @router.post(
     "/{study_uid}/claim",
-    response_model=WorklistItem,
+    response_model=WorkflowItem,
     responses={status.HTTP_409_CONFLICT: {"description": "Another reader holds it"}},
 )
 def claim(
@@ -105,7 +139,7 @@ def claim(
     now: NowDep,
     client_addr: ClientAddr,
     wl_settings: WorklistSettingsDep,
-) -> WorklistItem:
+) -> WorkflowItem:
     study = repository.claim_study(
         session=session, study_uid=study_uid, reader=user, now=now, lease=wl_settings.lease
     )
@@ -118,11 +152,43 @@ def claim(
         client_addr=client_addr,
         now=now,
     )
-    logger.info("study claimed", extra={"action": "study_claimed", "study_uid": study_uid})
-    return WorklistItem.from_study(study)
+    publish_claim_event(
+        session=session, kind=events.KIND_STUDY_CLAIMED, study=study, user=user, now=now
+    )
+    return WorkflowItem.from_study_at(study, now)
 
 
-@router.post("/{study_uid}/release", response_model=WorklistItem)
+@router.post(
+    "/{study_uid}/renew",
+    response_model=WorkflowItem,
+    responses={status.HTTP_403_FORBIDDEN: {"description": "You do not hold the claim"}},
+)
+def renew(
+    study_uid: str,
+    session: SessionDep,
+    user: ReaderUser,
+    now: NowDep,
+    client_addr: ClientAddr,
+    wl_settings: WorklistSettingsDep,
+) -> WorkflowItem:
+    """Extend your lease (the reader calls this while it works on the study)."""
+    study = repository.renew_claim(
+        session=session, study_uid=study_uid, reader=user, now=now, lease=wl_settings.lease
+    )
+    audit.record(
+        session=session,
+        actor=user,
+        action="claim_renewed",
+        object_type="study",
+        object_id=study.study_instance_uid,
+        client_addr=client_addr,
+        detail={"expires_at": study.claim_expires_at.isoformat() if study.claim_expires_at else ""},
+        now=now,
+    )
+    return WorkflowItem.from_study_at(study, now)
+
+
+@router.post("/{study_uid}/release", response_model=WorkflowItem)
 def release(
     study_uid: str,
     session: SessionDep,
@@ -130,7 +196,7 @@ def release(
     now: NowDep,
     client_addr: ClientAddr,
     wl_settings: WorklistSettingsDep,
-) -> WorklistItem:
+) -> WorkflowItem:
     study = repository.release_study(
         session=session,
         study_uid=study_uid,
@@ -147,5 +213,7 @@ def release(
         client_addr=client_addr,
         now=now,
     )
-    logger.info("study released", extra={"action": "study_released", "study_uid": study_uid})
-    return WorklistItem.from_study(study)
+    publish_claim_event(
+        session=session, kind=events.KIND_STUDY_RELEASED, study=study, user=user, now=now
+    )
+    return WorkflowItem.from_study_at(study, now)

@@ -1,0 +1,260 @@
+"""C-STORE ingest speed: teleread's gateway versus Orthanc, same data, same client (dcmtk).
+
+    .venv/bin/python bench/ingest.py                     # 300 x 512x512 CT, 1 and 4 associations
+    .venv/bin/python bench/ingest.py --slices 100 --workers 2
+
+Data: a 300-slice 512x512 CT series (int16 head phantom, Explicit VR Little Endian, ~525 KB
+per file) and three more copies of it under distinct study/series/SOP UIDs. Runs, each into
+a fresh receiver: one ``storescu`` association with the first copy, then four ``storescu``
+processes at once with one copy each. Wall time from starting the client(s) to the last one
+exiting.
+
+teleread: ``gateway.service.Gateway`` in this process (``--workers`` acceptor processes;
+1 = the in-process SCP), spool on the temp disk with its fsyncs (file, directory and the
+SQLite WAL commit for every instance), forwarding off (ingest only; the forwarder would
+use the same CPUs in production, see ``--forward``).
+Orthanc (Debian package, ``Orthanc`` on PATH): its own JSON config, SQLite index, storage in
+the temp dir, ``RemoteAccessAllowed: false``, DICOM/HTTP on free loopback-test ports,
+``MaximumPduLength`` 131072 (its maximum; teleread offers 262144), ``StorageCompression``
+off. Both peers get ``TCP_NODELAY=1`` in their environment (dcmtk otherwise leaves Nagle on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+
+from gateway.config import GatewaySettings
+from gateway.service import Gateway
+from storage import FilesystemStore
+from teleread.demo import SeriesInfo, StudyInfo, ct_image, write_part10
+from teleread.phantoms import grid, head_slice, hu_to_stored
+
+CALLING = "BENCH_CT"
+ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_series(outdir: Path, slices: int, size: int) -> Path:
+    """One CT series: ``slices`` 512x512 slices through a head phantom."""
+    study = StudyInfo(
+        study_uid=generate_uid(),
+        charset="ISO_IR 192",
+        patient_name="BENCH^CT",
+        patient_id="B0001",
+        patient_sex="M",
+        patient_birth_date="19600101",
+        patient_age="066Y",
+        description="头颅CT平扫",
+        accession="B1",
+        study_date="20261125",
+        study_time="100000",
+    )
+    series = SeriesInfo(generate_uid(), 1, "head 1mm", "CT", generate_uid())
+    spacing = 250.0 / size
+    x, y = grid(size, size, spacing)
+    folder = outdir / "copy0"
+    for i in range(slices):
+        z = (i - slices / 2) / slices  # the phantom changes along the series
+        stored = hu_to_stored(head_slice(x, y, 0.3 + 0.4 * abs(z), bleed=i % 7 == 0))
+        ds = ct_image(
+            study,
+            series,
+            sop_uid=generate_uid(),
+            instance_number=i + 1,
+            stored=stored,
+            spacing_mm=spacing,
+            thickness_mm=1.0,
+            z_mm=float(i),
+        )
+        write_part10(ds, folder / f"{i:04d}.dcm")
+    return folder
+
+
+def copy_series(src: Path, dst: Path) -> Path:
+    """The same images under new study/series/SOP UIDs."""
+    study, series = generate_uid(), generate_uid()
+    dst.mkdir(parents=True)
+    for path in sorted(src.iterdir()):
+        ds = dcmread(path)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        write_part10(ds, dst / path.name)
+    return dst
+
+
+def storescu(port: int, called: str, folder: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            *("storescu", "-aet", CALLING, "-aec", called, "+sd", "+r", "-R"),
+            *("127.0.0.1", str(port), str(folder)),
+        ],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def timed_send(port: int, called: str, folders: list[Path]) -> float:
+    # flush earlier writes (the generated data, the previous receiver's files) first: their
+    # background writeback would otherwise slow whichever receiver's fsyncs run next
+    os.sync()
+    started = time.perf_counter()
+    procs = [storescu(port, called, f) for f in folders]
+    for p in procs:
+        _, err = p.communicate(timeout=1800)
+        if p.returncode != 0:
+            raise RuntimeError(f"storescu failed: {err.decode(errors='replace')[-500:]}")
+    return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def teleread_gateway(tmp: Path, workers: int, forward: bool) -> Iterator[tuple[int, Gateway]]:
+    settings = GatewaySettings(
+        ae_title="TELEREAD",
+        host="127.0.0.1",
+        port=0,
+        spool_dir=tmp / "spool",
+        api_url="http://127.0.0.1:9",  # forwarding off: the county is never asked
+        spool_min_free_bytes=0,
+        workers=workers,
+        max_associations=16,
+    )
+    gw = Gateway(settings=settings, store=FilesystemStore(tmp / "store"), sites={CALLING: "BENCH"})
+    gw.start(forward=forward)
+    try:
+        yield gw.port, gw
+    finally:
+        gw.stop()
+
+
+@contextlib.contextmanager
+def orthanc(tmp: Path) -> Iterator[tuple[int, int]]:
+    exe = shutil.which("Orthanc")
+    if exe is None:
+        raise SystemExit("Orthanc not installed: apt-get install -y orthanc")
+    dicom_port, http_port = free_port(), free_port()
+    config = {
+        "Name": "bench",
+        "StorageDirectory": str(tmp / "orthanc-storage"),
+        "IndexDirectory": str(tmp / "orthanc-index"),
+        "StorageCompression": False,
+        "DicomAet": "ORTHANC",
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": False,
+        "DicomAlwaysAllowStore": True,
+        "UnknownSopClassAccepted": True,
+        "MaximumPduLength": 131072,
+        "Plugins": [],
+        "SaveJobs": False,
+        "HttpServerEnabled": True,
+    }
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / "orthanc.json"
+    path.write_text(json.dumps(config))
+    log = open(tmp / "orthanc.log", "wb")
+    proc = subprocess.Popen([exe, str(path)], env=ENV, stdout=log, stderr=log)
+    try:
+        end = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{http_port}/system", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > end or proc.poll() is not None:
+                    log_path = tmp / "orthanc.log"
+                    raise RuntimeError(f"Orthanc did not start; see {log_path}") from None
+                time.sleep(0.2)
+        yield dicom_port, http_port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--copies", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=0, help="teleread acceptor processes")
+    parser.add_argument("--forward", action="store_true", help="run the forwarder as well")
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+    if shutil.which("storescu") is None:
+        raise SystemExit("dcmtk not installed: apt-get install -y dcmtk")
+    base = Path(tempfile.mkdtemp(prefix="teleread-bench-ingest-"))
+    try:
+        data = base / "data"
+        first = make_series(data, args.slices, args.size)
+        copies = [first] + [copy_series(first, data / f"copy{i}") for i in range(1, args.copies)]
+        per_copy = sum(p.stat().st_size for p in first.iterdir())
+        print(
+            f"data: {args.copies} x {args.slices} CT {args.size}x{args.size}, "
+            f"{per_copy / args.slices / 1e3:.0f} KB/file, {per_copy / 1e6:.0f} MB per copy; "
+            f"teleread workers={args.workers or os.cpu_count()} forward={args.forward}; "
+            f"{os.cpu_count()} CPUs"
+        )
+        results: dict[tuple[str, int], float] = {}
+        for n in (1, args.copies):
+            folders = copies[:n]
+            run = base / f"run-{n}"
+            expected = n * args.slices
+            with teleread_gateway(run / "teleread", args.workers, args.forward) as (port, gw):
+                results[("teleread", n)] = timed_send(port, "TELEREAD", folders)
+                ((stored,),) = gw.spool.query("SELECT COUNT(*) FROM outbox", ())
+            if stored != expected:
+                raise RuntimeError(f"teleread spooled {stored} of {expected}")
+            with orthanc(run / "orthanc") as (port, http_port):
+                results[("orthanc", n)] = timed_send(port, "ORTHANC", folders)
+                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/statistics") as r:
+                    stored = json.load(r)["CountInstances"]
+            if stored != expected:
+                raise RuntimeError(f"Orthanc stored {stored} of {expected}")
+            shutil.rmtree(run, ignore_errors=True)
+        print(f"{'receiver':10} {'assocs':>6} {'seconds':>8} {'inst/s':>8} {'MB/s':>7}")
+        for n in (1, args.copies):
+            for name in ("teleread", "orthanc"):
+                seconds = results[(name, n)]
+                count, size = n * args.slices, n * per_copy
+                print(
+                    f"{name:10} {n:>6} {seconds:>8.2f} {count / seconds:>8.1f} "
+                    f"{size / seconds / 1e6:>7.1f}"
+                )
+            ratio = results[("orthanc", n)] / results[("teleread", n)]
+            print(f"{'':10} {n:>6} teleread / orthanc: {ratio:.2f}x")
+    finally:
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

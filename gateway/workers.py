@@ -1,0 +1,415 @@
+"""Ingest in several processes: pynetdicom is GIL-bound (~250-300 instances/s per process).
+
+The gateway process owns the listening socket. A dispatcher thread accepts each connection
+and hands its file descriptor (``SCM_RIGHTS`` over a ``SOCK_SEQPACKET`` socketpair) to the
+acceptor process with the fewest associations in progress: unlike ``SO_REUSEPORT``, whose
+kernel hash can put two of four associations on one process, every association gets its
+own process while there are enough. Each acceptor is a plain ``python -m gateway.workers``
+process with its own pynetdicom AE and the same handlers as the one-process SCP, writing to
+the same spool (files are content-addressed; the outbox is SQLite WAL with a busy timeout
+and single-statement transactions) and the same ``mpps.db``. Forwarding stays in the
+gateway process: acceptors send ``work`` when they store an instance, so the forwarder
+wakes at once.
+
+Messages, acceptor -> gateway: ``ready``, ``done`` (an association ended), ``work``.
+Gateway -> acceptor: a JSON object ``{"peer": [host, port], "sites": {ae: site}?}`` with
+one descriptor; ``sites`` (the allow-list) rides along whenever it changed since that
+acceptor last got it. EOF on the socketpair: the gateway is gone; the acceptor aborts its
+associations and exits. An acceptor that dies is started again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import selectors
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pynetdicom import evt
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+
+from gateway.config import GatewaySettings
+from gateway.errors import GatewayError
+from gateway.spool import HELD_STATES, Spool
+
+logger = logging.getLogger(__name__)
+
+READY, DONE, WORK = b"ready", b"done", b"work"
+START_TIMEOUT_SECONDS = 60.0
+RESYNC_SECONDS = 5.0
+
+
+def worker_count(settings: GatewaySettings) -> int:
+    return settings.workers or os.cpu_count() or 1
+
+
+# -- the acceptor process ------------------------------------------------------------------
+
+
+class AcceptorSpool(Spool):
+    """The spool as an acceptor process sees it: no start-up recovery (the gateway process
+    did it before any acceptor started; run here, it would delete another process's file
+    between its rename and its outbox commit), and the held-bytes figure re-read from the
+    outbox now and then (the forwarder, in the gateway process, frees space)."""
+
+    def _recover(self) -> None:
+        self.resync_held_bytes()
+
+    def resync_held_bytes(self) -> None:
+        resync_held_bytes(self)
+
+
+def resync_held_bytes(spool: Spool) -> None:
+    """Re-read ``spool.held_bytes`` from the outbox: with acceptor processes, bytes are added
+    in one process and freed in another, so neither process's running count holds."""
+    with spool._lock:
+        (total,) = spool._db.execute(
+            f"SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state IN {HELD_STATES}"
+        ).fetchone()
+        spool._bytes = int(total)
+
+
+class _CountingHandler(RequestHandler):
+    """Runs the association to its end in the request thread, then says ``done``."""
+
+    def handle(self) -> None:
+        try:
+            assoc = self._create_association()
+            evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
+            assoc.start()
+            assoc.join()
+        finally:
+            server: Any = self.server
+            server.notify(DONE)
+
+
+class _DispatchedServer(ThreadedAssociationServer):
+    """An association server without a listening socket of its own: connections come in
+    through ``process_request`` from the dispatcher."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any, ctrl: socket.socket, **kw: Any) -> None:
+        self.ctrl = ctrl
+        self._send_lock = threading.Lock()
+        super().__init__(*args, **kw)
+
+    def server_bind(self) -> None:
+        pass
+
+    def server_activate(self) -> None:
+        pass
+
+    def notify(self, message: bytes) -> None:
+        with self._send_lock:
+            try:
+                self.ctrl.send(message)
+            except OSError:
+                pass  # the gateway is gone; the main loop notices the EOF
+
+
+def _worker_main(ctrl_fd: int) -> None:
+    from gateway.mpps import MppsStore
+    from gateway.scp import build_ae, event_handlers
+    from gateway.sites import SiteDirectory
+
+    config = json.loads(sys.stdin.read())
+    logging.basicConfig(
+        level=int(config.get("log_level", logging.WARNING)),
+        format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s",
+    )
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # pynetdicom's standard handlers format a debug summary of every PDU and DIMSE
+        # message; this process is ours alone, so switch them off unless debugging
+        from pynetdicom import _config
+
+        _config.LOG_HANDLER_LEVEL = "none"
+    settings = GatewaySettings.model_validate(config["settings"])
+    address = (str(config["address"][0]), int(config["address"][1]))
+    ctrl = socket.socket(fileno=ctrl_fd)
+    spool = AcceptorSpool(
+        settings.spool_dir,
+        max_bytes=settings.spool_max_bytes,
+        min_free_bytes=settings.spool_min_free_bytes,
+    )
+    mpps = MppsStore(spool.root / "mpps.db")
+    sites = SiteDirectory()
+    ae = build_ae(settings)
+    server = ae.make_server(
+        (settings.host, 0),
+        evt_handlers=event_handlers(settings, spool, sites, mpps),
+        server_class=_DispatchedServer,
+        ctrl=ctrl,
+        request_handler=_CountingHandler,
+    )
+    assert isinstance(server, _DispatchedServer)
+    server.server_address = address
+    stop = threading.Event()
+
+    def forward_work() -> None:
+        while not stop.is_set():
+            if spool.new_work.wait(1.0):
+                spool.new_work.clear()
+                server.notify(WORK)
+
+    def resync() -> None:
+        while not stop.wait(RESYNC_SECONDS):
+            spool.resync_held_bytes()
+
+    for target in (forward_work, resync):
+        threading.Thread(target=target, daemon=True).start()
+    server.notify(READY)
+    try:
+        while True:
+            try:
+                message, fds, _flags, _addr = socket.recv_fds(ctrl, 1 << 20, 4)
+            except InterruptedError:
+                continue
+            if not message:
+                break
+            data = json.loads(message)
+            if "sites" in data:
+                sites.replace(data["sites"])
+            for fd in fds:
+                conn = socket.socket(fileno=fd)
+                server.process_request(conn, tuple(data.get("peer") or ("", 0)))
+    finally:
+        stop.set()
+        for assoc in ae.active_associations:
+            assoc.abort()
+            assoc.join(5)
+        mpps.close()
+        spool.close()
+
+
+# -- the gateway side ------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Acceptor:
+    index: int
+    process: subprocess.Popen[bytes]
+    ctrl: socket.socket
+    ready: bool = False
+    active: int = 0
+    sites_sent: dict[str, str] | None = None
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class AcceptorPool:
+    """Listen on (host, port) and spread associations over ``n`` acceptor processes.
+
+    ``sites()`` returns the current AE title -> site allow-list; ``on_work`` is called when
+    an acceptor has stored an instance (wake the forwarder).
+    """
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        n: int,
+        sites: Callable[[], dict[str, str]],
+        on_work: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.n = n
+        self._sites = sites
+        self._on_work = on_work
+        self._lock = threading.Lock()
+        self._acceptors: list[_Acceptor] = []
+        self._stopping = threading.Event()
+        self._selector = selectors.DefaultSelector()
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self.address: tuple[str, int] = (settings.host, settings.port)
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
+
+    # -- start / stop ------------------------------------------------------------------
+
+    def start(self) -> None:
+        listener = socket.socket(socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.settings.host, self.settings.port))
+        listener.listen(128)
+        self._listener = listener
+        self.address = (self.settings.host, int(listener.getsockname()[1]))
+        for i in range(self.n):
+            self._acceptors.append(self._spawn(i))
+        end = time.monotonic() + START_TIMEOUT_SECONDS
+        for acceptor in self._acceptors:  # ready before any connection is handed out
+            acceptor.ctrl.settimeout(max(0.1, end - time.monotonic()))
+            try:
+                first = acceptor.ctrl.recv(64)
+            except TimeoutError:
+                first = b""
+            acceptor.ctrl.settimeout(None)
+            if first != READY:
+                self.stop()
+                raise GatewayError(f"acceptor process {acceptor.index} did not start")
+            acceptor.ready = True
+            self._selector.register(acceptor.ctrl, selectors.EVENT_READ, acceptor)
+        for name, target in (("dispatch", self._dispatch), ("acceptors", self._watch)):
+            thread = threading.Thread(target=target, name=f"gateway-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        logger.info(
+            "acceptor processes started",
+            extra={"action": "acceptors_started", "count": self.n, "port": self.port},
+        )
+
+    def _spawn(self, index: int) -> _Acceptor:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        config = {
+            "settings": json.loads(self.settings.model_dump_json(exclude={"api_password"})),
+            "address": list(self.address),
+            "log_level": logging.getLogger().getEffectiveLevel(),
+        }
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.workers", str(theirs.fileno())],
+            stdin=subprocess.PIPE,
+            pass_fds=[theirs.fileno()],
+            env=env,
+        )
+        theirs.close()
+        assert process.stdin is not None
+        process.stdin.write(json.dumps(config).encode())
+        process.stdin.close()
+        return _Acceptor(index=index, process=process, ctrl=ours)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        if self._listener is not None:
+            self._listener.close()
+        for thread in self._threads:
+            thread.join(timeout)
+        with self._lock:
+            acceptors = list(self._acceptors)
+        for acceptor in acceptors:
+            try:
+                acceptor.ctrl.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            acceptor.ctrl.close()
+        end = time.monotonic() + timeout
+        for acceptor in acceptors:
+            try:
+                acceptor.process.wait(max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                acceptor.process.kill()
+                acceptor.process.wait()
+        self._selector.close()
+
+    # -- threads -----------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        import select
+
+        assert self._listener is not None
+        listener = self._listener
+        while not self._stopping.is_set():
+            try:
+                readable, _, _ = select.select([listener], [], [], 0.5)
+                if not readable:
+                    continue
+                conn, peer = listener.accept()
+            except (OSError, ValueError):
+                if self._stopping.is_set():
+                    return
+                time.sleep(0.1)
+                continue
+            try:
+                self._hand_over(conn, peer)
+            finally:
+                conn.close()
+
+    def _hand_over(self, conn: socket.socket, peer: Any) -> None:
+        sites = self._sites()
+        for _ in range(3):
+            with self._lock:
+                ready = [a for a in self._acceptors if a.ready]
+                if not ready:
+                    break
+                acceptor = min(ready, key=lambda a: (a.active, a.index))
+                message: dict[str, Any] = {"peer": [str(peer[0]), int(peer[1])]}
+                if acceptor.sites_sent != sites:
+                    message["sites"] = sites
+                acceptor.active += 1
+            try:
+                socket.send_fds(acceptor.ctrl, [json.dumps(message).encode()], [conn.fileno()])
+            except OSError:
+                with self._lock:
+                    acceptor.ready = False
+                    acceptor.active -= 1
+                continue
+            with self._lock:
+                acceptor.sites_sent = sites
+            return
+        logger.error(
+            "no acceptor process available; connection closed",
+            extra={"action": "association_dropped", "peer": str(peer[0])},
+        )
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                events = self._selector.select(0.5)
+            except (OSError, ValueError):
+                return
+            for key, _ in events:
+                acceptor: _Acceptor = key.data
+                try:
+                    message = acceptor.ctrl.recv(64)
+                except OSError:
+                    message = b""
+                if message == WORK:
+                    self._on_work()
+                elif message == DONE:
+                    with self._lock:
+                        acceptor.active = max(0, acceptor.active - 1)
+                elif message == READY:
+                    with self._lock:
+                        acceptor.ready = True
+                elif not message:
+                    self._replace(acceptor)
+
+    def _replace(self, dead: _Acceptor) -> None:
+        """An acceptor died: its associations are gone (their peers resend what got no
+        success); start another in its place."""
+        self._selector.unregister(dead.ctrl)
+        dead.ctrl.close()
+        if self._stopping.is_set():
+            return
+        try:
+            code: int | None = dead.process.wait(5)
+        except subprocess.TimeoutExpired:
+            dead.process.kill()
+            code = dead.process.wait()
+        logger.error(
+            "acceptor process ended; starting another",
+            extra={"action": "acceptor_died", "index": dead.index, "exit_code": code},
+        )
+        if time.monotonic() - dead.started_at < 5.0:
+            time.sleep(1.0)  # do not spin on a process that cannot start
+        fresh = self._spawn(dead.index)
+        with self._lock:
+            self._acceptors = [fresh if a is dead else a for a in self._acceptors]
+        self._selector.register(fresh.ctrl, selectors.EVENT_READ, fresh)
+
+
+if __name__ == "__main__":
+    _worker_main(int(sys.argv[1]))

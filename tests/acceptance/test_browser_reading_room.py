@@ -1,0 +1,365 @@
+"""The web reading room in a real headless Chromium (Debian's `chromium`, driven by
+Playwright) against a real `teleread serve`: a radiologist logs in, sees the stroke CT on
+top, reads it in the viewer (scrolls, windows), records the critical result and signs; the
+township's nurse sees the report and prints it; the admin sees the operations charts.
+
+Screenshots go to test-artifacts/browser/ (gitignored)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom.uid import RLELossless, generate_uid
+
+from teleread.demo import write_demo_studies
+from tests.acceptance.conftest import Pipeline
+from tests.acceptance.test_end_to_end import storescu, wait_for
+from tests.dicom_factory import make_ct, write
+
+CHROMIUM = os.environ.get("TELEREAD_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
+TIMEOUT_MS = 15_000
+
+try:
+    from playwright.sync_api import Browser, Page, expect, sync_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    sync_playwright = None
+
+pytestmark = [
+    pytest.mark.dcmtk,
+    pytest.mark.skipif(sync_playwright is None, reason="playwright (PyPI) is not installed"),
+    pytest.mark.skipif(
+        not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)),
+        reason=f"chromium not found at {CHROMIUM} (apt-get install -y chromium)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def browser(pipeline: Pipeline) -> Iterator[Browser]:
+    """Closed before the server stops (it depends on ``pipeline``), so no open event stream
+    holds up the server's graceful shutdown."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def studies(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The demo stroke CT and a routine DR, sent by storescu (the DR first, so the stroke
+    CT is the newer arrival and must still come first)."""
+    out = tmp_path_factory.mktemp("demo")
+    demo = write_demo_studies(out, seed=11, ct_slices=10, ct_size=256, dx_size=256)
+    stroke = next(s for s in demo if s.expected_category == "stroke")
+    dr = next(s for s in demo if s.modality in ("DX", "CR") and s.expected_category is None)
+    for ae, study in (("DR_TS01", dr), ("CT_TS01", stroke)):
+        sent = storescu(pipeline, ae, study.directory)
+        assert sent.returncode == 0, sent.stderr
+    # a routine RLE-compressed CT from the other site: the browser cannot decode it, the
+    # server's DICOMweb /rendered draws it
+    rle_dir = out / "rle"
+    rle_uid, rle_series = generate_uid(), generate_uid()
+    for number in (1, 2, 3):
+        ds = make_ct(
+            study_uid=rle_uid,
+            series_uid=rle_series,
+            instance_number=number,
+            study_description="腹部CT平扫",
+            series_description="腹部 5mm",
+        )
+        ds.compress(RLELossless)
+        write(ds, rle_dir / f"{number}.dcm")
+    sent = subprocess.run(
+        [
+            *("storescu", "-xr", "-aet", "CT_TS02", "-aec", "TELEREAD", "+sd", "+r"),
+            *("127.0.0.1", str(pipeline.dicom_port), str(rle_dir)),
+        ],
+        env={**os.environ, "TCP_NODELAY": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert sent.returncode == 0, sent.stderr
+    api = pipeline.client("dr_wang")
+
+    def all_in() -> bool:
+        detail = api.get(f"/api/v1/studies/{stroke.study_uid}")
+        dr_in = api.get(f"/api/v1/studies/{dr.study_uid}")
+        return (
+            detail.status_code == 200
+            and detail.json()["num_instances"] == len(stroke.files)
+            and dr_in.status_code == 200
+        )
+
+    wait_for(all_in)
+    return {"stroke": stroke, "dr": dr, "rle": rle_uid}
+
+
+def login(browser: Browser, pipeline: Pipeline, username: str) -> Page:
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, locale="zh-CN")
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.errors = errors  # type: ignore[attr-defined]
+    page.goto(f"{pipeline.base_url}/")
+    page.fill("#username", username)
+    page.fill("#password", pipeline.logins[username])
+    page.click("#login-button")
+    return page
+
+
+def canvas_spread(page: Page) -> float:
+    """The standard deviation of the canvas's grey values (0 for a blank canvas)."""
+    value: float = page.evaluate(
+        """() => {
+          const c = document.getElementById("image");
+          const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+          let n = 0, s = 0, s2 = 0;
+          for (let i = 0; i < d.length; i += 4 * 7) { n++; s += d[i]; s2 += d[i] * d[i]; }
+          return Math.sqrt(Math.max(0, s2 / n - (s / n) ** 2));
+        }"""
+    )
+    return value
+
+
+def test_radiologist_reads_and_signs_then_clinic_prints(
+    browser: Browser, pipeline: Pipeline, studies: dict[str, Any]
+) -> None:
+    stroke, dr = studies["stroke"], studies["dr"]
+
+    # --- worklist: the stroke CT on top, red, with its reasons and a running deadline
+    page = login(browser, pipeline, "dr_li")
+    page.wait_for_url("**/ui/worklist")
+    rows = page.locator("#worklist-body tr")
+    expect(page.locator(f'#worklist-body tr[data-uid="{dr.study_uid}"]')).to_be_visible()
+    first = rows.first
+    expect(first).to_have_attribute("data-uid", stroke.study_uid)
+    expect(first).to_have_attribute("data-category", "stroke")
+    expect(first.locator(".badge.stroke")).to_have_text("卒中")
+    assert first.locator(".badge").get_attribute("title"), "triage reasons on hover"
+    countdown = first.locator("td.countdown")
+    before = countdown.inner_text()
+    assert re.fullmatch(r"1?\d:\d\d", before), before  # a 20-minute stroke deadline
+    page.wait_for_timeout(1100)
+    assert countdown.inner_text() != before, "the deadline countdown ticks"
+    assert page.locator("#live").get_attribute("data-mode") in ("live", "polling")
+    page.screenshot(path=str(ARTIFACTS / "01-worklist.png"))
+
+    # English on request, and back
+    page.click("#lang-toggle")
+    expect(page.locator("#next-case")).to_have_text("Next case")
+    page.click("#lang-toggle")
+    expect(page.locator("#next-case")).to_have_text("下一例")
+
+    # --- the viewer: open (claims), scroll with keys and wheel, window presets
+    first.locator("button.claim").click()
+    page.wait_for_url("**/ui/reading?study=*")
+    index = page.locator("#slice-index")
+    expect(index).to_have_attribute("data-index", "1")
+    expect(index).to_have_attribute("data-count", str(len(stroke.files)))
+    expect(page.locator("#image")).to_have_attribute("data-drawn", stroke_sop(page))
+    assert canvas_spread(page) > 5, "the canvas shows an image"
+    page.locator("#image").focus()
+    page.keyboard.press("ArrowDown")
+    expect(index).to_have_attribute("data-index", "2")
+    page.keyboard.press("ArrowDown")
+    expect(index).to_have_attribute("data-index", "3")
+    page.locator("#image").hover()
+    page.mouse.wheel(0, 120)
+    expect(index).to_have_attribute("data-index", "4")
+    page.keyboard.press("End")
+    expect(index).to_have_attribute("data-index", str(len(stroke.files)))
+    page.keyboard.press("Home")
+    expect(index).to_have_attribute("data-index", "1")
+    page.keyboard.press("ArrowDown")
+    expect(index).to_have_attribute("data-index", "2")
+    brain = canvas_spread(page)
+    page.click('#presets button[data-preset="subdural"]')
+    expect(page.locator("#wl-info")).to_contain_text("75 / 215")
+    page.click('#presets button[data-preset="brain"]')
+    expect(page.locator("#wl-info")).to_contain_text("40 / 80")
+    assert canvas_spread(page) > 5 and brain > 5
+    expect(page.locator(".thumb")).to_have_count(1)
+    page.screenshot(path=str(ARTIFACTS / "02-viewer.png"))
+
+    # --- the report: write, record the critical result, sign final
+    impression = "右侧基底节区急性脑出血，约12ml，建议神经外科会诊。"
+    page.fill("#findings", "右侧基底节区见团片状高密度影，周围见低密度水肿带。中线结构居中。")
+    page.fill("#impression", impression)
+    page.click("#save-draft")
+    expect(page.locator("#report-status")).to_have_attribute("data-status", "draft")
+    if page.locator("#critical-box").is_visible():
+        page.locator("#critical-box summary").click()
+        page.fill("#cr-finding", "急性脑出血")
+        page.fill("#cr-name", "张医生")
+        page.fill("#cr-role", "急诊科医师")
+        page.fill("#cr-phone", "13800000000")
+        page.check("#cr-readback")
+        page.click("#critical-form button[type=submit]")
+        expect(page.locator("#critical-list li")).to_have_count(1)
+    page.click("#sign-final")
+    expect(page.locator("#report-status")).to_have_attribute("data-status", "final")
+    expect(page.locator("#impression")).to_have_js_property("readOnly", True)
+    page.screenshot(path=str(ARTIFACTS / "03-signed.png"))
+    assert not page.errors, page.errors  # type: ignore[attr-defined]
+
+    # --- the township's nurse: the study is "reported", the report is on top, printable
+    nurse = login(browser, pipeline, "nurse_ts01")
+    nurse.wait_for_url("**/ui/clinic")
+    row = nurse.locator(f'#studies-body tr[data-uid="{stroke.study_uid}"]')
+    expect(row).to_have_attribute("data-state", "state_reported")
+    expect(nurse.locator(f'#studies-body tr[data-uid="{dr.study_uid}"]')).to_be_visible()
+    first_report = nurse.locator("#reports-body tr").first
+    expect(first_report).to_have_attribute("data-uid", stroke.study_uid)
+    expect(first_report.locator(".impression")).to_have_text(impression)
+    nurse.screenshot(path=str(ARTIFACTS / "04-clinic.png"))
+    first_report.locator("a.print-link").click()
+    nurse.wait_for_url("**/ui/print?study=*")
+    expect(nurse.locator("#p-impression")).to_have_text(impression)
+    expect(nurse.locator("#p-status")).to_have_text("最终报告")
+    expect(nurse.locator("#p-sign")).to_contain_text("dr_li")
+    nurse.emulate_media(media="print")
+    expect(nurse.locator("#print-button")).to_be_hidden()
+    nurse.screenshot(path=str(ARTIFACTS / "05-print.png"), full_page=True)
+    nurse.pdf(path=str(ARTIFACTS / "05-print.pdf"))
+    assert not nurse.errors, nurse.errors  # type: ignore[attr-defined]
+
+    # the radiologist sees the clinic's read receipt (when the server records them)
+    paths = page.evaluate("async () => (await (await fetch('/openapi.json')).json()).paths")
+    if "/api/v1/studies/{study_uid}/report/receipt" in paths:
+        page.reload()
+        expect(page.locator("#receipt")).to_have_attribute("data-read", "1")
+        expect(page.locator("#receipt")).to_contain_text("nurse_ts01")
+
+    # green channel: the nurse flags the routine DR as suspected chest pain; a reader's
+    # open worklist shows it as urgent without a reload (event stream, or the 5 s poll)
+    watcher = login(browser, pipeline, "dr_wang")
+    watcher.wait_for_url("**/ui/worklist")
+    dr_row = watcher.locator(f'#worklist-body tr[data-uid="{dr.study_uid}"]')
+    expect(dr_row).to_have_attribute("data-category", "")
+    nurse.emulate_media(media="screen")
+    nurse.goto(f"{pipeline.base_url}/ui/clinic")
+    nurse.locator(f'#studies-body tr[data-uid="{dr.study_uid}"] button.flag').click()
+    nurse.check('#flag-form input[value="chest_pain"]')
+    nurse.fill("#flag-reason", "胸痛2小时，心电图ST段抬高")
+    nurse.click('#flag-form button[value="ok"]')
+    expect(nurse.locator(f'#studies-body tr[data-uid="{dr.study_uid}"]')).to_have_attribute(
+        "data-category", "chest_pain"
+    )
+    expect(dr_row).to_have_attribute("data-category", "chest_pain", timeout=10_000)
+    expect(dr_row.locator(".badge.chest")).to_be_visible()
+    watcher.screenshot(path=str(ARTIFACTS / "07-flagged.png"))
+
+    # another site's nurse sees nothing of it
+    other = login(browser, pipeline, "nurse_ts02")
+    other.wait_for_url("**/ui/clinic")
+    other.wait_for_load_state("networkidle")
+    expect(other.locator(f'#studies-body tr[data-uid="{stroke.study_uid}"]')).to_have_count(0)
+    expect(other.locator("#reports-body tr")).to_have_count(0)
+
+
+def test_admin_sees_the_operations_charts(
+    browser: Browser, pipeline: Pipeline, studies: dict[str, Any]
+) -> None:
+    page = login(browser, pipeline, "admin")
+    page.wait_for_url("**/ui/worklist")
+    page.click('#nav a[href="/ui/ops"]')
+    page.wait_for_url("**/ui/ops")
+    expect(page.locator("#chart-volumes svg rect").first).to_be_visible()
+    expect(page.locator("#chart-turnaround .turnaround")).to_have_count(3)
+    expect(page.locator('.card[data-category="stroke"] .big')).to_have_text("1")
+    expect(page.locator("#chart-days svg rect").first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "06-ops.png"), full_page=True)
+    assert not page.errors, page.errors  # type: ignore[attr-defined]
+
+    # a radiologist is sent away from the ops page (and the API refuses it)
+    reader = login(browser, pipeline, "dr_wang")
+    reader.wait_for_url("**/ui/worklist")
+    reader.goto(f"{pipeline.base_url}/ui/ops")
+    reader.wait_for_url("**/ui/worklist")
+
+
+def test_worklist_polls_when_the_server_has_no_event_stream(
+    browser: Browser, pipeline: Pipeline, studies: dict[str, Any]
+) -> None:
+    """A server without the optional endpoints (its OpenAPI lists none of them): the page
+    falls back to polling every 5 s and hides what it cannot do."""
+    dr = studies["dr"]
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.route("**/openapi.json", lambda route: route.fulfill(json={"paths": {}}))
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{pipeline.base_url}/ui/login")
+    page.fill("#username", "admin")
+    page.fill("#password", pipeline.logins["admin"])
+    page.click("#login-button")
+    page.wait_for_url("**/ui/worklist")
+    expect(page.locator("#live")).to_have_attribute("data-mode", "polling")
+    row = page.locator(f'#worklist-body tr[data-uid="{dr.study_uid}"]')
+    expect(row).to_be_visible()
+    expect(row.locator("button.assign")).to_have_count(0)
+
+    reader = pipeline.client("dr_wang")
+    assert reader.post(f"/api/v1/worklist/{dr.study_uid}/claim").status_code == 200
+    try:
+        expect(row).to_contain_text("dr_wang", timeout=8_000)
+    finally:
+        reader.post(f"/api/v1/worklist/{dr.study_uid}/release")
+
+
+def test_compressed_images_are_drawn_by_the_server(
+    browser: Browser, pipeline: Pipeline, studies: dict[str, Any]
+) -> None:
+    api = pipeline.client("dr_wang")
+    wait_for(lambda: api.get(f"/api/v1/studies/{studies['rle']}").json().get("num_instances") == 3)
+    page = login(browser, pipeline, "dr_wang")
+    page.wait_for_url("**/ui/worklist")
+    page.goto(f"{pipeline.base_url}/ui/reading?study={studies['rle']}")
+    paths = page.evaluate("async () => (await (await fetch('/openapi.json')).json()).paths")
+    if not any(p.startswith("/dicomweb/") and p.endswith("/rendered") for p in paths):
+        pytest.skip("this server has no DICOMweb /rendered yet")
+    expect(page.locator("#viewer-note")).to_have_text("无法在浏览器解码，改用服务器渲染")
+    expect(page.locator("#slice-index")).to_have_attribute("data-count", "3")
+    assert page.locator("#image").get_attribute("data-drawn")
+    assert canvas_spread(page) > 5
+    page.keyboard.press("ArrowDown")
+    expect(page.locator("#slice-index")).to_have_attribute("data-index", "2")
+    page.screenshot(path=str(ARTIFACTS / "08-rendered.png"))
+    assert not page.errors, page.errors  # type: ignore[attr-defined]
+
+
+def stroke_sop(page: Page) -> str:
+    """The SOP instance UID the viewer shows first (the series' first instance)."""
+    uid = page.evaluate("() => new URLSearchParams(location.search).get('study')")
+    value: str = page.evaluate(
+        """async (uid) => {
+          const r = await fetch(`/api/v1/studies/${uid}`, {headers: {Authorization:
+            `Bearer ${sessionStorage.getItem("teleread.token")}`}});
+          return (await r.json()).series[0].sop_instance_uids[0];
+        }""",
+        uid,
+    )
+    return value

@@ -1,0 +1,430 @@
+"""Report outputs through the real API on SQLite and PostgreSQL: PDF, FHIR, SR, the read
+receipt and the share link, and who may see which."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, evt
+from pypdf import PdfReader
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.keys import instance_key
+from tests.dicom_factory import make_ct, part10_bytes
+from tests.integration.test_api_world import Study, World, build_world
+from viewer_api.outputs.settings import OutputSettings
+from viewer_api.outputs.share import make_share_token
+from viewer_api.outputs.sr import BASIC_TEXT_SR
+
+IMPRESSION = "右侧顶叶急性脑梗死，建议尽快完善CT血管成像。"
+FINDINGS = "右侧顶叶见片状低密度影，边界模糊。"
+DCIODVFY = shutil.which("dciodvfy")
+
+
+@pytest.fixture
+def world(session_factory: sessionmaker[Session], tmp_path: Path) -> Iterator[World]:
+    for w in build_world(session_factory, tmp_path):
+        w.client.app.state.output_settings = OutputSettings(  # type: ignore[attr-defined]
+            hospital_name="某某县人民医院", public_url="https://county.example"
+        )
+        yield w
+
+
+def announce_ct(world: World, *, site: str = "TS01", count: int = 3) -> Study:
+    """A real little head CT (Part-10 objects in the store, headers as DICOM JSON)."""
+    study = Study(site=site, modality="CT", description="胸部CT平扫", count=count)
+    datasets = [
+        make_ct(
+            study.uid,
+            series_uid=study.series_uid,
+            sop_uid=sop,
+            instance_number=n,
+            study_description="胸部CT平扫",
+            patient_name="王^小明",
+        )
+        for n, sop in enumerate(study.sop_uids, start=1)
+    ]
+    for ds in datasets:
+        blob = part10_bytes(ds)
+        study.blobs[ds.SOPInstanceUID] = blob
+        key = instance_key(study.uid, study.series_uid, ds.SOPInstanceUID)
+        world.store.put(key, blob, sha256=hashlib.sha256(blob).hexdigest())
+    payload = world.payload(study)
+    for item, ds in zip(payload["instances"], datasets, strict=True):
+        item["dicom_json"] = ds.to_json_dict()
+        item["patient_name"] = "王^小明"
+    response = world.post("gw_all", "/api/v1/ingest/instances", json=payload)
+    assert response.status_code == 200, response.text
+    return study
+
+
+def write_report(world: World, uid: str, *, sign: str | None = "final") -> None:
+    assert world.post("dr_li", f"/api/v1/worklist/{uid}/claim").status_code == 200
+    body = {"findings": FINDINGS, "impression": IMPRESSION, "recommendation": "建议复查。"}
+    assert world.put("dr_li", f"/api/v1/studies/{uid}/report", json=body).status_code == 200
+    if sign:
+        r = world.post("dr_li", f"/api/v1/studies/{uid}/report/sign", json={"status": sign})
+        assert r.status_code == 200, r.text
+
+
+def pdf_text(data: bytes) -> str:
+    return "".join(p.extract_text() for p in PdfReader(BytesIO(data)).pages).replace("\n", "")
+
+
+def share_link_of(world: World, uid: str) -> str:
+    """The share link printed (and QR-coded) on the clinic's PDF, as a local path."""
+    r = world.get("nurse_ts01", f"/api/v1/studies/{uid}/report.pdf")
+    assert r.status_code == 200
+    found = re.search(
+        r"https://county\.example(/api/v1/share/[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)",
+        pdf_text(r.content),
+    )
+    assert found is not None
+    return found.group(1)
+
+
+def test_pdf_for_clinic_and_readers(world: World) -> None:
+    study = announce_ct(world)
+    write_report(world, study.uid, sign="preliminary")
+    r = world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/report.pdf")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/pdf"
+    text = pdf_text(r.content)
+    assert IMPRESSION in text and "PRELIMINARY" in text
+    assert "某某县人民医院" in text and "一号乡镇卫生院" in text and "王小明" in text
+
+    # finalise: the same route now prints FINAL
+    assert (
+        world.put(
+            "dr_li",
+            f"/api/v1/studies/{study.uid}/report",
+            json={"findings": FINDINGS, "impression": IMPRESSION},
+        ).status_code
+        == 200
+    )
+    r = world.post("dr_li", f"/api/v1/studies/{study.uid}/report/sign", json={"status": "final"})
+    assert r.status_code == 200
+    text = pdf_text(world.get("dr_wang", f"/api/v1/studies/{study.uid}/report.pdf").content)
+    assert "FINAL" in text and "PRELIMINARY" not in text
+    assert r.json()["content_sha256"] in text
+
+
+def test_drafts_are_404_for_clinic_and_409_for_readers(world: World) -> None:
+    study = announce_ct(world)
+    for path in ("report.pdf", "report.fhir.json"):
+        assert world.get("dr_li", f"/api/v1/studies/{study.uid}/{path}").status_code == 404
+    write_report(world, study.uid, sign=None)
+    for path in ("report.pdf", "report.fhir.json"):
+        assert world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/{path}").status_code == 404
+        r = world.get("dr_wang", f"/api/v1/studies/{study.uid}/{path}")
+        assert r.status_code == 409 and "not signed" in r.json()["detail"]
+    assert world.post("dr_li", f"/api/v1/studies/{study.uid}/report/sr").status_code == 409
+
+
+def test_fhir_validates_and_follows_status(world: World) -> None:
+    from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+
+    study = announce_ct(world)
+    write_report(world, study.uid, sign="final")
+    r = world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/report.fhir.json")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/fhir+json")
+    model = DiagnosticReport.model_validate(r.json())
+    assert model.status == "final" and model.conclusion == IMPRESSION
+    contained = {c["resourceType"]: c for c in r.json()["contained"]}
+    assert contained["ImagingStudy"]["numberOfInstances"] == 3
+    assert contained["Patient"]["name"][0]["text"] == "王小明"
+
+    add = {"text": "补充：左侧顶叶另见小片陈旧灶。", "reason": "复阅"}
+    world.clock.tick(60)
+    assert (
+        world.post("dr_wang", f"/api/v1/studies/{study.uid}/report/addenda", json=add).status_code
+        == 201
+    )
+    r = world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/report.fhir.json")
+    assert DiagnosticReport.model_validate(r.json()).status == "amended"
+    assert "AMENDED" in pdf_text(
+        world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/report.pdf").content
+    )
+
+
+def test_critical_result_box_in_pdf(world: World) -> None:
+    study = announce_ct(world)
+    write_report(world, study.uid, sign=None)
+    now = world.clock.now
+    critical = {
+        "finding": "急性脑梗死",
+        "identified_at": (now - timedelta(minutes=10)).isoformat(),
+        "communicated_to_name": "赵护士",
+        "communicated_to_role": "急诊护士",
+        "communicated_to_phone": "13800000000",
+        "communicated_at": (now - timedelta(minutes=5)).isoformat(),
+        "method": "phone",
+        "read_back_confirmed": True,
+    }
+    r = world.post("dr_li", f"/api/v1/studies/{study.uid}/report/critical-results", json=critical)
+    assert r.status_code == 201, r.text
+    assert (
+        world.post(
+            "dr_li", f"/api/v1/studies/{study.uid}/report/sign", json={"status": "final"}
+        ).status_code
+        == 200
+    )
+    text = pdf_text(world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/report.pdf").content)
+    assert "危急值通报" in text and "赵护士" in text
+
+
+def _dciodvfy(data: bytes, tmp_path: Path) -> str:
+    assert DCIODVFY is not None
+    path = tmp_path / "report-sr.dcm"
+    path.write_bytes(data)
+    done = subprocess.run(
+        [DCIODVFY, str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    return done.stdout + done.stderr
+
+
+@pytest.mark.skipif(DCIODVFY is None, reason="dicom3tools' dciodvfy not installed")
+def test_sr_is_stored_with_the_study(world: World, tmp_path: Path) -> None:
+    study = announce_ct(world)
+    write_report(world, study.uid, sign="final")
+    assert world.post("nurse_ts01", f"/api/v1/studies/{study.uid}/report/sr").status_code == 403
+    r = world.post("dr_wang", f"/api/v1/studies/{study.uid}/report/sr")
+    assert r.status_code == 201, r.text
+    sr = r.json()
+    again = world.post("dr_li", f"/api/v1/studies/{study.uid}/report/sr")
+    assert again.status_code == 200 and again.json()["sop_instance_uid"] == sr["sop_instance_uid"]
+
+    detail = world.get("dr_li", f"/api/v1/studies/{study.uid}").json()
+    assert detail["num_instances"] == 4 and detail["status"] == "final"
+    series = {s["series_instance_uid"]: s for s in detail["series"]}
+    assert series[sr["series_instance_uid"]]["modality"] == "SR"
+
+    # byte-retrievable through the ordinary instance route, by a clinic user of the site
+    got = world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/instances/{sr['sop_instance_uid']}")
+    assert got.status_code == 200
+    key = instance_key(study.uid, sr["series_instance_uid"], sr["sop_instance_uid"])
+    assert got.content == world.store.get(key)
+    report = _dciodvfy(got.content, tmp_path)
+    assert "Error" not in report, report
+    ds = dcmread(BytesIO(got.content))
+    assert ds.VerificationFlag == "VERIFIED" and str(ds.PatientName) == "王^小明"
+    assert ds.ContentSequence[2].ContentSequence[0].TextValue == IMPRESSION
+    evidence = ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert len(evidence.ReferencedSOPSequence) == 3
+
+    # and as a series of the study under /dicomweb (when that is mounted)
+    qido = world.get("nurse_ts01", f"/dicomweb/studies/{study.uid}/series")
+    if qido.status_code != 404:
+        assert qido.status_code == 200, qido.text
+        modalities = {s["00080060"]["Value"][0] for s in qido.json()}
+        assert modalities == {"CT", "SR"}
+
+    # an addendum makes a new version naming the previous one
+    world.clock.tick(60)
+    add = {"text": "补充说明。", "reason": "复阅"}
+    assert (
+        world.post("dr_wang", f"/api/v1/studies/{study.uid}/report/addenda", json=add).status_code
+        == 201
+    )
+    newer = world.post("dr_wang", f"/api/v1/studies/{study.uid}/report/sr").json()
+    assert newer["created"] and newer["sop_instance_uid"] != sr["sop_instance_uid"]
+    data = world.store.get(
+        instance_key(study.uid, newer["series_instance_uid"], newer["sop_instance_uid"])
+    )
+    ds = dcmread(BytesIO(data))
+    previous = ds.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0]
+    assert previous.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == sr["sop_instance_uid"]
+    assert "Error" not in _dciodvfy(data, tmp_path)
+
+
+def test_read_receipt_recorded_once_by_first_clinic_read(world: World) -> None:
+    study = announce_ct(world)
+    receipt_path = f"/api/v1/studies/{study.uid}/report/receipt"
+    write_report(world, study.uid, sign="preliminary")
+    # a preliminary report read is not a receipt; nor is a radiologist's read
+    assert world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/report.pdf").status_code == 200
+    assert world.get("dr_li", receipt_path).json()["first_read_at"] is None
+    write_report_final(world, study.uid)
+    assert world.get("dr_wang", f"/api/v1/studies/{study.uid}/report.pdf").status_code == 200
+    assert world.get("boss", receipt_path).json() == {
+        "first_read_at": None,
+        "first_read_by": None,
+        "site": None,
+        "via": None,
+    }
+    world.clock.tick(120)
+    first_at = world.clock.now
+    assert (
+        world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/report.fhir.json").status_code == 200
+    )
+    world.clock.tick(120)
+    assert world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/report.pdf").status_code == 200
+    receipt = world.get("dr_li", receipt_path).json()
+    assert receipt["first_read_by"] == "nurse_ts01" and receipt["via"] == "fhir"
+    assert receipt["first_read_at"] == first_at.isoformat()
+    assert world.get("nurse_ts01", receipt_path).status_code == 403
+
+    from worklist.audit import list_events
+
+    with world.factory() as session:
+        events = list_events(session=session, action="report_first_read", object_id=study.uid)
+    assert len(events) == 1
+
+
+def write_report_final(world: World, uid: str) -> None:
+    body = {"findings": FINDINGS, "impression": IMPRESSION}
+    assert world.put("dr_li", f"/api/v1/studies/{uid}/report", json=body).status_code == 200
+    r = world.post("dr_li", f"/api/v1/studies/{uid}/report/sign", json={"status": "final"})
+    assert r.status_code == 200, r.text
+
+
+def test_json_read_counts_as_receipt(world: World) -> None:
+    study = announce_ct(world)
+    write_report(world, study.uid, sign="final")
+    assert world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/report").status_code == 200
+    receipt = world.get("dr_li", f"/api/v1/studies/{study.uid}/report/receipt").json()
+    assert receipt["first_read_by"] == "nurse_ts01" and receipt["via"] == "json"
+    assert world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/report.pdf").status_code == 200
+    with world.factory() as session:
+        from worklist.audit import list_events
+
+        assert not list_events(session=session, action="report_first_read", object_id=study.uid)
+
+
+def test_another_site_gets_404_everywhere(world: World) -> None:
+    study = announce_ct(world)
+    write_report(world, study.uid, sign="final")
+    paths: list[tuple[str, str]] = [
+        ("get", "report.pdf"),
+        ("get", "report.fhir.json"),
+        ("get", "report/receipt"),
+        ("post", "report/sr"),
+        ("post", "report/share-link"),
+    ]
+    for method, path in paths:
+        call: Any = getattr(world, method)
+        r = call("nurse_ts02", f"/api/v1/studies/{study.uid}/{path}")
+        assert r.status_code == 404, (path, r.status_code)
+        r = call("nurse_ts02", f"/api/v1/studies/{generate_uid()}/{path}")
+        assert r.status_code == 404, (path, r.status_code)
+    assert world.get(None, f"/api/v1/studies/{study.uid}/report.pdf").status_code == 401
+    assert world.get("gw_all", f"/api/v1/studies/{study.uid}/report.pdf").status_code == 403
+
+
+def test_share_link(world: World) -> None:
+    study = announce_ct(world)
+    write_report(world, study.uid, sign="final")
+    link = share_link_of(world, study.uid)
+    page = world.client.get(link)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert IMPRESSION in page.text and "FINAL" in page.text
+    assert "report.pdf" in page.text and "/rendered" in page.text
+    assert "<script" not in page.text
+    issued = world.post("nurse_ts01", f"/api/v1/studies/{study.uid}/report/share-link").json()
+    assert issued["url"].startswith("https://county.example/api/v1/share/")
+    assert world.client.get(issued["url"].removeprefix("https://county.example")).status_code == 200
+
+    pdf = world.client.get(f"{link}/report.pdf")
+    assert pdf.status_code == 200 and IMPRESSION in pdf_text(pdf.content)
+    png = world.client.get(f"{link}/instances/{study.sop_uids[0]}/rendered?size=64")
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    other = announce_ct(world, site="TS02")
+    assert world.client.get(f"{link}/instances/{other.sop_uids[0]}/rendered").status_code == 404
+
+    # tampered: 403; expired: 410
+    payload, mac = link.rsplit("/", 1)[1].split(".")
+    assert world.client.get(f"/api/v1/share/{payload}.{mac[::-1]}").status_code == 403
+    assert world.client.get("/api/v1/share/not-a-token").status_code == 403
+    world.clock.tick(7 * 24 * 3600 + 1)
+    assert world.client.get(link).status_code == 410
+    assert world.client.get(f"{link}/report.pdf").status_code == 410
+
+
+def test_share_link_needs_a_signed_report(world: World) -> None:
+    study = announce_ct(world)
+    write_report(world, study.uid, sign=None)
+    token = make_share_token(
+        study_uid=study.uid,
+        expires_at=world.clock.now + timedelta(days=1),
+        secret=world.settings.secret_key.get_secret_value(),
+    )
+    assert world.client.get(f"/api/v1/share/{token}").status_code == 404
+
+
+@dataclass
+class Received:
+    datasets: list[bytes] = field(default_factory=list)
+    calling: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@pytest.fixture
+def township_pacs() -> Iterator[tuple[int, Received]]:
+    """A real Storage SCP on loopback (the township's PACS) that takes Basic Text SR."""
+    received = Received()
+
+    def handle_store(event: Any) -> int:
+        with received.lock:
+            received.datasets.append(event.request.DataSet.getvalue())
+            received.calling.append(event.assoc.requestor.ae_title)
+        return 0x0000
+
+    ae = AE(ae_title="PACS_TS01")
+    ae.add_supported_context(BASIC_TEXT_SR, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    server = ae.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, handle_store)]
+    )
+    assert server is not None
+    yield server.server_address[1], received
+    server.shutdown()
+
+
+def test_sr_sent_back_to_the_site(
+    world: World, township_pacs: tuple[int, Received], tmp_path: Path
+) -> None:
+    port, received = township_pacs
+    world.client.app.state.output_settings = OutputSettings(  # type: ignore[attr-defined]
+        sr_destinations={"TS01": f"PACS_TS01@127.0.0.1:{port}"}, sr_send_timeout_seconds=5
+    )
+    study = announce_ct(world)
+    write_report(world, study.uid, sign="final")
+    r = world.post("dr_li", f"/api/v1/studies/{study.uid}/report/sr?send=true")
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["sent"] is True and body["send_status"] == "0x0000"
+    assert len(received.datasets) == 1 and received.calling == ["TELEREAD"]
+    sent = dcmread(BytesIO(received.datasets[0]), force=True)
+    assert sent.SOPInstanceUID == body["sop_instance_uid"]
+
+    # a site without a destination: 409; a destination that is down: stored, not sent
+    other = announce_ct(world, site="TS02")
+    world.client.app.state.output_settings = OutputSettings(  # type: ignore[attr-defined]
+        sr_destinations={"TS02": f"PACS@127.0.0.1:{free_port()}"}, sr_send_timeout_seconds=2
+    )
+    assert (
+        world.post("dr_li", f"/api/v1/studies/{study.uid}/report/sr?send=true").status_code == 409
+    )
+    write_report(world, other.uid, sign="final")
+    r = world.post("dr_li", f"/api/v1/studies/{other.uid}/report/sr?send=true")
+    assert r.status_code == 201 and r.json()["sent"] is False
+    assert "did not accept" in r.json()["send_error"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port

@@ -1,0 +1,257 @@
+"""The report renderers as pure functions: PDF text, FHIR validity and status mapping,
+the Basic Text SR against dicom3tools' dciodvfy, share tokens, the share-page rendering."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from pydicom import dcmread
+from pypdf import PdfReader
+
+from tests.dicom_factory import make_ct, part10_bytes
+from viewer_api.outputs.content import AddendumNote, CriticalNote, ReportContent, readable_name
+from viewer_api.outputs.fhir import SeriesSummary, diagnostic_report
+from viewer_api.outputs.images import NotRenderable, render_png
+from viewer_api.outputs.pdf import render_pdf
+from viewer_api.outputs.qr import qr_matrix
+from viewer_api.outputs.send import Destination
+from viewer_api.outputs.settings import OutputSettings
+from viewer_api.outputs.share import (
+    ShareTokenExpired,
+    ShareTokenInvalid,
+    make_share_token,
+    read_share_token,
+)
+from viewer_api.outputs.sr import ImageRef, make_report_sr, sop_uid_for, sr_bytes
+
+SIGNED = datetime(2026, 11, 25, 2, 30, tzinfo=UTC)
+IMPRESSION = "左侧大脑中动脉供血区急性脑梗死，建议CT血管成像。"
+SECRET = "unit-test-secret-0123456789-abcdefghijkl"
+DCIODVFY = shutil.which("dciodvfy")
+
+
+def _content(status: str = "final", **kw: object) -> ReportContent:
+    ct = make_ct()
+    base = ReportContent(
+        hospital="某某县人民医院",
+        site_code="TS01",
+        site_name="一号乡镇卫生院",
+        study_uid=ct.StudyInstanceUID,
+        patient_name="王小明",
+        patient_name_dicom="王^小明",
+        patient_id="P001",
+        patient_sex="M",
+        patient_birth_date="19600101",
+        patient_age="066Y",
+        study_description="头颅CT平扫 急性脑卒中",
+        study_date="20261125",
+        study_time="100000",
+        modality="CT",
+        accession="A001",
+        status=status,
+        findings="左侧基底节区见片状低密度影，边界欠清。\n中线结构居中。",
+        impression=IMPRESSION,
+        recommendation="建议复查。",
+        signer_username="dr_li",
+        signer_name="李医生",
+        signed_at=SIGNED,
+        content_sha256="ab" * 32,
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def _pdf_text(data: bytes) -> str:
+    reader = PdfReader(BytesIO(data))
+    return "".join(page.extract_text() for page in reader.pages)
+
+
+def test_readable_names() -> None:
+    assert readable_name("王^小明") == "王小明"
+    assert readable_name("Wang^Xiaoming=王^小明") == "王小明"
+    assert readable_name("Wang^Xiaoming=王^小明=wang^xiaoming") == "王小明"
+    assert readable_name("Wang^Xiaoming==wang^xiaoming") == "Wang Xiaoming"
+    assert readable_name("WANG^XIAOMING") == "WANG XIAOMING"
+    assert readable_name("") == ""
+
+
+@pytest.mark.parametrize(
+    ("status", "word"),
+    [("preliminary", "PRELIMINARY"), ("final", "FINAL"), ("amended", "AMENDED")],
+)
+def test_pdf_has_chinese_impression_and_status(status: str, word: str) -> None:
+    content = _content(status)
+    pdf = render_pdf(content, share_url="https://county.example/api/v1/share/abc.def")
+    assert pdf.startswith(b"%PDF-")
+    text = _pdf_text(pdf)
+    flat = text.replace("\n", "")
+    assert IMPRESSION in flat
+    assert word in text
+    assert "某某县人民医院" in text and "王小明" in text and "A001" in text
+    assert content.content_sha256 in flat
+    if status == "preliminary":  # the watermark, besides the status line
+        assert flat.count("PRELIMINARY") >= 3
+
+
+def test_pdf_prints_critical_results_and_addenda() -> None:
+    content = _content(
+        "amended",
+        critical_results=(
+            CriticalNote(
+                finding="急性脑梗死",
+                communicated_to="张护士（急诊护士，13800000000）",
+                communicated_at=SIGNED - timedelta(minutes=5),
+                method="phone",
+                read_back_confirmed=True,
+                recorded_by="李医生",
+            ),
+        ),
+        addenda=(
+            AddendumNote(
+                text="补充：右侧额叶陈旧性梗死灶。",
+                reason="复阅",
+                author="王医生",
+                created_at=SIGNED + timedelta(hours=1),
+                sha256="cd" * 32,
+            ),
+        ),
+    )
+    flat = _pdf_text(render_pdf(content, share_url="https://x/s")).replace("\n", "")
+    assert "危急值通报" in flat and "张护士" in flat and "已复述确认" in flat
+    assert "补充：右侧额叶陈旧性梗死灶。" in flat
+
+
+def test_qr_matrix_is_square() -> None:
+    matrix = qr_matrix("https://county.example/api/v1/share/" + "x" * 120)
+    assert len(matrix) == len(matrix[0]) >= 21
+    assert any(any(row) for row in matrix)
+
+
+@pytest.mark.parametrize(
+    ("status", "fhir_status"),
+    [("preliminary", "preliminary"), ("final", "final"), ("amended", "amended")],
+)
+def test_fhir_validates_and_maps_status(status: str, fhir_status: str) -> None:
+    from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+
+    content = _content(status)
+    series = [
+        SeriesSummary(uid="1.2.3.4", modality="CT", number=1, description="轴位", num_instances=3)
+    ]
+    resource = diagnostic_report(content, series=series, pdf_url="https://x/report.pdf")
+    model = DiagnosticReport.model_validate(resource)
+    assert model.status == fhir_status
+    assert model.conclusion == IMPRESSION
+    coding = model.code.coding[0]
+    assert (coding.system, coding.code) == ("http://loinc.org", "18748-4")
+    assert model.imagingStudy[0].reference == "#imagingstudy"
+    study = next(r for r in resource["contained"] if r["resourceType"] == "ImagingStudy")
+    assert study["identifier"][0] == {
+        "system": "urn:dicom:uid",
+        "value": f"urn:oid:{content.study_uid}",
+    }
+    assert resource["effectiveDateTime"] == "2026-11-25T10:00:00+08:00"
+    assert resource["issued"] == "2026-11-25T02:30:00Z"
+    text = base64.b64decode(resource["presentedForm"][0]["data"]).decode()
+    assert IMPRESSION in text
+
+
+def _dciodvfy(path: Path) -> str:
+    assert DCIODVFY is not None
+    done = subprocess.run(
+        [DCIODVFY, str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    return done.stdout + done.stderr
+
+
+@pytest.mark.skipif(DCIODVFY is None, reason="dicom3tools' dciodvfy not installed")
+@pytest.mark.parametrize("status", ["preliminary", "final", "amended"])
+def test_sr_passes_dciodvfy(status: str, tmp_path: Path) -> None:
+    ct = make_ct()
+    content = _content(
+        status,
+        study_uid=ct.StudyInstanceUID,
+        addenda=(AddendumNote("补充。", "复阅", "王医生", SIGNED + timedelta(hours=1), "cd" * 32),)
+        if status == "amended"
+        else (),
+    )
+    ds = make_report_sr(
+        content,
+        header=ct,
+        images=[ImageRef(ct.SeriesInstanceUID, ct.SOPClassUID, ct.SOPInstanceUID)],
+        predecessor=ImageRef("1.2.3.9", "1.2.840.10008.5.1.4.1.1.88.11", "1.2.3.9.1")
+        if status == "amended"
+        else None,
+    )
+    path = tmp_path / "sr.dcm"
+    path.write_bytes(sr_bytes(ds))
+    report = _dciodvfy(path)
+    assert "Error" not in report, report
+    back = dcmread(path)
+    assert back.Modality == "SR" and back.PatientName == ct.PatientName
+    assert back.StudyInstanceUID == ct.StudyInstanceUID
+    final = status != "preliminary"
+    assert back.VerificationFlag == ("VERIFIED" if final else "UNVERIFIED")
+    assert back.CompletionFlag == ("COMPLETE" if final else "PARTIAL")
+    assert ("VerifyingObserverSequence" in back) == final
+    texts = [item.ContentSequence[0].TextValue for item in back.ContentSequence[1:3]]
+    assert texts[1] == IMPRESSION
+
+
+def test_sr_is_deterministic_per_version() -> None:
+    ct = make_ct()
+    content = _content(study_uid=ct.StudyInstanceUID)
+    first = sr_bytes(make_report_sr(content, header=ct))
+    assert first == sr_bytes(make_report_sr(content, header=ct))
+    amended = replace(
+        content,
+        status="amended",
+        addenda=(AddendumNote("补充。", "复阅", "王医生", SIGNED, "cd" * 32),),
+    )
+    assert sop_uid_for(ct.StudyInstanceUID, amended.version_sha256) != sop_uid_for(
+        ct.StudyInstanceUID, content.version_sha256
+    )
+
+
+def test_share_token_round_trip_expiry_and_tampering() -> None:
+    uid = make_ct().StudyInstanceUID
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    token = make_share_token(study_uid=uid, expires_at=now + timedelta(days=7), secret=SECRET)
+    assert read_share_token(token, secret=SECRET, now=now)[0] == uid
+    with pytest.raises(ShareTokenExpired):
+        read_share_token(token, secret=SECRET, now=now + timedelta(days=7))
+    with pytest.raises(ShareTokenInvalid):
+        read_share_token(token, secret=SECRET + "x", now=now)
+    payload, mac = token.split(".")
+    forged = base64.urlsafe_b64encode(f"{uid}.{10**10}".encode()).rstrip(b"=").decode()
+    for bad in (f"{forged}.{mac}", f"{payload}.{mac[:-2]}AA", "", "a.b.c", "%%%.%%%", "x" * 300):
+        with pytest.raises(ShareTokenInvalid):
+            read_share_token(bad, secret=SECRET, now=now)
+
+
+def test_render_png_uses_the_file_window() -> None:
+    from PIL import Image
+
+    png = render_png(part10_bytes(make_ct()), max_edge=32)
+    image = Image.open(BytesIO(png))
+    assert image.size == (32, 32) and image.mode == "L"
+    with pytest.raises(NotRenderable):
+        render_png(b"not dicom")
+
+
+def test_sr_destinations_are_checked() -> None:
+    assert str(Destination.parse(" PACS_TS01@10.1.2.3:104 ")) == "PACS_TS01@10.1.2.3:104"
+    for bad in ("PACS@host", "@host:104", "A" * 17 + "@h:104", "P@h:0", "P@h:70000", "P\\Q@h:1"):
+        with pytest.raises(ValueError):
+            Destination.parse(bad)
+    with pytest.raises(ValidationError):
+        OutputSettings(sr_destinations={"TS01": "nonsense"})
+    with pytest.raises(ValidationError):
+        OutputSettings(share_ttl_seconds=0)

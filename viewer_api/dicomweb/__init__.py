@@ -1,0 +1,16 @@
+"""DICOMweb (PS3.18, read side) under ``/dicomweb``: QIDO-RS search from the index tables,
+WADO-RS retrieve, metadata, frames and rendered. Authorisation as for the rest of the API:
+a clinic user sees its own site's studies only (another site's study is a 404)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from viewer_api.dicomweb import qido, rendered, wado
+
+router = APIRouter()
+# QIDO's /studies/{uid}/series and /instances before WADO's /studies/{uid}/series/{uid}
+for _module in (qido, wado, rendered):
+    router.include_router(_module.router)
+
+__all__ = ["router"]

@@ -1,0 +1,62 @@
+"""Settings of the report outputs (env prefix ``TELEREAD_API_``, like the rest of the API).
+
+Kept apart from ``ApiSettings`` so the outputs can be configured without touching it; the
+app may put an instance on ``app.state.output_settings`` (tests do), otherwise the
+environment's is used.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from viewer_api.outputs.send import Destination
+
+DEFAULT_SHARE_TTL_SECONDS = 7 * 24 * 3600
+# a share link may not live longer than this, whatever the setting says
+MAX_SHARE_TTL_SECONDS = 90 * 24 * 3600
+
+
+class OutputSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TELEREAD_API_", extra="ignore")
+
+    # printed at the top of every report (the county hospital that reads for the townships)
+    hospital_name: str = "县人民医院 远程影像诊断中心"
+    # how long the link behind a report's QR code works
+    share_ttl_seconds: int = DEFAULT_SHARE_TTL_SECONDS
+    # the address patients and clinics reach the API at (for the QR code); empty: the
+    # address of the request that asked for the PDF
+    public_url: str = ""
+    # report times are printed in this offset from UTC (China Standard Time: +8)
+    display_utc_offset_hours: int = 8
+    # AE title written into generated SR objects as the station and equipment name, and
+    # the calling AE title when an SR is sent back to a site
+    sr_station_name: str = "TELEREAD"
+    # where to C-STORE a site's report SRs: site code -> "AE@host:port"
+    # (env: TELEREAD_API_SR_DESTINATIONS='{"TS01": "PACS_TS01@10.1.2.3:104"}')
+    sr_destinations: dict[str, str] = Field(default_factory=dict)
+    sr_send_timeout_seconds: float = 10.0
+
+    @field_validator("sr_destinations", mode="after")
+    @classmethod
+    def _destinations(cls, value: dict[str, str]) -> dict[str, str]:
+        for text in value.values():
+            Destination.parse(text)  # ValueError: refuse to start with a malformed one
+        return value
+
+    @field_validator("share_ttl_seconds", mode="after")
+    @classmethod
+    def _bounded_ttl(cls, value: int) -> int:
+        if not 0 < value <= MAX_SHARE_TTL_SECONDS:
+            raise ValueError(f"must be between 1 and {MAX_SHARE_TTL_SECONDS} seconds")
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_output_settings() -> OutputSettings:
+    return OutputSettings()
+
+
+__all__ = ["DEFAULT_SHARE_TTL_SECONDS", "OutputSettings", "get_output_settings"]

@@ -1,0 +1,45 @@
+"""The operations picture (admin): volumes, turnaround against deadlines, urgent finds."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from viewer_api.deps import ClientAddr, NowDep, SessionDep, WorklistSettingsDep, require_roles
+from worklist import audit
+from worklist.models import ROLE_ADMIN, User
+from worklist.stats import MAX_DAYS, operations_stats
+
+router = APIRouter(prefix="/api/v1/stats", tags=["stats"])
+
+AdminUser = Annotated[User, Depends(require_roles(ROLE_ADMIN))]
+
+
+@router.get("")
+def get_stats(
+    session: SessionDep,
+    user: AdminUser,
+    now: NowDep,
+    client_addr: ClientAddr,
+    wl_settings: WorklistSettingsDep,
+    days: Annotated[int, Query(ge=1, le=MAX_DAYS)] = 30,
+    site: Annotated[str | None, Query(max_length=32)] = None,
+) -> dict[str, Any]:
+    """Figures for the studies that arrived in the last ``days`` days (optionally one site):
+    ``volumes`` per site and modality, ``turnaround`` (arrival -> final, minutes) per
+    category with its ``deadline_minutes``, ``urgent`` stroke / chest-pain counts, and
+    ``by_day`` arrivals per category. Aggregates only, no patient data."""
+    stats = operations_stats(
+        session=session, now=now, days=days, site_code=site, deadlines=wl_settings.deadlines
+    )
+    audit.record(
+        session=session,
+        actor=user,
+        action="stats_viewed",
+        object_type="stats",
+        client_addr=client_addr,
+        detail={"days": days, "site": site},
+        now=now,
+    )
+    return stats.as_dict()

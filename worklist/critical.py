@@ -1,0 +1,140 @@
+"""Critical results: an actionable finding and its documented communication.
+
+Following the ACR's practice for communicating actionable findings, each record says what
+was found, when it was identified, who was told (name, role, phone), when, by what means,
+and whether the receiver read it back. Records are append-only and sit beside the report,
+not inside it: a critical finding may be phoned through before the report is written, or
+after it is signed, without touching the signed content.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, joinedload
+
+from worklist.errors import WorklistError
+from worklist.models import (
+    CRITICAL_METHODS,
+    ROLE_RADIOLOGIST,
+    STATUS_CANCELLED,
+    CriticalResult,
+    Study,
+    User,
+)
+
+logger = logging.getLogger(__name__)
+
+# how far ahead of the server clock a reported time may be (workstation clocks drift)
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+class InvalidCriticalResult(WorklistError):
+    """The critical result is incomplete or inconsistent."""
+
+
+class CriticalResultNotAllowed(WorklistError):
+    """Only radiologists record critical results, and not on a cancelled study."""
+
+
+def record_critical_result(
+    *,
+    session: Session,
+    study: Study,
+    recorder: User,
+    finding: str,
+    identified_at: datetime,
+    communicated_to_name: str,
+    communicated_to_role: str,
+    communicated_to_phone: str,
+    communicated_at: datetime,
+    method: str,
+    read_back_confirmed: bool,
+    now: datetime,
+) -> CriticalResult:
+    """Record one communicated critical result on ``study`` by ``recorder`` at ``now``.
+
+    Raises ``CriticalResultNotAllowed`` (not a radiologist, cancelled study) and
+    ``InvalidCriticalResult`` (empty finding or receiver, unknown method, communicated
+    before identified, times in the future).
+    """
+    if recorder.role != ROLE_RADIOLOGIST or not recorder.is_active:
+        raise CriticalResultNotAllowed()
+    if study.status == STATUS_CANCELLED:
+        raise CriticalResultNotAllowed("This study is cancelled")
+    finding = finding.strip()
+    name = communicated_to_name.strip()
+    if not finding:
+        raise InvalidCriticalResult("The finding is empty")
+    if not name:
+        raise InvalidCriticalResult("Say who received the result (communicated_to_name)")
+    if method not in CRITICAL_METHODS:
+        raise InvalidCriticalResult(f"method must be one of {', '.join(CRITICAL_METHODS)}")
+    identified_at = _aware(identified_at)
+    communicated_at = _aware(communicated_at)
+    if communicated_at < identified_at:
+        raise InvalidCriticalResult("communicated_at is before identified_at")
+    if communicated_at > now + CLOCK_SKEW:
+        raise InvalidCriticalResult("communicated_at is in the future")
+    result = CriticalResult(
+        study_id=study.id,
+        finding=finding,
+        identified_at=identified_at,
+        communicated_to_name=name,
+        communicated_to_role=communicated_to_role.strip(),
+        communicated_to_phone=communicated_to_phone.strip(),
+        communicated_at=communicated_at,
+        method=method,
+        read_back_confirmed=read_back_confirmed,
+        recorded_by_id=recorder.id,
+        recorded_at=now,
+    )
+    session.add(result)
+    session.flush()
+    session.refresh(result, attribute_names=["recorded_by"])
+    logger.info(
+        "critical result recorded",
+        extra={
+            "action": "critical_result_recorded",
+            "study_uid": study.study_instance_uid,
+            "user_id": recorder.id,
+            "method": method,
+            "read_back_confirmed": read_back_confirmed,
+        },
+    )
+    return result
+
+
+def critical_results_for(
+    *, session: Session, study_ids: Sequence[int]
+) -> dict[int, list[CriticalResult]]:
+    """Each study's critical results (in order of communication), in one query."""
+    found: dict[int, list[CriticalResult]] = {sid: [] for sid in study_ids}
+    if not study_ids:
+        return found
+    rows = session.scalars(
+        select(CriticalResult)
+        .where(CriticalResult.study_id.in_(list(study_ids)))
+        .options(joinedload(CriticalResult.recorded_by))
+        .order_by(CriticalResult.communicated_at, CriticalResult.id)
+    )
+    for result in rows:
+        found[result.study_id].append(result)
+    return found
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise InvalidCriticalResult("times need a UTC offset (e.g. 2026-01-01T08:00:00+08:00)")
+    return value.astimezone(UTC)
+
+
+__all__ = [
+    "CriticalResultNotAllowed",
+    "InvalidCriticalResult",
+    "critical_results_for",
+    "record_critical_result",
+]
