@@ -1,30 +1,31 @@
-"""What routes receive: the request's database session, the caller, the store, the clock."""
+"""What routes receive: the request's database session, the caller, the store, the clock.
+
+The dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency
+in its thread pool, and each such hop costs more than these functions do.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from storage.base import ObjectStore
 from viewer_api.errors import InvalidToken
-from viewer_api.security import decode_access_token, oauth2_scheme
+from viewer_api.security import UserCache, decode_access_token, oauth2_scheme
 from viewer_api.settings import ApiSettings
 from worklist.accounts import get_user
 from worklist.models import ROLE_ADMIN, ROLE_CLINIC, ROLE_GATEWAY, ROLE_RADIOLOGIST, User
 from worklist.settings import WorklistSettings
 
 
-def get_db(request: Request) -> Iterator[Session]:
-    """One session per request: committed when the route returns normally, rolled back when
-    it raises (a mapped ``WorklistError`` or an ``HTTPException`` included)."""
-    factory: sessionmaker[Session] = request.app.state.session_factory
-    session = factory()
+def _commit(session: Session) -> None:
     try:
-        yield session
         session.commit()
     except BaseException:
         session.rollback()
@@ -33,32 +34,59 @@ def get_db(request: Request) -> Iterator[Session]:
         session.close()
 
 
+def _rollback(session: Session) -> None:
+    try:
+        session.rollback()
+    finally:
+        session.close()
+
+
+async def _in_thread(work: Callable[[Session], None], session: Session) -> None:
+    """Database I/O off the event loop, finished even when the request is cancelled."""
+    with anyio.CancelScope(shield=True):
+        await run_in_threadpool(work, session)
+
+
+async def get_db(request: Request) -> AsyncIterator[Session]:
+    """One session per request: committed when the route returns normally, rolled back when
+    it raises (a mapped ``WorklistError`` or an ``HTTPException`` included). Opening a
+    session does no I/O; committing and rolling back run in the thread pool."""
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    session = factory()
+    try:
+        yield session
+    except BaseException:
+        await _in_thread(_rollback, session)
+        raise
+    await _in_thread(_commit, session)
+
+
 # scope="function": the commit runs when the route returns, before the response goes out,
 # so a client never sees 200 for work that then fails to commit.
 SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 
 
-def get_settings_dep(request: Request) -> ApiSettings:
+async def get_settings_dep(request: Request) -> ApiSettings:
     settings: ApiSettings = request.app.state.settings
     return settings
 
 
-def get_store(request: Request) -> ObjectStore:
+async def get_store(request: Request) -> ObjectStore:
     store: ObjectStore = request.app.state.store
     return store
 
 
-def get_worklist_settings(request: Request) -> WorklistSettings:
+async def get_worklist_settings(request: Request) -> WorklistSettings:
     settings: WorklistSettings = request.app.state.worklist_settings
     return settings
 
 
-def get_now(request: Request) -> datetime:
+async def get_now(request: Request) -> datetime:
     clock: Callable[[], datetime] = request.app.state.clock
     return clock()
 
 
-def get_client_addr(request: Request) -> str:
+async def get_client_addr(request: Request) -> str:
     return request.client.host if request.client is not None else ""
 
 
@@ -71,34 +99,48 @@ ClientAddr = Annotated[str, Depends(get_client_addr)]
 _UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
 
 
-def get_current_user(
+async def get_current_user(
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> User:
     """The active user the bearer token names; 401 otherwise. A token whose role no longer
-    matches the account (the role was changed) is refused too."""
+    matches the account (the role was changed) is refused too.
+
+    A token checked in the last ``settings.user_cache_seconds`` is not checked again: its
+    account comes from the app's ``UserCache``, merged into this request's session without
+    a query (see ``UserCache`` for what that allows)."""
     if not token:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Not authenticated", _UNAUTHENTICATED)
+    cache: UserCache = request.app.state.user_cache
+    cached = cache.get(token)
+    if cached is not None:
+        return session.merge(cached, load=False)
     try:
         claims = decode_access_token(token, settings=settings)
     except InvalidToken as exc:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), _UNAUTHENTICATED) from exc
-    user = get_user(session=session, user_id=claims.user_id)
+    user = await run_in_threadpool(_load_user, session, claims.user_id)
     if user is None or not user.is_active or user.role != claims.role:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "The account is unknown or disabled", _UNAUTHENTICATED
         )
+    cache.put(token, user, claims)
     return user
+
+
+def _load_user(session: Session, user_id: int) -> User | None:
+    return get_user(session=session, user_id=user_id)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def require_roles(*roles: str) -> Callable[[User], User]:
+def require_roles(*roles: str) -> Callable[[User], Coroutine[Any, Any, User]]:
     """A dependency that lets only ``roles`` through (403 for the others)."""
 
-    def check(user: CurrentUser) -> User:
+    async def check(user: CurrentUser) -> User:
         if user.role not in roles:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "Not allowed for your role")
         return user

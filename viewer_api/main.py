@@ -29,6 +29,7 @@ from viewer_api.routes import (
     studies,
     worklist,
 )
+from viewer_api.security import UserCache
 from viewer_api.settings import ApiSettings
 from worklist import errors as wl
 from worklist.db import utcnow
@@ -122,6 +123,7 @@ def create_app(
     app.state.store = store
     app.state.settings = settings
     app.state.clock = clock
+    app.state.user_cache = UserCache(settings.user_cache_seconds)
     app.state.worklist_settings = worklist_settings or get_worklist_settings()
 
     for cls in (

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from viewer_api.errors import InsecureSecretKey
 
 DEFAULT_TOKEN_TTL_SECONDS = 8 * 3600
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+# how long an account checked for one token is trusted without reloading it (security.UserCache)
+DEFAULT_USER_CACHE_SECONDS = 2.0
 # HS256 wants a key at least as long as its 256-bit output (RFC 7518 3.2)
 MIN_SECRET_KEY_LENGTH = 32
 _KNOWN_DEFAULTS = frozenset(
@@ -26,6 +28,8 @@ class ApiSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    # 0 turns the cache off; more than a few seconds would let a disabled account linger
+    user_cache_seconds: float = Field(DEFAULT_USER_CACHE_SECONDS, ge=0, le=10)
 
     @field_validator("secret_key", mode="after")
     @classmethod
