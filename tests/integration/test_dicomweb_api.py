@@ -17,10 +17,13 @@ from PIL import Image
 from pydicom.encaps import get_frame
 from pydicom.uid import generate_uid
 from requests import HTTPError
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.dicom_factory import make_ct, make_dx, part10_bytes
 from tests.integration.test_dicomweb_support import TEST_FILES, Served, serve
+from viewer_api.dicomweb import wado
+from worklist.models import Instance
 
 PN = "00100010"
 
@@ -196,6 +199,31 @@ def test_retrieve_is_byte_identical_and_metadata_comes_from_the_index(served: Se
     assert len(client.retrieve_series_metadata(st, se)) == 3
     one = client.retrieve_instance_metadata(st, se, datasets[1].SOPInstanceUID)
     assert _value(one, "00080018") == datasets[1].SOPInstanceUID
+
+
+def test_retrieve_streams_large_bodies_and_404s_a_missing_object(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small bodies are read whole, larger ones streamed: both byte-identical, both 404
+    (not a broken 200) when the stored object has gone."""
+    blobs = _ct_series(2)
+    datasets = served.ingest(blobs)
+    st = datasets[0].StudyInstanceUID
+    client = served.client("dr_li")
+    url = f"{served.root}/studies/{st}"
+    buffered = _raw_get(served, "dr_li", f"/studies/{st}")
+    assert buffered.headers["content-length"] == str(len(buffered.content))
+    monkeypatch.setattr(wado, "BUFFER_BYTES", 0)
+    streamed = _raw_get(served, "dr_li", f"/studies/{st}")
+    assert "content-length" not in streamed.headers
+    assert _raw_parts(client, url) == blobs
+
+    with served.world.factory() as session:
+        keys = session.scalars(select(Instance.object_key).order_by(Instance.id)).all()
+    served.world.store.delete(keys[0])
+    assert _raw_get(served, "dr_li", f"/studies/{st}").status_code == 404  # streamed
+    monkeypatch.setattr(wado, "BUFFER_BYTES", 1 << 30)
+    assert _raw_get(served, "dr_li", f"/studies/{st}").status_code == 404  # buffered
 
 
 def test_metadata_without_announced_header_reads_the_object(served: Served) -> None:

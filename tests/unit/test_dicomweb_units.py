@@ -181,6 +181,25 @@ def test_lookup_table_path_matches_direct_computation() -> None:
     assert np.array_equal(big, expected)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "low", "high"),
+    [
+        (np.int16, -32768, 32767),  # offsets wrap in int16: the unsigned view must undo it
+        (np.uint16, 0, 65535),
+        (np.uint16, 100, 4000),
+        (np.int8, -128, 127),
+        (np.int32, -70000, 50000),
+    ],
+)
+def test_lookup_table_path_over_the_whole_range(dtype: type, low: int, high: int) -> None:
+    rng = np.random.default_rng(2)
+    stored = rng.integers(low, high, size=(96, 96), endpoint=True).astype(dtype)
+    stored.flat[:2] = (low, high)
+    ds = _ct(stored, RescaleIntercept=0)
+    expected = (apply_window(stored.astype(np.float32), Window(0, 4000)) + 0.5).astype(np.uint8)
+    assert np.array_equal(to_display(stored, ds, Window(0, 4000)), expected)
+
+
 @pytest.mark.parametrize("name", ["王^小明", "Li^Si=李^四", "=李^四", "", "O'Brien\\x"])
 def test_spliced_metadata_equals_the_reference(name: str) -> None:
     from gateway.instance import header_json

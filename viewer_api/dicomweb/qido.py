@@ -254,24 +254,28 @@ def _extra(query: Query, header: dict[str, Any] | None, defaults: tuple[str, ...
 def search_studies(
     *, session: Session, viewer: User, query: Query, url: str
 ) -> list[dict[str, Any]]:
-    stmt: Select[Study] = (
-        select(Study)
+    of_study = Series.study_id == Study.id  # the counts: correlated, so one round trip
+    stmt: Select[Study, int, int] = (
+        select(
+            Study,
+            select(func.count(Series.id)).where(of_study).scalar_subquery(),
+            select(func.coalesce(func.sum(Series.num_instances), 0))
+            .where(of_study)
+            .scalar_subquery(),
+        )
         .where(visible_studies_filter(viewer), *query.conditions)
         .order_by(Study.study_date.desc(), Study.study_time.desc(), Study.id.desc())
         .limit(query.limit)
         .offset(query.offset)
     )
-    studies = list(session.scalars(stmt))
-    ids = [s.id for s in studies]
-    counts = _study_counts(session, ids)
+    rows = list(session.execute(stmt))
     headers = (
-        _representatives(session, Instance.study_id, ids)
+        _representatives(session, Instance.study_id, [study.id for study, _, _ in rows])
         if (query.include or query.include_all)
         else {}
     )
     results = []
-    for study in studies:
-        n_series, n_instances = counts.get(study.id, (0, 0))
+    for study, n_series, n_instances in rows:
         data = _extra(query, headers.get(study.id), dj.STUDY_EXTRA)
         data.update(
             dj.study_attributes(study, num_series=n_series, num_instances=n_instances, base_url=url)

@@ -129,7 +129,10 @@ def to_display(arr: np.ndarray, ds: Dataset, window: Window | None) -> np.ndarra
         if high - low < LUT_MAX_ENTRIES:
             stored = np.arange(low, high + 1, dtype=np.float32)
             lut = _grey(stored * slope + intercept, window, invert)
-            return lut[arr.astype(np.int64) - low] if low else lut[arr]
+            # offsets from ``low`` in the pixels' own width: the subtraction may wrap, but
+            # every true offset (0..high-low) fits that width unsigned, so the view is exact
+            offsets = arr - arr.dtype.type(low)
+            return lut.take(offsets.view(np.dtype(f"u{arr.itemsize}")))
     return _grey(arr.astype(np.float32) * slope + intercept, window, invert)
 
 

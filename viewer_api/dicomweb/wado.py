@@ -21,6 +21,7 @@ from pydicom import dcmread
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from storage.base import ObjectStore
+from storage.errors import ObjectNotFound
 from viewer_api.deps import ClientAddr, NowDep, SessionDep, StoreDep, ViewerUser
 from viewer_api.dicomweb import dicom_json as dj
 from viewer_api.dicomweb import multipart
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 
 CHUNK_BYTES = 256 * 1024
+# instances summing to at most this are read whole and sent in one piece; more are streamed
+BUFFER_BYTES = 8 * 1024 * 1024
 DICOM = "application/dicom"
 _FRAME_LIST = re.compile(r"^\d+(,\d+)*$")
 MAX_FRAMES_PER_REQUEST = 1000
@@ -106,7 +109,7 @@ def _retrieve(
     study_uid: str,
     series_uid: str | None = None,
     sop_uid: str | None = None,
-) -> StreamingResponse:
+) -> Response:
     rows = find_instances(
         session=session, viewer=user, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid
     )
@@ -114,8 +117,15 @@ def _retrieve(
     _check_retrieve_accept(
         request.headers.get("accept"), {i.transfer_syntax_uid or "" for i in instances}
     )
-    if not store.exists(instances[0].object_key):  # fail before the 200 goes out
-        raise StudyNotFound("The stored object is missing")
+    small = sum(i.size or 0 for i in instances) <= BUFFER_BYTES
+    blobs: list[bytes] = []
+    try:
+        if small:  # read here, in one piece: no thread-pool hop per streamed chunk
+            blobs = [store.get(i.object_key) for i in instances]
+        elif not store.exists(instances[0].object_key):  # fail before the 200 goes out
+            raise ObjectNotFound()
+    except ObjectNotFound:
+        raise StudyNotFound("The stored object is missing") from None
     audit.record(
         session=session,
         actor=user,
@@ -127,22 +137,28 @@ def _retrieve(
         now=now,
     )
     boundary = multipart.new_boundary()
-    keys = [(i.object_key, i.transfer_syntax_uid) for i in instances]
+    headers = {
+        "Content-Type": multipart.content_type(boundary, DICOM),
+        "Cache-Control": "private, no-store",
+    }
+    part_types = [
+        f"{DICOM}; transfer-syntax={i.transfer_syntax_uid}" if i.transfer_syntax_uid else DICOM
+        for i in instances
+    ]
+    if small:
+        return Response(
+            multipart.encode(boundary, zip(part_types, blobs, strict=True)),
+            media_type=None,
+            headers=headers,
+        )
     body = multipart.stream(
         boundary,
         (
-            (f"{DICOM}; transfer-syntax={ts}" if ts else DICOM, _object_chunks(store, key))
-            for key, ts in keys
+            (part_type, _object_chunks(store, i.object_key))
+            for part_type, i in zip(part_types, instances, strict=True)
         ),
     )
-    return StreamingResponse(
-        body,
-        media_type=None,
-        headers={
-            "Content-Type": multipart.content_type(boundary, DICOM),
-            "Cache-Control": "private, no-store",
-        },
-    )
+    return StreamingResponse(body, media_type=None, headers=headers)
 
 
 _MULTIPART: dict[int | str, dict[str, Any]] = {
@@ -159,7 +175,7 @@ def retrieve_study(
     user: ViewerUser,
     now: NowDep,
     client_addr: ClientAddr,
-) -> StreamingResponse:
+) -> Response:
     return _retrieve(
         request=request,
         session=session,
@@ -181,7 +197,7 @@ def retrieve_series(
     user: ViewerUser,
     now: NowDep,
     client_addr: ClientAddr,
-) -> StreamingResponse:
+) -> Response:
     return _retrieve(
         request=request,
         session=session,
@@ -205,7 +221,7 @@ def retrieve_instance(
     user: ViewerUser,
     now: NowDep,
     client_addr: ClientAddr,
-) -> StreamingResponse:
+) -> Response:
     return _retrieve(
         request=request,
         session=session,
