@@ -193,7 +193,7 @@ def test_lookup_table_path_matches_direct_computation() -> None:
 )
 def test_lookup_table_path_over_the_whole_range(dtype: type, low: int, high: int) -> None:
     rng = np.random.default_rng(2)
-    stored = rng.integers(low, high, size=(96, 96), endpoint=True).astype(dtype)
+    stored: np.ndarray = rng.integers(low, high, size=(96, 96), endpoint=True).astype(dtype)
     stored.flat[:2] = (low, high)
     ds = _ct(stored, RescaleIntercept=0)
     expected = (apply_window(stored.astype(np.float32), Window(0, 4000)) + 0.5).astype(np.uint8)
