@@ -392,6 +392,7 @@ _JSON: dict[int | str, dict[str, Any]] = {
 def qido_studies(request: Request, session: SessionDep, user: ViewerUser) -> Response:
     query = parse_query(request, STUDY)
     data = search_studies(session=session, viewer=user, query=query, url=base_url(request))
+    session.commit()  # read-only: see deps.get_db
     return json_response(data, query.headers())
 
 
@@ -399,6 +400,7 @@ def qido_studies(request: Request, session: SessionDep, user: ViewerUser) -> Res
 def qido_series(request: Request, session: SessionDep, user: ViewerUser) -> Response:
     query = parse_query(request, SERIES)
     data = search_series(session=session, viewer=user, query=query, url=base_url(request))
+    session.commit()  # read-only: see deps.get_db
     return json_response(data, query.headers())
 
 
@@ -410,6 +412,7 @@ def qido_study_series(
     data = search_series(
         session=session, viewer=user, query=query, url=base_url(request), study_uid=study_uid
     )
+    session.commit()  # read-only: see deps.get_db
     return json_response(data, query.headers())
 
 
@@ -417,6 +420,7 @@ def qido_study_series(
 def qido_instances(request: Request, session: SessionDep, user: ViewerUser) -> Response:
     query = parse_query(request, INSTANCE)
     data = search_instances(session=session, viewer=user, query=query, url=base_url(request))
+    session.commit()  # read-only: see deps.get_db
     return json_response(data, query.headers())
 
 
@@ -428,6 +432,7 @@ def qido_study_instances(
     data = search_instances(
         session=session, viewer=user, query=query, url=base_url(request), study_uid=study_uid
     )
+    session.commit()  # read-only: see deps.get_db
     return json_response(data, query.headers())
 
 
@@ -444,4 +449,5 @@ def qido_series_instances(
         study_uid=study_uid,
         series_uid=series_uid,
     )
+    session.commit()  # read-only: see deps.get_db
     return json_response(data, query.headers())

@@ -222,6 +222,7 @@ def _render(
     ((instance, _),) = find_instances(
         session=session, viewer=user, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid
     )
+    session.commit()  # done with the database: its connection is not held while rendering
     frames: Frames = frames_of(request)
     try:
         ds = frames.dataset(instance)

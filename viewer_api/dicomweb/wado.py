@@ -136,6 +136,7 @@ def _retrieve(
         detail={"study_uid": study_uid, "instances": len(instances)},
         now=now,
     )
+    session.commit()  # the audit row, before the response starts (see deps.get_db)
     boundary = multipart.new_boundary()
     headers = {
         "Content-Type": multipart.content_type(boundary, DICOM),
