@@ -37,8 +37,8 @@ class Housekeeping(threading.Thread):
         import httpx
 
         from worklist import escalation, webhooks
+        from worklist.completion import mark_stable_studies
         from worklist.db import utcnow
-        from worklist.ingest import mark_stable_studies
         from worklist.repository import expire_claims
         from worklist.settings import get_settings
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.integration.test_api_world import PASSWORDS, Study, World, build_world
 from worklist.audit import list_events
-from worklist.ingest import mark_stable_studies
+from worklist.completion import mark_stable_studies
 
 
 @pytest.fixture

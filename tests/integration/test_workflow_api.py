@@ -77,7 +77,7 @@ def test_release_and_next(world: World) -> None:
     world.clock.tick(120)  # routine is quiet (stable) by now
     world.announce(stroke, gateway="gw_all")
     with world.factory.begin() as session:
-        from worklist.ingest import mark_stable_studies
+        from worklist.completion import mark_stable_studies
 
         mark_stable_studies(session=session, now=world.clock.now, stable_seconds=60)
     r = world.post("dr_li", "/api/v1/worklist/next")

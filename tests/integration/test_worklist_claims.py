@@ -11,9 +11,10 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.integration.test_worklist_ingest import NOW, arrival, fast_user, seed, study
+from worklist.completion import mark_stable_studies
 from worklist.db import make_engine, make_sessionmaker
 from worklist.errors import ClaimConflict, NotAReader, NotClaimable, NotClaimHolder, StudyNotFound
-from worklist.ingest import mark_stable_studies, record_instances
+from worklist.ingest import record_instances
 from worklist.repository import (
     claim_next,
     claim_study,

@@ -11,8 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from worklist import accounts
+from worklist.completion import mark_stable_studies
 from worklist.errors import StudySiteMismatch, UnknownSite
-from worklist.ingest import InstanceArrival, mark_stable_studies, record_instances
+from worklist.ingest import InstanceArrival, record_instances
 from worklist.models import Instance, Series, Study, User
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)

@@ -13,7 +13,8 @@ from viewer_api.deps import ClientAddr, GatewayUser, NowDep, SessionDep, Worklis
 from viewer_api.schemas import GatewayConfig, GatewaySite, IngestIn, IngestOut, InstanceIn
 from worklist import audit
 from worklist.accounts import list_sites
-from worklist.ingest import InstanceArrival, mark_study_complete, record_instances
+from worklist.completion import mark_study_complete
+from worklist.ingest import InstanceArrival, record_instances
 from worklist.models import Site, User
 
 logger = logging.getLogger(__name__)
