@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import ColumnElement, Select, and_, case, false, func, or_, select, true, update
 from sqlalchemy.orm import Session, joinedload, selectinload
@@ -22,6 +22,7 @@ from worklist.errors import (
     NotClaimable,
     NotClaimHolder,
     StudyNotFound,
+    WorklistError,
 )
 from worklist.events import KIND_STUDY_RELEASED, publish_study_event
 from worklist.models import (
@@ -207,6 +208,19 @@ def _unclaimed_status(now: datetime, stable_seconds: int) -> Any:
     )
 
 
+def _raise_why_missed(session: Session, study_uid: str, *, otherwise: WorklistError) -> NoReturn:
+    """A conditional UPDATE on a study matched nothing: say why (no such study, a study
+    already final or cancelled, or ``otherwise``)."""
+    current = session.execute(
+        select(Study.status).where(Study.study_instance_uid == study_uid)
+    ).first()
+    if current is None:
+        raise StudyNotFound()
+    if current.status in TERMINAL_STATUSES:
+        raise NotClaimable()
+    raise otherwise
+
+
 def claim_study(
     *,
     session: Session,
@@ -237,14 +251,7 @@ def claim_study(
         .execution_options(synchronize_session=False)
     ).first()
     if row is None:
-        current = session.execute(
-            select(Study.status).where(Study.study_instance_uid == study_uid)
-        ).first()
-        if current is None:
-            raise StudyNotFound()
-        if current.status in TERMINAL_STATUSES:
-            raise NotClaimable()
-        raise ClaimConflict()
+        _raise_why_missed(session, study_uid, otherwise=ClaimConflict())
     study = _load(session, row.id)
     logger.info(
         "study claimed",
@@ -483,14 +490,9 @@ def renew_claim(
         .execution_options(synchronize_session=False)
     ).first()
     if row is None:
-        current = session.execute(
-            select(Study.status).where(Study.study_instance_uid == study_uid)
-        ).first()
-        if current is None:
-            raise StudyNotFound()
-        if current.status in TERMINAL_STATUSES:
-            raise NotClaimable()
-        raise NotClaimHolder("you do not hold a claim on this study")
+        _raise_why_missed(
+            session, study_uid, otherwise=NotClaimHolder("you do not hold a claim on this study")
+        )
     return _load(session, row.id)
 
 
