@@ -81,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", required=True, help="read the password from stdin"
     )
     _add_db_args(uadd)
+    for action, text in (
+        ("disable", "disable an account: no log-in, and its tokens are refused"),
+        ("enable", "let a disabled account log in again (its old tokens stay refused)"),
+        ("revoke", "refuse an account's tokens; a gateway credential gets a new password"),
+    ):
+        change = users_sub.add_parser(action, help=text)
+        change.add_argument("username")
+        _add_db_args(change)
 
     send = sub.add_parser("send", help="send DICOM files to a DICOM node (C-STORE)")
     send.add_argument("paths", nargs="+", type=Path)
@@ -88,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--port", type=int, default=11112)
     send.add_argument("--aet", default="TELEREAD", help="called AE title")
     send.add_argument("--calling-aet", default="TELEREAD_SCU")
+    send.add_argument("--tls", action="store_true", help="DICOM TLS (docs/tls.md)")
+    send.add_argument("--tls-ca", type=Path, help="CA that signed the peer's certificate")
+    send.add_argument("--tls-cert", type=Path, help="our client certificate (PEM)")
+    send.add_argument("--tls-key", type=Path, help="its private key (PEM)")
 
     demo = sub.add_parser("demo-studies", help="write synthetic CT and DR demo studies")
     demo.add_argument("outdir", type=Path)
@@ -95,18 +107,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     triage = sub.add_parser("triage", help="triage DICOM files: one JSON object per file")
     triage.add_argument("paths", nargs="+", type=Path)
+
+    doctor = sub.add_parser("doctor", help="check a configuration end to end, in plain words")
+    doctor.add_argument("--role", choices=["county", "gateway", "all"], default="all")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.add_argument("--timeout", type=float, default=5.0, help="seconds per network step")
+    _add_db_args(doctor)
+
+    bk = sub.add_parser("backup", help="back up the database to one file (SQLite or PostgreSQL)")
+    bk.add_argument("output", type=Path, help="a file, or a directory for a dated name")
+    _add_db_args(bk)
+    rs = sub.add_parser("restore", help="restore a backup into an empty, migrated database")
+    rs.add_argument("backup_file", type=Path)
+    rs.add_argument("--force", action="store_true", help="replace a non-empty database's rows")
+    _add_db_args(rs)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:
-        for noisy in ("alembic", "httpx", "pynetdicom"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    from teleread.logs import configure_logging
+
+    try:  # text, or JSON lines (TELEREAD_LOG_FORMAT=json); patient fields redacted in both
+        configure_logging(verbose=args.verbose)
+    except ValueError as exc:
+        sys.stderr.write(f"teleread: {exc}\n")
+        return 2
     handler = COMMANDS[args.command]
     try:
         return handler(args)
@@ -184,6 +210,8 @@ def _cmd_users(args: argparse.Namespace) -> int:
     from worklist.db import utcnow
     from worklist.errors import WorklistError
 
+    if args.users_command != "add":
+        return _cmd_users_change(args)
     password = sys.stdin.readline().rstrip("\r\n")
     if len(password) < 8:
         print("teleread: the password (on stdin) must have at least 8 characters", file=sys.stderr)
@@ -207,8 +235,51 @@ def _cmd_users(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_users_change(args: argparse.Namespace) -> int:
+    """``users disable|enable|revoke NAME``, audited as done from the command line."""
+    from worklist import accounts, audit
+    from worklist.db import utcnow
+
+    factory = _session_factory(args)
+    now = utcnow()
+    new_password: str | None = None
+    with factory.begin() as session:
+        user = accounts.get_user_by_username(session=session, username=args.username)
+        if user is None:
+            print(f"teleread: no user {args.username!r}", file=sys.stderr)
+            return 1
+        if args.users_command == "disable":
+            accounts.disable_user(session=session, user=user, now=now)
+            action = "user_disabled"
+        elif args.users_command == "enable":
+            accounts.enable_user(session=session, user=user, now=now)
+            action = "user_enabled"
+        else:
+            new_password = accounts.revoke_credential(session=session, user=user, now=now)
+            action = "user_tokens_revoked" if new_password is None else "gateway_credential_revoked"
+        audit.record(
+            session=session,
+            actor=None,
+            action=action,
+            object_type="user",
+            object_id=user.username,
+            detail={"role": user.role, "via": "cli"},
+            now=now,
+        )
+    print(f"user {args.username}: {action.removeprefix('user_').replace('_', ' ')}")
+    if new_password is not None:
+        print(f"new password (shown once; give it to the township gateway): {new_password}")
+    if args.users_command != "enable":
+        print("running API processes refuse its tokens within TELEREAD_API_USER_CACHE_SECONDS")
+    return 0
+
+
 def _cmd_send(args: argparse.Namespace) -> int:
-    from teleread.send import format_progress, send_paths
+    from teleread.send import client_tls_context, format_progress, send_paths
+
+    tls = None
+    if args.tls or args.tls_ca or args.tls_cert:
+        tls = client_tls_context(args.tls_ca, args.tls_cert, args.tls_key)
 
     def progress(done: int, total: int, nbytes: int) -> None:
         sys.stderr.write("\r" + format_progress(done, total, nbytes))
@@ -221,6 +292,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
         called_aet=args.aet,
         calling_aet=args.calling_aet,
         progress=progress,
+        tls=tls,
     )
     sys.stderr.write("\n")
     print(result.summary())
@@ -235,6 +307,62 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             f"{study.modality}\t{study.expected_category or 'routine'}\t"
             f"{len(study.files)} files\t{study.description}\t{study.directory}"
         )
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from teleread.doctor import main as doctor_main
+
+    return doctor_main(
+        role=args.role,
+        data_dir=args.data_dir,
+        database_url=args.database_url,
+        as_json=args.json,
+        timeout=args.timeout,
+        write=print,
+    )
+
+
+def _cmd_backup(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from teleread import backup as bk
+
+    data_dir = DataDir.resolve(args.data_dir) if not args.database_url else None
+    url = database_url(data_dir, args.database_url)
+    try:
+        if args.command == "backup":
+            out = args.output / bk.default_backup_name() if args.output.is_dir() else args.output
+            done = bk.backup(url, out)
+            print(
+                f"backed up {done.rows} rows of {len(done.tables)} tables (migration "
+                f"{done.revision}) to {done.path} ({done.size} bytes, {done.seconds:.1f} s)"
+            )
+        else:
+            from worklist.db import make_engine
+
+            engine = make_engine(url, pool_size=1, max_overflow=0)
+            try:
+                with engine.connect() as conn:
+                    fresh = bk.current_revision(conn) is None
+            finally:
+                engine.dispose()
+            if fresh:  # a new, empty database: create the schema first
+                from worklist.db import upgrade
+
+                upgrade(url)
+            result = bk.restore(url, args.backup_file, force=args.force)
+            print(
+                f"restored {sum(result.rows.values())} rows (migration {result.revision}, "
+                f"from {result.source_dialect}) in {result.seconds:.1f} s"
+            )
+    except bk.BackupError as exc:
+        print(f"teleread: {exc}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        print(f"teleread: database error: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -256,6 +384,9 @@ COMMANDS = {
     "send": _cmd_send,
     "demo-studies": _cmd_demo,
     "triage": _cmd_triage,
+    "doctor": _cmd_doctor,
+    "backup": _cmd_backup,
+    "restore": _cmd_backup,
 }
 
 

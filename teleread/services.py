@@ -21,11 +21,13 @@ from teleread.embedded import DataDir, database_url
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_SECONDS = 5.0
+RETENTION_SECONDS = 3600.0  # how often expired audit events, events, deliveries are purged
 
 
 class Housekeeping(threading.Thread):
     """Every few seconds: studies that went quiet become ready; abandoned claims expire;
-    late unclaimed studies escalate; events go out to the configured webhooks."""
+    late unclaimed studies escalate; events go out to the configured webhooks. Hourly (and
+    every pass while a backlog lasts): rows past their retention are purged."""
 
     def __init__(self, factory: sessionmaker[Session], *, stable_seconds: int) -> None:
         super().__init__(name="worklist-housekeeping", daemon=True)
@@ -36,7 +38,7 @@ class Housekeeping(threading.Thread):
     def run(self) -> None:
         import httpx
 
-        from worklist import escalation, webhooks
+        from worklist import escalation, retention, webhooks
         from worklist.completion import mark_stable_studies
         from worklist.db import utcnow
         from worklist.repository import expire_claims
@@ -44,6 +46,7 @@ class Housekeeping(threading.Thread):
 
         wl = get_settings()
         client = httpx.Client(timeout=wl.webhook_timeout_seconds, follow_redirects=False)
+        next_purge = 0.0  # time.monotonic(): the first pass purges
         try:
             while not self._stop_event.wait(HOUSEKEEPING_SECONDS):
                 try:
@@ -62,6 +65,14 @@ class Housekeeping(threading.Thread):
                         clock=utcnow,
                         max_attempts=wl.webhook_max_attempts,
                     )
+                    if time.monotonic() >= next_purge:
+                        next_purge = time.monotonic() + RETENTION_SECONDS
+                        with self._factory.begin() as session:
+                            purged = retention.purge_expired(
+                                session=session, now=utcnow(), settings=wl
+                            )
+                        if purged.more:  # a bounded batch per pass until the backlog is gone
+                            next_purge = 0.0
                 except Exception:
                     log.exception("housekeeping failed", extra={"action": "housekeeping_failed"})
         finally:
@@ -76,7 +87,10 @@ class ApiServer:
 
     def __init__(self, app: FastAPI, *, host: str, port: int) -> None:
         self._app = app
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        # log_config=None: uvicorn's records go through our handlers (JSON, redaction)
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", lifespan="on", log_config=None
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="api", daemon=True)
 

@@ -6,7 +6,7 @@ in its thread pool, and each such hop costs more than these functions do.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -17,10 +17,10 @@ from starlette.concurrency import run_in_threadpool
 
 from storage.base import ObjectStore
 from viewer_api.errors import InvalidToken
-from viewer_api.security import UserCache, decode_access_token, oauth2_scheme
+from viewer_api.security import UserCache, account_accepts, decode_access_token, oauth2_scheme
 from viewer_api.settings import ApiSettings
 from worklist.accounts import get_user
-from worklist.models import ROLE_ADMIN, ROLE_CLINIC, ROLE_GATEWAY, ROLE_RADIOLOGIST, User
+from worklist.models import ROLE_ADMIN, ROLE_CLINIC, ROLE_GATEWAY, ROLE_RADIOLOGIST, ROLES, User
 from worklist.settings import WorklistSettings
 
 
@@ -111,7 +111,8 @@ async def get_current_user(
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> User:
     """The active user the bearer token names; 401 otherwise. A token whose role no longer
-    matches the account (the role was changed) is refused too.
+    matches the account (the role was changed), or issued before the account's tokens were
+    revoked (``User.tokens_valid_after``), is refused too.
 
     A token checked in the last ``settings.user_cache_seconds`` is not checked again: its
     account comes from the app's ``UserCache``, merged into this request's session without
@@ -127,7 +128,7 @@ async def get_current_user(
     except InvalidToken as exc:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), _UNAUTHENTICATED) from exc
     user = await run_in_threadpool(_load_user, session, claims.user_id)
-    if user is None or not user.is_active or user.role != claims.role:
+    if user is None or not account_accepts(user, claims):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "The account is unknown or disabled", _UNAUTHENTICATED
         )
@@ -142,15 +143,31 @@ def _load_user(session: Session, user_id: int) -> User | None:
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
+ROLE_DENIED = "Not allowed for your role"
+# the attribute a guard dependency carries: the roles it lets through (viewer_api.access
+# reads it to publish each route's roles in the OpenAPI schema as ``x-teleread-roles``)
+ROLES_ATTRIBUTE = "teleread_roles"
+
+
 def require_roles(*roles: str) -> Callable[[User], Coroutine[Any, Any, User]]:
     """A dependency that lets only ``roles`` through (403 for the others)."""
 
     async def check(user: CurrentUser) -> User:
         if user.role not in roles:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "Not allowed for your role")
+            raise HTTPException(status.HTTP_403_FORBIDDEN, ROLE_DENIED)
         return user
 
+    setattr(check, ROLES_ATTRIBUTE, frozenset(roles))
     return check
+
+
+def declare_roles(dependency: Callable[..., Any], roles: Sequence[str]) -> None:
+    """Mark a guard written by hand (not with ``require_roles``) with the roles it admits."""
+    setattr(dependency, ROLES_ATTRIBUTE, frozenset(roles))
+
+
+# any active account, whatever its role
+declare_roles(get_current_user, ROLES)
 
 
 # read studies and reports (a clinic only its own site's: the repository filters)
@@ -159,9 +176,14 @@ ViewerUser = Annotated[User, Depends(require_roles(ROLE_RADIOLOGIST, ROLE_ADMIN,
 ReaderUser = Annotated[User, Depends(require_roles(ROLE_RADIOLOGIST, ROLE_ADMIN))]
 # announce arrived instances, read the gateway configuration
 GatewayUser = Annotated[User, Depends(require_roles(ROLE_GATEWAY))]
+# manage accounts, see the audit trail and the statistics
+AdminUser = Annotated[User, Depends(require_roles(ROLE_ADMIN))]
 
 
 __all__ = [
+    "ROLES_ATTRIBUTE",
+    "ROLE_DENIED",
+    "AdminUser",
     "ClientAddr",
     "CurrentUser",
     "GatewayUser",
@@ -172,6 +194,7 @@ __all__ = [
     "StoreDep",
     "ViewerUser",
     "WorklistSettingsDep",
+    "declare_roles",
     "get_db",
     "require_roles",
 ]

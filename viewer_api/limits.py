@@ -1,11 +1,17 @@
-"""A cap on request body size, enforced before a handler reads the body."""
+"""Limits every request meets before a handler sees it: a cap on the body size (enforced
+before the body is read), and URL inputs a database can store (``check_url_inputs``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from fastapi import FastAPI, Request, status
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from storage.keys import is_valid_uid
 
 TOO_LARGE = "Request body too large"
 
@@ -32,12 +38,10 @@ class BodySizeLimit:
             return
         declared = Headers(scope=scope).get("content-length")
         if declared is not None:
-            try:
-                too_large = int(declared) > self.max_bytes
-            except ValueError:
+            if not declared.isascii() or not declared.isdigit():
                 await _reply(scope, receive, send, 400, "Invalid Content-Length")
                 return
-            if too_large:
+            if int(declared) > self.max_bytes:
                 await _reply(scope, receive, send, 413, TOO_LARGE)
                 return
 
@@ -71,4 +75,45 @@ async def _reply(scope: Scope, receive: Receive, send: Send, code: int, detail: 
     await JSONResponse({"detail": detail}, status_code=code)(scope, receive, send)
 
 
-__all__ = ["BodySizeLimit"]
+async def check_url_inputs(request: Request) -> None:
+    """App-wide dependency, before the route's own: no NUL in any path or query parameter
+    (PostgreSQL cannot store or even compare it), and a path parameter named ``*_uid``
+    must follow the DICOM UID grammar (at most 64 characters of digits and dots)."""
+    for name, value in request.path_params.items():
+        if not isinstance(value, str):
+            continue
+        if "\x00" in value:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{name} must not contain NUL")
+        if name.endswith("_uid") and not is_valid_uid(value):
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name} is not a DICOM UID")
+    for name, value in request.query_params.multi_items():
+        if "\x00" in name or "\x00" in value:
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, "query parameters must not contain NUL"
+            )
+
+
+UID_PATTERN = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
+
+
+def document_url_rules(app: FastAPI) -> None:
+    """Show ``check_url_inputs``' UID rule in the OpenAPI schema: every ``*_uid`` path
+    parameter gets the UID grammar as its pattern and 64 as its maximum length."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    for parameter in operation.get("parameters", []):
+                        if parameter.get("in") == "path" and parameter["name"].endswith("_uid"):
+                            rules = {"pattern": UID_PATTERN, "minLength": 1, "maxLength": 64}
+                            parameter.setdefault("schema", {}).update(rules)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+__all__ = ["UID_PATTERN", "BodySizeLimit", "check_url_inputs", "document_url_rules"]

@@ -7,15 +7,16 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from fastapi import FastAPI, Request, status
+from fastapi import Depends, FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import errors as storage_errors
 from storage.base import ObjectStore
-from viewer_api import dicomweb, web
-from viewer_api.limits import BodySizeLimit
+from viewer_api import access, dicomweb, metrics, web
+from viewer_api.limits import BodySizeLimit, check_url_inputs, document_url_rules
 from viewer_api.routes import (
     admin,
     audit,
@@ -27,9 +28,10 @@ from viewer_api.routes import (
     reports,
     stats,
     studies,
+    users,
     worklist,
 )
-from viewer_api.security import UserCache
+from viewer_api.security import LoginThrottle, UserCache
 from viewer_api.settings import ApiSettings
 from worklist import errors as wl
 from worklist.db import utcnow
@@ -64,6 +66,10 @@ ERROR_STATUS: dict[type[Exception], int] = {
     # locked: transient, so 503 + Retry-After tells the gateway's forwarder to try again
     sa_exc.IntegrityError: status.HTTP_503_SERVICE_UNAVAILABLE,
     sa_exc.OperationalError: status.HTTP_503_SERVICE_UNAVAILABLE,
+    # a value the database refuses (too long, out of range, NUL): input validation should
+    # have caught it; the last line of defence says it is the request's fault
+    sa_exc.DataError: status.HTTP_422_UNPROCESSABLE_CONTENT,
+    OverflowError: status.HTTP_422_UNPROCESSABLE_CONTENT,  # SQLite's "int too large"
 }
 
 
@@ -77,6 +83,8 @@ def status_for(exc: Exception) -> int:
 def _message(exc: Exception, code: int) -> str:
     if isinstance(exc, wl.WorklistError | storage_errors.ObjectNotFound):
         return str(exc)
+    if isinstance(exc, sa_exc.DataError | OverflowError):
+        return "A value in the request cannot be stored (too long, out of range or not text)"
     if isinstance(exc, sa_exc.IntegrityError):
         return "A concurrent change conflicted with this request; retry it"
     if code == status.HTTP_503_SERVICE_UNAVAILABLE:
@@ -86,7 +94,13 @@ def _message(exc: Exception, code: int) -> str:
 
 async def _handle_known(request: Request, exc: Exception) -> JSONResponse:
     code = status_for(exc)
-    if code >= 500:
+    if isinstance(exc, sa_exc.DataError | OverflowError):
+        logger.warning(
+            "database refused a value: %s",
+            type(getattr(exc, "orig", exc)).__name__,
+            extra={"action": "request_value_refused", "path": request.url.path},
+        )
+    elif code >= 500:
         logger.warning(
             "request failed: %s",
             type(exc).__name__,
@@ -94,6 +108,21 @@ async def _handle_known(request: Request, exc: Exception) -> JSONResponse:
         )
     headers = {"Retry-After": "1"} if code == status.HTTP_503_SERVICE_UNAVAILABLE else None
     return JSONResponse({"detail": _message(exc, code)}, status_code=code, headers=headers)
+
+
+async def _handle_invalid(request: Request, exc: Exception) -> JSONResponse:
+    """422 with where and what, not the offending input: it may be patient data, or a value
+    JSON cannot even carry (an infinite number) and the answer itself would fail."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [
+        {
+            "loc": [str(part) for part in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in errors
+    ]
+    return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -118,12 +147,15 @@ def create_app(
     ``clock`` gives the current UTC time (tests pass a fixed one); ``worklist_settings``
     (claim lease, stable age, deadlines) defaults to the environment's.
     """
-    app = FastAPI(title="teleread county API", version="1")
+    app = FastAPI(
+        title="teleread county API", version="1", dependencies=[Depends(check_url_inputs)]
+    )
     app.state.session_factory = session_factory
     app.state.store = store
     app.state.settings = settings
     app.state.clock = clock
     app.state.user_cache = UserCache(settings.user_cache_seconds)
+    app.state.login_throttle = LoginThrottle.from_settings(settings)
     app.state.worklist_settings = worklist_settings or get_worklist_settings()
 
     for cls in (
@@ -131,8 +163,11 @@ def create_app(
         storage_errors.StorageError,
         sa_exc.IntegrityError,
         sa_exc.OperationalError,
+        sa_exc.DataError,
+        OverflowError,
     ):
         app.add_exception_handler(cls, _handle_known)
+    app.add_exception_handler(RequestValidationError, _handle_invalid)
     app.add_exception_handler(Exception, _handle_unexpected)
 
     for module in (
@@ -144,6 +179,7 @@ def create_app(
         reports,
         report_outputs,
         audit,
+        users,
         stats,
         gateway,
         health,
@@ -151,7 +187,10 @@ def create_app(
         web,
     ):
         app.include_router(module.router)
+    access.install(app)  # x-teleread-roles on every operation of the OpenAPI schema
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    document_url_rules(app)
+    metrics.install(app)  # outermost: times and counts every answer, 413s included
     return app
 
 

@@ -3,11 +3,12 @@ model never leaks into a response, and a response never exposes more than listed
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from storage.keys import is_valid_uid
 from worklist.models import (
@@ -23,12 +24,80 @@ from worklist.models import (
 MAX_TEXT = 20_000
 MAX_INSTANCES_PER_CALL = 1000
 MAX_REASON = 2000
+# the database's integers: PostgreSQL INTEGER is 32-bit, BIGINT 64-bit (SQLite refuses more)
+MAX_INT32 = 2**31 - 1
+MAX_INT64 = 2**63 - 1
+# paging: an offset past this many rows is no page anyone reads
+MAX_OFFSET = MAX_INT32
 
 
 def _uid(value: str) -> str:
     if not is_valid_uid(value):
         raise ValueError("not a DICOM UID")
     return value
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text (PostgreSQL refuses NUL, every driver refuses
+    lone surrogates), or None."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode (no unpaired surrogates)"
+    return None
+
+
+def check_storable(value: Any) -> None:
+    """Raise ``ValueError`` for text (strings, and the keys and values of nested lists and
+    objects) that no database can store, or a number JSON cannot carry. Iterative: a body
+    nested thousands deep does not overflow the stack."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            problem = text_problem(item)
+            if problem is not None:
+                raise ValueError(f"text {problem}")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError("numbers must be finite")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
+class Input(BaseModel):
+    """Base of every request body: all text must be storable (no NUL, valid Unicode)."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        check_storable(value)
+        return value
+
+
+Int32 = Annotated[int, Field(ge=-MAX_INT32 - 1, le=MAX_INT32)]
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def check_instant(value: datetime) -> datetime:
+    """An aware time between 1900 and 2200 (UTC): a time near year 1 or 9999 with an offset
+    does not even convert to UTC (``OverflowError``), and none of those is a real one."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("time out of range") from None
+    if not EARLIEST <= utc < LATEST:
+        raise ValueError("time must be between 1900 and 2200")
+    return value
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(check_instant)]
 
 
 # --- auth ---------------------------------------------------------------------------------
@@ -144,7 +213,7 @@ class StudyDetail(WorklistItem):
 
 
 # --- reports ------------------------------------------------------------------------------
-class ReportDraftIn(BaseModel):
+class ReportDraftIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     findings: str = Field(default="", max_length=MAX_TEXT)
@@ -152,7 +221,7 @@ class ReportDraftIn(BaseModel):
     recommendation: str = Field(default="", max_length=MAX_TEXT)
 
 
-class SignIn(BaseModel):
+class SignIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["preliminary", "final"]
@@ -219,13 +288,13 @@ class GatewayConfig(BaseModel):
     sites: list[GatewaySite]
 
 
-class UrgentHint(BaseModel):
+class UrgentHint(Input):
     category: Literal["stroke", "chest_pain"] | None = None
     priority: Literal["stat", "routine"] | None = None
     reasons: list[str] = Field(default_factory=list)
 
 
-class InstanceIn(BaseModel):
+class InstanceIn(Input):
     """One arrived instance, as the gateway announces it (docs/contracts.md)."""
 
     study_instance_uid: str
@@ -234,9 +303,9 @@ class InstanceIn(BaseModel):
     sop_class_uid: str
     transfer_syntax_uid: str = ""
     object_key: str = Field(min_length=1, max_length=255)
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=MAX_INT64)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    received_at: AwareDatetime
+    received_at: Instant
     modality: str = Field(default="", max_length=16)
     patient_name: str = Field(default="", max_length=200)
     patient_id: str = Field(default="", max_length=64)
@@ -246,10 +315,10 @@ class InstanceIn(BaseModel):
     study_date: str = Field(default="", max_length=8)
     study_time: str = Field(default="", max_length=32)
     study_description: str = Field(default="", max_length=200)
-    series_number: int | None = None
+    series_number: Int32 | None = None
     series_description: str = Field(default="", max_length=200)
     body_part_examined: str = Field(default="", max_length=64)
-    instance_number: int | None = None
+    instance_number: Int32 | None = None
     text_fields: dict[str, str] | None = None
     charset_notes: list[str] | None = None
     urgent_hint: UrgentHint | None = None
@@ -268,7 +337,7 @@ class InstanceIn(BaseModel):
         return _uid(value) if value else value
 
 
-class IngestIn(BaseModel):
+class IngestIn(Input):
     site: str = Field(min_length=1, max_length=32)
     calling_ae: str = Field(default="", max_length=16)
     called_ae: str = Field(default="", max_length=16)
@@ -285,7 +354,7 @@ class Health(BaseModel):
 
 
 # --- report addenda, critical results, templates, audit (issue 5) -------------------------
-class AddendumIn(BaseModel):
+class AddendumIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(min_length=1, max_length=MAX_TEXT)
@@ -310,15 +379,15 @@ class AddendumOut(BaseModel):
         )
 
 
-class CriticalResultIn(BaseModel):
+class CriticalResultIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     finding: str = Field(min_length=1, max_length=MAX_TEXT)
-    identified_at: AwareDatetime
+    identified_at: Instant
     communicated_to_name: str = Field(min_length=1, max_length=200)
     communicated_to_role: str = Field(default="", max_length=100)
     communicated_to_phone: str = Field(default="", max_length=64)
-    communicated_at: AwareDatetime
+    communicated_at: Instant
     method: Literal["phone", "in_person", "message", "other"]
     read_back_confirmed: bool
 
@@ -423,12 +492,12 @@ class WorkflowItem(WorklistItem):
         )
 
 
-class AssignIn(BaseModel):
+class AssignIn(Input):
     model_config = ConfigDict(extra="forbid")
     username: str = Field(min_length=1, max_length=64)
 
 
-class ReasonIn(BaseModel):
+class ReasonIn(Input):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(min_length=1, max_length=MAX_REASON)
 

@@ -1,11 +1,13 @@
-"""Access tokens: HS256 JWTs carrying the user id (``sub``), the role and an expiry; and
-the short-lived cache of the accounts that valid tokens name."""
+"""Access tokens: HS256 JWTs carrying the user id (``sub``), the role, the issue time and an
+expiry; the short-lived cache of the accounts that valid tokens name; and the failed-login
+throttle."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -28,6 +30,14 @@ class TokenClaims:
     user_id: int
     role: str
     expires_at: datetime
+    # None for a token without ``iat`` (refused once the account's tokens were revoked)
+    issued_at: datetime | None = None
+
+
+def _issued_at(now: datetime) -> float:
+    """``iat`` to the millisecond (RFC 7519 allows a fraction), so a revocation refuses the
+    tokens issued before it in the same second but not those issued a moment after."""
+    return math.floor(now.timestamp() * 1000) / 1000
 
 
 def create_access_token(*, user: User, settings: ApiSettings, now: datetime) -> str:
@@ -35,7 +45,7 @@ def create_access_token(*, user: User, settings: ApiSettings, now: datetime) -> 
     payload = {
         "sub": str(user.id),
         "role": user.role,
-        "iat": int(now.timestamp()),
+        "iat": _issued_at(now),
         "exp": int((now + timedelta(seconds=settings.token_ttl_seconds)).timestamp()),
     }
     return jwt.encode(payload, settings.secret_key.get_secret_value(), algorithm=ALGORITHM)
@@ -53,9 +63,22 @@ def decode_access_token(token: str, *, settings: ApiSettings) -> TokenClaims:
         user_id = int(payload["sub"])
         role = str(payload.get("role", ""))
         expires_at = datetime.fromtimestamp(int(payload["exp"]), UTC)
-    except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
+        iat = payload.get("iat")
+        issued_at = datetime.fromtimestamp(float(iat), UTC) if iat is not None else None
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError, OverflowError, OSError) as exc:
         raise InvalidToken() from exc
-    return TokenClaims(user_id=user_id, role=role, expires_at=expires_at)
+    return TokenClaims(user_id=user_id, role=role, expires_at=expires_at, issued_at=issued_at)
+
+
+def account_accepts(user: User, claims: TokenClaims) -> bool:
+    """Whether ``user`` (the account ``claims`` names) still honours the token: active, the
+    same role, and the token issued after the account's tokens were last revoked."""
+    if not user.is_active or user.role != claims.role:
+        return False
+    revoked_at = user.tokens_valid_after
+    if revoked_at is None:
+        return True
+    return claims.issued_at is not None and claims.issued_at > revoked_at
 
 
 class UserCache:
@@ -64,9 +87,13 @@ class UserCache:
     Saves decoding the token and loading the account on every request. The price: an
     account disabled, or given another role or site, keeps working with a token it already
     used for at most ``ttl`` seconds in each API process (``TELEREAD_API_USER_CACHE_SECONDS``,
-    2 s by default; 0 turns the cache off). Keyed by the whole token, so a new token (new
-    ``iat``, role) is always checked against the database first; a token's expiry is checked
-    on every hit. Holds at most ``max_entries`` tokens (the oldest go first).
+    2 s by default, 10 s at most; 0 turns the cache off). The same bound holds for a
+    revocation (``tokens_valid_after``): the process that revokes drops the account from its
+    own cache at once (``discard_user``); the other replicas, and every API process when the
+    ``teleread users`` command revokes, honour it within ``ttl``. Keyed by the whole token,
+    so a new token (new ``iat``, role) is always checked against the database first; a
+    token's expiry is checked on every hit. Holds at most ``max_entries`` tokens (the
+    oldest go first).
     """
 
     def __init__(self, ttl: float, *, max_entries: int = 4096) -> None:
@@ -102,6 +129,7 @@ class UserCache:
             site_id=user.site_id,
             is_active=user.is_active,
             created_at=user.created_at,
+            tokens_valid_after=user.tokens_valid_after,
         )
         make_transient_to_detached(copy)
         entry = (copy, time.monotonic() + self.ttl, claims.expires_at.timestamp())
@@ -111,16 +139,126 @@ class UserCache:
             while len(self._items) > self.max_entries:
                 self._items.popitem(last=False)
 
+    def discard_user(self, user_id: int) -> None:
+        """Forget every token of one account (after disabling it or revoking its tokens)."""
+        with self._lock:
+            for token in [t for t, (u, _, _) in self._items.items() if u.id == user_id]:
+                del self._items[token]
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
 
 
+# ("user", name, address) or ("address", "", address)
+_Key = tuple[str, str, str]
+
+
+class LoginThrottle:
+    """Failed log-ins, counted in a sliding window; too many and the next attempts are
+    refused (429) before the password is even checked.
+
+    Two limits: ``max_failures`` per (user name, client address), so a guesser is stopped
+    without locking the real user out from elsewhere, and ``max_failures_per_address`` per
+    client address, for one address trying many names. A successful log-in clears that
+    name's failures from that address. Times are the app clock's (seconds), so tests can
+    move them. Thread-safe; at most ``max_entries`` keys are kept (the least recently
+    touched go first), so a flood of invented names cannot exhaust memory.
+
+    In-process: with several API replicas each counts on its own, so the effective limit
+    is per replica (``max_failures`` x replicas behind the load balancer).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_failures: int,
+        max_failures_per_address: int,
+        window_seconds: float,
+        max_entries: int = 10_000,
+    ) -> None:
+        self.max_failures = max_failures
+        self.max_failures_per_address = max_failures_per_address
+        self.window = window_seconds
+        self.max_entries = max_entries
+        self._failures: OrderedDict[_Key, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: ApiSettings) -> LoginThrottle:
+        return cls(
+            max_failures=settings.login_max_failures,
+            max_failures_per_address=settings.login_max_failures_per_address,
+            window_seconds=settings.login_window_seconds,
+            max_entries=settings.login_throttle_max_entries,
+        )
+
+    @staticmethod
+    def _keys(username: str, address: str) -> tuple[_Key, _Key]:
+        addr = address[:64]
+        return ("user", username.strip().casefold()[:64], addr), ("address", "", addr)
+
+    def _recent(self, key: _Key, now: float) -> deque[float] | None:
+        times = self._failures.get(key)
+        if times is None:
+            return None
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._failures[key]
+            return None
+        return times
+
+    def retry_after(self, username: str, address: str, now: float) -> int:
+        """Seconds to wait before trying again (at least 1), or 0: go ahead."""
+        wait = 0.0
+        with self._lock:
+            for key, limit in zip(
+                self._keys(username, address),
+                (self.max_failures, self.max_failures_per_address),
+                strict=True,
+            ):
+                times = self._recent(key, now)
+                if limit > 0 and times is not None and len(times) >= limit:
+                    # allowed again once the failure that filled the window leaves it
+                    wait = max(wait, times[-limit] + self.window - now)
+        return max(1, math.ceil(wait)) if wait > 0 else 0
+
+    def failed(self, username: str, address: str, now: float) -> None:
+        """Count one failed attempt."""
+        with self._lock:
+            for key, limit in zip(
+                self._keys(username, address),
+                (self.max_failures, self.max_failures_per_address),
+                strict=True,
+            ):
+                if limit <= 0:
+                    continue
+                times = self._recent(key, now)
+                if times is None:
+                    times = self._failures[key] = deque(maxlen=limit)
+                times.append(now)
+                self._failures.move_to_end(key)
+            while len(self._failures) > self.max_entries:
+                self._failures.popitem(last=False)
+
+    def succeeded(self, username: str, address: str) -> None:
+        """The name logged in from this address: forget its failures there."""
+        with self._lock:
+            self._failures.pop(self._keys(username, address)[0], None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._failures)
+
+
 __all__ = [
     "ALGORITHM",
     "TOKEN_URL",
+    "LoginThrottle",
     "TokenClaims",
     "UserCache",
+    "account_accepts",
     "create_access_token",
     "decode_access_token",
     "oauth2_scheme",

@@ -13,6 +13,10 @@ DEFAULT_TOKEN_TTL_SECONDS = 8 * 3600
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 # how long an account checked for one token is trusted without reloading it (security.UserCache)
 DEFAULT_USER_CACHE_SECONDS = 2.0
+# failed log-ins (security.LoginThrottle): per user name and client address, per address
+DEFAULT_LOGIN_MAX_FAILURES = 5
+DEFAULT_LOGIN_MAX_FAILURES_PER_ADDRESS = 50
+DEFAULT_LOGIN_WINDOW_SECONDS = 300.0
 # HS256 wants a key at least as long as its 256-bit output (RFC 7518 3.2)
 MIN_SECRET_KEY_LENGTH = 32
 _KNOWN_DEFAULTS = frozenset(
@@ -30,6 +34,17 @@ class ApiSettings(BaseSettings):
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     # 0 turns the cache off; more than a few seconds would let a disabled account linger
     user_cache_seconds: float = Field(DEFAULT_USER_CACHE_SECONDS, ge=0, le=10)
+    # failed log-ins allowed within the window before 429 (0 turns a limit off); counted in
+    # each API process, so with N replicas an address gets up to N times as many tries
+    login_max_failures: int = Field(DEFAULT_LOGIN_MAX_FAILURES, ge=0, le=1000)
+    login_max_failures_per_address: int = Field(
+        DEFAULT_LOGIN_MAX_FAILURES_PER_ADDRESS, ge=0, le=100_000
+    )
+    login_window_seconds: float = Field(DEFAULT_LOGIN_WINDOW_SECONDS, gt=0, le=86_400)
+    login_throttle_max_entries: int = Field(10_000, ge=100, le=1_000_000)
+    # GET /metrics (viewer_api.metrics): unset, loopback clients and admins may scrape; set,
+    # only "Authorization: Bearer <this>" and admins may
+    metrics_token: SecretStr | None = None
 
     @field_validator("secret_key", mode="after")
     @classmethod

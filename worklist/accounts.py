@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -20,7 +21,7 @@ from worklist.errors import (
     UnknownSite,
     UserExists,
 )
-from worklist.models import ROLE_CLINIC, ROLES, Site, SiteAE, User
+from worklist.models import ROLE_CLINIC, ROLE_GATEWAY, ROLES, Site, SiteAE, User
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +179,63 @@ def set_password(*, session: Session, user: User, password: str) -> None:
     session.flush()
 
 
+def revoke_tokens(*, session: Session, user: User, now: datetime) -> User:
+    """Refuse every token of ``user`` issued at or before ``now`` (an API process may still
+    accept one it checked in the last few seconds: see ``viewer_api.security.UserCache``)."""
+    user.tokens_valid_after = now
+    session.flush()
+    logger.info("tokens revoked", extra={"action": "user_tokens_revoked", "user_id": user.id})
+    return user
+
+
+def disable_user(*, session: Session, user: User, now: datetime) -> User:
+    """The account can no longer log in, and its tokens are refused (also after a later
+    ``enable_user``: the person logs in again)."""
+    user.is_active = False
+    revoke_tokens(session=session, user=user, now=now)
+    logger.info("user disabled", extra={"action": "user_disabled", "user_id": user.id})
+    return user
+
+
+def enable_user(*, session: Session, user: User, now: datetime) -> User:
+    """The account can log in again (its old tokens stay refused)."""
+    user.is_active = True
+    session.flush()
+    logger.info("user enabled", extra={"action": "user_enabled", "user_id": user.id})
+    return user
+
+
+def reset_password(*, session: Session, user: User, password: str, now: datetime) -> User:
+    """A new password; the tokens issued so far are refused."""
+    user.password_hash = hash_password(password)
+    revoke_tokens(session=session, user=user, now=now)
+    logger.info("password reset", extra={"action": "user_password_reset", "user_id": user.id})
+    return user
+
+
+def generate_password() -> str:
+    """A random password for a machine account (32 URL-safe characters, 192 bits)."""
+    return secrets.token_urlsafe(24)
+
+
+def rotate_password(*, session: Session, user: User, now: datetime) -> str:
+    """Give the account (a gateway credential) a fresh random password, refuse its tokens,
+    and return the password: it is shown once and stored nowhere in clear."""
+    password = generate_password()
+    reset_password(session=session, user=user, password=password, now=now)
+    return password
+
+
+def revoke_credential(*, session: Session, user: User, now: datetime) -> str | None:
+    """Revoke the account's tokens; a gateway credential (a machine's password, possibly
+    copied off the township machine) is also given a fresh password, returned (None for a
+    person's account: an admin resets that with ``reset_password`` if it leaked)."""
+    if user.role == ROLE_GATEWAY:
+        return rotate_password(session=session, user=user, now=now)
+    revoke_tokens(session=session, user=user, now=now)
+    return None
+
+
 def authenticate(*, session: Session, username: str, password: str) -> User | None:
     """The active user with this name and password, else None."""
     user = get_user_by_username(session=session, username=username)
@@ -198,12 +256,19 @@ __all__ = [
     "count_users",
     "create_site",
     "create_user",
+    "disable_user",
+    "enable_user",
+    "generate_password",
     "get_site",
     "get_user",
     "get_user_by_username",
     "hash_password",
     "list_sites",
     "list_users",
+    "reset_password",
+    "revoke_credential",
+    "revoke_tokens",
+    "rotate_password",
     "set_password",
     "verify_password",
 ]

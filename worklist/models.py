@@ -133,6 +133,9 @@ class User(Base):
     site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), default=None)
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime]
+    # accounts (0004): tokens issued at or before this instant are refused (a revocation, a
+    # password reset, disabling the account); None: every unexpired token is accepted
+    tokens_valid_after: Mapped[datetime | None] = mapped_column(default=None)
 
     site: Mapped[Site | None] = relationship()
 

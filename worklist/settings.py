@@ -18,6 +18,12 @@ DEFAULT_DEADLINE_STROKE_MINUTES = 20
 DEFAULT_DEADLINE_CHEST_PAIN_MINUTES = 30
 DEFAULT_DEADLINE_ROUTINE_MINUTES = 1440
 MIN_WEBHOOK_SECRET = 16
+# Retention (0 = keep forever). Audit: six years by default; China's medical-record rules
+# expect long retention, so the admin sets this to the rule that applies to the hospital.
+DEFAULT_AUDIT_RETENTION_DAYS = 2190
+DEFAULT_EVENT_RETENTION_DAYS = 7
+DEFAULT_WEBHOOK_RETENTION_DAYS = 30
+MAX_RETENTION_DAYS = 36500
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +61,16 @@ class WorklistSettings(BaseSettings):
     webhook_secret: str = ""
     webhook_timeout_seconds: float = 5.0
     webhook_max_attempts: int = 10
+    # --- retention (issue 7): worklist.retention.purge_expired, run by the housekeeping ---
+    audit_retention_days: int = Field(
+        default=DEFAULT_AUDIT_RETENTION_DAYS, ge=0, le=MAX_RETENTION_DAYS
+    )
+    event_retention_days: int = Field(
+        default=DEFAULT_EVENT_RETENTION_DAYS, ge=0, le=MAX_RETENTION_DAYS
+    )
+    webhook_retention_days: int = Field(
+        default=DEFAULT_WEBHOOK_RETENTION_DAYS, ge=0, le=MAX_RETENTION_DAYS
+    )
 
     @field_validator("webhook_urls", mode="before")
     @classmethod

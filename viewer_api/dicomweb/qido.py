@@ -128,10 +128,7 @@ def _modalities_in_study(value: str) -> ColumnElement[bool] | None:
 
 def _integer(column: InstrumentedAttribute[int | None], what: str) -> Matcher:
     def match(value: str) -> ColumnElement[bool] | None:
-        try:
-            return column == int(value)
-        except ValueError:
-            raise bad_request(f"{what} must be an integer") from None
+        return column == _int_param(value, what, -(2**31), 2**31 - 1)
 
     return match
 

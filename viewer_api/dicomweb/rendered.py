@@ -38,6 +38,8 @@ HEAD_WORDS = ("HEAD", "BRAIN", "SKULL", "头", "颅", "脑")
 MAX_VIEWPORT = 4096
 LUT_MIN_PIXELS = 4096
 LUT_MAX_ENTRIES = 1 << 17
+# no stored pixel value (32 bits at most) is further out: larger windows only overflow
+MAX_WINDOW = 1e10
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,8 @@ def parse_window(value: str) -> Window:
         raise bad_request("window center and width must be numbers") from None
     if not np.isfinite(center) or not np.isfinite(width) or width <= 0:
         raise bad_request("window width must be a positive number")
+    if abs(center) > MAX_WINDOW or width > MAX_WINDOW:
+        raise bad_request(f"window center and width must be within {MAX_WINDOW:g}")
     function = "LINEAR"
     if len(parts) == 3:
         key = parts[2].lower().replace("-", "_")

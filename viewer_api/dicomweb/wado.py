@@ -63,8 +63,11 @@ def frames_of(request: Request) -> Frames:
 def parse_frame_list(value: str) -> list[int]:
     if not _FRAME_LIST.match(value):
         raise bad_request("frames must be a comma-separated list of frame numbers (from 1)")
-    numbers = [int(n) for n in value.split(",")]
-    if len(numbers) > MAX_FRAMES_PER_REQUEST or min(numbers) < 1:
+    parts = value.split(",")
+    if len(parts) > MAX_FRAMES_PER_REQUEST or any(len(n) > 9 for n in parts):
+        raise bad_request("frame numbers start at 1, at most 1000 per request")
+    numbers = [int(n) for n in parts]
+    if min(numbers) < 1:
         raise bad_request("frame numbers start at 1, at most 1000 per request")
     return numbers
 

@@ -1,17 +1,19 @@
-"""Log-in: the OAuth2 password flow."""
+"""Log-in: the OAuth2 password flow, with failed attempts throttled (``LoginThrottle``:
+too many for one name from one address, or from one address at all, answer 429 with
+``Retry-After`` before the password is checked)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordRequestForm
 
 from viewer_api.deps import ClientAddr, NowDep, SessionDep, SettingsDep
-from viewer_api.schemas import Token
-from viewer_api.security import create_access_token
+from viewer_api.schemas import Token, text_problem
+from viewer_api.security import LoginThrottle, create_access_token
 from worklist import audit
 from worklist.accounts import authenticate
 
@@ -23,17 +25,49 @@ router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 @router.post(
     "/token",
     response_model=Token,
-    responses={status.HTTP_401_UNAUTHORIZED: {"description": "Wrong user name or password"}},
+    responses={
+        status.HTTP_401_UNAUTHORIZED: {"description": "Wrong user name or password"},
+        status.HTTP_429_TOO_MANY_REQUESTS: {"description": "Too many failed log-ins; wait"},
+    },
 )
 def login(
+    request: Request,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     session: SessionDep,
     settings: SettingsDep,
     now: NowDep,
     client_addr: ClientAddr,
 ) -> Token | JSONResponse:
+    for field, value in (("username", form.username), ("password", form.password)):
+        problem = text_problem(value)
+        if problem is not None:  # before any database work: PostgreSQL refuses NUL in text
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{field}: text {problem}")
+    throttle: LoginThrottle = request.app.state.login_throttle
+    at = now.timestamp()
+    wait = throttle.retry_after(form.username, client_addr, at)
+    if wait:
+        audit.record(
+            session=session,
+            actor=None,
+            action="login",
+            object_type="user",
+            object_id=form.username[:128],
+            client_addr=client_addr,
+            outcome="throttled",
+            detail={"retry_after": wait},
+            now=now,
+        )
+        logger.warning(
+            "login throttled", extra={"action": "login_throttled", "client_addr": client_addr}
+        )
+        return JSONResponse(
+            {"detail": "Too many failed log-ins; try again later"},
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            headers={"Retry-After": str(wait)},
+        )
     user = authenticate(session=session, username=form.username, password=form.password)
     if user is None:
+        throttle.failed(form.username, client_addr, at)
         # returned, not raised, so the failed attempt's audit event is committed
         audit.record(
             session=session,
@@ -51,6 +85,7 @@ def login(
             status_code=status.HTTP_401_UNAUTHORIZED,
             headers={"WWW-Authenticate": "Bearer"},
         )
+    throttle.succeeded(form.username, client_addr)
     audit.record(
         session=session,
         actor=user,

@@ -30,8 +30,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from viewer_api.deps import SessionDep, SettingsDep
 from viewer_api.errors import InvalidToken
-from viewer_api.schemas import EventOut
-from viewer_api.security import decode_access_token, oauth2_scheme
+from viewer_api.schemas import MAX_INT64, EventOut
+from viewer_api.security import account_accepts, decode_access_token, oauth2_scheme
 from worklist import events
 from worklist.accounts import get_user
 from worklist.models import ROLE_ADMIN, ROLE_CLINIC, ROLE_RADIOLOGIST, User
@@ -76,7 +76,7 @@ def stream_user(
     except InvalidToken as exc:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), _UNAUTHENTICATED) from exc
     user = get_user(session=session, user_id=claims.user_id)
-    if user is None or not user.is_active or user.role != claims.role:
+    if user is None or not account_accepts(user, claims):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "The account is unknown or disabled", _UNAUTHENTICATED
         )
@@ -91,11 +91,12 @@ StreamUser = Annotated[User, Depends(stream_user)]
 def _start_after(session: Session, last_event_id: str | None, after: int | None) -> int:
     if last_event_id is not None and last_event_id.strip():
         try:
-            return max(0, int(last_event_id.strip()))
+            start = int(last_event_id.strip())
         except ValueError as exc:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT, "Last-Event-ID must be an event id"
             ) from exc
+        return min(max(0, start), MAX_INT64)
     if after is not None:
         return after
     return events.last_id(session=session)
@@ -148,7 +149,7 @@ def stream(
     session: SessionDep,
     user: StreamUser,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_INT64)] = None,
 ) -> StreamingResponse:
     """The event stream (``text/event-stream``)."""
     start = _start_after(session, last_event_id, after)
@@ -167,7 +168,7 @@ def stream(
 def recent(
     session: SessionDep,
     user: StreamUser,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
     limit: Annotated[int, Query(ge=1, le=events.MAX_PAGE)] = 100,
 ) -> list[EventOut]:
     """Events after ``after``, oldest first (for clients that poll)."""

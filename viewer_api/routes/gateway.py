@@ -10,7 +10,14 @@ from sqlalchemy.orm import Session
 
 from storage.keys import instance_key
 from viewer_api.deps import ClientAddr, GatewayUser, NowDep, SessionDep, WorklistSettingsDep
-from viewer_api.schemas import GatewayConfig, GatewaySite, IngestIn, IngestOut, InstanceIn
+from viewer_api.schemas import (
+    GatewayConfig,
+    GatewaySite,
+    IngestIn,
+    IngestOut,
+    Input,
+    InstanceIn,
+)
 from worklist import audit
 from worklist.accounts import list_sites
 from worklist.completion import mark_study_complete
@@ -118,7 +125,7 @@ def ingest_instances(
     return IngestOut(accepted=outcome.accepted, duplicates=outcome.duplicates)
 
 
-class StudyCompleteIn(BaseModel):
+class StudyCompleteIn(Input):
     """The modality finished the study (MPPS COMPLETED) with ``expected_instances`` images."""
 
     site: str = Field(min_length=1, max_length=32)

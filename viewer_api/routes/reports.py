@@ -27,6 +27,7 @@ from viewer_api.deps import (
 )
 from viewer_api.routes.studies import visible_study
 from viewer_api.schemas import (
+    MAX_OFFSET,
     AddendumIn,
     CriticalResultIn,
     CriticalResultOut,
@@ -463,7 +464,7 @@ def list_reports(
     now: NowDep,
     client_addr: ClientAddr,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[ReportOut]:
     found = reports.list_reports(session=session, viewer=user, limit=limit, offset=offset)
     addenda = reports.addenda_for(session=session, report_ids=[r.id for r in found])

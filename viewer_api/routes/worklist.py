@@ -18,7 +18,7 @@ from viewer_api.deps import (
     ViewerUser,
     WorklistSettingsDep,
 )
-from viewer_api.schemas import WorkflowItem
+from viewer_api.schemas import MAX_OFFSET, WorkflowItem
 from worklist import audit, events, repository
 from worklist.models import Study, User
 
@@ -58,7 +58,7 @@ def list_worklist(
     study_status: Annotated[str | None, Query(alias="status", max_length=16)] = None,
     reader: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[WorkflowItem]:
     """Visible studies, most urgent then oldest; the total (all pages) in ``X-Total-Count``
     (at most ``COUNT_CAP``; ``X-Total-Count-Capped: true`` when there are more)."""

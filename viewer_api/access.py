@@ -1,0 +1,100 @@
+"""Who may call each route, read from the route itself and published in the OpenAPI schema.
+
+A route's roles come from its guard dependencies: ``deps.require_roles(...)`` (the
+``ViewerUser``, ``ReaderUser``, ``GatewayUser``, ``AdminUser`` annotations) and
+``deps.get_current_user`` (any role) carry the roles they admit; a guard written by hand
+is marked with ``deps.declare_roles`` (done here for the event stream's). Where a route
+has several, the roles are those every guard admits. A route with none is public (log-in,
+health, the share-link pages, the web UI's static pages).
+
+``install(app)`` makes ``app.openapi()`` add ``x-teleread-roles`` to every operation: the
+sorted roles, or ``["public"]``. Site scoping is not in the declaration: a clinic or a
+township gateway sees only its own site's objects, and another site's answer 404 (the
+repository filters), which the access matrix test checks for every route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import iter_route_contexts
+
+from viewer_api import metrics
+from viewer_api.deps import ROLES_ATTRIBUTE, declare_roles
+from viewer_api.routes import events
+from worklist.models import ROLE_ADMIN
+
+ROLES_EXTENSION = "x-teleread-roles"
+PUBLIC = "public"
+# the methods an OpenAPI path item may hold (Starlette adds HEAD to every GET route)
+_OPENAPI_METHODS = ("get", "put", "post", "delete", "options", "patch", "trace")
+
+# guards written by hand: the event stream's (a token in the header or the query), and
+# the metrics scrape's (an admin; also the metrics token or a loopback client, no account)
+declare_roles(events.stream_user, events.STREAM_ROLES)
+_scrape = getattr(metrics, "metrics", None)
+if _scrape is not None:  # left undeclared (public) if renamed: the access matrix test says so
+    declare_roles(_scrape, (ROLE_ADMIN,))
+
+
+def _guard_roles(dependant: Dependant) -> Iterator[frozenset[str]]:
+    roles: frozenset[str] | None = getattr(dependant.call, ROLES_ATTRIBUTE, None)
+    if roles is not None:
+        yield roles
+    for sub in dependant.dependencies:
+        yield from _guard_roles(sub)
+
+
+def roles_of(dependant: Dependant | None) -> tuple[str, ...]:
+    """The roles a route with this dependency tree admits, sorted; ``("public",)`` when it
+    has no guard."""
+    if dependant is None:
+        return (PUBLIC,)
+    found = list(_guard_roles(dependant))
+    if not found:
+        return (PUBLIC,)
+    return tuple(sorted(frozenset.intersection(*found)))
+
+
+def route_roles(app: FastAPI) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(METHOD, path) -> roles, for every route of ``app`` (in the schema or not: the web
+    pages, the schema and the docs pages too). HEAD is left out: it answers as GET does."""
+    table: dict[tuple[str, str], tuple[str, ...]] = {}
+    for context in iter_route_contexts(app.routes):
+        path = context.path_format or context.path
+        if path is None:
+            continue
+        dependant: Dependant | None = getattr(context, "dependant", None)
+        roles = roles_of(dependant)
+        for method in sorted(context.methods or {"GET"}):
+            if method != "HEAD":
+                table[(method, path)] = roles
+    return table
+
+
+def annotate(schema: dict[str, Any], app: FastAPI) -> dict[str, Any]:
+    """Add ``x-teleread-roles`` to each operation of ``schema`` (in place; idempotent)."""
+    roles = route_roles(app)
+    for path, item in schema.get("paths", {}).items():
+        for method, operation in item.items():
+            if method in _OPENAPI_METHODS and isinstance(operation, dict):
+                found = roles.get((method.upper(), path))
+                if found is not None:
+                    operation[ROLES_EXTENSION] = list(found)
+    return schema
+
+
+def install(app: FastAPI) -> None:
+    """Publish every route's roles in ``app.openapi()`` (and so in ``/openapi.json``)."""
+    original: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        return annotate(original(), app)
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+__all__ = ["PUBLIC", "ROLES_EXTENSION", "annotate", "install", "roles_of", "route_roles"]

@@ -1,0 +1,240 @@
+"""Accounts, for admins: list and create them, disable and enable, reset a password, revoke
+tokens (for a township gateway's credential: a fresh password too, shown once).
+
+Every change is audited. A revocation takes effect at once in this API process (its
+account cache forgets the user) and within ``TELEREAD_API_USER_CACHE_SECONDS`` in the
+others.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Request, status
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from viewer_api.deps import AdminUser, ClientAddr, NowDep, SessionDep
+from viewer_api.schemas import Input
+from viewer_api.security import UserCache
+from worklist import accounts, audit
+from worklist.models import User
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/v1/users", tags=["users"])
+
+MIN_PASSWORD = 8
+MAX_PASSWORD = 128
+# any name an account may have (``teleread users add`` is less strict than the API), but
+# no control characters: PostgreSQL refuses NUL
+Username = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+def _storable(value: str) -> str:
+    """Text a database and argon2 accept: no NUL, no unpaired surrogates."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("must be valid Unicode") from exc
+    return value
+
+
+Text = Annotated[str, AfterValidator(_storable)]
+
+
+class UserOut(BaseModel):
+    username: str
+    display_name: str
+    role: str
+    site: str | None
+    is_active: bool
+    created_at: datetime
+    # tokens issued at or before this are refused (None: never revoked)
+    tokens_valid_after: datetime | None
+
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        return cls(
+            username=user.username,
+            display_name=user.display_name,
+            role=user.role,
+            site=user.site.code if user.site is not None else None,
+            is_active=user.is_active,
+            created_at=user.created_at,
+            tokens_valid_after=user.tokens_valid_after,
+        )
+
+
+class UserCreateIn(Input):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    password: Text = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
+    role: Literal["radiologist", "clinic", "admin", "gateway"]
+    # clinic accounts need one; a township gateway is bound to one (none: every site)
+    site: Text | None = Field(default=None, min_length=1, max_length=32)
+    display_name: Text = Field(default="", max_length=200)
+
+
+class PasswordIn(Input):
+    model_config = ConfigDict(extra="forbid")
+
+    password: Text = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
+
+
+class RevokeOut(BaseModel):
+    user: UserOut
+    # a gateway credential's new password, shown this once (None for a person's account)
+    new_password: str | None
+
+
+def _find(session: Session, username: str) -> User:
+    user = accounts.get_user_by_username(session=session, username=username)
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"No user {username!r}")
+    return user
+
+
+def _audit(
+    session: Session,
+    admin: User,
+    action: str,
+    target: User,
+    client_addr: str,
+    now: datetime,
+    **detail: object,
+) -> None:
+    audit.record(
+        session=session,
+        actor=admin,
+        action=action,
+        object_type="user",
+        object_id=target.username,
+        client_addr=client_addr,
+        detail={"role": target.role, **detail},
+        now=now,
+    )
+
+
+def _commit_and_forget(request: Request, session: Session, user: User) -> None:
+    """Commit first, then drop the account from this process's cache, so no request can
+    cache the old account again in between."""
+    session.commit()
+    cache: UserCache = request.app.state.user_cache
+    cache.discard_user(user.id)
+
+
+@router.get("", response_model=list[UserOut])
+def list_accounts(session: SessionDep, admin: AdminUser) -> list[UserOut]:
+    return [UserOut.of(u) for u in accounts.list_users(session=session)]
+
+
+@router.post("", response_model=UserOut, status_code=status.HTTP_201_CREATED)
+def create_account(
+    body: UserCreateIn,
+    session: SessionDep,
+    admin: AdminUser,
+    now: NowDep,
+    client_addr: ClientAddr,
+) -> UserOut:
+    """A new account (409 if the name is taken; 422 for an unknown site, or a clinic
+    account without one)."""
+    user = accounts.create_user(
+        session=session,
+        username=body.username,
+        password=body.password,
+        role=body.role,
+        site_code=body.site,
+        display_name=body.display_name,
+        now=now,
+    )
+    _audit(session, admin, "user_created", user, client_addr, now, site=body.site)
+    return UserOut.of(user)
+
+
+@router.get("/{username}", response_model=UserOut)
+def get_account(username: Username, session: SessionDep, admin: AdminUser) -> UserOut:
+    return UserOut.of(_find(session, username))
+
+
+@router.post("/{username}/disable", response_model=UserOut)
+def disable_account(
+    username: Username,
+    request: Request,
+    session: SessionDep,
+    admin: AdminUser,
+    now: NowDep,
+    client_addr: ClientAddr,
+) -> UserOut:
+    """The account can no longer log in and its tokens are refused."""
+    user = _find(session, username)
+    if user.id == admin.id:
+        raise HTTPException(status.HTTP_409_CONFLICT, "You cannot disable your own account")
+    accounts.disable_user(session=session, user=user, now=now)
+    _audit(session, admin, "user_disabled", user, client_addr, now)
+    out = UserOut.of(user)
+    _commit_and_forget(request, session, user)
+    return out
+
+
+@router.post("/{username}/enable", response_model=UserOut)
+def enable_account(
+    username: Username,
+    session: SessionDep,
+    admin: AdminUser,
+    now: NowDep,
+    client_addr: ClientAddr,
+) -> UserOut:
+    """The account can log in again (the tokens it had stay refused)."""
+    user = _find(session, username)
+    accounts.enable_user(session=session, user=user, now=now)
+    _audit(session, admin, "user_enabled", user, client_addr, now)
+    return UserOut.of(user)
+
+
+@router.post("/{username}/password", response_model=UserOut)
+def reset_account_password(
+    username: Username,
+    body: PasswordIn,
+    request: Request,
+    session: SessionDep,
+    admin: AdminUser,
+    now: NowDep,
+    client_addr: ClientAddr,
+) -> UserOut:
+    """Set a new password; the account's tokens issued so far are refused."""
+    user = _find(session, username)
+    accounts.reset_password(session=session, user=user, password=body.password, now=now)
+    _audit(session, admin, "user_password_reset", user, client_addr, now)
+    out = UserOut.of(user)
+    _commit_and_forget(request, session, user)
+    return out
+
+
+@router.post("/{username}/revoke", response_model=RevokeOut)
+def revoke_account(
+    username: Username,
+    request: Request,
+    session: SessionDep,
+    admin: AdminUser,
+    now: NowDep,
+    client_addr: ClientAddr,
+) -> RevokeOut:
+    """Refuse every token the account holds. A gateway credential also gets a fresh random
+    password (in the answer, this once): the township gateway must be given it to send
+    again."""
+    user = _find(session, username)
+    new_password = accounts.revoke_credential(session=session, user=user, now=now)
+    action = "user_tokens_revoked" if new_password is None else "gateway_credential_revoked"
+    _audit(session, admin, action, user, client_addr, now)
+    out = RevokeOut(user=UserOut.of(user), new_password=new_password)
+    _commit_and_forget(request, session, user)
+    return out
+
+
+__all__ = ["router"]
