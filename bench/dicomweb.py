@@ -9,12 +9,16 @@ POSTed to Orthanc (Debian ``orthanc`` + ``orthanc-dicomweb``; its own JSON confi
 ports, RemoteAccessAllowed false, SQLite index in a temporary directory). Both are then asked,
 over one keep-alive HTTP connection each, for:
 
-- rendered frame as PNG and as JPEG (each request a different slice, so no frame cache helps);
+- rendered frame as PNG and as JPEG, "scrolling": each request a different slice (as a viewer
+  scrolling through the series; no parse or frame cache helps), and "one slice": the same
+  slice with a new window each time (window/level dragging; a frame cache helps);
 - one instance retrieved (multipart/related; type="application/dicom");
 - QIDO: the study by PatientID, and the 300 instances of its series;
 - the study's metadata, warm (after one untimed call).
 
-and p50 / p95 in milliseconds are printed side by side.
+Both servers run at once and are measured in interleaved rounds (one untimed warm-up request
+per line first), so background load falls on both alike; p50 / p95 in milliseconds, their
+ratio (teleread / Orthanc: below 1 is faster) and the median response size are printed.
 """
 
 from __future__ import annotations
@@ -205,60 +209,129 @@ def orthanc(tmp: Path, files: list[Path]) -> Iterator[tuple[str, dict[str, str]]
         log.close()
 
 
-def timed(n: int, call: Callable[[int], httpx.Response]) -> tuple[float, float]:
-    samples = []
-    for i in range(n):
-        start = time.perf_counter()
-        r = call(i)
-        r.raise_for_status()
-        _ = r.content
-        samples.append((time.perf_counter() - start) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[min(len(samples) - 1, int(len(samples) * 0.95))]
+Sample = tuple[float, int]  # milliseconds, body bytes
 
 
-def run(root: str, headers: dict[str, str], uids: list[tuple[str, str, str]], n: int) -> dict:
+def one(client: httpx.Client, url: str, accept: str, params: dict[str, Any] | None) -> Sample:
+    start = time.perf_counter()
+    r = client.get(url, headers={"Accept": accept}, params=params)
+    body = r.content
+    elapsed = (time.perf_counter() - start) * 1000
+    if r.status_code != 200:
+        raise RuntimeError(f"{r.status_code} for {r.url}: {r.text[:300]}")
+    return elapsed, len(body)
+
+
+def p50_p95(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+
+
+class Target:
+    """One server under test: its DICOMweb root and one keep-alive client."""
+
+    def __init__(self, name: str, root: str, headers: dict[str, str]) -> None:
+        self.name = name
+        self.root = root
+        self.client = httpx.Client(headers=headers, timeout=60)
+
+    def instance(self, uid: tuple[str, str, str]) -> str:
+        return f"{self.root}/studies/{uid[0]}/series/{uid[1]}/instances/{uid[2]}"
+
+
+# each line: (name, how many requests per round, request number -> (path maker, accept, params))
+Line = tuple[str, Callable[[Target, int], tuple[str, str, dict[str, Any] | None]]]
+
+
+def lines(uids: list[tuple[str, str, str]], n: int) -> list[Line]:
+    """The measured requests. Rendered "scrolling": request j of a line is slice j of its
+    own range (PNG slices 0.., JPEG after them), so each slice is rendered once per server
+    and no parse or frame cache can help; both servers get the same slices in the same
+    order. "one slice, window dragged": the same slice with a new window each request (what
+    a frame cache is for), reported on its own lines."""
     st, se, _ = uids[0]
-    results: dict[str, tuple[float, float]] = {}
-    with httpx.Client(headers=headers, timeout=60) as client:
+    count = len(uids)
+    warm = uids[-1]  # the warm-up slice (never in a scrolling range)
 
-        def instance_url(i: int) -> str:
-            s, e, o = uids[i % len(uids)]
-            return f"{root}/studies/{s}/series/{e}/instances/{o}"
+    def scroll(first: int, accept: str) -> Callable[[Target, int], tuple[str, str, None]]:
+        return lambda t, j: (t.instance(uids[(first + j) % count]) + "/rendered", accept, None)
 
-        def get(url: str, accept: str, **params: Any) -> httpx.Response:
-            return client.get(url, headers={"Accept": accept}, params=params or None)
+    def drag(accept: str) -> Callable[[Target, int], tuple[str, str, None]]:
+        # commas as they are: Orthanc does not split a %2C-escaped window
+        return lambda t, j: (
+            t.instance(warm) + f"/rendered?window={40 + j % 50},{80 + 2 * (j % 7)},linear",
+            accept,
+            None,
+        )
 
-        get(f"{root}/studies/{st}/metadata", "application/dicom+json").raise_for_status()
-        results["rendered PNG"] = timed(
-            n, lambda i: get(instance_url(i) + "/rendered", "image/png")
-        )
-        results["rendered JPEG"] = timed(
-            n, lambda i: get(instance_url(n + i) + "/rendered", "image/jpeg")
-        )
-        results["retrieve instance"] = timed(
-            n, lambda i: get(instance_url(i), 'multipart/related; type="application/dicom"')
-        )
-        results["QIDO studies"] = timed(
-            n, lambda i: get(f"{root}/studies", "application/dicom+json", PatientID=PATIENT_ID)
-        )
-        results["QIDO series instances"] = timed(
-            n,
-            lambda i: get(f"{root}/studies/{st}/series/{se}/instances", "application/dicom+json"),
-        )
-        metadata = f"{root}/studies/{st}/metadata"
-        results["study metadata (warm)"] = timed(
-            max(10, n // 5), lambda i: get(metadata, "application/dicom+json")
-        )
-        r = get(metadata, "application/dicom+json")
-        results["_count"] = (float(len(r.json())), 0.0)
+    return [
+        ("rendered PNG, scrolling", scroll(0, "image/png")),
+        ("rendered JPEG, scrolling", scroll(n, "image/jpeg")),
+        ("rendered PNG, one slice", drag("image/png")),
+        ("rendered JPEG, one slice", drag("image/jpeg")),
+        (
+            "retrieve instance",
+            lambda t, j: (
+                t.instance(uids[j % count]),
+                'multipart/related; type="application/dicom"',
+                None,
+            ),
+        ),
+        (
+            "QIDO studies",
+            lambda t, j: (f"{t.root}/studies", "application/dicom+json", {"PatientID": PATIENT_ID}),
+        ),
+        (
+            "QIDO series instances",
+            lambda t, j: (
+                f"{t.root}/studies/{st}/series/{se}/instances",
+                "application/dicom+json",
+                None,
+            ),
+        ),
+        (
+            "study metadata (warm)",
+            lambda t, j: (f"{t.root}/studies/{st}/metadata", "application/dicom+json", None),
+        ),
+    ]
+
+
+def run(
+    targets: list[Target], uids: list[tuple[str, str, str]], n: int, rounds: int
+) -> dict[str, dict[str, list[Sample]]]:
+    """``rounds`` interleaved rounds: in each, every line runs ``n / rounds`` requests on
+    one server then the other (who goes first alternates), so background load falls on
+    both alike. One untimed warm-up request per line and server first."""
+    if 2 * n + 1 > len(uids):
+        print(f"note: {2 * n} scrolled slices > {len(uids) - 1}: some slices repeat")
+    measured = lines(uids, n)
+    results: dict[str, dict[str, list[Sample]]] = {
+        name: {t.name: [] for t in targets} for name, _ in measured
+    }
+    for _name, make in measured:
+        for t in targets:
+            url, accept, params = make(t, 0)
+            if "scrolling" in _name:  # the warm-up slice, not one of the scrolled ones
+                url = t.instance(uids[-1]) + "/rendered"
+            one(t.client, url, accept, params)
+    per_round = [n // rounds + (1 if r < n % rounds else 0) for r in range(rounds)]
+    done = 0
+    for r, k in enumerate(per_round):
+        order = targets if r % 2 == 0 else targets[::-1]
+        for name, make in measured:
+            k_line = k if "metadata" not in name else max(2, k // 5)
+            for t in order:
+                for j in range(done, done + k_line):
+                    results[name][t.name].append(one(t.client, *make(t, j)))
+        done += k
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=300)
-    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--requests", type=int, default=140, help="per line and server")
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--no-orthanc", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-dicomweb-") as name:
@@ -270,20 +343,35 @@ def main() -> None:
         for path in files:
             ds = dcmread(path, stop_before_pixels=True)
             uids.append((ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID))
-        table: dict[str, dict] = {}
-        with teleread(tmp / "teleread", files) as (root, headers):
-            table["teleread"] = run(root, headers, uids, args.requests)
-        if not args.no_orthanc:
-            with orthanc(tmp / "orthanc", files) as (root, headers):
-                table["orthanc"] = run(root, headers, uids, args.requests)
-    names = list(table)
-    print(f"\n{'ms (p50 / p95)':28}" + "".join(f"{n:>22}" for n in names))
-    for key in table["teleread"]:
-        if key.startswith("_"):
-            continue
-        cells = "".join(f"{table[n][key][0]:>12.1f} / {table[n][key][1]:<7.1f}" for n in names)
+        with contextlib.ExitStack() as stack:
+            root, headers = stack.enter_context(teleread(tmp / "teleread", files))
+            targets = [Target("teleread", root, headers)]
+            if not args.no_orthanc:
+                root, headers = stack.enter_context(orthanc(tmp / "orthanc", files))
+                targets.append(Target("orthanc", root, headers))
+            for t in targets:
+                stack.callback(t.client.close)
+            counts = {}
+            for t in targets:
+                url = f"{t.root}/studies/{uids[0][0]}/metadata"
+                meta = t.client.get(url, headers={"Accept": "application/dicom+json"})
+                counts[t.name] = len(meta.json())
+            results = run(targets, uids, args.requests, args.rounds)
+    names = [t.name for t in targets]
+    print(f"\n{'ms (p50 / p95)':28}" + "".join(f"{n:>22}" for n in names), end="")
+    print("   p50 ratio   p95 ratio   bytes (median)" if len(names) == 2 else "")
+    for key, by_server in results.items():
+        stats = {n: p50_p95([ms for ms, _ in by_server[n]]) for n in names}
+        cells = "".join(f"{stats[n][0]:>12.1f} / {stats[n][1]:<7.1f}" for n in names)
+        if len(names) == 2:
+            a, b = stats[names[0]], stats[names[1]]
+            sizes = " vs ".join(
+                str(int(statistics.median(size for _, size in by_server[n]))) for n in names
+            )
+            cells += f"{a[0] / b[0]:>12.2f}{a[1] / b[1]:>12.2f}   {sizes}"
         print(f"{key:28}{cells}")
-    counts = ", ".join(f"{n}: {int(table[n]['_count'][0])}" for n in names)
+    samples = {n: len(results["rendered PNG, scrolling"][n]) for n in names}
+    print(f"requests per line and server: {samples}, rounds {args.rounds} interleaved")
     print(f"metadata entries returned: {counts}")
     print(f"python {sys.version.split()[0]}, cpus {os.cpu_count()}")
 
