@@ -171,7 +171,8 @@ declare_roles(get_current_user, ROLES)
 
 
 # read studies and reports (a clinic only its own site's: the repository filters)
-ViewerUser = Annotated[User, Depends(require_roles(ROLE_RADIOLOGIST, ROLE_ADMIN, ROLE_CLINIC))]
+VIEWER_ROLES = (ROLE_RADIOLOGIST, ROLE_ADMIN, ROLE_CLINIC)
+ViewerUser = Annotated[User, Depends(require_roles(*VIEWER_ROLES))]
 # claim studies, write and sign reports
 ReaderUser = Annotated[User, Depends(require_roles(ROLE_RADIOLOGIST, ROLE_ADMIN))]
 # announce arrived instances, read the gateway configuration
@@ -184,6 +185,7 @@ __all__ = [
     "ROLES_ATTRIBUTE",
     "ROLE_DENIED",
     "AdminUser",
+    "VIEWER_ROLES",
     "ClientAddr",
     "CurrentUser",
     "GatewayUser",

@@ -47,17 +47,15 @@ def find_instances(
     study_uid: str,
     series_uid: str | None = None,
     sop_uid: str | None = None,
+    with_header: bool = False,
 ) -> list[tuple[Instance, str]]:
     """``instances_query``'s rows; ``StudyNotFound`` (404) when there are none, so another
-    site's study looks exactly like a study that does not exist."""
-    rows = [
-        (instance, series)
-        for instance, series in session.execute(
-            instances_query(viewer, study_uid, series_uid, sop_uid).options(
-                defer(Instance.dicom_json)  # metadata reads it as text, on its own
-            )
-        )
-    ]
+    site's study looks exactly like a study that does not exist. ``Instance.dicom_json`` is
+    loaded only ``with_header`` (metadata reads it as text, on its own)."""
+    stmt = instances_query(viewer, study_uid, series_uid, sop_uid)
+    if not with_header:
+        stmt = stmt.options(defer(Instance.dicom_json))
+    rows = [(instance, series) for instance, series in session.execute(stmt)]
     if not rows:
         what = "instance" if sop_uid else "series" if series_uid else "study"
         raise StudyNotFound(f"No such {what} visible to you")

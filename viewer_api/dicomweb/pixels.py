@@ -2,26 +2,35 @@
 
 Objects are content-addressed (``Instance.sha256``), so parsed datasets and decoded frames
 are cached by digest in small per-app LRU caches; a cached entry can never be stale.
+
+The fast path (``Frames.native_frame_from_header``) skips the DICOM parse: for a native
+little-endian greyscale instance whose header the index holds (``Instance.dicom_json``),
+the frame is read straight from the object's tail, where its Pixel Data element must sit
+with exactly the length the header implies; anything else is left to pydicom.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import struct
 import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from io import BytesIO
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 from pydicom import dcmread
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from storage.base import ObjectStore
-from worklist.models import Instance
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -44,6 +53,23 @@ FRAME_MEDIA_TYPES = {
     "1.2.840.10008.1.2.5": "image/dicom-rle",
 }
 OCTET_STREAM = "application/octet-stream"
+IMPLICIT_LE, EXPLICIT_LE = "1.2.840.10008.1.2", "1.2.840.10008.1.2.1"
+_PIXEL_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian
+
+
+class StoredInstance(Protocol):
+    """What the frame source needs of an index row (``worklist.models.Instance``)."""
+
+    @property
+    def object_key(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def sop_instance_uid(self) -> str: ...
+    @property
+    def transfer_syntax_uid(self) -> str: ...
+    @property
+    def dicom_json(self) -> dict[str, Any] | None: ...
 
 
 class PixelError(Exception):
@@ -60,12 +86,21 @@ class LRU(Generic[K, V]):
         self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get_or_make(self, key: K, make: Callable[[], V]) -> V:
+    def get(self, key: K) -> V | None:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key][0]
-        value = make()
+        return None
+
+    def get_or_make(self, key: K, make: Callable[[], V]) -> V:
+        value = self.get(key)
+        if value is not None:
+            return value
+        return self.put(key, make())
+
+    def put(self, key: K, value: V) -> V:
+        """Keep ``value`` (unless it alone outweighs the cache); returns it."""
         weight = self.weigh(value)
         if weight > self.max_weight:
             return value
@@ -84,6 +119,137 @@ def _dataset_weight(ds: Dataset) -> int:
     return 4096 + (len(pixels) if isinstance(pixels, bytes | bytearray) else 0)
 
 
+@functools.cache
+def _json_tag(keyword: str) -> str:
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(keyword)
+    return f"{tag:08X}"
+
+
+class Attributes(Protocol):
+    """A header read by keyword: a pydicom ``Dataset`` or a ``JsonHeader``."""
+
+    def get(self, key: str, default: Any = None, /) -> Any: ...
+
+
+class JsonHeader:
+    """An instance's header from its DICOM JSON, read like a pydicom ``Dataset``:
+    ``get(keyword, default)`` gives the one value, or the list of several."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        element = self.data.get(_json_tag(keyword))
+        values = element.get("Value") if isinstance(element, dict) else None
+        if not isinstance(values, list) or not values:
+            return default
+        return values[0] if len(values) == 1 else values
+
+
+@dataclass(frozen=True, slots=True)
+class NativeLayout:
+    """Where a native little-endian greyscale instance's frames are, from its header."""
+
+    rows: int
+    columns: int
+    frames: int
+    dtype: np.dtype[Any]
+    bits_stored: int
+    explicit_vr: bool
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.rows * self.columns * self.dtype.itemsize
+
+    @property
+    def element_length(self) -> int:  # the Pixel Data value, padded to even length
+        total = self.frame_bytes * self.frames
+        return total + (total & 1)
+
+    @property
+    def element_header(self) -> tuple[bytes, ...]:
+        length = struct.pack("<I", self.element_length)
+        if self.explicit_vr:
+            return (_PIXEL_TAG + b"OW\0\0" + length, _PIXEL_TAG + b"OB\0\0" + length)
+        return (_PIXEL_TAG + length,)
+
+
+def _int(value: Any) -> int | None:
+    """An IS / US value as an int (DICOM JSON has numbers; a string is parsed)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return None
+
+
+def native_layout(header: JsonHeader, transfer_syntax: str) -> NativeLayout | None:
+    """The frame layout when the fast path handles this instance: native little endian,
+    one sample per pixel, MONOCHROME1/2, 8 or 16 bits allocated. None otherwise."""
+    if transfer_syntax not in (IMPLICIT_LE, EXPLICIT_LE):
+        return None
+    if header.get("PhotometricInterpretation") not in ("MONOCHROME1", "MONOCHROME2"):
+        return None
+    rows, columns = _int(header.get("Rows")), _int(header.get("Columns"))
+    allocated, stored = _int(header.get("BitsAllocated")), _int(header.get("BitsStored"))
+    signed = _int(header.get("PixelRepresentation"))
+    samples = _int(header.get("SamplesPerPixel"))
+    frames = _int(header.get("NumberOfFrames", 1))
+    if samples != 1 or allocated not in (8, 16) or signed not in (0, 1):
+        return None
+    if rows is None or columns is None or frames is None or min(rows, columns, frames) < 1:
+        return None
+    if stored is None or not 1 <= stored <= allocated:
+        return None
+    dtype = np.dtype(f"{'<i' if signed else '<u'}{allocated // 8}")
+    return NativeLayout(rows, columns, frames, dtype, stored, transfer_syntax == EXPLICIT_LE)
+
+
+def _frame_bytes(store: ObjectStore, key: str, layout: NativeLayout, index: int) -> bytes | None:
+    """Frame ``index``'s bytes, when the object ends with the Pixel Data element the
+    layout implies (its tag, VR and exact length); None otherwise."""
+    headers = layout.element_header
+    head = len(headers[0])
+    tail = head + layout.element_length
+    start = head + index * layout.frame_bytes
+    with store.open(key) as f:
+        if f.seekable():  # a file: read just the element header and the frame
+            size = f.seek(0, os.SEEK_END)
+            if size < tail:
+                return None
+            f.seek(size - tail)
+            if f.read(head) not in headers:
+                return None
+            f.seek(size - tail + start)
+            data = f.read(layout.frame_bytes)
+            return data if len(data) == layout.frame_bytes else None
+        whole = f.read()
+    if len(whole) < tail or whole[len(whole) - tail : len(whole) - tail + head] not in headers:
+        return None
+    offset = len(whole) - tail + start
+    return whole[offset : offset + layout.frame_bytes]
+
+
+def native_array(data: bytes, layout: NativeLayout) -> np.ndarray:
+    """A frame's bytes -> its array, as pydicom decodes it (bits above BitsStored masked
+    off, or the sign extended from BitsStored for signed pixels)."""
+    arr = np.frombuffer(data, dtype=layout.dtype).reshape(layout.rows, layout.columns)
+    unused = layout.dtype.itemsize * 8 - layout.bits_stored
+    if unused:
+        if layout.dtype.kind == "i":
+            arr = (arr << unused) >> unused
+        else:
+            arr = arr & layout.dtype.type((1 << layout.bits_stored) - 1)
+    return arr.astype(layout.dtype.newbyteorder("="), copy=False)
+
+
 class Frames:
     """Frames of stored instances, with the caches."""
 
@@ -94,7 +260,7 @@ class Frames:
         self._datasets: LRU[str, Dataset] = LRU(dataset_bytes, _dataset_weight)
         self._decoded: LRU[tuple[str, int], np.ndarray] = LRU(frame_bytes, lambda a: a.nbytes)
 
-    def dataset(self, instance: Instance) -> Dataset:
+    def dataset(self, instance: StoredInstance) -> Dataset:
         def load() -> Dataset:
             raw = self.store.get(instance.object_key)  # storage errors pass through
             try:
@@ -137,7 +303,27 @@ class Frames:
         data: bytes = ds.PixelData
         return bytes(data[index * length : (index + 1) * length])
 
-    def decoded(self, instance: Instance, ds: Dataset, index: int) -> np.ndarray:
+    def native_frame_from_header(
+        self, instance: StoredInstance, index: int
+    ) -> tuple[np.ndarray, JsonHeader] | None:
+        """Frame ``index`` (0-based) and the header it was decoded with, read without a DICOM
+        parse (see the module's docstring); None when this instance needs the parse."""
+        if not isinstance(instance.dicom_json, dict):
+            return None
+        header = JsonHeader(instance.dicom_json)
+        layout = native_layout(header, instance.transfer_syntax_uid)
+        if layout is None or not 0 <= index < layout.frames:
+            return None
+        key = (instance.sha256 or instance.object_key, index)
+        arr = self._decoded.get(key)
+        if arr is None:
+            data = _frame_bytes(self.store, instance.object_key, layout, index)
+            if data is None:
+                return None
+            arr = self._decoded.put(key, native_array(data, layout))
+        return arr, header
+
+    def decoded(self, instance: StoredInstance, ds: Dataset, index: int) -> np.ndarray:
         """Frame ``index`` decoded to an array (colour as RGB)."""
 
         def decode() -> np.ndarray:
@@ -147,7 +333,9 @@ class Frames:
 
         return self._decoded.get_or_make((instance.sha256 or instance.object_key, index), decode)
 
-    def native_frame(self, ds: Dataset, index: int, instance: Instance | None = None) -> bytes:
+    def native_frame(
+        self, ds: Dataset, index: int, instance: StoredInstance | None = None
+    ) -> bytes:
         """Frame ``index`` decoded to native little-endian bytes."""
         if instance is not None:
             arr = self.decoded(instance, ds, index)

@@ -16,17 +16,21 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import Annotated, Any
 
+import anyio
 import numpy as np
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.responses import Response
 from PIL import Image
-from pydicom.dataset import Dataset
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.routing import Route
 
-from viewer_api.deps import SessionDep, ViewerUser
+from viewer_api.deps import VIEWER_ROLES, SessionDep, ViewerUser, get_current_user
 from viewer_api.dicomweb.access import bad_request, find_instances, not_acceptable, unreadable
 from viewer_api.dicomweb.multipart import parse_accept
-from viewer_api.dicomweb.pixels import Frames, PixelError
+from viewer_api.dicomweb.pixels import Attributes, Frames, PixelError, StoredInstance
 from viewer_api.dicomweb.wado import frames_of, parse_frame_list
+from viewer_api.security import oauth2_scheme
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +86,7 @@ def _first_number(value: Any) -> float | None:
     return number if np.isfinite(number) else None
 
 
-def file_window(ds: Dataset) -> Window | None:
+def file_window(ds: Attributes) -> Window | None:
     center = _first_number(ds.get("WindowCenter"))
     width = _first_number(ds.get("WindowWidth"))
     if center is None or width is None or width <= 0:
@@ -91,7 +95,7 @@ def file_window(ds: Dataset) -> Window | None:
     return Window(center, width, function if function in FUNCTIONS.values() else "LINEAR")
 
 
-def default_window(ds: Dataset) -> Window | None:
+def default_window(ds: Attributes) -> Window | None:
     if str(ds.get("Modality", "")).upper() != "CT":
         return None
     text = " ".join(
@@ -115,7 +119,7 @@ def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
     return np.clip(((values - (c - 0.5)) / (w - 1) + 0.5) * 255.0, 0.0, 255.0)
 
 
-def to_display(arr: np.ndarray, ds: Dataset, window: Window | None) -> np.ndarray:
+def to_display(arr: np.ndarray, ds: Attributes, window: Window | None) -> np.ndarray:
     """A decoded frame -> uint8 grey (H x W) or RGB (H x W x 3)."""
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if samples == 3 or arr.ndim == 3:
@@ -224,10 +228,36 @@ def _render(
     chosen = parse_window(window) if window else None
     size = parse_viewport(viewport) if viewport else None
     ((instance, _),) = find_instances(
-        session=session, viewer=user, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid
+        session=session,
+        viewer=user,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_uid=sop_uid,
+        with_header=True,
     )
     session.commit()  # done with the database: its connection is not held while rendering
     frames: Frames = frames_of(request)
+    fast = frames.native_frame_from_header(instance, frame - 1)
+    try:
+        if fast is not None:
+            arr, header = fast
+            pixels = to_display(arr, header, chosen)
+        else:
+            pixels = _parsed_display(frames, instance, sop_uid, frame, chosen)
+    except (PixelError, ValueError, NotImplementedError, RuntimeError, AttributeError) as exc:
+        logger.warning(
+            "cannot render frame",
+            extra={"action": "render_failed", "sop_uid": sop_uid, "error": type(exc).__name__},
+        )
+        raise not_acceptable("this instance's pixel data cannot be rendered") from exc
+    body = encode(pixels, media_type, quality=quality, viewport=size)
+    return Response(body, media_type=media_type, headers={"Cache-Control": "private, max-age=300"})
+
+
+def _parsed_display(
+    frames: Frames, instance: StoredInstance, sop_uid: str, frame: int, chosen: Window | None
+) -> np.ndarray:
+    """The frame through pydicom: parse the object, decode the frame, window it."""
     try:
         ds = frames.dataset(instance)
     except PixelError as exc:
@@ -242,22 +272,84 @@ def _render(
             if frames.count(ds)
             else not_acceptable("the instance has no pixel data to render")
         )
+    arr = frames.decoded(instance, ds, frame - 1)
+    return to_display(arr, ds, chosen)
+
+
+def _quality(value: str | None) -> int:
+    if value is None:
+        return 90
     try:
-        arr = frames.decoded(instance, ds, frame - 1)
-        pixels = to_display(arr, ds, chosen)
-    except (PixelError, ValueError, NotImplementedError, RuntimeError, AttributeError) as exc:
-        logger.warning(
-            "cannot render frame",
-            extra={"action": "render_failed", "sop_uid": sop_uid, "error": type(exc).__name__},
-        )
-        raise not_acceptable("this instance's pixel data cannot be rendered") from exc
-    body = encode(pixels, media_type, quality=quality, viewport=size)
-    return Response(body, media_type=media_type, headers={"Cache-Control": "private, max-age=300"})
+        quality = int(value)
+    except ValueError:
+        quality = 0
+    if not 1 <= quality <= 100:
+        raise bad_request("quality must be a whole number from 1 to 100")
+    return quality
+
+
+async def _serve_rendered(request: Request) -> Response:
+    """Both rendered routes, without FastAPI's per-request parameter and dependency
+    machinery: a viewer scrolling a series asks for one image per slice, and that machinery
+    costs about as much as rendering the frame. The checks are the documented routes'
+    (below), in the same order: the bearer token (401), a viewer role (403), the parameters
+    (400), a study the caller may see (404); one session, rolled back on failure."""
+    path = request.path_params
+    session: Session = request.app.state.session_factory()
+    try:
+        token = await oauth2_scheme(request)
+        user = await get_current_user(request, session, request.app.state.settings, token)
+        if user.role not in VIEWER_ROLES:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "Not allowed for your role")
+        frame = 1
+        if "frame" in path:
+            numbers = parse_frame_list(path["frame"])
+            if len(numbers) != 1:
+                raise bad_request("render one frame at a time")
+            frame = numbers[0]
+        query = request.query_params
+        quality = _quality(query.get("quality"))
+
+        def render() -> Response:
+            try:
+                return _render(
+                    request,
+                    session,
+                    user,
+                    path["study_uid"],
+                    path["series_uid"],
+                    path["sop_uid"],
+                    frame,
+                    query.get("window"),
+                    quality,
+                    query.get("viewport"),
+                    request.headers.get("accept"),
+                )
+            except BaseException:
+                session.rollback()  # nothing to undo once _render has committed
+                raise
+            finally:
+                session.close()
+
+        with anyio.CancelScope(shield=True):  # the session is closed even when cancelled
+            response = await run_in_threadpool(render)
+        return response
+    finally:
+        session.close()  # no I/O: the worker closed it, or no query ran
 
 
 _IMAGES: dict[int | str, dict[str, Any]] = {200: {"content": {PNG: {}, JPEG: {}}}}
 Quality = Annotated[int, Query(ge=1, le=100)]
 AcceptHeader = Annotated[str | None, Header()]
+
+
+_INSTANCE = "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+# served by _serve_rendered: these routes come first, so they answer; the FastAPI routes
+# below (same paths, same behaviour) document the parameters in the OpenAPI schema
+for _path in (_INSTANCE + "/rendered", _INSTANCE + "/frames/{frame}/rendered"):
+    router.routes.append(
+        Route(router.prefix + _path, _serve_rendered, methods=["GET"], include_in_schema=False)
+    )
 
 
 @router.get(
