@@ -111,7 +111,8 @@ def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
     """Modality values -> 0..255 floats (PS3.3 C.11.2.1.2)."""
     c, w = window.center, window.width
     if window.function == "SIGMOID":
-        return 255.0 / (1.0 + np.exp(-4.0 * (values - c) / w))
+        with np.errstate(over="ignore"):  # far below the centre: exp -> inf, the value -> 0
+            return 255.0 / (1.0 + np.exp(-4.0 * (values - c) / w))
     if window.function == "LINEAR_EXACT":
         return np.clip(((values - c) / w + 0.5) * 255.0, 0.0, 255.0)
     if w <= 1:
