@@ -16,9 +16,10 @@ over one keep-alive HTTP connection each, for:
 - QIDO: the study by PatientID, and the 300 instances of its series;
 - the study's metadata, warm (after one untimed call).
 
-Both servers run at once and are measured in interleaved rounds (one untimed warm-up request
-per line first), so background load falls on both alike; p50 / p95 in milliseconds, their
-ratio (teleread / Orthanc: below 1 is faster) and the median response size are printed.
+Both servers run at once and take turns request by request, in rounds over all lines (one
+untimed warm-up request per line first), so background load falls on both alike; p50 / p95
+in milliseconds, their ratio (teleread / Orthanc: below 1 is faster) and the median response
+size are printed.
 """
 
 from __future__ import annotations
@@ -299,9 +300,9 @@ def lines(uids: list[tuple[str, str, str]], n: int) -> list[Line]:
 def run(
     targets: list[Target], uids: list[tuple[str, str, str]], n: int, rounds: int
 ) -> dict[str, dict[str, list[Sample]]]:
-    """``rounds`` interleaved rounds: in each, every line runs ``n / rounds`` requests on
-    one server then the other (who goes first alternates), so background load falls on
-    both alike. One untimed warm-up request per line and server first."""
+    """``rounds`` rounds of every line, ``n / rounds`` requests each, the servers taking
+    turns request by request (who goes first alternates), so background load falls on both
+    alike. One untimed warm-up request per line and server first."""
     if 2 * n + 1 > len(uids):
         print(f"note: {2 * n} scrolled slices > {len(uids) - 1}: some slices repeat")
     measured = lines(uids, n)
@@ -320,8 +321,8 @@ def run(
         order = targets if r % 2 == 0 else targets[::-1]
         for name, make in measured:
             k_line = k if "metadata" not in name else max(2, k // 5)
-            for t in order:
-                for j in range(done, done + k_line):
+            for j in range(done, done + k_line):
+                for t in order if j % 2 else order[::-1]:
                     results[name][t.name].append(one(t.client, *make(t, j)))
         done += k
     return results
@@ -371,7 +372,7 @@ def main() -> None:
             cells += f"{a[0] / b[0]:>12.2f}{a[1] / b[1]:>12.2f}   {sizes}"
         print(f"{key:28}{cells}")
     samples = {n: len(results["rendered PNG, scrolling"][n]) for n in names}
-    print(f"requests per line and server: {samples}, rounds {args.rounds} interleaved")
+    print(f"requests per line and server: {samples}, {args.rounds} rounds, servers alternating")
     print(f"metadata entries returned: {counts}")
     print(f"python {sys.version.split()[0]}, cpus {os.cpu_count()}")
 
