@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
 from viewer_api.deps import VIEWER_ROLES, SessionDep, ViewerUser, get_current_user
-from viewer_api.dicomweb.access import bad_request, find_instances, not_acceptable, unreadable
+from viewer_api.dicomweb.access import bad_request, find_instance, not_acceptable, unreadable
 from viewer_api.dicomweb.multipart import parse_accept
 from viewer_api.dicomweb.pixels import Attributes, Frames, PixelError, StoredInstance
 from viewer_api.dicomweb.wado import frames_of, parse_frame_list
@@ -228,13 +228,8 @@ def _render(
     media_type = choose_media_type(request.query_params.get("accept") or accept)
     chosen = parse_window(window) if window else None
     size = parse_viewport(viewport) if viewport else None
-    ((instance, _),) = find_instances(
-        session=session,
-        viewer=user,
-        study_uid=study_uid,
-        series_uid=series_uid,
-        sop_uid=sop_uid,
-        with_header=True,
+    instance = find_instance(
+        session=session, viewer=user, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid
     )
     session.commit()  # done with the database: its connection is not held while rendering
     frames: Frames = frames_of(request)
