@@ -20,7 +20,7 @@ from gateway.instance import header_json
 from storage import FilesystemStore
 from tests.dicom_factory import make_ct, make_dx, part10_bytes
 from viewer_api.dicomweb.pixels import Frames
-from viewer_api.dicomweb.rendered import Window, png_bytes, to_display
+from viewer_api.dicomweb.rendered import Window, look_up, png_bytes, to_display
 from worklist.models import Instance
 
 WINDOWS = [None, Window(40, 80), Window(100, 500, "SIGMOID"), Window(0, 2000, "LINEAR_EXACT")]
@@ -162,3 +162,23 @@ def test_everything_else_is_left_to_pydicom(tmp_path: Path) -> None:
     instance = _stored(store, make_ct())
     store.put(instance.object_key, b"not a DICOM file at all")
     assert frames.native_frame_from_header(instance, 0) is None
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.int8, np.uint8, np.int32])
+def test_table_look_up_equals_take(dtype: type) -> None:
+    rng = np.random.default_rng(5)
+    info = np.iinfo(dtype)
+    for span in (1, 2, 100, 254, 255, 256, 257, 1000):
+        bottom, top = max(int(info.min), -3000), min(int(info.max), 3000)
+        low = int(rng.integers(bottom, (bottom + top) // 2))
+        high = min(top, low + int(rng.integers(1, 1500)))
+        n = high - low + 1
+        lut = np.zeros(n, dtype=np.uint8)
+        start = int(rng.integers(0, n))
+        stop = min(n, start + span)
+        lut[start:stop] = rng.integers(0, 256, stop - start)
+        lut[stop:] = rng.integers(0, 256)
+        lut[:start] = rng.integers(0, 256)
+        arr: np.ndarray = rng.integers(low, high, (70, 90), endpoint=True).astype(dtype)
+        offsets = (arr.astype(np.int64) - low).astype(np.intp)
+        assert np.array_equal(look_up(lut, arr, low), lut.take(offsets)), (span, low, high)

@@ -137,12 +137,33 @@ def to_display(arr: np.ndarray, ds: Attributes, window: Window | None) -> np.nda
         low, high = int(arr.min()), int(arr.max())
         if high - low < LUT_MAX_ENTRIES:
             stored = np.arange(low, high + 1, dtype=np.float32)
-            lut = _grey(stored * slope + intercept, window, invert)
-            # offsets from ``low`` in the pixels' own width: the subtraction may wrap, but
-            # every true offset (0..high-low) fits that width unsigned, so the view is exact
-            offsets = arr - arr.dtype.type(low)
-            return lut.take(offsets.view(np.dtype(f"u{arr.itemsize}")))
+            return look_up(_grey(stored * slope + intercept, window, invert), arr, low)
     return _grey(arr.astype(np.float32) * slope + intercept, window, invert)
+
+
+def look_up(lut: np.ndarray, arr: np.ndarray, low: int) -> np.ndarray:
+    """``lut[arr - low]`` for integer pixels whose values lie in ``low .. low + len(lut) - 1``.
+
+    When the table changes only within 256 consecutive entries (a window narrower than that
+    in stored values: brain 80, stroke 40, subdural 215 wide), the pixels are clipped to that
+    stretch, made bytes and mapped by ``bytes.translate``: several times faster than numpy's
+    ``take``, which first widens every index to 64 bits. Exact: outside the stretch the
+    table is constant."""
+    changes = np.flatnonzero(lut[1:] != lut[:-1])  # i where lut[i] != lut[i + 1]
+    if changes.size == 0:
+        return np.full(arr.shape, lut[0], dtype=np.uint8)
+    first, last = int(changes[0]), int(changes[-1]) + 1  # constant on ..first and last..
+    if last - first < 256:
+        table = lut[first : last + 1].tobytes().ljust(256, b"\0")
+        index = np.clip(arr, low + first, low + last)
+        # 0 .. last - first; in int8 that may wrap, and the cast to uint8 undoes it
+        index -= arr.dtype.type(low + first)
+        mapped = index.astype(np.uint8).tobytes().translate(table)
+        return np.frombuffer(mapped, dtype=np.uint8).reshape(arr.shape)
+    # offsets from ``low`` in the pixels' own width: the subtraction may wrap, but every
+    # true offset (0..high-low) fits that width unsigned, so the view is exact
+    offsets = arr - arr.dtype.type(low)
+    return lut.take(offsets.view(np.dtype(f"u{arr.itemsize}")))
 
 
 def _grey(values: np.ndarray, window: Window | None, invert: bool) -> np.ndarray:
