@@ -188,6 +188,7 @@ def create_app(
     ):
         app.include_router(module.router)
     access.install(app)  # x-teleread-roles on every operation of the OpenAPI schema
+    app.router.routes[:0] = dicomweb.FAST_ROUTES  # a scrolled series: one request per slice
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     document_url_rules(app)
     metrics.install(app)  # outermost: times and counts every answer, 413s included

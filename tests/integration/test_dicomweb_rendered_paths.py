@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from pydicom.dataset import Dataset
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.dicom_factory import make_ct, make_dx, part10_bytes
 from tests.integration.test_dicomweb_support import Served, serve
+from viewer_api.dicomweb import FAST_ROUTES
 
 
 @pytest.fixture
@@ -72,3 +74,26 @@ def test_compressed_instances_render_through_pydicom(served: Served) -> None:
         for i in (a, b)
     ]
     assert images[0] == images[1]  # lossless: the same pixels, the same PNG
+
+
+def test_the_documented_routes_answer_alike(served: Served) -> None:
+    """The fast routes answer first; the FastAPI routes (the OpenAPI schema's) behave the same
+    where they are not installed."""
+    (ct,) = served.ingest([part10_bytes(make_ct())])
+    ids = (ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SOPInstanceUID)
+    path = "/dicomweb/studies/{}/series/{}/instances/{}".format(*ids)
+    world = served.world
+    png = {**world.headers("dr_li"), "Accept": "image/png"}
+    fast = httpx.get(served.root + path.removeprefix("/dicomweb") + "/rendered", headers=png)
+    assert fast.status_code == 200
+    assert world.get("dr_li", path + "/rendered?quality=abc").status_code == 400  # fast route
+
+    app = world.client.app
+    app.router.routes[:] = [r for r in app.router.routes if r not in FAST_ROUTES]  # type: ignore[attr-defined]
+    assert world.get("dr_li", path + "/rendered?quality=abc").status_code == 422  # FastAPI's
+    for suffix in ("/rendered", "/frames/1/rendered"):
+        r = world.client.get(path + suffix, headers=png)
+        assert r.status_code == 200 and r.content == fast.content
+        assert world.get("nurse_ts02", path + suffix).status_code == 404
+        assert world.get("gw_ts01", path + suffix).status_code == 403
+        assert world.get(None, path + suffix).status_code == 401

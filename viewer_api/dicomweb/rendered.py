@@ -360,13 +360,15 @@ Quality = Annotated[int, Query(ge=1, le=100)]
 AcceptHeader = Annotated[str | None, Header()]
 
 
-_INSTANCE = "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
-# served by _serve_rendered: these routes come first, so they answer; the FastAPI routes
-# below (same paths, same behaviour) document the parameters in the OpenAPI schema
-for _path in (_INSTANCE + "/rendered", _INSTANCE + "/frames/{frame}/rendered"):
-    router.routes.append(
-        Route(router.prefix + _path, _serve_rendered, methods=["GET"], include_in_schema=False)
-    )
+_INSTANCE = "/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+# Both rendered paths served by _serve_rendered. ``create_app`` puts these first in the
+# app's routes (matching a request through every included router costs more than the route
+# itself); the FastAPI routes below behave the same and document the parameters in the
+# OpenAPI schema, and answer where these are not installed.
+FAST_ROUTES = [
+    Route(path, _serve_rendered, methods=["GET"], include_in_schema=False)
+    for path in (_INSTANCE + "/rendered", _INSTANCE + "/frames/{frame}/rendered")
+]
 
 
 @router.get(
