@@ -30,6 +30,7 @@ from viewer_api.dicomweb.access import bad_request, find_instance, not_acceptabl
 from viewer_api.dicomweb.multipart import parse_accept
 from viewer_api.dicomweb.pixels import Attributes, Frames, PixelError, StoredInstance
 from viewer_api.dicomweb.wado import frames_of, parse_frame_list
+from viewer_api.limits import check_url_inputs
 from viewer_api.security import oauth2_scheme
 
 logger = logging.getLogger(__name__)
@@ -310,7 +311,9 @@ async def _serve_rendered(request: Request) -> Response:
     machinery: a viewer scrolling a series asks for one image per slice, and that machinery
     costs about as much as rendering the frame. The checks are the documented routes'
     (below), in the same order: the bearer token (401), a viewer role (403), the parameters
-    (400), a study the caller may see (404); one session, rolled back on failure."""
+    (400), a study the caller may see (404); before all of them ``check_url_inputs`` (NUL
+    400, UID grammar 422); one session, rolled back on failure."""
+    await check_url_inputs(request)  # the app-wide dependency the FastAPI routes get
     path = request.path_params
     session: Session = request.app.state.session_factory()
     try:
