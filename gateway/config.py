@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GIB = 1024**3
@@ -26,6 +26,14 @@ class GatewaySettings(BaseSettings):
     network_timeout_seconds: float = 60.0
     dimse_timeout_seconds: float = 60.0
     acse_timeout_seconds: float = 30.0
+    # DICOM TLS (docs/tls.md): a second listener, off unless tls_port is set (the DICOM
+    # convention is 2762); TLS 1.2 or later. With tls_ca, client certificates it signed are
+    # verified (required with tls_require_client_cert, otherwise checked when offered).
+    tls_port: int | None = Field(default=None, ge=0, le=65535)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    tls_require_client_cert: bool = False
     # called AE title -> triage category (a modality sending to STROKE flags its study)
     include_dicom_json: bool = True  # the header (no bulk data) as DICOM JSON in the announcement
     urgent_called_aes: dict[str, str] = Field(
@@ -42,7 +50,9 @@ class GatewaySettings(BaseSettings):
     api_url: str = "http://127.0.0.1:8000"
     api_username: str = "gateway"
     api_password: SecretStr = SecretStr("")
-    api_ca_bundle: Path | None = None
+    api_ca_bundle: Path | None = None  # PEM CA bundle for the county's HTTPS certificate
+    # switch off HTTPS certificate verification: never in production; logged loudly
+    api_tls_insecure_skip_verify: bool = False
     api_timeout_seconds: float = 30.0
     config_refresh_seconds: float = Field(default=5.0, gt=0)
 
@@ -64,6 +74,20 @@ class GatewaySettings(BaseSettings):
     workers: int = Field(default=1, ge=0, le=64)
     # MPPS study-complete announcements (gateway/mpps.py)
     mpps_poll_seconds: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _tls_material(self) -> GatewaySettings:
+        if self.tls_port is not None and (self.tls_cert is None or self.tls_key is None):
+            raise ValueError(
+                "TELEREAD_GATEWAY_TLS_PORT needs TELEREAD_GATEWAY_TLS_CERT and "
+                "TELEREAD_GATEWAY_TLS_KEY (PEM files)"
+            )
+        if self.tls_require_client_cert and self.tls_ca is None:
+            raise ValueError(
+                "TELEREAD_GATEWAY_TLS_REQUIRE_CLIENT_CERT needs TELEREAD_GATEWAY_TLS_CA "
+                "(the CA that signs the modalities' certificates)"
+            )
+        return self
 
 
 @lru_cache(maxsize=1)

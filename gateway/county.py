@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from gateway.errors import CountyRejected, CountyUnavailable
+from gateway.errors import CountyRejected, CountyUnavailable, GatewayError
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +21,30 @@ class SiteConfig:
     code: str
     name: str
     ae_titles: tuple[str, ...]
+
+
+def tls_verify(
+    base_url: str, ca_bundle: Path | None, *, insecure_skip_verify: bool = False
+) -> ssl.SSLContext | bool:
+    """httpx's ``verify`` for the county API: the system CAs, or ``ca_bundle`` (PEM) alone.
+
+    Certificate checks are only switched off by ``insecure_skip_verify`` (the setting
+    ``TELEREAD_GATEWAY_API_TLS_INSECURE_SKIP_VERIFY``), and that is logged as an error at
+    every start: a township gateway that does not check the county's certificate hands patient
+    data to whoever answers on the network."""
+    if insecure_skip_verify:
+        logger.error(
+            "county API certificate verification is OFF (api_tls_insecure_skip_verify); "
+            "anyone on the network path can read and alter what this gateway sends",
+            extra={"action": "county_tls_insecure", "api_url": base_url},
+        )
+        return False
+    if ca_bundle is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ca_bundle))
+    except (OSError, ssl.SSLError) as exc:
+        raise GatewayError(f"cannot load the county CA bundle {ca_bundle}: {exc}") from exc
 
 
 class CountyClient:
@@ -37,10 +62,11 @@ class CountyClient:
         *,
         ca_bundle: Path | None = None,
         timeout: float = 30.0,
+        insecure_skip_verify: bool = False,
     ) -> None:
         self._username = username
         self._password = password
-        verify: bool | str = str(ca_bundle) if ca_bundle else True
+        verify = tls_verify(base_url, ca_bundle, insecure_skip_verify=insecure_skip_verify)
         self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, verify=verify)
         self._token: str | None = None
         self._lock = threading.Lock()
@@ -52,7 +78,13 @@ class CountyClient:
         try:
             return self._http.request(method, url, **kw)
         except httpx.HTTPError as exc:
-            raise CountyUnavailable(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+            hint = ""
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                hint = (
+                    " (the county's TLS certificate is not trusted: set "
+                    "TELEREAD_GATEWAY_API_CA_BUNDLE to the CA that signed it)"
+                )
+            raise CountyUnavailable(f"{method} {url}: {type(exc).__name__}: {exc}{hint}") from exc
 
     @staticmethod
     def _check(response: httpx.Response) -> httpx.Response:

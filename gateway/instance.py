@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
 import threading
 import warnings
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from pynetdicom.dsutils import encode_file_meta
 
 from gateway import status
 from gateway.errors import InvalidInstance
+from gateway.wellformed import check_structure
 from storage.keys import instance_key, is_valid_uid
 from worklist.triage import category_for_called_ae, classify, decode_text, extract_text
 
@@ -78,6 +80,13 @@ class ReceivedInstance:
 def part10_bytes(file_meta: FileMetaDataset, dataset: bytes) -> bytes:
     """Preamble + the gateway's file meta + the dataset bytes untouched."""
     return b"".join((PREAMBLE, encode_file_meta(file_meta), dataset))
+
+
+def _dataset_bytes(part10: bytes) -> memoryview:
+    """The dataset of a ``part10_bytes`` file (after the file meta group, whose length is
+    its first element)."""
+    (group_length,) = struct.unpack_from("<L", part10, len(PREAMBLE) + 8)
+    return memoryview(part10)[len(PREAMBLE) + 12 + group_length :]
 
 
 def _raw_text(ds: Dataset, keyword: str, declared: str | None) -> tuple[str, list[str]]:
@@ -216,6 +225,7 @@ def read_instance(
     urgent_called_aes: Mapping[str, str],
 ) -> ReceivedInstance:
     """Parse the header of a spooled-to-be Part-10 file; raise ``InvalidInstance``."""
+    check_structure(_dataset_bytes(data), str(file_meta.TransferSyntaxUID))
     ds = _parse(data)
     sop_class, sop, series, study = _check(ds, file_meta)
     declared = _declared_charset(ds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +16,7 @@ from gateway.handlers import handle_association_request, handle_echo, handle_sto
 from gateway.mpps import MPPS_SOP_CLASS, MppsStore, handle_n_create, handle_n_set
 from gateway.sites import Sites
 from gateway.spool import Spool
+from gateway.transport import serve
 
 # the common uncompressed and compressed syntaxes; the dataset is stored as received in
 # whichever of them was negotiated, so accepting one costs nothing
@@ -96,10 +98,14 @@ def start_scp(
     *,
     mpps: MppsStore | None = None,
     urgent_called_aes: Mapping[str, str] | None = None,
+    port: int | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> ThreadedAssociationServer:
-    """Start listening on (host, port) in this process; returns the server (``shutdown()``)."""
+    """Start listening on (host, port) in this process; returns the server (``shutdown()``).
+
+    ``port`` overrides ``settings.port``; with ``ssl_context`` the listener speaks DICOM TLS.
+    Connections get gateway.transport's PDU guard, read timeout and off-loop handshake."""
     ae = build_ae(settings)
     handlers = event_handlers(settings, spool, sites, mpps, urgent_called_aes=urgent_called_aes)
-    server = ae.start_server((settings.host, settings.port), block=False, evt_handlers=handlers)
-    assert server is not None
-    return server
+    address = (settings.host, settings.port if port is None else port)
+    return serve(ae, address, handlers, ssl_context=ssl_context)

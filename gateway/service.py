@@ -18,6 +18,7 @@ from gateway.mpps import MppsStore, StudyCompletion
 from gateway.scp import start_scp
 from gateway.sites import CountySiteDirectory, SiteDirectory, Sites
 from gateway.spool import Spool
+from gateway.transport import tls_context_for
 from gateway.workers import AcceptorPool, resync_held_bytes, worker_count
 from storage.base import ObjectStore
 
@@ -47,6 +48,7 @@ class Gateway:
             settings.api_password.get_secret_value(),
             ca_bundle=settings.api_ca_bundle,
             timeout=settings.api_timeout_seconds,
+            insecure_skip_verify=settings.api_tls_insecure_skip_verify,
         )
         self._own_county = county is None
         self.spool = Spool(
@@ -89,6 +91,7 @@ class Gateway:
             backoff_max=settings.backoff_max_seconds,
         )
         self.server: ThreadedAssociationServer | None = None
+        self.tls_server: ThreadedAssociationServer | None = None
         self.pool: AcceptorPool | None = None
         self.metrics: MetricsServer | None = None
         self._resynced_at = 0.0
@@ -102,8 +105,18 @@ class Gateway:
             return self.settings.port
         return int(self.server.server_address[1])
 
+    @property
+    def tls_port(self) -> int | None:
+        """The DICOM TLS listener's port (None: TLS is off)."""
+        if self.pool is not None:
+            return self.pool.tls_port
+        if self.tls_server is not None:
+            return int(self.tls_server.server_address[1])
+        return self.settings.tls_port
+
     def start(self, *, forward: bool = True) -> None:
         workers = worker_count(self.settings)
+        tls = tls_context_for(self.settings)  # bad TLS material: refuse to start, say why
         if self._county_sites is not None:
             if not self._county_sites.snapshot():
                 # no cached allow-list: ask now, so the first association is not refused
@@ -120,6 +133,15 @@ class Gateway:
             self.pool.start()
         else:
             self.server = start_scp(self.settings, self.spool, self.sites, mpps=self.mpps)
+            if tls is not None:
+                self.tls_server = start_scp(
+                    self.settings,
+                    self.spool,
+                    self.sites,
+                    mpps=self.mpps,
+                    port=self.settings.tls_port,
+                    ssl_context=tls,
+                )
         if forward:
             self.forwarder.start()
             self.completion.start()
@@ -134,6 +156,7 @@ class Gateway:
                 "ae_title": self.settings.ae_title,
                 "host": self.settings.host,
                 "port": self.port,
+                "tls_port": self.tls_port,
                 "workers": workers,
             },
         )
@@ -148,13 +171,15 @@ class Gateway:
             resync_held_bytes(self.spool)
 
     def stop(self) -> None:
-        if self.server is not None:
-            ae = self.server.ae
-            self.server.shutdown()
+        for server in (self.server, self.tls_server):
+            if server is None:
+                continue
+            ae = server.ae
+            server.shutdown()
             for assoc in ae.active_associations:  # a peer mid-send gets an abort, not a hang
                 assoc.abort()
                 assoc.join(5)
-            self.server = None
+        self.server = self.tls_server = None
         if self.pool is not None:
             self.pool.stop()
             self.pool = None

@@ -12,10 +12,13 @@ gateway process: acceptors send ``work`` when they store an instance, so the for
 wakes at once.
 
 Messages, acceptor -> gateway: ``ready``, ``done`` (an association ended), ``work``.
-Gateway -> acceptor: a JSON object ``{"peer": [host, port], "sites": {ae: site}?}`` with
-one descriptor; ``sites`` (the allow-list) rides along whenever it changed since that
-acceptor last got it. EOF on the socketpair: the gateway is gone; the acceptor aborts its
-associations and exits. An acceptor that dies is started again.
+Gateway -> acceptor: a JSON object ``{"peer": [host, port], "sites": {ae: site}?, "tls":
+true?}`` with one descriptor; ``sites`` (the allow-list) rides along whenever it changed since
+that acceptor last got it; ``tls`` marks a connection from the DICOM TLS port (the acceptor
+builds the same ``ssl.SSLContext`` from the settings and shakes hands in the association's
+thread, so TLS is spread over the acceptors like plain DICOM). EOF on the socketpair: the
+gateway is gone; the acceptor aborts its associations and exits. An acceptor that dies is
+started again.
 """
 
 from __future__ import annotations
@@ -35,11 +38,12 @@ from pathlib import Path
 from typing import Any
 
 from pynetdicom import evt
-from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError
 from gateway.spool import HELD_STATES, Spool
+from gateway.transport import GatewayRequestHandler, tls_context_for, wrap_server_side
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +82,13 @@ def resync_held_bytes(spool: Spool) -> None:
         spool._bytes = int(total)
 
 
-class _CountingHandler(RequestHandler):
+class _CountingHandler(GatewayRequestHandler):
     """Runs the association to its end in the request thread, then says ``done``."""
 
     def handle(self) -> None:
         try:
+            if not self.setup_connection():  # TLS handshake failed
+                return
             assoc = self._create_association()
             evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
             assoc.start()
@@ -143,6 +149,7 @@ def _worker_main(ctrl_fd: int) -> None:
     )
     mpps = MppsStore(spool.root / "mpps.db")
     sites = SiteDirectory()
+    tls = tls_context_for(settings)
     ae = build_ae(settings)
     server = ae.make_server(
         (settings.host, 0),
@@ -181,6 +188,12 @@ def _worker_main(ctrl_fd: int) -> None:
                 sites.replace(data["sites"])
             for fd in fds:
                 conn = socket.socket(fileno=fd)
+                if data.get("tls"):
+                    if tls is None:  # cannot happen: same settings as the gateway process
+                        conn.close()
+                        server.notify(DONE)
+                        continue
+                    conn = wrap_server_side(tls, conn)  # handshake in the request thread
                 server.process_request(conn, tuple(data.get("peer") or ("", 0)))
     finally:
         stop.set()
@@ -229,22 +242,37 @@ class AcceptorPool:
         self._stopping = threading.Event()
         self._selector = selectors.DefaultSelector()
         self._listener: socket.socket | None = None
+        self._tls_listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self.address: tuple[str, int] = (settings.host, settings.port)
+        self.tls_address: tuple[str, int] | None = None
 
     @property
     def port(self) -> int:
         return self.address[1]
 
+    @property
+    def tls_port(self) -> int | None:
+        """The DICOM TLS port (connections handed over marked ``tls``; the acceptor shakes
+        hands), None when TLS is off."""
+        return None if self.tls_address is None else self.tls_address[1]
+
+    def _listen(self, port: int) -> socket.socket:
+        listener = socket.socket(socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.settings.host, port))
+        listener.listen(128)
+        return listener
+
     # -- start / stop ------------------------------------------------------------------
 
     def start(self) -> None:
-        listener = socket.socket(socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.settings.host, self.settings.port))
-        listener.listen(128)
+        listener = self._listen(self.settings.port)
         self._listener = listener
         self.address = (self.settings.host, int(listener.getsockname()[1]))
+        if self.settings.tls_port is not None:
+            self._tls_listener = self._listen(self.settings.tls_port)
+            self.tls_address = (self.settings.host, int(self._tls_listener.getsockname()[1]))
         for i in range(self.n):
             self._acceptors.append(self._spawn(i))
         end = time.monotonic() + START_TIMEOUT_SECONDS
@@ -293,8 +321,9 @@ class AcceptorPool:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
-        if self._listener is not None:
-            self._listener.close()
+        for open_listener in (self._listener, self._tls_listener):
+            if open_listener is not None:
+                open_listener.close()
         for thread in self._threads:
             thread.join(timeout)
         with self._lock:
@@ -320,24 +349,30 @@ class AcceptorPool:
         import select
 
         assert self._listener is not None
-        listener = self._listener
+        listeners = [self._listener]
+        if self._tls_listener is not None:
+            listeners.append(self._tls_listener)
         while not self._stopping.is_set():
             try:
-                readable, _, _ = select.select([listener], [], [], 0.5)
-                if not readable:
-                    continue
-                conn, peer = listener.accept()
+                readable, _, _ = select.select(listeners, [], [], 0.5)
             except (OSError, ValueError):
                 if self._stopping.is_set():
                     return
                 time.sleep(0.1)
                 continue
-            try:
-                self._hand_over(conn, peer)
-            finally:
-                conn.close()
+            for listener in readable:
+                try:
+                    conn, peer = listener.accept()
+                except (OSError, ValueError):
+                    if self._stopping.is_set():
+                        return
+                    continue
+                try:
+                    self._hand_over(conn, peer, tls=listener is self._tls_listener)
+                finally:
+                    conn.close()
 
-    def _hand_over(self, conn: socket.socket, peer: Any) -> None:
+    def _hand_over(self, conn: socket.socket, peer: Any, *, tls: bool = False) -> None:
         sites = self._sites()
         for _ in range(3):
             with self._lock:
@@ -346,6 +381,8 @@ class AcceptorPool:
                     break
                 acceptor = min(ready, key=lambda a: (a.active, a.index))
                 message: dict[str, Any] = {"peer": [str(peer[0]), int(peer[1])]}
+                if tls:
+                    message["tls"] = True
                 if acceptor.sites_sent != sites:
                     message["sites"] = sites
                 acceptor.active += 1

@@ -26,6 +26,9 @@ from tests.integration.test_gateway_support import (  # noqa: F401
 )
 
 UID_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+# not valid instances, refused (0xC000) by gateway.wellformed: pixel data cut short; an
+# implicit-VR dataset under the JPEG Baseline (explicit VR) transfer syntax
+MALFORMED = {"MR_truncated.dcm", "SC_rgb_jpeg.dcm"}
 
 
 def storage_instances() -> Iterator[tuple[Path, str, str, str]]:
@@ -34,6 +37,8 @@ def storage_instances() -> Iterator[tuple[Path, str, str, str]]:
         warnings.simplefilter("ignore")
         for name in get_testdata_files():
             path = Path(name)
+            if path.name in MALFORMED:
+                continue
             try:
                 ds = dcmread(path, stop_before_pixels=True)
                 meta = ds.file_meta

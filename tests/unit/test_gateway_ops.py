@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 
 from gateway.errors import SpoolFull
 from gateway.forwarder import Forwarder
-from gateway.metrics import CONTENT_TYPE, start_metrics_server
+from gateway.metrics import CONTENT_TYPE, forward_lag, render, start_metrics_server
 from gateway.ops import format_status, spool_status
 from gateway.spool import Spool
 from tests.dicom_factory import make_ct, make_dx
@@ -105,8 +107,67 @@ def test_metrics_endpoint(tmp_path: Path) -> None:
     assert _sample(text, "outbox_instances", '{priority="routine",state="conflict"}') == 1
     assert _sample(text, "problem_instances") == 1
     assert _sample(text, "last_error_outstanding") == 0
+    # spool depth: the conflict row's file is still held; free space on the spool's disk
+    assert _sample(text, "spool_instances") == 1
+    assert _sample(text, "spool_free_bytes") > 0
+    # forward lag over the instances received in the window: 2 urgent, 4 routine announced
+    for priority, n in (("urgent", 2), ("routine", 4)):
+        for stage in ("upload", "announce"):
+            labels = f'{{priority="{priority}",stage="{stage}"}}'
+            assert _sample(text, "forward_lag_window_instances", labels) == n
+            lag = [
+                _sample(
+                    text,
+                    "forward_lag_seconds",
+                    f'{{priority="{priority}",stage="{stage}",quantile="{q}"}}',
+                )
+                for q in ("0.5", "0.95", "1")
+            ]
+            assert 0 <= lag[0] <= lag[1] <= lag[2] < 60
     # every sample line is "name{labels} number"
     for line in text.splitlines():
         if not line.startswith("#"):
             assert re.fullmatch(r"teleread_gateway_[a-z_]+(\{[^}]*\})? [0-9.e+-]+", line), line
     spool.close()
+
+
+def test_forward_lag_quantiles_and_window(tmp_path: Path) -> None:
+    """Receipt-to-upload and -announce times from the outbox's timestamps, only for the
+    instances received in the window."""
+    spool, store, county = _fill(tmp_path)
+    fwd = Forwarder(spool, store, county, announce_delay=0)  # type: ignore[arg-type]
+    fwd.drain(10)
+    now = time.time()
+    rows = spool.query("SELECT id, priority_rank FROM outbox WHERE state = 'announced'")
+    routine = [row_id for row_id, rank in rows if rank == 1]
+    # routine rows: received 10, 20, 30, 40 s before they were uploaded; the last one long ago
+    with sqlite3.connect(tmp_path / "spool" / "outbox.db") as db:  # as if it happened so
+        for i, row_id in enumerate(routine):
+            long_ago = 10_000 if i == 3 else 0
+            db.execute(
+                "UPDATE outbox SET received_ts = ?, uploaded_at = ?, announced_at = ? WHERE id = ?",
+                (now - 10 * (i + 1) - long_ago, now - long_ago, now + 1, row_id),
+            )
+    db.close()
+    lag = forward_lag(spool.query, now=now + 1, window=900)
+    assert lag["seconds"]["routine"]["upload"] == [10.0, 20.0, 30.0]
+    assert lag["seconds"]["routine"]["announce"] == [11.0, 21.0, 31.0]
+    text = render(spool_status(spool), lag)
+    assert _sample(text, "forward_lag_seconds", _lag("routine", "upload", "0.5")) == 20
+    assert _sample(text, "forward_lag_seconds", _lag("routine", "upload", "1")) == 30
+    assert _sample(text, "forward_lag_window_instances", '{priority="routine",stage="upload"}') == 3
+    spool.close()
+
+
+def _lag(priority: str, stage: str, q: str) -> str:
+    return f'{{priority="{priority}",stage="{stage}",quantile="{q}"}}'
+
+
+def test_render_prints_large_counters_exactly(tmp_path: Path) -> None:
+    st = spool_status(tmp_path / "nothing-yet")
+    st["counters"]["bytes_uploaded"] = 12_345_678_901
+    st["spool_bytes"] = 1_234_567
+    text = render(st)
+    assert "teleread_gateway_bytes_uploaded_total 12345678901\n" in text
+    assert "teleread_gateway_spool_bytes 1234567\n" in text
+    assert "forward_lag" not in text  # not asked for

@@ -1,0 +1,130 @@
+"""Is a received dataset whole? One pass over its element headers in the negotiated syntax.
+
+``dcmread(stop_before_pixels=True)``, which the gateway uses to read the header, never looks
+at the pixel data or anything after it, and pydicom's reader is forgiving: it guesses the VR
+encoding when the bytes do not match the transfer syntax, and stops quietly at the end of the
+bytes even when the last element declared more. A truncated file (a modality that sends a
+half-written instance), garbage after the last element, an element declaring 100 MB that is
+not there, or explicit-VR bytes sent under an implicit-VR context would all be spooled,
+uploaded and fail only in the radiologist's viewer. ``check_structure`` walks the element
+headers (values are skipped by their length, never decoded) and raises ``InvalidInstance``
+(CANNOT_UNDERSTAND) when they do not add up; sequences deeper than ``MAX_SEQUENCE_DEPTH``
+are refused too (recursive readers downstream would overflow their stack).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pydicom import uid
+
+from gateway.errors import InvalidInstance
+
+MAX_SEQUENCE_DEPTH = 64
+UNDEFINED = 0xFFFFFFFF
+ITEM, ITEM_END, SEQUENCE_END = 0xE000, 0xE00D, 0xE0DD
+PIXEL_DATA = 0x7FE00010
+# explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2)
+_LONG_VRS = frozenset(
+    (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
+)
+# transfer syntaxes whose dataset bytes are not plain elements (deflate: zlib stream)
+_NOT_WALKABLE = frozenset((uid.DeflatedExplicitVRLittleEndian,))
+
+
+def _bad(message: str) -> InvalidInstance:
+    return InvalidInstance(f"dataset not well formed: {message}")
+
+
+def check_structure(data: bytes | memoryview, transfer_syntax: str) -> None:
+    """Raise ``InvalidInstance`` unless ``data`` (a dataset, no preamble or file meta) is a
+    complete sequence of elements in ``transfer_syntax``."""
+    if transfer_syntax in _NOT_WALKABLE:
+        return
+    view = memoryview(data)
+    end = len(view)
+    implicit = transfer_syntax == uid.ImplicitVRLittleEndian
+    order = ">" if transfer_syntax == uid.ExplicitVRBigEndian else "<"
+    head = struct.Struct(f"{order}HH2sH").unpack_from  # group, element, VR, short length
+    u32 = struct.Struct(f"{order}L").unpack_from
+    # open containers: (end offset or None when undefined length, kind, implicit);
+    # kind "seq": items only; "item": elements; "frag": encapsulated pixel data fragments
+    stack: list[tuple[int | None, str, bool]] = []
+    pos = 0
+    while True:
+        limit = end
+        if stack:
+            top_end, kind, implicit_here = stack[-1]
+            if top_end is not None:
+                limit = top_end
+                if pos == top_end:
+                    stack.pop()
+                    continue
+        else:
+            kind, implicit_here = "item", implicit
+            if pos == end:
+                return
+        if pos + 8 > limit:
+            where = "the dataset" if not stack else "a sequence"
+            raise _bad(f"{limit - pos} stray byte(s) at the end of {where} (offset {pos})")
+        group, element, vr, short = head(view, pos)
+        if group == 0xFFFE:
+            (length,) = u32(view, pos + 4)
+            pos += 8
+            if element == ITEM and kind in ("seq", "frag"):
+                if length == UNDEFINED:
+                    if kind == "frag":
+                        raise _bad("pixel data fragment of undefined length")
+                    stack.append((None, "item", implicit_here))
+                elif pos + length > limit:
+                    raise _bad(f"item of {length} bytes overruns its sequence (offset {pos})")
+                elif kind == "frag":
+                    pos += length
+                else:
+                    stack.append((pos + length, "item", implicit_here))
+            elif element == ITEM_END and kind == "item" and stack and stack[-1][0] is None:
+                stack.pop()
+            elif element == SEQUENCE_END and kind in ("seq", "frag") and stack[-1][0] is None:
+                stack.pop()
+            else:
+                raise _bad(f"unexpected (FFFE,{element:04X}) at offset {pos - 8}")
+            if len(stack) > 2 * MAX_SEQUENCE_DEPTH + 1:
+                raise _bad(f"sequences nested deeper than {MAX_SEQUENCE_DEPTH}")
+            continue
+        if kind != "item":
+            raise _bad(f"element ({group:04X},{element:04X}) where an item was expected")
+        if implicit_here:
+            vr = b""
+            (length,) = u32(view, pos + 4)
+            pos += 8
+        else:
+            if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
+                raise _bad(
+                    f"element ({group:04X},{element:04X}) has no explicit VR (offset {pos}): "
+                    "bytes do not match the transfer syntax"
+                )
+            if vr in _LONG_VRS:
+                if pos + 12 > limit:
+                    raise _bad(f"truncated element header at offset {pos}")
+                (length,) = u32(view, pos + 8)
+                pos += 12
+            else:
+                length = short
+                pos += 8
+        if length == UNDEFINED:
+            tag = (group << 16) | element
+            if tag == PIXEL_DATA and vr != b"SQ":
+                stack.append((None, "frag", implicit_here))
+            else:  # a sequence (UN of undefined length: implicit VR little endian inside)
+                stack.append((None, "seq", implicit_here or vr == b"UN"))
+        elif pos + length > limit:
+            raise _bad(
+                f"element ({group:04X},{element:04X}) declares {length} bytes, "
+                f"{limit - pos} left (offset {pos})"
+            )
+        elif vr == b"SQ":
+            stack.append((pos + length, "seq", implicit_here))
+        else:
+            pos += length
+        if len(stack) > 2 * MAX_SEQUENCE_DEPTH + 1:
+            raise _bad(f"sequences nested deeper than {MAX_SEQUENCE_DEPTH}")
