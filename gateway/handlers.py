@@ -10,9 +10,10 @@ from pynetdicom.events import Event
 
 from gateway import status
 from gateway.errors import InvalidInstance, SpoolError, SpoolFull
-from gateway.instance import part10_bytes, read_instance
+from gateway.instance import PREAMBLE, StoreMeta, encode_meta, read_instance
 from gateway.sites import Sites
 from gateway.spool import Spool
+from worklist.triage import category_for_called_ae
 
 logger = logging.getLogger(__name__)
 
@@ -78,20 +79,31 @@ def handle_store(
         )
         return status.REFUSED_NOT_AUTHORISED
     try:
-        meta = event.file_meta
-        meta.SourceApplicationEntityTitle = calling
-        dataset = event.encoded_dataset(include_meta=False)
-        data = part10_bytes(meta, dataset)
+        urgent = urgent_called_aes or {}
+        meta = StoreMeta(
+            str(request.AffectedSOPClassUID or ""),
+            sop,
+            str(event.context.transfer_syntax),
+        )
+        explicit = category_for_called_ae(called, urgent)
+        prefix = PREAMBLE + encode_meta(
+            meta,
+            calling_ae=calling,
+            called_ae=called,
+            spool_info={"site": site, "category": explicit},
+        )
+        with request.DataSet.getbuffer() as dataset:  # the received bytes, not a copy
+            data = b"".join((prefix, dataset))
         inst = read_instance(
             data,
             meta,
             site=site,
             calling_ae=calling,
             called_ae=called,
-            urgent_called_aes=urgent_called_aes or {},
+            urgent_called_aes=urgent,
         )
         log.update(study_uid=inst.study_instance_uid, series_uid=inst.series_instance_uid)
-        outcome, row_id = spool.store(inst, data, dataset_offset=len(data) - len(dataset))
+        outcome, row_id = spool.store(inst, data, dataset_offset=len(prefix))
     except InvalidInstance as exc:
         logger.warning(
             "malformed dataset refused",

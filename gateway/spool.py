@@ -1,9 +1,15 @@
 """The durable spool: received files on disk plus an outbox table in SQLite.
 
-An instance is acknowledged only once both are durable: the Part-10 file is written to a temp
+An instance is acknowledged only once it is durable: the Part-10 file is written to a temp
 file, fsynced, renamed to ``objects/<sha256>.dcm`` and the directory fsynced; then its outbox
-row is committed (WAL, ``synchronous=FULL``). A crash before the commit leaves an orphan file
-(its sender got no success and will resend), removed at the next open.
+row is committed (WAL, ``synchronous=NORMAL``: the commit survives kill -9 at once, and a power
+cut once the WAL is next synced). The fsynced file is the durable record: its file meta carries
+the calling and called AE titles and the site (``gateway.instance.encode_meta``), so at the
+next open a file without a row (a power cut took the commit, or a crash came between the rename
+and the commit) gets its row back from the file alone. Files the gateway did not write that
+way (no spool information) are removed. One fsync of the file and one of the directory per
+instance: the outbox commit's own fsync cost as much again and bought nothing the file lacks.
+Marking rows announced (after which spool files are deleted) is committed with a full sync.
 
 Row states: ``received`` -> ``uploaded`` (in the object store, sha256 verified) ->
 ``announced`` (the county API knows; the spool file is deleted, the row kept for dedup until
@@ -165,7 +171,7 @@ class Spool:
             self.root / "outbox.db", check_same_thread=False, isolation_level=None, timeout=30
         )
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # the spool file is the durable record
         self._db.executescript(_SCHEMA)
         have = {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}
         for name, sql_type in _ADDED_COLUMNS:
@@ -182,14 +188,19 @@ class Spool:
             held = dict(
                 self._db.execute(f"SELECT path, state FROM outbox WHERE state IN {HELD_STATES}")
             )
+            orphans = []
             for entry in os.scandir(self.objects):
                 rel = f"objects/{entry.name}"
                 if rel not in held:
-                    os.unlink(entry.path)
-                    logger.info(
-                        "orphan spool file removed",
-                        extra={"action": "spool_orphan_removed", "path": rel},
-                    )
+                    if entry.name.startswith(".tmp-") or not self._reindex(Path(entry.path)):
+                        os.unlink(entry.path)
+                        logger.info(
+                            "orphan spool file removed",
+                            extra={"action": "spool_orphan_removed", "path": rel},
+                        )
+                    else:
+                        orphans.append(rel)
+            held.update(dict.fromkeys(orphans, RECEIVED))
             for path in held:
                 if not (self.root / path).exists():
                     self._db.execute(
@@ -204,6 +215,44 @@ class Spool:
                 f"SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state IN {HELD_STATES}"
             ).fetchone()
             self._bytes = int(total)
+
+    def _reindex(self, path: Path) -> bool:
+        """Give a spool file without an outbox row its row back; False: not ours, remove it."""
+        from pydicom import dcmread
+
+        from gateway.instance import read_instance, spool_info_of
+
+        try:
+            data = path.read_bytes()
+            meta = dcmread(path, stop_before_pixels=True).file_meta
+            info = spool_info_of(meta)
+            if info is None:
+                return False
+            called = str(getattr(meta, "ReceivingApplicationEntityTitle", "") or "").strip()
+            category = info.get("category")
+            inst = read_instance(
+                data,
+                meta,
+                site=str(info.get("site", "")),
+                calling_ae=str(getattr(meta, "SourceApplicationEntityTitle", "")).strip(),
+                called_ae=called,
+                urgent_called_aes={called: category} if category else {},
+            )
+            offset = 144 + int.from_bytes(data[140:144], "little")
+            outcome, row_id = self.store(
+                inst, data, dataset_offset=offset, now=path.stat().st_mtime, recovery=True
+            )
+        except Exception as exc:
+            logger.error(
+                "spool file without outbox row not recoverable",
+                extra={"action": "spool_reindex_failed", "path": str(path), "error": repr(exc)},
+            )
+            return False
+        logger.warning(
+            "outbox row rebuilt from its spool file",
+            extra={"action": "spool_row_rebuilt", "row_id": row_id, "outcome": outcome},
+        )
+        return outcome != "duplicate"  # a duplicate's row holds the bytes already
 
     def close(self) -> None:
         with self._lock:
@@ -272,11 +321,19 @@ class Spool:
         return rel
 
     def store(
-        self, inst: ReceivedInstance, data: bytes, *, dataset_offset: int, now: float | None = None
+        self,
+        inst: ReceivedInstance,
+        data: bytes,
+        *,
+        dataset_offset: int,
+        now: float | None = None,
+        recovery: bool = False,
     ) -> tuple[StoreOutcome, int]:
         """Make one received instance durable; return what happened and the row id.
 
         Raises ``SpoolFull`` when there is no room, ``SpoolError`` when the disk fails.
+        Dedup is decided inside the insert's write transaction, so two acceptor processes
+        storing the same instance at once make one row.
         """
         now = time.time() if now is None else now
         dataset_sha = hashlib.sha256(memoryview(data)[dataset_offset:]).hexdigest()
@@ -285,11 +342,12 @@ class Spool:
                 if sha == dataset_sha:
                     self.count(instances_received=1, instances_duplicate=1)
                     return "duplicate", row_id
-            try:
-                self._admit(len(data))
-            except SpoolFull:
-                self.count(instances_received=1, instances_refused_spool_full=1)
-                raise
+            if not recovery:
+                try:
+                    self._admit(len(data))
+                except SpoolFull:
+                    self.count(instances_received=1, instances_refused_spool_full=1)
+                    raise
         sha256 = hashlib.sha256(data).hexdigest()
         try:
             rel = self._write_file(data, sha256)
@@ -297,14 +355,15 @@ class Spool:
             raise SpoolError(f"cannot write spool file: {exc}") from exc
         received_at = datetime.fromtimestamp(now, UTC).isoformat()
         with self._lock:
-            same = self._same_sop(inst.sop_instance_uid)
-            for row_id, sha, _state in same:
-                if sha == dataset_sha:  # a concurrent association stored it first
-                    self.count(instances_received=1, instances_duplicate=1)
-                    return "duplicate", row_id
-            state = CONFLICT if same else RECEIVED
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("BEGIN IMMEDIATE")  # dedup and insert: one writer at a time
+                same = self._same_sop(inst.sop_instance_uid)
+                dup = next((row_id for row_id, sha, _ in same if sha == dataset_sha), None)
+                if dup is not None:  # a concurrent association stored it first
+                    self._count_sql({"instances_received": 1, "instances_duplicate": 1})
+                    self._db.execute("COMMIT")
+                    return "duplicate", dup
+                state = CONFLICT if same else RECEIVED
                 cur = self._db.execute(
                     "INSERT INTO outbox (sop_instance_uid, series_instance_uid, "
                     "study_instance_uid, sop_class_uid, site, calling_ae, called_ae, object_key, "
@@ -336,7 +395,7 @@ class Spool:
                 )
                 outcome = "instances_stored" if state == RECEIVED else "instances_conflict"
                 self._count_sql({"instances_received": 1, outcome: 1})
-                self._db.execute("COMMIT")  # row and counters: one durable transaction
+                self._db.execute("COMMIT")  # row and counters: one transaction
             except sqlite3.Error as exc:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
@@ -432,6 +491,18 @@ class Spool:
     def mark_announced(self, rows: list[OutboxRow], now: float) -> None:
         """Announced: record it, then delete the spool files (the rows stay for dedup)."""
         with self._lock:
+            # durable before the spool files go (synchronous cannot change mid-transaction)
+            self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                self._mark_announced(rows, now)
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            for r in rows:
+                (self.root / r.path).unlink(missing_ok=True)
+                self._bytes -= r.size
+
+    def _mark_announced(self, rows: list[OutboxRow], now: float) -> None:
+        with self._lock:
             self._db.execute("BEGIN IMMEDIATE")  # one durable commit for the whole batch
             try:
                 self._db.executemany(
@@ -442,11 +513,9 @@ class Spool:
                 self._count_sql({"instances_announced": len(rows)})
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            for r in rows:
-                (self.root / r.path).unlink(missing_ok=True)
-                self._bytes -= r.size
 
     def mark_failed(self, rows: list[OutboxRow], error: str, retry_at: float) -> None:
         with self._lock:

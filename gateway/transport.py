@@ -33,10 +33,11 @@ from typing import Any
 
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
-from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError
+from gateway.fastassoc import FastRequestHandler
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +256,7 @@ def guard(assoc: Association) -> Association:
     return assoc
 
 
-class GatewayRequestHandler(RequestHandler):
+class GatewayRequestHandler(FastRequestHandler):
     """pynetdicom's request handler plus the read timeout, TLS handshake and PDU guard."""
 
     def setup_connection(self) -> bool:

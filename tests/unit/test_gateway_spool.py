@@ -10,15 +10,19 @@ from pydicom.dataset import Dataset
 
 from gateway.errors import InvalidInstance, SpoolFull
 from gateway.instance import (
+    PREAMBLE,
     ROUTINE_RANK,
     URGENT_RANK,
     ReceivedInstance,
+    StoreMeta,
+    encode_meta,
     read_instance,
     spooled_header_json,
 )
 from gateway.ops import format_status, spool_status
 from gateway.spool import CONFLICT, MISSING, RECEIVED, Spool
 from tests.dicom_factory import make_ct, make_dx, part10_bytes
+from tests.integration.test_gateway_support import after_meta
 
 
 def received(
@@ -144,4 +148,53 @@ def test_recovery_drops_orphans_and_flags_missing(tmp_path: Path) -> None:
     assert states == [MISSING, RECEIVED]
     left = list((tmp_path / "objects").glob("*.dcm"))
     assert len(left) == 1 and spool.held_bytes == left[0].stat().st_size
+    spool.close()
+
+
+def _as_received_by_gateway(ds: Dataset, *, called: str) -> tuple[ReceivedInstance, bytes, int]:
+    """What ``handle_store`` spools: the gateway's own file meta with the spool information."""
+    meta = StoreMeta(ds.SOPClassUID, ds.SOPInstanceUID, ds.file_meta.TransferSyntaxUID)
+    category = {"STROKE": "stroke"}.get(called)
+    prefix = PREAMBLE + encode_meta(
+        meta,
+        calling_ae="CT_TS01",
+        called_ae=called,
+        spool_info={"site": "TS01", "category": category},
+    )
+    data = prefix + after_meta(part10_bytes(ds))
+    inst = read_instance(
+        data,
+        meta,
+        site="TS01",
+        calling_ae="CT_TS01",
+        called_ae=called,
+        urgent_called_aes={"STROKE": "stroke"},
+    )
+    return inst, data, len(prefix)
+
+
+def test_recovery_rebuilds_rows_lost_with_an_unsynced_commit(tmp_path: Path) -> None:
+    """The outbox commit is not fsynced (the spool file is): a row lost to a power cut comes
+    back from its file, with the same fields; an orphan duplicating a kept row goes."""
+    spool = Spool(tmp_path)
+    kept = _as_received_by_gateway(make_ct(), called="TELEREAD")
+    lost = _as_received_by_gateway(make_ct(), called="STROKE")
+    spool.store(kept[0], kept[1], dataset_offset=kept[2])
+    spool.store(lost[0], lost[1], dataset_offset=lost[2])
+    cols = (
+        "sop_instance_uid, series_instance_uid, study_instance_uid, sop_class_uid, site, "
+        "calling_ae, called_ae, object_key, path, size, sha256, dataset_sha256, priority_rank, "
+        "category, state, payload"
+    )
+    before = {r[0]: r for r in spool.query(f"SELECT {cols} FROM outbox")}
+    spool._db.execute("DELETE FROM outbox WHERE sop_instance_uid = ?", (lost[0].sop_instance_uid,))
+    # a second copy of the kept instance under another name (as a crash mid-dedup leaves)
+    (spool.objects / ("0" * 64 + ".dcm")).write_bytes(kept[1])
+    spool.close()
+    spool = Spool(tmp_path)
+    after = {r[0]: r for r in spool.query(f"SELECT {cols} FROM outbox")}
+    assert after == before
+    assert after[lost[0].sop_instance_uid][12] == URGENT_RANK
+    assert not (spool.objects / ("0" * 64 + ".dcm")).exists()
+    assert spool.held_bytes == len(kept[1]) + len(lost[1])
     spool.close()
