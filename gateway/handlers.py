@@ -10,7 +10,7 @@ from pynetdicom.events import Event
 
 from gateway import status
 from gateway.errors import InvalidInstance, SpoolError, SpoolFull
-from gateway.instance import PREAMBLE, StoreMeta, encode_meta, read_instance
+from gateway.instance import PREAMBLE, StoreMeta, encode_meta, quick_instance, read_instance
 from gateway.sites import Sites
 from gateway.spool import Spool
 from worklist.triage import category_for_called_ae
@@ -94,14 +94,17 @@ def handle_store(
         )
         with request.DataSet.getbuffer() as dataset:  # the received bytes, not a copy
             data = b"".join((prefix, dataset))
-        inst = read_instance(
-            data,
-            meta,
-            site=site,
-            calling_ae=calling,
-            called_ae=called,
-            urgent_called_aes=urgent,
-        )
+        # the UIDs and a structural check now; the header's text and triage after the
+        # response (the forwarder reads the spooled file); anything unusual: parse it now
+        args: dict[str, Any] = {
+            "site": site,
+            "calling_ae": calling,
+            "called_ae": called,
+            "urgent_called_aes": urgent,
+        }
+        inst = quick_instance(memoryview(data)[len(prefix) :], meta, **args)
+        if inst is None:
+            inst = read_instance(data, meta, **args)
         log.update(study_uid=inst.study_instance_uid, series_uid=inst.series_instance_uid)
         outcome, row_id = spool.store(inst, data, dataset_offset=len(prefix))
     except InvalidInstance as exc:

@@ -76,6 +76,9 @@ class ReceivedInstance:
     # per-instance announcement fields (docs/contracts.md) without size, sha256, received_at
     # and dicom_json (added by the forwarder)
     payload: dict[str, Any] = field(default_factory=dict)
+    # False: only the UIDs are known (``quick_instance``); the header is read after the
+    # C-STORE response (``read_instance`` on the spooled file, by the forwarder)
+    indexed: bool = True
 
 
 def part10_bytes(file_meta: FileMetaDataset, dataset: bytes) -> bytes:
@@ -281,16 +284,20 @@ def _check(ds: Dataset, file_meta: Any) -> tuple[str, str, str, str]:
 
 def read_instance(
     data: bytes,
-    file_meta: FileMetaDataset | StoreMeta,
+    file_meta: FileMetaDataset | StoreMeta | None,
     *,
     site: str,
     calling_ae: str,
     called_ae: str,
     urgent_called_aes: Mapping[str, str],
 ) -> ReceivedInstance:
-    """Parse the header of a spooled-to-be Part-10 file; raise ``InvalidInstance``."""
-    check_structure(_dataset_bytes(data), str(file_meta.TransferSyntaxUID))
+    """Parse the header of a spooled-to-be Part-10 file; raise ``InvalidInstance``.
+    ``file_meta`` None: the file's own (a spooled file)."""
+    if file_meta is not None:  # a spooled file was checked before its ACK
+        check_structure(_dataset_bytes(data), str(file_meta.TransferSyntaxUID))
     ds = _parse(data)
+    if file_meta is None:
+        file_meta = ds.file_meta
     sop_class, sop, series, study = _check(ds, file_meta)
     declared = _declared_charset(ds)
     payload: dict[str, Any] = {
@@ -334,4 +341,152 @@ def read_instance(
         category=triage.category,
         priority_rank=URGENT_RANK if triage.priority == "stat" else ROUTINE_RANK,
         payload=payload,
+    )
+
+
+# -- the fast path before the C-STORE response ----------------------------------------------
+
+_UID_TAGS = {
+    0x00080016: "SOPClassUID",
+    0x00080018: "SOPInstanceUID",
+    0x0020000D: "StudyInstanceUID",
+    0x0020000E: "SeriesInstanceUID",
+}
+_LONG_VRS = frozenset(
+    (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
+)
+_WALKABLE = {
+    "1.2.840.10008.1.2": True,  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1": False,  # Explicit VR Little Endian
+}
+_UNDEFINED = 0xFFFFFFFF
+_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+
+
+class _NotWalkable(Exception):
+    """The walker cannot vouch for this dataset: let pydicom judge it."""
+
+
+def _walk(
+    buf: memoryview,
+    pos: int,
+    end: int,
+    implicit: bool,
+    found: dict[int, bytes] | None,
+    until: int | None,
+) -> int:
+    """Walk data elements from ``pos``; return the position after them (after the delimiter
+    ``until`` when given). Stops before (7FE0,0010) at the top level."""
+    unpack = struct.unpack_from
+    prev = -1
+    while pos < end:
+        if pos + 8 > end:
+            raise _NotWalkable("truncated element header")
+        group, elem, length = unpack("<HHI", buf, pos)
+        tag = group << 16 | elem
+        if until is not None and tag == until:
+            return pos + 8
+        if tag in (_ITEM, _ITEM_END, _SEQ_END):
+            raise _NotWalkable("delimiter out of place")
+        if found is not None and tag >= 0x7FE00010:
+            return pos
+        if tag <= prev:
+            raise _NotWalkable("elements out of order")
+        prev = tag
+        header = 8
+        if not implicit:
+            vr = bytes(buf[pos + 4 : pos + 6])
+            if vr in _LONG_VRS:
+                if pos + 12 > end:
+                    raise _NotWalkable("truncated element header")
+                (length,) = unpack("<I", buf, pos + 8)
+                header = 12
+            elif vr.isalpha() and vr.isupper():
+                (length,) = unpack("<H", buf, pos + 6)
+            else:
+                raise _NotWalkable("not a VR")
+            if vr == b"UN" and length == _UNDEFINED:
+                raise _NotWalkable("UN of undefined length")
+        pos += header
+        if length == _UNDEFINED:
+            pos = _walk_sequence(buf, pos, end, implicit)
+            continue
+        if pos + length > end:
+            raise _NotWalkable("element longer than the data")
+        if found is not None and tag in _UID_TAGS:
+            found[tag] = bytes(buf[pos : pos + length])
+        pos += length
+    if until is not None:
+        raise _NotWalkable("missing delimiter")
+    return pos
+
+
+def _walk_sequence(buf: memoryview, pos: int, end: int, implicit: bool) -> int:
+    while True:
+        if pos + 8 > end:
+            raise _NotWalkable("unterminated sequence")
+        group, elem, length = struct.unpack_from("<HHI", buf, pos)
+        tag = group << 16 | elem
+        pos += 8
+        if tag == _SEQ_END:
+            return pos
+        if tag != _ITEM:
+            raise _NotWalkable("not an item")
+        if length == _UNDEFINED:
+            pos = _walk(buf, pos, end, implicit, None, _ITEM_END)
+        elif pos + length > end:
+            raise _NotWalkable("item longer than the data")
+        else:
+            pos += length
+
+
+def quick_instance(
+    dataset: memoryview,
+    file_meta: StoreMeta,
+    *,
+    site: str,
+    calling_ae: str,
+    called_ae: str,
+    urgent_called_aes: Mapping[str, str],
+) -> ReceivedInstance | None:
+    """What must be known before answering a C-STORE, without pydicom: the dataset's top-level
+    elements are well formed (tags ascending, lengths within the data, sequences delimited, up
+    to the pixel data) and its UIDs valid and matching the request. None: not sure (another
+    transfer syntax, anything odd): use ``read_instance``, which decides. The header's text
+    fields and triage come later (``indexed`` False)."""
+    implicit = _WALKABLE.get(file_meta.TransferSyntaxUID)
+    if implicit is None:
+        return None
+    found: dict[int, bytes] = {}
+    try:
+        _walk(dataset, 0, len(dataset), implicit, found, None)
+    except (_NotWalkable, struct.error):
+        return None
+    try:
+        uids = {name: found[tag].rstrip(b"\0 ").decode("ascii") for tag, name in _UID_TAGS.items()}
+    except (KeyError, UnicodeDecodeError):
+        return None  # read_instance words the refusal
+    if not all(is_valid_uid(u) for u in uids.values()):
+        return None
+    sop, sop_class = uids["SOPInstanceUID"], uids["SOPClassUID"]
+    if (
+        sop != file_meta.MediaStorageSOPInstanceUID
+        or sop_class != file_meta.MediaStorageSOPClassUID
+    ):
+        return None
+    study, series = uids["StudyInstanceUID"], uids["SeriesInstanceUID"]
+    explicit = category_for_called_ae(called_ae, urgent_called_aes)
+    return ReceivedInstance(
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop,
+        series_instance_uid=series,
+        study_instance_uid=study,
+        transfer_syntax_uid=file_meta.TransferSyntaxUID,
+        site=site,
+        calling_ae=calling_ae,
+        called_ae=called_ae,
+        object_key=instance_key(study, series, sop),
+        category=explicit,
+        priority_rank=URGENT_RANK if explicit else ROUTINE_RANK,
+        indexed=False,
     )

@@ -9,7 +9,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.spool import CONFLICT, COUNTERS, HELD_STATES, MISSING, PENDING_STATES, Spool
+from gateway.spool import (
+    CONFLICT,
+    COUNTERS,
+    HELD_STATES,
+    INVALID,
+    MISSING,
+    PENDING_STATES,
+    Spool,
+)
 
 Query = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
 
@@ -81,8 +89,8 @@ def _status(root: str, q: Query) -> dict[str, Any]:
     )
     problems = q(
         "SELECT id, state, sop_instance_uid, study_instance_uid, calling_ae, last_error "
-        "FROM outbox WHERE state IN (?, ?) ORDER BY id DESC LIMIT 20",
-        (CONFLICT, MISSING),
+        "FROM outbox WHERE state IN (?, ?, ?) ORDER BY id DESC LIMIT 20",
+        (CONFLICT, MISSING, INVALID),
     )
     return {
         "spool_dir": root,

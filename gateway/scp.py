@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Mapping
 from typing import Any
 
 from pydicom import uid
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -106,6 +107,10 @@ def start_scp(
     ``port`` overrides ``settings.port``; with ``ssl_context`` the listener speaks DICOM TLS.
     Connections get gateway.transport's PDU guard, read timeout and off-loop handshake."""
     ae = build_ae(settings)
+    if not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
+        # pynetdicom's standard handlers format a debug summary of every PDU and DIMSE
+        # message (and stop gateway.fastassoc's direct C-STORE-RSP); off unless debugging
+        _config.LOG_HANDLER_LEVEL = "none"
     handlers = event_handlers(settings, spool, sites, mpps, urgent_called_aes=urgent_called_aes)
     address = (settings.host, settings.port if port is None else port)
     return serve(ae, address, handlers, ssl_context=ssl_context)

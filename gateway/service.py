@@ -145,6 +145,8 @@ class Gateway:
         if forward:
             self.forwarder.start()
             self.completion.start()
+        else:  # still read the headers the acceptors left for after the response
+            self.forwarder.start(index_only=True)
         if self.settings.metrics_port is not None:
             self.metrics = start_metrics_server(
                 self.spool.root, host=self.settings.metrics_host, port=self.settings.metrics_port

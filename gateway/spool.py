@@ -17,7 +17,9 @@ pruned). ``conflict``: same SOP Instance UID as an earlier instance with differe
 here and never uploaded over the first. ``missing``: the spool file vanished (reported).
 
 Dedup is by the sha256 of the dataset bytes (not the file: its meta header carries the calling
-AE title), among rows of the same SOP Instance UID.
+AE title), among rows of the same SOP Instance UID; files are named by it. The sha256 of the
+whole file (``sha256``, what the object store must hold) is filled in by the forwarder before
+the upload, after it checked the file's dataset against the sha256 taken at receipt.
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ logger = logging.getLogger(__name__)
 
 RECEIVED, UPLOADED, ANNOUNCED = "received", "uploaded", "announced"
 CONFLICT, MISSING = "conflict", "missing"
+INVALID = "invalid"  # acknowledged, but its header turned out unreadable (kept, reported)
 PENDING_STATES = (RECEIVED, UPLOADED)
-HELD_STATES = (RECEIVED, UPLOADED, CONFLICT)  # states whose file is still in the spool
+HELD_STATES = (RECEIVED, UPLOADED, CONFLICT, INVALID)  # states whose file is still held
 StoreOutcome = Literal["stored", "duplicate", "conflict"]
 
 _SCHEMA = """
@@ -84,6 +87,9 @@ _ADDED_COLUMNS = (
     ("upload_sha256", "TEXT"),  # (lossless recompression, see gateway.recompress)
     ("upload_transfer_syntax", "TEXT"),
     ("upload_method", "TEXT"),
+    # 0: only the UIDs are known yet (the header is read after the C-STORE response, see
+    # ``index_pending``); not uploaded until 1
+    ("indexed", "INTEGER NOT NULL DEFAULT 1"),
 )
 # monotonic counters kept in outbox.db (so they survive restarts and add up across acceptor
 # processes); gateway.metrics exposes them
@@ -104,7 +110,7 @@ _COLUMNS = (
     "id, sop_instance_uid, series_instance_uid, study_instance_uid, site, calling_ae, "
     "called_ae, object_key, path, size, sha256, priority_rank, category, state, attempts, "
     "next_attempt_at, last_error, received_at, payload, upload_size, upload_sha256, "
-    "upload_transfer_syntax, upload_method"
+    "upload_transfer_syntax, upload_method, dataset_sha256"
 )
 _ORDER = "ORDER BY priority_rank, received_ts, id"
 
@@ -134,6 +140,7 @@ class OutboxRow:
     upload_sha256: str | None = None
     upload_transfer_syntax: str | None = None
     upload_method: str | None = None
+    dataset_sha256: str = ""
 
     def announcement(self) -> dict[str, Any]:
         """The ingest JSON's per-instance object: size and sha256 of the uploaded object."""
@@ -305,8 +312,8 @@ class Spool:
             )
         )
 
-    def _write_file(self, data: bytes, sha256: str) -> str:
-        rel = f"objects/{sha256}.dcm"
+    def _write_file(self, data: bytes, dataset_sha256: str) -> str:
+        rel = f"objects/{dataset_sha256}.dcm"
         tmp = self.objects / f".tmp-{uuid.uuid4().hex}"
         try:
             with open(tmp, "wb") as out:
@@ -348,9 +355,11 @@ class Spool:
                 except SpoolFull:
                     self.count(instances_received=1, instances_refused_spool_full=1)
                     raise
-        sha256 = hashlib.sha256(data).hexdigest()
+        # the whole file's sha256 (what the object store will hold) is the forwarder's to
+        # compute, off this critical path, after checking the dataset's against the file
+        sha256 = ""
         try:
-            rel = self._write_file(data, sha256)
+            rel = self._write_file(data, dataset_sha)
         except OSError as exc:
             raise SpoolError(f"cannot write spool file: {exc}") from exc
         received_at = datetime.fromtimestamp(now, UTC).isoformat()
@@ -368,8 +377,8 @@ class Spool:
                     "INSERT INTO outbox (sop_instance_uid, series_instance_uid, "
                     "study_instance_uid, sop_class_uid, site, calling_ae, called_ae, object_key, "
                     "path, size, sha256, dataset_sha256, priority_rank, category, state, "
-                    "next_attempt_at, last_error, received_at, received_ts, payload) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "next_attempt_at, last_error, received_at, received_ts, payload, indexed) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         inst.sop_instance_uid,
                         inst.series_instance_uid,
@@ -391,6 +400,7 @@ class Spool:
                         received_at,
                         now,
                         json.dumps(inst.payload, ensure_ascii=False),
+                        int(inst.indexed),
                     ),
                 )
                 outcome = "instances_stored" if state == RECEIVED else "instances_conflict"
@@ -413,10 +423,41 @@ class Spool:
         with self._lock:
             return [OutboxRow(*r) for r in self._db.execute(sql, params)]
 
+    def to_index(self, limit: int) -> list[OutboxRow]:
+        """Rows whose header is still to be read, urgent-by-called-AE first, then arrival."""
+        return self._rows(
+            f"SELECT {_COLUMNS} FROM outbox WHERE indexed = 0 AND state IN {HELD_STATES} "
+            "ORDER BY priority_rank, id LIMIT ?",
+            (limit,),
+        )
+
+    def set_indexed(self, row_id: int, inst: ReceivedInstance, sha256: str) -> None:
+        """The header read after the response: triage, announcement fields, file sha256."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET priority_rank = ?, category = ?, payload = ?, sha256 = ?, "
+                "indexed = 1 WHERE id = ?",
+                (
+                    inst.priority_rank,
+                    inst.category,
+                    json.dumps(inst.payload, ensure_ascii=False),
+                    sha256,
+                    row_id,
+                ),
+            )
+        self.new_work.set()
+
+    def set_invalid(self, row_id: int, error: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET state = ?, last_error = ?, indexed = 1 WHERE id = ?",
+                (INVALID, error[:500], row_id),
+            )
+
     def next_to_upload(self, now: float) -> OutboxRow | None:
         rows = self._rows(
             f"SELECT {_COLUMNS} FROM outbox WHERE state = ? AND next_attempt_at <= ? "
-            f"{_ORDER} LIMIT 1",
+            f"AND indexed = 1 {_ORDER} LIMIT 1",
             (RECEIVED, now),
         )
         return rows[0] if rows else None
@@ -451,6 +492,11 @@ class Spool:
                 f"SELECT MIN(next_attempt_at) FROM outbox WHERE state IN {PENDING_STATES}"
             ).fetchone()
         return due
+
+    def set_sha256(self, row_id: int, sha256: str) -> None:
+        """Record the spooled file's sha256 (computed by the forwarder before its upload)."""
+        with self._lock:
+            self._db.execute("UPDATE outbox SET sha256 = ? WHERE id = ?", (sha256, row_id))
 
     def set_upload(
         self, row_id: int, *, size: int, sha256: str, transfer_syntax: str, method: str

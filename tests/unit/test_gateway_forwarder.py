@@ -4,6 +4,7 @@ integration tests use a real HTTP one)."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from pydicom.dataset import Dataset
 
 from gateway.errors import CountyRejected, CountyUnavailable
 from gateway.forwarder import Forwarder, TokenBucket
-from gateway.spool import ANNOUNCED, CONFLICT, UPLOADED, Spool
+from gateway.spool import ANNOUNCED, CONFLICT, MISSING, UPLOADED, Spool
 from tests.dicom_factory import make_ct, make_dx, part10_bytes
 from tests.integration.test_gateway_support import SwitchableStore, after_meta
 from tests.unit.test_gateway_spool import received
@@ -165,7 +166,8 @@ def test_object_already_stored_is_not_put_again(
     sop = _put(spool, make_dx())
     row = spool.next_to_upload(time.time())
     assert row is not None
-    store.put(row.object_key, spool.path_of(row).read_bytes(), sha256=row.sha256)  # crash after put
+    held = spool.path_of(row).read_bytes()
+    store.put(row.object_key, held, sha256=hashlib.sha256(held).hexdigest())  # crash after put
     store.put_keys.clear()
     _forwarder(spool, store, county).drain()
     assert store.put_keys == [] and county.sops == [sop]
@@ -212,3 +214,21 @@ def test_token_bucket_rate() -> None:
     bucket.consume(1000)  # the burst
     bucket.consume(100)  # 0.1 s short
     assert time.monotonic() - start >= 0.09
+
+
+def test_spool_file_changed_since_receipt_is_not_uploaded(
+    parts: tuple[Spool, SwitchableStore, RecordingCounty],
+) -> None:
+    """The acceptor hashes the dataset only; the forwarder checks the file against it before
+    taking the whole file's sha256 and uploading."""
+    spool, store, county = parts
+    sop = _put(spool, make_dx())
+    row = spool.next_to_upload(time.time())
+    assert row is not None and not row.sha256
+    path = spool.path_of(row)
+    held = bytearray(path.read_bytes())
+    held[-1] ^= 0xFF
+    path.write_bytes(bytes(held))
+    _forwarder(spool, store, county).drain(timeout=2.0)
+    assert _states(spool)[sop] == MISSING
+    assert store.put_keys == [] and county.sops == []

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.uid import ImplicitVRLittleEndian
 
 from gateway.errors import InvalidInstance, SpoolFull
 from gateway.instance import (
@@ -16,6 +18,7 @@ from gateway.instance import (
     ReceivedInstance,
     StoreMeta,
     encode_meta,
+    quick_instance,
     read_instance,
     spooled_header_json,
 )
@@ -93,7 +96,10 @@ def test_store_dedup_conflict_and_status(tmp_path: Path) -> None:
     inst, data, offset = received(ds)
     outcome, row = spool.store(inst, data, dataset_offset=offset)
     assert outcome == "stored"
-    assert (spool.objects / f"{spool.next_to_upload(1e12).sha256}.dcm").read_bytes() == data  # type: ignore[union-attr]
+    head = spool.next_to_upload(1e12)
+    assert head is not None and not head.sha256  # the forwarder computes the file's
+    assert (spool.objects / f"{head.dataset_sha256}.dcm").read_bytes() == data
+    assert head.dataset_sha256 == hashlib.sha256(data[offset:]).hexdigest()
     # the same dataset from another calling AE (other file meta) is still a duplicate
     inst2, data2, offset2 = received(ds, calling="CT_OTHER")
     assert spool.store(inst2, data2, dataset_offset=offset2) == ("duplicate", row)
@@ -198,3 +204,63 @@ def test_recovery_rebuilds_rows_lost_with_an_unsynced_commit(tmp_path: Path) -> 
     assert not (spool.objects / ("0" * 64 + ".dcm")).exists()
     assert spool.held_bytes == len(kept[1]) + len(lost[1])
     spool.close()
+
+
+def _quick(data: bytes, ds: Dataset) -> ReceivedInstance | None:
+    offset = 144 + int.from_bytes(data[140:144], "little")
+    meta = StoreMeta(ds.SOPClassUID, ds.SOPInstanceUID, ds.file_meta.TransferSyntaxUID)
+    return quick_instance(
+        memoryview(data)[offset:],
+        meta,
+        site="TS01",
+        calling_ae="CT_TS01",
+        called_ae="STROKE",
+        urgent_called_aes={"STROKE": "stroke"},
+    )
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_quick_instance_agrees_with_the_full_read(implicit: bool) -> None:
+    ds = make_ct()
+    seq_item = Dataset()
+    seq_item.CodeValue = "T-A0100"
+    seq_item.CodingSchemeDesignator = "SRT"
+    ds.AnatomicRegionSequence = [seq_item]  # walked as an undefined-length sequence too
+    if implicit:
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    data = part10_bytes(ds)
+    quick = _quick(data, ds)
+    full = read_instance(
+        data,
+        ds.file_meta,
+        site="TS01",
+        calling_ae="CT_TS01",
+        called_ae="STROKE",
+        urgent_called_aes={"STROKE": "stroke"},
+    )
+    assert quick is not None and not quick.indexed and full.indexed
+    for name in (
+        "sop_class_uid",
+        "sop_instance_uid",
+        "series_instance_uid",
+        "study_instance_uid",
+        "object_key",
+        "category",
+        "priority_rank",
+    ):
+        assert getattr(quick, name) == getattr(full, name), name
+
+
+def test_quick_instance_leaves_doubtful_datasets_to_the_full_read() -> None:
+    ds = make_ct()
+    data = part10_bytes(ds)
+    offset = 144 + int.from_bytes(data[140:144], "little")
+    assert _quick(data[:-10], ds) is not None  # cut inside the pixel data: not its business
+    assert _quick(data[: offset + 20], ds) is None  # cut inside the header
+    garbage = data[:offset] + b"\x08\x00\x18\x00UI\xff\x7f" + b"\x01" * 40
+    assert _quick(garbage, ds) is None
+    other = make_ct()  # the request names another SOP instance
+    assert _quick(data, other) is None
+    no_study = make_ct()
+    del no_study.StudyInstanceUID
+    assert _quick(part10_bytes(no_study), no_study) is None
