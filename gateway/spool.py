@@ -367,11 +367,13 @@ class Spool:
             try:
                 self._db.execute("BEGIN IMMEDIATE")  # dedup and insert: one writer at a time
                 same = self._same_sop(inst.sop_instance_uid)
-                dup = next((row_id for row_id, sha, _ in same if sha == dataset_sha), None)
+                dup = next(((i, st) for i, sha, st in same if sha == dataset_sha), None)
                 if dup is not None:  # a concurrent association stored it first
                     self._count_sql({"instances_received": 1, "instances_duplicate": 1})
                     self._db.execute("COMMIT")
-                    return "duplicate", dup
+                    if dup[1] not in HELD_STATES:  # its file (ours: same name) is gone
+                        (self.root / rel).unlink(missing_ok=True)
+                    return "duplicate", dup[0]
                 state = CONFLICT if same else RECEIVED
                 cur = self._db.execute(
                     "INSERT INTO outbox (sop_instance_uid, series_instance_uid, "
