@@ -10,9 +10,11 @@ processes at once with one copy each. Wall time from starting the client(s) to t
 exiting.
 
 teleread: ``gateway.service.Gateway`` in this process (``--workers`` acceptor processes;
-1 = the in-process SCP), spool on the temp disk with its fsyncs (file, directory and the
-SQLite WAL commit for every instance), forwarding off (ingest only; the forwarder would
-use the same CPUs in production, see ``--forward``).
+1 = the in-process SCP), spool on the temp disk with its fsyncs (file and directory for
+every instance; the outbox commit is WAL ``synchronous=NORMAL``, see ``gateway.spool``),
+forwarding off (ingest only; the forwarder would use the same CPUs in production, see
+``--forward``) except for its header reading (triage, announcement fields, the file's
+sha256), which runs after each C-STORE response and is part of ingest.
 Orthanc (Debian package, ``Orthanc`` on PATH): its own JSON config, SQLite index, storage in
 the temp dir, ``RemoteAccessAllowed: false``, DICOM/HTTP on free loopback-test ports,
 ``MaximumPduLength`` 131072 (its maximum; teleread offers 262144), ``StorageCompression``
@@ -150,6 +152,18 @@ def teleread_gateway(tmp: Path, workers: int, forward: bool) -> Iterator[tuple[i
         gw.stop()
 
 
+def header_lag(gw: Gateway, timeout: float = 120.0) -> float:
+    """Seconds from the end of the send until every spooled header has been read (triage,
+    announcement fields: done after each C-STORE response, see gateway.forwarder)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        ((left,),) = gw.spool.query("SELECT COUNT(*) FROM outbox WHERE indexed = 0", ())
+        if not left:
+            break
+        time.sleep(0.02)
+    return time.perf_counter() - started
+
+
 @contextlib.contextmanager
 def orthanc(tmp: Path) -> Iterator[tuple[int, int]]:
     exe = shutil.which("Orthanc")
@@ -224,12 +238,14 @@ def main() -> None:
             f"{os.cpu_count()} CPUs"
         )
         results: dict[tuple[str, int], float] = {}
+        lags: dict[int, float] = {}
         for n in (1, args.copies):
             folders = copies[:n]
             run = base / f"run-{n}"
             expected = n * args.slices
             with teleread_gateway(run / "teleread", args.workers, args.forward) as (port, gw):
                 results[("teleread", n)] = timed_send(port, "TELEREAD", folders)
+                lags[n] = header_lag(gw)
                 ((stored,),) = gw.spool.query("SELECT COUNT(*) FROM outbox", ())
             if stored != expected:
                 raise RuntimeError(f"teleread spooled {stored} of {expected}")
@@ -251,6 +267,7 @@ def main() -> None:
                 )
             ratio = results[("orthanc", n)] / results[("teleread", n)]
             print(f"{'':10} {n:>6} teleread / orthanc: {ratio:.2f}x")
+            print(f"{'':10} {n:>6} teleread headers all read {lags[n]:.2f} s after the send")
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)

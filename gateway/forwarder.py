@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 
 from gateway.county import CountyClient
 from gateway.errors import CountyRejected, CountyUnavailable, InvalidInstance
-from gateway.instance import read_instance, spooled_header_json
+from gateway.instance import ReceivedInstance, read_instance, spooled_header_json
 from gateway.recompress import recompress, recompression_note, split_part10
 from gateway.spool import CONFLICT, MISSING, OutboxRow, Spool
 from storage.base import ObjectStore
@@ -265,24 +265,28 @@ class Forwarder:
         """Read the headers of rows stored with their UIDs only (``quick_instance``): triage,
         announcement fields, the file's sha256. True when there were any."""
         rows = self.spool.to_index(limit)
+        done = []
         for row in rows:
-            self._index(row)
+            indexed = self._index(row)
+            if indexed is not None:
+                done.append((row.id, *indexed))
+        self.spool.set_indexed(done)
         return bool(rows)
 
-    def _index(self, row: OutboxRow) -> None:
+    def _index(self, row: OutboxRow) -> tuple[ReceivedInstance, str] | None:
         path = self.spool.path_of(row)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             self.spool.mark_state(row, MISSING, "spool file missing before indexing")
-            return
+            return None
         if dataset_sha256(data) != row.dataset_sha256:
             self.spool.mark_state(row, MISSING, "spool file differs from what was received")
             logger.error(
                 "spool file corrupt",
                 extra={"action": "spool_file_corrupt", "sop_uid": row.sop_instance_uid},
             )
-            return
+            return None
         try:
             inst = read_instance(
                 data,
@@ -303,8 +307,8 @@ class Forwarder:
                     "error": str(exc),
                 },
             )
-            return
-        self.spool.set_indexed(row.id, inst, hashlib.sha256(data).hexdigest())
+            return None
+        return inst, hashlib.sha256(data).hexdigest()
 
     def _file_sha256(self, row: OutboxRow, path: Path) -> OutboxRow | None:
         """Check the spooled file against the dataset sha256 taken at receipt and record the

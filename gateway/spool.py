@@ -433,19 +433,26 @@ class Spool:
             (limit,),
         )
 
-    def set_indexed(self, row_id: int, inst: ReceivedInstance, sha256: str) -> None:
-        """The header read after the response: triage, announcement fields, file sha256."""
+    def set_indexed(self, done: list[tuple[int, ReceivedInstance, str]]) -> None:
+        """Headers read after the response, ``(row id, instance, file sha256)``: triage,
+        announcement fields, the file's sha256; one write transaction for the batch (the
+        acceptors wait for the write lock meanwhile)."""
+        if not done:
+            return
         with self._lock:
-            self._db.execute(
+            self._db.executemany(
                 "UPDATE outbox SET priority_rank = ?, category = ?, payload = ?, sha256 = ?, "
                 "indexed = 1 WHERE id = ?",
-                (
-                    inst.priority_rank,
-                    inst.category,
-                    json.dumps(inst.payload, ensure_ascii=False),
-                    sha256,
-                    row_id,
-                ),
+                [
+                    (
+                        inst.priority_rank,
+                        inst.category,
+                        json.dumps(inst.payload, ensure_ascii=False),
+                        sha256,
+                        row_id,
+                    )
+                    for row_id, inst, sha256 in done
+                ],
             )
         self.new_work.set()
 
