@@ -184,6 +184,10 @@ class Spool:
         for name, sql_type in _ADDED_COLUMNS:
             if name not in have:
                 self._db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {sql_type}")
+        self._db.execute(  # to_index runs once per forwarder step: a few rows, not a scan
+            "CREATE INDEX IF NOT EXISTS outbox_unindexed ON outbox (priority_rank, id) "
+            "WHERE indexed = 0"
+        )
         self._bytes = 0
         self._recover()
 
@@ -428,8 +432,8 @@ class Spool:
     def to_index(self, limit: int) -> list[OutboxRow]:
         """Rows whose header is still to be read, urgent-by-called-AE first, then arrival."""
         return self._rows(
-            f"SELECT {_COLUMNS} FROM outbox WHERE indexed = 0 AND state IN {HELD_STATES} "
-            "ORDER BY priority_rank, id LIMIT ?",
+            f"SELECT {_COLUMNS} FROM outbox INDEXED BY outbox_unindexed "
+            f"WHERE indexed = 0 AND state IN {HELD_STATES} ORDER BY priority_rank, id LIMIT ?",
             (limit,),
         )
 
