@@ -297,6 +297,8 @@ def one_mode(
         send(gw.port, "BENCH_DX", "TELEREAD", routine)
         send(gw.port, "BENCH_CT", "STROKE", stroke)
         q = gw.spool.query
+        while q("SELECT COUNT(*) FROM outbox WHERE indexed = 0", ())[0][0]:
+            time.sleep(0.05)  # headers (triage) are read just after each C-STORE response
         (((urgent,),)) = q("SELECT COUNT(*) FROM outbox WHERE priority_rank = 0", ())
         if mode == "fifo":
             with gw.spool._lock:  # the bench's own spool: ignore priorities

@@ -124,8 +124,12 @@ class Forwarder:
     # -- thread --------------------------------------------------------------------------
 
     def start(self, *, index_only: bool = False) -> None:
-        """Run in a thread; ``index_only``: read the headers of new rows, upload nothing."""
+        """Run in a thread; ``index_only``: read the headers of new rows, upload nothing.
+        Called again on a running forwarder (index-only at first), it switches mode."""
         self._index_only = index_only
+        if self._thread is not None and self._thread.is_alive():
+            self.spool.new_work.set()
+            return
         self._thread = threading.Thread(target=self._run, name="gateway-forwarder", daemon=True)
         self._thread.start()
 

@@ -5,6 +5,8 @@ integration tests use a real HTTP one)."""
 from __future__ import annotations
 
 import hashlib
+import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from pydicom.dataset import Dataset
 
 from gateway.errors import CountyRejected, CountyUnavailable
 from gateway.forwarder import Forwarder, TokenBucket
+from gateway.instance import ROUTINE_RANK, URGENT_RANK, StoreMeta, quick_instance
 from gateway.spool import ANNOUNCED, CONFLICT, MISSING, UPLOADED, Spool
 from tests.dicom_factory import make_ct, make_dx, part10_bytes
 from tests.integration.test_gateway_support import SwitchableStore, after_meta
@@ -232,3 +235,44 @@ def test_spool_file_changed_since_receipt_is_not_uploaded(
     _forwarder(spool, store, county).drain(timeout=2.0)
     assert _states(spool)[sop] == MISSING
     assert store.put_keys == [] and county.sops == []
+
+
+def test_headers_read_after_the_response_set_the_priority(
+    parts: tuple[Spool, SwitchableStore, RecordingCounty],
+) -> None:
+    """A row stored with its UIDs only (``quick_instance``, as the C-STORE handler does) is
+    not uploaded until its header is read; reading it applies the triage (here: stroke text
+    sent to a routine AE title); an index-only forwarder switches to forwarding in place."""
+    spool, store, county = parts
+    ds = make_ct(study_description="头颅CT平扫 急性脑卒中")
+    data = part10_bytes(ds)
+    offset = 144 + int.from_bytes(data[140:144], "little")
+    meta = StoreMeta(ds.SOPClassUID, ds.SOPInstanceUID, ds.file_meta.TransferSyntaxUID)
+    inst = quick_instance(
+        memoryview(data)[offset:],
+        meta,
+        site="TS01",
+        calling_ae="CT_TS01",
+        called_ae="TELEREAD",
+        urgent_called_aes={},
+    )
+    assert inst is not None and inst.priority_rank == ROUTINE_RANK
+    spool.store(inst, data, dataset_offset=offset)
+    assert spool.next_to_upload(time.time()) is None  # not before its header is read
+    fw = _forwarder(spool, store, county)
+    fw.start(index_only=True)
+    try:
+        end = time.monotonic() + 10
+        while spool.to_index(1) and time.monotonic() < end:
+            time.sleep(0.02)
+        row = spool.next_to_upload(time.time())
+        assert row is not None and row.priority_rank == URGENT_RANK and row.sha256
+        assert json.loads(row.payload)["urgent_hint"]["category"] == "stroke"
+        assert store.put_keys == []
+        fw.start()  # the same thread, now forwarding
+        while _states(spool)[ds.SOPInstanceUID] != ANNOUNCED and time.monotonic() < end:
+            time.sleep(0.02)
+        assert county.sops == [ds.SOPInstanceUID]
+        assert sum(t.name == "gateway-forwarder" for t in threading.enumerate()) == 1
+    finally:
+        fw.stop()
