@@ -234,6 +234,19 @@ class FastAssociation(Association):
         self._activity.set()
         super().kill()
 
+    def _serve_request(self, msg: Any, context_id: int) -> None:
+        # pynetdicom ignores a request missing a required field (an empty Affected SOP
+        # Instance UID, say) and answers nothing, so the sender hangs until a timeout while
+        # holding an association; abort instead, at once
+        if not self._sent_release and not msg.is_valid_request:
+            _ASSOC_LOGGER.warning(
+                "invalid DIMSE request; association aborted",
+                extra={"action": "dimse_invalid_request", "msg_type": msg.msg_type},
+            )
+            self.abort()
+            return
+        super()._serve_request(msg, context_id)
+
     def _run_reactor(self) -> None:
         # pynetdicom 3.0.4 Association._run_reactor, time.sleep(0.001) -> activity wait
         self._is_paused = False

@@ -453,7 +453,9 @@ def quick_instance(
     elements are well formed (tags ascending, lengths within the data, sequences delimited, up
     to the pixel data) and its UIDs valid and matching the request. None: not sure (another
     transfer syntax, anything odd): use ``read_instance``, which decides. The header's text
-    fields and triage come later (``indexed`` False)."""
+    fields and triage come later (``indexed`` False). Raises ``InvalidInstance`` for a dataset
+    that is not a complete element sequence (``gateway.wellformed``)."""
+    check_structure(dataset, str(file_meta.TransferSyntaxUID))
     implicit = _WALKABLE.get(file_meta.TransferSyntaxUID)
     if implicit is None:
         return None

@@ -37,7 +37,16 @@ from pathlib import Path
 from typing import Any
 
 from gateway.ops import Query, spool_status
-from gateway.spool import ANNOUNCED, CONFLICT, HELD_STATES, MISSING, RECEIVED, UPLOADED, Spool
+from gateway.spool import (
+    ANNOUNCED,
+    CONFLICT,
+    HELD_STATES,
+    INVALID,
+    MISSING,
+    RECEIVED,
+    UPLOADED,
+    Spool,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +104,7 @@ def render(status: dict[str, Any], lag: dict[str, Any] | None = None) -> str:
     cells = status["queue"].get("by_priority_and_state", {})
     samples = []
     for priority in ("urgent", "routine"):
-        for state in (RECEIVED, UPLOADED, ANNOUNCED, CONFLICT, MISSING):
+        for state in (RECEIVED, UPLOADED, ANNOUNCED, CONFLICT, MISSING, INVALID):
             count = cells.get(priority, {}).get(state, 0)
             samples.append((f'{{priority="{priority}",state="{state}"}}', count))
     metric("outbox_instances", "gauge", "outbox rows by priority and state", samples)

@@ -184,8 +184,8 @@ AdminUser = Annotated[User, Depends(require_roles(ROLE_ADMIN))]
 __all__ = [
     "ROLES_ATTRIBUTE",
     "ROLE_DENIED",
-    "AdminUser",
     "VIEWER_ROLES",
+    "AdminUser",
     "ClientAddr",
     "CurrentUser",
     "GatewayUser",

@@ -46,7 +46,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from viewer_api.errors import InvalidToken
-from viewer_api.security import UserCache, decode_access_token
+from viewer_api.security import UserCache, account_accepts, decode_access_token
 from viewer_api.settings import ApiSettings
 from worklist.accounts import get_user
 from worklist.metrics_queries import (
@@ -447,7 +447,7 @@ async def _is_admin(request: Request, token: str, settings: ApiSettings) -> bool
     def load() -> bool:
         with factory() as session:
             user = get_user(session=session, user_id=claims.user_id)
-            return user is not None and user.is_active and user.role == ROLE_ADMIN
+            return user is not None and account_accepts(user, claims)  # role admin: above
 
     if not await run_in_threadpool(load):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, _DENIED, _UNAUTHENTICATED)

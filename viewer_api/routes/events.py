@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, status
@@ -107,11 +108,16 @@ def format_event(event: EventOut) -> str:
     return f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
 
 
-def _poll(factory: sessionmaker[Session], user_id: int, after: int) -> list[EventOut] | None:
-    """Events after ``after`` for the user; None when the account is no longer allowed."""
+def _poll(
+    factory: sessionmaker[Session], user_id: int, after: int, opened_at: datetime
+) -> list[EventOut] | None:
+    """Events after ``after`` for the user; None when the account is no longer allowed
+    (disabled, another role, or its tokens revoked since the stream opened)."""
     with factory() as session:
         user = get_user(session=session, user_id=user_id)
         if user is None or not user.is_active or user.role not in STREAM_ROLES:
+            return None
+        if user.tokens_valid_after is not None and user.tokens_valid_after > opened_at:
             return None
         rows = events.list_since(session=session, after_id=after, viewer=user, limit=BATCH)
         return [EventOut.model_validate(events.as_dict(e)) for e in rows]
@@ -122,9 +128,10 @@ async def _stream(request: Request, user_id: int, after: int) -> AsyncIterator[s
     stop = _stop_event(request.app)
     poll_seconds: float = getattr(request.app.state, "event_poll_seconds", POLL_SECONDS)
     started = last_sent = time.monotonic()
+    opened_at: datetime = request.app.state.clock()  # the token was checked just now
     yield "retry: 3000\n\n"
     while not stop.is_set():
-        batch = await asyncio.to_thread(_poll, factory, user_id, after)
+        batch = await asyncio.to_thread(_poll, factory, user_id, after, opened_at)
         if batch is None:
             break
         for event in batch:
