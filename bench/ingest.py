@@ -10,8 +10,12 @@ processes at once with one copy each. Wall time from starting the client(s) to t
 exiting.
 
 teleread: ``gateway.service.Gateway`` in this process (``--workers`` acceptor processes;
-1 = the in-process SCP), spool on the temp disk with its fsyncs (file and directory for
-every instance; the outbox commit is WAL ``synchronous=NORMAL``, see ``gateway.spool``),
+1 = the in-process SCP), spool on the temp disk, durable before each response (a slot file
+overwritten with ``O_DSYNC``, or for what does not fit a new file fsynced and its directory;
+the outbox commit is WAL ``synchronous=NORMAL``, see ``gateway.spool``, ``gateway.slots``);
+the slot files are created before the timed run (``--cold-slots``: not), as a gateway that
+ran before has them; ``--slots`` per receiving process (default 256: the rest of a longer
+burst goes to files when, as here, nothing is forwarded to free slots),
 forwarding off (ingest only; the forwarder would use the same CPUs in production, see
 ``--forward``) except for its header reading (triage, announcement fields, the file's
 sha256), which runs after each C-STORE response and is part of ingest.
@@ -42,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
+from gateway import slots
 from gateway.config import GatewaySettings
 from gateway.service import Gateway
 from storage import FilesystemStore
@@ -129,6 +134,21 @@ def timed_send(port: int, called: str, folders: list[Path]) -> float:
         _, err = p.communicate(timeout=1800)
         if p.returncode != 0:
             raise RuntimeError(f"storescu failed: {err.decode(errors='replace')[-500:]}")
+    return time.perf_counter() - started
+
+
+def prefill_slots(spool_dir: Path, processes: int) -> float:
+    """Create the receiving processes' slot files before the run, as a gateway that has
+    run before has them (``gateway.slots``: created once, reused after each announcement);
+    seconds it took."""
+    started = time.perf_counter()
+    pools = [
+        slots.SlotPool(spool_dir, count=slots.DEFAULT_COUNT, start=False) for _ in range(processes)
+    ]
+    for pool in pools:
+        pool.fill()
+    for pool in pools:
+        pool.close()
     return time.perf_counter() - started
 
 
@@ -221,8 +241,19 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=4)
     parser.add_argument("--workers", type=int, default=0, help="teleread acceptor processes")
     parser.add_argument("--forward", action="store_true", help="run the forwarder as well")
+    parser.add_argument(
+        "--slots",
+        type=int,
+        default=slots.DEFAULT_COUNT,
+        help="slot files per receiving process (gateway.slots; 0: files only)",
+    )
+    parser.add_argument(
+        "--cold-slots", action="store_true", help="no slot files before the run (a new spool)"
+    )
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
+    slots.DEFAULT_COUNT = args.slots  # this process, and acceptor processes by the environment
+    os.environ["TELEREAD_GATEWAY_SPOOL_SLOTS"] = str(args.slots)
     if shutil.which("storescu") is None:
         raise SystemExit("dcmtk not installed: apt-get install -y dcmtk")
     base = Path(tempfile.mkdtemp(prefix="teleread-bench-ingest-"))
@@ -234,7 +265,8 @@ def main() -> None:
         print(
             f"data: {args.copies} x {args.slices} CT {args.size}x{args.size}, "
             f"{per_copy / args.slices / 1e3:.0f} KB/file, {per_copy / 1e6:.0f} MB per copy; "
-            f"teleread workers={args.workers or os.cpu_count()} forward={args.forward}; "
+            f"teleread workers={args.workers or os.cpu_count()} forward={args.forward} "
+            f"slots={args.slots}{' (cold)' if args.cold_slots else ''}; "
             f"{os.cpu_count()} CPUs"
         )
         results: dict[tuple[str, int], float] = {}
@@ -243,6 +275,8 @@ def main() -> None:
             folders = copies[:n]
             run = base / f"run-{n}"
             expected = n * args.slices
+            if args.slots and not args.cold_slots:
+                prefill_slots(run / "teleread" / "spool", args.workers or os.cpu_count() or 1)
             with teleread_gateway(run / "teleread", args.workers, args.forward) as (port, gw):
                 results[("teleread", n)] = timed_send(port, "TELEREAD", folders)
                 lags[n] = header_lag(gw)

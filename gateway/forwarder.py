@@ -21,7 +21,6 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from gateway.county import CountyClient
@@ -216,8 +215,7 @@ class Forwarder:
         # maybe the same dataset behind another file meta header (another calling AE), or
         # a recompressed copy of it whose outbox record was lost
         stored = self.store.get(row.object_key)
-        with open(self.spool.path_of(row), "rb") as f:
-            ours = dataset_sha256(f.read())
+        ours = dataset_sha256(self.spool.read_bytes(row))
         if ours is None:
             return False
         if ours == dataset_sha256(stored):
@@ -278,9 +276,8 @@ class Forwarder:
         return bool(rows)
 
     def _index(self, row: OutboxRow) -> tuple[ReceivedInstance, str] | None:
-        path = self.spool.path_of(row)
         try:
-            data = path.read_bytes()
+            data = self.spool.read_bytes(row)
         except FileNotFoundError:
             self.spool.mark_state(row, MISSING, "spool file missing before indexing")
             return None
@@ -310,10 +307,10 @@ class Forwarder:
             return None
         return inst, hashlib.sha256(data).hexdigest()
 
-    def _file_sha256(self, row: OutboxRow, path: Path) -> OutboxRow | None:
+    def _file_sha256(self, row: OutboxRow) -> OutboxRow | None:
         """Check the spooled file against the dataset sha256 taken at receipt and record the
         whole file's sha256 (the acceptor leaves it to us: one hash on its critical path)."""
-        data = path.read_bytes()
+        data = self.spool.read_bytes(row)
         if dataset_sha256(data) != row.dataset_sha256:
             self.spool.mark_state(row, MISSING, "spool file differs from what was received")
             logger.error(
@@ -326,19 +323,18 @@ class Forwarder:
         return dataclasses.replace(row, sha256=sha)
 
     def upload(self, row: OutboxRow) -> None:
-        path = self.spool.path_of(row)
         log = {
             "sop_uid": row.sop_instance_uid,
             "study_uid": row.study_instance_uid,
             "key": row.object_key,
         }
-        if not path.exists():
+        if not self.spool.holds(row):
             self.spool.mark_state(row, MISSING, "spool file missing before upload")
             logger.error("spool file missing", extra={"action": "spool_file_missing", **log})
             return
         size, saved = 0, 0
         if not row.sha256:
-            checked = self._file_sha256(row, path)
+            checked = self._file_sha256(row)
             if checked is None:
                 return
             row = checked
@@ -352,7 +348,7 @@ class Forwarder:
                 )
                 return
             if present is None:
-                with open(path, "rb") as raw:
+                with self.spool.open(row) as raw:
                     body, size, sha256, saved = self._body(row, raw)
                     if self.bucket is not None:
                         body = io.BufferedReader(_Throttled(body, self.bucket))
@@ -401,7 +397,11 @@ class Forwarder:
     def _announcement(self, row: OutboxRow) -> dict[str, Any]:
         item = row.announcement()
         if self.include_dicom_json:
-            header = spooled_header_json(self.spool.path_of(row), item.get("patient_name", ""))
+            try:
+                with self.spool.open(row) as spooled:
+                    header = spooled_header_json(spooled, item.get("patient_name", ""))
+            except OSError:
+                header = None
             if header is not None:
                 item["dicom_json"] = header
         return item

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydicom import dcmread
 from pydicom.datadict import tag_for_keyword
@@ -230,7 +230,7 @@ def header_json(ds: Dataset, patient_name: str) -> dict[str, Any] | None:
     return data
 
 
-def spooled_header_json(path: Path, patient_name: str) -> dict[str, Any] | None:
+def spooled_header_json(path: Path | BinaryIO, patient_name: str) -> dict[str, Any] | None:
     """``header_json`` of a spooled file (the forwarder adds it when announcing, off the
     C-STORE response's critical path)."""
     with _PARSE_LOCK, warnings.catch_warnings():

@@ -11,6 +11,13 @@ way (no spool information) are removed. One fsync of the file and one of the dir
 instance: the outbox commit's own fsync cost as much again and bought nothing the file lacks.
 Marking rows announced (after which spool files are deleted) is committed with a full sync.
 
+Instances up to a slot's size are written instead into a pre-written slot file
+(``gateway.slots``, ``slot_count`` > 0): one ``O_DSYNC`` overwrite in place, no journal
+commit; the slot's record (header with both sha256 + the Part-10 bytes) is the durable record
+as the file is, ``_recover`` rebuilds rows from it the same way, and the announcement frees
+the slot instead of deleting a file. The ``path`` column says which: ``objects/...`` or
+``slots/<n>/<k>``; read the bytes through ``read_bytes``/``open``, not the path.
+
 Row states: ``received`` -> ``uploaded`` (in the object store, sha256 verified) ->
 ``announced`` (the county API knows; the spool file is deleted, the row kept for dedup until
 pruned). ``conflict``: same SOP Instance UID as an earlier instance with different bytes, kept
@@ -25,6 +32,7 @@ the upload, after it checked the file's dataset against the sha256 taken at rece
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -36,8 +44,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
+from gateway import slots
 from gateway.errors import SpoolError, SpoolFull
 from gateway.instance import ReceivedInstance
 
@@ -166,8 +175,20 @@ def _fsync_dir(directory: Path) -> None:
 class Spool:
     """The spool directory: ``objects/`` and ``outbox.db``. Thread-safe."""
 
-    def __init__(self, root: Path | str, *, max_bytes: int = 0, min_free_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        max_bytes: int = 0,
+        min_free_bytes: int = 0,
+        slot_count: int = 0,
+        slot_size: int | None = None,
+    ) -> None:
         self.root = Path(root).absolute()
+        # pre-written slot files (gateway.slots) for instances that fit; 0: files only
+        self.slot_count = slot_count
+        self.slot_size = slots.DEFAULT_SIZE if slot_size is None else slot_size
+        self._pool: slots.SlotPool | None = None
         self.objects = self.root / "objects"
         self.objects.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
@@ -190,15 +211,27 @@ class Spool:
         )
         self._bytes = 0
         self._recover()
+        if self.slot_count:  # after recovery: it decided which slots hold records
+            try:
+                self._pool = slots.SlotPool(self.root, count=self.slot_count, size=self.slot_size)
+            except OSError as exc:
+                logger.error(
+                    "slot pool not available, spooling to files",
+                    extra={"action": "slot_pool_failed", "error": repr(exc)},
+                )
 
     # -- start-up ------------------------------------------------------------------------
 
     def _recover(self) -> None:
         """Drop temp and orphan files; flag rows whose file is gone; count held bytes."""
         with self._lock:
-            held = dict(
-                self._db.execute(f"SELECT path, state FROM outbox WHERE state IN {HELD_STATES}")
+            held_sha = dict(
+                self._db.execute(
+                    f"SELECT path, dataset_sha256 FROM outbox WHERE state IN {HELD_STATES}"
+                )
             )
+            held = dict.fromkeys(held_sha, RECEIVED)
+            present = self._recover_slots(held_sha)
             orphans = []
             for entry in os.scandir(self.objects):
                 rel = f"objects/{entry.name}"
@@ -213,7 +246,9 @@ class Spool:
                         orphans.append(rel)
             held.update(dict.fromkeys(orphans, RECEIVED))
             for path in held:
-                if not (self.root / path).exists():
+                if path.startswith("slots/") and path in present:
+                    continue
+                if path.startswith("slots/") or not (self.root / path).exists():
                     self._db.execute(
                         "UPDATE outbox SET state = ?, last_error = ? WHERE path = ? "
                         f"AND state IN {HELD_STATES}",
@@ -227,15 +262,48 @@ class Spool:
             ).fetchone()
             self._bytes = int(total)
 
+    def _recover_slots(self, held_sha: dict[str, str]) -> set[str]:
+        """Slots holding a record: kept when their row holds them, else the row rebuilt (or
+        the slot freed: a duplicate of a row, e.g. announced before the slot was freed)."""
+        present: set[str] = set()
+        base = self.root / "slots"
+        if not base.is_dir():
+            return present
+        for directory in sorted(p for p in base.iterdir() if p.is_dir()):
+            for entry in sorted(directory.iterdir()):
+                if entry.name.startswith(".tmp-"):
+                    entry.unlink(missing_ok=True)
+                    continue
+                rel = f"slots/{directory.name}/{entry.name}"
+                record = slots.read_record(entry)
+                if record is None:
+                    if slots.has_magic(entry):  # a torn write: never acknowledged
+                        slots.invalidate(entry)
+                    continue
+                if held_sha.get(rel) == record.dataset_sha256:
+                    present.add(rel)
+                elif self._reindex_data(record.data, record.received_ts, rel, slot=rel):
+                    present.add(rel)
+                else:
+                    slots.invalidate(entry)
+        return present
+
     def _reindex(self, path: Path) -> bool:
         """Give a spool file without an outbox row its row back; False: not ours, remove it."""
+        try:
+            data = path.read_bytes()
+            mtime = path.stat().st_mtime
+        except OSError:
+            return False
+        return self._reindex_data(data, mtime, str(path))
+
+    def _reindex_data(self, data: bytes, now: float, where: str, slot: str | None = None) -> bool:
         from pydicom import dcmread
 
         from gateway.instance import read_instance, spool_info_of
 
         try:
-            data = path.read_bytes()
-            meta = dcmread(path, stop_before_pixels=True).file_meta
+            meta = dcmread(io.BytesIO(data), stop_before_pixels=True).file_meta
             info = spool_info_of(meta)
             if info is None:
                 return False
@@ -251,12 +319,12 @@ class Spool:
             )
             offset = 144 + int.from_bytes(data[140:144], "little")
             outcome, row_id = self.store(
-                inst, data, dataset_offset=offset, now=path.stat().st_mtime, recovery=True
+                inst, data, dataset_offset=offset, now=now, recovery=True, slot=slot
             )
         except Exception as exc:
             logger.error(
                 "spool file without outbox row not recoverable",
-                extra={"action": "spool_reindex_failed", "path": str(path), "error": repr(exc)},
+                extra={"action": "spool_reindex_failed", "path": where, "error": repr(exc)},
             )
             return False
         logger.warning(
@@ -267,6 +335,9 @@ class Spool:
 
     def close(self) -> None:
         with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
             self._db.close()
 
     # -- counters ------------------------------------------------------------------------
@@ -339,12 +410,14 @@ class Spool:
         dataset_offset: int,
         now: float | None = None,
         recovery: bool = False,
+        slot: str | None = None,
     ) -> tuple[StoreOutcome, int]:
         """Make one received instance durable; return what happened and the row id.
 
         Raises ``SpoolFull`` when there is no room, ``SpoolError`` when the disk fails.
         Dedup is decided inside the insert's write transaction, so two acceptor processes
-        storing the same instance at once make one row.
+        storing the same instance at once make one row. ``slot``: (recovery) the slot that
+        already holds these bytes.
         """
         now = time.time() if now is None else now
         dataset_sha = hashlib.sha256(memoryview(data)[dataset_offset:]).hexdigest()
@@ -361,11 +434,49 @@ class Spool:
                     raise
         # the whole file's sha256 (what the object store will hold) is the forwarder's to
         # compute, off this critical path, after checking the dataset's against the file
-        sha256 = ""
+        taken = None if recovery else self._take_slot(len(data))
         try:
-            rel = self._write_file(data, dataset_sha)
+            if taken is not None:
+                head = slots.header(data, dataset_offset, dataset_sha, now)
+                self._slot_pool().write(taken, head, data)
+                rel = taken
+            else:
+                rel = slot or self._write_file(data, dataset_sha)
         except OSError as exc:
+            if taken is not None:
+                self._slot_pool().give_back(taken)
             raise SpoolError(f"cannot write spool file: {exc}") from exc
+        try:
+            outcome, row_id = self._insert(inst, data, rel, dataset_sha, now)
+        except BaseException:
+            if taken is not None:
+                self._slot_pool().give_back(taken)
+            raise
+        if taken is not None:
+            if outcome == "duplicate":
+                self._slot_pool().give_back(taken)
+            else:
+                self._slot_pool().kept(taken)
+        elif slot is not None and outcome == "duplicate":
+            slots.invalidate(self.root / slot)
+        return outcome, row_id
+
+    def _slot_pool(self) -> slots.SlotPool:
+        assert self._pool is not None
+        return self._pool
+
+    def _take_slot(self, length: int) -> str | None:
+        return None if self._pool is None else self._pool.take(length)
+
+    def fill_slots(self) -> None:
+        """Create every slot of the pool now instead of as needed (first start, tests)."""
+        if self._pool is not None:
+            self._pool.fill()
+
+    def _insert(
+        self, inst: ReceivedInstance, data: bytes, rel: str, dataset_sha: str, now: float
+    ) -> tuple[StoreOutcome, int]:
+        sha256 = ""
         received_at = datetime.fromtimestamp(now, UTC).isoformat()
         with self._lock:
             try:
@@ -375,8 +486,8 @@ class Spool:
                 if dup is not None:  # a concurrent association stored it first
                     self._count_sql({"instances_received": 1, "instances_duplicate": 1})
                     self._db.execute("COMMIT")
-                    if dup[1] not in HELD_STATES:  # its file (ours: same name) is gone
-                        (self.root / rel).unlink(missing_ok=True)
+                    if dup[1] not in HELD_STATES and rel.startswith("objects/"):
+                        (self.root / rel).unlink(missing_ok=True)  # its file (same name) gone
                     return "duplicate", dup[0]
                 state = CONFLICT if same else RECEIVED
                 cur = self._db.execute(
@@ -557,7 +668,10 @@ class Spool:
             finally:
                 self._db.execute("PRAGMA synchronous=NORMAL")
             for r in rows:
-                (self.root / r.path).unlink(missing_ok=True)
+                if r.path.startswith("slots/"):
+                    slots.invalidate(self.root / r.path)  # the owner's pool takes it back
+                else:
+                    (self.root / r.path).unlink(missing_ok=True)
                 self._bytes -= r.size
 
     def _mark_announced(self, rows: list[OutboxRow], now: float) -> None:
@@ -609,3 +723,29 @@ class Spool:
 
     def path_of(self, row: OutboxRow) -> Path:
         return self.root / row.path
+
+    def read_bytes(self, row: OutboxRow) -> bytes:
+        """The spooled Part-10 bytes (a file's, or a slot's record); FileNotFoundError when
+        gone."""
+        return self.read_at(row.path)
+
+    def read_at(self, path: str) -> bytes:
+        """``read_bytes`` by the outbox's ``path`` column."""
+        if path.startswith("slots/"):
+            return slots.read_payload(self.root / path)
+        return (self.root / path).read_bytes()
+
+    def holds(self, row: OutboxRow) -> bool:
+        try:
+            if row.path.startswith("slots/"):
+                slots.read_payload(self.root / row.path)
+                return True
+            return (self.root / row.path).exists()
+        except FileNotFoundError:
+            return False
+
+    def open(self, row: OutboxRow) -> BinaryIO:
+        """The spooled Part-10 bytes as a binary stream (close it)."""
+        if row.path.startswith("slots/"):
+            return io.BytesIO(slots.read_payload(self.root / row.path))
+        return open(self.root / row.path, "rb")

@@ -112,7 +112,7 @@ def test_pydicom_testdata_byte_identical(
             elif sent != first[key]:
                 sop = key.rsplit("/", 1)[1].removesuffix(".dcm")
                 kept = [
-                    after_meta((gw.spool.root / rel).read_bytes())
+                    after_meta(gw.spool.read_at(rel))
                     for (rel,) in gw.spool.query(
                         "SELECT path FROM outbox WHERE sop_instance_uid = ? AND state = ?",
                         (sop, "conflict"),
