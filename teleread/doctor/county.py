@@ -1,0 +1,318 @@
+"""County checks: the database and its migration, the API secret key, the object store."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr, ValidationError
+
+from teleread.doctor.config import DoctorConfig
+from teleread.doctor.results import (
+    PROBE_PREFIX,
+    CheckResult,
+    _existing_ancestor,
+    _fail,
+    _is_loopback,
+    _ok,
+    _warn,
+)
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable URL>"
+
+
+def check_database(cfg: DoctorConfig) -> list[CheckResult]:
+    """Reachable, and at the migration head of this teleread."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    from worklist.db import alembic_config, normalise_url
+
+    upgrade_hint = "run `teleread db upgrade` (same database settings)"
+    url = cfg.database_url
+    if not url:
+        return [
+            _fail(
+                "database",
+                "no database configured",
+                "set TELEREAD_WORKLIST_DATABASE_URL or --database-url / --data-dir",
+                "未配置数据库",
+            )
+        ]
+    shown = _safe_url(url)
+    try:
+        parsed = normalise_url(url)
+    except ArgumentError as exc:
+        return [_fail("database", f"cannot parse the database URL: {exc}", "fix the URL", "")]
+    backend = parsed.get_backend_name()
+    kwargs: dict[str, Any] = {}
+    if backend == "sqlite":
+        db = parsed.database or ""
+        if db and db != ":memory:" and not db.startswith("file:") and not Path(db).is_file():
+            return [
+                _fail(
+                    "database",
+                    f"{shown}: the database file does not exist",
+                    f"check the path; a new installation: {upgrade_hint} creates it",
+                    "数据库文件不存在",
+                )
+            ]
+    elif backend == "postgresql":
+        kwargs["connect_args"] = {"connect_timeout": max(1, int(cfg.timeout))}
+    try:
+        engine = create_engine(parsed, pool_pre_ping=False, **kwargs)
+    except Exception as exc:
+        return [_fail("database", f"{shown}: {exc}", "fix TELEREAD_WORKLIST_DATABASE_URL", "")]
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+            current = MigrationContext.configure(conn).get_current_revision()
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        return [
+            _fail(
+                "database",
+                f"{shown}: cannot connect: {reason}",
+                "is the server running and reachable from here? check host, port, user, "
+                "password and database name in TELEREAD_WORKLIST_DATABASE_URL",
+                "无法连接数据库：检查地址、端口、用户名、密码",
+            )
+        ]
+    finally:
+        engine.dispose()
+    out = [_ok("database", f"{shown} is reachable ({backend})", "数据库可以连接")]
+    script = ScriptDirectory.from_config(alembic_config())
+    head = script.get_current_head()
+    known = {rev.revision for rev in script.walk_revisions()}
+    if current is None:
+        out.append(
+            _fail(
+                "migrations",
+                "the database has no tables yet (no migration applied)",
+                upgrade_hint,
+                "数据库尚未初始化：运行 teleread db upgrade",
+            )
+        )
+    elif current == head:
+        out.append(_ok("migrations", f"at the latest migration {head}", "数据库结构是最新的"))
+    elif current in known:
+        out.append(
+            _fail(
+                "migrations",
+                f"the database is at migration {current}; this teleread needs {head}",
+                upgrade_hint,
+                "数据库结构版本过旧：运行 teleread db upgrade",
+            )
+        )
+    else:
+        out.append(
+            _fail(
+                "migrations",
+                f"the database is at migration {current}, which this teleread does not know "
+                f"(it knows up to {head}): a newer teleread upgraded it",
+                "run the same (newer) teleread version everywhere",
+                "数据库由更新版本的 teleread 升级过：请统一版本",
+            )
+        )
+    return out
+
+
+def check_secret_key(cfg: DoctorConfig) -> list[CheckResult]:
+    from viewer_api.errors import InsecureSecretKey
+    from viewer_api.settings import MIN_SECRET_KEY_LENGTH, ApiSettings
+
+    gen = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+    if cfg.api_secret_key is None:
+        if cfg.role == "all":
+            return [
+                _ok(
+                    "secret_key",
+                    "no TELEREAD_API_SECRET_KEY: `teleread serve` makes a random one in the "
+                    "data directory on first start",
+                    "首次启动时自动生成密钥",
+                )
+            ]
+        return [
+            _fail(
+                "secret_key",
+                "TELEREAD_API_SECRET_KEY is not set: the county API refuses to start",
+                f"set it to a long random value, e.g. `{gen}`",
+                "未设置 API 密钥",
+            )
+        ]
+    try:
+        ApiSettings(secret_key=SecretStr(cfg.api_secret_key))
+    except (InsecureSecretKey, ValidationError):
+        return [
+            _fail(
+                "secret_key",
+                f"the API secret key ({cfg.api_secret_source}) is a default or shorter than "
+                f"{MIN_SECRET_KEY_LENGTH} characters: anyone who guesses it can mint tokens",
+                f"replace it with a long random value, e.g. `{gen}`, and restart the API "
+                "(everyone logs in again)",
+                "API 密钥是默认值或太短：请更换为随机长密钥",
+            )
+        ]
+    return [_ok("secret_key", f"the API secret key ({cfg.api_secret_source}) is strong enough")]
+
+
+# -- object store --------------------------------------------------------------------------
+
+
+def check_object_store(cfg: DoctorConfig) -> list[CheckResult]:
+    """Bucket or directory exists; a probe object can be written, read back and deleted."""
+    import storage
+    from storage.base import ObjectStore
+    from storage.errors import StorageError
+
+    settings = cfg.storage
+    t = cfg.timeout
+    out: list[CheckResult] = []
+    if settings.backend == "s3":
+        settings = settings.model_copy(
+            update={"connect_timeout_seconds": t, "read_timeout_seconds": t, "retries": 0}
+        )
+        where = f"bucket {settings.bucket!r} at {settings.endpoint}"
+        host = settings.endpoint.rsplit(":", 1)[0]
+        if not settings.secure and not _is_loopback(host):
+            out.append(
+                _warn(
+                    "object_store",
+                    f"S3 over plain http to {settings.endpoint}: images cross the network "
+                    "unencrypted",
+                    "enable TLS on MinIO and set TELEREAD_STORAGE_SECURE=true "
+                    "(TELEREAD_STORAGE_CA_BUNDLE for your own CA)",
+                    "对象存储未加密传输",
+                )
+            )
+        s3 = storage.MinioStore(
+            storage.minio_store.make_client(settings), settings.bucket, create_bucket=False
+        )
+        store: ObjectStore = s3
+        try:
+            exists = s3.client.bucket_exists(settings.bucket)
+        except Exception as exc:
+            return [*out, _s3_failure(where, exc)]
+        if not exists:
+            return [
+                *out,
+                _fail(
+                    "object_store",
+                    f"{where} does not exist",
+                    f"create it: `mc mb ALIAS/{settings.bucket}` (docker compose creates it at "
+                    "start), or fix TELEREAD_STORAGE_BUCKET",
+                    "存储桶不存在",
+                ),
+            ]
+    else:
+        root = Path(settings.root).absolute()
+        where = f"directory {root}"
+        if root.exists() and not root.is_dir():
+            return [
+                _fail(
+                    "object_store",
+                    f"{where} is not a directory",
+                    "point TELEREAD_STORAGE_ROOT at a directory",
+                    "对象存储路径不是目录",
+                )
+            ]
+        if not root.is_dir():
+            parent = _existing_ancestor(root)
+            if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
+                return [
+                    _warn(
+                        "object_store",
+                        f"{where} does not exist yet; teleread creates it at start. If this "
+                        "county already holds images, their disk is probably not mounted",
+                        f"check the disk is mounted, or create it (`mkdir -p {root}`), or fix "
+                        "TELEREAD_STORAGE_ROOT",
+                        "对象存储目录尚不存在（启动时创建）；如已有影像，请检查磁盘是否挂载",
+                    )
+                ]
+            return [
+                _fail(
+                    "object_store",
+                    f"{where} does not exist and cannot be created under {parent}",
+                    f"create it (`mkdir -p {root}`) for the teleread user, or fix "
+                    "TELEREAD_STORAGE_ROOT; check the disk is mounted",
+                    "对象存储目录不存在",
+                )
+            ]
+        store = storage.FilesystemStore(root)
+    key = f"{PROBE_PREFIX}/probe-{uuid.uuid4().hex}.txt"
+    data = f"teleread doctor probe {datetime.now(UTC).isoformat()}".encode()
+    step = "write"
+    try:
+        store.put(key, data, content_type="text/plain", sha256=hashlib.sha256(data).hexdigest())
+        step = "read back"
+        if store.get(key) != data:
+            return [
+                *out,
+                _fail(
+                    "object_store",
+                    f"{where}: the probe object read back differs from what was written",
+                    "the store corrupts data: check the disk or the S3 server",
+                    "读回的数据不一致",
+                ),
+            ]
+        step = "delete"
+        store.delete(key)
+        if store.exists(key):
+            return [
+                *out,
+                _fail(
+                    "object_store",
+                    f"{where}: the probe object is still there after delete",
+                    "check the bucket's object lock / retention settings",
+                    "删除失败",
+                ),
+            ]
+    except (StorageError, OSError) as exc:
+        if settings.backend == "s3":
+            return [*out, _s3_failure(where, exc, step)]
+        return [
+            _fail(
+                "object_store",
+                f"{where}: cannot {step} a probe object: {exc}",
+                "give the user running teleread write permission (chown / chmod), check the "
+                "disk is mounted read-write and not full",
+                "对象存储目录不可写",
+            )
+        ]
+    finally:
+        if settings.backend == "filesystem":
+            _remove_empty_dir(Path(settings.root).absolute() / PROBE_PREFIX)
+    out.append(_ok("object_store", f"{where}: write, read and delete work", "对象存储读写正常"))
+    return out
+
+
+def _remove_empty_dir(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+def _s3_failure(where: str, exc: BaseException, step: str = "reach") -> CheckResult:
+    text = f"{type(exc).__name__}: {exc}"[:300]
+    lowered = text.lower()
+    if "certificate" in lowered or "ssl" in lowered:
+        hint = "the server's certificate is not trusted: set TELEREAD_STORAGE_CA_BUNDLE"
+    elif "accessdenied" in lowered or "signature" in lowered or "invalidaccesskey" in lowered:
+        hint = "check TELEREAD_STORAGE_ACCESS_KEY / SECRET_KEY and the key's bucket policy"
+    else:
+        hint = "is MinIO running and TELEREAD_STORAGE_ENDPOINT (host:port) right?"
+    return _fail("object_store", f"{where}: cannot {step}: {text}", hint, "无法访问对象存储")
