@@ -791,7 +791,7 @@ def run_case_pynetdicom(host: str, port: int, case: Case, workdir: Path) -> Outc
         _config.STORE_SEND_CHUNKED_DATASET = chunked
 
 
-_SPOOL_NAME = re.compile(r"^objects/[0-9a-f]{64}\.dcm$")
+_SPOOL_NAME = re.compile(r"^(objects/[0-9a-f]{64}\.dcm|slots/[0-9]+/[0-9]{5})$")
 _UID_RE = r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*"
 _KEY = re.compile(rf"^{_UID_RE}/{_UID_RE}/{_UID_RE}\.dcm$")
 
@@ -863,13 +863,15 @@ class LogTrap(logging.Handler):
 
 _ALLOWED_FILE = re.compile(
     r"^spool(/(outbox|mpps)\.db(-wal|-shm|-journal)?|/sites\.json|/objects|"
-    r"/objects/[0-9a-f]{64}\.dcm|/objects/\.tmp-[0-9a-f]{32})?$|^store$"
+    r"/objects/[0-9a-f]{64}\.dcm|/objects/\.tmp-[0-9a-f]{32}|"
+    r"/slots|/slots/[0-9]+(\.lock)?|/slots/[0-9]+/(\.tmp-)?[0-9]{5})?$|^store$"
 )
 
 
 def stray_files(root: Path) -> list[str]:
     """Paths under ``root`` that are not the spool's own files (content-addressed objects,
-    the outbox and MPPS databases): a UID must never become a file name."""
+    numbered slot files, the outbox and MPPS databases): a UID must never become a file
+    name."""
     return sorted(
         rel
         for rel in (str(p.relative_to(root)) for p in root.rglob("*"))

@@ -44,6 +44,10 @@ class GatewaySettings(BaseSettings):
     spool_dir: Path = Path("teleread-spool")
     spool_max_bytes: int = Field(default=50 * GIB, ge=0)
     spool_min_free_bytes: int = Field(default=1 * GIB, ge=0)
+    # pre-written slot files per receiving process (gateway.slots; 0: off) and their size:
+    # an instance that fits is made durable with one O_DSYNC overwrite, a bigger one as a file
+    spool_slots: int = Field(default=256, ge=0, le=65536)
+    spool_slot_bytes: int = Field(default=1 << 20, ge=64 * 1024, le=1 << 30)
     prune_announced_after_seconds: float = 14 * 24 * 3600.0
 
     # county API

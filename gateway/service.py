@@ -9,7 +9,6 @@ from collections.abc import Mapping
 
 from pynetdicom.transport import ThreadedAssociationServer
 
-from gateway import slots
 from gateway.config import GatewaySettings
 from gateway.county import CountyClient
 from gateway.errors import GatewayError
@@ -57,7 +56,8 @@ class Gateway:
             max_bytes=settings.spool_max_bytes,
             min_free_bytes=settings.spool_min_free_bytes,
             # acceptor processes (workers > 1) have their own slots; this one receives not
-            slot_count=slots.DEFAULT_COUNT if worker_count(settings) <= 1 else 0,
+            slot_count=settings.spool_slots if worker_count(settings) <= 1 else 0,
+            slot_size=settings.spool_slot_bytes,
         )
         self._county_sites: CountySiteDirectory | None = None
         if sites is None:

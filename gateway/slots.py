@@ -22,7 +22,7 @@ record and which it has not handed out. A thread keeps ``_LOW_WATER`` slots free
 more, up to ``count`` (the files stay: a gateway that ran before starts with its slots), and
 re-reads the headers of held slots now and then to learn which the forwarder (maybe in
 another process) released. Instances too big for a slot, or arriving while no slot is free,
-take the ordinary file path (``gateway.spool``): correct either way. Settings (environment):
+take the ordinary file path (``gateway.spool``): correct either way. Settings:
 ``TELEREAD_GATEWAY_SPOOL_SLOTS`` (per receiving process, default 256, 0: off) and
 ``TELEREAD_GATEWAY_SPOOL_SLOT_BYTES`` (default 1 MiB: a 512x512 CT fits, a DR does not).
 
@@ -49,8 +49,8 @@ MAGIC = b"TRSLOT\x00\x01"
 VERSION = 1
 HEADER = 4096  # the Part-10 bytes start here (page-aligned)
 _FIXED = struct.Struct("<8sIQI32s32sI")  # magic, version, length, dataset offset, 2 x sha256, json
-DEFAULT_COUNT = int(os.environ.get("TELEREAD_GATEWAY_SPOOL_SLOTS", "256"))
-DEFAULT_SIZE = int(os.environ.get("TELEREAD_GATEWAY_SPOOL_SLOT_BYTES", str(1 << 20)))
+DEFAULT_COUNT = 256  # GatewaySettings.spool_slots
+DEFAULT_SIZE = 1 << 20  # GatewaySettings.spool_slot_bytes
 _MAX_DIRS = 256
 _LOW_WATER = 16  # free slots the pool keeps ready, creating more up to its count
 _ZEROS = bytes(1 << 20)

@@ -40,7 +40,6 @@ from typing import Any
 from pynetdicom import evt
 from pynetdicom.transport import ThreadedAssociationServer
 
-from gateway import slots
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError
 from gateway.spool import HELD_STATES, Spool
@@ -147,7 +146,8 @@ def _worker_main(ctrl_fd: int) -> None:
         settings.spool_dir,
         max_bytes=settings.spool_max_bytes,
         min_free_bytes=settings.spool_min_free_bytes,
-        slot_count=slots.DEFAULT_COUNT,
+        slot_count=settings.spool_slots,
+        slot_size=settings.spool_slot_bytes,
     )
     mpps = MppsStore(spool.root / "mpps.db")
     sites = SiteDirectory()
