@@ -2,7 +2,7 @@
 
 Every study route answers 404 to a clinic user of another site (and for a study nobody
 can see); a draft is 404 to clinic users (they never learn it exists) and 409 to readers.
-The share routes take no login: the HMAC-signed, time-limited token is the credential.
+The pages a share link opens are ``viewer_api.routes.report_shares``.
 """
 
 from __future__ import annotations
@@ -10,13 +10,10 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime, timedelta
-from html import escape
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
-from fastapi.responses import HTMLResponse
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from storage.base import ObjectStore
 from viewer_api.deps import (
@@ -29,49 +26,28 @@ from viewer_api.deps import (
     WorklistSettingsDep,
 )
 from viewer_api.outputs.content import ReportContent, ReportNotSigned, gather
-from viewer_api.outputs.fhir import SeriesSummary, diagnostic_report, report_text
-from viewer_api.outputs.images import NotRenderable, render_png
+from viewer_api.outputs.fhir import SeriesSummary, diagnostic_report
 from viewer_api.outputs.pdf import render_pdf
-from viewer_api.outputs.qr import qr_svg
 from viewer_api.outputs.send import Destination, SRSendFailed, send_sr
 from viewer_api.outputs.settings import OutputSettings, get_output_settings
-from viewer_api.outputs.share import (
-    ShareTokenExpired,
-    ShareTokenInvalid,
-    make_share_token,
-    read_share_token,
-)
+from viewer_api.outputs.share import make_share_token
 from viewer_api.outputs.sr import BASIC_TEXT_SR, StoredSR, store_report_sr
 from viewer_api.routes.studies import visible_study
 from viewer_api.settings import ApiSettings
 from worklist import audit, receipts, reports
-from worklist.errors import NoReport, StudyNotFound
-from worklist.models import ROLE_CLINIC, Report, Series, Study, User
+from worklist.errors import NoReport
+from worklist.models import ROLE_CLINIC, Report, Study, User
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1", tags=["report outputs"])
 
 NOT_SIGNED = "The report is not signed yet"
-THUMBNAIL_EDGE = 192
-THUMBNAILS_PER_SERIES = 12
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status.HTTP_404_NOT_FOUND: {"description": "No such study or signed report visible to you"},
     status.HTTP_409_CONFLICT: {"description": "The report is still a draft"},
 }
-_SHARE_ERRORS: dict[int | str, dict[str, Any]] = {
-    status.HTTP_403_FORBIDDEN: {"description": "The link is not valid"},
-    status.HTTP_404_NOT_FOUND: {"description": "No signed report for this link"},
-    status.HTTP_410_GONE: {"description": "The link has expired"},
-}
 NO_STORE = {"Cache-Control": "private, no-store"}
-# the share page has no scripts and loads only its own images
-SHARE_HEADERS = {
-    **NO_STORE,
-    "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-}
 
 
 def get_outputs_settings(request: Request) -> OutputSettings:
@@ -82,7 +58,7 @@ def get_outputs_settings(request: Request) -> OutputSettings:
 OutputSettingsDep = Annotated[OutputSettings, Depends(get_outputs_settings)]
 
 
-def _content(
+def signed_content(
     *, session: Session, study: Study, user: User | None, settings: OutputSettings
 ) -> tuple[Report, ReportContent]:
     """The study's signed report; 404 (clinic) or 409 (readers) for a draft."""
@@ -106,7 +82,7 @@ def _content(
     return report, content
 
 
-def _base_url(request: Request, settings: OutputSettings) -> str:
+def base_url(request: Request, settings: OutputSettings) -> str:
     return (settings.public_url or str(request.base_url)).rstrip("/")
 
 
@@ -118,7 +94,7 @@ def share_link(
     token = make_share_token(
         study_uid=study_uid, expires_at=expires_at, secret=api.secret_key.get_secret_value()
     )
-    return f"{_base_url(request, out)}/api/v1/share/{token}", expires_at
+    return f"{base_url(request, out)}/api/v1/share/{token}", expires_at
 
 
 def _opened(
@@ -152,7 +128,7 @@ def _opened(
     )
 
 
-def _filename(content: ReportContent, ext: str) -> str:
+def report_filename(content: ReportContent, ext: str) -> str:
     # ASCII only: the accession number if it is plain, else the study UID
     stem = content.accession if content.accession.isascii() and content.accession else ""
     stem = "".join(ch for ch in stem if ch.isalnum() or ch in "-_") or content.study_uid
@@ -175,7 +151,7 @@ def report_pdf(
     out: OutputSettingsDep,
 ) -> Response:
     study = visible_study(session=session, study_uid=study_uid, viewer=user)
-    report, content = _content(session=session, study=study, user=user, settings=out)
+    report, content = signed_content(session=session, study=study, user=user, settings=out)
     link, expires_at = share_link(request=request, study_uid=study_uid, now=now, api=api, out=out)
     pdf = render_pdf(content, share_url=link, share_expires_at=expires_at)
     _opened(
@@ -192,7 +168,7 @@ def report_pdf(
         media_type="application/pdf",
         headers={
             **NO_STORE,
-            "Content-Disposition": f'inline; filename="{_filename(content, "pdf")}"',
+            "Content-Disposition": f'inline; filename="{report_filename(content, "pdf")}"',
         },
     )
 
@@ -225,8 +201,8 @@ def report_fhir(
     out: OutputSettingsDep,
 ) -> Response:
     study = visible_study(session=session, study_uid=study_uid, viewer=user)
-    report, content = _content(session=session, study=study, user=user, settings=out)
-    pdf_url = f"{_base_url(request, out)}/api/v1/studies/{study_uid}/report.pdf"
+    report, content = signed_content(session=session, study=study, user=user, settings=out)
+    pdf_url = f"{base_url(request, out)}/api/v1/studies/{study_uid}/report.pdf"
     resource = diagnostic_report(content, series=_series(study), pdf_url=pdf_url)
     _opened(
         session=session,
@@ -263,7 +239,7 @@ def report_sr(
     study = visible_study(session=session, study_uid=study_uid, viewer=user)
     if user.role == ROLE_CLINIC:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "Not allowed for your role")
-    _, content = _content(session=session, study=study, user=user, settings=out)
+    _, content = signed_content(session=session, study=study, user=user, settings=out)
     destination_text = out.sr_destinations.get(study.site.code)
     if send and not destination_text:
         raise HTTPException(
@@ -329,7 +305,7 @@ def _send(
     code: int | None = None
     try:
         code = send_sr(
-            _read_object(store, stored.object_key),
+            read_object(store, stored.object_key),
             destination=destination,
             calling_ae=out.sr_station_name,
             timeout=out.sr_send_timeout_seconds,
@@ -372,7 +348,7 @@ def report_share_link(
 ) -> dict[str, Any]:
     """A fresh share link (the one the PDF's QR code carries) for a web page to show."""
     study = visible_study(session=session, study_uid=study_uid, viewer=user)
-    _content(session=session, study=study, user=user, settings=out)
+    signed_content(session=session, study=study, user=user, settings=out)
     link, expires_at = share_link(request=request, study_uid=study_uid, now=now, api=api, out=out)
     audit.record(
         session=session,
@@ -404,183 +380,18 @@ def report_receipt(study_uid: str, session: SessionDep, user: ViewerUser) -> dic
     }
 
 
-# --- share links ---------------------------------------------------------------------------
-def _shared_study(
-    *, token: str, session: Session, api: ApiSettings, now: datetime
-) -> tuple[Study, datetime]:
-    try:
-        study_uid, expires_at = read_share_token(
-            token, secret=api.secret_key.get_secret_value(), now=now
-        )
-    except ShareTokenExpired as exc:
-        raise HTTPException(status.HTTP_410_GONE, str(exc)) from exc
-    except ShareTokenInvalid as exc:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from exc
-    study = session.scalars(
-        select(Study)
-        .where(Study.study_instance_uid == study_uid)
-        .options(selectinload(Study.series).selectinload(Series.instances))
-    ).one_or_none()
-    if study is None:
-        raise StudyNotFound()
-    return study, expires_at
-
-
-def _image_series(study: Study) -> list[Series]:
-    return [
-        s
-        for s in study.series
-        if s.modality not in ("SR", "PR", "KO")
-        and any(i.sop_class_uid != BASIC_TEXT_SR for i in s.instances)
-    ]
-
-
-def _spread(items: list[Any], count: int) -> list[Any]:
-    """Up to ``count`` items evenly spread over ``items`` (first and last included)."""
-    if len(items) <= count:
-        return items
-    step = (len(items) - 1) / (count - 1)
-    return [items[round(n * step)] for n in range(count)]
-
-
-SHARE_CSS = """
-body{font-family:"Noto Sans CJK SC","Microsoft YaHei",sans-serif;max-width:56em;
-  margin:1em auto;padding:0 1em;color:#222}
-pre{white-space:pre-wrap;font:inherit;background:#fafafa;border:1px solid #ddd;padding:1em}
-.status{font-weight:bold;font-size:1.2em} .thumbs img{margin:2px;background:#000}
-.meta{color:#666;font-size:.85em}
-"""
-
-
-def _share_page(
-    content: ReportContent, study: Study, token: str, expires_at: datetime, page_url: str
-) -> str:
-    zh, en = content.status_words
-    zone = f"（UTC{content.display_offset_hours:+d}）"
-    base = f"/api/v1/share/{token}"
-    series_html = []
-    for series in _image_series(study):
-        images = "".join(
-            f'<a href="{base}/instances/{escape(i.sop_instance_uid)}/rendered">'
-            f'<img alt="" loading="lazy" width="{THUMBNAIL_EDGE}" '
-            f'src="{base}/instances/{escape(i.sop_instance_uid)}/rendered?size={THUMBNAIL_EDGE}">'
-            "</a>"
-            for i in _spread(list(series.instances), THUMBNAILS_PER_SERIES)
-        )
-        title = escape(f"{series.modality} {series.series_description}".strip())
-        series_html.append(
-            f"<section><h3>{title}（{series.num_instances} 幅）</h3>"
-            f'<div class="thumbs">{images}</div></section>'
-        )
-    return f"""<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="robots" content="noindex">
-<title>影像诊断报告 {escape(content.status_words[0])}</title>
-<style>{SHARE_CSS}</style></head><body>
-<h1>{escape(content.hospital)}</h1>
-<p class="status">影像诊断报告 【{escape(zh)} {escape(en)}】</p>
-<pre>{escape(report_text(content))}</pre>
-<p><a href="{base}/report.pdf">下载 PDF 报告</a></p>
-<h2>影像 Images</h2>
-{"".join(series_html) or "<p>暂无可显示的影像</p>"}
-<p class="meta">链接有效期至 {escape(content.local(expires_at))}{escape(zone)}。
-{qr_svg(page_url, scale=3)}</p>
-</body></html>"""
-
-
-@router.get("/share/{token}", response_class=HTMLResponse, responses=_SHARE_ERRORS)
-def share_page(
-    token: str,
-    request: Request,
-    session: SessionDep,
-    api: SettingsDep,
-    out: OutputSettingsDep,
-    now: NowDep,
-    client_addr: ClientAddr,
-) -> HTMLResponse:
-    study, expires_at = _shared_study(token=token, session=session, api=api, now=now)
-    _, content = _content(session=session, study=study, user=None, settings=out)
-    audit.record(
-        session=session,
-        actor=None,
-        action="report_share_viewed",
-        object_type="report",
-        object_id=study.study_instance_uid,
-        client_addr=client_addr,
-        detail={"status": content.status, "expires_at": expires_at.isoformat()},
-        now=now,
-    )
-    page_url = f"{_base_url(request, out)}/api/v1/share/{token}"
-    return HTMLResponse(
-        _share_page(content, study, token, expires_at, page_url), headers=SHARE_HEADERS
-    )
-
-
-@router.get(
-    "/share/{token}/report.pdf",
-    response_class=Response,
-    responses={**_SHARE_ERRORS, status.HTTP_200_OK: {"content": {"application/pdf": {}}}},
-)
-def share_pdf(
-    token: str,
-    request: Request,
-    session: SessionDep,
-    api: SettingsDep,
-    out: OutputSettingsDep,
-    now: NowDep,
-) -> Response:
-    study, expires_at = _shared_study(token=token, session=session, api=api, now=now)
-    _, content = _content(session=session, study=study, user=None, settings=out)
-    pdf = render_pdf(
-        content,
-        share_url=f"{_base_url(request, out)}/api/v1/share/{token}",
-        share_expires_at=expires_at,
-    )
-    return Response(
-        pdf,
-        media_type="application/pdf",
-        headers={
-            **SHARE_HEADERS,
-            "Content-Disposition": f'inline; filename="{_filename(content, "pdf")}"',
-        },
-    )
-
-
-def _read_object(store: ObjectStore, key: str) -> bytes:
+def read_object(store: ObjectStore, key: str) -> bytes:
     with store.open(key) as stream:
         return stream.read()
 
 
-@router.get(
-    "/share/{token}/instances/{sop_uid}/rendered",
-    response_class=Response,
-    responses={**_SHARE_ERRORS, status.HTTP_200_OK: {"content": {"image/png": {}}}},
-)
-def share_rendered(
-    token: str,
-    sop_uid: str,
-    session: SessionDep,
-    store: StoreDep,
-    api: SettingsDep,
-    out: OutputSettingsDep,
-    now: NowDep,
-    size: Annotated[int, Query(ge=32, le=2048)] = 1024,
-) -> Response:
-    study, _ = _shared_study(token=token, session=session, api=api, now=now)
-    _content(session=session, study=study, user=None, settings=out)  # a signed report only
-    instance = next(
-        (i for s in study.series for i in s.instances if i.sop_instance_uid == sop_uid), None
-    )
-    if instance is None or instance.sop_class_uid == BASIC_TEXT_SR:
-        raise StudyNotFound("No such image in this study")
-    try:
-        png = render_png(_read_object(store, instance.object_key), max_edge=size)
-    except NotRenderable as exc:
-        raise HTTPException(
-            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "This image cannot be rendered"
-        ) from exc
-    return Response(png, media_type="image/png", headers=SHARE_HEADERS)
-
-
-__all__ = ["router", "share_link"]
+__all__ = [
+    "NO_STORE",
+    "OutputSettingsDep",
+    "base_url",
+    "read_object",
+    "report_filename",
+    "router",
+    "share_link",
+    "signed_content",
+]

@@ -1,5 +1,6 @@
-"""Reports: a study's draft, its signature, addenda, critical results, templates, and the
-caller's list of reports.
+"""Reports: a study's draft, its signature, addenda, and the caller's list of reports. A
+study's critical results are ``viewer_api.routes.critical_results``, the report templates
+``viewer_api.routes.report_templates``.
 
 Every endpoint that touches a study's report leaves an audit event; a refused change (for
 example an edit of a signed final report) is audited too, with outcome "refused".
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy.orm import Session
 
 from viewer_api.deps import (
@@ -29,11 +30,8 @@ from viewer_api.routes.studies import visible_study
 from viewer_api.schemas import (
     MAX_OFFSET,
     AddendumIn,
-    CriticalResultIn,
-    CriticalResultOut,
     ReportDraftIn,
     ReportOut,
-    ReportTemplateOut,
     SignIn,
 )
 from worklist import audit, critical, events, report_templates, reports
@@ -61,13 +59,6 @@ _ADDENDUM_ERRORS: dict[int | str, dict[str, Any]] = {
     status.HTTP_403_FORBIDDEN: {"description": "Only radiologists add addenda"},
     status.HTTP_409_CONFLICT: {"description": "The report is not signed final yet"},
 }
-_CRITICAL_ERRORS: dict[int | str, dict[str, Any]] = {
-    status.HTTP_404_NOT_FOUND: {"description": "No such study visible to you"},
-    status.HTTP_403_FORBIDDEN: {"description": "Only radiologists record critical results"},
-    status.HTTP_409_CONFLICT: {"description": "The study is cancelled"},
-    status.HTTP_422_UNPROCESSABLE_CONTENT: {"description": "Incomplete or inconsistent"},
-}
-
 # worklist errors of the report features that the app-wide table does not know
 _STATUS_FOR: tuple[tuple[type[Exception], int], ...] = (
     (reports.AddendumNotAllowed, status.HTTP_409_CONFLICT),
@@ -83,29 +74,8 @@ _STATUS_FOR: tuple[tuple[type[Exception], int], ...] = (
 RadiologistUser = Annotated[User, Depends(require_roles(ROLE_RADIOLOGIST))]
 
 
-def get_templates(request: Request) -> tuple[report_templates.ReportTemplate, ...]:
-    """The app's templates (``app.state.report_templates`` if set, else the settings')."""
-    found: tuple[report_templates.ReportTemplate, ...] | None = getattr(
-        request.app.state, "report_templates", None
-    )
-    if found is not None:
-        return found
-    try:
-        return report_templates.default_templates()
-    except report_templates.TemplateError as exc:
-        logger.error(
-            "report templates invalid: %s", exc, extra={"action": "report_templates_invalid"}
-        )
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, "The report templates are misconfigured"
-        ) from exc
-
-
-TemplatesDep = Annotated[tuple[report_templates.ReportTemplate, ...], Depends(get_templates)]
-
-
 @contextmanager
-def _refusals_audited(
+def refusals_audited(
     session: Session, user: User, action: str, study_uid: str, client_addr: str, now: datetime
 ) -> Iterator[None]:
     """Audit a refused request (outcome "refused") and turn the report features' own errors
@@ -146,7 +116,7 @@ def report_out(session: Session, report: Report) -> ReportOut:
     )
 
 
-def _publish(
+def publish_change(
     session: Session, kind: str, study: Study, extra: dict[str, Any], now: datetime
 ) -> None:
     """Tell the event stream and the webhooks about a report change (no patient data)."""
@@ -197,7 +167,7 @@ def save_draft(
     client_addr: ClientAddr,
     wl_settings: WorklistSettingsDep,
 ) -> ReportOut:
-    with _refusals_audited(session, user, "report_draft_saved", study_uid, client_addr, now):
+    with refusals_audited(session, user, "report_draft_saved", study_uid, client_addr, now):
         study = visible_study(session=session, study_uid=study_uid, viewer=user)
         report = reports.save_draft(
             session=session,
@@ -234,7 +204,7 @@ def sign(
     client_addr: ClientAddr,
     wl_settings: WorklistSettingsDep,
 ) -> ReportOut:
-    with _refusals_audited(session, user, "report_signed", study_uid, client_addr, now):
+    with refusals_audited(session, user, "report_signed", study_uid, client_addr, now):
         study = visible_study(session=session, study_uid=study_uid, viewer=user)
         report = reports.sign_report(
             session=session,
@@ -258,7 +228,7 @@ def sign(
         detail=detail,
         now=now,
     )
-    _publish(
+    publish_change(
         session,
         "report_signed",
         study,
@@ -288,7 +258,7 @@ def add_addendum(
 ) -> ReportOut:
     """Append an addendum to a final report (any radiologist; no claim needed). The report
     and the study become 'amended'; the signed content and its hash do not change."""
-    with _refusals_audited(session, user, "report_addendum_added", study_uid, client_addr, now):
+    with refusals_audited(session, user, "report_addendum_added", study_uid, client_addr, now):
         study = visible_study(session=session, study_uid=study_uid, viewer=user)
         addendum = reports.add_addendum(
             session=session,
@@ -308,7 +278,7 @@ def add_addendum(
         detail={"addendum_id": addendum.id, "content_sha256": addendum.content_sha256},
         now=now,
     )
-    _publish(
+    publish_change(
         session,
         "report_amended",
         study,
@@ -319,142 +289,6 @@ def add_addendum(
     if report is None:  # pragma: no cover - add_addendum needs one
         raise NoReport()
     return report_out(session, report)
-
-
-@router.post(
-    "/studies/{study_uid}/report/critical-results",
-    response_model=CriticalResultOut,
-    status_code=status.HTTP_201_CREATED,
-    responses=_CRITICAL_ERRORS,
-)
-def record_critical_result(
-    study_uid: str,
-    body: CriticalResultIn,
-    session: SessionDep,
-    user: RadiologistUser,
-    now: NowDep,
-    client_addr: ClientAddr,
-) -> CriticalResultOut:
-    """Document a critical result communicated for this study (before or after signing)."""
-    action = "critical_result_recorded"
-    with _refusals_audited(session, user, action, study_uid, client_addr, now):
-        study = visible_study(session=session, study_uid=study_uid, viewer=user)
-        result = critical.record_critical_result(
-            session=session,
-            study=study,
-            recorder=user,
-            finding=body.finding,
-            identified_at=body.identified_at,
-            communicated_to_name=body.communicated_to_name,
-            communicated_to_role=body.communicated_to_role,
-            communicated_to_phone=body.communicated_to_phone,
-            communicated_at=body.communicated_at,
-            method=body.method,
-            read_back_confirmed=body.read_back_confirmed,
-            now=now,
-        )
-    audit.record(
-        session=session,
-        actor=user,
-        action=action,
-        object_type="report",
-        object_id=study.study_instance_uid,
-        client_addr=client_addr,
-        detail={
-            "critical_result_id": result.id,
-            "method": result.method,
-            "read_back_confirmed": result.read_back_confirmed,
-        },
-        now=now,
-    )
-    _publish(
-        session,
-        "critical_result",
-        study,
-        {
-            "method": result.method,
-            "read_back_confirmed": result.read_back_confirmed,
-            "communicated_at": result.communicated_at.isoformat(),
-        },
-        now,
-    )
-    return CriticalResultOut.from_result(result)
-
-
-@router.get(
-    "/studies/{study_uid}/report/critical-results",
-    response_model=list[CriticalResultOut],
-    responses={status.HTTP_404_NOT_FOUND: {"description": "No such study visible to you"}},
-)
-def list_critical_results(
-    study_uid: str, session: SessionDep, user: ReaderUser, now: NowDep, client_addr: ClientAddr
-) -> list[CriticalResultOut]:
-    """A study's critical results for readers, also before its report exists."""
-    study = visible_study(session=session, study_uid=study_uid, viewer=user)
-    results = critical.critical_results_for(session=session, study_ids=[study.id])[study.id]
-    audit.record(
-        session=session,
-        actor=user,
-        action="critical_results_viewed",
-        object_type="report",
-        object_id=study.study_instance_uid,
-        client_addr=client_addr,
-        detail={"count": len(results)},
-        now=now,
-    )
-    return [CriticalResultOut.from_result(r) for r in results]
-
-
-def _template_out(template: report_templates.ReportTemplate) -> ReportTemplateOut:
-    return ReportTemplateOut(
-        key=template.key,
-        name=template.name,
-        categories=list(template.categories),
-        modalities=list(template.modalities),
-        keywords=list(template.keywords),
-        findings=template.findings,
-        impression=template.impression,
-        recommendation=template.recommendation,
-    )
-
-
-@router.get(
-    "/studies/{study_uid}/report/template",
-    response_model=ReportTemplateOut,
-    responses={status.HTTP_404_NOT_FOUND: {"description": "No such study, or no template"}},
-)
-def get_template(
-    study_uid: str,
-    session: SessionDep,
-    user: ReaderUser,
-    now: NowDep,
-    client_addr: ClientAddr,
-    templates: TemplatesDep,
-) -> ReportTemplateOut:
-    """The template that best fits the study (category first, then modality, body part and
-    description keywords), to prefill the editor."""
-    action = "report_template_viewed"
-    with _refusals_audited(session, user, action, study_uid, client_addr, now):
-        study = visible_study(session=session, study_uid=study_uid, viewer=user)
-        template = report_templates.best_template(templates, study=study)
-    audit.record(
-        session=session,
-        actor=user,
-        action=action,
-        object_type="report",
-        object_id=study.study_instance_uid,
-        client_addr=client_addr,
-        detail={"template": template.key},
-        now=now,
-    )
-    return _template_out(template)
-
-
-@router.get("/report-templates", response_model=list[ReportTemplateOut])
-def list_templates(user: ReaderUser, templates: TemplatesDep) -> list[ReportTemplateOut]:
-    """Every template (built-in and the county's), by key. Holds no patient data, so it
-    leaves no audit event."""
-    return [_template_out(t) for t in templates]
 
 
 @router.get("/reports", response_model=list[ReportOut])
@@ -487,3 +321,6 @@ def list_reports(
         )
         for r in found
     ]
+
+
+__all__ = ["RadiologistUser", "publish_change", "refusals_audited", "report_out", "router"]

@@ -1,0 +1,90 @@
+"""Who may scrape ``GET /metrics``: a loopback client (no metrics token set), the metrics
+token, or an admin's bearer token; otherwise 401 or 403 (see ``viewer_api.metrics``)."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+
+from fastapi import HTTPException, Request, status
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
+
+from viewer_api.errors import InvalidToken
+from viewer_api.security import UserCache, account_accepts, decode_access_token
+from viewer_api.settings import ApiSettings
+from worklist.accounts import get_user
+from worklist.models import ROLE_ADMIN
+
+_FORWARDING_HEADERS = frozenset({b"forwarded", b"x-forwarded-for", b"x-real-ip"})
+_UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
+_DENIED = "Metrics need a loopback client, the metrics token or an admin's token"
+
+
+def is_local(scope: Scope) -> bool:
+    """A loopback client talking to us directly (no proxy's forwarding header)."""
+    client = scope.get("client")
+    if not client:
+        return False
+    try:
+        ip = ipaddress.ip_address(client[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if not ip.is_loopback:
+        return False
+    return not any(name.lower() in _FORWARDING_HEADERS for name, _ in scope.get("headers", ()))
+
+
+def _bearer(request: Request) -> str | None:
+    value = request.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _metrics_token(settings: ApiSettings) -> str | None:
+    secret = getattr(settings, "metrics_token", None)
+    raw = secret.get_secret_value() if secret is not None else ""
+    return raw or None
+
+
+async def authorize(request: Request) -> None:
+    """Let the scrape through, or raise 401 / 403 (see the module docstring)."""
+    settings: ApiSettings = request.app.state.settings
+    expected = _metrics_token(settings)
+    token = _bearer(request)
+    if token is None:
+        if expected is None and is_local(request.scope):
+            return
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, _DENIED, _UNAUTHENTICATED)
+    if expected is not None and hmac.compare_digest(token.encode(), expected.encode()):
+        return
+    if expected is None and is_local(request.scope):
+        return  # a local scraper that sends some token anyway
+    if not await _is_admin(request, token, settings):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, _DENIED)
+
+
+async def _is_admin(request: Request, token: str, settings: ApiSettings) -> bool:
+    cache: UserCache = request.app.state.user_cache
+    cached = cache.get(token)
+    if cached is not None:
+        return cached.role == ROLE_ADMIN
+    try:
+        claims = decode_access_token(token, settings=settings)
+    except InvalidToken as exc:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, _DENIED, _UNAUTHENTICATED) from exc
+    if claims.role != ROLE_ADMIN:
+        return False
+    factory: sessionmaker[Session] = request.app.state.session_factory
+
+    def load() -> bool:
+        with factory() as session:
+            user = get_user(session=session, user_id=claims.user_id)
+            return user is not None and account_accepts(user, claims)  # role admin: above
+
+    if not await run_in_threadpool(load):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, _DENIED, _UNAUTHENTICATED)
+    return True

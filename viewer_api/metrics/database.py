@@ -1,0 +1,178 @@
+"""The worklist's figures, read from the database at scrape time and cached
+(``ApiMetrics``), and their rendering as gauges and counters."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from viewer_api.metrics.exposition import Exposition
+from viewer_api.metrics.http_requests import HttpMetrics
+from worklist.metrics_queries import (
+    PRIORITIES,
+    ROUTINE,
+    WorklistFigures,
+    finalised_late,
+    worklist_figures,
+)
+from worklist.models import CATEGORY_CHEST_PAIN, CATEGORY_STROKE
+
+logger = logging.getLogger(__name__)
+
+CATEGORIES = (CATEGORY_STROKE, CATEGORY_CHEST_PAIN, ROUTINE)
+DEFAULT_CACHE_SECONDS = 5.0
+DEFAULT_LATE_CACHE_SECONDS = 300.0
+
+
+class ApiMetrics:
+    """What ``/metrics`` serves for one app: its request figures and the cached database
+    figures."""
+
+    def __init__(
+        self,
+        *,
+        cache_seconds: float = DEFAULT_CACHE_SECONDS,
+        late_cache_seconds: float = DEFAULT_LATE_CACHE_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.http = HttpMetrics()
+        self.cache_seconds = cache_seconds
+        self.late_cache_seconds = late_cache_seconds
+        self._monotonic = monotonic
+        self._lock = asyncio.Lock()
+        self._figures: WorklistFigures | None = None
+        self._figures_at = -float("inf")
+        self._late: dict[str, int] | None = None
+        self._late_at = -float("inf")
+        self._database_up = False
+        self._refresh_seconds = 0.0
+
+    async def database_figures(
+        self, factory: sessionmaker[Session], now: datetime
+    ) -> tuple[WorklistFigures | None, dict[str, int] | None, bool]:
+        """The worklist figures, from the cache while fresh; re-read otherwise (one scrape
+        reads, concurrent ones wait for it)."""
+        async with self._lock:
+            at = self._monotonic()
+            want_figures = at - self._figures_at >= self.cache_seconds
+            want_late = at - self._late_at >= self.late_cache_seconds
+            if want_figures or want_late:
+                started = time.perf_counter()
+                try:
+                    figures, late = await run_in_threadpool(
+                        _read, factory, now, want_figures, want_late
+                    )
+                except Exception as exc:  # the scrape still answers: database_up 0
+                    logger.warning(
+                        "metrics: database figures not read",
+                        extra={"action": "metrics_database_failed", "error": type(exc).__name__},
+                    )
+                    self._database_up = False
+                    self._figures, self._late = None, None  # no stale figures
+                    self._figures_at = at  # and no hammering of a failing database
+                else:
+                    self._database_up = True
+                    if figures is not None:
+                        self._figures, self._figures_at = figures, at
+                    if late is not None:
+                        self._late, self._late_at = late, at
+                self._refresh_seconds = time.perf_counter() - started
+            return self._figures, self._late, self._database_up
+
+    def render_database(
+        self, out: Exposition, figures: WorklistFigures | None, late: dict[str, int] | None
+    ) -> None:
+        out.family(
+            "database_up",
+            "gauge",
+            "1 if the last read of the worklist figures succeeded",
+            [((), 1 if self._database_up else 0)],
+        )
+        out.family(
+            "metrics_database_seconds",
+            "gauge",
+            "time the last read of the worklist figures took",
+            [((), round(self._refresh_seconds, 6))],
+        )
+        if figures is not None:
+            render_worklist(out, figures)
+        if late is not None:
+            out.family(
+                "studies_finalised_late_total",
+                "counter",
+                "studies whose report was signed final after their deadline, by category",
+                [((("category", c),), n) for c, n in _by_category(late)],
+            )
+
+
+def _read(
+    factory: sessionmaker[Session], now: datetime, want_figures: bool, want_late: bool
+) -> tuple[WorklistFigures | None, dict[str, int] | None]:
+    with factory() as session:
+        try:
+            figures = worklist_figures(session=session, now=now) if want_figures else None
+            late = finalised_late(session=session) if want_late else None
+        finally:
+            session.rollback()
+    return figures, late
+
+
+def _by_category(counts: dict[str, int]) -> list[tuple[str, int]]:
+    names = [*CATEGORIES, *sorted(set(counts) - set(CATEGORIES))]
+    return [(c, counts.get(c, 0)) for c in names]
+
+
+def render_worklist(out: Exposition, f: WorklistFigures) -> None:
+    categories = [*CATEGORIES, *sorted({c for c, _ in f.open_studies} - set(CATEGORIES))]
+    out.family(
+        "worklist_open_studies",
+        "gauge",
+        "studies on the worklist (not final, amended or cancelled) by category and priority",
+        [
+            ((("category", c), ("priority", p)), f.open_studies.get((c, p), 0))
+            for c in categories
+            for p in PRIORITIES.values()
+        ],
+    )
+    out.family(
+        "worklist_past_deadline_studies",
+        "gauge",
+        "studies on the worklist past their reading deadline, by category",
+        [((("category", c),), n) for c, n in _by_category(f.open_past_deadline)],
+    )
+    out.family(
+        "oldest_unclaimed_urgent_study_age_seconds",
+        "gauge",
+        "age of the oldest urgent study nobody has claimed (0: none waits)",
+        [((), round(f.oldest_unclaimed_urgent_age or 0.0, 3))],
+    )
+    out.family(
+        "oldest_open_urgent_study_age_seconds",
+        "gauge",
+        "age of the oldest urgent study not yet finalised, claimed or not (0: none)",
+        [((), round(f.oldest_open_urgent_age or 0.0, 3))],
+    )
+    out.family(
+        "claims_active",
+        "gauge",
+        "studies on the worklist a reader holds a claim on",
+        [((), f.claims_active)],
+    )
+    out.family(
+        "studies_ingested_total",
+        "counter",
+        "studies ever indexed (the highest study id)",
+        [((), f.studies_indexed)],
+    )
+    out.family(
+        "instances_ingested_total",
+        "counter",
+        "instances ever indexed (the highest instance id)",
+        [((), f.instances_indexed)],
+    )

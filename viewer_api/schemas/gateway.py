@@ -1,0 +1,87 @@
+"""The gateway's bodies: its configuration and the ingest announcement (docs/contracts.md)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from viewer_api.validation import (
+    MAX_INSTANCES_PER_CALL,
+    MAX_INT64,
+    Input,
+    Instant,
+    Int32,
+    check_uid,
+)
+
+
+class GatewaySite(BaseModel):
+    code: str
+    name: str
+    ae_titles: list[str]
+
+
+class GatewayConfig(BaseModel):
+    sites: list[GatewaySite]
+
+
+class UrgentHint(Input):
+    category: Literal["stroke", "chest_pain"] | None = None
+    priority: Literal["stat", "routine"] | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+
+class InstanceIn(Input):
+    """One arrived instance, as the gateway announces it (docs/contracts.md)."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str = ""
+    object_key: str = Field(min_length=1, max_length=255)
+    size: int = Field(ge=0, le=MAX_INT64)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    received_at: Instant
+    modality: str = Field(default="", max_length=16)
+    patient_name: str = Field(default="", max_length=200)
+    patient_id: str = Field(default="", max_length=64)
+    patient_sex: str = Field(default="", max_length=16)
+    patient_birth_date: str = Field(default="", max_length=8)
+    accession_number: str = Field(default="", max_length=64)
+    study_date: str = Field(default="", max_length=8)
+    study_time: str = Field(default="", max_length=32)
+    study_description: str = Field(default="", max_length=200)
+    series_number: Int32 | None = None
+    series_description: str = Field(default="", max_length=200)
+    body_part_examined: str = Field(default="", max_length=64)
+    instance_number: Int32 | None = None
+    text_fields: dict[str, str] | None = None
+    charset_notes: list[str] | None = None
+    urgent_hint: UrgentHint | None = None
+    dicom_json: dict[str, Any] | None = None
+
+    @field_validator(
+        "study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid"
+    )
+    @classmethod
+    def _check_uids(cls, value: str) -> str:
+        return check_uid(value)
+
+    @field_validator("transfer_syntax_uid")
+    @classmethod
+    def _check_ts(cls, value: str) -> str:
+        return check_uid(value) if value else value
+
+
+class IngestIn(Input):
+    site: str = Field(min_length=1, max_length=32)
+    calling_ae: str = Field(default="", max_length=16)
+    called_ae: str = Field(default="", max_length=16)
+    instances: list[InstanceIn] = Field(min_length=1, max_length=MAX_INSTANCES_PER_CALL)
+
+
+class IngestOut(BaseModel):
+    accepted: int
+    duplicates: int

@@ -1,0 +1,157 @@
+"""Report bodies: drafts, signing, the report with its addenda and critical results, templates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from viewer_api.validation import MAX_REASON, MAX_TEXT, Input, Instant
+from worklist.models import CriticalResult, Report, ReportAddendum
+
+
+class ReportDraftIn(Input):
+    model_config = ConfigDict(extra="forbid")
+
+    findings: str = Field(default="", max_length=MAX_TEXT)
+    impression: str = Field(default="", max_length=MAX_TEXT)
+    recommendation: str = Field(default="", max_length=MAX_TEXT)
+
+
+class SignIn(Input):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["preliminary", "final"]
+    # a stroke / chest-pain report signed final without a recorded critical result needs one
+    no_critical_result_reason: str | None = Field(default=None, max_length=MAX_REASON)
+
+
+class ReportOut(BaseModel):
+    study_instance_uid: str
+    site: str
+    status: str
+    findings: str
+    impression: str
+    recommendation: str
+    author: str
+    signed_by: str | None
+    signed_at: datetime | None
+    content_sha256: str | None
+    created_at: datetime
+    updated_at: datetime
+    # later corrections (the signed content above never changes) and critical results
+    addenda: list[AddendumOut] = Field(default_factory=list)
+    critical_results: list[CriticalResultOut] = Field(default_factory=list)
+    critical_result_expected: bool = False
+    no_critical_result_reason: str | None = None
+
+    @classmethod
+    def from_report(
+        cls,
+        report: Report,
+        *,
+        addenda: Sequence[ReportAddendum] = (),
+        critical_results: Sequence[CriticalResult] = (),
+        critical_result_expected: bool = False,
+    ) -> ReportOut:
+        return cls(
+            study_instance_uid=report.study.study_instance_uid,
+            site=report.study.site.code,
+            status=report.status,
+            findings=report.findings,
+            impression=report.impression,
+            recommendation=report.recommendation,
+            author=report.author.username,
+            signed_by=report.signed_by.username if report.signed_by is not None else None,
+            signed_at=report.signed_at,
+            content_sha256=report.content_sha256,
+            created_at=report.created_at,
+            updated_at=report.updated_at,
+            addenda=[AddendumOut.from_addendum(a) for a in addenda],
+            critical_results=[CriticalResultOut.from_result(c) for c in critical_results],
+            critical_result_expected=critical_result_expected,
+            no_critical_result_reason=report.no_critical_result_reason,
+        )
+
+
+# --- report addenda, critical results, templates (issue 5) --------------------------------
+class AddendumIn(Input):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    reason: str = Field(min_length=1, max_length=MAX_REASON)
+
+
+class AddendumOut(BaseModel):
+    author: str
+    created_at: datetime
+    text: str
+    reason: str
+    content_sha256: str
+
+    @classmethod
+    def from_addendum(cls, addendum: ReportAddendum) -> AddendumOut:
+        return cls(
+            author=addendum.author.username,
+            created_at=addendum.created_at,
+            text=addendum.text,
+            reason=addendum.reason,
+            content_sha256=addendum.content_sha256,
+        )
+
+
+class CriticalResultIn(Input):
+    model_config = ConfigDict(extra="forbid")
+
+    finding: str = Field(min_length=1, max_length=MAX_TEXT)
+    identified_at: Instant
+    communicated_to_name: str = Field(min_length=1, max_length=200)
+    communicated_to_role: str = Field(default="", max_length=100)
+    communicated_to_phone: str = Field(default="", max_length=64)
+    communicated_at: Instant
+    method: Literal["phone", "in_person", "message", "other"]
+    read_back_confirmed: bool
+
+
+class CriticalResultOut(BaseModel):
+    finding: str
+    identified_at: datetime
+    communicated_to_name: str
+    communicated_to_role: str
+    communicated_to_phone: str
+    communicated_at: datetime
+    method: str
+    read_back_confirmed: bool
+    recorded_by: str
+    recorded_at: datetime
+
+    @classmethod
+    def from_result(cls, result: CriticalResult) -> CriticalResultOut:
+        return cls(
+            finding=result.finding,
+            identified_at=result.identified_at,
+            communicated_to_name=result.communicated_to_name,
+            communicated_to_role=result.communicated_to_role,
+            communicated_to_phone=result.communicated_to_phone,
+            communicated_at=result.communicated_at,
+            method=result.method,
+            read_back_confirmed=result.read_back_confirmed,
+            recorded_by=result.recorded_by.username,
+            recorded_at=result.recorded_at,
+        )
+
+
+class ReportTemplateOut(BaseModel):
+    key: str
+    name: str
+    categories: list[str]
+    modalities: list[str]
+    keywords: list[str]
+    findings: str
+    impression: str
+    recommendation: str
+
+
+ReportOut.model_rebuild()
