@@ -23,18 +23,41 @@ from pydicom import dcmread
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
-from pynetdicom.dsutils import encode_file_meta
 
 from gateway import status
 from gateway.errors import InvalidInstance
+from gateway.part10 import (
+    PREAMBLE,
+    SPOOL_INFO_CREATOR_UID,
+    StoreMeta,
+    encode_meta,
+    part10_bytes,
+    spool_info_of,
+)
+from gateway.quick_walk import UID_TAGS, WALKABLE, NotWalkable, walk
 from gateway.wellformed import check_structure
 from storage.keys import instance_key, is_valid_uid
 from worklist.triage import category_for_called_ae, classify, decode_text, extract_text
 
+__all__ = [
+    "MAX_DICOM_JSON_BYTES",
+    "PREAMBLE",
+    "ROUTINE_RANK",
+    "SPOOL_INFO_CREATOR_UID",
+    "URGENT_RANK",
+    "ReceivedInstance",
+    "StoreMeta",
+    "encode_meta",
+    "header_json",
+    "part10_bytes",
+    "quick_instance",
+    "read_instance",
+    "spool_info_of",
+    "spooled_header_json",
+]
+
 logger = logging.getLogger(__name__)
 
-PREAMBLE = b"\x00" * 128 + b"DICM"
 URGENT_RANK = 0
 ROUTINE_RANK = 1
 MAX_DICOM_JSON_BYTES = 256 * 1024
@@ -81,79 +104,11 @@ class ReceivedInstance:
     indexed: bool = True
 
 
-def part10_bytes(file_meta: FileMetaDataset, dataset: bytes) -> bytes:
-    """Preamble + the gateway's file meta + the dataset bytes untouched."""
-    return b"".join((PREAMBLE, encode_file_meta(file_meta), dataset))
-
-
 def _dataset_bytes(part10: bytes) -> memoryview:
     """The dataset of a ``part10_bytes`` file (after the file meta group, whose length is
     its first element)."""
     (group_length,) = struct.unpack_from("<L", part10, len(PREAMBLE) + 8)
     return memoryview(part10)[len(PREAMBLE) + 12 + group_length :]
-
-
-# (0002,0100) / (0002,0102): what the spool needs to rebuild an outbox row from the file alone
-# (gateway.spool recovery: the row's commit is not fsynced, the file is)
-SPOOL_INFO_CREATOR_UID = "1.2.826.0.1.3680043.8.498.89944490868067687571542165472979331027"
-
-
-def _meta_element(tag: int, vr: bytes, value: bytes) -> bytes:
-    if len(value) % 2:
-        value += b"\0" if vr in (b"UI", b"OB") else b" "
-    group, elem = tag >> 16, tag & 0xFFFF
-    if vr == b"OB":
-        return struct.pack("<HH2sHI", group, elem, vr, 0, len(value)) + value
-    return struct.pack("<HH2sH", group, elem, vr, len(value)) + value
-
-
-@dataclass(frozen=True, slots=True)
-class StoreMeta:
-    """The file meta fields ``read_instance`` checks (a ``FileMetaDataset`` has them too)."""
-
-    MediaStorageSOPClassUID: str
-    MediaStorageSOPInstanceUID: str
-    TransferSyntaxUID: str
-
-
-def encode_meta(
-    meta: StoreMeta, *, calling_ae: str, called_ae: str, spool_info: Mapping[str, Any]
-) -> bytes:
-    """The gateway's File Meta Information group, encoded directly (pydicom's writer takes
-    ~0.4 ms an instance): pynetdicom's elements for a received C-STORE, the calling AE
-    (0002,0016), the called AE (0002,0018) and ``spool_info`` as JSON private information.
-    Values longer than the meta VRs allow are refused as ``InvalidInstance``."""
-    uids = (meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, meta.TransferSyntaxUID)
-    if any(len(u) > 64 or not u.isascii() for u in uids):
-        raise InvalidInstance(
-            "UID in the C-STORE request too long", status=status.CANNOT_UNDERSTAND
-        )
-    body = b"".join(
-        (
-            _meta_element(0x00020001, b"OB", b"\x00\x01"),
-            _meta_element(0x00020002, b"UI", uids[0].encode()),
-            _meta_element(0x00020003, b"UI", uids[1].encode()),
-            _meta_element(0x00020010, b"UI", uids[2].encode()),
-            _meta_element(0x00020012, b"UI", PYNETDICOM_IMPLEMENTATION_UID.encode()),
-            _meta_element(0x00020013, b"SH", PYNETDICOM_IMPLEMENTATION_VERSION.encode()),
-            _meta_element(0x00020016, b"AE", calling_ae.encode("ascii", "replace")[:16]),
-            _meta_element(0x00020018, b"AE", called_ae.encode("ascii", "replace")[:16]),
-            _meta_element(0x00020100, b"UI", SPOOL_INFO_CREATOR_UID.encode()),
-            _meta_element(0x00020102, b"OB", json.dumps(dict(spool_info)).encode()),
-        )
-    )
-    return _meta_element(0x00020000, b"UL", struct.pack("<I", len(body))) + body
-
-
-def spool_info_of(file_meta: Any) -> dict[str, Any] | None:
-    """``spool_info`` written by ``encode_meta`` (None: not a file the gateway wrote)."""
-    if str(getattr(file_meta, "PrivateInformationCreatorUID", "")) != SPOOL_INFO_CREATOR_UID:
-        return None
-    try:
-        info = json.loads(bytes(file_meta.PrivateInformation).rstrip(b"\0 "))
-    except (ValueError, TypeError, AttributeError):
-        return None
-    return info if isinstance(info, dict) else None
 
 
 def _raw_text(ds: Dataset, keyword: str, declared: str | None) -> tuple[str, list[str]]:
@@ -346,99 +301,6 @@ def read_instance(
 
 # -- the fast path before the C-STORE response ----------------------------------------------
 
-_UID_TAGS = {
-    0x00080016: "SOPClassUID",
-    0x00080018: "SOPInstanceUID",
-    0x0020000D: "StudyInstanceUID",
-    0x0020000E: "SeriesInstanceUID",
-}
-_LONG_VRS = frozenset(
-    (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
-)
-_WALKABLE = {
-    "1.2.840.10008.1.2": True,  # Implicit VR Little Endian
-    "1.2.840.10008.1.2.1": False,  # Explicit VR Little Endian
-}
-_UNDEFINED = 0xFFFFFFFF
-_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-
-
-class _NotWalkable(Exception):
-    """The walker cannot vouch for this dataset: let pydicom judge it."""
-
-
-def _walk(
-    buf: memoryview,
-    pos: int,
-    end: int,
-    implicit: bool,
-    found: dict[int, bytes] | None,
-    until: int | None,
-) -> int:
-    """Walk data elements from ``pos``; return the position after them (after the delimiter
-    ``until`` when given). Stops before (7FE0,0010) at the top level."""
-    unpack = struct.unpack_from
-    prev = -1
-    while pos < end:
-        if pos + 8 > end:
-            raise _NotWalkable("truncated element header")
-        group, elem, length = unpack("<HHI", buf, pos)
-        tag = group << 16 | elem
-        if until is not None and tag == until:
-            return pos + 8
-        if tag in (_ITEM, _ITEM_END, _SEQ_END):
-            raise _NotWalkable("delimiter out of place")
-        if found is not None and tag >= 0x7FE00010:
-            return pos
-        if tag <= prev:
-            raise _NotWalkable("elements out of order")
-        prev = tag
-        header = 8
-        if not implicit:
-            vr = bytes(buf[pos + 4 : pos + 6])
-            if vr in _LONG_VRS:
-                if pos + 12 > end:
-                    raise _NotWalkable("truncated element header")
-                (length,) = unpack("<I", buf, pos + 8)
-                header = 12
-            elif vr.isalpha() and vr.isupper():
-                (length,) = unpack("<H", buf, pos + 6)
-            else:
-                raise _NotWalkable("not a VR")
-            if vr == b"UN" and length == _UNDEFINED:
-                raise _NotWalkable("UN of undefined length")
-        pos += header
-        if length == _UNDEFINED:
-            pos = _walk_sequence(buf, pos, end, implicit)
-            continue
-        if pos + length > end:
-            raise _NotWalkable("element longer than the data")
-        if found is not None and tag in _UID_TAGS:
-            found[tag] = bytes(buf[pos : pos + length])
-        pos += length
-    if until is not None:
-        raise _NotWalkable("missing delimiter")
-    return pos
-
-
-def _walk_sequence(buf: memoryview, pos: int, end: int, implicit: bool) -> int:
-    while True:
-        if pos + 8 > end:
-            raise _NotWalkable("unterminated sequence")
-        group, elem, length = struct.unpack_from("<HHI", buf, pos)
-        tag = group << 16 | elem
-        pos += 8
-        if tag == _SEQ_END:
-            return pos
-        if tag != _ITEM:
-            raise _NotWalkable("not an item")
-        if length == _UNDEFINED:
-            pos = _walk(buf, pos, end, implicit, None, _ITEM_END)
-        elif pos + length > end:
-            raise _NotWalkable("item longer than the data")
-        else:
-            pos += length
-
 
 def quick_instance(
     dataset: memoryview,
@@ -456,16 +318,16 @@ def quick_instance(
     fields and triage come later (``indexed`` False). Raises ``InvalidInstance`` for a dataset
     that is not a complete element sequence (``gateway.wellformed``)."""
     check_structure(dataset, str(file_meta.TransferSyntaxUID))
-    implicit = _WALKABLE.get(file_meta.TransferSyntaxUID)
+    implicit = WALKABLE.get(file_meta.TransferSyntaxUID)
     if implicit is None:
         return None
     found: dict[int, bytes] = {}
     try:
-        _walk(dataset, 0, len(dataset), implicit, found, None)
-    except (_NotWalkable, struct.error):
+        walk(dataset, 0, len(dataset), implicit, found, None)
+    except (NotWalkable, struct.error):
         return None
     try:
-        uids = {name: found[tag].rstrip(b"\0 ").decode("ascii") for tag, name in _UID_TAGS.items()}
+        uids = {name: found[tag].rstrip(b"\0 ").decode("ascii") for tag, name in UID_TAGS.items()}
     except (KeyError, UnicodeDecodeError):
         return None  # read_instance words the refusal
     if not all(is_valid_uid(u) for u in uids.values()):
