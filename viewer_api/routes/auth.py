@@ -5,11 +5,13 @@ too many for one name from one address, or from one address at all, answer 429 w
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordRequestForm
+from sqlalchemy.orm import Session
 
 from viewer_api.deps import ClientAddr, NowDep, SessionDep, SettingsDep
 from viewer_api.schemas import Token, text_problem
@@ -46,43 +48,33 @@ def login(
     at = now.timestamp()
     wait = throttle.retry_after(form.username, client_addr, at)
     if wait:
-        audit.record(
-            session=session,
-            actor=None,
-            action="login",
-            object_type="user",
-            object_id=form.username[:128],
-            client_addr=client_addr,
-            outcome="throttled",
-            detail={"retry_after": wait},
-            now=now,
-        )
         logger.warning(
             "login throttled", extra={"action": "login_throttled", "client_addr": client_addr}
         )
-        return JSONResponse(
-            {"detail": "Too many failed log-ins; try again later"},
+        return _refused(
+            session=session,
+            username=form.username,
+            client_addr=client_addr,
+            now=now,
+            outcome="throttled",
+            detail={"retry_after": wait},
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            message="Too many failed log-ins; try again later",
             headers={"Retry-After": str(wait)},
         )
     user = authenticate(session=session, username=form.username, password=form.password)
     if user is None:
         throttle.failed(form.username, client_addr, at)
-        # returned, not raised, so the failed attempt's audit event is committed
-        audit.record(
-            session=session,
-            actor=None,
-            action="login",
-            object_type="user",
-            object_id=form.username[:128],
-            client_addr=client_addr,
-            outcome="denied",
-            now=now,
-        )
         logger.info("login refused", extra={"action": "login_refused"})
-        return JSONResponse(
-            {"detail": "Incorrect username or password"},
+        return _refused(
+            session=session,
+            username=form.username,
+            client_addr=client_addr,
+            now=now,
+            outcome="denied",
+            detail=None,
             status_code=status.HTTP_401_UNAUTHORIZED,
+            message="Incorrect username or password",
             headers={"WWW-Authenticate": "Bearer"},
         )
     throttle.succeeded(form.username, client_addr)
@@ -101,3 +93,31 @@ def login(
         role=user.role,
         site=user.site.code if user.site is not None else None,
     )
+
+
+def _refused(
+    *,
+    session: Session,
+    username: str,
+    client_addr: str,
+    now: datetime,
+    outcome: str,
+    detail: dict[str, Any] | None,
+    status_code: int,
+    message: str,
+    headers: dict[str, str],
+) -> JSONResponse:
+    """A refused log-in: audited, then answered (returned, not raised, so the audit event is
+    committed with the request)."""
+    audit.record(
+        session=session,
+        actor=None,
+        action="login",
+        object_type="user",
+        object_id=username[:128],
+        client_addr=client_addr,
+        outcome=outcome,
+        detail=detail,
+        now=now,
+    )
+    return JSONResponse({"detail": message}, status_code=status_code, headers=headers)
