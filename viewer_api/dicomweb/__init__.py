@@ -8,8 +8,9 @@ from fastapi import APIRouter
 
 from viewer_api.dicomweb import qido, rendered, wado
 
-# rendered images served without FastAPI's machinery; ``create_app`` puts them first
-FAST_ROUTES = rendered.FAST_ROUTES
+# rendered images and one retrieved instance served without FastAPI's machinery;
+# ``create_app`` puts them first
+FAST_ROUTES = [*wado.FAST_ROUTES, *rendered.FAST_ROUTES]
 router = APIRouter()
 # QIDO's /studies/{uid}/series and /instances before WADO's /studies/{uid}/series/{uid}
 for _module in (qido, wado, rendered):
