@@ -11,6 +11,8 @@ from viewer_api.dicomweb import qido, rendered, wado
 # rendered images and one retrieved instance served without FastAPI's machinery;
 # ``create_app`` puts them first
 FAST_ROUTES = [*wado.FAST_ROUTES, *rendered.FAST_ROUTES]
+for _route in FAST_ROUTES:  # Starlette adds HEAD to a GET route; the FastAPI routes do not
+    _route.methods = {"GET"}
 router = APIRouter()
 # QIDO's /studies/{uid}/series and /instances before WADO's /studies/{uid}/series/{uid}
 for _module in (qido, wado, rendered):
