@@ -16,22 +16,19 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import Annotated, Any
 
-import anyio
 import numpy as np
-from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 from PIL import Image
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
-from viewer_api.deps import VIEWER_ROLES, SessionDep, ViewerUser, get_current_user
+from viewer_api.deps import SessionDep, ViewerUser
+from viewer_api.dicomweb import fast
 from viewer_api.dicomweb.access import bad_request, find_instance, not_acceptable, unreadable
 from viewer_api.dicomweb.multipart import parse_accept
 from viewer_api.dicomweb.pixels import Attributes, Frames, PixelError, StoredInstance
 from viewer_api.dicomweb.wado import frames_of, parse_frame_list
-from viewer_api.limits import check_url_inputs
-from viewer_api.security import oauth2_scheme
 
 logger = logging.getLogger(__name__)
 
@@ -307,20 +304,14 @@ def _quality(value: str | None) -> int:
 
 
 async def _serve_rendered(request: Request) -> Response:
-    """Both rendered routes, without FastAPI's per-request parameter and dependency
-    machinery: a viewer scrolling a series asks for one image per slice, and that machinery
-    costs about as much as rendering the frame. The checks are the documented routes'
-    (below), in the same order: the bearer token (401), a viewer role (403), the parameters
-    (400), a study the caller may see (404); before all of them ``check_url_inputs`` (NUL
-    400, UID grammar 422); one session, rolled back on failure."""
-    await check_url_inputs(request)  # the app-wide dependency the FastAPI routes get
+    """Both rendered routes, without FastAPI's per-request machinery (``dicomweb.fast``).
+    The checks are the documented routes' (below), in the same order: ``check_url_inputs``
+    (NUL 400, UID grammar 422), the bearer token (401), a viewer role (403), the parameters
+    (400), a study the caller may see (404); one session, rolled back on failure."""
     path = request.path_params
     session: Session = request.app.state.session_factory()
     try:
-        token = await oauth2_scheme(request)
-        user = await get_current_user(request, session, request.app.state.settings, token)
-        if user.role not in VIEWER_ROLES:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "Not allowed for your role")
+        user = await fast.viewer(request, session)
         frame = 1
         if "frame" in path:
             numbers = parse_frame_list(path["frame"])
@@ -329,31 +320,22 @@ async def _serve_rendered(request: Request) -> Response:
             frame = numbers[0]
         query = request.query_params
         quality = _quality(query.get("quality"))
-
-        def render() -> Response:
-            try:
-                return _render(
-                    request,
-                    session,
-                    user,
-                    path["study_uid"],
-                    path["series_uid"],
-                    path["sop_uid"],
-                    frame,
-                    query.get("window"),
-                    quality,
-                    query.get("viewport"),
-                    request.headers.get("accept"),
-                )
-            except BaseException:
-                session.rollback()  # nothing to undo once _render has committed
-                raise
-            finally:
-                session.close()
-
-        with anyio.CancelScope(shield=True):  # the session is closed even when cancelled
-            response = await run_in_threadpool(render)
-        return response
+        return await fast.in_thread(
+            session,
+            lambda: _render(
+                request,
+                session,
+                user,
+                path["study_uid"],
+                path["series_uid"],
+                path["sop_uid"],
+                frame,
+                query.get("window"),
+                quality,
+                query.get("viewport"),
+                request.headers.get("accept"),
+            ),
+        )
     finally:
         session.close()  # no I/O: the worker closed it, or no query ran
 

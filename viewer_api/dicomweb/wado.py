@@ -15,29 +15,25 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-import anyio
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Request, status
 from fastapi.responses import Response, StreamingResponse
 from pydicom import dcmread
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
 from storage.base import ObjectStore
 from storage.errors import ObjectNotFound
 from viewer_api.deps import (
-    VIEWER_ROLES,
     ClientAddr,
     NowDep,
     SessionDep,
     StoreDep,
     ViewerUser,
-    get_current_user,
 )
 from viewer_api.dicomweb import dicom_json as dj
-from viewer_api.dicomweb import multipart
+from viewer_api.dicomweb import fast, multipart
 from viewer_api.dicomweb.access import (
     DICOM_JSON,
     bad_request,
@@ -48,8 +44,6 @@ from viewer_api.dicomweb.access import (
 )
 from viewer_api.dicomweb.metadata import metadata_json, pixel_data_element
 from viewer_api.dicomweb.pixels import FRAME_MEDIA_TYPES, OCTET_STREAM, Frames, PixelError
-from viewer_api.limits import check_url_inputs
-from viewer_api.security import oauth2_scheme
 from worklist import audit
 from worklist.errors import StudyNotFound
 from worklist.models import Instance, Series, Study, User
@@ -308,47 +302,34 @@ def _retrieve_one(
 
 
 async def _serve_retrieve_instance(request: Request) -> Response:
-    """``retrieve_instance`` (below) without FastAPI's per-request parameter and dependency
-    machinery, which costs more than reading the instance. The checks are the documented
-    route's, in the same order: before all ``check_url_inputs`` (NUL 400, UID grammar 422),
+    """``retrieve_instance`` (below) without FastAPI's per-request machinery
+    (``dicomweb.fast``), which costs more than reading the instance. The checks are the
+    documented route's, in the same order: ``check_url_inputs`` (NUL 400, UID grammar 422),
     the bearer token (401), a viewer role (403), a study the caller may see (404), the
     Accept header (406); one thread hop; one session, rolled back on failure."""
-    await check_url_inputs(request)  # the app-wide dependency the FastAPI routes get
     path = request.path_params
     state = request.app.state
     session: Session = state.session_factory()
     try:
-        token = await oauth2_scheme(request)
-        user = await get_current_user(request, session, state.settings, token)
-        if user.role not in VIEWER_ROLES:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "Not allowed for your role")
+        user = await fast.viewer(request, session)
         store: ObjectStore = state.store
         now = state.clock()
         client_addr = request.client.host if request.client is not None else ""
         accept = request.headers.get("accept")
-
-        def retrieve() -> Response:
-            try:
-                return _retrieve_one(
-                    session=session,
-                    store=store,
-                    user=user,
-                    now=now,
-                    client_addr=client_addr,
-                    accept=accept,
-                    study_uid=path["study_uid"],
-                    series_uid=path["series_uid"],
-                    sop_uid=path["sop_uid"],
-                )
-            except BaseException:
-                session.rollback()  # nothing to undo once _retrieve_one has committed
-                raise
-            finally:
-                session.close()
-
-        with anyio.CancelScope(shield=True):  # the session is closed even when cancelled
-            response = await run_in_threadpool(retrieve)
-        return response
+        return await fast.in_thread(
+            session,
+            lambda: _retrieve_one(
+                session=session,
+                store=store,
+                user=user,
+                now=now,
+                client_addr=client_addr,
+                accept=accept,
+                study_uid=path["study_uid"],
+                series_uid=path["series_uid"],
+                sop_uid=path["sop_uid"],
+            ),
+        )
     finally:
         session.close()  # no I/O: the worker closed it, or no query ran
 
