@@ -50,7 +50,7 @@ from gateway import slots
 from gateway.config import GatewaySettings
 from gateway.service import Gateway
 from storage import FilesystemStore
-from teleread.demo import SeriesInfo, StudyInfo, ct_image, write_part10
+from teleread.dicom_builders import SeriesInfo, StudyInfo, ct_image, write_part10
 from teleread.phantoms import grid, head_slice, hu_to_stored
 
 CALLING = "BENCH_CT"

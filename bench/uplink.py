@@ -41,7 +41,7 @@ from pydicom.uid import generate_uid
 from gateway.config import GatewaySettings
 from gateway.service import Gateway
 from storage import MinioStore, StorageSettings
-from teleread.demo import SeriesInfo, StudyInfo, ct_image, dx_image, write_part10
+from teleread.dicom_builders import SeriesInfo, StudyInfo, ct_image, dx_image, write_part10
 from teleread.phantoms import chest_radiograph, grid, head_slice, hu_to_stored
 
 NS_ADDR, HOST_ADDR = "10.231.7.2", "10.231.7.1"

@@ -1,4 +1,4 @@
-"""Tiny, valid DICOM datasets for tests, built with ``teleread.demo``'s builders.
+"""Tiny, valid DICOM datasets for tests, built with ``teleread.dicom_builders``.
 
     ds = make_ct(study_description="头颅CT平扫 急性脑卒中")          # 64x64 GB18030 head CT
     ds = make_dx(study_uid, charset="ISO_IR 192", study_description="胸部正位 体检")
@@ -19,7 +19,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from teleread.demo import SeriesInfo, StudyInfo, ct_image, dx_image, write_part10
+from teleread.dicom_builders import SeriesInfo, StudyInfo, ct_image, dx_image, write_part10
 from teleread.phantoms import chest_radiograph, grid, head_slice, hu_to_stored
 
 

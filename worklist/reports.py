@@ -2,11 +2,12 @@
 and addenda.
 
 A final report is immutable: saving or signing it again raises ``ReportSigned``. The hash
-is sha256 over canonical JSON of what was signed, so a later change is detectable. Later
-corrections are addenda (author, time, reason, their own hash chained to the report's); the
-report's status becomes 'amended' but its signed content and hash stay exactly as signed.
-Any radiologist may add an addendum to a final report (the original reader may be off
-shift when the correction is needed); no claim is involved because nothing is being read.
+(``worklist.report_hashes``) is sha256 over canonical JSON of what was signed, so a later
+change is detectable. Later corrections are addenda (author, time, reason, their own hash
+chained to the report's); the report's status becomes 'amended' but its signed content and
+hash stay exactly as signed. Any radiologist may add an addendum to a final report (the
+original reader may be off shift when the correction is needed); no claim is involved
+because nothing is being read.
 
 Stroke and chest-pain reports expect a documented critical result (``worklist.critical``):
 signing one final without any requires a reason (``no_critical_result_reason``).
@@ -14,8 +15,6 @@ signing one final without any requires a reason (``no_critical_result_reason``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -51,6 +50,7 @@ from worklist.models import (
     Study,
     User,
 )
+from worklist.report_hashes import addendum_hash, report_content_hash
 from worklist.repository import TERMINAL_STATUSES, visible_studies_filter
 from worklist.settings import DEFAULT_LEASE
 
@@ -79,51 +79,6 @@ class CriticalResultRequired(WorklistError):
 def critical_result_expected(study: Study) -> bool:
     """True for the categories whose reports prompt for a critical result."""
     return study.category in CRITICAL_CATEGORIES
-
-
-def report_content_hash(
-    *,
-    findings: str,
-    impression: str,
-    recommendation: str,
-    status: str,
-    signer: str,
-    signed_at: datetime,
-) -> str:
-    """sha256 (hex) of the canonical JSON of a signed report's content."""
-    canonical = json.dumps(
-        {
-            "findings": findings,
-            "impression": impression,
-            "recommendation": recommendation,
-            "status": status,
-            "signer": signer,
-            "signed_at": signed_at.astimezone(UTC).isoformat(),
-        },
-        ensure_ascii=False,
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def verify_report(report: Report) -> bool:
-    """True when a signed report's stored hash matches its content.
-
-    An amended report was signed 'final' (only final reports take addenda), so that is the
-    status its hash covers; the addenda carry their own hashes (``verify_addendum``).
-    """
-    if report.content_sha256 is None or report.signed_at is None or report.signed_by is None:
-        return False
-    signed_status = REPORT_FINAL if report.status == REPORT_AMENDED else report.status
-    return report.content_sha256 == report_content_hash(
-        findings=report.findings,
-        impression=report.impression,
-        recommendation=report.recommendation,
-        status=signed_status,
-        signer=report.signed_by.username,
-        signed_at=report.signed_at,
-    )
 
 
 def report_visible_to(report: Report, viewer: User) -> bool:
@@ -304,38 +259,6 @@ def sign_report(
     return report
 
 
-def addendum_hash(
-    *, report_sha256: str, text: str, reason: str, author: str, created_at: datetime
-) -> str:
-    """sha256 (hex) of an addendum, chained to the hash of the report it amends."""
-    canonical = json.dumps(
-        {
-            "report_sha256": report_sha256,
-            "text": text,
-            "reason": reason,
-            "author": author,
-            "created_at": created_at.astimezone(UTC).isoformat(),
-        },
-        ensure_ascii=False,
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def verify_addendum(addendum: ReportAddendum, report: Report) -> bool:
-    """True when the addendum's stored hash matches its content and the report's hash."""
-    if report.content_sha256 is None:
-        return False
-    return addendum.content_sha256 == addendum_hash(
-        report_sha256=report.content_sha256,
-        text=addendum.text,
-        reason=addendum.reason,
-        author=addendum.author.username,
-        created_at=addendum.created_at,
-    )
-
-
 def add_addendum(
     *, session: Session, study: Study, author: User, text: str, reason: str, now: datetime
 ) -> ReportAddendum:
@@ -444,14 +367,10 @@ __all__ = [
     "NotARadiologist",
     "add_addendum",
     "addenda_for",
-    "addendum_hash",
     "critical_result_expected",
     "get_report",
     "list_reports",
-    "report_content_hash",
     "report_visible_to",
     "save_draft",
     "sign_report",
-    "verify_addendum",
-    "verify_report",
 ]

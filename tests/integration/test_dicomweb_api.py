@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.dicom_factory import make_ct, make_dx, part10_bytes
 from tests.integration.test_dicomweb_support import TEST_FILES, Served, serve
-from viewer_api.dicomweb import wado
+from viewer_api.dicomweb import retrieve
 from worklist.models import Instance
 
 PN = "00100010"
@@ -213,7 +213,7 @@ def test_retrieve_streams_large_bodies_and_404s_a_missing_object(
     url = f"{served.root}/studies/{st}"
     buffered = _raw_get(served, "dr_li", f"/studies/{st}")
     assert buffered.headers["content-length"] == str(len(buffered.content))
-    monkeypatch.setattr(wado, "BUFFER_BYTES", 0)
+    monkeypatch.setattr(retrieve, "BUFFER_BYTES", 0)
     streamed = _raw_get(served, "dr_li", f"/studies/{st}")
     assert "content-length" not in streamed.headers
     assert _raw_parts(client, url) == blobs
@@ -222,7 +222,7 @@ def test_retrieve_streams_large_bodies_and_404s_a_missing_object(
         keys = session.scalars(select(Instance.object_key).order_by(Instance.id)).all()
     served.world.store.delete(keys[0])
     assert _raw_get(served, "dr_li", f"/studies/{st}").status_code == 404  # streamed
-    monkeypatch.setattr(wado, "BUFFER_BYTES", 1 << 30)
+    monkeypatch.setattr(retrieve, "BUFFER_BYTES", 1 << 30)
     assert _raw_get(served, "dr_li", f"/studies/{st}").status_code == 404  # buffered
 
 

@@ -1,6 +1,6 @@
-"""Retrieve one instance both ways: the fast route (``wado.FAST_ROUTES``, first in the app's
-routes) and the documented FastAPI route give the same bodies (but for the random multipart
-boundary), headers, status codes and audit rows."""
+"""Retrieve one instance both ways: the fast route (``retrieve.FAST_ROUTES``, first in the
+app's routes) and the documented FastAPI route give the same bodies (but for the random
+multipart boundary), headers, status codes and audit rows."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.dicom_factory import make_ct, part10_bytes
 from tests.integration.test_dicomweb_support import Served, serve
-from viewer_api.dicomweb import FAST_ROUTES, multipart, wado
+from viewer_api.dicomweb import FAST_ROUTES, multipart, retrieve
 from worklist.models import AuditEvent
 
 
@@ -106,7 +106,7 @@ def test_fast_and_documented_routes_answer_alike(
     assert ok.headers["cache-control"] == "private, no-store"
 
     app = world.client.app
-    assert all(r in app.router.routes for r in wado.FAST_ROUTES)  # type: ignore[attr-defined]
+    assert all(r in app.router.routes for r in retrieve.FAST_ROUTES)  # type: ignore[attr-defined]
     app.router.routes[:] = [r for r in app.router.routes if r not in FAST_ROUTES]  # type: ignore[attr-defined]
     before = _retrievals(session_factory)
     documented = answers()

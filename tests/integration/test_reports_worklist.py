@@ -19,18 +19,16 @@ from worklist.critical import (
 from worklist.errors import NoReport, ReportSigned
 from worklist.ingest import record_instances
 from worklist.models import Study, User
+from worklist.report_hashes import addendum_hash, verify_addendum, verify_report
 from worklist.reports import (
     AddendumNotAllowed,
     CriticalResultRequired,
     NotARadiologist,
     add_addendum,
     addenda_for,
-    addendum_hash,
     get_report,
     save_draft,
     sign_report,
-    verify_addendum,
-    verify_report,
 )
 from worklist.repository import claim_study
 

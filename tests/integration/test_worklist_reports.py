@@ -11,14 +11,13 @@ from tests.integration.test_worklist_ingest import NOW, arrival, fast_user, seed
 from worklist import audit
 from worklist.errors import NoReport, NotClaimHolder, ReportSigned
 from worklist.ingest import record_instances
+from worklist.report_hashes import report_content_hash, verify_report
 from worklist.reports import (
     get_report,
     list_reports,
-    report_content_hash,
     report_visible_to,
     save_draft,
     sign_report,
-    verify_report,
 )
 from worklist.repository import claim_study, release_study
 

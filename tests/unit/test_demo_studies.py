@@ -12,7 +12,8 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from teleread.demo import CT_IMAGE_STORAGE, DX_PRESENTATION_STORAGE, DemoStudy, write_demo_studies
+from teleread.demo import DemoStudy, write_demo_studies
+from teleread.dicom_builders import CT_IMAGE_STORAGE, DX_PRESENTATION_STORAGE
 from worklist.triage import triage_dataset
 
 SMALL = {"ct_slices": 8, "ct_size": 128, "dx_size": 128}

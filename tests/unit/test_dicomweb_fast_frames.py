@@ -19,8 +19,8 @@ from pydicom.uid import ImplicitVRLittleEndian, RLELossless
 from gateway.instance import header_json
 from storage import FilesystemStore
 from tests.dicom_factory import make_ct, make_dx, part10_bytes
+from viewer_api.dicomweb.display import Window, look_up, png_bytes, to_display
 from viewer_api.dicomweb.pixels import Frames
-from viewer_api.dicomweb.rendered import Window, look_up, png_bytes, to_display
 from worklist.models import Instance
 
 WINDOWS = [None, Window(40, 80), Window(100, 500, "SIGMOID"), Window(0, 2000, "LINEAR_EXACT")]

@@ -13,17 +13,17 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, JPEGBaseline8Bit, RLELossle
 
 from viewer_api.dicomweb import dicom_json as dj
 from viewer_api.dicomweb import multipart
-from viewer_api.dicomweb.qido import _escape_like
-from viewer_api.dicomweb.rendered import (
+from viewer_api.dicomweb.display import (
     Window,
     apply_window,
-    choose_media_type,
     default_window,
     file_window,
     parse_window,
     to_display,
 )
-from viewer_api.dicomweb.wado import choose_frame_form, parse_frame_list
+from viewer_api.dicomweb.frames import choose_frame_form, parse_frame_list
+from viewer_api.dicomweb.qido_query import _escape_like
+from viewer_api.dicomweb.rendered import choose_media_type
 
 
 def test_parse_accept_orders_by_quality_and_keeps_parameters() -> None:
@@ -204,8 +204,7 @@ def test_lookup_table_path_over_the_whole_range(dtype: type, low: int, high: int
 def test_spliced_metadata_equals_the_reference(name: str) -> None:
     from gateway.instance import header_json
     from tests.dicom_factory import make_ct
-    from viewer_api.dicomweb.metadata import splice
-    from viewer_api.dicomweb.wado import instance_metadata
+    from viewer_api.dicomweb.metadata import instance_metadata, splice
     from worklist.models import Instance
 
     ds = make_ct(patient_name=name or None, charset="ISO_IR 192")
@@ -238,7 +237,7 @@ def test_png_writer_round_trips_grey_and_rgb() -> None:
 
     from PIL import Image
 
-    from viewer_api.dicomweb.rendered import png_bytes
+    from viewer_api.dicomweb.display import png_bytes
 
     rng = np.random.default_rng(2)
     for shape in ((37, 53), (20, 31, 3)):

@@ -8,7 +8,7 @@ import pytest
 
 from worklist.errors import ClaimConflict, WorklistError
 from worklist.ingest import merge_text_fields
-from worklist.reports import report_content_hash
+from worklist.report_hashes import report_content_hash
 from worklist.settings import Deadlines, WorklistSettings, get_settings
 
 

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from viewer_api.dicomweb import qido, rendered, wado
+from viewer_api.dicomweb import frames, metadata, qido, rendered, retrieve
 
 # rendered images and one retrieved instance served without FastAPI's machinery;
 # ``create_app`` puts them first
-FAST_ROUTES = [*wado.FAST_ROUTES, *rendered.FAST_ROUTES]
+FAST_ROUTES = [*retrieve.FAST_ROUTES, *rendered.FAST_ROUTES]
 for _route in FAST_ROUTES:  # Starlette adds HEAD to a GET route; the FastAPI routes do not
     _route.methods = {"GET"}
 router = APIRouter()
 # QIDO's /studies/{uid}/series and /instances before WADO's /studies/{uid}/series/{uid}
-for _module in (qido, wado, rendered):
+for _module in (qido, retrieve, metadata, frames, rendered):
     router.include_router(_module.router)
 
 __all__ = ["FAST_ROUTES", "router"]

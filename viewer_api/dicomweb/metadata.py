@@ -4,23 +4,35 @@ A 300-instance study is one query returning each header's stored JSON text; the 
 attributes a client needs changed or added (the character set is UTF-8 now; a name's ``=``
 groups become PN components; the available transfer syntax; the pixel data's BulkDataURI)
 are edited in the text. ``dicom_json.normalise_header`` + ``json.dumps`` is the reference
-this must agree with (the unit tests check it).
+this must agree with (the unit tests check it). An instance announced without a header has
+it read from the store as a fallback (``instance_metadata``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
+import warnings
 from typing import Any
 
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydicom import dcmread
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from sqlalchemy import Text, cast
 from sqlalchemy.orm import Session
 
+from storage.base import ObjectStore
+from viewer_api.deps import SessionDep, StoreDep, ViewerUser
 from viewer_api.dicomweb import dicom_json as dj
-from viewer_api.dicomweb.access import instances_query
+from viewer_api.dicomweb.access import DICOM_JSON, base_url, instances_query
 from worklist.errors import StudyNotFound
 from worklist.models import Instance, Series, User
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 
 # top-level members as json.dumps writes them (sorted tags: the first match is top level)
 _CHARSET = re.compile(r'"00080005"\s*:\s*\{[^{}]*\}')
@@ -130,3 +142,121 @@ def metadata_json(
             piece = json.dumps(fallback(instance, series), ensure_ascii=False)
         pieces.append(piece)
     return ("[" + ", ".join(pieces) + "]").encode("utf-8")
+
+
+# -- the routes, and the header from the store -------------------------------------------
+
+
+def _header_from_store(store: ObjectStore, instance: Instance) -> dict[str, Any]:
+    """The fallback for an instance announced without its header."""
+    try:
+        with store.open(instance.object_key) as stream, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = dcmread(stream, stop_before_pixels=True, force=True)
+            data = ds.to_json_dict(
+                bulk_data_threshold=1024,
+                bulk_data_element_handler=lambda _elem: "",
+                suppress_invalid_tags=True,
+            )
+    except Exception as exc:  # a broken object still gets its index attributes
+        logger.warning(
+            "header unreadable for metadata",
+            extra={
+                "action": "metadata_header_failed",
+                "sop_uid": instance.sop_instance_uid,
+                "error": type(exc).__name__,
+            },
+        )
+        return {}
+    return {tag: value for tag, value in data.items() if "BulkDataURI" not in value}
+
+
+def instance_metadata(
+    instance: Instance, *, study_uid: str, series_uid: str, url: str, store: ObjectStore
+) -> dict[str, Any]:
+    header = instance.dicom_json
+    if header is None:
+        header = _header_from_store(store, instance)
+    data = dj.normalise_header(header)
+    data["0020000D"] = dj.element("UI", study_uid)
+    data["0020000E"] = dj.element("UI", series_uid)
+    data["00080018"] = dj.element("UI", instance.sop_instance_uid)
+    data["00080016"] = dj.element("UI", instance.sop_class_uid)
+    if instance.transfer_syntax_uid:
+        data["00083002"] = dj.element("UI", instance.transfer_syntax_uid)
+    if "00280010" in data and dj.PIXEL_DATA not in data:  # an image: pixels by reference
+        bits = (data.get("00280100", {}).get("Value") or [16])[0]
+        data[dj.PIXEL_DATA] = pixel_data_element(
+            url=url,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            sop_uid=instance.sop_instance_uid,
+            ts=instance.transfer_syntax_uid,
+            bits=bits if isinstance(bits, int) else 16,
+        )
+    return data
+
+
+def _metadata(
+    request: Request,
+    session: SessionDep,
+    store: ObjectStore,
+    user: User,
+    study_uid: str,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+) -> Response:
+    url = base_url(request)
+
+    def fallback(instance: Instance, series: str) -> dict[str, Any]:
+        return instance_metadata(
+            instance, study_uid=study_uid, series_uid=series, url=url, store=store
+        )
+
+    body = metadata_json(
+        session=session,
+        viewer=user,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_uid=sop_uid,
+        url=url,
+        fallback=fallback,
+    )
+    return Response(body, media_type=DICOM_JSON, headers={"Cache-Control": "private, no-store"})
+
+
+_JSON: dict[int | str, dict[str, Any]] = {200: {"content": {"application/dicom+json": {}}}}
+
+
+@router.get("/studies/{study_uid}/metadata", responses=_JSON)
+def study_metadata(
+    study_uid: str, request: Request, session: SessionDep, store: StoreDep, user: ViewerUser
+) -> Response:
+    return _metadata(request, session, store, user, study_uid)
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/metadata", responses=_JSON)
+def series_metadata(
+    study_uid: str,
+    series_uid: str,
+    request: Request,
+    session: SessionDep,
+    store: StoreDep,
+    user: ViewerUser,
+) -> Response:
+    return _metadata(request, session, store, user, study_uid, series_uid)
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata", responses=_JSON
+)
+def instance_metadata_route(
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    request: Request,
+    session: SessionDep,
+    store: StoreDep,
+    user: ViewerUser,
+) -> Response:
+    return _metadata(request, session, store, user, study_uid, series_uid, sop_uid)

@@ -31,7 +31,8 @@ from viewer_api.outputs.pdf import render_pdf
 from viewer_api.outputs.send import Destination, SRSendFailed, send_sr
 from viewer_api.outputs.settings import OutputSettings, get_output_settings
 from viewer_api.outputs.share import make_share_token
-from viewer_api.outputs.sr import BASIC_TEXT_SR, StoredSR, store_report_sr
+from viewer_api.outputs.sr import BASIC_TEXT_SR
+from viewer_api.outputs.sr_store import StoredSR, store_report_sr
 from viewer_api.routes.studies import visible_study
 from viewer_api.settings import ApiSettings
 from worklist import audit, receipts, reports

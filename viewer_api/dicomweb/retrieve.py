@@ -1,24 +1,18 @@
-"""WADO-RS (PS3.18 10.4): retrieve stored instances, metadata from the index, frames.
+"""WADO-RS retrieve (PS3.18 10.4): a study, series or instance as multipart/related
+``application/dicom``, each instance the stored Part-10 bytes, untouched.
 
-Instances go out as the stored Part-10 bytes, untouched. Metadata is the header each
-instance was announced with (``Instance.dicom_json``), read in one query; an instance
-announced without one has its header read from the store as a fallback. Frames come as
-stored (``*/*`` or the compressed media type, with its transfer syntax) or decoded to
-Explicit VR Little Endian (``application/octet-stream``, the standard's default).
+Instances summing to at most ``BUFFER_BYTES`` are read whole and sent in one piece; more are
+streamed. One instance (``_retrieve_one``) is also served by a plain Starlette route first in
+the app (``FAST_ROUTES``), with the same checks.
 """
 
 from __future__ import annotations
 
-import logging
-import re
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
-from pydicom import dcmread
-from pydicom.uid import UID, ExplicitVRLittleEndian
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 from starlette.routing import Route
@@ -32,24 +26,12 @@ from viewer_api.deps import (
     StoreDep,
     ViewerUser,
 )
-from viewer_api.dicomweb import dicom_json as dj
 from viewer_api.dicomweb import fast, multipart
-from viewer_api.dicomweb.access import (
-    DICOM_JSON,
-    bad_request,
-    base_url,
-    find_instances,
-    not_acceptable,
-    unreadable,
-)
-from viewer_api.dicomweb.metadata import metadata_json, pixel_data_element
-from viewer_api.dicomweb.pixels import FRAME_MEDIA_TYPES, OCTET_STREAM, Frames, PixelError
+from viewer_api.dicomweb.access import find_instances, not_acceptable
 from worklist import audit
 from worklist.errors import StudyNotFound
 from worklist.models import Instance, Series, Study, User
 from worklist.repository import visible_studies_filter
-
-logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 
@@ -57,32 +39,6 @@ CHUNK_BYTES = 256 * 1024
 # instances summing to at most this are read whole and sent in one piece; more are streamed
 BUFFER_BYTES = 8 * 1024 * 1024
 DICOM = "application/dicom"
-_FRAME_LIST = re.compile(r"^\d+(,\d+)*$")
-MAX_FRAMES_PER_REQUEST = 1000
-
-
-def frames_of(request: Request) -> Frames:
-    """The app's frame source and caches (made on first use)."""
-    frames: Frames | None = getattr(request.app.state, "dicomweb_frames", None)
-    if frames is None:
-        frames = Frames(request.app.state.store)
-        request.app.state.dicomweb_frames = frames
-    return frames
-
-
-def parse_frame_list(value: str) -> list[int]:
-    if not _FRAME_LIST.match(value):
-        raise bad_request("frames must be a comma-separated list of frame numbers (from 1)")
-    parts = value.split(",")
-    if len(parts) > MAX_FRAMES_PER_REQUEST or any(len(n) > 9 for n in parts):
-        raise bad_request("frame numbers start at 1, at most 1000 per request")
-    numbers = [int(n) for n in parts]
-    if min(numbers) < 1:
-        raise bad_request("frame numbers start at 1, at most 1000 per request")
-    return numbers
-
-
-# -- retrieve ---------------------------------------------------------------------------
 
 
 def _check_retrieve_accept(accept: str | None, syntaxes: set[str]) -> None:
@@ -369,229 +325,4 @@ def retrieve_instance(
         study_uid=study_uid,
         series_uid=series_uid,
         sop_uid=sop_uid,
-    )
-
-
-# -- metadata ---------------------------------------------------------------------------
-
-
-def _header_from_store(store: ObjectStore, instance: Instance) -> dict[str, Any]:
-    """The fallback for an instance announced without its header."""
-    try:
-        with store.open(instance.object_key) as stream, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = dcmread(stream, stop_before_pixels=True, force=True)
-            data = ds.to_json_dict(
-                bulk_data_threshold=1024,
-                bulk_data_element_handler=lambda _elem: "",
-                suppress_invalid_tags=True,
-            )
-    except Exception as exc:  # a broken object still gets its index attributes
-        logger.warning(
-            "header unreadable for metadata",
-            extra={
-                "action": "metadata_header_failed",
-                "sop_uid": instance.sop_instance_uid,
-                "error": type(exc).__name__,
-            },
-        )
-        return {}
-    return {tag: value for tag, value in data.items() if "BulkDataURI" not in value}
-
-
-def instance_metadata(
-    instance: Instance, *, study_uid: str, series_uid: str, url: str, store: ObjectStore
-) -> dict[str, Any]:
-    header = instance.dicom_json
-    if header is None:
-        header = _header_from_store(store, instance)
-    data = dj.normalise_header(header)
-    data["0020000D"] = dj.element("UI", study_uid)
-    data["0020000E"] = dj.element("UI", series_uid)
-    data["00080018"] = dj.element("UI", instance.sop_instance_uid)
-    data["00080016"] = dj.element("UI", instance.sop_class_uid)
-    if instance.transfer_syntax_uid:
-        data["00083002"] = dj.element("UI", instance.transfer_syntax_uid)
-    if "00280010" in data and dj.PIXEL_DATA not in data:  # an image: pixels by reference
-        bits = (data.get("00280100", {}).get("Value") or [16])[0]
-        data[dj.PIXEL_DATA] = pixel_data_element(
-            url=url,
-            study_uid=study_uid,
-            series_uid=series_uid,
-            sop_uid=instance.sop_instance_uid,
-            ts=instance.transfer_syntax_uid,
-            bits=bits if isinstance(bits, int) else 16,
-        )
-    return data
-
-
-def _metadata(
-    request: Request,
-    session: SessionDep,
-    store: ObjectStore,
-    user: User,
-    study_uid: str,
-    series_uid: str | None = None,
-    sop_uid: str | None = None,
-) -> Response:
-    url = base_url(request)
-
-    def fallback(instance: Instance, series: str) -> dict[str, Any]:
-        return instance_metadata(
-            instance, study_uid=study_uid, series_uid=series, url=url, store=store
-        )
-
-    body = metadata_json(
-        session=session,
-        viewer=user,
-        study_uid=study_uid,
-        series_uid=series_uid,
-        sop_uid=sop_uid,
-        url=url,
-        fallback=fallback,
-    )
-    return Response(body, media_type=DICOM_JSON, headers={"Cache-Control": "private, no-store"})
-
-
-_JSON: dict[int | str, dict[str, Any]] = {200: {"content": {"application/dicom+json": {}}}}
-
-
-@router.get("/studies/{study_uid}/metadata", responses=_JSON)
-def study_metadata(
-    study_uid: str, request: Request, session: SessionDep, store: StoreDep, user: ViewerUser
-) -> Response:
-    return _metadata(request, session, store, user, study_uid)
-
-
-@router.get("/studies/{study_uid}/series/{series_uid}/metadata", responses=_JSON)
-def series_metadata(
-    study_uid: str,
-    series_uid: str,
-    request: Request,
-    session: SessionDep,
-    store: StoreDep,
-    user: ViewerUser,
-) -> Response:
-    return _metadata(request, session, store, user, study_uid, series_uid)
-
-
-@router.get(
-    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata", responses=_JSON
-)
-def instance_metadata_route(
-    study_uid: str,
-    series_uid: str,
-    sop_uid: str,
-    request: Request,
-    session: SessionDep,
-    store: StoreDep,
-    user: ViewerUser,
-) -> Response:
-    return _metadata(request, session, store, user, study_uid, series_uid, sop_uid)
-
-
-# -- frames -----------------------------------------------------------------------------
-
-NATIVE = str(ExplicitVRLittleEndian)
-IMPLICIT = "1.2.840.10008.1.2"
-
-
-def choose_frame_form(accept: str | None, stored: UID) -> tuple[str, str, bool]:
-    """(media type, transfer syntax, send as stored?) for the first acceptable range.
-
-    ``*/*`` and ``transfer-syntax=*`` take frames as stored; ``application/octet-stream``
-    without a syntax (or Explicit VR LE) gets them decoded; a compressed media type gets the
-    stored codestream when it is of that kind."""
-    stored_type = (
-        FRAME_MEDIA_TYPES.get(str(stored), OCTET_STREAM) if stored.is_compressed else (OCTET_STREAM)
-    )
-    stored_ts = str(stored) if stored.is_compressed else NATIVE
-    for media in multipart.parse_accept(accept):
-        if media.media_type not in ("multipart/related", "*/*") and "/" not in media.media_type:
-            continue
-        kind = media.part_type
-        wanted = media.transfer_syntax
-        if kind in ("*/*", "application/*", "image/*") and wanted in (None, "*"):
-            if kind == "application/*" and stored.is_compressed:
-                return OCTET_STREAM, NATIVE, False
-            if kind == "image/*" and not stored.is_compressed:
-                continue
-            return stored_type, stored_ts, True
-        if kind == OCTET_STREAM:
-            if wanted == "*" or (wanted == stored_ts and not stored.is_compressed):
-                return stored_type, stored_ts, True
-            if wanted in (None, NATIVE, IMPLICIT):  # the same frame bytes
-                return OCTET_STREAM, wanted or NATIVE, False
-            continue
-        if stored.is_compressed and kind == stored_type and wanted in (None, "*", stored_ts):
-            return stored_type, stored_ts, True
-    raise not_acceptable(
-        "frames are available as application/octet-stream (Explicit VR Little Endian)"
-        + (f" or {stored_type} (transfer syntax {stored})" if stored.is_compressed else "")
-    )
-
-
-_FRAMES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {'multipart/related; type="application/octet-stream"': {}}}
-}
-
-
-@router.get(
-    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frame_list}",
-    responses=_FRAMES,
-)
-def retrieve_frames(
-    study_uid: str,
-    series_uid: str,
-    sop_uid: str,
-    frame_list: str,
-    request: Request,
-    session: SessionDep,
-    user: ViewerUser,
-) -> Response:
-    numbers = parse_frame_list(frame_list)
-    ((instance, _),) = find_instances(
-        session=session, viewer=user, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid
-    )
-    frames = frames_of(request)
-    try:
-        ds = frames.dataset(instance)
-    except PixelError as exc:
-        logger.warning(
-            "stored object unreadable",
-            extra={"action": "frames_failed", "sop_uid": sop_uid, "error": "PixelError"},
-        )
-        raise unreadable() from exc
-    count = frames.count(ds)
-    if count == 0:
-        raise StudyNotFound("This instance has no pixel data")
-    if max(numbers) > count:
-        raise StudyNotFound(f"No such frame: the instance has {count}")
-    media_type, ts, as_stored = choose_frame_form(
-        request.headers.get("accept"), frames.transfer_syntax(ds)
-    )
-    as_stored = as_stored or not frames.transfer_syntax(ds).is_compressed  # the same bytes
-    try:
-        parts = [
-            frames.stored_frame(ds, n - 1)
-            if as_stored
-            else frames.native_frame(ds, n - 1, instance)
-            for n in numbers
-        ]
-    except (ValueError, NotImplementedError, RuntimeError, AttributeError) as exc:
-        logger.warning(
-            "frame extraction failed",
-            extra={"action": "frames_failed", "sop_uid": sop_uid, "error": type(exc).__name__},
-        )
-        raise not_acceptable("this instance's frames cannot be decoded here") from exc
-    boundary = multipart.new_boundary()
-    part_type = f"{media_type}; transfer-syntax={ts}"
-    body = multipart.encode(boundary, [(part_type, p) for p in parts])
-    return Response(
-        body,
-        status_code=status.HTTP_200_OK,
-        headers={
-            "Content-Type": multipart.content_type(boundary, media_type, ts),
-            "Cache-Control": "private, max-age=300",
-        },
     )
