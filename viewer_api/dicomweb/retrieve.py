@@ -27,7 +27,7 @@ from viewer_api.deps import (
     ViewerUser,
 )
 from viewer_api.dicomweb import fast, multipart
-from viewer_api.dicomweb.access import find_instances, not_acceptable
+from viewer_api.dicomweb.access import instances_query, not_acceptable
 from worklist import audit
 from worklist.errors import StudyNotFound
 from worklist.models import Instance, Series, Study, User
@@ -79,10 +79,15 @@ def _retrieve(
     series_uid: str | None = None,
     sop_uid: str | None = None,
 ) -> Response:
-    rows = find_instances(
-        session=session, viewer=user, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid
-    )
-    instances = [instance for instance, _ in rows]
+    # three columns, not the mapped rows: the rest reads only these, by name
+    instances = session.execute(
+        instances_query(user, study_uid, series_uid, sop_uid).with_only_columns(
+            Instance.object_key, Instance.transfer_syntax_uid, Instance.size
+        )
+    ).all()
+    if not instances:  # as find_instances: another site's study looks like none at all
+        what = "instance" if sop_uid else "series" if series_uid else "study"
+        raise StudyNotFound(f"No such {what} visible to you")
     _check_retrieve_accept(
         request.headers.get("accept"), {i.transfer_syntax_uid or "" for i in instances}
     )
