@@ -385,7 +385,7 @@ class ReportAddendum(Base):
     created_at: Mapped[datetime]
     text: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(Text)
-    # sha256 over the addendum and the report hash it amends (worklist.reports)
+    # sha256 over the addendum and the report hash it amends (worklist.report_hashes)
     content_sha256: Mapped[str] = mapped_column(String(64))
 
     author: Mapped[User] = relationship()
