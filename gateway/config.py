@@ -76,6 +76,9 @@ class GatewaySettings(BaseSettings):
 
     # ingest processes (gateway/workers.py): 1 = in this process, 0 = one per CPU
     workers: int = Field(default=1, ge=0, le=64)
+    # with workers > 1: the nice value of this process's forwarder thread (header reading,
+    # uploads), so that a burst from the modalities is received first; 0: no change
+    forwarder_nice: int = Field(default=10, ge=0, le=19)
     # MPPS study-complete announcements (gateway/mpps.py)
     mpps_poll_seconds: float = Field(default=1.0, gt=0)
 

@@ -33,12 +33,11 @@ import ssl
 import struct
 import threading
 import time
-from copy import deepcopy
 from datetime import datetime
 from typing import Any, cast
 
 import pynetdicom
-from pynetdicom import evt
+from pynetdicom import _config, evt
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
@@ -46,7 +45,13 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import uid_to_service_class
 from pynetdicom.transport import AssociationSocket, RequestHandler
+
+from gateway import fastpdata
+from gateway.fastpdata import CompleteStore, MessageReader, StoreCommand, StoreRequest
 
 PYNETDICOM_VERSION = "3.0.4"
 if pynetdicom.__version__ != PYNETDICOM_VERSION:  # pragma: no cover - guarded by a test too
@@ -56,6 +61,16 @@ if pynetdicom.__version__ != PYNETDICOM_VERSION:  # pragma: no cover - guarded b
     )
 
 POLL_SECONDS = 0.02
+# A-ABORT PDU: type 7, length 4, source 2 (service provider), reason 6 (invalid parameter)
+A_ABORT_INVALID_PDU = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 6])
+# anyone bound to these sees PDUs or DIMSE messages, which the fast C-STORE path skips
+_WATCHERS = (
+    evt.EVT_DATA_RECV,
+    evt.EVT_PDU_RECV,
+    evt.EVT_DIMSE_RECV,
+    evt.EVT_DIMSE_SENT,
+    evt.EVT_PDU_SENT,
+)
 _DUL_LOGGER = logging.getLogger("pynetdicom.dul")
 _ASSOC_LOGGER = logging.getLogger("pynetdicom.assoc")
 
@@ -92,6 +107,151 @@ class _FastDUL(DULServiceProvider):
     def send_pdu(self, primitive: Any) -> None:
         super().send_pdu(primitive)
         self._wake()
+
+    # -- the fast C-STORE path (gateway.fastpdata) ---------------------------------------
+
+    _reader: MessageReader | None = None
+
+    def _read_pdu_data(self) -> None:
+        # pynetdicom 3.0.4 DULServiceProvider._read_pdu_data, with P-DATA-TF PDUs routed
+        # through gateway.fastpdata while the association is established
+        bytestream = bytearray()
+        self.socket = cast(AssociationSocket, self.socket)
+        try:
+            bytestream.extend(self.socket.recv(6))
+        except (OSError, TimeoutError) as exc:
+            _DUL_LOGGER.error("Connection closed before the entire PDU was received")
+            _DUL_LOGGER.exception(exc)
+            self.event_queue.put("Evt17")
+            return
+        try:
+            pdu_type, _, pdu_length = struct.unpack(">BBL", bytestream)
+        except struct.error:
+            self.event_queue.put("Evt17")
+            return
+        if pdu_type not in (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07):
+            _DUL_LOGGER.error(f"Unknown PDU type received '0x{pdu_type:02X}'")
+            self.event_queue.put("Evt19")
+            return
+        try:
+            bytestream += self.socket.recv(pdu_length)
+        except (OSError, TimeoutError) as exc:
+            _DUL_LOGGER.error("Connection closed before the entire PDU was received")
+            _DUL_LOGGER.exception(exc)
+            self.event_queue.put("Evt17")
+            return
+        if len(bytestream) != 6 + pdu_length:
+            _DUL_LOGGER.error(
+                f"The received PDU is shorter than expected ({len(bytestream)} of "
+                f"{6 + pdu_length} bytes received)"
+            )
+            self.event_queue.put("Evt17")
+            return
+        if pdu_type != fastpdata.P_DATA_TF:
+            self._hand_over(bytestream)
+            return
+        if self._reader is None:
+            self._reader = MessageReader(self._may_store_fast)
+        try:
+            routed = self._reader.take(bytestream)
+        except fastpdata.ProtocolError as exc:
+            _DUL_LOGGER.warning(
+                "DIMSE message framing broken; association aborted",
+                extra={"action": "dimse_framing_broken", "error": str(exc)},
+            )
+            self._drop_connection()
+            return
+        for item in routed:
+            if isinstance(item, CompleteStore):
+                self._store(item)
+            else:
+                self._hand_over(item)
+
+    def _drop_connection(self) -> None:
+        """A-ABORT (service provider, invalid PDU parameter) and close: the state machine
+        sees the transport close (Evt17), as for a PDU the transport guard refuses."""
+        sock = cast(AssociationSocket, self.socket).socket
+        if sock is not None:
+            try:
+                sock.sendall(A_ABORT_INVALID_PDU)
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.event_queue.put("Evt17")
+
+    def _hand_over(self, bytestream: bytearray) -> None:
+        """Give one received PDU to pynetdicom (the rest of ``_read_pdu_data``)."""
+        try:
+            pdu, event = self._decode_pdu(bytestream)
+            self.event_queue.put(event)
+        except Exception as exc:
+            _DUL_LOGGER.error("Unable to decode the received PDU data")
+            _DUL_LOGGER.exception(exc)
+            self.event_queue.put("Evt19")
+            return
+        self._recv_pdu.put(pdu)
+
+    def _may_store_fast(self, command: StoreCommand) -> bool:
+        """The fast path takes this C-STORE-RQ: pynetdicom would hand it, as it is, to the
+        storage service's ``EVT_C_STORE`` handler, which has a raw form, and nobody watches
+        PDUs or DIMSE messages."""
+        assoc = self.assoc
+        if not assoc.is_established or assoc._sent_release or assoc.is_aborted:
+            return False
+        if self.state_machine.current_state != "Sta6" or _config.UNRESTRICTED_STORAGE_SERVICE:
+            return False
+        context = assoc._accepted_cx.get(command.context_id)
+        if context is None or context.abstract_syntax != command.sop_class_uid:
+            return False
+        if command.sop_class_uid in assoc.acceptor.accepted_common_extended:
+            return False
+        if uid_to_service_class(command.sop_class_uid) is not StorageServiceClass:
+            return False
+        if any(assoc.get_handlers(event) for event in _WATCHERS):
+            return False
+        bound: Any = assoc.get_handlers(evt.EVT_C_STORE)
+        return bool(bound) and fastpdata.raw_form(bound[0]) is not None
+
+    def _store(self, item: CompleteStore) -> None:
+        """Run the C-STORE handler's raw form and send the response (pynetdicom's
+        ``StorageServiceClass.SCP`` for a handler returning a status, in this thread)."""
+        assoc, command = self.assoc, item.command
+        context = assoc._accepted_cx[command.context_id]
+        handler, args = cast(Any, assoc.get_handlers(evt.EVT_C_STORE))
+        raw = cast(fastpdata.RawStore, fastpdata.raw_form(handler))
+        primitive: Any = assoc.requestor.primitive
+        called = getattr(primitive, "called_ae_title", None) or assoc.acceptor.ae_title
+        request = StoreRequest(
+            calling_ae=str(assoc.requestor.ae_title).strip(),
+            called_ae=str(called).strip(),
+            sop_class_uid=command.sop_class_uid,
+            sop_instance_uid=command.sop_instance_uid,
+            transfer_syntax=str(context.transfer_syntax[0]),
+        )
+        try:
+            status = int(raw(request, item.fragments, item.dataset_sha256, *args))
+        except Exception as exc:
+            _ASSOC_LOGGER.error("Exception in handler bound to 'evt.EVT_C_STORE'")
+            _ASSOC_LOGGER.exception(exc)
+            status = 0xC211
+        if not assoc.is_established:
+            return
+        rsp = encode_c_store_rsp(
+            command.sop_class_uid, command.message_id, status, command.sop_instance_uid
+        )
+        max_pdu = assoc.dimse.maximum_pdu_size
+        if max_pdu and len(rsp) + 6 > max_pdu:  # a peer with a tiny PDU: pynetdicom splits it
+            primitive = C_STORE()
+            primitive.MessageIDBeingRespondedTo = command.message_id
+            primitive.AffectedSOPClassUID = command.sop_class_uid
+            primitive.AffectedSOPInstanceUID = command.sop_instance_uid
+            primitive.Status = status
+            assoc.dimse.send_msg(primitive, command.context_id)
+            return
+        header = struct.pack(
+            ">BBLLBB", fastpdata.P_DATA_TF, 0, len(rsp) + 6, len(rsp) + 2, command.context_id, 0x03
+        )
+        cast(AssociationSocket, self.socket).send(header + rsp)
 
     def kill_dul(self) -> None:
         super().kill_dul()
@@ -296,6 +456,20 @@ class FastAssociation(Association):
                 return
 
 
+def _copy_contexts(contexts: list[PresentationContext]) -> list[PresentationContext]:
+    """What ``deepcopy`` gives for a list of presentation contexts (their attributes are
+    UIDs, which are immutable strings, flags and the list of transfer syntaxes), in 0.2 ms
+    instead of 20 ms for the gateway's 172 contexts."""
+    copies = []
+    for cx in contexts:
+        copy = object.__new__(PresentationContext)
+        attrs = dict(vars(cx))
+        attrs["_transfer_syntax"] = list(attrs["_transfer_syntax"])
+        copy.__dict__.update(attrs)
+        copies.append(copy)
+    return copies
+
+
 class FastRequestHandler(RequestHandler):
     """``RequestHandler`` building a ``FastAssociation`` (pynetdicom 3.0.4's
     ``_create_association`` with the class swapped)."""
@@ -310,7 +484,7 @@ class FastRequestHandler(RequestHandler):
         assoc.acceptor.address_info = self.local
         assoc.acceptor.implementation_class_uid = self.ae.implementation_class_uid
         assoc.acceptor.implementation_version_name = self.ae.implementation_version_name
-        assoc.acceptor.supported_contexts = deepcopy(self.server.contexts)
+        assoc.acceptor.supported_contexts = _copy_contexts(self.server.contexts)
         assoc.requestor.address_info = self.remote
         handlers: Any = self.server._handlers
         for event in handlers:

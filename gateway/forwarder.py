@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import io
 import logging
+import os
 import random
 import threading
 import time
@@ -119,13 +120,17 @@ class Forwarder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._index_only = False
+        self._nice = 0
 
     # -- thread --------------------------------------------------------------------------
 
-    def start(self, *, index_only: bool = False) -> None:
+    def start(self, *, index_only: bool = False, nice: int = 0) -> None:
         """Run in a thread; ``index_only``: read the headers of new rows, upload nothing.
-        Called again on a running forwarder (index-only at first), it switches mode."""
+        Called again on a running forwarder (index-only at first), it switches mode.
+        ``nice``: the thread's own nice value (Linux), so that acceptor processes receiving
+        from modalities keep the CPUs during a burst."""
         self._index_only = index_only
+        self._nice = nice
         if self._thread is not None and self._thread.is_alive():
             self.spool.new_work.set()
             return
@@ -139,6 +144,11 @@ class Forwarder:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        if self._nice:
+            try:  # on Linux a thread's id names the thread alone
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
+            except (OSError, AttributeError):
+                pass
         while not self._stop.is_set():
             try:
                 worked = self.index_pending() if self._index_only else self.step()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pynetdicom.events import Event
 
 from gateway import status
 from gateway.errors import InvalidInstance, SpoolError, SpoolFull
+from gateway.fastpdata import StoreRequest, raw_store
 from gateway.instance import PREAMBLE, StoreMeta, encode_meta, quick_instance, read_instance
 from gateway.sites import Sites
 from gateway.spool import Spool
@@ -61,16 +62,38 @@ def handle_store(
     sites: Sites,
     urgent_called_aes: Mapping[str, str] | None = None,
 ) -> int:
+    """C-STORE through pynetdicom's DIMSE layer: ``store_received`` on the event's request.
+    (Most requests take ``gateway.fastpdata``'s path straight to ``store_received``.)"""
+    request: Any = event.request
+    store = StoreRequest(
+        calling_ae=_calling_ae(event),
+        called_ae=_called_ae(event),
+        sop_class_uid=str(request.AffectedSOPClassUID or ""),
+        sop_instance_uid=str(getattr(request, "AffectedSOPInstanceUID", "") or ""),
+        transfer_syntax=str(event.context.transfer_syntax),
+    )
+    with request.DataSet.getbuffer() as dataset:  # the received bytes, not a copy
+        return store_received(store, [dataset], None, spool, sites, urgent_called_aes)
+
+
+def store_received(
+    request: StoreRequest,
+    fragments: Sequence[bytes | bytearray | memoryview],
+    dataset_sha256: str | None,
+    spool: Spool,
+    sites: Sites,
+    urgent_called_aes: Mapping[str, str] | None = None,
+) -> int:
     """C-STORE: spool the dataset as received; SUCCESS only once it is durable.
 
-    Re-sent identical instances are a no-op SUCCESS; different bytes under a known SOP
-    Instance UID are kept as a conflict (never overwriting the first) and also answered
-    SUCCESS, since the modality cannot fix it and must not keep retrying; the conflict is
-    logged and shown by ``teleread gateway status``.
+    ``fragments``: the dataset's bytes as received (joined once, after the file meta);
+    ``dataset_sha256``: their sha256 if already taken. Re-sent identical instances are a
+    no-op SUCCESS; different bytes under a known SOP Instance UID are kept as a conflict
+    (never overwriting the first) and also answered SUCCESS, since the modality cannot fix it
+    and must not keep retrying; the conflict is logged and shown by ``teleread gateway
+    status``.
     """
-    calling, called = _calling_ae(event), _called_ae(event)
-    request: Any = event.request
-    sop = str(getattr(request, "AffectedSOPInstanceUID", "") or "")
+    calling, called, sop = request.calling_ae, request.called_ae, request.sop_instance_uid
     site = sites.site_for(calling)
     log: dict[str, Any] = {"calling_ae": calling, "called_ae": called, "sop_uid": sop}
     if site is None:
@@ -80,11 +103,7 @@ def handle_store(
         return status.REFUSED_NOT_AUTHORISED
     try:
         urgent = urgent_called_aes or {}
-        meta = StoreMeta(
-            str(request.AffectedSOPClassUID or ""),
-            sop,
-            str(event.context.transfer_syntax),
-        )
+        meta = StoreMeta(request.sop_class_uid, sop, request.transfer_syntax)
         explicit = category_for_called_ae(called, urgent)
         prefix = PREAMBLE + encode_meta(
             meta,
@@ -92,8 +111,7 @@ def handle_store(
             called_ae=called,
             spool_info={"site": site, "category": explicit},
         )
-        with request.DataSet.getbuffer() as dataset:  # the received bytes, not a copy
-            data = b"".join((prefix, dataset))
+        data = b"".join((prefix, *fragments))
         # the UIDs and a structural check now; the header's text and triage after the
         # response (the forwarder reads the spooled file); anything unusual: parse it now
         args: dict[str, Any] = {
@@ -106,7 +124,9 @@ def handle_store(
         if inst is None:
             inst = read_instance(data, meta, **args)
         log.update(study_uid=inst.study_instance_uid, series_uid=inst.series_instance_uid)
-        outcome, row_id = spool.store(inst, data, dataset_offset=len(prefix))
+        outcome, row_id = spool.store(
+            inst, data, dataset_offset=len(prefix), dataset_sha256=dataset_sha256
+        )
     except InvalidInstance as exc:
         logger.warning(
             "malformed dataset refused",
@@ -138,4 +158,7 @@ def handle_store(
     return status.SUCCESS
 
 
-__all__ = ["handle_association_request", "handle_echo", "handle_store"]
+raw_store(store_received)(handle_store)  # gateway.fastpdata may call it directly
+
+
+__all__ = ["handle_association_request", "handle_echo", "handle_store", "store_received"]

@@ -145,11 +145,13 @@ class Gateway:
                     port=self.settings.tls_port,
                     ssl_context=tls,
                 )
+        # with acceptor processes receiving, this process's forwarding yields the CPUs to them
+        nice = self.settings.forwarder_nice if workers > 1 else 0
         if forward:
-            self.forwarder.start()
+            self.forwarder.start(nice=nice)
             self.completion.start()
         else:  # still read the headers the acceptors left for after the response
-            self.forwarder.start(index_only=True)
+            self.forwarder.start(index_only=True, nice=nice)
         if self.settings.metrics_port is not None:
             self.metrics = start_metrics_server(
                 self.spool.root, host=self.settings.metrics_host, port=self.settings.metrics_port

@@ -178,16 +178,20 @@ class Spool(OutboxQueue):
         now: float | None = None,
         recovery: bool = False,
         slot: str | None = None,
+        dataset_sha256: str | None = None,
     ) -> tuple[StoreOutcome, int]:
         """Make one received instance durable; return what happened and the row id.
 
         Raises ``SpoolFull`` when there is no room, ``SpoolError`` when the disk fails.
         Dedup is decided inside the insert's write transaction, so two acceptor processes
         storing the same instance at once make one row. ``slot``: (recovery) the slot that
-        already holds these bytes.
+        already holds these bytes. ``dataset_sha256``: the dataset's, when the receiver
+        hashed it as it arrived.
         """
         now = time.time() if now is None else now
-        dataset_sha = hashlib.sha256(memoryview(data)[dataset_offset:]).hexdigest()
+        dataset_sha = (
+            dataset_sha256 or hashlib.sha256(memoryview(data)[dataset_offset:]).hexdigest()
+        )
         with self._lock:
             for row_id, sha, _state in self._same_sop(inst.sop_instance_uid):
                 if sha == dataset_sha:

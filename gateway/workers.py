@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 READY, DONE, WORK = b"ready", b"done", b"work"
 START_TIMEOUT_SECONDS = 60.0
 RESYNC_SECONDS = 5.0
+# an acceptor tells the gateway process about new instances at most this often
+NOTIFY_EVERY = 0.05
 
 
 def worker_count(settings: GatewaySettings) -> int:
@@ -169,6 +171,7 @@ def _worker_main(ctrl_fd: int) -> None:
             if spool.new_work.wait(1.0):
                 spool.new_work.clear()
                 server.notify(WORK)
+                stop.wait(NOTIFY_EVERY)  # one message for a burst's instances, not one each
 
     def resync() -> None:
         while not stop.wait(RESYNC_SECONDS):
