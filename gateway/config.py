@@ -46,7 +46,7 @@ class GatewaySettings(BaseSettings):
     spool_min_free_bytes: int = Field(default=1 * GIB, ge=0)
     # pre-written slot files per receiving process (gateway.slots; 0: off) and their size:
     # an instance that fits is made durable with one O_DSYNC overwrite, a bigger one as a file
-    spool_slots: int = Field(default=256, ge=0, le=65536)
+    spool_slots: int = Field(default=1024, ge=0, le=65536)
     spool_slot_bytes: int = Field(default=1 << 20, ge=64 * 1024, le=1 << 30)
     prune_announced_after_seconds: float = 14 * 24 * 3600.0
 

@@ -20,10 +20,13 @@ Each process that receives owns one ``slots/<n>/`` directory (``flock`` on ``slo
 for its lifetime), so no two processes write one slot. Its pool: slots whose header is not a
 record and which it has not handed out. A thread keeps ``_LOW_WATER`` slots free by creating
 more, up to ``count`` (the files stay: a gateway that ran before starts with its slots), and
-re-reads the headers of held slots now and then to learn which the forwarder (maybe in
-another process) released. Instances too big for a slot, or arriving while no slot is free,
+re-reads the headers of held slots to learn which the forwarder (maybe in another process)
+released: every ``_RESCAN_SECONDS``, or every quarter second while few slots are free (a
+thousand held slots re-read four times a second would cost more than they save). Instances too big for a slot, or arriving while no slot is free,
 take the ordinary file path (``gateway.spool``): correct either way. Settings:
-``TELEREAD_GATEWAY_SPOOL_SLOTS`` (per receiving process, default 256, 0: off) and
+``TELEREAD_GATEWAY_SPOOL_SLOTS`` (per receiving process, default 1024, 0: off; the files
+are made as the slots are first needed, so the disk they take, up to 1 GiB per process,
+follows the largest backlog the gateway has held) and
 ``TELEREAD_GATEWAY_SPOOL_SLOT_BYTES`` (default 1 MiB: a 512x512 CT fits, a DR does not).
 
 Measured on the dev VM's ext4 (300 x 530 KB, median / p95 per instance): new file + fsync +
@@ -40,6 +43,7 @@ import logging
 import os
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,10 +53,11 @@ MAGIC = b"TRSLOT\x00\x01"
 VERSION = 1
 HEADER = 4096  # the Part-10 bytes start here (page-aligned)
 _FIXED = struct.Struct("<8sIQI32s32sI")  # magic, version, length, dataset offset, 2 x sha256, json
-DEFAULT_COUNT = 256  # GatewaySettings.spool_slots
+DEFAULT_COUNT = 1024  # GatewaySettings.spool_slots
 DEFAULT_SIZE = 1 << 20  # GatewaySettings.spool_slot_bytes
 _MAX_DIRS = 256
 _LOW_WATER = 16  # free slots the pool keeps ready, creating more up to its count
+_RESCAN_SECONDS = 5.0  # held slots re-read at least this often
 _ZEROS = bytes(1 << 20)
 
 
@@ -168,6 +173,7 @@ class SlotPool:
         self.root = base / "slots"
         self.count = count
         self.size = size
+        self._scan_below = max(4 * _LOW_WATER, count // 8)  # free slots: rescan often below
         self._lock = threading.Lock()
         self._grow_lock = threading.Lock()
         self._free: list[str] = []
@@ -304,9 +310,13 @@ class SlotPool:
             pass
 
     def _run(self) -> None:
+        scanned = 0.0
         try:
             while not self._stop.is_set():
-                self._rescan()
+                now = time.monotonic()
+                if now - scanned >= _RESCAN_SECONDS or self.free_count() < self._scan_below:
+                    self._rescan()
+                    scanned = now
                 grew = 0
                 if self.free_count() < _LOW_WATER:
                     grew = self.grow(_LOW_WATER)
