@@ -111,6 +111,7 @@ class _FastDUL(DULServiceProvider):
     # -- the fast C-STORE path (gateway.fastpdata) ---------------------------------------
 
     _reader: MessageReader | None = None
+    fast_stores = 0  # C-STORE requests this association answered on the fast path
 
     def _read_pdu_data(self) -> None:
         # pynetdicom 3.0.4 DULServiceProvider._read_pdu_data, with P-DATA-TF PDUs routed
@@ -234,6 +235,7 @@ class _FastDUL(DULServiceProvider):
             _ASSOC_LOGGER.error("Exception in handler bound to 'evt.EVT_C_STORE'")
             _ASSOC_LOGGER.exception(exc)
             status = 0xC211
+        self.fast_stores += 1
         if not assoc.is_established:
             return
         rsp = encode_c_store_rsp(

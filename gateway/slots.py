@@ -22,12 +22,13 @@ record and which it has not handed out. A thread keeps ``_LOW_WATER`` slots free
 more, up to ``count`` (the files stay: a gateway that ran before starts with its slots), and
 re-reads the headers of held slots to learn which the forwarder (maybe in another process)
 released: every ``_RESCAN_SECONDS``, or every quarter second while few slots are free (a
-thousand held slots re-read four times a second would cost more than they save). Instances too big for a slot, or arriving while no slot is free,
-take the ordinary file path (``gateway.spool``): correct either way. Settings:
-``TELEREAD_GATEWAY_SPOOL_SLOTS`` (per receiving process, default 1024, 0: off; the files
-are made as the slots are first needed, so the disk they take, up to 1 GiB per process,
-follows the largest backlog the gateway has held) and
-``TELEREAD_GATEWAY_SPOOL_SLOT_BYTES`` (default 1 MiB: a 512x512 CT fits, a DR does not).
+thousand held slots re-read four times a second would cost more than they save). Instances
+too big for a slot, or arriving while no slot is free, take the ordinary file path
+(``gateway.spool``): correct either way. Settings: ``TELEREAD_GATEWAY_SPOOL_SLOTS`` (per
+receiving process, default 1024, 0: off; the files are made as the slots are first needed,
+so the disk they take, up to 1 GiB per process, follows the largest backlog the gateway has
+held) and ``TELEREAD_GATEWAY_SPOOL_SLOT_BYTES`` (default 1 MiB: a 512x512 CT fits, a DR
+does not).
 
 Measured on the dev VM's ext4 (300 x 530 KB, median / p95 per instance): new file + fsync +
 rename + directory fsync 2.65 / 4.2 ms idle, 3.2 / 10.3 ms next to a ``dd conv=fsync`` loop;

@@ -186,6 +186,8 @@ def _worker_main(ctrl_fd: int) -> None:
                 message, fds, _flags, _addr = socket.recv_fds(ctrl, 1 << 20, 4)
             except InterruptedError:
                 continue
+            except ConnectionResetError:  # the gateway process ended: so do we
+                break
             if not message:
                 break
             data = json.loads(message)

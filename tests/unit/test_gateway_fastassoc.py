@@ -23,6 +23,7 @@ from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta, encode, encode_file_meta
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
@@ -45,6 +46,10 @@ PINNED_SOURCES: dict[Any, str] = {
     Association.kill: "8f9713666a7f4cff",
     RequestHandler._create_association: "05c8d12b79863cdb",
     DIMSEServiceProvider.send_msg: "a839cf2fb46976d9",
+    # gateway.fastpdata's path: the copied PDU reader, and what it stands in for
+    DULServiceProvider._read_pdu_data: "19f2d4e38c13c835",
+    StorageServiceClass.SCP: "63afca7fc6c6e7ee",
+    Association._serve_request: "2f24c1759cdf6c8c",
 }
 
 
