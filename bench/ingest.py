@@ -4,21 +4,23 @@
     .venv/bin/python bench/ingest.py --slices 100 --workers 2
 
 Data: a 300-slice 512x512 CT series (int16 head phantom, Explicit VR Little Endian, ~525 KB
-per file) and three more copies of it under distinct study/series/SOP UIDs. Runs, each into
-a fresh receiver: one ``storescu`` association with the first copy, then four ``storescu``
-processes at once with one copy each. Wall time from starting the client(s) to the last one
-exiting.
+per file) and three more copies of it under distinct study/series/SOP UIDs. Each round, into
+fresh receivers: one ``storescu`` association with the first copy, then four ``storescu``
+processes at once with one copy each; teleread and Orthanc take turns going first
+(``--rounds``, default 3; medians and each round's figures are printed). Wall time from
+starting the client(s) to the last one exiting.
 
 teleread: ``gateway.service.Gateway`` in this process (``--workers`` acceptor processes;
 1 = the in-process SCP), spool on the temp disk, durable before each response (a slot file
 overwritten with ``O_DSYNC``, or for what does not fit a new file fsynced and its directory;
 the outbox commit is WAL ``synchronous=NORMAL``, see ``gateway.spool``, ``gateway.slots``);
 the slot files are created before the timed run (``--cold-slots``: not), as a gateway that
-ran before has them; ``--slots`` per receiving process (default 256: the rest of a longer
-burst goes to files when, as here, nothing is forwarded to free slots),
+ran before has them; ``--slots`` per receiving process (default: the gateway's, 1024);
 forwarding off (ingest only; the forwarder would use the same CPUs in production, see
 ``--forward``) except for its header reading (triage, announcement fields, the file's
-sha256), which runs after each C-STORE response and is part of ingest.
+sha256), which runs after each C-STORE response, at the forwarder's nice value when acceptor
+processes receive (``TELEREAD_GATEWAY_FORWARDER_NICE``), and is reported as the time from the
+end of the send until every header has been read.
 Orthanc (Debian package, ``Orthanc`` on PATH): its own JSON config, SQLite index, storage in
 the temp dir, ``RemoteAccessAllowed: false``, DICOM/HTTP on free loopback-test ports,
 ``MaximumPduLength`` 131072 (its maximum; teleread offers 262144), ``StorageCompression``
@@ -33,6 +35,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -234,6 +237,60 @@ def orthanc(tmp: Path) -> Iterator[tuple[int, int]]:
         log.close()
 
 
+def send_to(
+    name: str, run: Path, folders: list[Path], args: argparse.Namespace
+) -> tuple[float, float | None]:
+    """One timed send of ``folders`` into a fresh receiver: (seconds, teleread's header lag)."""
+    expected = len(folders) * args.slices
+    if name == "orthanc":
+        with orthanc(run) as (port, http_port):
+            seconds = timed_send(port, "ORTHANC", folders)
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/statistics") as r:
+                stored = json.load(r)["CountInstances"]
+        if stored != expected:
+            raise RuntimeError(f"Orthanc stored {stored} of {expected}")
+        return seconds, None
+    if args.slots and not args.cold_slots:
+        prefill_slots(run / "spool", args.workers or os.cpu_count() or 1)
+    with teleread_gateway(run, args.workers, args.forward) as (port, gw):
+        seconds = timed_send(port, "TELEREAD", folders)
+        lag = header_lag(gw)
+        ((stored,),) = gw.spool.query("SELECT COUNT(*) FROM outbox", ())
+    if stored != expected:
+        raise RuntimeError(f"teleread spooled {stored} of {expected}")
+    return seconds, lag
+
+
+def report(
+    results: dict[tuple[str, int], list[float]],
+    lags: dict[int, list[float]],
+    slices: int,
+    per_copy: int,
+    copies: int,
+) -> None:
+    print(f"{'receiver':10} {'assocs':>6} {'seconds':>8} {'inst/s':>8} {'MB/s':>7}  per round")
+    for n in (1, copies):
+        for name in ("teleread", "orthanc"):
+            runs = results[(name, n)]
+            seconds = statistics.median(runs)
+            count, size = n * slices, n * per_copy
+            each = " ".join(f"{count / s:.0f}" for s in runs)
+            print(
+                f"{name:10} {n:>6} {seconds:>8.2f} {count / seconds:>8.1f} "
+                f"{size / seconds / 1e6:>7.1f}  {each}"
+            )
+        pairs = zip(results[("teleread", n)], results[("orthanc", n)], strict=True)
+        ratios = [o / t for t, o in pairs]
+        print(
+            f"{'':10} {n:>6} teleread / orthanc: median {statistics.median(ratios):.2f}x "
+            f"(rounds: {' '.join(f'{x:.2f}' for x in ratios)})"
+        )
+        print(
+            f"{'':10} {n:>6} teleread headers all read {statistics.median(lags[n]):.2f} s "
+            "after the send (median)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--slices", type=int, default=300)
@@ -250,6 +307,7 @@ def main() -> None:
     parser.add_argument(
         "--cold-slots", action="store_true", help="no slot files before the run (a new spool)"
     )
+    parser.add_argument("--rounds", type=int, default=3, help="runs per receiver; medians reported")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     slots.DEFAULT_COUNT = args.slots  # this process, and acceptor processes by the environment
@@ -269,39 +327,20 @@ def main() -> None:
             f"slots={args.slots}{' (cold)' if args.cold_slots else ''}; "
             f"{os.cpu_count()} CPUs"
         )
-        results: dict[tuple[str, int], float] = {}
-        lags: dict[int, float] = {}
-        for n in (1, args.copies):
-            folders = copies[:n]
-            run = base / f"run-{n}"
-            expected = n * args.slices
-            if args.slots and not args.cold_slots:
-                prefill_slots(run / "teleread" / "spool", args.workers or os.cpu_count() or 1)
-            with teleread_gateway(run / "teleread", args.workers, args.forward) as (port, gw):
-                results[("teleread", n)] = timed_send(port, "TELEREAD", folders)
-                lags[n] = header_lag(gw)
-                ((stored,),) = gw.spool.query("SELECT COUNT(*) FROM outbox", ())
-            if stored != expected:
-                raise RuntimeError(f"teleread spooled {stored} of {expected}")
-            with orthanc(run / "orthanc") as (port, http_port):
-                results[("orthanc", n)] = timed_send(port, "ORTHANC", folders)
-                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/statistics") as r:
-                    stored = json.load(r)["CountInstances"]
-            if stored != expected:
-                raise RuntimeError(f"Orthanc stored {stored} of {expected}")
-            shutil.rmtree(run, ignore_errors=True)
-        print(f"{'receiver':10} {'assocs':>6} {'seconds':>8} {'inst/s':>8} {'MB/s':>7}")
-        for n in (1, args.copies):
-            for name in ("teleread", "orthanc"):
-                seconds = results[(name, n)]
-                count, size = n * args.slices, n * per_copy
-                print(
-                    f"{name:10} {n:>6} {seconds:>8.2f} {count / seconds:>8.1f} "
-                    f"{size / seconds / 1e6:>7.1f}"
-                )
-            ratio = results[("orthanc", n)] / results[("teleread", n)]
-            print(f"{'':10} {n:>6} teleread / orthanc: {ratio:.2f}x")
-            print(f"{'':10} {n:>6} teleread headers all read {lags[n]:.2f} s after the send")
+        results: dict[tuple[str, int], list[float]] = {}
+        lags: dict[int, list[float]] = {}
+        for r in range(args.rounds):
+            for n in (1, args.copies):
+                # alternate who goes first: the page cache and disk state favour neither
+                order = ("teleread", "orthanc") if r % 2 == 0 else ("orthanc", "teleread")
+                for name in order:
+                    run = base / f"run-{r}-{n}-{name}"
+                    seconds, lag = send_to(name, run, copies[:n], args)
+                    results.setdefault((name, n), []).append(seconds)
+                    if lag is not None:
+                        lags.setdefault(n, []).append(lag)
+                    shutil.rmtree(run, ignore_errors=True)
+        report(results, lags, args.slices, per_copy, args.copies)
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
