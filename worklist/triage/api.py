@@ -12,7 +12,14 @@ from worklist.triage.classify import (
     merge_results,
 )
 from worklist.triage.errors import RulesError, TriageError, UnknownCategory
-from worklist.triage.extract import extract_text, read_paths, triage_dataset, triage_file
+from worklist.triage.extract import (
+    extract_text,
+    extract_text_values,
+    log_notes,
+    read_paths,
+    triage_dataset,
+    triage_file,
+)
 from worklist.triage.normalise import normalise
 from worklist.triage.result import (
     ROUTINE,
@@ -43,7 +50,9 @@ __all__ = [
     "decode_text",
     "default_rules",
     "extract_text",
+    "extract_text_values",
     "load_rules",
+    "log_notes",
     "merge_results",
     "normalise",
     "read_paths",

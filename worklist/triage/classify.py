@@ -20,8 +20,10 @@ the priority stat with category None. Explicit flags (called AE title, a user) w
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from worklist.triage.errors import UnknownCategory
 from worklist.triage.normalise import normalise
@@ -45,8 +47,46 @@ class Hit:
     rule: Rule
 
 
+# patterns whose meaning changes when joined into one alternation (group references,
+# conditionals, named groups that could clash, global flags)
+_NOT_JOINABLE = re.compile(r"\\[1-9]|\(\?P[=<]|\(\?\(|\(\?[aiLmsux]+\)")
+
+
+def _any_of(patterns: list[re.Pattern[str]]) -> re.Pattern[str] | None:
+    """One regex that finds a match wherever one of ``patterns`` would (None: cannot be
+    joined safely). No match for it in a text: none for any of them, so the loop over them
+    can be skipped."""
+    if any(_NOT_JOINABLE.search(p.pattern) for p in patterns):
+        return None
+    try:
+        return re.compile("|".join(f"(?:{p.pattern})" for p in patterns) or r"(?!x)x")
+    except re.error:
+        return None
+
+
+_prefilters: dict[int, tuple[Rules, re.Pattern[str] | None, re.Pattern[str] | None]] = {}
+
+
+def _prefilter(rules: Rules) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
+    """(any category rule, any look-alike) of a rule set, compiled once per rule set."""
+    entry = _prefilters.get(id(rules))
+    if entry is None or entry[0] is not rules:
+        if len(_prefilters) > 16:
+            _prefilters.clear()
+        entry = (
+            rules,
+            _any_of([r.regex for r in rules.rules]),
+            _any_of([regex for _, regex in rules.lookalikes]),
+        )
+        _prefilters[id(rules)] = entry
+    return entry[1], entry[2]
+
+
 def _mask(text: str, rules: Rules) -> tuple[str, list[tuple[str, str]]]:
     masked: list[tuple[str, str]] = []
+    any_lookalike = _prefilter(rules)[1]
+    if any_lookalike is not None and any_lookalike.search(text) is None:
+        return text, masked
     for name, regex in rules.lookalikes:
 
         def blank(m: re.Match[str], name: str = name) -> str:
@@ -126,7 +166,10 @@ def find_hits(
         if m and not rules.acute.search(texts[kw]):
             exam_follow_up = (kw, m.group().strip())
     hits: list[Hit] = []
+    any_rule = _prefilter(rules)[0]
     for kw, text in texts.items():
+        if any_rule is not None and any_rule.search(text) is None:
+            continue  # no rule matches anywhere in this text
         for rule in rules.rules:
             if rule.fields and kw not in rule.fields:
                 continue
@@ -175,8 +218,43 @@ def classify(
     explicit: Category | None = None,
     rules: Rules | None = None,
 ) -> TriageResult:
-    """Triage from decoded text fields (DICOM keyword -> text)."""
+    """Triage from decoded text fields (DICOM keyword -> text).
+
+    Results are remembered per rule set (the instances of a series carry the same text, and
+    classifying is a pure function of it): a repeat costs a dictionary look-up."""
     flag = _check_category(explicit)
+    active = rules or default_rules()
+    if not (
+        all(type(k) is str and type(v) is str for k, v in fields.items())
+        and (modality is None or type(modality) is str)
+    ):
+        return _classify(fields, modality, flag, active)
+    key = (tuple(fields.items()), modality, flag)
+    global _memo_rules
+    with _memo_lock:
+        if _memo_rules is not active:
+            _memo.clear()
+            _memo_rules = active
+        result = _memo.get(key)
+    if result is None:
+        result = _classify(fields, modality, flag, active)
+        with _memo_lock:
+            if _memo_rules is active:
+                if len(_memo) >= MEMO_SIZE:
+                    _memo.clear()
+                _memo[key] = result
+    return result
+
+
+MEMO_SIZE = 1024
+_memo: dict[tuple[Any, ...], TriageResult] = {}
+_memo_rules: Rules | None = None
+_memo_lock = threading.Lock()
+
+
+def _classify(
+    fields: Mapping[str, str], modality: str | None, flag: Category | None, rules: Rules
+) -> TriageResult:
     hits, ignored, stat_hits = find_hits(fields, modality=modality, rules=rules)
     scores: dict[Category, int] = {}
     seen: set[tuple[str, str]] = set()

@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
 from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -34,11 +33,16 @@ REQUEST_KEYWORDS = (
 _LATIN1_CODECS = {"", "ISO_IR 6", "ISO_IR 100", "ISO 2022 IR 6", "ISO 2022 IR 100"}
 
 
-def _declared(ds: Dataset, inherited: list[str]) -> list[str]:
-    elem = ds.get_item(SPECIFIC_CHARACTER_SET)
-    if elem is None:
+# ``get`` below: tag -> the element's value (raw bytes while pydicom has not converted it),
+# or _ABSENT when the dataset has no such element
+_ABSENT: Any = object()
+_TRIAGE_TAGS = tuple((kw, tag_for_keyword(kw) or 0) for kw in TRIAGE_KEYWORDS)
+_REQUEST_TAGS = tuple((kw, tag_for_keyword(kw) or 0) for kw in REQUEST_KEYWORDS)
+
+
+def _declared_of(value: Any, inherited: list[str]) -> list[str]:
+    if value is _ABSENT:
         return inherited
-    value: Any = elem.value
     if isinstance(value, bytes):
         return declared_terms(value)
     if value is None:
@@ -48,8 +52,12 @@ def _declared(ds: Dataset, inherited: list[str]) -> list[str]:
     return declared_terms([str(v) for v in value])
 
 
-def _value_text(elem: RawDataElement | DataElement, declared: list[str]) -> tuple[str, list[str]]:
-    value: Any = elem.value
+def _declared(ds: Dataset, inherited: list[str]) -> list[str]:
+    elem = ds.get_item(SPECIFIC_CHARACTER_SET)
+    return _declared_of(_ABSENT if elem is None else elem.value, inherited)
+
+
+def _value_text(value: Any, declared: list[str]) -> tuple[str, list[str]]:
     if value is None:
         return "", []
     if isinstance(value, bytes):
@@ -67,21 +75,48 @@ def _value_text(elem: RawDataElement | DataElement, declared: list[str]) -> tupl
 
 
 def _read_into(
-    ds: Dataset,
+    get: Callable[[int], Any],
     declared: list[str],
-    keywords: Sequence[str],
+    keywords: Sequence[tuple[str, int]],
     out: dict[str, list[str]],
     notes: list[str],
 ) -> None:
-    for kw in keywords:
-        elem = ds.get_item(tag_for_keyword(kw) or 0)
-        if elem is None:
+    for kw, tag in keywords:
+        value = get(tag)
+        if value is _ABSENT:
             continue
-        text, n = _value_text(elem, declared)
+        text, n = _value_text(value, declared)
         notes.extend(f"{kw}: {note}" for note in n)
         text = normalise(text)
         if text and text not in out.setdefault(kw, []):
             out[kw].append(text)
+
+
+def _getter(ds: Dataset) -> Callable[[int], Any]:
+    def get(tag: int) -> Any:
+        elem = ds.get_item(tag)
+        return _ABSENT if elem is None else elem.value
+
+    return get
+
+
+def _finish(found: dict[str, list[str]], notes: list[str]) -> ExtractedText:
+    return ExtractedText(
+        fields={k: " ; ".join(v) for k, v in found.items()}, notes=list(dict.fromkeys(notes))
+    )
+
+
+def log_notes(notes: Sequence[str], study_uid: str) -> None:
+    """The log line ``extract_text`` writes when text needed charset fallbacks."""
+    if notes:
+        logger.info(
+            "triage text decoded with fallbacks",
+            extra={
+                "action": "triage_charset_fallback",
+                "study_uid": study_uid,
+                "notes": list(notes),
+            },
+        )
 
 
 def extract_text(ds: Dataset) -> ExtractedText:
@@ -94,7 +129,7 @@ def extract_text(ds: Dataset) -> ExtractedText:
     declared = _declared(ds, [])
     found: dict[str, list[str]] = {}
     notes: list[str] = []
-    _read_into(ds, declared, TRIAGE_KEYWORDS, found, notes)
+    _read_into(_getter(ds), declared, _TRIAGE_TAGS, found, notes)
     seq = ds.get_item(REQUEST_ATTRIBUTES_SEQUENCE)
     if seq is not None:
         try:
@@ -104,18 +139,37 @@ def extract_text(ds: Dataset) -> ExtractedText:
             items = []
         for item in items:
             if isinstance(item, Dataset):
-                _read_into(item, _declared(item, declared), REQUEST_KEYWORDS, found, notes)
-    notes = list(dict.fromkeys(notes))
-    if notes:
-        logger.info(
-            "triage text decoded with fallbacks",
-            extra={
-                "action": "triage_charset_fallback",
-                "study_uid": str(ds.get("StudyInstanceUID", "")),
-                "notes": notes,
-            },
-        )
-    return ExtractedText(fields={k: " ; ".join(v) for k, v in found.items()}, notes=notes)
+                _read_into(_getter(item), _declared(item, declared), _REQUEST_TAGS, found, notes)
+    text = _finish(found, notes)
+    if text.notes:
+        log_notes(text.notes, str(ds.get("StudyInstanceUID", "")))
+    return text
+
+
+def extract_text_values(
+    values: Mapping[int, Any], request_items: Sequence[Mapping[int, Any]] = ()
+) -> ExtractedText:
+    """``extract_text`` of a header already split into element values, as pydicom's
+    ``RawDataElement.value`` holds them (raw bytes; None for an empty implicit VR value):
+    ``values`` maps the top level's tags, ``request_items`` the Request Attributes Sequence
+    items'. Writes no log line (``log_notes`` does)."""
+    get = _mapping_getter(values)
+    declared = _declared_of(get(SPECIFIC_CHARACTER_SET), [])
+    found: dict[str, list[str]] = {}
+    notes: list[str] = []
+    _read_into(get, declared, _TRIAGE_TAGS, found, notes)
+    for item in request_items:
+        item_get = _mapping_getter(item)
+        item_declared = _declared_of(item_get(SPECIFIC_CHARACTER_SET), declared)
+        _read_into(item_get, item_declared, _REQUEST_TAGS, found, notes)
+    return _finish(found, notes)
+
+
+def _mapping_getter(values: Mapping[int, Any]) -> Callable[[int], Any]:
+    def get(tag: int) -> Any:
+        return values.get(tag, _ABSENT)
+
+    return get
 
 
 def triage_dataset(ds: Dataset, *, explicit: Category | None = None) -> TriageResult:
