@@ -114,8 +114,39 @@ class _FastDUL(DULServiceProvider):
     fast_stores = 0  # C-STORE requests this association answered on the fast path
 
     def _read_pdu_data(self) -> None:
-        # pynetdicom 3.0.4 DULServiceProvider._read_pdu_data, with P-DATA-TF PDUs routed
-        # through gateway.fastpdata while the association is established
+        """Read a PDU; P-DATA-TF goes through gateway.fastpdata while the association is
+        established. The rest of a message the fast path has taken is read here too, PDU
+        after PDU, without a trip through the reactor (its select and queue checks) each."""
+        while True:
+            bytestream = self._read_pdu()
+            if bytestream is None:
+                return
+            if bytestream[0] != fastpdata.P_DATA_TF:
+                self._hand_over(bytestream)
+                return
+            if self._reader is None:
+                self._reader = MessageReader(self._may_store_fast)
+            try:
+                routed = self._reader.take(bytestream)
+            except fastpdata.ProtocolError as exc:
+                _DUL_LOGGER.warning(
+                    "DIMSE message framing broken; association aborted",
+                    extra={"action": "dimse_framing_broken", "error": str(exc)},
+                )
+                self._drop_connection()
+                return
+            for item in routed:
+                if isinstance(item, CompleteStore):
+                    self._store(item)
+                else:
+                    self._hand_over(item)
+            if not self._reader.inside_fast_message or self._kill_thread:
+                return
+            self._idle_timer.restart()
+
+    def _read_pdu(self) -> bytearray | None:
+        # pynetdicom 3.0.4 DULServiceProvider._read_pdu_data up to the decoding; None: the
+        # event for what went wrong is queued
         bytestream = bytearray()
         self.socket = cast(AssociationSocket, self.socket)
         try:
@@ -124,49 +155,31 @@ class _FastDUL(DULServiceProvider):
             _DUL_LOGGER.error("Connection closed before the entire PDU was received")
             _DUL_LOGGER.exception(exc)
             self.event_queue.put("Evt17")
-            return
+            return None
         try:
             pdu_type, _, pdu_length = struct.unpack(">BBL", bytestream)
         except struct.error:
             self.event_queue.put("Evt17")
-            return
+            return None
         if pdu_type not in (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07):
             _DUL_LOGGER.error(f"Unknown PDU type received '0x{pdu_type:02X}'")
             self.event_queue.put("Evt19")
-            return
+            return None
         try:
             bytestream += self.socket.recv(pdu_length)
         except (OSError, TimeoutError) as exc:
             _DUL_LOGGER.error("Connection closed before the entire PDU was received")
             _DUL_LOGGER.exception(exc)
             self.event_queue.put("Evt17")
-            return
+            return None
         if len(bytestream) != 6 + pdu_length:
             _DUL_LOGGER.error(
                 f"The received PDU is shorter than expected ({len(bytestream)} of "
                 f"{6 + pdu_length} bytes received)"
             )
             self.event_queue.put("Evt17")
-            return
-        if pdu_type != fastpdata.P_DATA_TF:
-            self._hand_over(bytestream)
-            return
-        if self._reader is None:
-            self._reader = MessageReader(self._may_store_fast)
-        try:
-            routed = self._reader.take(bytestream)
-        except fastpdata.ProtocolError as exc:
-            _DUL_LOGGER.warning(
-                "DIMSE message framing broken; association aborted",
-                extra={"action": "dimse_framing_broken", "error": str(exc)},
-            )
-            self._drop_connection()
-            return
-        for item in routed:
-            if isinstance(item, CompleteStore):
-                self._store(item)
-            else:
-                self._hand_over(item)
+            return None
+        return bytestream
 
     def _drop_connection(self) -> None:
         """A-ABORT (service provider, invalid PDU parameter) and close: the state machine

@@ -170,6 +170,11 @@ class MessageReader:
         self._decide = decide
         self._msg: _Message | None = None
 
+    @property
+    def inside_fast_message(self) -> bool:
+        """The fast path has taken the message whose PDUs are arriving."""
+        return self._msg is not None and self._msg.mode == "fast"
+
     def take(self, pdu: bytearray) -> list[Routed]:
         """Route one P-DATA-TF PDU: PDUs for pynetdicom and complete fast C-STOREs, in the
         order they must be handled. Raises ``ProtocolError`` when the framing of a message
