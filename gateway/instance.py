@@ -41,8 +41,7 @@ from gateway.part10 import (
     part10_bytes,
     spool_info_of,
 )
-from gateway.quick_walk import UID_TAGS, WALKABLE, NotWalkable, walk
-from gateway.wellformed import check_structure
+from gateway.wellformed import UID_TAGS, check_structure
 from storage.keys import instance_key, is_valid_uid
 from worklist.triage import (
     TRIAGE_KEYWORDS,
@@ -91,6 +90,8 @@ _TEXT_FIELDS: dict[str, tuple[str, int]] = {
     "series_description": ("SeriesDescription", 200),
     "body_part_examined": ("BodyPartExamined", 64),
 }
+# what quick_instance vouches for (the little endian syntaxes whose elements it can judge)
+WALKABLE = frozenset(("1.2.840.10008.1.2", "1.2.840.10008.1.2.1"))
 _INT_FIELDS = {"series_number": "SeriesNumber", "instance_number": "InstanceNumber"}
 # pydicom warns about odd values while parsing; warning filters are process-global, so the
 # parse (GIL-bound anyway) runs under one lock while they are switched off
@@ -510,15 +511,11 @@ def quick_instance(
     to the pixel data) and its UIDs valid and matching the request. None: not sure (another
     transfer syntax, anything odd): use ``read_instance``, which decides. The header's text
     fields and triage come later (``indexed`` False). Raises ``InvalidInstance`` for a dataset
-    that is not a complete element sequence (``gateway.wellformed``)."""
-    check_structure(dataset, str(file_meta.TransferSyntaxUID))
-    implicit = WALKABLE.get(file_meta.TransferSyntaxUID)
-    if implicit is None:
-        return None
+    that is not a complete element sequence (``gateway.wellformed``, whose one pass over the
+    elements also collects the UIDs)."""
     found: dict[int, bytes] = {}
-    try:
-        walk(dataset, 0, len(dataset), implicit, found, None)
-    except (NotWalkable, struct.error):
+    plain = check_structure(dataset, str(file_meta.TransferSyntaxUID), found)
+    if file_meta.TransferSyntaxUID not in WALKABLE or not plain:
         return None
     try:
         uids = {name: found[tag].rstrip(b"\0 ").decode("ascii") for tag, name in UID_TAGS.items()}

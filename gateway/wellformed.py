@@ -10,6 +10,11 @@ uploaded and fail only in the radiologist's viewer. ``check_structure`` walks th
 headers (values are skipped by their length, never decoded) and raises ``InvalidInstance``
 (CANNOT_UNDERSTAND) when they do not add up; sequences deeper than ``MAX_SEQUENCE_DEPTH``
 are refused too (recursive readers downstream would overflow their stack).
+
+The same pass gives the C-STORE fast path what it needs before the response
+(``gateway.instance.quick_instance``): the top-level values of ``UID_TAGS``, and whether the
+dataset is plain enough to vouch for without pydicom: elements in ascending order in every
+item up to the pixel data, no UN of undefined length (which pydicom reads its own way).
 """
 
 from __future__ import annotations
@@ -36,11 +41,23 @@ def _bad(message: str) -> InvalidInstance:
     return InvalidInstance(f"dataset not well formed: {message}")
 
 
-def check_structure(data: bytes | memoryview, transfer_syntax: str) -> None:
+UID_TAGS = {
+    0x00080016: "SOPClassUID",
+    0x00080018: "SOPInstanceUID",
+    0x0020000D: "StudyInstanceUID",
+    0x0020000E: "SeriesInstanceUID",
+}
+
+
+def check_structure(
+    data: bytes | memoryview, transfer_syntax: str, uids: dict[int, bytes] | None = None
+) -> bool:
     """Raise ``InvalidInstance`` unless ``data`` (a dataset, no preamble or file meta) is a
-    complete sequence of elements in ``transfer_syntax``."""
+    complete sequence of elements in ``transfer_syntax``. ``uids``: filled with the raw
+    top-level values of ``UID_TAGS``. True: the dataset is plain (see the module's
+    docstring)."""
     if transfer_syntax in _NOT_WALKABLE:
-        return
+        return False
     view = memoryview(data)
     end = len(view)
     implicit = transfer_syntax == uid.ImplicitVRLittleEndian
@@ -50,6 +67,10 @@ def check_structure(data: bytes | memoryview, transfer_syntax: str) -> None:
     # open containers: (end offset or None when undefined length, kind, implicit);
     # kind "seq": items only; "item": elements; "frag": encapsulated pixel data fragments
     stack: list[tuple[int | None, str, bool]] = []
+    # the last tag seen in each open item (the dataset's first); watched up to the top-level
+    # pixel data, after which the fast path reads nothing
+    last: list[int] = [-1]
+    watching = plain = True
     pos = 0
     while True:
         limit = end
@@ -58,12 +79,13 @@ def check_structure(data: bytes | memoryview, transfer_syntax: str) -> None:
             if top_end is not None:
                 limit = top_end
                 if pos == top_end:
-                    stack.pop()
+                    if stack.pop()[1] == "item":
+                        last.pop()
                     continue
         else:
             kind, implicit_here = "item", implicit
             if pos == end:
-                return
+                return plain
         if pos + 8 > limit:
             where = "the dataset" if not stack else "a sequence"
             raise _bad(f"{limit - pos} stray byte(s) at the end of {where} (offset {pos})")
@@ -76,14 +98,17 @@ def check_structure(data: bytes | memoryview, transfer_syntax: str) -> None:
                     if kind == "frag":
                         raise _bad("pixel data fragment of undefined length")
                     stack.append((None, "item", implicit_here))
+                    last.append(-1)
                 elif pos + length > limit:
                     raise _bad(f"item of {length} bytes overruns its sequence (offset {pos})")
                 elif kind == "frag":
                     pos += length
                 else:
                     stack.append((pos + length, "item", implicit_here))
+                    last.append(-1)
             elif element == ITEM_END and kind == "item" and stack and stack[-1][0] is None:
                 stack.pop()
+                last.pop()
             elif element == SEQUENCE_END and kind in ("seq", "frag") and stack[-1][0] is None:
                 stack.pop()
             else:
@@ -93,6 +118,13 @@ def check_structure(data: bytes | memoryview, transfer_syntax: str) -> None:
             continue
         if kind != "item":
             raise _bad(f"element ({group:04X},{element:04X}) where an item was expected")
+        if watching:
+            tag = (group << 16) | element
+            if not stack and tag >= PIXEL_DATA:
+                watching = False
+            elif tag <= last[-1]:
+                plain = False
+            last[-1] = tag
         if implicit_here:
             vr = b""
             (length,) = u32(view, pos + 4)
@@ -117,6 +149,8 @@ def check_structure(data: bytes | memoryview, transfer_syntax: str) -> None:
                 stack.append((None, "frag", implicit_here))
             else:  # a sequence (UN of undefined length: implicit VR little endian inside)
                 stack.append((None, "seq", implicit_here or vr == b"UN"))
+                if vr == b"UN" and watching:
+                    plain = False
         elif pos + length > limit:
             raise _bad(
                 f"element ({group:04X},{element:04X}) declares {length} bytes, "
@@ -125,6 +159,8 @@ def check_structure(data: bytes | memoryview, transfer_syntax: str) -> None:
         elif vr == b"SQ":
             stack.append((pos + length, "seq", implicit_here))
         else:
+            if uids is not None and not stack and ((group << 16) | element) in UID_TAGS:
+                uids[(group << 16) | element] = bytes(view[pos : pos + length])
             pos += length
         if len(stack) > 2 * MAX_SEQUENCE_DEPTH + 1:
             raise _bad(f"sequences nested deeper than {MAX_SEQUENCE_DEPTH}")

@@ -24,6 +24,7 @@ from gateway.instance import (
 )
 from gateway.ops import format_status, spool_status
 from gateway.spool import CONFLICT, MISSING, RECEIVED, Spool
+from gateway.wellformed import check_structure
 from tests.dicom_factory import make_ct, make_dx, part10_bytes
 from tests.integration.test_gateway_support import after_meta
 
@@ -265,3 +266,33 @@ def test_quick_instance_leaves_doubtful_datasets_to_the_full_read() -> None:
     no_study = make_ct()
     del no_study.StudyInstanceUID
     assert _quick(part10_bytes(no_study), no_study) is None
+
+
+def _swap_first_two_elements(dataset: bytes) -> bytes:
+    """Explicit VR LE: the dataset with its first two (short) elements swapped."""
+    first = 8 + int.from_bytes(dataset[6:8], "little")
+    second = first + 8 + int.from_bytes(dataset[first + 6 : first + 8], "little")
+    return dataset[first:second] + dataset[:first] + dataset[second:]
+
+
+def test_one_pass_checks_the_structure_and_collects_the_uids() -> None:
+    ds = make_ct()
+    data = part10_bytes(ds)
+    offset = 144 + int.from_bytes(data[140:144], "little")
+    dataset = data[offset:]
+    syntax = ds.file_meta.TransferSyntaxUID
+    uids: dict[int, bytes] = {}
+    assert check_structure(dataset, syntax, uids) is True
+    assert {tag: v.rstrip(b"\0").decode() for tag, v in uids.items()} == {
+        0x00080016: ds.SOPClassUID,
+        0x00080018: ds.SOPInstanceUID,
+        0x0020000D: ds.StudyInstanceUID,
+        0x0020000E: ds.SeriesInstanceUID,
+    }
+    # elements out of order: well formed, but not plain: pydicom decides before the response
+    swapped = _swap_first_two_elements(dataset)
+    assert check_structure(swapped, syntax) is False
+    assert _quick(data[:offset] + swapped, ds) is None
+    # after the pixel data nothing is read before the response: order is not looked at there
+    trailing = dataset + b"\x08\x00\x16\x00UI\x02\x001\x00"
+    assert check_structure(trailing, syntax) is True
