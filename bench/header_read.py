@@ -32,7 +32,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from bench.ingest import make_series
-from gateway import instance, slots
+from gateway import slots, spooled_header
 from gateway.instance import read_instance, read_instance_pydicom
 from gateway.part10 import PREAMBLE, StoreMeta, encode_meta
 from teleread.demo import SeriesInfo, StudyInfo, dx_image, write_part10
@@ -84,7 +84,7 @@ def make_dx(folder: Path, size: int) -> Path:
 
 
 def clear_caches() -> None:
-    instance._text_cache.clear()
+    spooled_header._text_cache.clear()
     importlib.import_module("worklist.triage.classify")._memo.clear()
 
 
@@ -105,7 +105,7 @@ def measure(name: str, data: bytes, read: Callable[[], bytes], n: int) -> dict[s
     assert read() == data
     old = read_instance_pydicom(data, None, **ARGS)
     assert read_instance(data, None, **ARGS) == old
-    assert instance._read_spooled(data, **ARGS) is not None, "not on the pydicom-free path"
+    assert spooled_header.read_spooled(data, **ARGS) is not None, "not on the pydicom-free path"
     figures = {
         "read": per_call(read, n),
         "header_old": per_call(lambda: read_instance_pydicom(data, None, **ARGS), n),

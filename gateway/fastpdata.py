@@ -35,6 +35,38 @@ _STORE_ELEMENTS = frozenset(
 _REQUIRED = (0x0002, 0x0110, 0x0700, 0x1000)
 
 
+def _element(tag: int, value: bytes) -> bytes:
+    return struct.pack("<HHI", tag >> 16, tag & 0xFFFF, len(value)) + value
+
+
+def _uid_value(uid: str) -> bytes:
+    raw = uid.encode("ascii")
+    return raw + b"\0" if len(raw) % 2 else raw
+
+
+def encode_c_store_rsp(sop_class: str, message_id: int, status: int, sop_instance: str) -> bytes:
+    """A C-STORE-RSP command set, Implicit VR Little Endian, as pynetdicom encodes it."""
+    body = b"".join(
+        (
+            _element(0x00000002, _uid_value(sop_class)),
+            _element(0x00000100, struct.pack("<H", 0x8001)),
+            _element(0x00000120, struct.pack("<H", message_id)),
+            _element(0x00000800, struct.pack("<H", 0x0101)),
+            _element(0x00000900, struct.pack("<H", status)),
+            _element(0x00001000, _uid_value(sop_instance)),
+        )
+    )
+    return _element(0x00000000, struct.pack("<I", len(body))) + body
+
+
+def response_pdu(context_id: int, command: bytes) -> bytes:
+    """A P-DATA-TF PDU carrying ``command`` as one last command fragment."""
+    header = struct.pack(
+        ">BBLLBB", P_DATA_TF, 0, len(command) + 6, len(command) + 2, context_id, 0x03
+    )
+    return header + command
+
+
 @dataclass(frozen=True, slots=True)
 class StoreRequest:
     """What a C-STORE handler needs to know about one request."""

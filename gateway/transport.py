@@ -37,7 +37,8 @@ from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError
-from gateway.fastassoc import A_ABORT_INVALID_PDU, FastRequestHandler
+from gateway.fastassoc import FastRequestHandler
+from gateway.fastdul import A_ABORT_INVALID_PDU
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from gateway import instance
+from gateway import spooled_header
 from gateway.header_read import read_header
 from gateway.instance import read_instance, read_instance_pydicom
 from gateway.part10 import PREAMBLE, StoreMeta, encode_meta
@@ -85,11 +85,11 @@ def outcome(reader: Any, data: bytes, called: str = "TELEREAD") -> tuple[Any, ..
 
 def assert_same(data: bytes, called: str = "TELEREAD") -> bool:
     """Both paths agree; returns whether the pydicom-free path decided."""
-    instance._text_cache.clear()
+    spooled_header._text_cache.clear()
     new = outcome(read_instance, data, called)
     old = outcome(read_instance_pydicom, data, called)
     assert new == old
-    fast = instance._read_spooled(
+    fast = spooled_header.read_spooled(
         data, site="s1", calling_ae="CT1", called_ae=called, urgent_called_aes=URGENT
     )
     if fast is not None:  # and again from the text cache
@@ -155,11 +155,11 @@ def test_a_series_after_its_first_instance_is_served_from_the_caches() -> None:
     first = spooled_ds(study, ExplicitVRLittleEndian)
     later = make_ct(study.StudyInstanceUID, series_uid=study.SeriesInstanceUID, instance_number=2)
     second = spooled_ds(later, ExplicitVRLittleEndian)
-    instance._text_cache.clear()
+    spooled_header._text_cache.clear()
     a = outcome(read_instance, first)
-    cached = len(instance._text_cache)
+    cached = len(spooled_header._text_cache)
     b = outcome(read_instance, second)
-    assert len(instance._text_cache) == cached == 1
+    assert len(spooled_header._text_cache) == cached == 1
     assert a[1].payload["instance_number"] == 1 and b[1].payload["instance_number"] == 2
     assert b == outcome(read_instance_pydicom, second)
     # the payload's mutable parts are fresh objects, never shared through the cache

@@ -1,0 +1,177 @@
+"""A spooled file's header read without pydicom (the forwarder's deferred read).
+
+``read_spooled`` does what ``gateway.instance.read_instance_pydicom(data, None, ...)`` does
+for the headers ``gateway.header_read`` vouches for, and returns None for the rest (pydicom
+decides). The text elements are decoded once per series (``_text_part``'s cache) and
+classified once (``classify``'s memo): ~85 us instead of ~530 us per 512x512 CT slice
+(``bench/header_read.py``), with the same result, which
+``tests/unit/test_gateway_header_read.py`` checks against the pydicom read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.datadict import tag_for_keyword
+
+from gateway.header_read import read_header
+from gateway.received import (
+    INT_FIELDS,
+    ROUTINE_RANK,
+    TEXT_FIELDS,
+    URGENT_RANK,
+    ReceivedInstance,
+    declared_of,
+    int_of,
+    text_of,
+)
+from storage.keys import instance_key, is_valid_uid
+from worklist.triage import (
+    TRIAGE_KEYWORDS,
+    category_for_called_ae,
+    classify,
+    extract_text_values,
+    log_notes,
+)
+
+_CHARSET = 0x00080005
+_REQUEST_ATTRIBUTES_SEQUENCE = 0x00400275
+_UID_FIELDS = tuple(
+    (keyword, tag_for_keyword(keyword) or 0)
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+)
+_TEXT_TAGS = tuple(
+    (name, keyword, limit, tag_for_keyword(keyword) or 0)
+    for name, (keyword, limit) in TEXT_FIELDS.items()
+)
+_INT_TAGS = tuple((name, tag_for_keyword(keyword) or 0) for name, keyword in INT_FIELDS.items())
+_TRIAGE_TAGS = tuple(tag_for_keyword(keyword) or 0 for keyword in TRIAGE_KEYWORDS)
+_REQUEST_TAGS = frozenset(
+    [_CHARSET]
+    + [
+        tag_for_keyword(keyword) or 0
+        for keyword in (
+            "RequestedProcedureDescription",
+            "ReasonForTheRequestedProcedure",
+            "RequestedProcedurePriority",
+        )
+    ]
+)
+# the text part's inputs: the character set, the payload's text fields, the triage text
+_TEXT_KEY_TAGS = tuple(dict.fromkeys([_CHARSET, *(t[3] for t in _TEXT_TAGS), *_TRIAGE_TAGS]))
+_WANTED = frozenset(
+    [*_TEXT_KEY_TAGS, *(tag for _, tag in _UID_FIELDS), *(tag for _, tag in _INT_TAGS)]
+)
+_ABSENT = object()
+_TEXT_CACHE_SIZE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _TextPart:
+    """What a header's text elements decode to (the same for every instance of a series)."""
+
+    texts: tuple[tuple[str, str], ...]  # payload name -> text, in TEXT_FIELDS order
+    fields: dict[str, str]  # triage text fields (copied before use)
+    extracted_notes: tuple[str, ...]  # extract_text_values' notes (logged)
+    charset_notes: tuple[str, ...]
+
+
+_text_cache: dict[tuple[Any, ...], _TextPart] = {}
+
+
+def _text_part(values: Mapping[int, Any], items: list[dict[int, Any]] | None) -> _TextPart:
+    """Decode the text elements; cached by their raw bytes (decoding is a pure function of
+    them), so the instances of a series after the first cost a dictionary look-up."""
+    key = (
+        tuple(values.get(tag, _ABSENT) for tag in _TEXT_KEY_TAGS),
+        None if items is None else tuple(tuple(sorted(item.items())) for item in items),
+    )
+    part = _text_cache.get(key)
+    if part is not None:
+        return part
+    declared = declared_of(values[_CHARSET]) if _CHARSET in values else None
+    texts: list[tuple[str, str]] = []
+    notes: list[str] = []
+    for name, keyword, limit, tag in _TEXT_TAGS:
+        text, n = text_of(values[tag], keyword, declared) if tag in values else ("", [])
+        texts.append((name, text[:limit]))
+        notes.extend(n)
+    extracted = extract_text_values(values, items or ())
+    part = _TextPart(
+        texts=tuple(texts),
+        fields=extracted.fields,
+        extracted_notes=tuple(extracted.notes),
+        charset_notes=tuple(dict.fromkeys([*extracted.notes, *notes])),
+    )
+    if len(_text_cache) >= _TEXT_CACHE_SIZE:
+        _text_cache.clear()
+    _text_cache[key] = part
+    return part
+
+
+def read_spooled(
+    data: bytes,
+    *,
+    site: str,
+    calling_ae: str,
+    called_ae: str,
+    urgent_called_aes: Mapping[str, str],
+) -> ReceivedInstance | None:
+    """``read_instance_pydicom(data, None, ...)`` for the headers ``header_read`` vouches for,
+    without pydicom; None: not sure, or the instance is to be refused (pydicom words it)."""
+    raw = read_header(data, _WANTED, _REQUEST_ATTRIBUTES_SEQUENCE, _REQUEST_TAGS)
+    if raw is None:
+        return None
+    values = raw.values
+    uids = [
+        text_of(values[tag], keyword, None)[0] if tag in values else ""
+        for keyword, tag in _UID_FIELDS
+    ]
+    if not all(is_valid_uid(u) for u in uids):
+        return None
+    sop_class, sop, series, study = uids
+    if sop != raw.media_storage_sop_instance_uid or sop_class != raw.media_storage_sop_class_uid:
+        return None
+    object_key = instance_key(study, series, sop)
+    payload: dict[str, Any] = {
+        "study_instance_uid": study,
+        "series_instance_uid": series,
+        "sop_instance_uid": sop,
+        "sop_class_uid": sop_class,
+        "transfer_syntax_uid": raw.transfer_syntax_uid,
+        "object_key": object_key,
+    }
+    part = _text_part(values, raw.items)
+    payload.update(part.texts)
+    for name, tag in _INT_TAGS:
+        payload[name] = int_of(text_of(values[tag], name, None)[0]) if tag in values else None
+    log_notes(part.extracted_notes, study)
+    explicit = category_for_called_ae(called_ae, urgent_called_aes)
+    fields = dict(part.fields)
+    triage = classify(fields, modality=fields.get("Modality") or None, explicit=explicit)
+    payload["text_fields"] = fields
+    payload["charset_notes"] = list(part.charset_notes)
+    payload["urgent_hint"] = {
+        "category": triage.category,
+        "priority": triage.priority,
+        "reasons": list(triage.reasons),
+    }
+    return ReceivedInstance(
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop,
+        series_instance_uid=series,
+        study_instance_uid=study,
+        transfer_syntax_uid=raw.transfer_syntax_uid,
+        site=site,
+        calling_ae=calling_ae,
+        called_ae=called_ae,
+        object_key=object_key,
+        category=triage.category,
+        priority_rank=URGENT_RANK if triage.priority == "stat" else ROUTINE_RANK,
+        payload=payload,
+    )
+
+
+__all__ = ["read_spooled"]
