@@ -137,6 +137,11 @@ def test_four_parallel_associations_into_acceptor_processes(
         t.join(60)
     assert all(r == [status.SUCCESS] * 15 for r in results), results
     _check_all_arrived(gw, county, batches)
+    # the acceptors received; this process's forwarding ran niced, yielding the CPUs to them
+    thread = gw.forwarder._thread
+    assert thread is not None and thread.native_id is not None
+    stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+    assert int(stat.rsplit(")", 1)[1].split()[16]) == gw.settings.forwarder_nice == 10
 
 
 def test_an_unknown_calling_ae_is_rejected_by_an_acceptor_process(
