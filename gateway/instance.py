@@ -49,13 +49,12 @@ from gateway.received import (
     int_of,
     quick_instance,
     text_of,
+    triaged_instance,
 )
 from gateway.spooled_header import read_spooled
 from gateway.wellformed import check_structure
 from storage.keys import instance_key, is_valid_uid
 from worklist.triage import (
-    category_for_called_ae,
-    classify,
     extract_text,
 )
 
@@ -264,27 +263,12 @@ def read_instance_pydicom(
         for name, keyword in INT_FIELDS.items():
             payload[name] = _int(ds, keyword)
         extracted = extract_text(ds)
-    explicit = category_for_called_ae(called_ae, urgent_called_aes)
-    fields = extracted.fields
-    triage = classify(fields, modality=fields.get("Modality") or None, explicit=explicit)
-    payload["text_fields"] = fields
-    payload["charset_notes"] = list(dict.fromkeys([*extracted.notes, *notes]))
-    payload["urgent_hint"] = {
-        "category": triage.category,
-        "priority": triage.priority,
-        "reasons": list(triage.reasons),
-    }
-    return ReceivedInstance(
-        sop_class_uid=sop_class,
-        sop_instance_uid=sop,
-        series_instance_uid=series,
-        study_instance_uid=study,
-        transfer_syntax_uid=str(file_meta.TransferSyntaxUID),
+    return triaged_instance(
+        payload,
+        extracted.fields,
+        list(dict.fromkeys([*extracted.notes, *notes])),
         site=site,
         calling_ae=calling_ae,
         called_ae=called_ae,
-        object_key=payload["object_key"],
-        category=triage.category,
-        priority_rank=URGENT_RANK if triage.priority == "stat" else ROUTINE_RANK,
-        payload=payload,
+        urgent_called_aes=urgent_called_aes,
     )

@@ -17,7 +17,7 @@ from typing import Any
 from gateway.part10 import StoreMeta
 from gateway.wellformed import UID_TAGS, check_structure
 from storage.keys import instance_key, is_valid_uid
-from worklist.triage import category_for_called_ae, decode_text
+from worklist.triage import category_for_called_ae, classify, decode_text
 
 URGENT_RANK = 0
 ROUTINE_RANK = 1
@@ -145,6 +145,43 @@ def quick_instance(
     )
 
 
+def triaged_instance(
+    payload: dict[str, Any],
+    fields: dict[str, str],
+    charset_notes: list[str],
+    *,
+    site: str,
+    calling_ae: str,
+    called_ae: str,
+    urgent_called_aes: Mapping[str, str],
+) -> ReceivedInstance:
+    """A header read's end (pydicom's or not): ``payload`` (UIDs, object key, text and number
+    fields) completed with the triage text ``fields``, the charset notes and the triage."""
+    explicit = category_for_called_ae(called_ae, urgent_called_aes)
+    triage = classify(fields, modality=fields.get("Modality") or None, explicit=explicit)
+    payload["text_fields"] = fields
+    payload["charset_notes"] = charset_notes
+    payload["urgent_hint"] = {
+        "category": triage.category,
+        "priority": triage.priority,
+        "reasons": list(triage.reasons),
+    }
+    return ReceivedInstance(
+        sop_class_uid=payload["sop_class_uid"],
+        sop_instance_uid=payload["sop_instance_uid"],
+        series_instance_uid=payload["series_instance_uid"],
+        study_instance_uid=payload["study_instance_uid"],
+        transfer_syntax_uid=payload["transfer_syntax_uid"],
+        site=site,
+        calling_ae=calling_ae,
+        called_ae=called_ae,
+        object_key=payload["object_key"],
+        category=triage.category,
+        priority_rank=URGENT_RANK if triage.priority == "stat" else ROUTINE_RANK,
+        payload=payload,
+    )
+
+
 __all__ = [
     "INT_FIELDS",
     "ROUTINE_RANK",
@@ -156,4 +193,5 @@ __all__ = [
     "int_of",
     "quick_instance",
     "text_of",
+    "triaged_instance",
 ]

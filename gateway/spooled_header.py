@@ -19,19 +19,16 @@ from pydicom.datadict import tag_for_keyword
 from gateway.header_read import read_header
 from gateway.received import (
     INT_FIELDS,
-    ROUTINE_RANK,
     TEXT_FIELDS,
-    URGENT_RANK,
     ReceivedInstance,
     declared_of,
     int_of,
     text_of,
+    triaged_instance,
 )
 from storage.keys import instance_key, is_valid_uid
 from worklist.triage import (
     TRIAGE_KEYWORDS,
-    category_for_called_ae,
-    classify,
     extract_text_values,
     log_notes,
 )
@@ -148,29 +145,14 @@ def read_spooled(
     for name, tag in _INT_TAGS:
         payload[name] = int_of(text_of(values[tag], name, None)[0]) if tag in values else None
     log_notes(part.extracted_notes, study)
-    explicit = category_for_called_ae(called_ae, urgent_called_aes)
-    fields = dict(part.fields)
-    triage = classify(fields, modality=fields.get("Modality") or None, explicit=explicit)
-    payload["text_fields"] = fields
-    payload["charset_notes"] = list(part.charset_notes)
-    payload["urgent_hint"] = {
-        "category": triage.category,
-        "priority": triage.priority,
-        "reasons": list(triage.reasons),
-    }
-    return ReceivedInstance(
-        sop_class_uid=sop_class,
-        sop_instance_uid=sop,
-        series_instance_uid=series,
-        study_instance_uid=study,
-        transfer_syntax_uid=raw.transfer_syntax_uid,
+    return triaged_instance(
+        payload,
+        dict(part.fields),
+        list(part.charset_notes),
         site=site,
         calling_ae=calling_ae,
         called_ae=called_ae,
-        object_key=object_key,
-        category=triage.category,
-        priority_rank=URGENT_RANK if triage.priority == "stat" else ROUTINE_RANK,
-        payload=payload,
+        urgent_called_aes=urgent_called_aes,
     )
 
 
