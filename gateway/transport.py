@@ -262,7 +262,7 @@ def _wake_on_early_close(event: evt.Event) -> None:
     came", as on its own timeout, after which it tidies up)."""
     assoc = event.assoc
     if event.next_state == "Sta1" and assoc.requestor.primitive is None:
-        assoc.dul.to_user_queue.put(None)  # type: ignore[arg-type]
+        assoc.dul.to_user_queue.put(None)
 
 
 def guard(assoc: Association) -> Association:
