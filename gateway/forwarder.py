@@ -9,13 +9,14 @@ Failures never give up. Outages (``StoreUnavailable``, network errors, county 5x
 whole upload or announce path with exponential backoff and jitter, capped, so the queue order
 holds when the service returns; a failure that belongs to one row (integrity mismatch, the
 API refusing it) backs off that row only, so it cannot block the rest.
+
+A row's upload itself (file check, store check, recompression, put and verify) is
+``gateway.upload``; here it is picked, retried and backed off.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import io
 import logging
 import os
 import random
@@ -27,60 +28,21 @@ from typing import Any, BinaryIO
 from gateway.county import CountyClient
 from gateway.errors import CountyRejected, CountyUnavailable, InvalidInstance
 from gateway.instance import ReceivedInstance, read_instance, spooled_header_json
-from gateway.recompress import recompress, recompression_note, split_part10
 from gateway.spool import CONFLICT, MISSING, OutboxRow, Spool
+from gateway.upload import (
+    TokenBucket,
+    already_stored,
+    file_sha256,
+    put_verified,
+    upload_body,
+)
 from storage.base import ObjectStore
-from storage.errors import ObjectNotFound, StorageError, StoreUnavailable
+from storage.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
 _OUTAGES: tuple[type[BaseException], ...] = (StoreUnavailable, ConnectionError, TimeoutError)
 PRUNE_EVERY_SECONDS = 3600.0
-
-
-class TokenBucket:
-    """``consume(n)`` blocks until ``n`` bytes fit under ``rate`` bytes/s (burst: 1 s worth)."""
-
-    def __init__(self, rate: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = float(rate)
-        self._tokens = float(rate)
-        self._clock = clock
-        self._last = clock()
-        self._lock = threading.Lock()
-
-    def consume(self, n: int) -> None:
-        with self._lock:
-            now = self._clock()
-            self._tokens = min(self.rate, self._tokens + (now - self._last) * self.rate)
-            self._last = now
-            self._tokens -= n
-            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
-        if wait > 0:
-            time.sleep(wait)
-
-
-class _Throttled(io.RawIOBase):
-    def __init__(self, raw: BinaryIO, bucket: TokenBucket) -> None:
-        self._raw = raw
-        self._bucket = bucket
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        want = min(len(buffer), 64 * 1024)
-        chunk = self._raw.read(want)
-        self._bucket.consume(len(chunk))
-        buffer[: len(chunk)] = chunk
-        return len(chunk)
-
-
-def dataset_sha256(part10: bytes) -> str | None:
-    """sha256 of the dataset after a Part-10 file's meta header (None: not Part-10)."""
-    if len(part10) < 144 or part10[128:132] != b"DICM" or part10[132:136] != b"\x02\x00\x00\x00":
-        return None
-    group_len = int.from_bytes(part10[140:144], "little")
-    return hashlib.sha256(part10[144 + group_len :]).hexdigest()
 
 
 class Forwarder:
@@ -211,67 +173,7 @@ class Forwarder:
                     return
                 time.sleep(0.01)
 
-    # -- uploading -----------------------------------------------------------------------
-
-    def _already_stored(self, row: OutboxRow) -> bool | None:
-        """True: the store already holds this instance; False: other bytes under the key
-        (a conflict); None: nothing there yet."""
-        try:
-            info = self.store.stat(row.object_key)
-        except ObjectNotFound:
-            return None
-        if info.sha256 and info.sha256 in (row.sha256, row.upload_sha256):
-            return True
-        # maybe the same dataset behind another file meta header (another calling AE), or
-        # a recompressed copy of it whose outbox record was lost
-        stored = self.store.get(row.object_key)
-        ours = dataset_sha256(self.spool.read_bytes(row))
-        if ours is None:
-            return False
-        if ours == dataset_sha256(stored):
-            return True
-        note = recompression_note(stored)
-        if note is None or note.get("original_dataset_sha256") != ours:
-            return False
-        split = split_part10(stored)
-        self.spool.set_upload(  # announce what the store holds
-            row.id,
-            size=len(stored),
-            sha256=hashlib.sha256(stored).hexdigest(),
-            transfer_syntax=str(split[0].TransferSyntaxUID) if split else "",
-            method=str(note.get("method", "")),
-        )
-        return True
-
-    def _body(self, row: OutboxRow, original: BinaryIO) -> tuple[BinaryIO, int, str, int]:
-        """(stream, size, sha256, bytes saved) of what to upload for ``row``."""
-        smaller = None
-        if self.recompress != "none":
-            data = original.read()
-            original = io.BytesIO(data)
-            try:
-                smaller = recompress(data, self.recompress)
-            except Exception as exc:  # recompression is an optimisation: never block on it
-                logger.warning(
-                    "recompression failed; uploading the original",
-                    extra={
-                        "action": "recompress_failed",
-                        "sop_uid": row.sop_instance_uid,
-                        "error": repr(exc)[:300],
-                    },
-                )
-        if smaller is None:
-            if row.upload_sha256:  # recorded by an earlier attempt, not used now
-                self.spool.set_upload(row.id, size=0, sha256="", transfer_syntax="", method="")
-            return original, row.size, row.sha256, 0
-        self.spool.set_upload(
-            row.id,
-            size=len(smaller.data),
-            sha256=smaller.sha256,
-            transfer_syntax=smaller.transfer_syntax_uid,
-            method=smaller.method,
-        )
-        return io.BytesIO(smaller.data), len(smaller.data), smaller.sha256, smaller.saved_bytes
+    # -- reading headers -----------------------------------------------------------------
 
     def index_pending(self, limit: int = 20) -> bool:
         """Read the headers of rows stored with their UIDs only (``quick_instance``): triage,
@@ -317,20 +219,12 @@ class Forwarder:
             return None
         return inst, hashlib.sha256(data).hexdigest()
 
-    def _file_sha256(self, row: OutboxRow) -> OutboxRow | None:
-        """Check the spooled file against the dataset sha256 taken at receipt and record the
-        whole file's sha256 (the acceptor leaves it to us: one hash on its critical path)."""
-        data = self.spool.read_bytes(row)
-        if dataset_sha256(data) != row.dataset_sha256:
-            self.spool.mark_state(row, MISSING, "spool file differs from what was received")
-            logger.error(
-                "spool file corrupt",
-                extra={"action": "spool_file_corrupt", "sop_uid": row.sop_instance_uid},
-            )
-            return None
-        sha = hashlib.sha256(data).hexdigest()
-        self.spool.set_sha256(row.id, sha)
-        return dataclasses.replace(row, sha256=sha)
+    # -- uploading -----------------------------------------------------------------------
+
+    def _body(self, row: OutboxRow, original: BinaryIO) -> tuple[BinaryIO, int, str, int]:
+        """(stream, size, sha256, bytes saved) of what to upload for ``row``, with this
+        forwarder's ``recompress`` (``gateway.upload.upload_body``)."""
+        return upload_body(self.spool, row, original, self.recompress)
 
     def upload(self, row: OutboxRow) -> None:
         log = {
@@ -344,12 +238,12 @@ class Forwarder:
             return
         size, saved = 0, 0
         if not row.sha256:
-            checked = self._file_sha256(row)
+            checked = file_sha256(self.spool, row)
             if checked is None:
                 return
             row = checked
         try:
-            present = self._already_stored(row)
+            present = already_stored(self.spool, self.store, row)
             if present is False:
                 self.spool.mark_state(row, CONFLICT, "the object store holds other bytes")
                 logger.warning(
@@ -358,16 +252,9 @@ class Forwarder:
                 )
                 return
             if present is None:
-                with self.spool.open(row) as raw:
-                    body, size, sha256, saved = self._body(row, raw)
-                    if self.bucket is not None:
-                        body = io.BufferedReader(_Throttled(body, self.bucket))
-                    self.store.put(row.object_key, body, size=size, sha256=sha256)
-                info = self.store.stat(row.object_key)  # end-to-end: what the store holds
-                if info.size != size or (info.sha256 or "") != sha256:
-                    raise StorageError(
-                        f"stored object differs: size {info.size}, sha256 {info.sha256}"
-                    )
+                size, saved = put_verified(
+                    self.spool, self.store, row, method=self.recompress, bucket=self.bucket
+                )
         except _OUTAGES as exc:
             self._upload_failures += 1
             delay = self._delay(self._upload_failures)

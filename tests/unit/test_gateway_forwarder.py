@@ -15,9 +15,10 @@ import pytest
 from pydicom.dataset import Dataset
 
 from gateway.errors import CountyRejected, CountyUnavailable
-from gateway.forwarder import Forwarder, TokenBucket
+from gateway.forwarder import Forwarder
 from gateway.instance import ROUTINE_RANK, URGENT_RANK, StoreMeta, quick_instance
 from gateway.spool import ANNOUNCED, CONFLICT, MISSING, UPLOADED, Spool
+from gateway.upload import TokenBucket
 from tests.dicom_factory import make_ct, make_dx, part10_bytes
 from tests.integration.test_gateway_support import SwitchableStore, after_meta
 from tests.unit.test_gateway_spool import received
