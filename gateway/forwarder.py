@@ -23,7 +23,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any
 
 from gateway.county import CountyClient
 from gateway.errors import CountyRejected, CountyUnavailable, InvalidInstance
@@ -34,7 +34,6 @@ from gateway.upload import (
     already_stored,
     file_sha256,
     put_verified,
-    upload_body,
 )
 from storage.base import ObjectStore
 from storage.errors import StoreUnavailable
@@ -220,11 +219,6 @@ class Forwarder:
         return inst, hashlib.sha256(data).hexdigest()
 
     # -- uploading -----------------------------------------------------------------------
-
-    def _body(self, row: OutboxRow, original: BinaryIO) -> tuple[BinaryIO, int, str, int]:
-        """(stream, size, sha256, bytes saved) of what to upload for ``row``, with this
-        forwarder's ``recompress`` (``gateway.upload.upload_body``)."""
-        return upload_body(self.spool, row, original, self.recompress)
 
     def upload(self, row: OutboxRow) -> None:
         log = {

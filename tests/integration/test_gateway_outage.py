@@ -375,7 +375,6 @@ def test_recompressed_upload_to_s3_is_lossless_and_announced_as_stored(
     _, store = s3_hop
     county = stoppable_county
     gw = _gateway(tmp_path, store, county.url, recompress="jpegls")
-    gw.forwarder.recompress = gw.settings.recompress  # until service.py passes the setting
     study, series = generate_uid(), generate_uid()
     files = [
         write(

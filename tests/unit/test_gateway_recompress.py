@@ -28,6 +28,7 @@ from pydicom.uid import (
 from gateway.forwarder import Forwarder
 from gateway.recompress import inflate, recompress, recompression_note, split_part10
 from gateway.spool import ANNOUNCED, Spool
+from gateway.upload import upload_body
 from teleread.demo import write_demo_studies
 from tests.dicom_factory import make_ct, make_dx, part10_bytes
 from tests.integration.test_gateway_support import SwitchableStore
@@ -138,11 +139,11 @@ def test_forwarder_uploads_recompressed_and_resumes_after_crash(tmp_path: Path) 
     ds = make_ct(rows=128, cols=128)
     inst, data, offset = received(ds)
     spool.store(inst, data, dataset_offset=offset)
-    fwd = Forwarder(spool, store, county, announce_delay=0, recompress="jpegls")  # type: ignore[arg-type]
     head = spool.next_to_upload(1e12)
     assert head is not None
     # a crash after the put, before the outbox mark: do the put by hand
-    body, size, sha, saved = fwd._body(head, open(spool.path_of(head), "rb"))
+    with open(spool.path_of(head), "rb") as original:
+        body, size, sha, saved = upload_body(spool, head, original, "jpegls")
     store.put(head.object_key, body, size=size, sha256=sha)
     assert saved > 0
     spool.close()
