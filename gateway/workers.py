@@ -4,12 +4,13 @@ The gateway process owns the listening socket. A dispatcher thread accepts each 
 and hands its file descriptor (``SCM_RIGHTS`` over a ``SOCK_SEQPACKET`` socketpair) to the
 acceptor process with the fewest associations in progress: unlike ``SO_REUSEPORT``, whose
 kernel hash can put two of four associations on one process, every association gets its
-own process while there are enough. Each acceptor is a plain ``python -m gateway.workers``
-process with its own pynetdicom AE and the same handlers as the one-process SCP, writing to
-the same spool (files are content-addressed; the outbox is SQLite WAL with a busy timeout
-and single-statement transactions) and the same ``mpps.db``. Forwarding stays in the
-gateway process: acceptors send ``work`` when they store an instance, so the forwarder
-wakes at once.
+own process while there are enough. Each acceptor is a plain ``python -m gateway.acceptor``
+process (``gateway/acceptor.py``) with its own pynetdicom AE and the same handlers as the
+one-process SCP, writing to the same spool (files are content-addressed; the outbox is
+SQLite WAL with a busy timeout and single-statement transactions) and the same ``mpps.db``.
+Forwarding stays in the gateway process: acceptors send ``work`` when they store an
+instance, so the forwarder wakes at once. Acceptors log like this process: ``_spawn`` passes
+its logging set-up along (``acceptor.describe_logging``).
 
 Messages, acceptor -> gateway: ``ready``, ``done`` (an association ended), ``work``.
 Gateway -> acceptor: a JSON object ``{"peer": [host, port], "sites": {ae: site}?, "tls":
@@ -37,178 +38,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pynetdicom import evt
-from pynetdicom.transport import ThreadedAssociationServer
-
+from gateway.acceptor import DONE, READY, WORK, describe_logging, resync_held_bytes
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError
-from gateway.spool import HELD_STATES, Spool
-from gateway.transport import GatewayRequestHandler, tls_context_for, wrap_server_side
 
 logger = logging.getLogger(__name__)
 
-READY, DONE, WORK = b"ready", b"done", b"work"
 START_TIMEOUT_SECONDS = 60.0
-RESYNC_SECONDS = 5.0
-# an acceptor tells the gateway process about new instances at most this often
-NOTIFY_EVERY = 0.05
 
 
 def worker_count(settings: GatewaySettings) -> int:
     return settings.workers or os.cpu_count() or 1
-
-
-# -- the acceptor process ------------------------------------------------------------------
-
-
-class AcceptorSpool(Spool):
-    """The spool as an acceptor process sees it: no start-up recovery (the gateway process
-    did it before any acceptor started; run here, it would delete another process's file
-    between its rename and its outbox commit), and the held-bytes figure re-read from the
-    outbox now and then (the forwarder, in the gateway process, frees space)."""
-
-    def _recover(self) -> None:
-        self.resync_held_bytes()
-
-    def resync_held_bytes(self) -> None:
-        resync_held_bytes(self)
-
-
-def resync_held_bytes(spool: Spool) -> None:
-    """Re-read ``spool.held_bytes`` from the outbox: with acceptor processes, bytes are added
-    in one process and freed in another, so neither process's running count holds."""
-    with spool._lock:
-        (total,) = spool._db.execute(
-            f"SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state IN {HELD_STATES}"
-        ).fetchone()
-        spool._bytes = int(total)
-
-
-class _CountingHandler(GatewayRequestHandler):
-    """Runs the association to its end in the request thread, then says ``done``."""
-
-    def handle(self) -> None:
-        try:
-            if not self.setup_connection():  # TLS handshake failed
-                return
-            assoc = self._create_association()
-            evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
-            assoc.start()
-            assoc.join()
-        finally:
-            server: Any = self.server
-            server.notify(DONE)
-
-
-class _DispatchedServer(ThreadedAssociationServer):
-    """An association server without a listening socket of its own: connections come in
-    through ``process_request`` from the dispatcher."""
-
-    daemon_threads = True
-
-    def __init__(self, *args: Any, ctrl: socket.socket, **kw: Any) -> None:
-        self.ctrl = ctrl
-        self._send_lock = threading.Lock()
-        super().__init__(*args, **kw)
-
-    def server_bind(self) -> None:
-        pass
-
-    def server_activate(self) -> None:
-        pass
-
-    def notify(self, message: bytes) -> None:
-        with self._send_lock:
-            try:
-                self.ctrl.send(message)
-            except OSError:
-                pass  # the gateway is gone; the main loop notices the EOF
-
-
-def _worker_main(ctrl_fd: int) -> None:
-    from gateway.mpps import MppsStore
-    from gateway.scp import build_ae, event_handlers
-    from gateway.sites import SiteDirectory
-
-    config = json.loads(sys.stdin.read())
-    logging.basicConfig(
-        level=int(config.get("log_level", logging.WARNING)),
-        format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s",
-    )
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        # pynetdicom's standard handlers format a debug summary of every PDU and DIMSE
-        # message; this process is ours alone, so switch them off unless debugging
-        from pynetdicom import _config
-
-        _config.LOG_HANDLER_LEVEL = "none"
-    settings = GatewaySettings.model_validate(config["settings"])
-    address = (str(config["address"][0]), int(config["address"][1]))
-    ctrl = socket.socket(fileno=ctrl_fd)
-    spool = AcceptorSpool(
-        settings.spool_dir,
-        max_bytes=settings.spool_max_bytes,
-        min_free_bytes=settings.spool_min_free_bytes,
-        slot_count=settings.spool_slots,
-        slot_size=settings.spool_slot_bytes,
-    )
-    mpps = MppsStore(spool.root / "mpps.db")
-    sites = SiteDirectory()
-    tls = tls_context_for(settings)
-    ae = build_ae(settings)
-    server = ae.make_server(
-        (settings.host, 0),
-        evt_handlers=event_handlers(settings, spool, sites, mpps),
-        server_class=_DispatchedServer,
-        ctrl=ctrl,
-        request_handler=_CountingHandler,
-    )
-    assert isinstance(server, _DispatchedServer)
-    server.server_address = address
-    stop = threading.Event()
-
-    def forward_work() -> None:
-        while not stop.is_set():
-            if spool.new_work.wait(1.0):
-                spool.new_work.clear()
-                server.notify(WORK)
-                stop.wait(NOTIFY_EVERY)  # one message for a burst's instances, not one each
-
-    def resync() -> None:
-        while not stop.wait(RESYNC_SECONDS):
-            spool.resync_held_bytes()
-
-    for target in (forward_work, resync):
-        threading.Thread(target=target, daemon=True).start()
-    server.notify(READY)
-    try:
-        while True:
-            try:
-                message, fds, _flags, _addr = socket.recv_fds(ctrl, 1 << 20, 4)
-            except InterruptedError:
-                continue
-            except ConnectionResetError:  # the gateway process ended: so do we
-                break
-            if not message:
-                break
-            data = json.loads(message)
-            if "sites" in data:
-                sites.replace(data["sites"])
-            for fd in fds:
-                conn = socket.socket(fileno=fd)
-                if data.get("tls"):
-                    if tls is None:  # cannot happen: same settings as the gateway process
-                        conn.close()
-                        server.notify(DONE)
-                        continue
-                    conn = wrap_server_side(tls, conn)  # handshake in the request thread
-                server.process_request(conn, tuple(data.get("peer") or ("", 0)))
-    finally:
-        stop.set()
-        for assoc in ae.active_associations:
-            assoc.abort()
-            assoc.join(5)
-        mpps.close()
-        spool.close()
 
 
 # -- the gateway side ------------------------------------------------------------------------
@@ -310,12 +150,13 @@ class AcceptorPool:
             "settings": json.loads(self.settings.model_dump_json(exclude={"api_password"})),
             "address": list(self.address),
             "log_level": logging.getLogger().getEffectiveLevel(),
+            "logging": describe_logging(),  # same format, redaction and levels as this process
         }
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.workers", str(theirs.fileno())],
+            [sys.executable, "-m", "gateway.acceptor", str(theirs.fileno())],
             stdin=subprocess.PIPE,
             pass_fds=[theirs.fileno()],
             env=env,
@@ -455,5 +296,4 @@ class AcceptorPool:
         self._selector.register(fresh.ctrl, selectors.EVENT_READ, fresh)
 
 
-if __name__ == "__main__":
-    _worker_main(int(sys.argv[1]))
+__all__ = ["AcceptorPool", "resync_held_bytes", "worker_count"]

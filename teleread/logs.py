@@ -4,11 +4,13 @@ log shipper (``TELEREAD_LOG_FORMAT=json``), and in both a filter that keeps pati
 JSON: one object per line on stderr::
 
     {"time": "2026-11-26T01:23:45.678Z", "level": "INFO", "logger": "worklist.reports",
-     "message": "report signed", "action": "report_signed", "study_uid": "1.2.3", ...}
+     "pid": 4242, "message": "report signed", "action": "report_signed", ...}
 
 with every ``extra={...}`` field the code passes, and ``exception`` (the formatted traceback,
 one string) when there is one. In JSON mode Python warnings and uncaught exceptions (main
-thread and other threads) are logged too, so that every stderr line parses.
+thread and other threads) are logged too, so that every stderr line parses. ``pid`` tells
+the gateway's acceptor processes (``gateway.acceptor``) apart: they write to the same
+stderr, with this module's formatter and filter (passed to them by class path).
 
 ``RedactPatientData`` replaces the value of any field named like a patient identifier
 (``patient_name``, ``PatientID``, ``patient-birth-date``, ``other_patient_ids``, accession
@@ -143,7 +145,7 @@ def _jsonable(value: Any) -> Any:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time (ISO 8601 UTC), level, logger, message, the extra
+    """One JSON object per record: time (ISO 8601 UTC), level, logger, pid, message, the extra
     fields, and ``exception`` / ``stack`` as strings."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -151,6 +153,7 @@ class JsonFormatter(logging.Formatter):
             "time": _iso_utc(record.created),
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         for key, value in record.__dict__.items():

@@ -258,7 +258,27 @@ def _metric(port: int, name: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def test_teleread_serve_logs_json_without_patient_data(tmp_path: Path) -> None:
+def _send_malformed(port: int) -> int:
+    """C-STORE a CT without a StudyInstanceUID (but with the patient's name and ID): the
+    gateway refuses it and logs a warning."""
+    from pynetdicom import AE
+
+    ds = make_ct(patient_name=PATIENT_NAME, patient_id=PATIENT_ID)
+    del ds.StudyInstanceUID
+    ae = AE(ae_title="CT_TS01")
+    ae.add_requested_context(ds.file_meta.MediaStorageSOPClassUID, [ds.file_meta.TransferSyntaxUID])
+    assoc = ae.associate("127.0.0.1", port, ae_title="TELEREAD")
+    assert assoc.is_established
+    try:
+        return int(assoc.send_c_store(ds).Status)
+    finally:
+        assoc.release()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_teleread_serve_logs_json_without_patient_data(tmp_path: Path, workers: str) -> None:
+    """With ``TELEREAD_GATEWAY_WORKERS=2`` the associations run in acceptor processes
+    (``gateway.acceptor``): their lines are JSON and redacted too."""
     from teleread.send import send_paths
 
     data_dir = tmp_path / "data"
@@ -268,6 +288,7 @@ def test_teleread_serve_logs_json_without_patient_data(tmp_path: Path) -> None:
         **os.environ,
         "TELEREAD_LOG_FORMAT": "json",
         "TELEREAD_WORKLIST_STABLE_SECONDS": "1",
+        "TELEREAD_GATEWAY_WORKERS": workers,
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("TELEREAD_STORAGE_ROOT", None)
@@ -284,6 +305,7 @@ def test_teleread_serve_logs_json_without_patient_data(tmp_path: Path) -> None:
             [path], host="127.0.0.1", port=dicom_port, called_aet="TELEREAD", calling_aet="CT_TS01"
         )
         assert result.sent == 1 and result.failed == 0, result.summary()
+        assert _send_malformed(dicom_port) == 0xC000  # cannot understand
         # the county API indexes it; its /metrics (loopback: no token) says so
         _wait(
             lambda: (_metric(http_port, "teleread_api_instances_ingested_total") or 0) >= 1,
@@ -306,4 +328,11 @@ def test_teleread_serve_logs_json_without_patient_data(tmp_path: Path) -> None:
         assert isinstance(rec, dict)
         assert {"time", "level", "logger", "message"} <= rec.keys(), rec
     assert any(rec.get("action") for rec in records)  # the extras come through
+    (refused,) = [rec for rec in records if rec.get("action") == "store_malformed"]
+    assert refused["level"] == "WARNING" and refused["sop_uid"]
+    if workers == "2":  # logged by an acceptor process, as were its other lines
+        assert refused["pid"] != proc.pid
+        assert len({rec["pid"] for rec in records}) >= 2
+    else:
+        assert refused["pid"] == proc.pid
     assert PATIENT_NAME.split("^")[0] not in raw and PATIENT_ID not in raw
