@@ -43,6 +43,9 @@ class GatewaySettings(BaseSettings):
     # spool (durable outbox)
     spool_dir: Path = Path("teleread-spool")
     spool_max_bytes: int = Field(default=50 * GIB, ge=0)
+    # one DIMSE message (a C-STORE's dataset) larger than this aborts its association instead
+    # of growing the receiving process's memory without end (0: no cap)
+    max_instance_bytes: int = Field(default=4 * GIB, ge=0)
     spool_min_free_bytes: int = Field(default=1 * GIB, ge=0)
     # pre-written slot files per receiving process (gateway.slots; 0: off) and their size:
     # an instance that fits is made durable with one O_DSYNC overwrite, a bigger one as a file

@@ -38,6 +38,7 @@ from gateway.fastpdata import (
 )
 
 PYNETDICOM_VERSION = "3.0.4"
+_MESSAGE_CAP = "_teleread_max_message_bytes"
 if pynetdicom.__version__ != PYNETDICOM_VERSION:  # pragma: no cover - guarded by a test too
     raise ImportError(
         f"gateway.fastdul copies pynetdicom {PYNETDICOM_VERSION} internals; "
@@ -109,13 +110,13 @@ class FastDUL(DULServiceProvider):
                 self._hand_over(bytestream)
                 return
             if self._reader is None:
-                self._reader = MessageReader(self._may_store_fast)
+                self._reader = MessageReader(self._may_store_fast, message_cap(self.assoc.ae))
             try:
                 routed = self._reader.take(bytestream)
             except fastpdata.ProtocolError as exc:
                 _DUL_LOGGER.warning(
-                    "DIMSE message framing broken; association aborted",
-                    extra={"action": "dimse_framing_broken", "error": str(exc)},
+                    "DIMSE message refused; association aborted",
+                    extra={"action": "dimse_message_refused", "error": str(exc)},
                 )
                 self._drop_connection()
                 return
@@ -323,10 +324,22 @@ class FastDUL(DULServiceProvider):
             sleep = False
 
 
+def set_message_cap(ae: Any, max_bytes: int) -> None:
+    """Abort an association of ``ae`` whose DIMSE message grows past ``max_bytes`` (0: no
+    cap): every P-DATA-TF PDU passes ``gateway.fastpdata``, which counts."""
+    setattr(ae, _MESSAGE_CAP, max_bytes)
+
+
+def message_cap(ae: Any) -> int:
+    return int(getattr(ae, _MESSAGE_CAP, 0))
+
+
 __all__ = [
     "A_ABORT_INVALID_PDU",
     "POLL_SECONDS",
     "PYNETDICOM_VERSION",
     "FastDUL",
     "SignallingQueue",
+    "message_cap",
+    "set_message_cap",
 ]

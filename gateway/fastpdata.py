@@ -170,6 +170,7 @@ def _pdu_of(pdu: bytearray, first: int, stop: int) -> bytearray:
 @dataclass(slots=True)
 class _Message:
     mode: str = ""  # "" undecided, "fast", "slow"
+    size: int = 0  # bytes of its PDVs so far
     command: bytearray = field(default_factory=bytearray)
     command_done: bool = False
     store: StoreCommand | None = None
@@ -179,7 +180,8 @@ class _Message:
 
 
 class ProtocolError(Exception):
-    """The peer broke the message framing inside a message taken by the fast path."""
+    """The peer broke the message framing inside a message taken by the fast path, or sent a
+    message over the size cap: the association is aborted."""
 
 
 @dataclass(slots=True)
@@ -198,8 +200,9 @@ class MessageReader:
     ``decide(command)`` says whether a completed C-STORE-RQ command set may take the fast
     path (the association's state and handlers)."""
 
-    def __init__(self, decide: Callable[[StoreCommand], bool]) -> None:
+    def __init__(self, decide: Callable[[StoreCommand], bool], max_message: int = 0) -> None:
         self._decide = decide
+        self._max_message = max_message  # bytes of one message's PDVs; 0: no cap
         self._msg: _Message | None = None
 
     @property
@@ -234,6 +237,9 @@ class MessageReader:
 
     def _follow(self, msg: _Message, data: memoryview, context_id: int, control: int) -> bool:
         """Account one PDV; True when it ends the message."""
+        msg.size += len(data)
+        if self._max_message and msg.size > self._max_message:
+            raise ProtocolError(f"a DIMSE message larger than {self._max_message} bytes")
         if control & COMMAND:
             if msg.command_done:
                 return self._odd(msg, "command fragment after a complete command set")

@@ -13,6 +13,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway.config import GatewaySettings
+from gateway.fastdul import set_message_cap
 from gateway.handlers import handle_association_request, handle_echo, handle_store
 from gateway.mpps import MPPS_SOP_CLASS, MppsStore, handle_n_create, handle_n_set
 from gateway.sites import Sites
@@ -57,6 +58,7 @@ def build_ae(settings: GatewaySettings) -> AE:
     ae.network_timeout = settings.network_timeout_seconds
     ae.dimse_timeout = settings.dimse_timeout_seconds
     ae.acse_timeout = settings.acse_timeout_seconds
+    set_message_cap(ae, settings.max_instance_bytes)
     ae.add_supported_context(Verification, list(TRANSFER_SYNTAXES))
     for sop_class in STORAGE_SOP_CLASSES:
         ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))

@@ -167,3 +167,22 @@ def test_broken_framing_inside_a_fast_message_aborts_that_association(
         assert int(again.send_c_store(ct).Status) == status.SUCCESS
     finally:
         again.release()
+
+
+def test_an_instance_over_the_size_cap_aborts_its_association_only(
+    make_gateway: Callable[..., Gateway],
+) -> None:
+    gw = make_gateway("gw", max_instance_bytes=64 * 1024)
+    big, small = make_ct(rows=256, cols=256), make_ct(rows=64, cols=64)  # 128 KB, 8 KB pixels
+    assoc = _associate(gw, big)
+    assoc.send_c_store(big)
+    end = time.monotonic() + 10
+    while assoc.is_established and time.monotonic() < end:
+        time.sleep(0.02)
+    assert assoc.is_aborted
+    again = _associate(gw, small)
+    try:
+        assert int(again.send_c_store(small).Status) == status.SUCCESS
+    finally:
+        again.release()
+    assert len(_spooled(gw)) == 1

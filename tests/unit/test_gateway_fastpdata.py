@@ -176,3 +176,12 @@ def test_a_c_store_command_without_a_dataset_is_not_fast() -> None:
     assert r.take(only) == [only]  # ends with its command: the next PDU starts a message
     routed = r.take(pdu(pdv(1, CMD_LAST, store_rq()), pdv(1, DATA_LAST, DATASET)))
     assert len(stores(routed)) == 1
+
+
+@pytest.mark.parametrize("accept", [True, False])
+def test_a_message_over_the_cap_is_refused_whichever_path_has_it(accept: bool) -> None:
+    r = MessageReader(lambda command: accept, max_message=len(DATASET))
+    r.take(pdu(pdv(1, CMD_LAST, store_rq())))
+    r.take(pdu(pdv(1, DATA, DATASET[: len(DATASET) // 2])))
+    with pytest.raises(ProtocolError, match="larger than"):
+        r.take(pdu(pdv(1, DATA_LAST, DATASET[len(DATASET) // 2 :])))
