@@ -12,7 +12,7 @@ headers (values are skipped by their length, never decoded) and raises ``Invalid
 are refused too (recursive readers downstream would overflow their stack).
 
 The same pass gives the C-STORE fast path what it needs before the response
-(``gateway.instance.quick_instance``): the top-level values of ``UID_TAGS``, and whether the
+(``gateway.received.quick_instance``): the top-level values of ``UID_TAGS``, and whether the
 dataset is plain enough to vouch for without pydicom: elements in ascending order in every
 item up to the pixel data, no UN of undefined length (which pydicom reads its own way).
 """
