@@ -33,6 +33,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -253,12 +254,47 @@ def send_to(
     if args.slots and not args.cold_slots:
         prefill_slots(run / "spool", args.workers or os.cpu_count() or 1)
     with teleread_gateway(run, args.workers, args.forward) as (port, gw):
+        acceptors = _acceptor_pids()
+        before = {pid: cpu_seconds(pid) for pid in [os.getpid(), *acceptors]}
+        clients = resource.getrusage(resource.RUSAGE_CHILDREN)
         seconds = timed_send(port, "TELEREAD", folders)
         lag = header_lag(gw)
         ((stored,),) = gw.spool.query("SELECT COUNT(*) FROM outbox", ())
+        if args.cpu:
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            per = 1e3 / expected
+            used = {pid: (cpu_seconds(pid) - start) * per for pid, start in before.items()}
+            client = (after.ru_utime + after.ru_stime - clients.ru_utime - clients.ru_stime) * per
+            print(
+                f"  CPU ms per instance, {len(folders)} association(s): "
+                f"gateway process {used.pop(os.getpid()):.2f}, "
+                f"acceptors {sum(used.values()):.2f} ({len(used)}), storescu {client:.2f}"
+            )
     if stored != expected:
         raise RuntimeError(f"teleread spooled {stored} of {expected}")
     return seconds, lag
+
+
+def _acceptor_pids() -> list[int]:
+    """This process's acceptor processes (``python -m gateway.acceptor``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"gateway.acceptor" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def report(
@@ -308,6 +344,11 @@ def main() -> None:
         "--cold-slots", action="store_true", help="no slot files before the run (a new spool)"
     )
     parser.add_argument("--rounds", type=int, default=3, help="runs per receiver; medians reported")
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="print teleread's CPU per instance: gateway process, acceptors, storescu (Linux)",
+    )
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     slots.DEFAULT_COUNT = args.slots  # this process, and acceptor processes by the environment
