@@ -60,29 +60,25 @@ class DatabaseNotEmpty(BackupError):
 # -- column kinds ------------------------------------------------------------------------
 
 
+# the first match wins: the order matters where one type subclasses another (Float, Numeric)
+_KINDS: tuple[tuple[type[TypeEngine[Any]], str], ...] = (
+    (JSON, "json"),
+    (DateTime, "datetime"),
+    (Date, "date"),
+    (Time, "time"),
+    (Boolean, "bool"),
+    (Integer, "int"),
+    (Float, "float"),
+    (Numeric, "decimal"),
+    (LargeBinary, "bytes"),
+)
+
+
 def column_kind(column: Column[Any]) -> str:
     t: TypeEngine[Any] = column.type
     if isinstance(t, TypeDecorator):
         t = t.impl if isinstance(t.impl, TypeEngine) else t.impl_instance
-    if isinstance(t, JSON):
-        return "json"
-    if isinstance(t, DateTime):
-        return "datetime"
-    if isinstance(t, Date):
-        return "date"
-    if isinstance(t, Time):
-        return "time"
-    if isinstance(t, Boolean):
-        return "bool"
-    if isinstance(t, Integer):
-        return "int"
-    if isinstance(t, Float):
-        return "float"
-    if isinstance(t, Numeric):
-        return "decimal"
-    if isinstance(t, LargeBinary):
-        return "bytes"
-    return "str"
+    return next((kind for cls, kind in _KINDS if isinstance(t, cls)), "str")
 
 
 def _encode(kind: str, value: Any) -> Any:
