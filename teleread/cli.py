@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db_args(api)
     api.add_argument("--host", default=os.environ.get("TELEREAD_API_HOST", "127.0.0.1"))
     api.add_argument("--http-port", type=int, default=_env_int("TELEREAD_API_PORT", 8000))
+    api.add_argument(
+        "--migration-wait",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="the API never migrates: wait this long for `teleread db upgrade`, then give up",
+    )
 
     db = sub.add_parser("db", help="database maintenance")
     db.add_argument("db_command", choices=["upgrade"], help="upgrade: apply migrations")
@@ -171,8 +178,11 @@ def _cmd_db(args: argparse.Namespace) -> int:
     from worklist.db import upgrade
 
     data_dir = DataDir.resolve(args.data_dir) if not args.database_url else None
-    upgrade(database_url(data_dir, args.database_url))
-    print("database is at the latest migration")
+    done = upgrade(database_url(data_dir, args.database_url))
+    if done.changed:
+        print(f"database migrated from {done.before or '(empty)'} to {done.after}")
+    else:
+        print(f"database is at the latest migration {done.after}")
     return 0
 
 

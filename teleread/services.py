@@ -14,6 +14,7 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from teleread.embedded import DataDir, database_url
@@ -132,14 +133,63 @@ def build_api(factory: sessionmaker[Session], *, secret_key: str | None = None) 
     return create_app(session_factory=factory, store=storage.from_settings(), settings=settings)
 
 
+class SchemaNotReady(RuntimeError):
+    """The database is not at this teleread's migration head."""
+
+
+def wait_for_schema(engine: Engine, *, timeout: float, poll: float = 1.0) -> None:
+    """Return once the database is at this code's migration head: an API never migrates on
+    its own, it waits for ``teleread db upgrade`` (the compose stack's ``migrate`` job).
+    Raises ``SchemaNotReady`` after ``timeout`` seconds, or at once when a newer teleread
+    has migrated the database past what this one knows."""
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.exc import OperationalError
+
+    from worklist.db import alembic_config, head_revision, schema_revision
+
+    head = head_revision()
+    known = {rev.revision for rev in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    deadline = time.monotonic() + timeout
+    next_note = 0.0
+    while True:
+        try:
+            current: str | None = schema_revision(engine)
+            reason = f"the database is at migration {current or '(none)'}; this one needs {head}"
+        except OperationalError as exc:  # the database is still starting
+            current = None
+            reason = f"the database is not reachable yet: {str(exc.orig).strip()[:200]}"
+        if current == head:
+            return
+        if current is not None and current not in known:
+            raise SchemaNotReady(
+                f"the database is at migration {current}, which this teleread does not know "
+                f"(it knows up to {head}): run the same teleread version everywhere"
+            )
+        now = time.monotonic()
+        if now >= deadline:
+            raise SchemaNotReady(f"{reason}: run `teleread db upgrade` (same database settings)")
+        if now >= next_note:
+            next_note = now + 10.0
+            log.info(
+                "waiting for the database migrations (`teleread db upgrade`)",
+                extra={"action": "api_waiting_for_migrations", "revision": current, "head": head},
+            )
+        time.sleep(poll)
+
+
 def api_command(args: argparse.Namespace) -> int:
-    from worklist.db import make_engine, make_sessionmaker, upgrade
+    from worklist.db import make_engine, make_sessionmaker
     from worklist.settings import get_settings as worklist_settings
 
     data_dir = DataDir.resolve(args.data_dir) if not args.database_url else None
     url = database_url(data_dir, args.database_url)
-    upgrade(url)
-    factory = make_sessionmaker(make_engine(url))
+    engine = make_engine(url)
+    try:
+        wait_for_schema(engine, timeout=args.migration_wait)
+    except SchemaNotReady as exc:
+        log.error(str(exc), extra={"action": "api_schema_not_ready"})
+        return 1
+    factory = make_sessionmaker(engine)
     app = build_api(factory)
     housekeeping = Housekeeping(factory, stable_seconds=worklist_settings().stable_seconds)
     housekeeping.start()

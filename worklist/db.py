@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -93,24 +96,99 @@ def alembic_config() -> Config:
     return cfg
 
 
-def upgrade(url: str | URL, revision: str = "head") -> None:
-    """Bring the database at ``url`` to ``revision`` (Alembic; default head)."""
+# pg_advisory_xact_lock key held by every migration run on PostgreSQL ("teleread" in ASCII)
+MIGRATION_LOCK_KEY = 0x74656C6572656164
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """What one ``upgrade`` did: the revision it found (``None``: an empty database) and the
+    one it left."""
+
+    before: str | None
+    after: str | None
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+def _driver_autocommit(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    dbapi_conn.isolation_level = None
+
+
+def _begin_immediate(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _migration_engine(url: str | URL) -> Engine:
+    """One connection whose transaction holds the database's migration lock: on PostgreSQL
+    the caller takes an advisory lock; on SQLite the transaction starts with ``BEGIN
+    IMMEDIATE`` (the file's write lock), which also makes the DDL transactional."""
     engine = make_engine(url, pool_size=1, max_overflow=0)
+    if engine.dialect.name == "sqlite":
+        # pysqlite would otherwise begin no transaction before DDL: let SQLAlchemy's begin
+        # emit it (SQLAlchemy's documented recipe for transactional DDL on pysqlite)
+        event.listen(engine, "connect", _driver_autocommit)
+        event.listen(engine, "begin", _begin_immediate)
+    return engine
+
+
+def upgrade(url: str | URL, revision: str = "head") -> Upgrade:
+    """Bring the database at ``url`` to ``revision`` (Alembic; default head), one run at a
+    time: any number of processes may call this at once (API replicas, a ``migrate`` job,
+    ``teleread db upgrade`` by hand); the first migrates, the others wait for it and then
+    find nothing to do. The lock is held by the migrating transaction and dies with it."""
+    engine = _migration_engine(url)
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                )
+            before = MigrationContext.configure(connection).get_current_revision()
             cfg = alembic_config()
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, revision)
+            after = MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
-    logger.info("database upgraded", extra={"action": "db_upgrade", "backend": engine.dialect.name})
+    done = Upgrade(before, after)
+    logger.info(
+        "database upgraded" if done.changed else "database already at the requested migration",
+        extra={
+            "action": "db_upgrade",
+            "backend": engine.dialect.name,
+            "from_revision": before,
+            "to_revision": after,
+        },
+    )
+    return done
+
+
+def head_revision() -> str:
+    """The newest migration this code knows."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:  # pragma: no cover - the package ships its migrations
+        raise RuntimeError(f"no migrations under {MIGRATIONS_DIR}")
+    return head
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The migration the database at ``engine`` is at (``None``: none applied yet)."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
 
 
 __all__ = [
+    "MIGRATION_LOCK_KEY",
+    "Upgrade",
     "alembic_config",
+    "head_revision",
     "make_engine",
     "make_sessionmaker",
     "normalise_url",
+    "schema_revision",
     "upgrade",
     "utcnow",
 ]
