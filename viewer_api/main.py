@@ -29,6 +29,7 @@ from viewer_api.routes import (
     report_shares,
     report_templates,
     reports,
+    session,
     stats,
     studies,
     users,
@@ -175,6 +176,7 @@ def create_app(
 
     for module in (
         auth,
+        session,
         worklist,
         admin,
         events,

@@ -38,7 +38,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 TIMEOUT_MS = 15_000
 
 try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
+    from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None
 
@@ -305,11 +305,16 @@ def test_admin_sees_the_operations_charts(
 def test_worklist_polls_when_the_server_has_no_event_stream(
     browser: Browser, pipeline: Pipeline, studies: dict[str, Any]
 ) -> None:
-    """A server without the optional endpoints (its OpenAPI lists none of them): the page
-    falls back to polling every 5 s and hides what it cannot do."""
+    """A session that offers none of the optional features (no event stream, no admin
+    tools): the page falls back to polling every 5 s and hides what it cannot do."""
     dr = studies["dr"]
     context = browser.new_context(viewport={"width": 1400, "height": 900})
-    context.route("**/openapi.json", lambda route: route.fulfill(json={"paths": {}}))
+
+    def without_features(route: Route) -> None:
+        answer = route.fetch()
+        route.fulfill(response=answer, json={**answer.json(), "capabilities": []})
+
+    context.route("**/api/v1/auth/session", without_features)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(f"{pipeline.base_url}/ui/login")

@@ -48,6 +48,7 @@ READERS = frozenset({"admin", "radiologist"})
 RADIOLOGIST = frozenset({"radiologist"})
 VIEWERS = frozenset({"admin", "radiologist", "clinic"})
 GATEWAY = frozenset({"gateway"})
+SIGNED_IN = frozenset({"admin", "radiologist", "clinic", "gateway"})
 ANYONE = frozenset({PUBLIC})
 
 # caller -> (account, role); None: no account behind the token
@@ -226,6 +227,7 @@ WADO = "/dicomweb/studies/{study}/series/{series}/instances/{sop}"
 ACCESS: dict[tuple[str, str], Access] = {
     # log-in, health, the share link (its token is the credential)
     ("POST", "/api/v1/auth/token"): Access(ANYONE, "none", login),
+    ("GET", "/api/v1/auth/session"): Access(SIGNED_IN, "none", get("/api/v1/auth/session")),
     ("GET", "/healthz"): Access(ANYONE, "none", get("/healthz")),
     ("GET", "/api/v1/share/{token}"): Access(ANYONE, "none", get("/api/v1/share/{token}")),
     ("GET", "/api/v1/share/{token}/report.pdf"): Access(

@@ -25,7 +25,7 @@ from viewer_api.schemas.reports import (
     ReportTemplateOut,
     SignIn,
 )
-from viewer_api.schemas.service import AuditEventOut, Health, Token
+from viewer_api.schemas.service import AuditEventOut, Health, SessionOut, Token
 from viewer_api.schemas.worklist import (
     AssignIn,
     EventOut,
@@ -85,6 +85,7 @@ __all__ = [
     "ReportOut",
     "ReportTemplateOut",
     "SeriesOut",
+    "SessionOut",
     "SignIn",
     "StudyDetail",
     "Token",

@@ -19,6 +19,17 @@ class Token(BaseModel):
     site: str | None
 
 
+class SessionOut(BaseModel):
+    """Who is signed in, and what the web pages may offer them."""
+
+    username: str
+    display_name: str
+    role: str
+    site: str | None
+    # the UI features this account's role may use (``viewer_api.routes.session.FEATURES``)
+    capabilities: list[str]
+
+
 # --- audit --------------------------------------------------------------------------------
 class AuditEventOut(BaseModel):
     id: int

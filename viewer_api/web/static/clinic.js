@@ -1,17 +1,23 @@
 // The clinic page: the site's studies and their state, its reports newest first, and the
 // "green channel" flag for a just-sent urgent patient.
-import { api, errorText, h, hasEndpoint, startPage, toast } from "./api.js";
+import { api, errorText, h, toast } from "./api.js";
 import { fmtTime, t } from "./i18n.js";
+import { startPage } from "./shell.js";
 
-const me = startPage({ roles: ["clinic", "admin"], onLang: () => render() });
+const me = await startPage({ roles: ["clinic", "admin"], onLang: () => render() });
 let studies = [];
 let reports = [];
 let canFlag = false;
 
 const STATE = {
-  receiving: "state_received", ready: "state_received", claimed: "state_reading",
-  draft: "state_reading", preliminary: "state_reading", final: "state_reported",
-  amended: "state_reported", cancelled: "cancelled",
+  receiving: "state_received",
+  ready: "state_received",
+  claimed: "state_reading",
+  draft: "state_reading",
+  preliminary: "state_reading",
+  final: "state_reported",
+  amended: "state_reported",
+  cancelled: "cancelled",
 };
 
 async function reload() {
@@ -23,7 +29,9 @@ async function reload() {
     ]);
     const seen = new Map();
     for (const item of lists.flat()) seen.set(item.study_instance_uid, item);
-    studies = [...seen.values()].sort((a, b) => Date.parse(b.received_at) - Date.parse(a.received_at));
+    studies = [...seen.values()].sort(
+      (a, b) => Date.parse(b.received_at) - Date.parse(a.received_at),
+    );
     reports = await api("/api/v1/reports?limit=200");
     render();
   } catch (err) {
@@ -39,33 +47,81 @@ function render() {
     const state = STATE[s.status] || s.status;
     const actions = h("td", { className: "actions" });
     const reported = state === "state_reported";
-    if (reported) actions.append(h("a", { href: `/ui/print?study=${encodeURIComponent(s.study_instance_uid)}`, className: "button" }, t("print_view")));
+    if (reported)
+      actions.append(
+        h(
+          "a",
+          {
+            href: `/ui/print?study=${encodeURIComponent(s.study_instance_uid)}`,
+            className: "button",
+          },
+          t("print_view"),
+        ),
+      );
     if (!reported && s.priority !== "stat" && s.status !== "cancelled") {
-      const b = h("button", { type: "button", className: "flag", onclick: () => flag(s) }, t("green_channel"));
+      const b = h(
+        "button",
+        { type: "button", className: "flag", onclick: () => flag(s) },
+        t("green_channel"),
+      );
       b.disabled = !canFlag;
       if (!canFlag) b.title = t("not_available");
       actions.append(b);
     }
-    body.append(h("tr", { className: `row ${s.category || s.priority}`, dataset: { uid: s.study_instance_uid, state, category: s.category || "" } },
-      h("td", {}, s.patient_name.replaceAll("^", " ")),
-      h("td", {}, s.study_description),
-      h("td", {}, s.modality),
-      h("td", {}, fmtTime(s.received_at)),
-      h("td", {}, h("span", { className: `status-tag ${state}` }, t(state))),
-      h("td", {}, s.category ? h("span", { className: `badge ${s.category === "stroke" ? "stroke" : "chest"}` }, t(s.category)) : ""),
-      actions));
+    body.append(
+      h(
+        "tr",
+        {
+          className: `row ${s.category || s.priority}`,
+          dataset: { uid: s.study_instance_uid, state, category: s.category || "" },
+        },
+        h("td", {}, s.patient_name.replaceAll("^", " ")),
+        h("td", {}, s.study_description),
+        h("td", {}, s.modality),
+        h("td", {}, fmtTime(s.received_at)),
+        h("td", {}, h("span", { className: `status-tag ${state}` }, t(state))),
+        h(
+          "td",
+          {},
+          s.category
+            ? h(
+                "span",
+                { className: `badge ${s.category === "stroke" ? "stroke" : "chest"}` },
+                t(s.category),
+              )
+            : "",
+        ),
+        actions,
+      ),
+    );
   }
   const rbody = document.getElementById("reports-body");
   rbody.replaceChildren();
   for (const r of reports) {
     const s = byUid.get(r.study_instance_uid);
-    rbody.append(h("tr", { className: "row", dataset: { uid: r.study_instance_uid, status: r.status } },
-      h("td", {}, s ? s.patient_name.replaceAll("^", " ") : ""),
-      h("td", {}, s ? s.study_description : r.study_instance_uid),
-      h("td", {}, h("span", { className: `status-tag ${r.status}` }, t(r.status))),
-      h("td", { className: "impression" }, r.impression),
-      h("td", {}, fmtTime(r.signed_at)),
-      h("td", {}, h("a", { href: `/ui/print?study=${encodeURIComponent(r.study_instance_uid)}`, className: "button print-link" }, t("print_view")))));
+    rbody.append(
+      h(
+        "tr",
+        { className: "row", dataset: { uid: r.study_instance_uid, status: r.status } },
+        h("td", {}, s ? s.patient_name.replaceAll("^", " ") : ""),
+        h("td", {}, s ? s.study_description : r.study_instance_uid),
+        h("td", {}, h("span", { className: `status-tag ${r.status}` }, t(r.status))),
+        h("td", { className: "impression" }, r.impression),
+        h("td", {}, fmtTime(r.signed_at)),
+        h(
+          "td",
+          {},
+          h(
+            "a",
+            {
+              href: `/ui/print?study=${encodeURIComponent(r.study_instance_uid)}`,
+              className: "button print-link",
+            },
+            t("print_view"),
+          ),
+        ),
+      ),
+    );
   }
 }
 
@@ -78,7 +134,8 @@ function flag(study) {
     const category = form.querySelector("input[name=category]:checked").value;
     try {
       await api(`/api/v1/studies/${encodeURIComponent(study.study_instance_uid)}/flag`, {
-        method: "POST", json: { category, reason: document.getElementById("flag-reason").value },
+        method: "POST",
+        json: { category, reason: document.getElementById("flag-reason").value },
       });
       toast(t("flagged"));
       reload();
@@ -90,7 +147,7 @@ function flag(study) {
 }
 
 if (me) {
-  canFlag = await hasEndpoint("POST", "/api/v1/studies/{study_uid}/flag");
+  canFlag = me.can("flag");
   await reload();
   setInterval(reload, 15000);
 }

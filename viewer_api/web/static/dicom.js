@@ -6,7 +6,21 @@ export const IMPLICIT_LE = "1.2.840.10008.1.2";
 export const EXPLICIT_LE = "1.2.840.10008.1.2.1";
 const DEFLATED_LE = "1.2.840.10008.1.2.1.99";
 const EXPLICIT_BE = "1.2.840.10008.1.2.2";
-const LONG_VRS = new Set(["OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"]);
+const LONG_VRS = new Set([
+  "OB",
+  "OD",
+  "OF",
+  "OL",
+  "OV",
+  "OW",
+  "SQ",
+  "SV",
+  "UC",
+  "UN",
+  "UR",
+  "UT",
+  "UV",
+]);
 const UNDEFINED = 0xffffffff;
 const PIXEL_DATA = 0x7fe00010;
 
@@ -37,9 +51,15 @@ const text = new TextDecoder("latin1");
 
 function readValue(view, offset, length, how) {
   if (how === "us") return view.getUint16(offset, true);
-  const s = text.decode(new Uint8Array(view.buffer, view.byteOffset + offset, length))
-    .replace(/[\0 ]+$/, "").trim();
-  if (how === "ds") return s.split("\\").map(Number).filter((n) => Number.isFinite(n));
+  const s = text
+    .decode(new Uint8Array(view.buffer, view.byteOffset + offset, length))
+    .replace(/[\0 ]+$/, "")
+    .trim();
+  if (how === "ds")
+    return s
+      .split("\\")
+      .map(Number)
+      .filter((n) => Number.isFinite(n));
   return s;
 }
 
@@ -141,9 +161,12 @@ export function parseDicom(buffer) {
   // copy the first frame so the typed array is aligned
   const bytes = buffer.slice(out.pixelOffset, out.pixelOffset + frameBytes);
   let pixels;
-  if (info.bitsAllocated === 16) pixels = info.signed ? new Int16Array(bytes) : new Uint16Array(bytes);
-  else if (info.bitsAllocated === 8) pixels = info.signed ? new Int8Array(bytes) : new Uint8Array(bytes);
-  else if (info.bitsAllocated === 32) pixels = info.signed ? new Int32Array(bytes) : new Uint32Array(bytes);
+  if (info.bitsAllocated === 16)
+    pixels = info.signed ? new Int16Array(bytes) : new Uint16Array(bytes);
+  else if (info.bitsAllocated === 8)
+    pixels = info.signed ? new Int8Array(bytes) : new Uint8Array(bytes);
+  else if (info.bitsAllocated === 32)
+    pixels = info.signed ? new Int32Array(bytes) : new Uint32Array(bytes);
   else throw new DicomError(`unsupported BitsAllocated ${info.bitsAllocated}`);
   if (info.bitsAllocated === 16 && info.bitsStored < 16 && info.signed) {
     // sign-extend values stored in fewer bits
@@ -203,10 +226,14 @@ export function renderToImageData(image, center, width, imageData) {
   const invert = image.photometric === "MONOCHROME1";
   if (samples === 3) {
     for (let i = 0; i < n; i++) {
-      const [r, g, b] = image.planar === 1
-        ? [pixels[i], pixels[i + n], pixels[i + 2 * n]]
-        : [pixels[3 * i], pixels[3 * i + 1], pixels[3 * i + 2]];
-      out[4 * i] = r; out[4 * i + 1] = g; out[4 * i + 2] = b; out[4 * i + 3] = 255;
+      const [r, g, b] =
+        image.planar === 1
+          ? [pixels[i], pixels[i + n], pixels[i + 2 * n]]
+          : [pixels[3 * i], pixels[3 * i + 1], pixels[3 * i + 2]];
+      out[4 * i] = r;
+      out[4 * i + 1] = g;
+      out[4 * i + 2] = b;
+      out[4 * i + 3] = 255;
     }
     return imageData;
   }
@@ -218,7 +245,10 @@ export function renderToImageData(image, center, width, imageData) {
     let g = v <= low ? 0 : v > low + w - 1 ? 255 : (v - low) * scale;
     if (invert) g = 255 - g;
     const o = 4 * i;
-    out[o] = g; out[o + 1] = g; out[o + 2] = g; out[o + 3] = 255;
+    out[o] = g;
+    out[o + 1] = g;
+    out[o + 2] = g;
+    out[o + 3] = 255;
   }
   return imageData;
 }

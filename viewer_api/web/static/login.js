@@ -1,11 +1,8 @@
-import { landingFor, login, session } from "./api.js";
+import { currentSession, landingFor, login } from "./shell.js";
 import { applyI18n, setupLangToggle, t } from "./i18n.js";
 
 applyI18n();
 setupLangToggle();
-const existing = session();
-if (existing) location.href = landingFor(existing.role);
-
 document.getElementById("login-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const error = document.getElementById("login-error");
@@ -20,3 +17,6 @@ document.getElementById("login-form").addEventListener("submit", async (e) => {
     error.textContent = err.status === 401 ? t("login_failed") : `${t("error")}: ${err.message}`;
   }
 });
+
+const existing = await currentSession().catch(() => null);
+if (existing) location.href = landingFor(existing.role);

@@ -1,16 +1,25 @@
 // The reading page: viewer on the left, the report editor (template, sign, critical
 // result, addenda) on the right.
-import { api, ApiError, errorText, h, hasEndpoint, startPage, toast } from "./api.js";
+import { api, ApiError, errorText, h, toast } from "./api.js";
 import { fmtTime, t } from "./i18n.js";
+import { startPage } from "./shell.js";
 import { Viewer } from "./viewer.js";
 
-const me = startPage({ roles: ["radiologist", "admin"], onLang: () => { viewer?.drawPresets(); viewer?.updateInfo(); showState(); } });
 const studyUid = new URLSearchParams(location.search).get("study");
 const $ = (id) => document.getElementById(id);
+const reportUrl = (suffix = "") =>
+  `/api/v1/studies/${encodeURIComponent(studyUid)}/report${suffix}`;
 let study = null;
 let report = null;
 let viewer = null;
-const features = {};
+const me = await startPage({ roles: ["radiologist", "admin"], onLang: relabel });
+
+function relabel() {
+  viewer?.drawPresets();
+  viewer?.updateInfo();
+  showTitle();
+  showState();
+}
 
 function message(text, kind = "info") {
   const el = $("report-message");
@@ -19,7 +28,11 @@ function message(text, kind = "info") {
 }
 
 function fields() {
-  return { findings: $("findings").value, impression: $("impression").value, recommendation: $("recommendation").value };
+  return {
+    findings: $("findings").value,
+    impression: $("impression").value,
+    recommendation: $("recommendation").value,
+  };
 }
 
 function showState() {
@@ -30,17 +43,20 @@ function showState() {
   const signed = report && (report.status === "final" || report.status === "amended");
   const mine = study?.claimed_by === me.username;
   for (const id of ["findings", "impression", "recommendation"]) $(id).readOnly = signed || !mine;
-  for (const id of ["save-draft", "sign-preliminary", "sign-final"]) $(id).disabled = signed || !mine;
+  for (const id of ["save-draft", "sign-preliminary", "sign-final"])
+    $(id).disabled = signed || !mine;
   $("claim").hidden = mine || signed || study?.status === "cancelled";
   $("release").hidden = !mine;
-  $("use-template").hidden = signed || !mine || !features.template;
-  $("critical-box").hidden = !features.critical;
-  $("addenda-box").hidden = !(signed && features.addenda);
-  $("no-critical-box").hidden = !(report?.critical_result_expected && !(report?.critical_results || []).length) || signed;
+  $("use-template").hidden = signed || !mine || !me.can("template");
+  $("critical-box").hidden = !me.can("critical");
+  $("addenda-box").hidden = !(signed && me.can("addenda"));
+  const noCritical = report?.critical_result_expected && !(report?.critical_results || []).length;
+  $("no-critical-box").hidden = !noCritical || signed;
   if (study) {
     const reasons = study.triage?.reasons || [];
     $("triage").hidden = !study.category && !reasons.length;
-    $("triage-summary").textContent = `${study.category ? t(study.category) : "STAT"} (${reasons.length})`;
+    const label = study.category ? t(study.category) : "STAT";
+    $("triage-summary").textContent = `${label} (${reasons.length})`;
     $("triage-reasons").replaceChildren(...reasons.map((r) => h("li", {}, r)));
     $("triage").className = `triage ${study.category || ""}`;
   }
@@ -51,12 +67,13 @@ function showState() {
 
 async function showReceipt(signed) {
   const el = $("receipt");
-  el.hidden = !(signed && features.receipt);
+  el.hidden = !(signed && me.can("receipt"));
   if (el.hidden) return;
   try {
-    const r = await api(`/api/v1/studies/${encodeURIComponent(studyUid)}/report/receipt`);
+    const r = await api(reportUrl("/receipt"));
+    const by = `${r.first_read_by || ""} ${r.site || ""}`;
     el.textContent = r.first_read_at
-      ? `${t("read_receipt")}: ${r.first_read_by || ""} ${r.site || ""} · ${fmtTime(r.first_read_at)}`
+      ? `${t("read_receipt")}: ${by} · ${fmtTime(r.first_read_at)}`
       : t("not_read_yet");
     el.dataset.read = r.first_read_at ? "1" : "0";
   } catch {
@@ -68,7 +85,10 @@ function drawCritical() {
   const list = $("critical-list");
   list.replaceChildren();
   for (const c of report?.critical_results || []) {
-    list.append(h("li", {}, `${c.finding} — ${c.communicated_to_name} ${c.communicated_to_role} ${c.communicated_to_phone} · ${t(c.method)} · ${fmtTime(c.communicated_at)}${c.read_back_confirmed ? " · " + t("read_back") : ""}`));
+    const told = `${c.communicated_to_name} ${c.communicated_to_role} ${c.communicated_to_phone}`;
+    const readBack = c.read_back_confirmed ? ` · ${t("read_back")}` : "";
+    const when = fmtTime(c.communicated_at);
+    list.append(h("li", {}, `${c.finding} — ${told} · ${t(c.method)} · ${when}${readBack}`));
   }
 }
 
@@ -76,7 +96,8 @@ function drawAddenda() {
   const list = $("addenda-list");
   list.replaceChildren();
   for (const a of report?.addenda || []) {
-    list.append(h("li", {}, h("strong", {}, `${a.author} ${fmtTime(a.created_at)}: `), a.text, h("em", {}, ` (${a.reason})`)));
+    const by = h("strong", {}, `${a.author} ${fmtTime(a.created_at)}: `);
+    list.append(h("li", {}, by, a.text, h("em", {}, ` (${a.reason})`)));
   }
 }
 
@@ -86,16 +107,22 @@ function fill(r) {
   $("recommendation").value = r.recommendation || "";
 }
 
+function showTitle() {
+  if (!study) return;
+  const name = study.patient_name.replaceAll("^", " ");
+  const parts = [name, study.patient_sex, study.study_description, study.site];
+  $("study-title").textContent = parts.join(" · ");
+  document.title = `${study.study_description} · ${t("app")}`;
+}
+
 async function loadStudy() {
   study = await api(`/api/v1/studies/${encodeURIComponent(studyUid)}`);
-  const name = study.patient_name.replaceAll("^", " ");
-  $("study-title").textContent = `${name} · ${study.patient_sex} · ${study.study_description} · ${study.site}`;
-  document.title = `${study.study_description} · ${t("app")}`;
+  showTitle();
 }
 
 async function loadReport() {
   try {
-    report = await api(`/api/v1/studies/${encodeURIComponent(studyUid)}/report`);
+    report = await api(reportUrl());
     fill(report);
   } catch (err) {
     if (!(err instanceof ApiError && err.status === 404)) throw err;
@@ -104,11 +131,11 @@ async function loadReport() {
 }
 
 async function applyTemplate(onlyIfEmpty) {
-  if (!features.template) return;
+  if (!me.can("template")) return;
   const cur = fields();
   if (onlyIfEmpty && (cur.findings || cur.impression)) return;
   try {
-    const tpl = await api(`/api/v1/studies/${encodeURIComponent(studyUid)}/report/template`);
+    const tpl = await api(reportUrl("/template"));
     fill(tpl);
   } catch (err) {
     if (!onlyIfEmpty) toast(err.status === 404 ? t("no_template") : errorText(err));
@@ -116,7 +143,7 @@ async function applyTemplate(onlyIfEmpty) {
 }
 
 async function saveDraft() {
-  report = await api(`/api/v1/studies/${encodeURIComponent(studyUid)}/report`, { method: "PUT", json: fields() });
+  report = await api(reportUrl(), { method: "PUT", json: fields() });
   return report;
 }
 
@@ -127,14 +154,14 @@ async function sign(status) {
     const body = { status };
     const reason = $("no-critical-reason").value.trim();
     if (status === "final" && reason) body.no_critical_result_reason = reason;
-    report = await api(`/api/v1/studies/${encodeURIComponent(studyUid)}/report/sign`, { method: "POST", json: body });
+    report = await api(reportUrl("/sign"), { method: "POST", json: body });
     await loadStudy();
     message(`${t("signed")}: ${t(report.status)}`, "ok");
   } catch (err) {
     if (err.status === 422 && status === "final") {
       message(t("critical_required"), "error");
       $("no-critical-box").hidden = false;
-      if (features.critical) $("critical-box").open = true;
+      if (me.can("critical")) $("critical-box").open = true;
     } else message(errorText(err), "error");
   }
   showState();
@@ -149,7 +176,7 @@ function localNow() {
 async function recordCritical(e) {
   e.preventDefault();
   try {
-    await api(`/api/v1/studies/${encodeURIComponent(studyUid)}/report/critical-results`, {
+    await api(reportUrl("/critical-results"), {
       method: "POST",
       json: {
         finding: $("cr-finding").value,
@@ -170,8 +197,9 @@ async function recordCritical(e) {
     await loadReport();
     if (!report || !["final", "amended"].includes(report.status)) fill(typed);
     if (!report) {
-      const list = await api(`/api/v1/studies/${encodeURIComponent(studyUid)}/report/critical-results`).catch(() => []);
-      $("critical-list").replaceChildren(...list.map((c) => h("li", {}, `${c.finding} — ${c.communicated_to_name}`)));
+      const list = await api(reportUrl("/critical-results")).catch(() => []);
+      const items = list.map((c) => h("li", {}, `${c.finding} — ${c.communicated_to_name}`));
+      $("critical-list").replaceChildren(...items);
       return;
     }
     showState();
@@ -183,10 +211,12 @@ async function recordCritical(e) {
 async function addAddendum(e) {
   e.preventDefault();
   try {
-    report = await api(`/api/v1/studies/${encodeURIComponent(studyUid)}/report/addenda`, {
-      method: "POST", json: { text: $("ad-text").value, reason: $("ad-reason").value },
+    report = await api(reportUrl("/addenda"), {
+      method: "POST",
+      json: { text: $("ad-text").value, reason: $("ad-reason").value },
     });
-    $("ad-text").value = ""; $("ad-reason").value = "";
+    $("ad-text").value = "";
+    $("ad-reason").value = "";
     await loadStudy();
     showState();
   } catch (err) {
@@ -215,14 +245,10 @@ async function releaseIt() {
 }
 
 async function main() {
-  if (!studyUid) { location.href = "/ui/worklist"; return; }
-  const [tpl, crit, add, receipt] = await Promise.all([
-    hasEndpoint("GET", "/api/v1/studies/{study_uid}/report/template"),
-    hasEndpoint("POST", "/api/v1/studies/{study_uid}/report/critical-results"),
-    hasEndpoint("POST", "/api/v1/studies/{study_uid}/report/addenda"),
-    hasEndpoint("GET", "/api/v1/studies/{study_uid}/report/receipt"),
-  ]);
-  Object.assign(features, { template: tpl, critical: crit, addenda: add, receipt });
+  if (!studyUid) {
+    location.href = "/ui/worklist";
+    return;
+  }
   try {
     await loadStudy();
     await loadReport();
@@ -235,7 +261,13 @@ async function main() {
   if (!report && study.claimed_by === me.username) await applyTemplate(true);
   showState();
   $("save-draft").addEventListener("click", async () => {
-    try { await saveDraft(); message(t("saved"), "ok"); await loadStudy(); } catch (err) { message(errorText(err), "error"); }
+    try {
+      await saveDraft();
+      message(t("saved"), "ok");
+      await loadStudy();
+    } catch (err) {
+      message(errorText(err), "error");
+    }
     showState();
   });
   $("sign-preliminary").addEventListener("click", () => sign("preliminary"));

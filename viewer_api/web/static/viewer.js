@@ -51,17 +51,34 @@ export class Viewer {
 
   bind() {
     this.canvas.tabIndex = 0;
-    this.canvas.addEventListener("wheel", (e) => {
-      e.preventDefault();
-      this.step(e.deltaY > 0 ? 1 : -1);
-    }, { passive: false });
+    this.canvas.addEventListener(
+      "wheel",
+      (e) => {
+        e.preventDefault();
+        this.step(e.deltaY > 0 ? 1 : -1);
+      },
+      { passive: false },
+    );
     this.root.addEventListener("keydown", (e) => {
       if (e.target.closest("textarea, input, select")) return;
-      const moves = { ArrowDown: 1, ArrowRight: 1, PageDown: 5, ArrowUp: -1, ArrowLeft: -1, PageUp: -5 };
-      if (e.key in moves) { e.preventDefault(); this.step(moves[e.key]); }
-      else if (e.key === "Home") { e.preventDefault(); this.go(0); }
-      else if (e.key === "End") { e.preventDefault(); this.go(this.sops.length - 1); }
-      else if (/^[1-6]$/.test(e.key)) this.preset(Number(e.key) - 1);
+      const moves = {
+        ArrowDown: 1,
+        ArrowRight: 1,
+        PageDown: 5,
+        ArrowUp: -1,
+        ArrowLeft: -1,
+        PageUp: -5,
+      };
+      if (e.key in moves) {
+        e.preventDefault();
+        this.step(moves[e.key]);
+      } else if (e.key === "Home") {
+        e.preventDefault();
+        this.go(0);
+      } else if (e.key === "End") {
+        e.preventDefault();
+        this.go(this.sops.length - 1);
+      } else if (/^[1-6]$/.test(e.key)) this.preset(Number(e.key) - 1);
     });
     let drag = null;
     this.canvas.addEventListener("pointerdown", (e) => {
@@ -76,7 +93,9 @@ export class Viewer {
       const center = drag.center + (e.clientY - drag.y) * 2;
       this.setWindow(center, width);
     });
-    const end = () => { drag = null; };
+    const end = () => {
+      drag = null;
+    };
     this.canvas.addEventListener("pointerup", end);
     this.canvas.addEventListener("pointercancel", end);
   }
@@ -97,7 +116,11 @@ export class Viewer {
     reset.type = "button";
     reset.textContent = t("reset");
     reset.dataset.preset = "default";
-    reset.addEventListener("click", () => { this.userWindow = false; this.window = null; this.draw(); });
+    reset.addEventListener("click", () => {
+      this.userWindow = false;
+      this.window = null;
+      this.draw();
+    });
     box.append(reset);
   }
 
@@ -108,14 +131,18 @@ export class Viewer {
       fig.className = "thumb";
       fig.dataset.series = String(i);
       const c = document.createElement("canvas");
-      c.width = 96; c.height = 96;
+      c.width = 96;
+      c.height = 96;
       const cap = document.createElement("figcaption");
-      cap.textContent = `${s.series_number ?? ""} ${s.series_description || s.modality} (${s.sop_instance_uids.length})`;
+      const label = s.series_description || s.modality;
+      cap.textContent = `${s.series_number ?? ""} ${label} (${s.sop_instance_uids.length})`;
       fig.append(c, cap);
       fig.addEventListener("click", () => this.showSeries(i));
       this.thumbs.append(fig);
       const middle = s.sop_instance_uids[Math.floor(s.sop_instance_uids.length / 2)];
-      this.load(s, middle).then((img) => this.drawThumb(c, img, s)).catch(() => {});
+      this.load(s, middle)
+        .then((img) => this.drawThumb(c, img, s))
+        .catch(() => {});
     });
   }
 
@@ -127,16 +154,22 @@ export class Viewer {
       if (bitmap) canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
       return;
     }
-    small.width = img.columns; small.height = img.rows;
+    small.width = img.columns;
+    small.height = img.rows;
     const sctx = small.getContext("2d");
     const w = defaultWindow(img);
-    sctx.putImageData(renderToImageData(img, w.center, w.width, sctx.createImageData(img.columns, img.rows)), 0, 0);
+    sctx.putImageData(
+      renderToImageData(img, w.center, w.width, sctx.createImageData(img.columns, img.rows)),
+      0,
+      0,
+    );
     canvas.getContext("2d").drawImage(small, 0, 0, canvas.width, canvas.height);
   }
 
   async showSeries(i) {
     this.seriesIndex = i;
-    for (const f of this.thumbs.querySelectorAll(".thumb")) f.classList.toggle("current", f.dataset.series === String(i));
+    for (const f of this.thumbs.querySelectorAll(".thumb"))
+      f.classList.toggle("current", f.dataset.series === String(i));
     this.index = 0;
     await this.draw();
     this.preload();
@@ -146,7 +179,9 @@ export class Viewer {
   load(series, sop) {
     if (!this.cache.has(sop)) {
       const p = (async () => {
-        const r = await api(`/api/v1/studies/${this.study.study_instance_uid}/instances/${sop}`, { raw: true });
+        const r = await api(`/api/v1/studies/${this.study.study_instance_uid}/instances/${sop}`, {
+          raw: true,
+        });
         const img = parseDicom(await r.arrayBuffer());
         img.series = series.series_instance_uid;
         img.sop = sop;
@@ -163,13 +198,19 @@ export class Viewer {
     const queue = [...series.sop_instance_uids];
     const worker = async () => {
       while (queue.length && this.series[this.seriesIndex] === series) {
-        try { await this.load(series, queue.shift()); } catch { /* shown when displayed */ }
+        try {
+          await this.load(series, queue.shift());
+        } catch {
+          /* shown when displayed */
+        }
       }
     };
     await Promise.all(Array.from({ length: PRELOAD_CONCURRENCY }, worker));
   }
 
-  step(delta) { this.go(this.index + delta); }
+  step(delta) {
+    this.go(this.index + delta);
+  }
 
   go(i) {
     const n = this.sops.length;
@@ -197,7 +238,8 @@ export class Viewer {
     this.info.textContent = `${t("slice")} ${this.index + 1} / ${n}`;
     this.info.dataset.index = String(this.index + 1);
     this.info.dataset.count = String(n);
-    if (this.window) this.wlInfo.textContent = `${t("window")} ${this.window.center} / ${this.window.width}`;
+    if (this.window)
+      this.wlInfo.textContent = `${t("window")} ${this.window.center} / ${this.window.width}`;
   }
 
   async draw() {
@@ -217,10 +259,15 @@ export class Viewer {
     if (img.compressed) await this.drawRendered(series, sop);
     else {
       if (this.canvas.width !== img.columns || this.canvas.height !== img.rows) {
-        this.canvas.width = img.columns; this.canvas.height = img.rows;
+        this.canvas.width = img.columns;
+        this.canvas.height = img.rows;
       }
       const data = this.ctx.createImageData(img.columns, img.rows);
-      this.ctx.putImageData(renderToImageData(img, this.window.center, this.window.width, data), 0, 0);
+      this.ctx.putImageData(
+        renderToImageData(img, this.window.center, this.window.width, data),
+        0,
+        0,
+      );
       this.note.textContent = "";
     }
     this.drawn = sop;
@@ -232,7 +279,8 @@ export class Viewer {
   // server cannot render it
   async fetchRendered(series, sop, center, width) {
     if (this.renderedAvailable === false) return null;
-    const url = `/dicomweb/studies/${this.study.study_instance_uid}/series/${series.series_instance_uid}` +
+    const url =
+      `/dicomweb/studies/${this.study.study_instance_uid}/series/${series.series_instance_uid}` +
       `/instances/${sop}/rendered?window=${center},${width},linear`;
     try {
       const r = await api(url, { raw: true });
@@ -245,8 +293,12 @@ export class Viewer {
 
   async drawRendered(series, sop) {
     const bitmap = await this.fetchRendered(series, sop, this.window.center, this.window.width);
-    if (!bitmap) { this.note.textContent = t("not_available"); return; }
-    this.canvas.width = bitmap.width; this.canvas.height = bitmap.height;
+    if (!bitmap) {
+      this.note.textContent = t("not_available");
+      return;
+    }
+    this.canvas.width = bitmap.width;
+    this.canvas.height = bitmap.height;
     this.ctx.drawImage(bitmap, 0, 0);
     this.note.textContent = t("cannot_decode");
   }

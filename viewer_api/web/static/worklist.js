@@ -1,15 +1,15 @@
 // The reading worklist: urgent first, deadline countdown, live updates, claim / next case.
-import { api, errorText, h, hasEndpoint, session, startPage, toast } from "./api.js";
+import { api, errorText, h, storedToken, toast } from "./api.js";
 import { fmtTime, t } from "./i18n.js";
+import { startPage } from "./shell.js";
 
 const POLL_MS = 5000;
-const me = startPage({ roles: ["radiologist", "admin"], onLang: () => render() });
+const me = await startPage({ roles: ["radiologist", "admin"], onLang: () => render() });
 let items = [];
 let live = false;
 let pollTimer = null;
 let source = null;
 let reloadPending = null;
-const features = { assign: false, cancel: false };
 
 const filters = ["site", "modality", "category", "status"];
 
@@ -30,9 +30,10 @@ async function reload() {
     for (const item of items) {
       // the server's own "time left" (when it sends one) makes the countdown immune to a
       // wrong clock on this computer
-      item.localDeadline = typeof item.time_left_seconds === "number"
-        ? new Date(fetched + item.time_left_seconds * 1000).toISOString()
-        : item.deadline_at;
+      item.localDeadline =
+        typeof item.time_left_seconds === "number"
+          ? new Date(fetched + item.time_left_seconds * 1000).toISOString()
+          : item.deadline_at;
     }
     fillSites();
     render();
@@ -61,13 +62,16 @@ export function timeLeft(deadlineIso, now = Date.now()) {
   const hh = Math.floor(abs / 3600);
   const mm = Math.floor((abs % 3600) / 60);
   const ss = abs % 60;
-  const text = (hh ? `${hh}:${String(mm).padStart(2, "0")}` : `${mm}`) + `:${String(ss).padStart(2, "0")}`;
+  const pad = (n) => String(n).padStart(2, "0");
+  const text = (hh ? `${hh}:${pad(mm)}` : `${mm}`) + `:${pad(ss)}`;
   return { text: seconds < 0 ? `${t("overdue")} ${text}` : text, overdue: seconds < 0, seconds };
 }
 
 function badge(item) {
   if (item.category === "stroke") return h("span", { className: "badge stroke" }, t("stroke"));
-  if (item.category === "chest_pain") return h("span", { className: "badge chest" }, t("chest_pain"));
+  if (item.category === "chest_pain") {
+    return h("span", { className: "badge chest" }, t("chest_pain"));
+  }
   if (item.priority === "stat") return h("span", { className: "badge stat" }, "STAT");
   return h("span", { className: "badge routine" }, t("routine"));
 }
@@ -82,44 +86,70 @@ function render() {
     const cat = badge(item);
     const catCell = h("td", {}, cat);
     if (item.escalation_level > 0) {
-      catCell.append(h("span", { className: "escalated", title: t("escalated") }, ` ⚠${item.escalation_level}`));
+      const mark = ` ⚠${item.escalation_level}`;
+      catCell.append(h("span", { className: "escalated", title: t("escalated") }, mark));
     }
     if (reasons.length) {
       cat.title = reasons.join("\n");
-      catCell.append(h("details", { className: "reasons" }, h("summary", {}, "…"),
-        h("ul", {}, reasons.map((r) => h("li", {}, r)))));
+      catCell.append(
+        h(
+          "details",
+          { className: "reasons" },
+          h("summary", {}, "…"),
+          h(
+            "ul",
+            {},
+            reasons.map((r) => h("li", {}, r)),
+          ),
+        ),
+      );
     }
     const left = timeLeft(item.localDeadline);
     const actions = h("td", { className: "actions" });
+    const button = (className, label, onclick) =>
+      h("button", { type: "button", className, onclick }, t(label));
     if (!item.claimed_by) {
-      actions.append(h("button", { type: "button", className: "claim", onclick: () => claim(item, true) }, t("open")));
+      actions.append(button("claim", "open", () => claim(item, true)));
     } else if (mine) {
       actions.append(
-        h("button", { type: "button", className: "open", onclick: () => openStudy(item) }, t("open")),
-        h("button", { type: "button", className: "release", onclick: () => release(item) }, t("release")),
+        button("open", "open", () => openStudy(item)),
+        button("release", "release", () => release(item)),
       );
     } else {
-      actions.append(h("button", { type: "button", className: "view", onclick: () => openStudy(item) }, t("open")));
+      actions.append(button("view", "open", () => openStudy(item)));
     }
-    if (me.role === "admin") {
-      if (features.assign) actions.append(h("button", { type: "button", className: "assign", onclick: () => assign(item) }, t("assign")));
-      if (features.cancel) actions.append(h("button", { type: "button", className: "cancel", onclick: () => cancel(item) }, t("cancel")));
-    }
-    body.append(h("tr", {
+    if (me.can("assign")) actions.append(button("assign", "assign", () => assign(item)));
+    if (me.can("cancel")) actions.append(button("cancel", "cancel", () => cancel(item)));
+    const reader = item.claimed_by ? `${item.claimed_by}${mine ? ` (${t("reader_me")})` : ""}` : "";
+    const row = h("tr", {
       className: `row ${item.category || item.priority}${mine ? " mine" : ""}`,
-      dataset: { uid: item.study_instance_uid, category: item.category || "", priority: item.priority },
-    },
-    catCell,
-    h("td", {}, item.patient_name.replaceAll("^", " ")),
-    h("td", {}, item.study_description),
-    h("td", {}, item.site),
-    h("td", {}, item.modality),
-    h("td", { className: "num" }, item.num_instances),
-    h("td", {}, fmtTime(item.received_at)),
-    h("td", { className: `countdown${left.overdue ? " overdue" : ""}`, dataset: { deadline: item.localDeadline || "" } }, left.text),
-    h("td", {}, h("span", { className: `status-tag ${item.status}` }, t(item.status))),
-    h("td", {}, item.claimed_by ? (mine ? `${item.claimed_by} (${t("reader_me")})` : item.claimed_by) : ""),
-    actions));
+      dataset: {
+        uid: item.study_instance_uid,
+        category: item.category || "",
+        priority: item.priority,
+      },
+    });
+    row.append(
+      catCell,
+      h("td", {}, item.patient_name.replaceAll("^", " ")),
+      h("td", {}, item.study_description),
+      h("td", {}, item.site),
+      h("td", {}, item.modality),
+      h("td", { className: "num" }, item.num_instances),
+      h("td", {}, fmtTime(item.received_at)),
+      h(
+        "td",
+        {
+          className: `countdown${left.overdue ? " overdue" : ""}`,
+          dataset: { deadline: item.localDeadline || "" },
+        },
+        left.text,
+      ),
+      h("td", {}, h("span", { className: `status-tag ${item.status}` }, t(item.status))),
+      h("td", {}, reader),
+      actions,
+    );
+    body.append(row);
   }
 }
 
@@ -159,7 +189,8 @@ async function assign(item) {
   const username = prompt(t("assign_to"));
   if (!username) return;
   try {
-    await api(`/api/v1/worklist/${item.study_instance_uid}/assign`, { method: "POST", json: { username } });
+    const url = `/api/v1/worklist/${item.study_instance_uid}/assign`;
+    await api(url, { method: "POST", json: { username } });
   } catch (err) {
     toast(errorText(err), "error");
   }
@@ -170,7 +201,8 @@ async function cancel(item) {
   const reason = prompt(t("cancel_reason"));
   if (!reason) return;
   try {
-    await api(`/api/v1/worklist/${item.study_instance_uid}/cancel`, { method: "POST", json: { reason } });
+    const url = `/api/v1/worklist/${item.study_instance_uid}/cancel`;
+    await api(url, { method: "POST", json: { reason } });
   } catch (err) {
     toast(errorText(err), "error");
   }
@@ -200,31 +232,40 @@ function setLive(on) {
 
 async function connectEvents() {
   setLive(false);
-  if (!(await hasEndpoint("GET", "/api/v1/events"))) return;
+  if (!me.can("events")) return;
   try {
-    source = new EventSource(`/api/v1/events?access_token=${encodeURIComponent(session().token)}`);
+    source = new EventSource(`/api/v1/events?access_token=${encodeURIComponent(storedToken())}`);
   } catch {
     return;
   }
   source.onopen = () => setLive(true);
   source.onmessage = scheduleReload;
-  for (const kind of ["study_new", "study_urgent", "study_escalated", "study_claimed",
-    "study_released", "report_signed", "report_amended", "study_flagged", "study_cancelled",
-    "study_assigned", "escalation", "critical_result"]) {
+  for (const kind of [
+    "study_new",
+    "study_urgent",
+    "study_escalated",
+    "study_claimed",
+    "study_released",
+    "report_signed",
+    "report_amended",
+    "study_flagged",
+    "study_cancelled",
+    "study_assigned",
+    "escalation",
+    "critical_result",
+  ]) {
     source.addEventListener(kind, scheduleReload);
   }
   source.onerror = () => {
     // EventSource retries by itself; while it is down, poll
-    if (source.readyState === EventSource.CLOSED) { source = null; setLive(false); }
-    else if (live) setLive(false);
+    if (source.readyState === EventSource.CLOSED) {
+      source = null;
+      setLive(false);
+    } else if (live) setLive(false);
   };
 }
 
 if (me) {
-  if (me.role === "admin") {
-    features.assign = await hasEndpoint("POST", "/api/v1/worklist/{study_uid}/assign");
-    features.cancel = await hasEndpoint("POST", "/api/v1/worklist/{study_uid}/cancel");
-  }
   for (const f of filters) document.getElementById(`f-${f}`).addEventListener("change", reload);
   document.getElementById("next-case").addEventListener("click", nextCase);
   reload();
