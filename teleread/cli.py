@@ -248,6 +248,7 @@ def _cmd_users(args: argparse.Namespace) -> int:
 def _cmd_users_change(args: argparse.Namespace) -> int:
     """``users disable|enable|revoke NAME``, audited as done from the command line."""
     from worklist import accounts, audit
+    from worklist.audit import AuditAction
     from worklist.db import utcnow
 
     factory = _session_factory(args)
@@ -260,18 +261,21 @@ def _cmd_users_change(args: argparse.Namespace) -> int:
             return 1
         if args.users_command == "disable":
             accounts.disable_user(session=session, user=user, now=now)
-            action = "user_disabled"
+            action = AuditAction.USER_DISABLED
         elif args.users_command == "enable":
             accounts.enable_user(session=session, user=user, now=now)
-            action = "user_enabled"
+            action = AuditAction.USER_ENABLED
         else:
             new_password = accounts.revoke_credential(session=session, user=user, now=now)
-            action = "user_tokens_revoked" if new_password is None else "gateway_credential_revoked"
+            action = (
+                AuditAction.USER_TOKENS_REVOKED
+                if new_password is None
+                else AuditAction.GATEWAY_CREDENTIAL_REVOKED
+            )
         audit.record(
             session=session,
             actor=None,
             action=action,
-            object_type="user",
             object_id=user.username,
             detail={"role": user.role, "via": "cli"},
             now=now,

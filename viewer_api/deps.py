@@ -1,4 +1,5 @@
-"""What routes receive: the request's database session, the caller, the store, the clock.
+"""What routes receive: the request's database session, the caller, the store, the clock,
+the request's audit trail (``Audit``) and a study the caller may see (``VisibleStudy``).
 
 The dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency
 in its thread pool, and each such hop costs more than these functions do.
@@ -11,16 +12,27 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import anyio
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from storage.base import ObjectStore
-from viewer_api.errors import InvalidToken
+from viewer_api.auditing import Auditor
+from viewer_api.errors import AccountRefused, NotAuthenticated, RoleDenied
 from viewer_api.security import UserCache, account_accepts, decode_access_token, oauth2_scheme
 from viewer_api.settings import ApiSettings
+from worklist import repository
 from worklist.accounts import get_user
-from worklist.models import ROLE_ADMIN, ROLE_CLINIC, ROLE_GATEWAY, ROLE_RADIOLOGIST, ROLES, User
+from worklist.errors import StudyNotFound
+from worklist.models import (
+    ROLE_ADMIN,
+    ROLE_CLINIC,
+    ROLE_GATEWAY,
+    ROLE_RADIOLOGIST,
+    ROLES,
+    Study,
+    User,
+)
 from worklist.settings import WorklistSettings
 
 
@@ -101,8 +113,6 @@ StoreDep = Annotated[ObjectStore, Depends(get_store)]
 NowDep = Annotated[datetime, Depends(get_now)]
 ClientAddr = Annotated[str, Depends(get_client_addr)]
 
-_UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
-
 
 async def get_current_user(
     request: Request,
@@ -118,20 +128,15 @@ async def get_current_user(
     account comes from the app's ``UserCache``, merged into this request's session without
     a query (see ``UserCache`` for what that allows)."""
     if not token:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Not authenticated", _UNAUTHENTICATED)
+        raise NotAuthenticated()
     cache: UserCache = request.app.state.user_cache
     cached = cache.get(token)
     if cached is not None:
         return session.merge(cached, load=False)
-    try:
-        claims = decode_access_token(token, settings=settings)
-    except InvalidToken as exc:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), _UNAUTHENTICATED) from exc
+    claims = decode_access_token(token, settings=settings)  # InvalidToken: 401
     user = await run_in_threadpool(_load_user, session, claims.user_id)
     if user is None or not account_accepts(user, claims):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "The account is unknown or disabled", _UNAUTHENTICATED
-        )
+        raise AccountRefused()
     cache.put(token, user, claims)
     return user
 
@@ -143,18 +148,17 @@ def _load_user(session: Session, user_id: int) -> User | None:
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-ROLE_DENIED = "Not allowed for your role"
 # the attribute a guard dependency carries: the roles it lets through (viewer_api.access
 # reads it to publish each route's roles in the OpenAPI schema as ``x-teleread-roles``)
 ROLES_ATTRIBUTE = "teleread_roles"
 
 
 def require_roles(*roles: str) -> Callable[[User], Coroutine[Any, Any, User]]:
-    """A dependency that lets only ``roles`` through (403 for the others)."""
+    """A dependency that lets only ``roles`` through (``RoleDenied``, 403, for the others)."""
 
     async def check(user: CurrentUser) -> User:
         if user.role not in roles:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, ROLE_DENIED)
+            raise RoleDenied()
         return user
 
     setattr(check, ROLES_ATTRIBUTE, frozenset(roles))
@@ -177,24 +181,61 @@ ViewerUser = Annotated[User, Depends(require_roles(*VIEWER_ROLES))]
 ReaderUser = Annotated[User, Depends(require_roles(ROLE_RADIOLOGIST, ROLE_ADMIN))]
 # announce arrived instances, read the gateway configuration
 GatewayUser = Annotated[User, Depends(require_roles(ROLE_GATEWAY))]
+# add addenda and record critical results: radiologists only (medical content)
+RadiologistUser = Annotated[User, Depends(require_roles(ROLE_RADIOLOGIST))]
 # manage accounts, see the audit trail and the statistics
 AdminUser = Annotated[User, Depends(require_roles(ROLE_ADMIN))]
 
 
+async def get_audit(
+    session: SessionDep, user: CurrentUser, now: NowDep, client_addr: ClientAddr
+) -> Auditor:
+    """The request's audit trail, the caller as actor. ``user`` is the guard's own (FastAPI
+    resolves ``get_current_user`` once per request), so this adds no work and no check."""
+    return Auditor(session=session, actor=user, client_addr=client_addr, now=now)
+
+
+async def get_anonymous_audit(session: SessionDep, now: NowDep, client_addr: ClientAddr) -> Auditor:
+    """The audit trail of a route without a logged-in caller (the log-in itself, a share
+    link): no actor until ``Auditor.by`` names one."""
+    return Auditor(session=session, actor=None, client_addr=client_addr, now=now)
+
+
+# record what the caller did: ``audit(AuditAction.STUDY_CLAIMED, object_id=uid)``
+Audit = Annotated[Auditor, Depends(get_audit)]
+AnonymousAudit = Annotated[Auditor, Depends(get_anonymous_audit)]
+
+
+def get_visible_study(study_uid: str, session: SessionDep, user: CurrentUser) -> Study:
+    """The study of the path's ``study_uid`` if the caller may see it; ``StudyNotFound``
+    (404) otherwise, so a clinic cannot even learn that another site's study exists.
+    Declare it after the route's guard: a caller of the wrong role gets 403 first."""
+    study = repository.get_study(session=session, study_uid=study_uid, viewer=user)
+    if study is None:
+        raise StudyNotFound()
+    return study
+
+
+VisibleStudy = Annotated[Study, Depends(get_visible_study)]
+
+
 __all__ = [
     "ROLES_ATTRIBUTE",
-    "ROLE_DENIED",
     "VIEWER_ROLES",
     "AdminUser",
+    "AnonymousAudit",
+    "Audit",
     "ClientAddr",
     "CurrentUser",
     "GatewayUser",
     "NowDep",
+    "RadiologistUser",
     "ReaderUser",
     "SessionDep",
     "SettingsDep",
     "StoreDep",
     "ViewerUser",
+    "VisibleStudy",
     "WorklistSettingsDep",
     "declare_roles",
     "get_db",

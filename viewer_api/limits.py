@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, Request
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from storage.keys import is_valid_uid
+from viewer_api.errors import CODES_BY_STATUS, InvalidParameter, InvalidUID, answer
 
 TOO_LARGE = "Request body too large"
 
@@ -72,7 +72,7 @@ class BodySizeLimit:
 
 
 async def _reply(scope: Scope, receive: Receive, send: Send, code: int, detail: str) -> None:
-    await JSONResponse({"detail": detail}, status_code=code)(scope, receive, send)
+    await answer(code, CODES_BY_STATUS[code], detail)(scope, receive, send)
 
 
 async def check_url_inputs(request: Request) -> None:
@@ -83,14 +83,12 @@ async def check_url_inputs(request: Request) -> None:
         if not isinstance(value, str):
             continue
         if "\x00" in value:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{name} must not contain NUL")
+            raise InvalidParameter(f"{name} must not contain NUL")
         if name.endswith("_uid") and not is_valid_uid(value):
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name} is not a DICOM UID")
+            raise InvalidUID(f"{name} is not a DICOM UID")
     for name, value in request.query_params.multi_items():
         if "\x00" in name or "\x00" in value:
-            raise HTTPException(
-                status.HTTP_400_BAD_REQUEST, "query parameters must not contain NUL"
-            )
+            raise InvalidParameter("query parameters must not contain NUL")
 
 
 UID_PATTERN = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select
@@ -14,6 +15,149 @@ from sqlalchemy.orm import Session, sessionmaker
 from worklist.models import AuditEvent, Site, User
 
 logger = logging.getLogger(__name__)
+
+
+class AuditAction(StrEnum):
+    """Every action the audit trail records; the value is what the ``action`` column holds
+    (the exports map these names onto the DICOM audit vocabulary, ``audit_export.classify``).
+    ``object_type`` is the kind of object the action is about, unless the caller says."""
+
+    # accounts and access
+    LOGIN = "login"
+    USER_CREATED = "user_created"
+    USER_DISABLED = "user_disabled"
+    USER_ENABLED = "user_enabled"
+    USER_PASSWORD_RESET = "user_password_reset"
+    USER_TOKENS_REVOKED = "user_tokens_revoked"
+    GATEWAY_CREDENTIAL_REVOKED = "gateway_credential_revoked"
+    STUDY_ACCESS_REFUSED = "study_access_refused"
+    # arrivals from the township gateways
+    INSTANCES_INGESTED = "instances_ingested"
+    STUDY_COMPLETE = "study_complete"
+    # the worklist
+    WORKLIST_VIEW = "worklist_view"
+    STUDY_VIEWED = "study_viewed"
+    INSTANCE_VIEWED = "instance_viewed"
+    STUDY_CLAIMED = "study_claimed"
+    CLAIM_RENEWED = "claim_renewed"
+    STUDY_RELEASED = "study_released"
+    STUDY_ASSIGNED = "study_assigned"
+    STUDY_CANCELLED = "study_cancelled"
+    STUDY_FLAGGED = "study_flagged"
+    STUDY_UNFLAGGED = "study_unflagged"
+    # DICOMweb
+    DICOMWEB_SEARCHED = "dicomweb_searched"
+    DICOMWEB_METADATA_VIEWED = "dicomweb_metadata_viewed"
+    DICOMWEB_IMAGES_VIEWED = "dicomweb_images_viewed"
+    DICOMWEB_RETRIEVED = "dicomweb_retrieved"
+    # reports
+    REPORT_VIEWED = "report_viewed"
+    REPORT_PDF_VIEWED = "report_pdf_viewed"
+    REPORT_FHIR_VIEWED = "report_fhir_viewed"
+    REPORT_FIRST_READ = "report_first_read"
+    REPORTS_LISTED = "reports_listed"
+    REPORT_DRAFT_SAVED = "report_draft_saved"
+    REPORT_SIGNED = "report_signed"
+    REPORT_ADDENDUM_ADDED = "report_addendum_added"
+    REPORT_TEMPLATE_VIEWED = "report_template_viewed"
+    CRITICAL_RESULT_RECORDED = "critical_result_recorded"
+    CRITICAL_RESULTS_VIEWED = "critical_results_viewed"
+    REPORT_SR_GENERATED = "report_sr_generated"
+    REPORT_SR_SENT = "report_sr_sent"
+    REPORT_SHARE_LINK_ISSUED = "report_share_link_issued"
+    REPORT_SHARE_VIEWED = "report_share_viewed"
+    # operations
+    STATS_VIEWED = "stats_viewed"
+    AUDIT_VIEWED = "audit_viewed"
+    AUDIT_EXPORTED = "audit_exported"
+    AUDIT_PURGED = "audit_purged"
+
+    @property
+    def object_type(self) -> str:
+        return _OBJECT_TYPES.get(self, "")
+
+
+# the kind of object each action is about (the ``object_type`` column)
+_OBJECT_TYPES: dict[AuditAction, str] = {
+    **dict.fromkeys(
+        (
+            AuditAction.LOGIN,
+            AuditAction.USER_CREATED,
+            AuditAction.USER_DISABLED,
+            AuditAction.USER_ENABLED,
+            AuditAction.USER_PASSWORD_RESET,
+            AuditAction.USER_TOKENS_REVOKED,
+            AuditAction.GATEWAY_CREDENTIAL_REVOKED,
+        ),
+        "user",
+    ),
+    **dict.fromkeys(
+        (AuditAction.INSTANCES_INGESTED,),
+        "site",
+    ),
+    **dict.fromkeys(
+        (AuditAction.WORKLIST_VIEW,),
+        "worklist",
+    ),
+    **dict.fromkeys(
+        (
+            AuditAction.STUDY_ACCESS_REFUSED,
+            AuditAction.STUDY_COMPLETE,
+            AuditAction.STUDY_VIEWED,
+            AuditAction.STUDY_CLAIMED,
+            AuditAction.CLAIM_RENEWED,
+            AuditAction.STUDY_RELEASED,
+            AuditAction.STUDY_ASSIGNED,
+            AuditAction.STUDY_CANCELLED,
+            AuditAction.STUDY_FLAGGED,
+            AuditAction.STUDY_UNFLAGGED,
+            AuditAction.DICOMWEB_METADATA_VIEWED,
+            AuditAction.DICOMWEB_IMAGES_VIEWED,
+            AuditAction.DICOMWEB_RETRIEVED,
+        ),
+        "study",
+    ),
+    **dict.fromkeys(
+        (AuditAction.INSTANCE_VIEWED,),
+        "instance",
+    ),
+    **dict.fromkeys(
+        (AuditAction.DICOMWEB_SEARCHED,),
+        "dicomweb",
+    ),
+    **dict.fromkeys(
+        (
+            AuditAction.REPORT_VIEWED,
+            AuditAction.REPORT_PDF_VIEWED,
+            AuditAction.REPORT_FHIR_VIEWED,
+            AuditAction.REPORT_FIRST_READ,
+            AuditAction.REPORTS_LISTED,
+            AuditAction.REPORT_DRAFT_SAVED,
+            AuditAction.REPORT_SIGNED,
+            AuditAction.REPORT_ADDENDUM_ADDED,
+            AuditAction.REPORT_TEMPLATE_VIEWED,
+            AuditAction.CRITICAL_RESULT_RECORDED,
+            AuditAction.CRITICAL_RESULTS_VIEWED,
+            AuditAction.REPORT_SR_GENERATED,
+            AuditAction.REPORT_SR_SENT,
+            AuditAction.REPORT_SHARE_LINK_ISSUED,
+            AuditAction.REPORT_SHARE_VIEWED,
+        ),
+        "report",
+    ),
+    **dict.fromkeys(
+        (AuditAction.STATS_VIEWED,),
+        "stats",
+    ),
+    **dict.fromkeys(
+        (
+            AuditAction.AUDIT_VIEWED,
+            AuditAction.AUDIT_EXPORTED,
+            AuditAction.AUDIT_PURGED,
+        ),
+        "audit",
+    ),
+}
 
 
 def _text(value: str, limit: int) -> str:
@@ -26,15 +170,16 @@ def record(
     *,
     session: Session,
     actor: User | None,
-    action: str,
-    object_type: str = "",
+    action: AuditAction,
+    object_type: str | None = None,
     object_id: str = "",
     client_addr: str = "",
     outcome: str = "success",
     detail: dict[str, Any] | None = None,
     now: datetime,
 ) -> AuditEvent:
-    """Append one event; who (copied from ``actor``, so it survives renames), what, where."""
+    """Append one event; who (copied from ``actor``, so it survives renames), what, where.
+    ``object_type`` defaults to the action's."""
     site_code = ""
     if actor is not None and actor.site_id is not None:
         site_code = session.scalar(select(Site.code).where(Site.id == actor.site_id)) or ""
@@ -45,7 +190,7 @@ def record(
         role=actor.role if actor is not None else "",
         site_code=site_code,
         action=_text(action, 64),
-        object_type=_text(object_type, 32),
+        object_type=_text(action.object_type if object_type is None else object_type, 32),
         object_id=_text(object_id, 128),
         client_addr=_text(client_addr, 64),
         outcome=_text(outcome, 16),
@@ -169,4 +314,12 @@ def search_events(
     return list(session.scalars(stmt))
 
 
-__all__ = ["AuditFilter", "iter_events", "last_id", "list_events", "record", "search_events"]
+__all__ = [
+    "AuditAction",
+    "AuditFilter",
+    "iter_events",
+    "last_id",
+    "list_events",
+    "record",
+    "search_events",
+]

@@ -17,10 +17,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from worklist import audit
+from worklist.audit import AuditAction
 from worklist.models import REPORT_AMENDED, REPORT_FINAL, ROLE_CLINIC, AuditEvent, User
 
-FIRST_READ = "report_first_read"
-VIEWED = "report_viewed"  # the JSON report route's event
+FIRST_READ = AuditAction.REPORT_FIRST_READ
+VIEWED = AuditAction.REPORT_VIEWED  # the JSON report route's event
 FINAL_STATUSES = (REPORT_FINAL, REPORT_AMENDED)
 SCAN_LIMIT = 1000
 

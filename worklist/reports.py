@@ -72,6 +72,10 @@ class NotARadiologist(WorklistError):
     """Only radiologists add addenda and record critical results."""
 
 
+class InvalidReportInput(WorklistError, ValueError):
+    """A report request is incomplete (an empty addendum) or names an unknown status."""
+
+
 class CriticalResultRequired(WorklistError):
     """Stroke/chest-pain report: record a critical result or give no_critical_result_reason."""
 
@@ -204,10 +208,10 @@ def sign_report(
     The study follows: 'preliminary' (still claimed, for the final read) or 'final' (claim
     cleared). A stroke / chest-pain report signed final with no critical result recorded
     needs ``no_critical_result_reason`` (kept on the report). Raises ``NoReport``,
-    ``ReportSigned``, ``NotClaimHolder``, ``CriticalResultRequired``, ``ValueError``.
+    ``ReportSigned``, ``NotClaimHolder``, ``CriticalResultRequired``, ``InvalidReportInput``.
     """
     if status not in (REPORT_PRELIMINARY, REPORT_FINAL):
-        raise ValueError(f"cannot sign a report as {status!r}")
+        raise InvalidReportInput(f"cannot sign a report as {status!r}")
     existing = get_report(session=session, study=study)
     if existing is None:
         raise NoReport()
@@ -266,13 +270,13 @@ def add_addendum(
 
     The report becomes 'amended' (the study too); its signed content and hash are untouched.
     Raises ``NotARadiologist``, ``NoReport``, ``AddendumNotAllowed`` (not signed final yet),
-    ``ValueError`` (empty text or reason).
+    ``InvalidReportInput`` (empty text or reason).
     """
     if author.role != ROLE_RADIOLOGIST or not author.is_active:
         raise NotARadiologist()
     text, reason = text.strip(), reason.strip()
     if not text or not reason:
-        raise ValueError("an addendum needs a text and a reason")
+        raise InvalidReportInput("an addendum needs a text and a reason")
     report = get_report(session=session, study=study)
     if report is None:
         raise NoReport()
@@ -364,6 +368,7 @@ __all__ = [
     "SIGNED_STATUSES",
     "AddendumNotAllowed",
     "CriticalResultRequired",
+    "InvalidReportInput",
     "NotARadiologist",
     "add_addendum",
     "addenda_for",

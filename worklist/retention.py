@@ -25,6 +25,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, aliased
 
 from worklist import audit
+from worklist.audit import AuditAction
 from worklist.models import (
     DELIVERY_DELIVERED,
     DELIVERY_FAILED,
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 BATCH = 5000
 MAX_BATCHES = 20
-ACTION_PURGED = "audit_purged"
+ACTION_PURGED = AuditAction.AUDIT_PURGED
 
 
 @dataclass
@@ -138,7 +139,6 @@ def purge_expired(
             session=session,
             actor=None,
             action=ACTION_PURGED,
-            object_type="audit",
             detail={
                 "audit_events": result.audit_events,
                 "events": result.events,

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.integration.test_api_world import Study, World, build_world
 from worklist import audit
+from worklist.audit import AuditAction
 from worklist.audit_export import CSV_COLUMNS, csv_chunks, csv_row, fhir_bundle_chunks
 from worklist.models import AuditEvent, User
 
@@ -71,7 +72,7 @@ def _seed(world: World) -> dict[str, Any]:
             audit.record(
                 session=session,
                 actor=actor,
-                action=action,
+                action=AuditAction(action),
                 object_type=object_type,
                 object_id=object_id,
                 client_addr=addr,
@@ -303,7 +304,7 @@ def test_iter_events_pages_with_ties(session_factory: sessionmaker[Session]) -> 
             audit.record(
                 session=session,
                 actor=None,
-                action="x",
+                action=AuditAction.STUDY_VIEWED,
                 object_id=str(i),
                 now=now + timedelta(seconds=(i * 7) % 5),  # out of id order, with ties
             )
@@ -387,7 +388,7 @@ def test_nul_in_a_recorded_text_is_replaced(session_factory: sessionmaker[Sessio
         audit.record(
             session=session,
             actor=None,
-            action="login",
+            action=AuditAction.LOGIN,
             object_type="user",
             object_id="ad\x00min",
             outcome="denied",

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.integration.test_worklist_ingest import NOW, arrival, fast_user, seed, study
 from worklist import audit
+from worklist.audit import AuditAction
 from worklist.errors import NoReport, NotClaimHolder, ReportSigned
 from worklist.ingest import record_instances
 from worklist.report_hashes import report_content_hash, verify_report
@@ -153,7 +154,7 @@ def test_audit_append(session_factory: sessionmaker[Session]) -> None:
         ev = audit.record(
             session=s,
             actor=c1,
-            action="report_viewed",
+            action=AuditAction.REPORT_VIEWED,
             object_type="study",
             object_id="1.2.3",
             client_addr="127.0.0.1",
@@ -163,14 +164,14 @@ def test_audit_append(session_factory: sessionmaker[Session]) -> None:
         audit.record(
             session=s,
             actor=None,
-            action="login_failed",
+            action=AuditAction.LOGIN,
             outcome="failure",
             now=NOW + timedelta(seconds=1),
         )
         s.commit()
         assert (ev.username, ev.role, ev.site_code) == ("c1", "clinic", "TS01")
         events = audit.list_events(session=s)
-        assert [e.action for e in events] == ["login_failed", "report_viewed"]
+        assert [e.action for e in events] == ["login", "report_viewed"]
         assert events[0].user_id is None and events[0].outcome == "failure"
         assert events[1].at == NOW and events[1].detail == {"status": "final"}
         assert [e.id for e in audit.list_events(session=s, object_id="1.2.3")] == [ev.id]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator
 from datetime import timedelta
 
 import jwt
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import exc as sa_exc
 from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
@@ -16,9 +18,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from storage import errors as storage_errors
-from viewer_api.errors import InsecureSecretKey, InvalidToken
+from viewer_api import errors
+from viewer_api.errors import ERRORS, InsecureSecretKey, InvalidToken, status_for
 from viewer_api.limits import BodySizeLimit
-from viewer_api.main import status_for
 from viewer_api.security import create_access_token, decode_access_token
 from viewer_api.settings import ApiSettings
 from worklist import errors as wl
@@ -112,6 +114,34 @@ def test_expired_tampered_and_foreign_tokens_are_refused() -> None:
 )
 def test_errors_map_to_statuses(exc: Exception, code: int) -> None:
     assert status_for(exc) == code
+
+
+def test_every_error_answers_with_a_stable_code() -> None:
+    """One table: each error class has a status and a snake_case code, and the answer is
+    ``{"detail", "code"}`` whether a route raised ours, the worklist's or the framework's."""
+    assert all(re.fullmatch(r"[a-z][a-z0-9_]*", p.code) for p in ERRORS.values())
+    app = FastAPI()
+    errors.install(app)
+
+    @app.get("/study")
+    def study() -> None:
+        raise wl.StudyNotFound()
+
+    @app.get("/role")
+    def role() -> None:
+        raise errors.RoleDenied()
+
+    with TestClient(app) as client:
+        assert client.get("/study").json() == {
+            "detail": "No such study (or it is not visible to you).",
+            "code": "study_not_found",
+        }
+        r = client.get("/role")
+        assert (r.status_code, r.json()["code"]) == (403, "role_denied")
+        r = client.get("/nowhere")
+        assert (r.status_code, r.json()["code"]) == (404, "not_found")
+        r = client.post("/study")
+        assert (r.status_code, r.json()["code"]) == (405, "method_not_allowed")
 
 
 def _echo_app(max_bytes: int) -> TestClient:

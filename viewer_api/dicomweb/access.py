@@ -6,11 +6,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import HTTPException, Request, status
+from fastapi import Request, status
 from fastapi.responses import Response
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session, defer
 
+from viewer_api.errors import InvalidParameter, NotAcceptable, UnreadableObject
 from worklist.errors import StudyNotFound
 from worklist.models import Instance, Series, Study, User
 from worklist.repository import visible_studies_filter
@@ -118,13 +119,13 @@ def json_response(data: list[dict[str, Any]], headers: dict[str, str] | None = N
     return Response(body, media_type=DICOM_JSON, headers=headers)
 
 
-def bad_request(message: str) -> HTTPException:
-    return HTTPException(status.HTTP_400_BAD_REQUEST, message)
+def bad_request(message: str) -> InvalidParameter:
+    return InvalidParameter(message)
 
 
-def unreadable(message: str = "The stored object cannot be read as DICOM") -> HTTPException:
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, message)
+def unreadable(message: str = "The stored object cannot be read as DICOM") -> UnreadableObject:
+    return UnreadableObject(message)
 
 
-def not_acceptable(message: str) -> HTTPException:
-    return HTTPException(status.HTTP_406_NOT_ACCEPTABLE, message)
+def not_acceptable(message: str) -> NotAcceptable:
+    return NotAcceptable(message)

@@ -18,12 +18,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import anyio
-from fastapi import HTTPException, Request, status
+from fastapi import Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from viewer_api.deps import VIEWER_ROLES, get_current_user
+from viewer_api.errors import RoleDenied
 from viewer_api.limits import check_url_inputs
 from viewer_api.security import oauth2_scheme
 from worklist.models import User
@@ -36,7 +37,7 @@ async def viewer(request: Request, session: Session) -> User:
     token = await oauth2_scheme(request)
     user = await get_current_user(request, session, request.app.state.settings, token)
     if user.role not in VIEWER_ROLES:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "Not allowed for your role")
+        raise RoleDenied()
     return user
 
 

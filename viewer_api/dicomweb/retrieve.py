@@ -29,6 +29,7 @@ from viewer_api.deps import (
 from viewer_api.dicomweb import fast, multipart
 from viewer_api.dicomweb.access import instances_query, not_acceptable
 from worklist import audit
+from worklist.audit import AuditAction
 from worklist.errors import StudyNotFound
 from worklist.models import Instance, Series, Study, User
 from worklist.repository import visible_studies_filter
@@ -103,7 +104,7 @@ def _retrieve(
     audit.record(
         session=session,
         actor=user,
-        action="dicomweb_retrieved",
+        action=AuditAction.DICOMWEB_RETRIEVED,
         object_type="instance" if sop_uid else "series" if series_uid else "study",
         object_id=sop_uid or series_uid or study_uid,
         client_addr=client_addr,
@@ -234,7 +235,7 @@ def _retrieve_one(
     audit.record(
         session=session,
         actor=user,
-        action="dicomweb_retrieved",
+        action=AuditAction.DICOMWEB_RETRIEVED,
         object_type="instance",
         object_id=sop_uid,
         client_addr=client_addr,

@@ -6,19 +6,18 @@ from __future__ import annotations
 import hmac
 import ipaddress
 
-from fastapi import HTTPException, Request, status
+from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
-from viewer_api.errors import InvalidToken
+from viewer_api.errors import InvalidToken, NotAuthenticated, RoleDenied
 from viewer_api.security import UserCache, account_accepts, decode_access_token
 from viewer_api.settings import ApiSettings
 from worklist.accounts import get_user
 from worklist.models import ROLE_ADMIN
 
 _FORWARDING_HEADERS = frozenset({b"forwarded", b"x-forwarded-for", b"x-real-ip"})
-_UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
 _DENIED = "Metrics need a loopback client, the metrics token or an admin's token"
 
 
@@ -58,13 +57,13 @@ async def authorize(request: Request) -> None:
     if token is None:
         if expected is None and is_local(request.scope):
             return
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, _DENIED, _UNAUTHENTICATED)
+        raise NotAuthenticated(_DENIED)
     if expected is not None and hmac.compare_digest(token.encode(), expected.encode()):
         return
     if expected is None and is_local(request.scope):
         return  # a local scraper that sends some token anyway
     if not await _is_admin(request, token, settings):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, _DENIED)
+        raise RoleDenied(_DENIED)
 
 
 async def _is_admin(request: Request, token: str, settings: ApiSettings) -> bool:
@@ -75,7 +74,7 @@ async def _is_admin(request: Request, token: str, settings: ApiSettings) -> bool
     try:
         claims = decode_access_token(token, settings=settings)
     except InvalidToken as exc:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, _DENIED, _UNAUTHENTICATED) from exc
+        raise NotAuthenticated(_DENIED) from exc
     if claims.role != ROLE_ADMIN:
         return False
     factory: sessionmaker[Session] = request.app.state.session_factory
@@ -86,5 +85,5 @@ async def _is_admin(request: Request, token: str, settings: ApiSettings) -> bool
             return user is not None and account_accepts(user, claims)  # role admin: above
 
     if not await run_in_threadpool(load):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, _DENIED, _UNAUTHENTICATED)
+        raise NotAuthenticated(_DENIED)
     return True

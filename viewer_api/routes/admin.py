@@ -10,29 +10,28 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter
 
 from viewer_api.deps import (
-    ClientAddr,
+    AdminUser,
+    Audit,
     NowDep,
     ReaderUser,
     SessionDep,
     ViewerUser,
     WorklistSettingsDep,
-    require_roles,
 )
+from viewer_api.errors import InvalidAssignee
 from viewer_api.schemas import AssignIn, FlagIn, ReasonIn, WorkflowItem
-from worklist import audit, events, repository
+from worklist import events, repository
 from worklist.accounts import get_user_by_username
-from worklist.models import PRIORITY_ROUTINE, PRIORITY_STAT, ROLE_ADMIN, User
+from worklist.audit import AuditAction
+from worklist.models import PRIORITY_ROUTINE, PRIORITY_STAT
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["worklist admin"])
-
-AdminUser = Annotated[User, Depends(require_roles(ROLE_ADMIN))]
 
 
 @router.post("/api/v1/worklist/{study_uid}/assign", response_model=WorkflowItem)
@@ -41,17 +40,14 @@ def assign(
     body: AssignIn,
     session: SessionDep,
     user: AdminUser,
+    audit: Audit,
     now: NowDep,
-    client_addr: ClientAddr,
     wl_settings: WorklistSettingsDep,
 ) -> WorkflowItem:
     """Give the study (and a fresh lease) to ``username``, taking it from any holder."""
     assignee = get_user_by_username(session=session, username=body.username)
     if assignee is None or not assignee.is_active or assignee.role not in repository.READER_ROLES:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"{body.username!r} is not an active radiologist or admin",
-        )
+        raise InvalidAssignee(f"{body.username!r} is not an active radiologist or admin")
     study, previous_id = repository.assign_study(
         session=session,
         study_uid=study_uid,
@@ -60,15 +56,10 @@ def assign(
         now=now,
         lease=wl_settings.lease,
     )
-    audit.record(
-        session=session,
-        actor=user,
-        action="study_assigned",
-        object_type="study",
+    audit(
+        AuditAction.STUDY_ASSIGNED,
         object_id=study.study_instance_uid,
-        client_addr=client_addr,
         detail={"to": assignee.username, "previous_holder_id": previous_id},
-        now=now,
     )
     events.publish_study_event(
         session=session,
@@ -87,22 +78,17 @@ def cancel(
     body: ReasonIn,
     session: SessionDep,
     user: AdminUser,
+    audit: Audit,
     now: NowDep,
-    client_addr: ClientAddr,
 ) -> WorkflowItem:
     """Take the study off the worklist; it stays listed under ``status=cancelled``."""
     study = repository.cancel_study(
         session=session, study_uid=study_uid, by=user, reason=body.reason, now=now
     )
-    audit.record(
-        session=session,
-        actor=user,
-        action="study_cancelled",
-        object_type="study",
+    audit(
+        AuditAction.STUDY_CANCELLED,
         object_id=study.study_instance_uid,
-        client_addr=client_addr,
         detail={"reason": body.reason},
-        now=now,
     )
     return WorkflowItem.from_study_at(study, now)
 
@@ -113,8 +99,8 @@ def flag(
     body: FlagIn,
     session: SessionDep,
     user: ViewerUser,
+    audit: Audit,
     now: NowDep,
-    client_addr: ClientAddr,
     wl_settings: WorklistSettingsDep,
 ) -> WorkflowItem:
     """Mark the study urgent (stroke / chest pain); its deadline shortens accordingly."""
@@ -128,15 +114,10 @@ def flag(
         now=now,
         deadlines=wl_settings.deadlines,
     )
-    audit.record(
-        session=session,
-        actor=user,
-        action="study_flagged",
-        object_type="study",
+    audit(
+        AuditAction.STUDY_FLAGGED,
         object_id=study.study_instance_uid,
-        client_addr=client_addr,
         detail={"category": body.category, "reason": body.reason},
-        now=now,
     )
     # the free-text reason stays in the audit trail: events leave the county via webhooks
     events.publish_study_event(
@@ -156,8 +137,8 @@ def unflag(
     body: ReasonIn,
     session: SessionDep,
     user: ReaderUser,
+    audit: Audit,
     now: NowDep,
-    client_addr: ClientAddr,
     wl_settings: WorklistSettingsDep,
 ) -> WorkflowItem:
     """A radiologist or admin downgrades the study to routine, with a reason."""
@@ -171,14 +152,9 @@ def unflag(
         now=now,
         deadlines=wl_settings.deadlines,
     )
-    audit.record(
-        session=session,
-        actor=user,
-        action="study_unflagged",
-        object_type="study",
+    audit(
+        AuditAction.STUDY_UNFLAGGED,
         object_id=study.study_instance_uid,
-        client_addr=client_addr,
         detail={"reason": body.reason},
-        now=now,
     )
     return WorkflowItem.from_study_at(study, now)

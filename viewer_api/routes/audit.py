@@ -4,7 +4,7 @@ ended, filtered and paginated; and exported whole (CSV, FHIR ``AuditEvent``), st
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, status
@@ -12,17 +12,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
-from viewer_api.deps import ClientAddr, NowDep, SessionDep, require_roles
+from viewer_api.auditing import Auditor
+from viewer_api.deps import AdminUser, Audit, SessionDep
 from viewer_api.schemas import MAX_OFFSET, AuditEventOut, Instant
-from worklist import audit, audit_export
-from worklist.models import ROLE_ADMIN, AuditEvent, User
+from worklist import audit_export
+from worklist.audit import (
+    AuditAction,
+    AuditFilter,
+    iter_events,
+    last_id,
+    search_events,
+)
+from worklist.models import AuditEvent
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
 
 MAX_PAGE = 1000
 EXPORT_PAGE = 1000  # events per database read and per chunk sent
-
-AdminUser = Annotated[User, Depends(require_roles(ROLE_ADMIN))]
 
 
 @router.get(
@@ -33,8 +39,7 @@ AdminUser = Annotated[User, Depends(require_roles(ROLE_ADMIN))]
 def list_audit_events(
     session: SessionDep,
     user: AdminUser,
-    now: NowDep,
-    client_addr: ClientAddr,
+    audit: Audit,
     action: Annotated[str | None, Query(max_length=64)] = None,
     username: Annotated[str | None, Query(max_length=64)] = None,
     object_id: Annotated[str | None, Query(max_length=128)] = None,
@@ -46,7 +51,7 @@ def list_audit_events(
 ) -> list[AuditEventOut]:
     """Events newest first; ``since`` inclusive, ``until`` exclusive (ISO 8601 with offset).
     Reading the trail is itself audited (after the query, so it is not in its own page)."""
-    found = audit.search_events(
+    found = search_events(
         session=session,
         action=action,
         username=username,
@@ -65,18 +70,13 @@ def list_audit_events(
         "until": until.isoformat() if until else None,
         "site": site,
     }
-    audit.record(
-        session=session,
-        actor=user,
-        action="audit_viewed",
-        object_type="audit",
-        client_addr=client_addr,
+    audit(
+        AuditAction.AUDIT_VIEWED,
         detail={
             "filters": {k: v for k, v in filters.items() if v is not None},
             "count": len(found),
             "offset": offset,
         },
-        now=now,
     )
     return [AuditEventOut.from_event(e) for e in found]
 
@@ -94,7 +94,7 @@ def _export_filters(
     action: Annotated[str | None, Query(max_length=64)] = None,
     object_id: Annotated[str | None, Query(max_length=128)] = None,
     site: Annotated[str | None, Query(max_length=32)] = None,
-) -> audit.AuditFilter:
+) -> AuditFilter:
     if since is not None and until is not None and since >= until:
         # the standard validation error body, as the schema declares for 422
         raise RequestValidationError(
@@ -107,7 +107,7 @@ def _export_filters(
                 }
             ]
         )
-    return audit.AuditFilter(
+    return AuditFilter(
         since=since,
         until=until,
         username=username,
@@ -117,32 +117,25 @@ def _export_filters(
     )
 
 
-ExportFilters = Annotated[audit.AuditFilter, Depends(_export_filters)]
+ExportFilters = Annotated[AuditFilter, Depends(_export_filters)]
 _EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
     status.HTTP_403_FORBIDDEN: {"description": "Admins only"},
 }
 
 
 def _start_export(
-    *,
-    request: Request,
-    session: Session,
-    user: User,
-    now: datetime,
-    client_addr: str,
-    filters: audit.AuditFilter,
-    kind: str,
+    *, request: Request, session: Session, audit: Auditor, filters: AuditFilter, kind: str
 ) -> tuple[Iterator[list[AuditEvent]], str]:
     """Pin the export to the events that exist now, audit it (committed before the first
     byte goes out), and return the pages to stream and a file name."""
-    pinned = audit.AuditFilter(
+    pinned = AuditFilter(
         since=filters.since,
         until=filters.until,
         username=filters.username,
         action=filters.action,
         object_id=filters.object_id,
         site=filters.site,
-        max_id=audit.last_id(session=session),
+        max_id=last_id(session=session),
     )
     shown = {
         "username": filters.username,
@@ -152,22 +145,17 @@ def _start_export(
         "since": filters.since.isoformat() if filters.since else None,
         "until": filters.until.isoformat() if filters.until else None,
     }
-    audit.record(
-        session=session,
-        actor=user,
-        action="audit_exported",
-        object_type="audit",
-        client_addr=client_addr,
+    audit(
+        AuditAction.AUDIT_EXPORTED,
         detail={
             "format": kind,
             "filters": {k: v for k, v in shown.items() if v is not None},
             "up_to_id": pinned.max_id,
         },
-        now=now,
     )
     factory: sessionmaker[Session] = request.app.state.session_factory
-    pages = audit.iter_events(factory=factory, filters=pinned, page_size=EXPORT_PAGE)
-    stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    pages = iter_events(factory=factory, filters=pinned, page_size=EXPORT_PAGE)
+    stamp = audit.now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     return pages, f"audit-{stamp}.{kind}"
 
 
@@ -187,8 +175,7 @@ def export_audit_csv(
     request: Request,
     session: SessionDep,
     user: AdminUser,
-    now: NowDep,
-    client_addr: ClientAddr,
+    audit: Audit,
     filters: ExportFilters,
 ) -> StreamingResponse:
     """Every matching event, oldest first, as UTF-8 CSV with a byte order mark (so Excel on
@@ -196,9 +183,7 @@ def export_audit_csv(
     pages, name = _start_export(
         request=request,
         session=session,
-        user=user,
-        now=now,
-        client_addr=client_addr,
+        audit=audit,
         filters=filters,
         kind="csv",
     )
@@ -221,8 +206,7 @@ def export_audit_fhir(
     request: Request,
     session: SessionDep,
     user: AdminUser,
-    now: NowDep,
-    client_addr: ClientAddr,
+    audit: Audit,
     filters: ExportFilters,
 ) -> StreamingResponse:
     """Every matching event, oldest first, as a FHIR R4 ``Bundle`` (type ``collection``) of
@@ -230,14 +214,12 @@ def export_audit_fhir(
     pages, name = _start_export(
         request=request,
         session=session,
-        user=user,
-        now=now,
-        client_addr=client_addr,
+        audit=audit,
         filters=filters,
         kind="fhir.json",
     )
     return StreamingResponse(
-        (chunk.encode("utf-8") for chunk in audit_export.fhir_bundle_chunks(pages, now=now)),
+        (chunk.encode("utf-8") for chunk in audit_export.fhir_bundle_chunks(pages, now=audit.now)),
         media_type="application/fhir+json",
         headers=_download(name),
     )

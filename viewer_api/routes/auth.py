@@ -5,19 +5,19 @@ too many for one name from one address, or from one address at all, answer 429 w
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordRequestForm
-from sqlalchemy.orm import Session
 
-from viewer_api.deps import ClientAddr, NowDep, SessionDep, SettingsDep
+from viewer_api.auditing import Auditor
+from viewer_api.deps import AnonymousAudit, SessionDep, SettingsDep
+from viewer_api.errors import BEARER, CODES_BY_STATUS, InvalidText, answer
 from viewer_api.schemas import Token, text_problem
 from viewer_api.security import LoginThrottle, create_access_token
-from worklist import audit
 from worklist.accounts import authenticate
+from worklist.audit import AuditAction
 
 logger = logging.getLogger(__name__)
 
@@ -37,25 +37,22 @@ def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     session: SessionDep,
     settings: SettingsDep,
-    now: NowDep,
-    client_addr: ClientAddr,
+    audit: AnonymousAudit,
 ) -> Token | JSONResponse:
     for field, value in (("username", form.username), ("password", form.password)):
         problem = text_problem(value)
         if problem is not None:  # before any database work: PostgreSQL refuses NUL in text
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{field}: text {problem}")
+            raise InvalidText(f"{field}: text {problem}")
     throttle: LoginThrottle = request.app.state.login_throttle
-    at = now.timestamp()
+    client_addr, at = audit.client_addr, audit.now.timestamp()
     wait = throttle.retry_after(form.username, client_addr, at)
     if wait:
         logger.warning(
             "login throttled", extra={"action": "login_throttled", "client_addr": client_addr}
         )
         return _refused(
-            session=session,
+            audit,
             username=form.username,
-            client_addr=client_addr,
-            now=now,
             outcome="throttled",
             detail={"retry_after": wait},
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,
@@ -67,28 +64,18 @@ def login(
         throttle.failed(form.username, client_addr, at)
         logger.info("login refused", extra={"action": "login_refused"})
         return _refused(
-            session=session,
+            audit,
             username=form.username,
-            client_addr=client_addr,
-            now=now,
             outcome="denied",
             detail=None,
             status_code=status.HTTP_401_UNAUTHORIZED,
             message="Incorrect username or password",
-            headers={"WWW-Authenticate": "Bearer"},
+            headers=BEARER,
         )
     throttle.succeeded(form.username, client_addr)
-    audit.record(
-        session=session,
-        actor=user,
-        action="login",
-        object_type="user",
-        object_id=str(user.id),
-        client_addr=client_addr,
-        now=now,
-    )
+    audit.by(user)(AuditAction.LOGIN, object_id=str(user.id))
     return Token(
-        access_token=create_access_token(user=user, settings=settings, now=now),
+        access_token=create_access_token(user=user, settings=settings, now=audit.now),
         expires_in=settings.token_ttl_seconds,
         role=user.role,
         site=user.site.code if user.site is not None else None,
@@ -96,11 +83,9 @@ def login(
 
 
 def _refused(
+    audit: Auditor,
     *,
-    session: Session,
     username: str,
-    client_addr: str,
-    now: datetime,
     outcome: str,
     detail: dict[str, Any] | None,
     status_code: int,
@@ -109,15 +94,5 @@ def _refused(
 ) -> JSONResponse:
     """A refused log-in: audited, then answered (returned, not raised, so the audit event is
     committed with the request)."""
-    audit.record(
-        session=session,
-        actor=None,
-        action="login",
-        object_type="user",
-        object_id=username[:128],
-        client_addr=client_addr,
-        outcome=outcome,
-        detail=detail,
-        now=now,
-    )
-    return JSONResponse({"detail": message}, status_code=status_code, headers=headers)
+    audit(AuditAction.LOGIN, object_id=username[:128], outcome=outcome, detail=detail)
+    return answer(status_code, CODES_BY_STATUS[status_code], message, headers)

@@ -7,11 +7,17 @@ from typing import Any
 
 from fastapi import APIRouter, status
 
-from viewer_api.deps import ClientAddr, NowDep, ReaderUser, SessionDep
-from viewer_api.routes.reports import RadiologistUser, publish_change, refusals_audited
-from viewer_api.routes.studies import visible_study
+from viewer_api.deps import (
+    Audit,
+    NowDep,
+    RadiologistUser,
+    ReaderUser,
+    SessionDep,
+    VisibleStudy,
+)
 from viewer_api.schemas import CriticalResultIn, CriticalResultOut
-from worklist import audit, critical
+from worklist import critical, events
+from worklist.audit import AuditAction
 
 router = APIRouter(prefix="/api/v1", tags=["reports"])
 
@@ -34,13 +40,12 @@ def record_critical_result(
     body: CriticalResultIn,
     session: SessionDep,
     user: RadiologistUser,
+    study: VisibleStudy,
+    audit: Audit,
     now: NowDep,
-    client_addr: ClientAddr,
 ) -> CriticalResultOut:
     """Document a critical result communicated for this study (before or after signing)."""
-    action = "critical_result_recorded"
-    with refusals_audited(session, user, action, study_uid, client_addr, now):
-        study = visible_study(session=session, study_uid=study_uid, viewer=user)
+    with audit.refusals(AuditAction.CRITICAL_RESULT_RECORDED, object_id=study_uid):
         result = critical.record_critical_result(
             session=session,
             study=study,
@@ -55,30 +60,26 @@ def record_critical_result(
             read_back_confirmed=body.read_back_confirmed,
             now=now,
         )
-    audit.record(
-        session=session,
-        actor=user,
-        action=action,
-        object_type="report",
+    audit(
+        AuditAction.CRITICAL_RESULT_RECORDED,
         object_id=study.study_instance_uid,
-        client_addr=client_addr,
         detail={
             "critical_result_id": result.id,
             "method": result.method,
             "read_back_confirmed": result.read_back_confirmed,
         },
-        now=now,
     )
-    publish_change(
-        session,
-        "critical_result",
-        study,
-        {
+    events.publish_study_event(
+        session=session,
+        kind="critical_result",
+        study=study,
+        site_code=study.site.code,
+        now=now,
+        extra={
             "method": result.method,
             "read_back_confirmed": result.read_back_confirmed,
             "communicated_at": result.communicated_at.isoformat(),
         },
-        now,
     )
     return CriticalResultOut.from_result(result)
 
@@ -89,20 +90,14 @@ def record_critical_result(
     responses={status.HTTP_404_NOT_FOUND: {"description": "No such study visible to you"}},
 )
 def list_critical_results(
-    study_uid: str, session: SessionDep, user: ReaderUser, now: NowDep, client_addr: ClientAddr
+    session: SessionDep, user: ReaderUser, study: VisibleStudy, audit: Audit
 ) -> list[CriticalResultOut]:
     """A study's critical results for readers, also before its report exists."""
-    study = visible_study(session=session, study_uid=study_uid, viewer=user)
     results = critical.critical_results_for(session=session, study_ids=[study.id])[study.id]
-    audit.record(
-        session=session,
-        actor=user,
-        action="critical_results_viewed",
-        object_type="report",
+    audit(
+        AuditAction.CRITICAL_RESULTS_VIEWED,
         object_id=study.study_instance_uid,
-        client_addr=client_addr,
         detail={"count": len(results)},
-        now=now,
     )
     return [CriticalResultOut.from_result(r) for r in results]
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from storage.keys import instance_key
-from viewer_api.deps import ClientAddr, GatewayUser, NowDep, SessionDep, WorklistSettingsDep
+from viewer_api.deps import Audit, GatewayUser, NowDep, SessionDep, WorklistSettingsDep
+from viewer_api.errors import ObjectKeyMismatch, SiteNotAllowed
 from viewer_api.schemas import (
     GatewayConfig,
     GatewaySite,
@@ -18,9 +19,10 @@ from viewer_api.schemas import (
     Input,
     InstanceIn,
 )
-from worklist import audit
 from worklist.accounts import list_sites
+from worklist.audit import AuditAction
 from worklist.completion import mark_study_complete
+from worklist.errors import UnknownSite
 from worklist.ingest import InstanceArrival, record_instances
 from worklist.models import Site, User
 
@@ -53,9 +55,8 @@ def _arrival(item: InstanceIn) -> InstanceArrival:
         item.study_instance_uid, item.series_instance_uid, item.sop_instance_uid
     )
     if item.object_key != expected:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"object_key must be {expected!r} for instance {item.sop_instance_uid}",
+        raise ObjectKeyMismatch(
+            f"object_key must be {expected!r} for instance {item.sop_instance_uid}"
         )
     fields = item.model_dump(exclude={"urgent_hint", "text_fields", "charset_notes"})
     return InstanceArrival(
@@ -78,16 +79,14 @@ def ingest_instances(
     body: IngestIn,
     session: SessionDep,
     user: GatewayUser,
+    audit: Audit,
     now: NowDep,
-    client_addr: ClientAddr,
     wl_settings: WorklistSettingsDep,
 ) -> IngestOut:
     if user.site_id is not None:
         own = user.site.code if user.site is not None else None
         if body.site != own:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN, "This gateway may not send for that site"
-            )
+            raise SiteNotAllowed()
     arrivals = [_arrival(item) for item in body.instances]
     outcome = record_instances(
         session=session,
@@ -97,20 +96,15 @@ def ingest_instances(
         now=now,
         deadlines=wl_settings.deadlines,
     )
-    audit.record(
-        session=session,
-        actor=user,
-        action="instances_ingested",
-        object_type="site",
+    audit(
+        AuditAction.INSTANCES_INGESTED,
         object_id=body.site,
-        client_addr=client_addr,
         detail={
             "calling_ae": body.calling_ae,
             "accepted": outcome.accepted,
             "duplicates": outcome.duplicates,
             "study_uids": outcome.study_uids,
         },
-        now=now,
     )
     logger.info(
         "instances ingested",
@@ -154,19 +148,17 @@ def study_complete(
     body: StudyCompleteIn,
     session: SessionDep,
     user: GatewayUser,
+    audit: Audit,
     now: NowDep,
-    client_addr: ClientAddr,
 ) -> StudyCompleteOut:
     """Mark the study ready when it holds every expected instance; idempotent. ``ready``
     false: not all of them were announced yet (the gateway asks again later)."""
     if user.site_id is not None:
         own = user.site.code if user.site is not None else None
         if body.site != own:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN, "This gateway may not send for that site"
-            )
+            raise SiteNotAllowed()
     if body.site not in {s.code for s in list_sites(session=session)}:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"no site {body.site!r}")
+        raise UnknownSite(f"no site {body.site!r}")
     outcome = mark_study_complete(
         session=session,
         study_uid=body.study_instance_uid,
@@ -175,18 +167,13 @@ def study_complete(
         site_code=body.site,
     )
     if outcome.changed:
-        audit.record(
-            session=session,
-            actor=user,
-            action="study_complete",
-            object_type="study",
+        audit(
+            AuditAction.STUDY_COMPLETE,
             object_id=body.study_instance_uid,
-            client_addr=client_addr,
             detail={
                 "expected_instances": body.expected_instances,
                 "num_instances": outcome.num_instances,
             },
-            now=now,
         )
     return StudyCompleteOut(
         study_instance_uid=outcome.study_uid,

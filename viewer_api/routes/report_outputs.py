@@ -12,19 +12,22 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from sqlalchemy.orm import Session
 
 from storage.base import ObjectStore
+from viewer_api.auditing import Auditor
 from viewer_api.deps import (
-    ClientAddr,
+    Audit,
     NowDep,
     SessionDep,
     SettingsDep,
     StoreDep,
     ViewerUser,
+    VisibleStudy,
     WorklistSettingsDep,
 )
+from viewer_api.errors import NoDestination, RoleDenied
 from viewer_api.outputs.content import ReportContent, ReportNotSigned, gather
 from viewer_api.outputs.fhir import SeriesSummary, diagnostic_report
 from viewer_api.outputs.pdf import render_pdf
@@ -33,9 +36,9 @@ from viewer_api.outputs.settings import OutputSettings, get_output_settings
 from viewer_api.outputs.share import make_share_token
 from viewer_api.outputs.sr import BASIC_TEXT_SR
 from viewer_api.outputs.sr_store import StoredSR, store_report_sr
-from viewer_api.routes.studies import visible_study
 from viewer_api.settings import ApiSettings
-from worklist import audit, receipts, reports
+from worklist import receipts, reports
+from worklist.audit import AuditAction
 from worklist.errors import NoReport
 from worklist.models import ROLE_CLINIC, Report, Study, User
 
@@ -43,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1", tags=["report outputs"])
 
-NOT_SIGNED = "The report is not signed yet"
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status.HTTP_404_NOT_FOUND: {"description": "No such study or signed report visible to you"},
     status.HTTP_409_CONFLICT: {"description": "The report is still a draft"},
@@ -79,7 +81,7 @@ def signed_content(
     except ReportNotSigned as exc:
         if user is None or user.role == ROLE_CLINIC:
             raise NoReport() from exc
-        raise HTTPException(status.HTTP_409_CONFLICT, NOT_SIGNED) from exc
+        raise  # 409 for readers
     return report, content
 
 
@@ -98,25 +100,16 @@ def share_link(
     return f"{base_url(request, out)}/api/v1/share/{token}", expires_at
 
 
+_OPENED = {"pdf": AuditAction.REPORT_PDF_VIEWED, "fhir": AuditAction.REPORT_FHIR_VIEWED}
+
+
 def _opened(
-    *,
-    session: Session,
-    user: User,
-    study: Study,
-    report: Report,
-    via: str,
-    client_addr: str,
-    now: datetime,
+    *, session: Session, audit: Auditor, user: User, study: Study, report: Report, via: str
 ) -> None:
-    audit.record(
-        session=session,
-        actor=user,
-        action=f"report_{via}_viewed",
-        object_type="report",
+    audit(
+        _OPENED[via],
         object_id=study.study_instance_uid,
-        client_addr=client_addr,
         detail={"status": report.status, "via": via},
-        now=now,
     )
     receipts.record_read(
         session=session,
@@ -124,8 +117,8 @@ def _opened(
         reader=user,
         report_status=report.status,
         via=via,
-        now=now,
-        client_addr=client_addr,
+        now=audit.now,
+        client_addr=audit.client_addr,
     )
 
 
@@ -146,24 +139,16 @@ def report_pdf(
     request: Request,
     session: SessionDep,
     user: ViewerUser,
+    study: VisibleStudy,
+    audit: Audit,
     now: NowDep,
-    client_addr: ClientAddr,
     api: SettingsDep,
     out: OutputSettingsDep,
 ) -> Response:
-    study = visible_study(session=session, study_uid=study_uid, viewer=user)
     report, content = signed_content(session=session, study=study, user=user, settings=out)
     link, expires_at = share_link(request=request, study_uid=study_uid, now=now, api=api, out=out)
     pdf = render_pdf(content, share_url=link, share_expires_at=expires_at)
-    _opened(
-        session=session,
-        user=user,
-        study=study,
-        report=report,
-        via="pdf",
-        client_addr=client_addr,
-        now=now,
-    )
+    _opened(session=session, audit=audit, user=user, study=study, report=report, via="pdf")
     return Response(
         pdf,
         media_type="application/pdf",
@@ -197,23 +182,14 @@ def report_fhir(
     request: Request,
     session: SessionDep,
     user: ViewerUser,
-    now: NowDep,
-    client_addr: ClientAddr,
+    study: VisibleStudy,
+    audit: Audit,
     out: OutputSettingsDep,
 ) -> Response:
-    study = visible_study(session=session, study_uid=study_uid, viewer=user)
     report, content = signed_content(session=session, study=study, user=user, settings=out)
     pdf_url = f"{base_url(request, out)}/api/v1/studies/{study_uid}/report.pdf"
     resource = diagnostic_report(content, series=_series(study), pdf_url=pdf_url)
-    _opened(
-        session=session,
-        user=user,
-        study=study,
-        report=report,
-        via="fhir",
-        client_addr=client_addr,
-        now=now,
-    )
+    _opened(session=session, audit=audit, user=user, study=study, report=report, via="fhir")
     return Response(
         json.dumps(resource, ensure_ascii=False),
         media_type="application/fhir+json",
@@ -228,8 +204,9 @@ def report_sr(
     session: SessionDep,
     store: StoreDep,
     user: ViewerUser,
+    study: VisibleStudy,
+    audit: Audit,
     now: NowDep,
-    client_addr: ClientAddr,
     out: OutputSettingsDep,
     wl_settings: WorklistSettingsDep,
     send: Annotated[bool, Query(description="also C-STORE it to the site's destination")] = False,
@@ -237,15 +214,12 @@ def report_sr(
     """(Re)generate the DICOM SR of the current signed report version; idempotent. With
     ``send=true`` it is also sent to the site's configured DICOM destination (the answer
     says whether that worked; the SR stays stored either way)."""
-    study = visible_study(session=session, study_uid=study_uid, viewer=user)
     if user.role == ROLE_CLINIC:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "Not allowed for your role")
+        raise RoleDenied()
     _, content = signed_content(session=session, study=study, user=user, settings=out)
     destination_text = out.sr_destinations.get(study.site.code)
     if send and not destination_text:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, f"No DICOM destination is configured for {study.site.code}"
-        )
+        raise NoDestination(f"No DICOM destination is configured for {study.site.code}")
     stored = store_report_sr(
         content,
         session=session,
@@ -255,15 +229,10 @@ def report_sr(
         station_name=out.sr_station_name,
         deadlines=wl_settings.deadlines,
     )
-    audit.record(
-        session=session,
-        actor=user,
-        action="report_sr_generated",
-        object_type="report",
+    audit(
+        AuditAction.REPORT_SR_GENERATED,
         object_id=study_uid,
-        client_addr=client_addr,
         detail={"sop_instance_uid": stored.sop_uid, "created": stored.created},
-        now=now,
     )
     response.status_code = status.HTTP_201_CREATED if stored.created else status.HTTP_200_OK
     answer: dict[str, Any] = {
@@ -278,14 +247,11 @@ def report_sr(
     if send and destination_text:
         answer.update(
             _send(
-                session=session,
                 store=store,
                 stored=stored,
                 destination=Destination.parse(destination_text),
-                user=user,
+                audit=audit,
                 out=out,
-                client_addr=client_addr,
-                now=now,
             )
         )
     return answer
@@ -293,14 +259,11 @@ def report_sr(
 
 def _send(
     *,
-    session: Session,
     store: ObjectStore,
     stored: StoredSR,
     destination: Destination,
-    user: User,
+    audit: Auditor,
     out: OutputSettings,
-    client_addr: str,
-    now: datetime,
 ) -> dict[str, Any]:
     error: str | None = None
     code: int | None = None
@@ -313,20 +276,15 @@ def _send(
         )
     except SRSendFailed as exc:
         error = str(exc)
-    audit.record(
-        session=session,
-        actor=user,
-        action="report_sr_sent",
-        object_type="report",
+    audit(
+        AuditAction.REPORT_SR_SENT,
         object_id=stored.study_uid,
-        client_addr=client_addr,
         outcome="success" if error is None else "failure",
         detail={
             "destination": str(destination),
             "sop_instance_uid": stored.sop_uid,
             "error": error,
         },
-        now=now,
     )
     return {
         "sent": error is None,
@@ -342,34 +300,30 @@ def report_share_link(
     request: Request,
     session: SessionDep,
     user: ViewerUser,
+    study: VisibleStudy,
+    audit: Audit,
     now: NowDep,
-    client_addr: ClientAddr,
     api: SettingsDep,
     out: OutputSettingsDep,
 ) -> dict[str, Any]:
     """A fresh share link (the one the PDF's QR code carries) for a web page to show."""
-    study = visible_study(session=session, study_uid=study_uid, viewer=user)
     signed_content(session=session, study=study, user=user, settings=out)
     link, expires_at = share_link(request=request, study_uid=study_uid, now=now, api=api, out=out)
-    audit.record(
-        session=session,
-        actor=user,
-        action="report_share_link_issued",
-        object_type="report",
+    audit(
+        AuditAction.REPORT_SHARE_LINK_ISSUED,
         object_id=study_uid,
-        client_addr=client_addr,
         detail={"expires_at": expires_at.isoformat()},
-        now=now,
     )
     return {"url": link, "expires_at": expires_at.astimezone(UTC).isoformat()}
 
 
 @router.get("/studies/{study_uid}/report/receipt", responses=_ERRORS)
-def report_receipt(study_uid: str, session: SessionDep, user: ViewerUser) -> dict[str, Any]:
+def report_receipt(
+    study_uid: str, session: SessionDep, user: ViewerUser, study: VisibleStudy
+) -> dict[str, Any]:
     """When a clinic user first opened the final report (radiologists and admins)."""
-    visible_study(session=session, study_uid=study_uid, viewer=user)
     if user.role == ROLE_CLINIC:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "Not allowed for your role")
+        raise RoleDenied()
     receipt = receipts.first_read(session=session, study_uid=study_uid)
     if receipt is None:
         return {"first_read_at": None, "first_read_by": None, "site": None, "via": None}

@@ -8,18 +8,18 @@ from datetime import datetime
 from html import escape
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from viewer_api.deps import ClientAddr, NowDep, SessionDep, SettingsDep, StoreDep
+from viewer_api.deps import AnonymousAudit, NowDep, SessionDep, SettingsDep, StoreDep
 from viewer_api.outputs.content import ReportContent
 from viewer_api.outputs.fhir import report_text
-from viewer_api.outputs.images import NotRenderable, render_png
+from viewer_api.outputs.images import render_png
 from viewer_api.outputs.pdf import render_pdf
 from viewer_api.outputs.qr import qr_svg
-from viewer_api.outputs.share import ShareTokenExpired, ShareTokenInvalid, read_share_token
+from viewer_api.outputs.share import read_share_token
 from viewer_api.outputs.sr import BASIC_TEXT_SR
 from viewer_api.routes.report_outputs import (
     NO_STORE,
@@ -30,7 +30,7 @@ from viewer_api.routes.report_outputs import (
     signed_content,
 )
 from viewer_api.settings import ApiSettings
-from worklist import audit
+from worklist.audit import AuditAction
 from worklist.errors import StudyNotFound
 from worklist.models import Series, Study
 
@@ -55,14 +55,10 @@ SHARE_HEADERS = {
 def _shared_study(
     *, token: str, session: Session, api: ApiSettings, now: datetime
 ) -> tuple[Study, datetime]:
-    try:
-        study_uid, expires_at = read_share_token(
-            token, secret=api.secret_key.get_secret_value(), now=now
-        )
-    except ShareTokenExpired as exc:
-        raise HTTPException(status.HTTP_410_GONE, str(exc)) from exc
-    except ShareTokenInvalid as exc:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from exc
+    # ShareTokenExpired: 410, ShareTokenInvalid: 403 (viewer_api.errors)
+    study_uid, expires_at = read_share_token(
+        token, secret=api.secret_key.get_secret_value(), now=now
+    )
     study = session.scalars(
         select(Study)
         .where(Study.study_instance_uid == study_uid)
@@ -143,20 +139,15 @@ def share_page(
     session: SessionDep,
     api: SettingsDep,
     out: OutputSettingsDep,
-    now: NowDep,
-    client_addr: ClientAddr,
+    audit: AnonymousAudit,
 ) -> HTMLResponse:
-    study, expires_at = _shared_study(token=token, session=session, api=api, now=now)
+    study, expires_at = _shared_study(token=token, session=session, api=api, now=audit.now)
     _, content = signed_content(session=session, study=study, user=None, settings=out)
-    audit.record(
-        session=session,
-        actor=None,
-        action="report_share_viewed",
-        object_type="report",
+    # a share link is a credential without an account: its views are audited anonymously
+    audit(
+        AuditAction.REPORT_SHARE_VIEWED,
         object_id=study.study_instance_uid,
-        client_addr=client_addr,
         detail={"status": content.status, "expires_at": expires_at.isoformat()},
-        now=now,
     )
     page_url = f"{base_url(request, out)}/api/v1/share/{token}"
     return HTMLResponse(
@@ -216,12 +207,7 @@ def share_rendered(
     )
     if instance is None or instance.sop_class_uid == BASIC_TEXT_SR:
         raise StudyNotFound("No such image in this study")
-    try:
-        png = render_png(read_object(store, instance.object_key), max_edge=size)
-    except NotRenderable as exc:
-        raise HTTPException(
-            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "This image cannot be rendered"
-        ) from exc
+    png = render_png(read_object(store, instance.object_key), max_edge=size)  # 415
     return Response(png, media_type="image/png", headers=SHARE_HEADERS)
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Request, status
 
-from viewer_api.deps import ClientAddr, NowDep, ReaderUser, SessionDep
-from viewer_api.routes.reports import refusals_audited
-from viewer_api.routes.studies import visible_study
+from viewer_api.deps import Audit, ReaderUser, VisibleStudy
+from viewer_api.errors import Misconfigured
 from viewer_api.schemas import ReportTemplateOut
-from worklist import audit, report_templates
+from worklist import report_templates
+from worklist.audit import AuditAction
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +32,7 @@ def get_templates(request: Request) -> tuple[report_templates.ReportTemplate, ..
         logger.error(
             "report templates invalid: %s", exc, extra={"action": "report_templates_invalid"}
         )
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, "The report templates are misconfigured"
-        ) from exc
+        raise Misconfigured("The report templates are misconfigured") from exc
 
 
 TemplatesDep = Annotated[tuple[report_templates.ReportTemplate, ...], Depends(get_templates)]
@@ -59,29 +57,14 @@ def _template_out(template: report_templates.ReportTemplate) -> ReportTemplateOu
     responses={status.HTTP_404_NOT_FOUND: {"description": "No such study, or no template"}},
 )
 def get_template(
-    study_uid: str,
-    session: SessionDep,
-    user: ReaderUser,
-    now: NowDep,
-    client_addr: ClientAddr,
-    templates: TemplatesDep,
+    user: ReaderUser, study: VisibleStudy, audit: Audit, templates: TemplatesDep
 ) -> ReportTemplateOut:
     """The template that best fits the study (category first, then modality, body part and
     description keywords), to prefill the editor."""
-    action = "report_template_viewed"
-    with refusals_audited(session, user, action, study_uid, client_addr, now):
-        study = visible_study(session=session, study_uid=study_uid, viewer=user)
+    action = AuditAction.REPORT_TEMPLATE_VIEWED
+    with audit.refusals(action, object_id=study.study_instance_uid):
         template = report_templates.best_template(templates, study=study)
-    audit.record(
-        session=session,
-        actor=user,
-        action=action,
-        object_type="report",
-        object_id=study.study_instance_uid,
-        client_addr=client_addr,
-        detail={"template": template.key},
-        now=now,
-    )
+    audit(action, object_id=study.study_instance_uid, detail={"template": template.key})
     return _template_out(template)
 
 

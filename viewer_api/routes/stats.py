@@ -4,24 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
-from viewer_api.deps import ClientAddr, NowDep, SessionDep, WorklistSettingsDep, require_roles
-from worklist import audit
-from worklist.models import ROLE_ADMIN, User
+from viewer_api.deps import AdminUser, Audit, NowDep, SessionDep, WorklistSettingsDep
+from worklist.audit import AuditAction
 from worklist.stats import MAX_DAYS, operations_stats
 
 router = APIRouter(prefix="/api/v1/stats", tags=["stats"])
-
-AdminUser = Annotated[User, Depends(require_roles(ROLE_ADMIN))]
 
 
 @router.get("")
 def get_stats(
     session: SessionDep,
     user: AdminUser,
+    audit: Audit,
     now: NowDep,
-    client_addr: ClientAddr,
     wl_settings: WorklistSettingsDep,
     days: Annotated[int, Query(ge=1, le=MAX_DAYS)] = 30,
     site: Annotated[str | None, Query(max_length=32)] = None,
@@ -33,13 +30,5 @@ def get_stats(
     stats = operations_stats(
         session=session, now=now, days=days, site_code=site, deadlines=wl_settings.deadlines
     )
-    audit.record(
-        session=session,
-        actor=user,
-        action="stats_viewed",
-        object_type="stats",
-        client_addr=client_addr,
-        detail={"days": days, "site": site},
-        now=now,
-    )
+    audit(AuditAction.STATS_VIEWED, detail={"days": days, "site": site})
     return stats.as_dict()

@@ -8,13 +8,12 @@ from typing import Any, BinaryIO
 
 from fastapi import APIRouter, status
 from fastapi.responses import StreamingResponse
-from sqlalchemy.orm import Session
 
-from viewer_api.deps import ClientAddr, NowDep, SessionDep, StoreDep, ViewerUser
+from viewer_api.deps import Audit, StoreDep, ViewerUser, VisibleStudy
 from viewer_api.schemas import StudyDetail
-from worklist import audit, repository
+from worklist.audit import AuditAction
 from worklist.errors import StudyNotFound
-from worklist.models import Instance, Study, User
+from worklist.models import Instance, Study
 
 logger = logging.getLogger(__name__)
 
@@ -26,29 +25,9 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 
 
-def visible_study(*, session: Session, study_uid: str, viewer: User) -> Study:
-    """The study if ``viewer`` may see it; ``StudyNotFound`` (404) otherwise, so a clinic
-    cannot even learn that another site's study exists."""
-    study = repository.get_study(session=session, study_uid=study_uid, viewer=viewer)
-    if study is None:
-        raise StudyNotFound()
-    return study
-
-
 @router.get("/{study_uid}", response_model=StudyDetail, responses=_NOT_FOUND)
-def get_study(
-    study_uid: str, session: SessionDep, user: ViewerUser, now: NowDep, client_addr: ClientAddr
-) -> StudyDetail:
-    study = visible_study(session=session, study_uid=study_uid, viewer=user)
-    audit.record(
-        session=session,
-        actor=user,
-        action="study_viewed",
-        object_type="study",
-        object_id=study.study_instance_uid,
-        client_addr=client_addr,
-        now=now,
-    )
+def get_study(user: ViewerUser, study: VisibleStudy, audit: Audit) -> StudyDetail:
+    audit(AuditAction.STUDY_VIEWED, object_id=study.study_instance_uid)
     return StudyDetail.from_study(study)
 
 
@@ -77,28 +56,16 @@ def _find_instance(study: Study, sop_uid: str) -> Instance | None:
     },
 )
 def get_instance(
-    study_uid: str,
-    sop_uid: str,
-    session: SessionDep,
-    store: StoreDep,
-    user: ViewerUser,
-    now: NowDep,
-    client_addr: ClientAddr,
+    sop_uid: str, user: ViewerUser, study: VisibleStudy, audit: Audit, store: StoreDep
 ) -> StreamingResponse:
-    study = visible_study(session=session, study_uid=study_uid, viewer=user)
     instance = _find_instance(study, sop_uid)
     if instance is None:
         raise StudyNotFound("No such instance in this study")
     stream = store.open(instance.object_key)  # ObjectNotFound -> 404 via the handlers
-    audit.record(
-        session=session,
-        actor=user,
-        action="instance_viewed",
-        object_type="instance",
+    audit(
+        AuditAction.INSTANCE_VIEWED,
         object_id=instance.sop_instance_uid,
-        client_addr=client_addr,
         detail={"study_uid": study.study_instance_uid},
-        now=now,
     )
     return StreamingResponse(
         _chunks(stream),

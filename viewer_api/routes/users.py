@@ -12,14 +12,17 @@ import logging
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Request, status
+from fastapi import APIRouter, Path, Request, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from viewer_api.deps import AdminUser, ClientAddr, NowDep, SessionDep
+from viewer_api.auditing import Auditor
+from viewer_api.deps import AdminUser, Audit, NowDep, SessionDep
+from viewer_api.errors import CannotDisableSelf, UserNotFound
 from viewer_api.schemas import Input
 from viewer_api.security import UserCache
-from worklist import accounts, audit
+from worklist import accounts
+from worklist.audit import AuditAction
 from worklist.models import User
 
 logger = logging.getLogger(__name__)
@@ -96,29 +99,12 @@ class RevokeOut(BaseModel):
 def _find(session: Session, username: str) -> User:
     user = accounts.get_user_by_username(session=session, username=username)
     if user is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"No user {username!r}")
+        raise UserNotFound(f"No user {username!r}")
     return user
 
 
-def _audit(
-    session: Session,
-    admin: User,
-    action: str,
-    target: User,
-    client_addr: str,
-    now: datetime,
-    **detail: object,
-) -> None:
-    audit.record(
-        session=session,
-        actor=admin,
-        action=action,
-        object_type="user",
-        object_id=target.username,
-        client_addr=client_addr,
-        detail={"role": target.role, **detail},
-        now=now,
-    )
+def _audit(audit: Auditor, action: AuditAction, target: User, **detail: object) -> None:
+    audit(action, object_id=target.username, detail={"role": target.role, **detail})
 
 
 def _commit_and_forget(request: Request, session: Session, user: User) -> None:
@@ -139,8 +125,8 @@ def create_account(
     body: UserCreateIn,
     session: SessionDep,
     admin: AdminUser,
+    audit: Audit,
     now: NowDep,
-    client_addr: ClientAddr,
 ) -> UserOut:
     """A new account (409 if the name is taken; 422 for an unknown site, or a clinic
     account without one)."""
@@ -153,7 +139,7 @@ def create_account(
         display_name=body.display_name,
         now=now,
     )
-    _audit(session, admin, "user_created", user, client_addr, now, site=body.site)
+    _audit(audit, AuditAction.USER_CREATED, user, site=body.site)
     return UserOut.of(user)
 
 
@@ -168,15 +154,15 @@ def disable_account(
     request: Request,
     session: SessionDep,
     admin: AdminUser,
+    audit: Audit,
     now: NowDep,
-    client_addr: ClientAddr,
 ) -> UserOut:
     """The account can no longer log in and its tokens are refused."""
     user = _find(session, username)
     if user.id == admin.id:
-        raise HTTPException(status.HTTP_409_CONFLICT, "You cannot disable your own account")
+        raise CannotDisableSelf()
     accounts.disable_user(session=session, user=user, now=now)
-    _audit(session, admin, "user_disabled", user, client_addr, now)
+    _audit(audit, AuditAction.USER_DISABLED, user)
     out = UserOut.of(user)
     _commit_and_forget(request, session, user)
     return out
@@ -187,13 +173,13 @@ def enable_account(
     username: Username,
     session: SessionDep,
     admin: AdminUser,
+    audit: Audit,
     now: NowDep,
-    client_addr: ClientAddr,
 ) -> UserOut:
     """The account can log in again (the tokens it had stay refused)."""
     user = _find(session, username)
     accounts.enable_user(session=session, user=user, now=now)
-    _audit(session, admin, "user_enabled", user, client_addr, now)
+    _audit(audit, AuditAction.USER_ENABLED, user)
     return UserOut.of(user)
 
 
@@ -204,13 +190,13 @@ def reset_account_password(
     request: Request,
     session: SessionDep,
     admin: AdminUser,
+    audit: Audit,
     now: NowDep,
-    client_addr: ClientAddr,
 ) -> UserOut:
     """Set a new password; the account's tokens issued so far are refused."""
     user = _find(session, username)
     accounts.reset_password(session=session, user=user, password=body.password, now=now)
-    _audit(session, admin, "user_password_reset", user, client_addr, now)
+    _audit(audit, AuditAction.USER_PASSWORD_RESET, user)
     out = UserOut.of(user)
     _commit_and_forget(request, session, user)
     return out
@@ -222,16 +208,20 @@ def revoke_account(
     request: Request,
     session: SessionDep,
     admin: AdminUser,
+    audit: Audit,
     now: NowDep,
-    client_addr: ClientAddr,
 ) -> RevokeOut:
     """Refuse every token the account holds. A gateway credential also gets a fresh random
     password (in the answer, this once): the township gateway must be given it to send
     again."""
     user = _find(session, username)
     new_password = accounts.revoke_credential(session=session, user=user, now=now)
-    action = "user_tokens_revoked" if new_password is None else "gateway_credential_revoked"
-    _audit(session, admin, action, user, client_addr, now)
+    action = (
+        AuditAction.USER_TOKENS_REVOKED
+        if new_password is None
+        else AuditAction.GATEWAY_CREDENTIAL_REVOKED
+    )
+    _audit(audit, action, user)
     out = RevokeOut(user=UserOut.of(user), new_password=new_password)
     _commit_and_forget(request, session, user)
     return out

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Response, status
 from sqlalchemy.orm import Session
 
 from viewer_api.deps import (
-    ClientAddr,
+    Audit,
     NowDep,
     ReaderUser,
     SessionDep,
@@ -19,7 +19,8 @@ from viewer_api.deps import (
     WorklistSettingsDep,
 )
 from viewer_api.schemas import MAX_OFFSET, WorkflowItem
-from worklist import audit, events, repository
+from worklist import events, repository
+from worklist.audit import AuditAction
 from worklist.models import Study, User
 
 logger = logging.getLogger(__name__)
@@ -49,8 +50,8 @@ def publish_claim_event(
 def list_worklist(
     session: SessionDep,
     user: ViewerUser,
+    audit: Audit,
     now: NowDep,
-    client_addr: ClientAddr,
     response: Response,
     site: Annotated[str | None, Query(max_length=32)] = None,
     modality: Annotated[str | None, Query(max_length=16)] = None,
@@ -78,19 +79,14 @@ def list_worklist(
         total = cap
         response.headers[CAPPED_HEADER] = "true"
     response.headers[TOTAL_HEADER] = str(total)
-    audit.record(
-        session=session,
-        actor=user,
-        action="worklist_view",
-        object_type="worklist",
-        client_addr=client_addr,
+    audit(
+        AuditAction.WORKLIST_VIEW,
         detail={
             "count": len(studies),
             "total": total,
             "offset": offset,
             "filters": {k: v for k, v in filters.items() if v is not None},
         },
-        now=now,
     )
     return [WorkflowItem.from_study_at(s, now) for s in studies]
 
@@ -103,24 +99,15 @@ def list_worklist(
 def claim_next(
     session: SessionDep,
     user: ReaderUser,
+    audit: Audit,
     now: NowDep,
-    client_addr: ClientAddr,
     wl_settings: WorklistSettingsDep,
 ) -> WorkflowItem | Response:
     """Claim the most urgent, then oldest, free study; 204 when nothing waits."""
     study = repository.claim_next(session=session, reader=user, now=now, lease=wl_settings.lease)
     if study is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
-    audit.record(
-        session=session,
-        actor=user,
-        action="study_claimed",
-        object_type="study",
-        object_id=study.study_instance_uid,
-        client_addr=client_addr,
-        detail={"next": True},
-        now=now,
-    )
+    audit(AuditAction.STUDY_CLAIMED, object_id=study.study_instance_uid, detail={"next": True})
     publish_claim_event(
         session=session, kind=events.KIND_STUDY_CLAIMED, study=study, user=user, now=now
     )
@@ -136,22 +123,14 @@ def claim(
     study_uid: str,
     session: SessionDep,
     user: ReaderUser,
+    audit: Audit,
     now: NowDep,
-    client_addr: ClientAddr,
     wl_settings: WorklistSettingsDep,
 ) -> WorkflowItem:
     study = repository.claim_study(
         session=session, study_uid=study_uid, reader=user, now=now, lease=wl_settings.lease
     )
-    audit.record(
-        session=session,
-        actor=user,
-        action="study_claimed",
-        object_type="study",
-        object_id=study.study_instance_uid,
-        client_addr=client_addr,
-        now=now,
-    )
+    audit(AuditAction.STUDY_CLAIMED, object_id=study.study_instance_uid)
     publish_claim_event(
         session=session, kind=events.KIND_STUDY_CLAIMED, study=study, user=user, now=now
     )
@@ -167,23 +146,19 @@ def renew(
     study_uid: str,
     session: SessionDep,
     user: ReaderUser,
+    audit: Audit,
     now: NowDep,
-    client_addr: ClientAddr,
     wl_settings: WorklistSettingsDep,
 ) -> WorkflowItem:
     """Extend your lease (the reader calls this while it works on the study)."""
     study = repository.renew_claim(
         session=session, study_uid=study_uid, reader=user, now=now, lease=wl_settings.lease
     )
-    audit.record(
-        session=session,
-        actor=user,
-        action="claim_renewed",
-        object_type="study",
+    expires_at = study.claim_expires_at.isoformat() if study.claim_expires_at else ""
+    audit(
+        AuditAction.CLAIM_RENEWED,
         object_id=study.study_instance_uid,
-        client_addr=client_addr,
-        detail={"expires_at": study.claim_expires_at.isoformat() if study.claim_expires_at else ""},
-        now=now,
+        detail={"expires_at": expires_at},
     )
     return WorkflowItem.from_study_at(study, now)
 
@@ -193,8 +168,8 @@ def release(
     study_uid: str,
     session: SessionDep,
     user: ReaderUser,
+    audit: Audit,
     now: NowDep,
-    client_addr: ClientAddr,
     wl_settings: WorklistSettingsDep,
 ) -> WorkflowItem:
     study = repository.release_study(
@@ -204,15 +179,7 @@ def release(
         now=now,
         stable_seconds=wl_settings.stable_seconds,
     )
-    audit.record(
-        session=session,
-        actor=user,
-        action="study_released",
-        object_type="study",
-        object_id=study.study_instance_uid,
-        client_addr=client_addr,
-        now=now,
-    )
+    audit(AuditAction.STUDY_RELEASED, object_id=study.study_instance_uid)
     publish_claim_event(
         session=session, kind=events.KIND_STUDY_RELEASED, study=study, user=user, now=now
     )
