@@ -1,27 +1,41 @@
 """A small C-STORE SCU for admins testing a link: send files and folders as they are.
 
-Each file goes out in its own transfer syntax, its dataset bytes streamed from disk without
-decoding (pynetdicom's chunked send), over presentation contexts built from the files'
-(SOP class, transfer syntax) pairs, at most 128 per association (more files open more
-associations). Nothing is printed here: progress goes through the ``progress`` callback.
+Each file goes out in its own transfer syntax, its dataset bytes as they are on disk (never
+decoded), over presentation contexts built from the files' (SOP class, transfer syntax)
+pairs, at most 128 per association (more files open more associations). Nothing is printed
+here: progress goes through the ``progress`` callback.
+
+Every response is counted. pynetdicom's ``Association.send_c_store`` loses about one
+C-STORE response in a thousand: it pauses the association's reactor thread by clearing an
+event and waiting for a flag the reactor may not yet have reset since the previous request,
+so the reactor can take the response off the queue first, discard it as "unexpected", and
+leave the sender waiting out its DIMSE timeout before aborting the association. Here a
+request goes out with ``assoc.dimse.send_msg`` and its response is caught by an
+``EVT_DIMSE_RECV`` handler, which pynetdicom calls in its network thread for every complete
+message before any queue: nothing can take it first. (The reactor still sees each response
+and drops it; its "unexpected" warning is filtered out while we send.)
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import split_dataset
 from pynetdicom.presentation import PresentationContext, build_context
 
 logger = logging.getLogger(__name__)
@@ -40,6 +54,8 @@ WARNINGS = frozenset(
 )
 
 MAX_CONTEXTS = 128  # presentation context IDs are odd numbers 1..255
+C_STORE_RSP = 0x8001  # (0000,0100) Command Field of a C-STORE response (PS3.7 E.1)
+PRIORITY_MEDIUM = 0x0000  # (0000,0700) Priority (PS3.7 C.4.1.1.3)
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR: not an instance to store
 
 ProgressCallback = Callable[[int, int, int], None]
@@ -165,15 +181,55 @@ def _batches(items: list[FileOutcome], max_contexts: int) -> Iterator[list[FileO
         yield batch
 
 
+class _Responses:
+    """C-STORE responses of one association, caught as pynetdicom's network thread decodes
+    them (``EVT_DIMSE_RECV``), by the message ID they answer."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[int, int, str]] = queue.Queue()
+
+    def on_dimse_recv(self, event: Any) -> None:
+        command = event.message.command_set
+        if command.get("CommandField") != C_STORE_RSP:
+            return
+        comment = str(command.get("ErrorComment", "") or "")
+        self._queue.put((int(command.MessageIDBeingRespondedTo), int(command.Status), comment))
+
+    def wait(self, assoc: Association, msg_id: int, timeout: float) -> tuple[int, str] | None:
+        """The (status, error comment) answering ``msg_id``; None when the association ends
+        or ``timeout`` passes first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                answered, status, comment = self._queue.get(timeout=min(left, 0.05))
+            except queue.Empty:
+                if not assoc.is_established and self._queue.empty():
+                    return None
+                continue
+            if answered == msg_id:
+                return status, comment
+            # an answer to an earlier request we stopped waiting for: not ours
+
+
+class _DropStolenResponse(logging.Filter):
+    """pynetdicom's reactor thread also sees each response and drops it with a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Received unexpected C-STORE")
+
+
 @contextmanager
-def _chunked_send() -> Iterator[None]:
-    """Have pynetdicom stream a file's dataset bytes as they are instead of re-encoding."""
-    previous = _config.STORE_SEND_CHUNKED_DATASET
-    _config.STORE_SEND_CHUNKED_DATASET = True
+def _quiet_reactor() -> Iterator[None]:
+    target = logging.getLogger("pynetdicom.association")
+    dropper = _DropStolenResponse()
+    target.addFilter(dropper)
     try:
         yield
     finally:
-        _config.STORE_SEND_CHUNKED_DATASET = previous
+        target.removeFilter(dropper)
 
 
 def client_tls_context(
@@ -197,6 +253,7 @@ def _associate(
     host: str,
     port: int,
     called_aet: str,
+    responses: _Responses,
     tls: ssl.SSLContext | None = None,
 ) -> tuple[Association, str]:
     pairs = sorted({(f.sop_class_uid, f.transfer_syntax_uid) for f in batch})
@@ -222,7 +279,11 @@ def _associate(
         port,
         contexts=contexts,
         ae_title=called_aet,
-        evt_handlers=[(evt.EVT_CONN_OPEN, on_open), (evt.EVT_ACSE_RECV, on_acse)],
+        evt_handlers=[
+            (evt.EVT_CONN_OPEN, on_open),
+            (evt.EVT_ACSE_RECV, on_acse),
+            (evt.EVT_DIMSE_RECV, responses.on_dimse_recv),
+        ],
         tls_args=(tls, host) if tls is not None else None,
     )
     if assoc.is_established:
@@ -245,23 +306,47 @@ def _no_delay(assoc: Association) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def _accepted(assoc: Association) -> set[tuple[str, str]]:
+def _accepted(assoc: Association) -> dict[tuple[str, str], int]:
+    """Accepted (SOP class, transfer syntax) -> presentation context ID."""
     return {
-        (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+        (str(cx.abstract_syntax), str(cx.transfer_syntax[0])): int(cx.context_id)
         for cx in assoc.accepted_contexts
-        if cx.abstract_syntax and cx.transfer_syntax
+        if cx.abstract_syntax and cx.transfer_syntax and cx.context_id is not None
     }
 
 
-def _store(assoc: Association, item: FileOutcome, msg_id: int) -> FileOutcome:
+def _store(
+    assoc: Association,
+    item: FileOutcome,
+    *,
+    context_id: int,
+    msg_id: int,
+    responses: _Responses,
+    dimse_timeout: float,
+) -> FileOutcome:
     try:
-        rsp = assoc.send_c_store(item.path, msg_id=msg_id)
-    except (ValueError, AttributeError, OSError, RuntimeError) as exc:
+        _meta, offset = split_dataset(item.path)
+        with item.path.open("rb") as fh:
+            fh.seek(offset)
+            dataset = fh.read()
+    except (OSError, ValueError, AttributeError) as exc:
+        return replace(item, error=f"cannot read the file: {exc}")
+    req = C_STORE()
+    req.MessageID = msg_id
+    req.Priority = PRIORITY_MEDIUM
+    req.AffectedSOPClassUID = item.sop_class_uid
+    req.AffectedSOPInstanceUID = item.sop_instance_uid
+    req.DataSet = BytesIO(dataset)
+    try:
+        assoc.dimse.send_msg(req, context_id)
+    except (OSError, RuntimeError) as exc:
         return replace(item, error=str(exc))
-    if "Status" not in rsp:
+    answer = responses.wait(assoc, msg_id, dimse_timeout)
+    if answer is None:
+        if assoc.is_established:  # no answer in time: the association is no longer usable
+            assoc.abort()
         return replace(item, error="no response (timeout or abort)")
-    status = int(rsp.Status)
-    comment = str(rsp.get("ErrorComment", "") or "")
+    status, comment = answer
     return replace(item, status=status, error=comment)
 
 
@@ -315,13 +400,13 @@ def send_paths(
     ae.network_timeout = dimse_timeout
     max_contexts = max(1, min(max_contexts, MAX_CONTEXTS))
 
-    with _chunked_send():
+    with _quiet_reactor():
         for batch in _batches(todo, max_contexts):
             if result.errors:  # the link is down or refused: do not retry for every batch
                 for item in batch:
                     record(replace(item, error="not sent"))
             else:
-                _send_batch(ae, batch, host, port, called_aet, result, record, tls)
+                _send_batch(ae, batch, host, port, called_aet, result, record, tls, dimse_timeout)
     result.elapsed = time.monotonic() - started
     logger.info(
         "send finished",
@@ -343,9 +428,11 @@ def _send_batch(
     called_aet: str,
     result: SendResult,
     record: Callable[[FileOutcome], None],
-    tls: ssl.SSLContext | None = None,
+    tls: ssl.SSLContext | None,
+    dimse_timeout: float,
 ) -> None:
-    assoc, error = _associate(ae, batch, host, port, called_aet, tls)
+    responses = _Responses()
+    assoc, error = _associate(ae, batch, host, port, called_aet, responses, tls)
     if error:
         logger.warning(error, extra={"action": "send_association_failed"})
         result.errors.append(error)
@@ -365,7 +452,14 @@ def _send_batch(
                 )
                 record(replace(item, error=error))
             else:
-                outcome = _store(assoc, item, msg_id=i % 65535 + 1)
+                outcome = _store(
+                    assoc,
+                    item,
+                    context_id=accepted[item.sop_class_uid, item.transfer_syntax_uid],
+                    msg_id=i % 65535 + 1,
+                    responses=responses,
+                    dimse_timeout=dimse_timeout,
+                )
                 if not outcome.ok:
                     logger.warning(
                         "C-STORE failed",
