@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -68,9 +69,9 @@ def _dictionary_vr(tag: int) -> bytes | None:
 
 
 @lru_cache(maxsize=16)
-def _watched(wanted: frozenset[int], sequence: int) -> frozenset[int]:
+def _watched(wanted: frozenset[int], sequence: int, nested: frozenset[int]) -> frozenset[int]:
     """The top-level tags ``_top_level`` looks at more closely."""
-    return wanted | {_CHARSET, sequence}
+    return wanted | nested | {_CHARSET, sequence}
 
 
 class _Unsure(Exception):
@@ -86,33 +87,55 @@ class RawHeader:
     media_storage_sop_instance_uid: str
     # top-level tag -> value, for the asked-for tags present
     values: dict[int, Any] = field(default_factory=dict)
-    # the items of the sequence asked for (None: no such element), each tag -> value
+    # the items of the sequence asked for (None: no such element), each tag -> value; a
+    # ``nested`` sequence's value (here or in ``values``) is its items, each tag -> value
     items: list[dict[int, Any]] | None = None
 
 
 def read_header(
-    data: bytes | memoryview, wanted: frozenset[int], sequence: int, item_wanted: frozenset[int]
+    data: bytes | memoryview,
+    wanted: frozenset[int],
+    sequence: int,
+    item_wanted: frozenset[int],
+    nested: Mapping[int, frozenset[int]] | None = None,
 ) -> RawHeader | None:
     """The values of the ``wanted`` top-level tags and of ``item_wanted`` in the items of
-    the ``sequence`` tag; None when not sure (use pydicom)."""
+    the ``sequence`` tag; None when not sure (use pydicom). ``nested``: sequences (code
+    sequences) at the top level or in ``sequence``'s items whose items are read too, tag ->
+    the tags wanted in their items; their value is the list of their items."""
     buf = memoryview(data)
     try:
-        return _Reader(buf, wanted, sequence, item_wanted).read()
+        return _Reader(buf, wanted, sequence, item_wanted, nested or {}).read()
     except (_Unsure, struct.error, KeyError):
         return None
 
 
 class _Reader:
-    __slots__ = ("buf", "depth", "end", "implicit", "item_wanted", "sequence", "wanted")
+    __slots__ = (
+        "buf",
+        "depth",
+        "end",
+        "implicit",
+        "item_wanted",
+        "nested",
+        "sequence",
+        "wanted",
+    )
 
     def __init__(
-        self, buf: memoryview, wanted: frozenset[int], sequence: int, item_wanted: frozenset[int]
+        self,
+        buf: memoryview,
+        wanted: frozenset[int],
+        sequence: int,
+        item_wanted: frozenset[int],
+        nested: Mapping[int, frozenset[int]],
     ) -> None:
         self.buf = buf
         self.end = len(buf)
         self.wanted = wanted
         self.sequence = sequence
         self.item_wanted = item_wanted
+        self.nested = nested
         self.implicit = False
         self.depth = 0
 
@@ -220,7 +243,8 @@ class _Reader:
         # the hot loop: one pass over ~100 elements, so element headers are decoded inline
         # and an element not watched costs a few comparisons
         buf, end, wanted, sequence = self.buf, self.end, self.wanted, self.sequence
-        watched = _watched(wanted, sequence)
+        nested = self.nested
+        watched = _watched(wanted, sequence, frozenset(nested))
         implicit = self.implicit
         explicit_head, tag_length, u32 = _EXPLICIT_HEAD, _TAG_LENGTH, _U32
         long_vrs, known_vrs, stop = _LONG_VRS, _KNOWN_VRS, _STOP
@@ -253,9 +277,12 @@ class _Reader:
             if length == _UNDEFINED:
                 if tag in wanted or not self._is_sequence(tag, vr, pos, end):
                     raise _Unsure
-                items, pos = self._sequence(pos, None, tag == sequence, end)
+                collect = self.item_wanted if tag == sequence else nested.get(tag)
+                items, pos = self._sequence(pos, None, collect, end)
                 if tag == sequence:
                     header.items = items
+                elif collect is not None:
+                    header.values[tag] = items
                 continue
             if pos + length > end:
                 raise _Unsure
@@ -268,15 +295,19 @@ class _Reader:
                 elif tag == sequence:
                     if vr not in (None, _SQ):
                         raise _Unsure
-                    header.items, _ = self._sequence(pos, pos + length, True, end)
+                    header.items, _ = self._sequence(pos, pos + length, self.item_wanted, end)
+                elif tag in nested:
+                    if vr not in (None, _SQ):
+                        raise _Unsure
+                    header.values[tag], _ = self._sequence(pos, pos + length, nested[tag], end)
             pos += length
 
     def _sequence(
-        self, pos: int, limit: int | None, collect: bool, bound: int
+        self, pos: int, limit: int | None, collect: frozenset[int] | None, bound: int
     ) -> tuple[list[dict[int, Any]], int]:
         """The items from ``pos`` of a sequence ending at ``limit`` (None: undefined length,
-        up to its delimiter, within ``bound``); returns them (when ``collect``) and the
-        position after."""
+        up to its delimiter, within ``bound``); returns them (when ``collect``, the tags
+        wanted in them, is not None) and the position after."""
         items: list[dict[int, Any]] = []
         if limit is not None:
             bound = limit
@@ -303,16 +334,18 @@ class _Reader:
                 if pos + length > bound:
                     raise _Unsure
                 item, pos = self._item(pos, pos + length, bound, collect)
-            if collect:
+            if collect is not None:
                 items.append(item)
 
     def _item(
-        self, pos: int, limit: int | None, bound: int, collect: bool
+        self, pos: int, limit: int | None, bound: int, collect: frozenset[int] | None
     ) -> tuple[dict[int, Any], int]:
         """An item's elements (defined length: exactly up to ``limit``; else up to its
-        delimiter, within ``bound``)."""
+        delimiter, within ``bound``); ``collect``: the tags wanted (None: none), a nested
+        sequence among them read as its items."""
         values: dict[int, Any] = {}
-        wanted = self.item_wanted if collect else frozenset()
+        wanted = frozenset() if collect is None else collect
+        nested = self.nested if collect is not None else {}
         if limit is not None:
             bound = limit
         while True:
@@ -325,16 +358,23 @@ class _Reader:
             tag, vr, length, pos = self._element(pos, bound)
             if tag >> 16 == 0xFFFE:
                 raise _Unsure
+            inner = nested.get(tag) if tag in wanted else None
             if length == _UNDEFINED:
-                if tag in wanted or not self._is_sequence(tag, vr, pos, bound):
+                if (tag in wanted and inner is None) or not self._is_sequence(tag, vr, pos, bound):
                     raise _Unsure
-                _, pos = self._sequence(pos, None, False, bound)
+                items, pos = self._sequence(pos, None, inner, bound)
+                if inner is not None:
+                    values[tag] = items
                 continue
             if pos + length > bound:
                 raise _Unsure
             if tag == _CHARSET:
                 self._check_charset(vr, pos, length)
-            if tag in wanted:
+            if inner is not None:
+                if vr not in (None, _SQ):
+                    raise _Unsure
+                values[tag], _ = self._sequence(pos, pos + length, inner, bound)
+            elif tag in wanted:
                 self._check_vr(tag, vr)
                 values[tag] = self._value(vr, length, pos)
             pos += length

@@ -28,6 +28,10 @@ from gateway.received import (
 )
 from storage.keys import instance_key, is_valid_uid
 from worklist.triage import (
+    CODE_ITEM_TAGS,
+    CODE_SEQUENCE_KEYWORDS,
+    REQUEST_CODE_SEQUENCE_KEYWORDS,
+    REQUEST_KEYWORDS,
     TRIAGE_KEYWORDS,
     extract_text_values,
     log_notes,
@@ -45,22 +49,26 @@ _TEXT_TAGS = tuple(
 )
 _INT_TAGS = tuple((name, tag_for_keyword(keyword) or 0) for name, keyword in INT_FIELDS.items())
 _TRIAGE_TAGS = tuple(tag_for_keyword(keyword) or 0 for keyword in TRIAGE_KEYWORDS)
+_CODE_TAGS = tuple(tag_for_keyword(keyword) or 0 for keyword in CODE_SEQUENCE_KEYWORDS)
 _REQUEST_TAGS = frozenset(
     [_CHARSET]
     + [
         tag_for_keyword(keyword) or 0
-        for keyword in (
-            "RequestedProcedureDescription",
-            "ReasonForTheRequestedProcedure",
-            "RequestedProcedurePriority",
-        )
+        for keyword in (*REQUEST_KEYWORDS, *REQUEST_CODE_SEQUENCE_KEYWORDS)
     ]
 )
+# code sequences (top level, request items): their items' code value, scheme and meaning
+_NESTED = {
+    tag_for_keyword(keyword) or 0: CODE_ITEM_TAGS | {_CHARSET}
+    for keyword in (*CODE_SEQUENCE_KEYWORDS, *REQUEST_CODE_SEQUENCE_KEYWORDS)
+}
 # the text part's inputs: the character set, the payload's text fields, the triage text
-_TEXT_KEY_TAGS = tuple(dict.fromkeys([_CHARSET, *(t[3] for t in _TEXT_TAGS), *_TRIAGE_TAGS]))
+_TEXT_KEY_TAGS = tuple(
+    dict.fromkeys([_CHARSET, *(t[3] for t in _TEXT_TAGS), *_TRIAGE_TAGS, *_CODE_TAGS])
+)
 _WANTED = frozenset(
     [*_TEXT_KEY_TAGS, *(tag for _, tag in _UID_FIELDS), *(tag for _, tag in _INT_TAGS)]
-)
+) - frozenset(_CODE_TAGS)
 _ABSENT = object()
 _TEXT_CACHE_SIZE = 256
 
@@ -78,12 +86,19 @@ class _TextPart:
 _text_cache: dict[tuple[Any, ...], _TextPart] = {}
 
 
+def _frozen(value: Any) -> Any:
+    """A value as a cache key part: a sequence's items (lists of dicts) as nested tuples."""
+    if isinstance(value, list):
+        return tuple(tuple(sorted((k, _frozen(v)) for k, v in item.items())) for item in value)
+    return value
+
+
 def _text_part(values: Mapping[int, Any], items: list[dict[int, Any]] | None) -> _TextPart:
     """Decode the text elements; cached by their raw bytes (decoding is a pure function of
     them), so the instances of a series after the first cost a dictionary look-up."""
     key = (
-        tuple(values.get(tag, _ABSENT) for tag in _TEXT_KEY_TAGS),
-        None if items is None else tuple(tuple(sorted(item.items())) for item in items),
+        tuple(_frozen(values.get(tag, _ABSENT)) for tag in _TEXT_KEY_TAGS),
+        None if items is None else _frozen(items),
     )
     part = _text_cache.get(key)
     if part is not None:
@@ -118,7 +133,7 @@ def read_spooled(
 ) -> ReceivedInstance | None:
     """``read_instance_pydicom(data, None, ...)`` for the headers ``header_read`` vouches for,
     without pydicom; None: not sure, or the instance is to be refused (pydicom words it)."""
-    raw = read_header(data, _WANTED, _REQUEST_ATTRIBUTES_SEQUENCE, _REQUEST_TAGS)
+    raw = read_header(data, _WANTED, _REQUEST_ATTRIBUTES_SEQUENCE, _REQUEST_TAGS, _NESTED)
     if raw is None:
         return None
     values = raw.values

@@ -193,6 +193,37 @@ def test_triage_never_downgrades_and_merges_text(session_factory: sessionmaker[S
         assert st.text_fields["SeriesDescription"] == "急性脑卒中 平扫 | routine recon"
 
 
+def test_triage_reads_codes_merged_across_instances(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """The county re-runs triage on the merged text fields: a code field's items from two
+    instances (joined with `` | ``) are read as codes, and the code is the reason."""
+    old = {"AdmittingDiagnosesCodeSequence": "I69.300^ICD-10^脑梗死"}
+    new = {"AdmittingDiagnosesCodeSequence": "I63.900^ICD-10^脑梗死 ; I10^I10^高血压"}
+    with session_factory() as s:
+        seed(s)
+        for sop, fields in (("6.1.1.1", old), ("6.1.1.2", old), ("6.1.1.3", new)):
+            record_instances(
+                session=s,
+                site_code="TS01",
+                calling_ae="CT_TS01",
+                instances=[arrival("6.1", "6.1.1", sop, text_fields=fields)],
+                now=NOW,
+            )
+            if sop == "6.1.1.2":
+                assert study(s, "6.1").priority == "routine"  # a sequela code is history
+        s.commit()
+        st = study(s, "6.1")
+        assert (st.priority, st.category) == ("stat", "stroke")
+        assert st.text_fields["AdmittingDiagnosesCodeSequence"] == (
+            "I69.300^ICD-10^脑梗死 | I63.900^ICD-10^脑梗死 ; I10^I10^高血压"
+        )
+        assert st.triage_reasons[0] == (
+            "AdmittingDiagnosesCodeSequence: code I63.900 (ICD-10) '脑梗死' "
+            "(stroke: ICD-10 I63 脑梗死 cerebral infarction)"
+        )
+
+
 def test_override_leaves_triage_alone(session_factory: sessionmaker[Session]) -> None:
     with session_factory() as s:
         seed(s)

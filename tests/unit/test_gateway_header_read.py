@@ -108,6 +108,51 @@ def _request(ds: Dataset, reason: str, priority: str = "", charset: str | None =
     ds.RequestAttributesSequence = Sequence([item, Dataset()])
 
 
+def _code(value: str, scheme: str, meaning: str, **extra: Any) -> Dataset:
+    item = Dataset()
+    if value:
+        item.CodeValue = value
+    item.CodingSchemeDesignator = scheme
+    item.CodeMeaning = meaning
+    for keyword, v in extra.items():
+        setattr(item, keyword, v)
+    return item
+
+
+def _coded(ds: Dataset) -> Dataset:
+    """Code sequences at the top level and in a Request Attributes item: an item with its own
+    character set, one with a Long Code Value, one holding a sequence of its own."""
+    ds.AdmittingDiagnosesCodeSequence = Sequence(
+        [
+            _code(
+                "I63.900",
+                "ICD-10",
+                "脑梗死",
+                EquivalentCodeSequence=Sequence([_code("x", "y", "")]),
+            ),
+            _code("I10", "I10", "高血压"),
+        ]
+    )
+    ds.ProcedureCodeSequence = Sequence([_code("CT001", "99HIS", "头颅CT平扫")])
+    ds.PerformedProtocolCodeSequence = Sequence()
+    request = Dataset()
+    request.ReasonForTheRequestedProcedure = "头晕"
+    request.ReasonForRequestedProcedureCodeSequence = Sequence(
+        [
+            _code(
+                "",
+                "ICD-10",
+                "急性心肌梗死",
+                LongCodeValue="I21.900x001",
+                SpecificCharacterSet="GBK",
+            )
+        ]
+    )
+    request.ScheduledProtocolCodeSequence = Sequence([_code("P1", "99HIS", "卒中序列")])
+    ds.RequestAttributesSequence = Sequence([request])
+    return ds
+
+
 def factory_datasets() -> Iterator[tuple[str, Dataset]]:
     yield "ct", make_ct()
     yield "dx", make_dx(charset="ISO_IR 192")
@@ -133,6 +178,7 @@ def factory_datasets() -> Iterator[tuple[str, Dataset]]:
         series_description="head",
     )
     yield "ct-no-charset", ct
+    yield "ct-codes", _coded(make_ct(study_description="头颅CT平扫"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # an IS of "7.0": invalid, and sent by some scanners
         ct = make_ct(SeriesNumber=None, InstanceNumber="7.0", BodyPartExamined="")
@@ -246,6 +292,10 @@ def test_mutated_headers(syntax: str) -> None:
     ct = make_ct(reason="突发左侧肢体无力2小时", requested_procedure="头颅CT平扫")
     _request(ct, "胸痛 STAT", "STAT")
     ct.ReferencedImageSequence = Sequence([Dataset(), Dataset()])
+    ct.AdmittingDiagnosesCodeSequence = Sequence([_code("I63.9", "I10", "脑梗死")])
+    ct.RequestAttributesSequence[0].ReasonForRequestedProcedureCodeSequence = Sequence(
+        [_code("I21.9", "I10", "心梗")]
+    )
     for undefined in (False, True):
         data = spooled_ds(ct, syntax, undefined=undefined)
         pixels = data.rfind(b"\xe0\x7f\x10\x00")

@@ -231,3 +231,60 @@ def test_bad_rules_file_is_refused(tmp_path: Path) -> None:
     bad.write_text("categories:\n  stroke:\n    - {name: x, patterns: ['(']}\n", "utf-8")
     with pytest.raises(RulesError):
         load_rules(bad)
+
+
+ADM = "AdmittingDiagnosesCodeSequence"
+
+
+@pytest.mark.parametrize(
+    ("fields", "category", "reason"),
+    [
+        (
+            {ADM: "I63.9^I10^脑梗死"},
+            "stroke",
+            f"{ADM}: code I63.9 (I10) '脑梗死' (stroke: ICD-10 I63",
+        ),
+        ({ADM: "I61.900x002^ICD-10^x"}, "stroke", f"{ADM}: code I61.900x002 (ICD-10) 'x' (stroke"),
+        ({ADM: "G45.9"}, "stroke", f"{ADM}: code G45.9 (stroke: ICD-10 G45"),
+        ({ADM: "I21.4^^"}, "chest_pain", f"{ADM}: code I21.4 (chest_pain: ICD-10 I21"),
+        ({ADM: "I71.0^I10^Dissection"}, "chest_pain", f"{ADM}: code I71.0 (I10) 'Dissection'"),
+        ({ADM: "59282003^SCT^PE"}, "chest_pain", f"{ADM}: code 59282003 (SCT) 'PE'"),
+        # a code outranks text: coded stroke with a chest-pain phrase is stroke
+        ({ADM: "I63.9^I10^脑梗死", R: "胸痛"}, "stroke", f"{ADM}: code I63.9"),
+        # several items, as one instance (' ; ') and as the county merges instances (' | ')
+        ({ADM: "I10^I10^高血压 ; E11^I10^糖尿病 | I60.9^I10^SAH"}, "stroke", f"{ADM}: code I60.9"),
+        # the meaning of a code no rule knows is read as text
+        ({ADM: "X99^99HIS^急性脑梗死"}, "stroke", f"{ADM}: '脑梗死' (stroke: 脑梗)"),
+    ],
+)
+def test_codes_are_read_and_named_as_the_reason(
+    fields: dict[str, str], category: str, reason: str
+) -> None:
+    result = classify(fields)
+    assert (result.category, result.priority) == (category, "stat"), result
+    assert result.reasons[0].startswith(reason), result.reasons
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {ADM: "I69.3^I10^脑梗死"},  # a sequela: its meaning is not read as text either
+        {ADM: "I25.2^I10^心肌梗死"},  # old MI
+        {ADM: "I71.4^I10^腹主动脉瘤"},  # aneurysm without rupture
+        {ADM: "Z86.7^I10^脑梗死个人史"},
+        {ADM: "1755008^SCT^Old myocardial infarction"},
+        {ADM: "I63.9^I10^脑梗死", S: "头颅CT复查"},  # a follow-up exam discounts a code
+        {ADM: "I10^I10^高血压 ; R07.0^I10^咽痛"},  # codes outside the urgent blocks
+        {ADM: "B020ZZZ^I10P^x"},  # ICD-10-PCS is a procedure code
+        {"ProcedureCodeSequence": "I63^99HIS^头颅CT"},  # a local code only looks like ICD-10
+    ],
+)
+def test_codes_that_are_not_urgent(fields: dict[str, str]) -> None:
+    result = classify(fields)
+    assert result.priority == "routine", result
+
+
+def test_stat_order_for_a_head_ct_is_flagged_with_the_order_as_reason() -> None:
+    result = classify({S: "CT HEAD", "RequestedProcedurePriority": "STAT", "Modality": "CT"})
+    assert result.priority == "stat"
+    assert result.reasons[0] == "RequestedProcedurePriority: 'STAT' (stat: STAT priority)"

@@ -2,7 +2,10 @@
 
 Public API (stable; the gateway and the worklist both use it):
 
-- ``TRIAGE_KEYWORDS``: the DICOM keywords whose text is read.
+- ``TRIAGE_KEYWORDS``: the DICOM keywords whose text is read; ``REQUEST_KEYWORDS`` those
+  read in Request Attributes Sequence items too; ``CODE_SEQUENCE_KEYWORDS`` (top level) and
+  ``REQUEST_CODE_SEQUENCE_KEYWORDS`` (request items): the code sequences whose items
+  (``CODE_ITEM_TAGS``) are read as codes (``worklist.triage.codes``).
 - ``extract_text(ds) -> ExtractedText``: decoded, normalised text fields of a dataset
   (header only is enough), plus notes on how the text was decoded.
 - ``classify(fields, *, modality=None, explicit=None) -> TriageResult``: decide from
@@ -17,6 +20,10 @@ Also: ``merge_results(previous, new)`` (never silently downgrades a stat result)
 """
 
 from worklist.triage.api import (
+    CODE_ITEM_TAGS,
+    CODE_SEQUENCE_KEYWORDS,
+    REQUEST_CODE_SEQUENCE_KEYWORDS,
+    REQUEST_KEYWORDS,
     TRIAGE_KEYWORDS,
     Category,
     ExtractedText,
@@ -34,6 +41,10 @@ from worklist.triage.api import (
 )
 
 __all__ = [
+    "CODE_ITEM_TAGS",
+    "CODE_SEQUENCE_KEYWORDS",
+    "REQUEST_CODE_SEQUENCE_KEYWORDS",
+    "REQUEST_KEYWORDS",
     "TRIAGE_KEYWORDS",
     "Category",
     "ExtractedText",

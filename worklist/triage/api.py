@@ -11,8 +11,14 @@ from worklist.triage.classify import (
     classify,
     merge_results,
 )
+from worklist.triage.codes import (
+    CODE_ITEM_TAGS,
+    CODE_SEQUENCE_KEYWORDS,
+    REQUEST_CODE_SEQUENCE_KEYWORDS,
+)
 from worklist.triage.errors import RulesError, TriageError, UnknownCategory
 from worklist.triage.extract import (
+    REQUEST_KEYWORDS,
     extract_text,
     extract_text_values,
     log_notes,
@@ -33,7 +39,11 @@ from worklist.triage.rules import CATEGORIES, Category, Rules, default_rules, lo
 
 __all__ = [
     "CATEGORIES",
+    "CODE_ITEM_TAGS",
+    "CODE_SEQUENCE_KEYWORDS",
     "DEFAULT_CALLED_AE_CATEGORIES",
+    "REQUEST_CODE_SEQUENCE_KEYWORDS",
+    "REQUEST_KEYWORDS",
     "ROUTINE",
     "STAT",
     "TRIAGE_KEYWORDS",

@@ -25,10 +25,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from worklist.triage.codes import ITEM_SEPARATOR, Code, is_code_field, normalise_code, parse_codes
 from worklist.triage.errors import UnknownCategory
 from worklist.triage.normalise import normalise
 from worklist.triage.result import ROUTINE, STAT, TriageResult
-from worklist.triage.rules import CATEGORIES, Category, Rule, Rules, default_rules
+from worklist.triage.rules import (
+    CATEGORIES,
+    CODE_KIND,
+    Category,
+    CodingScheme,
+    Rule,
+    Rules,
+    default_rules,
+)
 
 # a follow-up cue here (复查, follow-up) discounts diagnosis / exam matches in other fields
 FOLLOW_UP_FIELDS = (
@@ -143,7 +152,58 @@ def _why_not(
 
 
 def _explain(hit: Hit) -> str:
+    if hit.rule.kind == CODE_KIND:
+        return f"{hit.field}: code {hit.phrase} ({hit.rule.category}: {hit.rule.name})"
     return f"{hit.field}: '{hit.phrase}' ({hit.rule.category}: {hit.rule.name})"
+
+
+def _scheme_of(code: Code, field: str, rules: Rules) -> CodingScheme | None:
+    """The coding scheme a code item is read in (None: no code rule applies to it)."""
+    if code.scheme:
+        for scheme in rules.schemes:
+            if scheme.designators.fullmatch(code.scheme):
+                return scheme
+        if rules.other_schemes is not None and rules.other_schemes.fullmatch(code.scheme):
+            return None
+    for scheme in rules.schemes:
+        if field in scheme.undeclared_in and scheme.values.fullmatch(code.value):
+            return scheme
+    return None
+
+
+def code_rule(code: Code, field: str, rules: Rules) -> Rule | None:
+    """The code rule for a code item: the one whose code matches the longest prefix."""
+    scheme = _scheme_of(code, field, rules)
+    if scheme is None or not code.value:
+        return None
+    value = normalise_code(code.value)
+    best: Rule | None = None
+    best_len = -1
+    for rule in rules.codes:
+        if rule.scheme != scheme.name:
+            continue
+        m = rule.regex.match(value)
+        if m is not None and m.end() > best_len:
+            best, best_len = rule, m.end()
+    return best
+
+
+def _read_codes(field: str, value: str, rules: Rules) -> tuple[str, list[Hit], list[str]]:
+    """A code field: (the meanings of codes no rule knows, as text; code hits; reasons why
+    known codes are not urgent)."""
+    text: list[str] = []
+    hits: list[Hit] = []
+    ignored: list[str] = []
+    for code in parse_codes(value):
+        rule = code_rule(code, field, rules)
+        if rule is None:
+            if code.meaning:
+                text.append(code.meaning)
+        elif rule.category is None:
+            ignored.append(f"not urgent: {field}: code {code.shown()} ({rule.name})")
+        else:
+            hits.append(Hit(field, code.shown(), rule))
+    return ITEM_SEPARATOR.join(text), hits, ignored
 
 
 def find_hits(
@@ -153,9 +213,15 @@ def find_hits(
     rules = rules or default_rules()
     texts: dict[str, str] = {}
     ignored: list[str] = []
+    coded: list[Hit] = []
     for kw, value in fields.items():
         if not value:
             continue
+        if is_code_field(kw):
+            meanings, code_hits, code_ignored = _read_codes(kw, str(value), rules)
+            value = meanings
+            coded.extend(code_hits)
+            ignored.extend(code_ignored)
         masked, looks = _mask(normalise(str(value)), rules)
         texts[kw] = masked
         ignored.extend(f"not urgent: {kw}: '{p.strip()}' (look-alike: {n})" for p, n in looks)
@@ -166,6 +232,14 @@ def find_hits(
         if m and not rules.acute.search(texts[kw]):
             exam_follow_up = (kw, m.group().strip())
     hits: list[Hit] = []
+    for hit in coded:  # a code is a diagnosis: a follow-up exam name discounts it too
+        if exam_follow_up and hit.field != exam_follow_up[0]:
+            said = f"follow-up: {exam_follow_up[0]} says '{exam_follow_up[1]}'"
+            ignored.append(
+                f"not urgent: {hit.field}: code {hit.phrase} ({hit.rule.category}: {said})"
+            )
+        else:
+            hits.append(hit)
     any_rule = _prefilter(rules)[0]
     for kw, text in texts.items():
         if any_rule is not None and any_rule.search(text) is None:

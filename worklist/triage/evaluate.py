@@ -13,6 +13,9 @@ Character Set, which may be missing or wrong), read back with pydicom and triage
       enc: gbk-as-latin1          # a key of PROFILES
       fields: {StudyDescription: 头颅CT平扫, ReasonForTheRequestedProcedure: 突发偏瘫}
       request: {ReasonForTheRequestedProcedure: ...}   # optional: Request Attributes item
+      codes: {AdmittingDiagnosesCodeSequence: ['I63.9^I10^脑梗死']}  # optional: code
+                                  # sequences, one item as VALUE^SCHEME^MEANING
+      request_codes: {ReasonForRequestedProcedureCodeSequence: [...]}  # in the request item
       explicit: stroke            # optional explicit flag
       stat: true                  # optional: expected priority stat without a category
 
@@ -36,6 +39,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from worklist.triage.codes import is_code_field
 from worklist.triage.extract import extract_text, triage_dataset
 from worklist.triage.normalise import normalise
 from worklist.triage.result import ExtractedText, TriageResult
@@ -86,6 +90,8 @@ class Case:
     enc: str
     fields: dict[str, str]
     request: dict[str, str] = field(default_factory=dict)
+    codes: dict[str, list[str]] = field(default_factory=dict)
+    request_codes: dict[str, list[str]] = field(default_factory=dict)
     explicit: Category | None = None
     stat: bool = False
     source: str = ""
@@ -97,6 +103,15 @@ def _category(value: Any, where: str) -> Category | None:
     if value not in CATEGORIES:
         raise ValueError(f"{where}: unknown category {value!r}")
     return cast(Category, value)
+
+
+def _code_lists(value: Any, where: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for kw, items in (value or {}).items():
+        if not is_code_field(str(kw)) or not isinstance(items, list):
+            raise ValueError(f"{where}: codes: {kw!r} must be a ...CodeSequence with a list")
+        out[str(kw)] = [str(i) for i in items]
+    return out
 
 
 def load_cases(path: str | Path = DEFAULT_CASES) -> list[Case]:
@@ -115,6 +130,8 @@ def load_cases(path: str | Path = DEFAULT_CASES) -> list[Case]:
                     enc=str(raw.get("enc", "gb18030")),
                     fields={str(k): str(v) for k, v in (raw.get("fields") or {}).items()},
                     request={str(k): str(v) for k, v in (raw.get("request") or {}).items()},
+                    codes=_code_lists(raw.get("codes"), where),
+                    request_codes=_code_lists(raw.get("request_codes"), where),
                     explicit=_category(raw.get("explicit"), where),
                     stat=bool(raw.get("stat", False)),
                     source=f.name,
@@ -134,6 +151,22 @@ def _put(ds: Dataset, keyword: str, text: str, encoder: str) -> None:
     ds.add_new(tag, dictionary_VR(tag), encode_text(text, encoder))
 
 
+def _put_codes(ds: Dataset, keyword: str, items: list[str], encoder: str) -> None:
+    seq = []
+    for text in items:
+        code, scheme, meaning = [*text.split("^"), "", ""][:3]
+        item = Dataset()
+        for kw, value in (
+            ("CodeValue", code),
+            ("CodingSchemeDesignator", scheme),
+            ("CodeMeaning", meaning),
+        ):
+            if value:
+                _put(item, kw, value, encoder)
+        seq.append(item)
+    setattr(ds, keyword, seq)
+
+
 def case_bytes(case: Case) -> bytes:
     """The case as a Part-10 file: raw encoded text, declared (or missing) character set."""
     declared, encoder = PROFILES[case.enc]
@@ -146,10 +179,14 @@ def case_bytes(case: Case) -> bytes:
     ds.SeriesInstanceUID = generate_uid()
     for kw, text in case.fields.items():
         _put(ds, kw, text, encoder)
-    if case.request:
+    for kw, items in case.codes.items():
+        _put_codes(ds, kw, items, encoder)
+    if case.request or case.request_codes:
         item = Dataset()
         for kw, text in case.request.items():
             _put(item, kw, text, encoder)
+        for kw, items in case.request_codes.items():
+            _put_codes(item, kw, items, encoder)
         ds.RequestAttributesSequence = [item]
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -173,6 +210,11 @@ def decoding_errors(case: Case, text: ExtractedText) -> list[str]:
         norm = normalise(value)
         if norm not in want.setdefault(kw, []):
             want[kw].append(norm)
+    for kw, items in [*case.codes.items(), *case.request_codes.items()]:
+        for item in items:
+            norm = "^".join(normalise(p) for p in [*item.split("^"), "", ""][:3])
+            if norm not in want.setdefault(kw, []):
+                want[kw].append(norm)
     return [
         f"{kw}: got {text.fields.get(kw)!r}, want {' ; '.join(v)!r}"
         for kw, v in want.items()

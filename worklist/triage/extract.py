@@ -13,9 +13,20 @@ from pydicom import dcmread
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.sequence import Sequence as PydicomSequence
 
 from worklist.triage.charset import declared_terms, decode_text, strip_escapes
 from worklist.triage.classify import MAX_REASONS, classify
+from worklist.triage.codes import (
+    CODE_MEANING,
+    CODE_SEQUENCE_KEYWORDS,
+    CODE_VALUE,
+    CODING_SCHEME,
+    ITEM_SEPARATOR,
+    LONG_CODE_VALUE,
+    REQUEST_CODE_SEQUENCE_KEYWORDS,
+    code_text,
+)
 from worklist.triage.normalise import normalise
 from worklist.triage.result import TRIAGE_KEYWORDS, ExtractedText, TriageResult
 from worklist.triage.rules import Category
@@ -29,6 +40,7 @@ REQUEST_KEYWORDS = (
     "RequestedProcedureDescription",
     "ReasonForTheRequestedProcedure",
     "RequestedProcedurePriority",
+    "ScheduledProcedureStepDescription",
 )
 _LATIN1_CODECS = {"", "ISO_IR 6", "ISO_IR 100", "ISO 2022 IR 6", "ISO 2022 IR 100"}
 
@@ -38,6 +50,13 @@ _LATIN1_CODECS = {"", "ISO_IR 6", "ISO_IR 100", "ISO 2022 IR 6", "ISO 2022 IR 10
 _ABSENT: Any = object()
 _TRIAGE_TAGS = tuple((kw, tag_for_keyword(kw) or 0) for kw in TRIAGE_KEYWORDS)
 _REQUEST_TAGS = tuple((kw, tag_for_keyword(kw) or 0) for kw in REQUEST_KEYWORDS)
+_SEQUENCE_TAGS = {
+    REQUEST_ATTRIBUTES_SEQUENCE: "RequestAttributesSequence",
+    **{tag_for_keyword(kw) or 0: kw for kw in CODE_SEQUENCE_KEYWORDS},
+    **{tag_for_keyword(kw) or 0: kw for kw in REQUEST_CODE_SEQUENCE_KEYWORDS},
+}
+_CODE_TAGS = tuple((kw, tag_for_keyword(kw) or 0) for kw in CODE_SEQUENCE_KEYWORDS)
+_REQUEST_CODE_TAGS = tuple((kw, tag_for_keyword(kw) or 0) for kw in REQUEST_CODE_SEQUENCE_KEYWORDS)
 
 
 def _declared_of(value: Any, inherited: list[str]) -> list[str]:
@@ -92,6 +111,41 @@ def _read_into(
             out[kw].append(text)
 
 
+def _read_codes(
+    get: Callable[[int], Any],
+    declared: list[str],
+    keywords: Sequence[tuple[str, int]],
+    out: dict[str, list[str]],
+    notes: list[str],
+) -> None:
+    """Code sequence items as ``VALUE^SCHEME^MEANING`` texts (``worklist.triage.codes``).
+    ``get(tag)`` gives a sequence as pydicom's Datasets or as tag -> raw value mappings;
+    anything else there (a value pydicom did not read as a sequence) is passed over."""
+    for kw, tag in keywords:
+        items = get(tag)
+        if items is _ABSENT or not isinstance(items, list):
+            continue
+        for item in items:
+            if isinstance(item, Dataset):
+                item_get = _getter(item)
+            elif isinstance(item, Mapping):
+                item_get = _mapping_getter(item)
+            else:
+                continue
+            item_declared = _declared_of(item_get(SPECIFIC_CHARACTER_SET), declared)
+            parts: list[str] = []
+            for part_tag in (CODE_VALUE, CODING_SCHEME, CODE_MEANING):
+                value = item_get(part_tag)
+                if part_tag == CODE_VALUE and value in (_ABSENT, None, b"", ""):
+                    value = item_get(LONG_CODE_VALUE)
+                text, n = ("", []) if value is _ABSENT else _value_text(value, item_declared)
+                notes.extend(f"{kw}: {note}" for note in n)
+                parts.append(normalise(text))
+            text = code_text(*parts)
+            if text and text not in out.setdefault(kw, []):
+                out[kw].append(text)
+
+
 def _getter(ds: Dataset) -> Callable[[int], Any]:
     def get(tag: int) -> Any:
         elem = ds.get_item(tag)
@@ -102,7 +156,8 @@ def _getter(ds: Dataset) -> Callable[[int], Any]:
 
 def _finish(found: dict[str, list[str]], notes: list[str]) -> ExtractedText:
     return ExtractedText(
-        fields={k: " ; ".join(v) for k, v in found.items()}, notes=list(dict.fromkeys(notes))
+        fields={k: ITEM_SEPARATOR.join(v) for k, v in found.items() if v},
+        notes=list(dict.fromkeys(notes)),
     )
 
 
@@ -129,17 +184,16 @@ def extract_text(ds: Dataset) -> ExtractedText:
     declared = _declared(ds, [])
     found: dict[str, list[str]] = {}
     notes: list[str] = []
-    _read_into(_getter(ds), declared, _TRIAGE_TAGS, found, notes)
-    seq = ds.get_item(REQUEST_ATTRIBUTES_SEQUENCE)
-    if seq is not None:
-        try:
-            items = ds[REQUEST_ATTRIBUTES_SEQUENCE].value or []
-        except Exception as exc:  # a broken sequence must not stop triage of the rest
-            notes.append(f"RequestAttributesSequence unreadable: {type(exc).__name__}")
-            items = []
-        for item in items:
-            if isinstance(item, Dataset):
-                _read_into(_getter(item), _declared(item, declared), _REQUEST_TAGS, found, notes)
+    get = _sequence_getter(ds, notes)
+    _read_into(get, declared, _TRIAGE_TAGS, found, notes)
+    _read_codes(get, declared, _CODE_TAGS, found, notes)
+    items = get(REQUEST_ATTRIBUTES_SEQUENCE)
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, Dataset):
+            item_get = _sequence_getter(item, notes)
+            item_declared = _declared(item, declared)
+            _read_into(item_get, item_declared, _REQUEST_TAGS, found, notes)
+            _read_codes(item_get, item_declared, _REQUEST_CODE_TAGS, found, notes)
     text = _finish(found, notes)
     if text.notes:
         log_notes(text.notes, str(ds.get("StudyInstanceUID", "")))
@@ -158,11 +212,32 @@ def extract_text_values(
     found: dict[str, list[str]] = {}
     notes: list[str] = []
     _read_into(get, declared, _TRIAGE_TAGS, found, notes)
+    _read_codes(get, declared, _CODE_TAGS, found, notes)
     for item in request_items:
         item_get = _mapping_getter(item)
         item_declared = _declared_of(item_get(SPECIFIC_CHARACTER_SET), declared)
         _read_into(item_get, item_declared, _REQUEST_TAGS, found, notes)
+        _read_codes(item_get, item_declared, _REQUEST_CODE_TAGS, found, notes)
     return _finish(found, notes)
+
+
+def _sequence_getter(ds: Dataset, notes: list[str]) -> Callable[[int], Any]:
+    """``_getter`` that also gives a sequence's items as a list (its value as pydicom read
+    it; a sequence pydicom cannot read is noted and passed over, never stops triage)."""
+    plain = _getter(ds)
+
+    def get(tag: int) -> Any:
+        value = plain(tag)
+        if value is _ABSENT or tag not in _SEQUENCE_TAGS:
+            return value
+        try:
+            items = ds[tag].value
+        except Exception as exc:  # a broken sequence must not stop triage of the rest
+            notes.append(f"{_SEQUENCE_TAGS[tag]} unreadable: {type(exc).__name__}")
+            return _ABSENT
+        return list(items) if isinstance(items, PydicomSequence) else _ABSENT
+
+    return get
 
 
 def _mapping_getter(values: Mapping[int, Any]) -> Callable[[int], Any]:

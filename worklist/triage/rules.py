@@ -5,15 +5,33 @@ Schema (see ``rules.yaml`` for the full built-in set)::
     version: 1
     extends: builtin            # a county file: "builtin" (default) adds to the built-in
                                 # rules, "none" replaces them
-    weights: {alert: 3, diagnosis: 2, symptom: 2, exam: 2}
+    weights: {code: 4, alert: 3, diagnosis: 2, symptom: 2, exam: 2}
     categories:
       stroke:                   # category names: stroke, chest_pain
         - name: 脑梗             # shown in reasons: "StudyDescription: '脑梗死' (stroke: 脑梗)"
           kind: diagnosis       # alert | diagnosis | symptom | exam
+          family: infarction    # the clinical family (evaluation reports recall per family)
+          source: ICD-10 I63    # where the terms come from (a standard, a scale, a guideline)
           patterns: ['脑梗(死|塞)?']   # regular expressions, case-insensitive by default
           word: false           # true: ASCII letters/digits may not touch the match
           case_sensitive: false # true for short abbreviations (MI, PE, TIA...)
           requires_any: []      # context: one of these must appear somewhere in the study
+    coding_schemes:             # which code items the code rules read (worklist.triage.codes)
+      - name: ICD-10
+        designators: ['I10', 'ICD-?10']   # Coding Scheme Designator, full match, any case
+        values: '[A-Z][0-9]{2}.*'         # the shape of a value (full match)
+        match: prefix           # prefix: I63 matches I63.900 (dots ignored); exact
+        undeclared_in: [AdmittingDiagnosesCodeSequence]  # no or an unknown designator here:
+                                # a value of this shape is taken as this scheme
+    other_schemes: ['I10P']     # designators that are never read as a scheme above
+    codes:                      # coded entries: stronger evidence than text
+      - name: I63 脑梗死 cerebral infarction
+        scheme: ICD-10
+        codes: [I63]
+        category: stroke        # null: a code that says "not urgent" (a sequela, an old MI):
+                                # its meaning is then not read as text either
+        family: infarction
+        source: ICD-10 I63
     stat:                       # priority stat without a category (a STAT order)
       - name: STAT priority
         fields: [RequestedProcedurePriority]
@@ -40,11 +58,13 @@ from typing import Any, Literal, cast
 
 import yaml
 
+from worklist.triage.codes import normalise_code
 from worklist.triage.errors import RulesError
 
 Category = Literal["stroke", "chest_pain"]
 CATEGORIES: tuple[Category, ...] = ("stroke", "chest_pain")
 KINDS = ("alert", "diagnosis", "symptom", "exam")
+CODE_KIND = "code"
 _LIST_KEYS = (
     "negation",
     "negation_after",
@@ -61,10 +81,22 @@ class Rule:
     category: Category | None
     name: str
     kind: str
-    regex: re.Pattern[str]
+    regex: re.Pattern[str]  # a code rule: matches the normalised code value from its start
     weight: int
     requires_any: re.Pattern[str] | None = None
     fields: frozenset[str] = frozenset()
+    family: str = ""
+    source: str = ""
+    scheme: str = ""  # a code rule's coding scheme
+
+
+@dataclass(frozen=True, slots=True)
+class CodingScheme:
+    name: str
+    designators: re.Pattern[str]
+    values: re.Pattern[str]
+    prefix: bool
+    undeclared_in: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +112,9 @@ class Rules:
     acute: re.Pattern[str]
     scope_breaks: re.Pattern[str]
     source: tuple[str, ...] = field(default=())
+    codes: tuple[Rule, ...] = ()
+    schemes: tuple[CodingScheme, ...] = ()
+    other_schemes: re.Pattern[str] | None = None
 
 
 def _alternation(patterns: list[str], *, word: bool = False, case_sensitive: bool = False) -> str:
@@ -120,7 +155,7 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     for cat, rules in (extra.get("categories") or {}).items():
         cats.setdefault(cat, []).extend(rules or [])
     out["categories"] = cats
-    for key in ("stat", "lookalikes", *_LIST_KEYS):
+    for key in ("stat", "lookalikes", "codes", "coding_schemes", "other_schemes", *_LIST_KEYS):
         out[key] = list(base.get(key) or []) + list(extra.get(key) or [])
     return out
 
@@ -167,6 +202,56 @@ def _rule(item: Any, category: Category | None, weights: Mapping[str, int], src:
         weight=int(item.get("weight", weights.get(kind, 1))),
         requires_any=_compile(src, f"rule {name!r}", context) if context else None,
         fields=frozenset(_strings(item.get("fields"), src, f"rule {name!r} fields")),
+        family=str(item.get("family") or ""),
+        source=str(item.get("source") or ""),
+    )
+
+
+def _scheme(item: Any, src: str) -> CodingScheme:
+    if not isinstance(item, dict) or "name" not in item:
+        raise RulesError(f"{src}: every coding scheme needs a name (got {item!r:.80})")
+    name = str(item["name"])
+    what = f"coding scheme {name!r}"
+    match = str(item.get("match", "exact"))
+    if match not in ("prefix", "exact"):
+        raise RulesError(f"{src}: {what}: match must be 'prefix' or 'exact'")
+    values = _strings(item.get("values"), src, f"{what} values")
+    return CodingScheme(
+        name=name,
+        designators=_compile(src, what, _strings(item.get("designators"), src, what)),
+        values=_compile(src, what, values or [".*"]),
+        prefix=match == "prefix",
+        undeclared_in=frozenset(_strings(item.get("undeclared_in"), src, what)),
+    )
+
+
+def _code_rule(
+    item: Any, schemes: Mapping[str, CodingScheme], weights: Mapping[str, int], src: str
+) -> Rule:
+    if not isinstance(item, dict) or "name" not in item:
+        raise RulesError(f"{src}: every code rule needs a name (got {item!r:.80})")
+    name = str(item["name"])
+    scheme = schemes.get(str(item.get("scheme", "")))
+    if scheme is None:
+        raise RulesError(f"{src}: code rule {name!r}: scheme must be one of {sorted(schemes)}")
+    category = item.get("category")
+    if category is not None and category not in CATEGORIES:
+        raise RulesError(f"{src}: code rule {name!r}: unknown category {category!r}")
+    codes = [normalise_code(c) for c in _strings(item.get("codes"), src, f"code rule {name!r}")]
+    codes.sort(key=len, reverse=True)  # the alternation's first match is then the longest
+    if not codes or not all(codes):
+        raise RulesError(f"{src}: code rule {name!r} has no codes")
+    tail = "" if scheme.prefix else "$"
+    regex = _compile(src, f"code rule {name!r}", [re.escape(c) + tail for c in codes])
+    return Rule(
+        category=cast(Category | None, category),
+        name=name,
+        kind=CODE_KIND,
+        regex=regex,
+        weight=int(item.get("weight", weights.get(CODE_KIND, 4))),
+        family=str(item.get("family") or ""),
+        source=str(item.get("source") or ""),
+        scheme=scheme.name,
     )
 
 
@@ -185,6 +270,9 @@ def compile_rules(data: Mapping[str, Any], source: str = "rules") -> Rules:
         r = _rule(item, None, weights, source)
         lookalikes.append((r.name, r.regex))
     lists = {k: _strings(data.get(k), source, k) for k in _LIST_KEYS}
+    schemes = {s.name: s for s in (_scheme(i, source) for i in data.get("coding_schemes") or [])}
+    codes = tuple(_code_rule(i, schemes, weights, source) for i in data.get("codes") or [])
+    others = _strings(data.get("other_schemes"), source, "other_schemes")
     return Rules(
         rules=tuple(rules),
         stat=stat,
@@ -197,6 +285,9 @@ def compile_rules(data: Mapping[str, Any], source: str = "rules") -> Rules:
         acute=_compile(source, "acute", lists["acute"]),
         scope_breaks=_compile(source, "scope_breaks", lists["scope_breaks"]),
         source=(source,),
+        codes=codes,
+        schemes=tuple(schemes.values()),
+        other_schemes=_compile(source, "other_schemes", others) if others else None,
     )
 
 
