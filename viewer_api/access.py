@@ -87,6 +87,35 @@ def annotate(schema: dict[str, Any], app: FastAPI) -> dict[str, Any]:
     return schema
 
 
+# a feature of the web pages -> the route it calls; offered to the roles that route admits
+FEATURES: dict[str, tuple[str, str]] = {
+    "events": ("GET", "/api/v1/events"),
+    "assign": ("POST", "/api/v1/worklist/{study_uid}/assign"),
+    "cancel": ("POST", "/api/v1/worklist/{study_uid}/cancel"),
+    "flag": ("POST", "/api/v1/studies/{study_uid}/flag"),
+    "template": ("GET", "/api/v1/studies/{study_uid}/report/template"),
+    "critical": ("POST", "/api/v1/studies/{study_uid}/report/critical-results"),
+    "addenda": ("POST", "/api/v1/studies/{study_uid}/report/addenda"),
+    "receipt": ("GET", "/api/v1/studies/{study_uid}/report/receipt"),
+    "pdf": ("GET", "/api/v1/studies/{study_uid}/report.pdf"),
+}
+
+
+def capabilities(app: FastAPI, role: str) -> list[str]:
+    """The web pages' features ``role`` may use on ``app`` (``FEATURES`` whose route admits
+    the role), worked out once per app."""
+    table: dict[str, list[str]] | None = getattr(app.state, "capabilities", None)
+    if table is None:
+        roles = route_roles(app)
+        every = {r for admitted in roles.values() for r in admitted}
+        table = {
+            r: sorted(name for name, op in FEATURES.items() if r in roles.get(op, ()))
+            for r in every
+        }
+        app.state.capabilities = table
+    return table.get(role, [])
+
+
 def install(app: FastAPI) -> None:
     """Publish every route's roles in ``app.openapi()`` (and so in ``/openapi.json``)."""
     original: Callable[[], dict[str, Any]] = app.openapi
@@ -97,4 +126,13 @@ def install(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-__all__ = ["PUBLIC", "ROLES_EXTENSION", "annotate", "install", "roles_of", "route_roles"]
+__all__ = [
+    "FEATURES",
+    "PUBLIC",
+    "ROLES_EXTENSION",
+    "annotate",
+    "capabilities",
+    "install",
+    "roles_of",
+    "route_roles",
+]

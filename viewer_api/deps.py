@@ -18,11 +18,26 @@ from starlette.concurrency import run_in_threadpool
 
 from storage.base import ObjectStore
 from viewer_api.auditing import Auditor
-from viewer_api.errors import AccountRefused, NotAuthenticated, RoleDenied
-from viewer_api.security import UserCache, account_accepts, decode_access_token, oauth2_scheme
+from viewer_api.errors import (
+    AccountRefused,
+    CsrfRefused,
+    NotAuthenticated,
+    RoleDenied,
+    SessionEnded,
+)
+from viewer_api.security import (
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    TokenClaims,
+    UserCache,
+    account_accepts,
+    csrf_matches,
+    decode_access_token,
+    oauth2_scheme,
+)
 from viewer_api.settings import ApiSettings
 from worklist import repository
-from worklist.accounts import get_user
+from worklist.accounts import get_user, web_session_open
 from worklist.errors import StudyNotFound
 from worklist.models import (
     ROLE_ADMIN,
@@ -114,35 +129,63 @@ NowDep = Annotated[datetime, Depends(get_now)]
 ClientAddr = Annotated[str, Depends(get_client_addr)]
 
 
+# requests that change nothing: a session cookie alone authenticates them
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def request_token(request: Request, bearer: str | None, settings: ApiSettings) -> str:
+    """The request's credential: the bearer token, else the web session's cookie (then a
+    state-changing request must carry the session's CSRF token in ``X-CSRF-Token``:
+    ``CsrfRefused``, 403, otherwise); ``NotAuthenticated`` (401) when there is neither."""
+    if bearer:
+        return bearer
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        raise NotAuthenticated()
+    given = request.headers.get(CSRF_HEADER)
+    if request.method not in SAFE_METHODS and not csrf_matches(cookie, given, settings=settings):
+        raise CsrfRefused()
+    return cookie
+
+
 async def get_current_user(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> User:
-    """The active user the bearer token names; 401 otherwise. A token whose role no longer
-    matches the account (the role was changed), or issued before the account's tokens were
-    revoked (``User.tokens_valid_after``), is refused too.
+    """The active user the bearer token (or the web session's cookie, ``request_token``)
+    names; 401 otherwise. A token whose role no longer matches the account (the role was
+    changed), issued before the account's tokens were revoked (``User.tokens_valid_after``),
+    or of a web session that ended (log-out), is refused too.
 
     A token checked in the last ``settings.user_cache_seconds`` is not checked again: its
     account comes from the app's ``UserCache``, merged into this request's session without
     a query (see ``UserCache`` for what that allows)."""
-    if not token:
-        raise NotAuthenticated()
+    token = request_token(request, token, settings)
     cache: UserCache = request.app.state.user_cache
     cached = cache.get(token)
     if cached is not None:
         return session.merge(cached, load=False)
     claims = decode_access_token(token, settings=settings)  # InvalidToken: 401
-    user = await run_in_threadpool(_load_user, session, claims.user_id)
-    if user is None or not account_accepts(user, claims):
-        raise AccountRefused()
+    now: datetime = request.app.state.clock()
+    user = await run_in_threadpool(load_token_user, session, claims, now)
     cache.put(token, user, claims)
     return user
 
 
-def _load_user(session: Session, user_id: int) -> User | None:
-    return get_user(session=session, user_id=user_id)
+def load_token_user(session: Session, claims: TokenClaims, now: datetime) -> User:
+    """The account a valid token names, if it still honours the token
+    (``AccountRefused`` otherwise) and the token's web session, if it has one, is open
+    (``SessionEnded`` otherwise)."""
+    user = get_user(session=session, user_id=claims.user_id)
+    if user is None or not account_accepts(user, claims):
+        raise AccountRefused()
+    if claims.session_id is not None and not web_session_open(
+        session=session, session_id=claims.session_id, user_id=user.id, now=now
+    ):
+        raise SessionEnded()
+    return user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -239,5 +282,7 @@ __all__ = [
     "WorklistSettingsDep",
     "declare_roles",
     "get_db",
+    "load_token_user",
+    "request_token",
     "require_roles",
 ]

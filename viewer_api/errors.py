@@ -56,6 +56,14 @@ class AccountRefused(ApiError):
     """The account is unknown or disabled"""
 
 
+class SessionEnded(ApiError):
+    """The session has ended (logged out or expired): log in again"""
+
+
+class CsrfRefused(ApiError):
+    """The session's CSRF token is missing or wrong (X-CSRF-Token)"""
+
+
 class RoleDenied(ApiError):
     """Not allowed for your role"""
 
@@ -133,6 +141,8 @@ ERRORS: dict[type[Exception], Problem] = {
     NotAuthenticated: Problem(401, "not_authenticated", headers=BEARER),
     InvalidToken: Problem(401, "invalid_token", headers=BEARER),
     AccountRefused: Problem(401, "account_refused", headers=BEARER),
+    SessionEnded: Problem(401, "session_ended", headers=BEARER),
+    CsrfRefused: Problem(403, "csrf_refused"),
     RoleDenied: Problem(403, "role_denied"),
     NotFound: Problem(404, "not_found"),
     UserNotFound: Problem(404, "user_not_found"),
@@ -310,6 +320,7 @@ __all__ = [
     "AccountRefused",
     "ApiError",
     "CannotDisableSelf",
+    "CsrfRefused",
     "InsecureSecretKey",
     "InvalidAssignee",
     "InvalidParameter",
@@ -324,6 +335,7 @@ __all__ = [
     "ObjectKeyMismatch",
     "Problem",
     "RoleDenied",
+    "SessionEnded",
     "SiteNotAllowed",
     "UnreadableObject",
     "UserNotFound",

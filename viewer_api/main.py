@@ -25,7 +25,6 @@ from viewer_api.routes import (
     report_shares,
     report_templates,
     reports,
-    session,
     stats,
     studies,
     users,
@@ -68,7 +67,6 @@ def create_app(
 
     for module in (
         auth,
-        session,
         worklist,
         admin,
         events,

@@ -1,9 +1,12 @@
-"""Access tokens: HS256 JWTs carrying the user id (``sub``), the role, the issue time and an
-expiry; the short-lived cache of the accounts that valid tokens name; and the failed-login
-throttle."""
+"""Access tokens: HS256 JWTs carrying the user id (``sub``), the role, the issue time, an
+expiry and, for a browser's session cookie, the web session (``sid``); the CSRF token that
+goes with a session cookie; the short-lived cache of the accounts that valid tokens name;
+and the failed-login throttle."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 import threading
 import time
@@ -21,6 +24,10 @@ from worklist.models import User
 
 ALGORITHM = "HS256"
 TOKEN_URL = "/api/v1/auth/token"
+# the web pages' session: an HttpOnly, SameSite=Strict cookie holding a token with a ``sid``,
+# and for each state-changing request the header below with the session's CSRF token
+SESSION_COOKIE = "teleread_session"
+CSRF_HEADER = "X-CSRF-Token"
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
 
@@ -32,6 +39,8 @@ class TokenClaims:
     expires_at: datetime
     # None for a token without ``iat`` (refused once the account's tokens were revoked)
     issued_at: datetime | None = None
+    # the web session a browser's cookie token belongs to (accepted while it is open)
+    session_id: str | None = None
 
 
 def _issued_at(now: datetime) -> float:
@@ -40,15 +49,32 @@ def _issued_at(now: datetime) -> float:
     return math.floor(now.timestamp() * 1000) / 1000
 
 
-def create_access_token(*, user: User, settings: ApiSettings, now: datetime) -> str:
-    """A signed token for ``user`` valid for ``settings.token_ttl_seconds`` from ``now``."""
-    payload = {
+def create_access_token(
+    *, user: User, settings: ApiSettings, now: datetime, session_id: str | None = None
+) -> str:
+    """A signed token for ``user`` valid for ``settings.token_ttl_seconds`` from ``now``; with
+    ``session_id``, the token of that web session (valid only while the session is open)."""
+    payload: dict[str, object] = {
         "sub": str(user.id),
         "role": user.role,
         "iat": _issued_at(now),
         "exp": int((now + timedelta(seconds=settings.token_ttl_seconds)).timestamp()),
     }
+    if session_id is not None:
+        payload["sid"] = session_id
     return jwt.encode(payload, settings.secret_key.get_secret_value(), algorithm=ALGORITHM)
+
+
+def csrf_token(session_token: str, *, settings: ApiSettings) -> str:
+    """The CSRF token that goes with a session cookie's token (an HMAC of it: nothing to
+    store; another site can neither read the cookie nor compute this)."""
+    key = settings.secret_key.get_secret_value().encode()
+    return hmac.new(key, b"csrf\0" + session_token.encode(), hashlib.sha256).hexdigest()
+
+
+def csrf_matches(session_token: str, given: str | None, *, settings: ApiSettings) -> bool:
+    expected = csrf_token(session_token, settings=settings)
+    return given is not None and hmac.compare_digest(expected, given)
 
 
 def decode_access_token(token: str, *, settings: ApiSettings) -> TokenClaims:
@@ -65,9 +91,17 @@ def decode_access_token(token: str, *, settings: ApiSettings) -> TokenClaims:
         expires_at = datetime.fromtimestamp(int(payload["exp"]), UTC)
         iat = payload.get("iat")
         issued_at = datetime.fromtimestamp(float(iat), UTC) if iat is not None else None
+        sid = payload.get("sid")
+        session_id = str(sid) if sid is not None else None
     except (jwt.PyJWTError, ValueError, TypeError, KeyError, OverflowError, OSError) as exc:
         raise InvalidToken() from exc
-    return TokenClaims(user_id=user_id, role=role, expires_at=expires_at, issued_at=issued_at)
+    return TokenClaims(
+        user_id=user_id,
+        role=role,
+        expires_at=expires_at,
+        issued_at=issued_at,
+        session_id=session_id,
+    )
 
 
 def account_accepts(user: User, claims: TokenClaims) -> bool:
@@ -138,6 +172,11 @@ class UserCache:
             self._items.move_to_end(token)
             while len(self._items) > self.max_entries:
                 self._items.popitem(last=False)
+
+    def discard(self, token: str) -> None:
+        """Forget one token (its web session ended)."""
+        with self._lock:
+            self._items.pop(token, None)
 
     def discard_user(self, user_id: int) -> None:
         """Forget every token of one account (after disabling it or revoking its tokens)."""
@@ -254,12 +293,16 @@ class LoginThrottle:
 
 __all__ = [
     "ALGORITHM",
+    "CSRF_HEADER",
+    "SESSION_COOKIE",
     "TOKEN_URL",
     "LoginThrottle",
     "TokenClaims",
     "UserCache",
     "account_accepts",
     "create_access_token",
+    "csrf_matches",
+    "csrf_token",
     "decode_access_token",
     "oauth2_scheme",
 ]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from worklist.errors import (
@@ -21,7 +21,7 @@ from worklist.errors import (
     UnknownSite,
     UserExists,
 )
-from worklist.models import ROLE_CLINIC, ROLE_GATEWAY, ROLES, Site, SiteAE, User
+from worklist.models import ROLE_CLINIC, ROLE_GATEWAY, ROLES, Site, SiteAE, User, WebSession
 
 logger = logging.getLogger(__name__)
 
@@ -250,6 +250,38 @@ def authenticate(*, session: Session, username: str, password: str) -> User | No
     return user
 
 
+def start_web_session(*, session: Session, user: User, now: datetime, ttl: timedelta) -> WebSession:
+    """A new signed-in browser session for ``user``, valid until ``now + ttl``. The user's
+    sessions that expired are deleted here, so the table holds only recent ones."""
+    session.execute(
+        delete(WebSession).where(WebSession.user_id == user.id, WebSession.expires_at <= now)
+    )
+    web = WebSession(
+        id=secrets.token_urlsafe(32), user_id=user.id, created_at=now, expires_at=now + ttl
+    )
+    session.add(web)
+    session.flush()
+    return web
+
+
+def web_session_open(*, session: Session, session_id: str, user_id: int, now: datetime) -> bool:
+    """Whether the session is ``user_id``'s, not ended and not expired."""
+    web = session.get(WebSession, session_id)
+    return (
+        web is not None and web.user_id == user_id and web.ended_at is None and web.expires_at > now
+    )
+
+
+def end_web_session(*, session: Session, session_id: str, now: datetime) -> bool:
+    """End the session (log-out); False if it was unknown or already ended."""
+    web = session.get(WebSession, session_id)
+    if web is None or web.ended_at is not None:
+        return False
+    web.ended_at = now
+    session.flush()
+    return True
+
+
 __all__ = [
     "add_site_ae_titles",
     "authenticate",
@@ -258,6 +290,7 @@ __all__ = [
     "create_user",
     "disable_user",
     "enable_user",
+    "end_web_session",
     "generate_password",
     "get_site",
     "get_user",
@@ -270,5 +303,7 @@ __all__ = [
     "revoke_tokens",
     "rotate_password",
     "set_password",
+    "start_web_session",
     "verify_password",
+    "web_session_open",
 ]

@@ -24,6 +24,7 @@ class AuditAction(StrEnum):
 
     # accounts and access
     LOGIN = "login"
+    LOGOUT = "logout"
     USER_CREATED = "user_created"
     USER_DISABLED = "user_disabled"
     USER_ENABLED = "user_enabled"
@@ -82,6 +83,7 @@ _OBJECT_TYPES: dict[AuditAction, str] = {
     **dict.fromkeys(
         (
             AuditAction.LOGIN,
+            AuditAction.LOGOUT,
             AuditAction.USER_CREATED,
             AuditAction.USER_DISABLED,
             AuditAction.USER_ENABLED,

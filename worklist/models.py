@@ -140,6 +140,20 @@ class User(Base):
     site: Mapped[Site | None] = relationship()
 
 
+class WebSession(Base):
+    """A browser signed in to the web pages (its cookie names this row): it ends at log-out,
+    in every tab of that browser at once, and with its expiry."""
+
+    __tablename__ = "web_sessions"
+
+    # random and unguessable (secrets.token_urlsafe); also signed into the cookie's token
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 class Study(Base):
     __tablename__ = "studies"
     __table_args__ = (
@@ -429,5 +443,6 @@ __all__ = [
     "Study",
     "UTCDateTime",
     "User",
+    "WebSession",
     "WebhookDelivery",
 ]

@@ -335,6 +335,29 @@ def test_worklist_polls_when_the_server_has_no_event_stream(
         reader.post(f"/api/v1/worklist/{dr.study_uid}/release")
 
 
+def test_a_new_tab_is_signed_in_and_logging_out_ends_every_tab(
+    browser: Browser, pipeline: Pipeline, studies: dict[str, Any]
+) -> None:
+    page = login(browser, pipeline, "dr_wang")
+    page.wait_for_url("**/ui/worklist")
+    (cookie,) = page.context.cookies()
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
+    assert page.evaluate("() => document.cookie") == "", "scripts cannot read the session"
+    tab = page.context.new_page()
+    tab.goto(f"{pipeline.base_url}/ui/reading?study={studies['dr'].study_uid}")
+    expect(tab.locator("#who")).to_have_text("dr_wang")
+    expect(tab.locator("#slice-index")).to_have_attribute("data-count", "1")
+    assert "token" not in tab.url
+
+    page.click("#logout")
+    page.wait_for_url("**/ui/login")
+    tab.wait_for_url("**/ui/login")  # told at once, not at its next request
+    again = page.context.new_page()
+    again.goto(f"{pipeline.base_url}/ui/worklist")
+    again.wait_for_url("**/ui/login")
+    assert not page.errors  # type: ignore[attr-defined]
+
+
 def test_compressed_images_are_drawn_by_the_server(
     browser: Browser, pipeline: Pipeline, studies: dict[str, Any]
 ) -> None:
@@ -361,8 +384,7 @@ def stroke_sop(page: Page) -> str:
     uid = page.evaluate("() => new URLSearchParams(location.search).get('study')")
     value: str = page.evaluate(
         """async (uid) => {
-          const r = await fetch(`/api/v1/studies/${uid}`, {headers: {Authorization:
-            `Bearer ${sessionStorage.getItem("teleread.token")}`}});
+          const r = await fetch(`/api/v1/studies/${uid}`);
           return (await r.json()).series[0].sop_instance_uids[0];
         }""",
         uid,

@@ -168,6 +168,11 @@ def login(ctx: Ctx, caller: str) -> Req:
     return Req("POST", "/api/v1/auth/token", data=form)
 
 
+def session_login(ctx: Ctx, caller: str) -> Req:
+    form = {"username": "dr_li", "password": PASSWORDS["dr_li"]}
+    return Req("POST", "/api/v1/auth/session", data=form)
+
+
 def ingest(ctx: Ctx, caller: str) -> Req:
     study = Study(site="TS01", modality="CT", description="胸部CT平扫")
     ctx.uids.add(study.uid)
@@ -227,7 +232,11 @@ WADO = "/dicomweb/studies/{study}/series/{series}/instances/{sop}"
 ACCESS: dict[tuple[str, str], Access] = {
     # log-in, health, the share link (its token is the credential)
     ("POST", "/api/v1/auth/token"): Access(ANYONE, "none", login),
+    ("POST", "/api/v1/auth/session"): Access(ANYONE, "none", session_login),
     ("GET", "/api/v1/auth/session"): Access(SIGNED_IN, "none", get("/api/v1/auth/session")),
+    ("DELETE", "/api/v1/auth/session"): Access(
+        SIGNED_IN, "none", lambda ctx, caller: Req("DELETE", "/api/v1/auth/session")
+    ),
     ("GET", "/healthz"): Access(ANYONE, "none", get("/healthz")),
     ("GET", "/api/v1/share/{token}"): Access(ANYONE, "none", get("/api/v1/share/{token}")),
     ("GET", "/api/v1/share/{token}/report.pdf"): Access(
@@ -520,14 +529,17 @@ def matrix(session_factory: sessionmaker[Session], tmp_path: Path) -> Iterator[M
 def _call(matrix: Matrix, req: Req, caller: str) -> httpx.Response:
     token = matrix.tokens[caller]
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return matrix.world.client.request(
-        req.method,
-        req.url,
-        headers=headers,
-        json=req.json,
-        data=req.data,
-        follow_redirects=False,
-    )
+    try:
+        return matrix.world.client.request(
+            req.method,
+            req.url,
+            headers=headers,
+            json=req.json,
+            data=req.data,
+            follow_redirects=False,
+        )
+    finally:  # a session log-in's cookie must not authenticate the next caller
+        matrix.world.client.cookies.clear()
 
 
 def _check(matrix: Matrix, key: tuple[str, str], caller: str) -> str | None:

@@ -8,8 +8,9 @@ every ``HEARTBEAT_SECONDS`` keeps proxies from closing an idle stream. The strea
 the client goes away, when ``stop_streams(app)`` is called (shutdown), or after
 ``MAX_STREAM_SECONDS`` (EventSource then reconnects with ``Last-Event-ID``, losing nothing).
 
-EventSource cannot set headers, so the token may come as ``?access_token=`` as well as in
-``Authorization: Bearer``. ``GET /api/v1/events/recent?after=N`` returns the same events as
+EventSource cannot set headers: the web pages' stream is authenticated by their session
+cookie, and a token may come as ``?access_token=`` as well as in ``Authorization: Bearer``.
+``GET /api/v1/events/recent?after=N`` returns the same events as
 JSON for polling clients. Radiologists and admins receive every event (all active readers
 count as on shift); clinic users their own site's.
 """
@@ -29,10 +30,10 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, R
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
-from viewer_api.deps import SessionDep, SettingsDep
-from viewer_api.errors import InvalidToken
+from viewer_api.deps import NowDep, SessionDep, SettingsDep, load_token_user, request_token
+from viewer_api.errors import RoleDenied
 from viewer_api.schemas import MAX_INT64, EventOut
-from viewer_api.security import account_accepts, decode_access_token, oauth2_scheme
+from viewer_api.security import decode_access_token, oauth2_scheme
 from worklist import events
 from worklist.accounts import get_user
 from worklist.models import ROLE_ADMIN, ROLE_CLINIC, ROLE_RADIOLOGIST, User
@@ -63,26 +64,20 @@ def stop_streams(app: FastAPI) -> None:
 
 
 def stream_user(
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
+    now: NowDep,
     header_token: Annotated[str | None, Depends(oauth2_scheme)],
     access_token: Annotated[str | None, Query(max_length=4096)] = None,
 ) -> User:
-    """The caller, from the bearer header or the ``access_token`` query parameter."""
-    token = header_token or access_token
-    if not token:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Not authenticated", _UNAUTHENTICATED)
-    try:
-        claims = decode_access_token(token, settings=settings)
-    except InvalidToken as exc:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), _UNAUTHENTICATED) from exc
-    user = get_user(session=session, user_id=claims.user_id)
-    if user is None or not account_accepts(user, claims):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "The account is unknown or disabled", _UNAUTHENTICATED
-        )
+    """The caller, from the bearer header, the ``access_token`` query parameter or the web
+    session's cookie."""
+    token = request_token(request, header_token or access_token, settings)
+    claims = decode_access_token(token, settings=settings)  # InvalidToken: 401
+    user = load_token_user(session, claims, now)  # AccountRefused, SessionEnded: 401
     if user.role not in STREAM_ROLES:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "Not allowed for your role")
+        raise RoleDenied()
     return user
 
 

@@ -26,8 +26,10 @@ class SessionOut(BaseModel):
     display_name: str
     role: str
     site: str | None
-    # the UI features this account's role may use (``viewer_api.routes.session.FEATURES``)
+    # the UI features this account's role may use (``viewer_api.access.FEATURES``)
     capabilities: list[str]
+    # with the session cookie: what state-changing requests send in ``X-CSRF-Token``
+    csrf_token: str | None = None
 
 
 # --- audit --------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
-// The JSON API (with the signed-in session's credentials) and small DOM helpers.
+// The JSON API and small DOM helpers. The browser's session cookie authenticates every
+// request (HttpOnly: scripts never see it); state-changing ones also carry the session's
+// CSRF token, which shell.js learns when the page starts.
 import { t } from "./i18n.js";
 
-const TOKEN = "teleread.token";
+const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+let csrf = null;
 
 export class ApiError extends Error {
   constructor(status, detail) {
@@ -10,17 +13,11 @@ export class ApiError extends Error {
   }
 }
 
-export function storedToken() {
-  return sessionStorage.getItem(TOKEN);
-}
-
-export function storeToken(token) {
-  if (token) sessionStorage.setItem(TOKEN, token);
-  else sessionStorage.removeItem(TOKEN);
+export function setCsrfToken(token) {
+  csrf = token;
 }
 
 export function toLogin() {
-  storeToken(null);
   location.href = "/ui/login";
 }
 
@@ -37,8 +34,7 @@ export async function failure(r) {
 // fetch with the credentials; JSON in and out. 401 sends the user back to the log-in page.
 export async function api(path, { method = "GET", json, raw = false, signal } = {}) {
   const headers = {};
-  const token = storedToken();
-  if (token) headers.Authorization = `Bearer ${token}`;
+  if (csrf && UNSAFE.has(method)) headers["X-CSRF-Token"] = csrf;
   let body;
   if (json !== undefined) {
     headers["Content-Type"] = "application/json";

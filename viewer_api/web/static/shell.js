@@ -1,13 +1,18 @@
 // The frame every signed-in page shares: who is signed in (the server's answer, with the
 // features their role may use), the header (navigation, account, language, log-out).
-import { failure, storedToken, storeToken, toLogin } from "./api.js";
+// The session is the browser's HttpOnly cookie: a new tab is signed in as well, and
+// logging out in one tab ends the session for all of them.
+import { api, failure, setCsrfToken, toLogin } from "./api.js";
 import { applyI18n, setupLangToggle } from "./i18n.js";
 
+const SESSION = "/api/v1/auth/session";
 const NAV = [
   ["/ui/worklist", "worklist", ["radiologist", "admin"]],
   ["/ui/clinic", "clinic", ["clinic"]],
   ["/ui/ops", "ops", ["admin"]],
 ];
+// the other tabs of this browser hear of a log-out at once
+const tabs = "BroadcastChannel" in window ? new BroadcastChannel("teleread-session") : null;
 
 export function landingFor(role) {
   if (role === "clinic") return "/ui/clinic";
@@ -17,29 +22,29 @@ export function landingFor(role) {
 
 export async function login(username, password) {
   const body = new URLSearchParams({ username, password });
-  const r = await fetch("/api/v1/auth/token", { method: "POST", body });
+  const r = await fetch(SESSION, { method: "POST", body });
   if (!r.ok) throw await failure(r);
-  const data = await r.json();
-  storeToken(data.access_token);
-  return data;
+  return r.json();
 }
 
-export function logout() {
+export async function logout() {
+  try {
+    await api(SESSION, { method: "DELETE" });
+  } catch {
+    // the session is gone already: the log-in page is where to go either way
+  }
+  tabs?.postMessage("logged-out");
   toLogin();
 }
 
 // The signed-in account: {username, display_name, role, site, capabilities, can(feature)},
 // or null when nobody is.
 export async function currentSession() {
-  const token = storedToken();
-  if (!token) return null;
-  const r = await fetch("/api/v1/auth/session", { headers: { Authorization: `Bearer ${token}` } });
-  if (r.status === 401) {
-    storeToken(null);
-    return null;
-  }
+  const r = await fetch(SESSION);
+  if (r.status === 401) return null;
   if (!r.ok) throw await failure(r);
   const me = await r.json();
+  setCsrfToken(me.csrf_token);
   me.can = (feature) => me.capabilities.includes(feature);
   return me;
 }
@@ -75,6 +80,7 @@ export async function startPage({ roles = null, onLang = () => {} } = {}) {
     location.href = landingFor(me.role);
     return null;
   }
+  if (tabs) tabs.onmessage = (e) => e.data === "logged-out" && toLogin();
   drawHeader(me);
   applyI18n();
   return me;

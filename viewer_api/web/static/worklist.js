@@ -1,5 +1,5 @@
 // The reading worklist: urgent first, deadline countdown, live updates, claim / next case.
-import { api, errorText, h, storedToken, toast } from "./api.js";
+import { api, errorText, h, toast } from "./api.js";
 import { fmtTime, t } from "./i18n.js";
 import { startPage } from "./shell.js";
 
@@ -234,7 +234,7 @@ async function connectEvents() {
   setLive(false);
   if (!me.can("events")) return;
   try {
-    source = new EventSource(`/api/v1/events?access_token=${encodeURIComponent(storedToken())}`);
+    source = new EventSource("/api/v1/events");
   } catch {
     return;
   }
