@@ -181,7 +181,7 @@ def header_lag(gw: Gateway, timeout: float = 120.0) -> float:
     announcement fields: done after each C-STORE response, see gateway.forwarder)."""
     started = time.perf_counter()
     while time.perf_counter() - started < timeout:
-        ((left,),) = gw.spool.query("SELECT COUNT(*) FROM outbox WHERE indexed = 0", ())
+        ((left,),) = gw.spool.outbox.query("SELECT COUNT(*) FROM outbox WHERE indexed = 0", ())
         if not left:
             break
         time.sleep(0.02)
@@ -259,7 +259,7 @@ def send_to(
         clients = resource.getrusage(resource.RUSAGE_CHILDREN)
         seconds = timed_send(port, "TELEREAD", folders)
         lag = header_lag(gw)
-        ((stored,),) = gw.spool.query("SELECT COUNT(*) FROM outbox", ())
+        ((stored,),) = gw.spool.outbox.query("SELECT COUNT(*) FROM outbox", ())
         if args.cpu:
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             per = 1e3 / expected

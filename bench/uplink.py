@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -296,13 +297,14 @@ def one_mode(
     try:
         send(gw.port, "BENCH_DX", "TELEREAD", routine)
         send(gw.port, "BENCH_CT", "STROKE", stroke)
-        q = gw.spool.query
+        q = gw.spool.outbox.query
         while q("SELECT COUNT(*) FROM outbox WHERE indexed = 0", ())[0][0]:
             time.sleep(0.05)  # headers (triage) are read just after each C-STORE response
         (((urgent,),)) = q("SELECT COUNT(*) FROM outbox WHERE priority_rank = 0", ())
         if mode == "fifo":
-            with gw.spool._lock:  # the bench's own spool: ignore priorities
-                gw.spool._db.execute("UPDATE outbox SET priority_rank = 1")
+            # the bench's own spool: ignore priorities (a connection of its own to the file)
+            with contextlib.closing(sqlite3.connect(gw.spool.outbox.path)) as db, db:
+                db.execute("UPDATE outbox SET priority_rank = 1")
         n_stroke = len(list(stroke.iterdir()))
         started = time.monotonic()
         gw.forwarder.start()

@@ -950,7 +950,9 @@ def running_gateway(root: Path, **overrides: Any) -> Iterator[Harness]:
     def rows() -> list[tuple[int, str, str, str]]:
         return [
             (int(r[0]), str(r[1]), str(r[2]), str(r[3]))
-            for r in gw.spool.query("SELECT id, sop_instance_uid, object_key, path FROM outbox")
+            for r in gw.spool.outbox.query(
+                "SELECT id, sop_instance_uid, object_key, path FROM outbox"
+            )
         ]
 
     h = Harness("127.0.0.1", gw.port, rows, root, trap)

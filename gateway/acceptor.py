@@ -28,7 +28,7 @@ from pynetdicom import evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway.config import GatewaySettings
-from gateway.spool import HELD_STATES, Spool
+from gateway.spool import Spool
 from gateway.transport import GatewayRequestHandler, tls_context_for, wrap_server_side
 
 logger = logging.getLogger(__name__)
@@ -151,29 +151,6 @@ def apply_logging(config: dict[str, Any] | None, level: int = logging.WARNING) -
 # -- the acceptor process ------------------------------------------------------------------
 
 
-class AcceptorSpool(Spool):
-    """The spool as an acceptor process sees it: no start-up recovery (the gateway process
-    did it before any acceptor started; run here, it would delete another process's file
-    between its rename and its outbox commit), and the held-bytes figure re-read from the
-    outbox now and then (the forwarder, in the gateway process, frees space)."""
-
-    def _recover(self) -> None:
-        self.resync_held_bytes()
-
-    def resync_held_bytes(self) -> None:
-        resync_held_bytes(self)
-
-
-def resync_held_bytes(spool: Spool) -> None:
-    """Re-read ``spool.held_bytes`` from the outbox: with acceptor processes, bytes are added
-    in one process and freed in another, so neither process's running count holds."""
-    with spool._lock:
-        (total,) = spool._db.execute(
-            f"SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state IN {HELD_STATES}"
-        ).fetchone()
-        spool._bytes = int(total)
-
-
 class _CountingHandler(GatewayRequestHandler):
     """Runs the association to its end in the request thread, then says ``done``."""
 
@@ -231,7 +208,7 @@ def main(ctrl_fd: int) -> None:
     settings = GatewaySettings.model_validate(config["settings"])
     address = (str(config["address"][0]), int(config["address"][1]))
     ctrl = socket.socket(fileno=ctrl_fd)
-    spool = AcceptorSpool(
+    spool = Spool(  # no start-up recovery here: the gateway process ran it
         settings.spool_dir,
         max_bytes=settings.spool_max_bytes,
         min_free_bytes=settings.spool_min_free_bytes,
@@ -255,8 +232,8 @@ def main(ctrl_fd: int) -> None:
 
     def forward_work() -> None:
         while not stop.is_set():
-            if spool.new_work.wait(1.0):
-                spool.new_work.clear()
+            if spool.outbox.new_work.wait(1.0):
+                spool.outbox.new_work.clear()
                 server.notify(WORK)
                 stop.wait(NOTIFY_EVERY)  # one message for a burst's instances, not one each
 

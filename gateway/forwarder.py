@@ -27,8 +27,10 @@ from typing import Any
 
 from gateway.county import CountyClient
 from gateway.errors import CountyRejected, CountyUnavailable, InvalidInstance
-from gateway.instance import ReceivedInstance, read_instance, spooled_header_json
-from gateway.spool import CONFLICT, MISSING, OutboxRow, Spool
+from gateway.instance import read_instance, spooled_header_json
+from gateway.outbox import CONFLICT, MISSING, OutboxRow
+from gateway.received import ReceivedInstance
+from gateway.spool import Spool
 from gateway.upload import (
     TokenBucket,
     already_stored,
@@ -93,14 +95,14 @@ class Forwarder:
         self._index_only = index_only
         self._nice = nice
         if self._thread is not None and self._thread.is_alive():
-            self.spool.new_work.set()
+            self.spool.outbox.new_work.set()
             return
         self._thread = threading.Thread(target=self._run, name="gateway-forwarder", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
-        self.spool.new_work.set()
+        self.spool.outbox.new_work.set()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -118,16 +120,16 @@ class Forwarder:
                 worked = False
                 self._stop.wait(self.backoff_initial)
             if not worked:
-                self.spool.new_work.wait(self._idle_wait())
-                self.spool.new_work.clear()
+                self.spool.outbox.new_work.wait(self._idle_wait())
+                self.spool.outbox.new_work.clear()
 
     def _idle_wait(self) -> float:
         now = self.clock()
         wakes = [now + 1.0]
-        due = self.spool.next_due_at()
+        due = self.spool.outbox.next_due_at()
         if due is not None:
             wakes.append(max(due, self.upload_blocked_until))
-        if self.spool.uploaded_backlog()[0]:
+        if self.spool.outbox.uploaded_backlog()[0]:
             wakes.append(max(now + self.announce_delay / 2, self.announce_blocked_until))
         return max(0.01, min(wakes) - now)
 
@@ -142,18 +144,18 @@ class Forwarder:
         now = self.clock()
         if now - self._last_prune > PRUNE_EVERY_SECONDS:
             self._last_prune = now
-            self.spool.prune(now - self.prune_after)
+            self.spool.outbox.prune(now - self.prune_after)
         self.index_pending()  # priorities are known before the next pick
         can_upload = now >= self.upload_blocked_until
-        head = self.spool.next_to_upload(now) if can_upload else None
+        head = self.spool.outbox.next_to_upload(now) if can_upload else None
         if now >= self.announce_blocked_until:
-            count, oldest = self.spool.uploaded_backlog()
+            count, oldest = self.spool.outbox.uploaded_backlog()
             if count and (
                 head is None
                 or count >= self.batch_size
                 or (oldest is not None and now - oldest >= self.announce_delay)
             ):
-                rows = self.spool.to_announce(now, self.batch_size)
+                rows = self.spool.outbox.to_announce(now, self.batch_size)
                 if rows:
                     self.announce(rows)
                     return True
@@ -167,8 +169,8 @@ class Forwarder:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if not self.step():
-                count, _ = self.spool.uploaded_backlog()
-                if not count and self.spool.next_due_at() is None:
+                count, _ = self.spool.outbox.uploaded_backlog()
+                if not count and self.spool.outbox.next_due_at() is None:
                     return
                 time.sleep(0.01)
 
@@ -177,13 +179,13 @@ class Forwarder:
     def index_pending(self, limit: int = 20) -> bool:
         """Read the headers of rows stored with their UIDs only (``quick_instance``): triage,
         announcement fields, the file's sha256. True when there were any."""
-        rows = self.spool.to_index(limit)
+        rows = self.spool.outbox.to_index(limit)
         done = []
         for row in rows:
             indexed = self._index(row)
             if indexed is not None:
                 done.append((row.id, *indexed))
-        self.spool.set_indexed(done)
+        self.spool.outbox.set_indexed(done)
         return bool(rows)
 
     def _index(self, row: OutboxRow) -> tuple[ReceivedInstance, str] | None:
@@ -206,7 +208,7 @@ class Forwarder:
             )
         except InvalidInstance as exc:
             # acknowledged on a clean structure, unreadable in detail: kept and reported
-            self.spool.set_invalid(row.id, f"header not readable: {exc}")
+            self.spool.outbox.set_invalid(row.id, f"header not readable: {exc}")
             logger.error(
                 "spooled instance header not readable",
                 extra={
@@ -253,8 +255,8 @@ class Forwarder:
             self._upload_failures += 1
             delay = self._delay(self._upload_failures)
             self.upload_blocked_until = self.clock() + delay
-            self.spool.mark_failed([row], f"{type(exc).__name__}: {exc}", self.clock())
-            self.spool.count(upload_failures=1)
+            self.spool.outbox.mark_failed([row], f"{type(exc).__name__}: {exc}", self.clock())
+            self.spool.outbox.count(upload_failures=1)
             logger.warning(
                 "object store unavailable, pausing uploads",
                 extra={
@@ -267,8 +269,10 @@ class Forwarder:
             return
         except Exception as exc:
             delay = self._delay(row.attempts + 1)
-            self.spool.mark_failed([row], f"{type(exc).__name__}: {exc}", self.clock() + delay)
-            self.spool.count(upload_failures=1)
+            self.spool.outbox.mark_failed(
+                [row], f"{type(exc).__name__}: {exc}", self.clock() + delay
+            )
+            self.spool.outbox.count(upload_failures=1)
             logger.warning(
                 "upload failed",
                 extra={
@@ -280,7 +284,9 @@ class Forwarder:
             )
             return
         self._upload_failures = 0
-        self.spool.mark_uploaded(row.id, self.clock(), uploaded_bytes=size, saved_bytes=saved)
+        self.spool.outbox.mark_uploaded(
+            row.id, self.clock(), uploaded_bytes=size, saved_bytes=saved
+        )
         logger.debug("instance uploaded", extra={"action": "instance_uploaded", **log})
 
     # -- announcing ----------------------------------------------------------------------
@@ -307,28 +313,28 @@ class Forwarder:
                 instances=[self._announcement(r) for r in rows],
             )
         except CountyUnavailable as exc:
-            self.spool.count(announce_failures=1)
+            self.spool.outbox.count(announce_failures=1)
             self._announce_failures += 1
             delay = self._delay(self._announce_failures)
             self.announce_blocked_until = self.clock() + delay
-            self.spool.mark_failed(rows, str(exc), self.clock())
+            self.spool.outbox.mark_failed(rows, str(exc), self.clock())
             logger.warning(
                 "county API unavailable, pausing announcements",
                 extra={"action": "announce_outage", "retry_in": round(delay, 2), "error": str(exc)},
             )
             return
         except CountyRejected as exc:
-            self.spool.count(announce_failures=1)
+            self.spool.outbox.count(announce_failures=1)
             if exc.status_code == 401:  # our credentials: not any row's fault
                 self._announce_failures += 1
                 self.announce_blocked_until = self.clock() + self._delay(self._announce_failures)
-                self.spool.mark_failed(rows, str(exc), self.clock())
+                self.spool.outbox.mark_failed(rows, str(exc), self.clock())
             elif len(rows) > 1:  # find the row(s) refused: one at a time
                 for row in rows:
                     self.announce([row])
             else:
                 delay = self._delay(head.attempts + 1)
-                self.spool.mark_failed(rows, str(exc), self.clock() + delay)
+                self.spool.outbox.mark_failed(rows, str(exc), self.clock() + delay)
             logger.warning(
                 "county API refused the announcement",
                 extra={

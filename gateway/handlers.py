@@ -11,7 +11,9 @@ from pynetdicom.events import Event
 from gateway import status
 from gateway.errors import InvalidInstance, SpoolError, SpoolFull
 from gateway.fastpdata import StoreRequest, raw_store
-from gateway.instance import PREAMBLE, StoreMeta, encode_meta, quick_instance, read_instance
+from gateway.instance import read_instance
+from gateway.part10 import PREAMBLE, StoreMeta, encode_meta
+from gateway.received import quick_instance
 from gateway.sites import Sites
 from gateway.spool import Spool
 from worklist.triage import category_for_called_ae

@@ -8,7 +8,8 @@ to read UIDs, the worklist's header fields and the triage text, all decoded to U
 A spooled file's header (the forwarder's deferred read, ``read_instance(data, None, ...)``)
 is read without pydicom when ``gateway.header_read`` vouches for it
 (``gateway.spooled_header``), with exactly the same result as ``read_instance_pydicom``.
-What is known before the C-STORE response: ``gateway.received.quick_instance``.
+What is known before the C-STORE response: ``gateway.received.quick_instance``; the file meta
+header: ``gateway.part10``.
 """
 
 from __future__ import annotations
@@ -30,54 +31,20 @@ from pydicom.dataset import Dataset, FileMetaDataset
 
 from gateway import status
 from gateway.errors import InvalidInstance
-from gateway.part10 import (
-    PREAMBLE,
-    SPOOL_INFO_CREATOR_UID,
-    StoreMeta,
-    encode_meta,
-    part10_bytes,
-    spool_info_of,
-)
+from gateway.part10 import PREAMBLE, StoreMeta
 from gateway.received import (
     INT_FIELDS,
-    ROUTINE_RANK,
     TEXT_FIELDS,
-    URGENT_RANK,
-    WALKABLE,
     ReceivedInstance,
     declared_of,
     int_of,
-    quick_instance,
     text_of,
     triaged_instance,
 )
 from gateway.spooled_header import read_spooled
 from gateway.wellformed import check_structure
 from storage.keys import instance_key, is_valid_uid
-from worklist.triage import (
-    extract_text,
-)
-
-__all__ = [
-    "INT_FIELDS",
-    "MAX_DICOM_JSON_BYTES",
-    "PREAMBLE",
-    "ROUTINE_RANK",
-    "SPOOL_INFO_CREATOR_UID",
-    "TEXT_FIELDS",
-    "URGENT_RANK",
-    "WALKABLE",
-    "ReceivedInstance",
-    "StoreMeta",
-    "encode_meta",
-    "header_json",
-    "part10_bytes",
-    "quick_instance",
-    "read_instance",
-    "read_instance_pydicom",
-    "spool_info_of",
-    "spooled_header_json",
-]
+from worklist.triage import extract_text
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.ops import Query, spool_status
-from gateway.spool import (
+from gateway.outbox import (
     ANNOUNCED,
     CONFLICT,
     HELD_STATES,
@@ -45,8 +45,8 @@ from gateway.spool import (
     MISSING,
     RECEIVED,
     UPLOADED,
-    Spool,
 )
+from gateway.spool import Spool
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def forward_lag(
 
 def _read_lag(spool: Spool | Path) -> dict[str, Any]:
     if isinstance(spool, Spool):
-        return forward_lag(spool.query)
+        return forward_lag(spool.outbox.query)
     db = Path(spool).absolute() / "outbox.db"
     if not db.exists():
         return forward_lag(lambda _sql, _params: [])

@@ -6,7 +6,7 @@ ReferencedImageSequence) when it ends. Both are kept in ``mpps.db`` in the spool
 (SQLite WAL, ``synchronous=FULL``, shared safely by several acceptor processes), and the
 response goes out only after the commit.
 
-``StudyCompletion`` (``gateway.study_completion``, re-exported here) tells the county once
+``gateway.study_completion.StudyCompletion`` tells the county once
 every instance a COMPLETED step lists has been announced. Urgent studies need none of this:
 the county lists them from their first instance.
 """
@@ -26,7 +26,6 @@ from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 
 from gateway.sites import Sites
-from gateway.study_completion import StudyCompletion
 
 logger = logging.getLogger(__name__)
 
@@ -345,7 +344,7 @@ __all__ = [
     "MPPS_SOP_CLASS",
     "MppsError",
     "MppsStore",
-    "StudyCompletion",
+    "WaitingStep",
     "handle_n_create",
     "handle_n_set",
     "listed_instances",

@@ -9,15 +9,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.spool import (
+from gateway.outbox import (
     CONFLICT,
     COUNTERS,
     HELD_STATES,
     INVALID,
     MISSING,
     PENDING_STATES,
-    Spool,
 )
+from gateway.spool import Spool
 
 Query = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
 
@@ -28,7 +28,7 @@ def spool_status(spool: Spool | Path | str) -> dict[str, Any]:
     Given a path, the outbox is opened read-only: safe while the gateway runs (opening a
     ``Spool`` would run its start-up recovery)."""
     if isinstance(spool, Spool):
-        return _status(str(spool.root), spool.query)
+        return _status(str(spool.root), spool.outbox.query)
     root = Path(spool).absolute()
     db = root / "outbox.db"
     if not db.exists():

@@ -1,5 +1,6 @@
 """The spool's outbox table (``outbox.db``): schema, row states, the row type, the counters,
-and the forwarder's queue over it (``OutboxQueue``, mixed into ``gateway.spool.Spool``).
+and ``Outbox``, the one object that reads and writes it (the spool composes one; the
+forwarder, the MPPS completion thread and the status report use its public methods).
 
 Row states: ``received`` -> ``uploaded`` (in the object store, sha256 verified) ->
 ``announced`` (the county API knows; the spool file is deleted, the row kept for dedup until
@@ -8,7 +9,9 @@ here and never uploaded over the first. ``missing``: the spool file vanished (re
 ``invalid``: acknowledged, but its header turned out unreadable (kept, reported).
 
 The connection is WAL with ``synchronous=NORMAL`` (the spool file is the durable record, see
-``gateway.spool``); marking rows announced is committed with a full sync (``Spool``).
+``gateway.spool``); marking rows announced is committed with a full sync. Several processes
+(acceptor processes, the gateway process) open the same file: every write is one
+transaction, serialised by SQLite's busy timeout.
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ import json
 import logging
 import sqlite3
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.instance import ReceivedInstance
+from gateway.errors import SpoolError
+from gateway.received import ReceivedInstance
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +94,7 @@ COUNTERS = (
     "bytes_uploaded",
     "bytes_saved_recompression",
 )
-_COLUMNS = (
+COLUMNS = (
     "id, sop_instance_uid, series_instance_uid, study_instance_uid, site, calling_ae, "
     "called_ae, object_key, path, size, sha256, priority_rank, category, state, attempts, "
     "next_attempt_at, last_error, received_at, payload, upload_size, upload_sha256, "
@@ -154,13 +160,30 @@ def connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-class OutboxQueue:
-    """The outbox's queries, state transitions and counters (mixed into ``Spool``, which
-    opens ``_db`` with ``connect`` and owns ``_lock``, ``new_work`` and ``_bytes``)."""
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What ``Outbox.record`` did: the outcome, the row id, and for a duplicate whether the
+    earlier row still holds its spool file."""
 
-    _db: sqlite3.Connection
-    _lock: threading.RLock
-    new_work: threading.Event
+    outcome: StoreOutcome
+    row_id: int
+    earlier_holds_file: bool = True
+
+
+class Outbox:
+    """``outbox.db``: the queue of received instances, their states and the counters.
+    Thread-safe (one connection behind one lock); ``new_work`` is set whenever a row becomes
+    due for the forwarder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.new_work = threading.Event()
+        self._lock = threading.RLock()
+        self._db = connect(path)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
 
     # -- counters ------------------------------------------------------------------------
 
@@ -173,7 +196,7 @@ class OutboxQueue:
         )
 
     def count(self, **counts: int) -> None:
-        """Add to the spool's monotonic counters (``COUNTERS``)."""
+        """Add to the monotonic counters (``COUNTERS``)."""
         with self._lock:
             try:
                 self._count_sql(counts)
@@ -187,6 +210,118 @@ class OutboxQueue:
             rows = dict(self._db.execute("SELECT name, value FROM counters"))
         return {name: int(rows.get(name, 0)) for name in COUNTERS}
 
+    # -- receiving -----------------------------------------------------------------------
+
+    def same_sop(self, sop: str) -> list[tuple[int, str, str]]:
+        """(row id, dataset sha256, state) of the rows under ``sop`` (missing ones left out)."""
+        with self._lock:
+            return list(
+                self._db.execute(
+                    "SELECT id, dataset_sha256, state FROM outbox "
+                    "WHERE sop_instance_uid = ? AND state != ?",
+                    (sop, MISSING),
+                )
+            )
+
+    def record(
+        self,
+        inst: ReceivedInstance,
+        *,
+        path: str,
+        size: int,
+        dataset_sha256: str,
+        now: float,
+    ) -> Recorded:
+        """The row of a durable spool file: ``received``, or ``conflict`` when other bytes
+        came under the same SOP Instance UID before; nothing new for a duplicate. Dedup is
+        decided inside the insert's write transaction, so two processes storing the same
+        instance at once make one row. Raises ``SpoolError``."""
+        received_at = datetime.fromtimestamp(now, UTC).isoformat()
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")  # dedup and insert: one writer at a time
+                same = list(
+                    self._db.execute(
+                        "SELECT id, dataset_sha256, state FROM outbox "
+                        "WHERE sop_instance_uid = ? AND state != ?",
+                        (inst.sop_instance_uid, MISSING),
+                    )
+                )
+                dup = next(((i, st) for i, sha, st in same if sha == dataset_sha256), None)
+                if dup is not None:  # a concurrent association stored it first
+                    self._count_sql({"instances_received": 1, "instances_duplicate": 1})
+                    self._db.execute("COMMIT")
+                    return Recorded("duplicate", dup[0], dup[1] in HELD_STATES)
+                state = CONFLICT if same else RECEIVED
+                cur = self._db.execute(
+                    "INSERT INTO outbox (sop_instance_uid, series_instance_uid, "
+                    "study_instance_uid, sop_class_uid, site, calling_ae, called_ae, object_key, "
+                    "path, size, sha256, dataset_sha256, priority_rank, category, state, "
+                    "next_attempt_at, last_error, received_at, received_ts, payload, indexed) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        inst.sop_instance_uid,
+                        inst.series_instance_uid,
+                        inst.study_instance_uid,
+                        inst.sop_class_uid,
+                        inst.site,
+                        inst.calling_ae,
+                        inst.called_ae,
+                        inst.object_key,
+                        path,
+                        size,
+                        "",  # the whole file's sha256: the forwarder's to compute
+                        dataset_sha256,
+                        inst.priority_rank,
+                        inst.category,
+                        state,
+                        now,
+                        f"conflicts with outbox row {same[0][0]}" if same else None,
+                        received_at,
+                        now,
+                        json.dumps(inst.payload, ensure_ascii=False),
+                        int(inst.indexed),
+                    ),
+                )
+                outcome = "instances_stored" if state == RECEIVED else "instances_conflict"
+                self._count_sql({"instances_received": 1, outcome: 1})
+                self._db.execute("COMMIT")  # row and counters: one transaction
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise SpoolError(f"cannot record outbox row: {exc}") from exc
+            row_id = int(cur.lastrowid or 0)
+        if state == RECEIVED:
+            self.new_work.set()
+            return Recorded("stored", row_id)
+        return Recorded("conflict", row_id)
+
+    def held_bytes(self) -> int:
+        """Bytes of the spool files the rows still hold."""
+        with self._lock:
+            (total,) = self._db.execute(
+                f"SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state IN {HELD_STATES}"
+            ).fetchone()
+        return int(total)
+
+    def held_paths(self) -> dict[str, str]:
+        """Spool path -> dataset sha256 of every row still holding its file."""
+        with self._lock:
+            return dict(
+                self._db.execute(
+                    f"SELECT path, dataset_sha256 FROM outbox WHERE state IN {HELD_STATES}"
+                )
+            )
+
+    def mark_path_missing(self, path: str, error: str) -> None:
+        """The file at ``path`` is gone: its rows become ``missing``."""
+        with self._lock:
+            self._db.execute(
+                f"UPDATE outbox SET state = ?, last_error = ? WHERE path = ? AND state IN "
+                f"{HELD_STATES}",
+                (MISSING, error[:500], path),
+            )
+
     # -- forwarding ----------------------------------------------------------------------
 
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[OutboxRow]:
@@ -196,7 +331,7 @@ class OutboxQueue:
     def to_index(self, limit: int) -> list[OutboxRow]:
         """Rows whose header is still to be read, urgent-by-called-AE first, then arrival."""
         return self._rows(
-            f"SELECT {_COLUMNS} FROM outbox INDEXED BY outbox_unindexed "
+            f"SELECT {COLUMNS} FROM outbox INDEXED BY outbox_unindexed "
             f"WHERE indexed = 0 AND state IN {HELD_STATES} ORDER BY priority_rank, id LIMIT ?",
             (limit,),
         )
@@ -233,7 +368,7 @@ class OutboxQueue:
 
     def next_to_upload(self, now: float) -> OutboxRow | None:
         rows = self._rows(
-            f"SELECT {_COLUMNS} FROM outbox WHERE state = ? AND next_attempt_at <= ? "
+            f"SELECT {COLUMNS} FROM outbox WHERE state = ? AND next_attempt_at <= ? "
             f"AND indexed = 1 {_ORDER} LIMIT 1",
             (RECEIVED, now),
         )
@@ -242,7 +377,7 @@ class OutboxQueue:
     def to_announce(self, now: float, limit: int) -> list[OutboxRow]:
         """Due uploaded rows of the most urgent row's (site, calling AE, called AE)."""
         head = self._rows(
-            f"SELECT {_COLUMNS} FROM outbox WHERE state = ? AND next_attempt_at <= ? "
+            f"SELECT {COLUMNS} FROM outbox WHERE state = ? AND next_attempt_at <= ? "
             f"{_ORDER} LIMIT 1",
             (UPLOADED, now),
         )
@@ -250,7 +385,7 @@ class OutboxQueue:
             return []
         h = head[0]
         return self._rows(
-            f"SELECT {_COLUMNS} FROM outbox WHERE state = ? AND next_attempt_at <= ? "
+            f"SELECT {COLUMNS} FROM outbox WHERE state = ? AND next_attempt_at <= ? "
             f"AND site = ? AND calling_ae = ? AND called_ae = ? {_ORDER} LIMIT ?",
             (UPLOADED, now, h.site, h.calling_ae, h.called_ae, limit),
         )
@@ -311,21 +446,36 @@ class OutboxQueue:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def _mark_announced(self, rows: list[OutboxRow], now: float) -> None:
+    def mark_announced(self, rows: Iterable[OutboxRow], now: float) -> None:
+        """Announced, committed with a full sync (the spool deletes the files next)."""
+        rows = list(rows)
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")  # one durable commit for the whole batch
+            # durable before the spool files go (synchronous cannot change mid-transaction)
+            self._db.execute("PRAGMA synchronous=FULL")
             try:
-                self._db.executemany(
-                    "UPDATE outbox SET state = ?, announced_at = ?, last_error = NULL "
-                    "WHERE id = ? AND state = ?",
-                    [(ANNOUNCED, now, r.id, UPLOADED) for r in rows],
-                )
-                self._count_sql({"instances_announced": len(rows)})
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+                self._db.execute("BEGIN IMMEDIATE")  # one durable commit for the whole batch
+                try:
+                    self._db.executemany(
+                        "UPDATE outbox SET state = ?, announced_at = ?, last_error = NULL "
+                        "WHERE id = ? AND state = ?",
+                        [(ANNOUNCED, now, r.id, UPLOADED) for r in rows],
+                    )
+                    self._count_sql({"instances_announced": len(rows)})
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def mark_state(self, row_id: int, state: str, error: str) -> None:
+        """Take a row out of the queue (``conflict``, ``missing``) with the reason."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET state = ?, last_error = ? WHERE id = ?",
+                (state, error[:500], row_id),
+            )
 
     def mark_failed(self, rows: list[OutboxRow], error: str, retry_at: float) -> None:
         with self._lock:
@@ -342,6 +492,26 @@ class OutboxQueue:
                 "DELETE FROM outbox WHERE state = ? AND announced_at < ?", (ANNOUNCED, older_than)
             )
         return cur.rowcount
+
+    # -- readers -------------------------------------------------------------------------
+
+    def announced_among(self, sops: list[str]) -> dict[str, tuple[str, str]]:
+        """sop -> (site, study) for those of ``sops`` whose rows are announced."""
+        found: dict[str, tuple[str, str]] = {}
+        for i in range(0, len(sops), 500):
+            chunk = sops[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                rows = list(
+                    self._db.execute(
+                        "SELECT sop_instance_uid, site, study_instance_uid FROM outbox "
+                        f"WHERE state = ? AND sop_instance_uid IN ({marks})",
+                        (ANNOUNCED, *chunk),
+                    )
+                )
+            for sop, site, study in rows:
+                found[sop] = (site, study)
+        return found
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Read-only access for status reports."""

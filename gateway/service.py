@@ -14,12 +14,14 @@ from gateway.county import CountyClient
 from gateway.errors import GatewayError
 from gateway.forwarder import Forwarder
 from gateway.metrics import MetricsServer, start_metrics_server
-from gateway.mpps import MppsStore, StudyCompletion
+from gateway.mpps import MppsStore
 from gateway.scp import start_scp
 from gateway.sites import CountySiteDirectory, SiteDirectory, Sites
 from gateway.spool import Spool
+from gateway.spool_recovery import recover
+from gateway.study_completion import StudyCompletion
 from gateway.transport import tls_context_for
-from gateway.workers import AcceptorPool, resync_held_bytes, worker_count
+from gateway.workers import AcceptorPool, worker_count
 from storage.base import ObjectStore
 from worklist.triage import classify
 
@@ -60,6 +62,7 @@ class Gateway:
             slot_count=settings.spool_slots if worker_count(settings) <= 1 else 0,
             slot_size=settings.spool_slot_bytes,
         )
+        recover(self.spool)  # before anything receives
         self._county_sites: CountySiteDirectory | None = None
         if sites is None:
             self._county_sites = CountySiteDirectory(
@@ -88,7 +91,7 @@ class Gateway:
         self.mpps = MppsStore(self.spool.root / "mpps.db")
         self.completion = StudyCompletion(
             self.mpps,
-            self.spool.root / "outbox.db",
+            self.spool.outbox,
             self.county,
             poll_seconds=settings.mpps_poll_seconds,
             backoff_initial=settings.backoff_initial_seconds,
@@ -173,11 +176,11 @@ class Gateway:
     def _acceptor_stored(self) -> None:
         """An acceptor process spooled an instance: wake the forwarder; keep this process's
         ``spool.held_bytes`` true (the acceptors add, the forwarder here frees)."""
-        self.spool.new_work.set()
+        self.spool.outbox.new_work.set()
         now = time.monotonic()
         if now - self._resynced_at >= 1.0:
             self._resynced_at = now
-            resync_held_bytes(self.spool)
+            self.spool.resync_held_bytes()
 
     def stop(self) -> None:
         for server in (self.server, self.tls_server):

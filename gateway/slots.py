@@ -316,7 +316,7 @@ class SlotPool:
             while not self._stop.is_set():
                 now = time.monotonic()
                 if now - scanned >= _RESCAN_SECONDS or self.free_count() < self._scan_below:
-                    self._rescan()
+                    self.rescan()
                     scanned = now
                 grew = 0
                 if self.free_count() < _LOW_WATER:
@@ -327,7 +327,7 @@ class SlotPool:
                 "slot pool stopped", extra={"action": "slot_pool_failed", "error": repr(exc)}
             )
 
-    def _rescan(self) -> None:
+    def rescan(self) -> None:
         """Held slots whose header the forwarder invalidated are free again."""
         with self._lock:
             held = list(self._held)

@@ -18,8 +18,9 @@ as the file is, recovery rebuilds rows from it the same way, and the announcemen
 the slot instead of deleting a file. The ``path`` column says which: ``objects/...`` or
 ``slots/<n>/<k>``; read the bytes through ``read_bytes``/``open``, not the path.
 
-Row states, the outbox schema and the forwarder's queue: ``gateway.outbox`` (re-exported
-here); start-up recovery: ``gateway.spool_recovery``.
+Row states, the outbox schema and the forwarder's queue: ``gateway.outbox`` (``Outbox``,
+``spool.outbox``); start-up recovery: ``gateway.spool_recovery.recover``, run by the process
+that owns the spool before anything receives.
 
 Dedup is by the sha256 of the dataset bytes (not the file: its meta header carries the calling
 AE title), among rows of the same SOP Instance UID; files are named by it. The sha256 of the
@@ -31,53 +32,19 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import os
 import shutil
-import sqlite3
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from gateway import slots, spool_recovery
+from gateway import slots
 from gateway.errors import SpoolError, SpoolFull
-from gateway.instance import ReceivedInstance
-from gateway.outbox import (
-    _COLUMNS,
-    ANNOUNCED,
-    CONFLICT,
-    COUNTERS,
-    HELD_STATES,
-    INVALID,
-    MISSING,
-    PENDING_STATES,
-    RECEIVED,
-    UPLOADED,
-    OutboxQueue,
-    OutboxRow,
-    StoreOutcome,
-    connect,
-)
-
-__all__ = [
-    "ANNOUNCED",
-    "CONFLICT",
-    "COUNTERS",
-    "HELD_STATES",
-    "INVALID",
-    "MISSING",
-    "PENDING_STATES",
-    "RECEIVED",
-    "UPLOADED",
-    "_COLUMNS",
-    "OutboxRow",
-    "Spool",
-    "StoreOutcome",
-]
+from gateway.outbox import MISSING, Outbox, OutboxRow, StoreOutcome
+from gateway.received import ReceivedInstance
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +57,9 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-class Spool(OutboxQueue):
-    """The spool directory: ``objects/`` and ``outbox.db``. Thread-safe."""
+class Spool:
+    """The spool directory: ``objects/``, ``slots/`` and ``outbox.db`` (``outbox``).
+    Thread-safe; several processes may open one (each receiving process its own slots)."""
 
     def __init__(
         self,
@@ -111,12 +79,10 @@ class Spool(OutboxQueue):
         self.objects.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
         self.min_free_bytes = min_free_bytes
-        self.new_work = threading.Event()  # set whenever a row becomes due
-        self._lock = threading.RLock()
-        self._db = connect(self.root / "outbox.db")
-        self._bytes = 0
-        spool_recovery.recover(self)
-        if self.slot_count:  # after recovery: it decided which slots hold records
+        self.outbox = Outbox(self.root / "outbox.db")
+        self._lock = threading.Lock()
+        self._bytes = self.outbox.held_bytes()
+        if self.slot_count:
             try:
                 self._pool = slots.SlotPool(self.root, count=self.slot_count, size=self.slot_size)
             except OSError as exc:
@@ -130,13 +96,22 @@ class Spool(OutboxQueue):
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
-            self._db.close()
+        self.outbox.close()
 
     # -- receiving -----------------------------------------------------------------------
 
     @property
     def held_bytes(self) -> int:
+        """Bytes held by this process's count: what it stored minus what it released since
+        the last ``resync_held_bytes``."""
         return self._bytes
+
+    def resync_held_bytes(self) -> None:
+        """Re-read ``held_bytes`` from the outbox: with acceptor processes, bytes are added in
+        one process and freed in another, so no process's running count holds for long."""
+        total = self.outbox.held_bytes()
+        with self._lock:
+            self._bytes = total
 
     def _admit(self, size: int) -> None:
         if self.max_bytes and self._bytes + size > self.max_bytes:
@@ -144,15 +119,6 @@ class Spool(OutboxQueue):
         free = shutil.disk_usage(self.root).free
         if free - size < self.min_free_bytes:
             raise SpoolFull(f"{free} bytes free on the spool disk, minimum {self.min_free_bytes}")
-
-    def _same_sop(self, sop: str) -> list[tuple[int, str, str]]:
-        return list(
-            self._db.execute(
-                "SELECT id, dataset_sha256, state FROM outbox "
-                "WHERE sop_instance_uid = ? AND state != ?",
-                (sop, MISSING),
-            )
-        )
 
     def _write_file(self, data: bytes, dataset_sha256: str) -> str:
         rel = f"objects/{dataset_sha256}.dcm"
@@ -183,26 +149,23 @@ class Spool(OutboxQueue):
         """Make one received instance durable; return what happened and the row id.
 
         Raises ``SpoolFull`` when there is no room, ``SpoolError`` when the disk fails.
-        Dedup is decided inside the insert's write transaction, so two acceptor processes
-        storing the same instance at once make one row. ``slot``: (recovery) the slot that
-        already holds these bytes. ``dataset_sha256``: the dataset's, when the receiver
-        hashed it as it arrived.
+        ``slot``: (recovery) the slot that already holds these bytes. ``dataset_sha256``: the
+        dataset's, when the receiver hashed it as it arrived.
         """
         now = time.time() if now is None else now
         dataset_sha = (
             dataset_sha256 or hashlib.sha256(memoryview(data)[dataset_offset:]).hexdigest()
         )
-        with self._lock:
-            for row_id, sha, _state in self._same_sop(inst.sop_instance_uid):
-                if sha == dataset_sha:
-                    self.count(instances_received=1, instances_duplicate=1)
-                    return "duplicate", row_id
-            if not recovery:
-                try:
-                    self._admit(len(data))
-                except SpoolFull:
-                    self.count(instances_received=1, instances_refused_spool_full=1)
-                    raise
+        for row_id, sha, _state in self.outbox.same_sop(inst.sop_instance_uid):
+            if sha == dataset_sha:
+                self.outbox.count(instances_received=1, instances_duplicate=1)
+                return "duplicate", row_id
+        if not recovery:
+            try:
+                self._admit(len(data))
+            except SpoolFull:
+                self.outbox.count(instances_received=1, instances_refused_spool_full=1)
+                raise
         # the whole file's sha256 (what the object store will hold) is the forwarder's to
         # compute, off this critical path, after checking the dataset's against the file
         taken = None if recovery else self._take_slot(len(data))
@@ -218,19 +181,26 @@ class Spool(OutboxQueue):
                 self._slot_pool().give_back(taken)
             raise SpoolError(f"cannot write spool file: {exc}") from exc
         try:
-            outcome, row_id = self._insert(inst, data, rel, dataset_sha, now)
+            recorded = self.outbox.record(
+                inst, path=rel, size=len(data), dataset_sha256=dataset_sha, now=now
+            )
         except BaseException:
             if taken is not None:
                 self._slot_pool().give_back(taken)
             raise
-        if taken is not None:
-            if outcome == "duplicate":
+        if recorded.outcome == "duplicate":
+            if taken is not None:
                 self._slot_pool().give_back(taken)
-            else:
-                self._slot_pool().kept(taken)
-        elif slot is not None and outcome == "duplicate":
-            slots.invalidate(self.root / slot)
-        return outcome, row_id
+            elif slot is not None:
+                slots.invalidate(self.root / slot)
+            elif not recorded.earlier_holds_file:
+                (self.root / rel).unlink(missing_ok=True)  # its file (same name) was gone
+            return "duplicate", recorded.row_id
+        if taken is not None:
+            self._slot_pool().kept(taken)
+        with self._lock:
+            self._bytes += len(data)
+        return recorded.outcome, recorded.row_id
 
     def _slot_pool(self) -> slots.SlotPool:
         assert self._pool is not None
@@ -239,96 +209,37 @@ class Spool(OutboxQueue):
     def _take_slot(self, length: int) -> str | None:
         return None if self._pool is None else self._pool.take(length)
 
+    def free_slots(self) -> int:
+        """Slots this process's pool can hand out now (0: no pool)."""
+        return 0 if self._pool is None else self._pool.free_count()
+
+    def rescan_slots(self) -> None:
+        """Re-read which held slots were freed (after recovery invalidated some)."""
+        if self._pool is not None:
+            self._pool.rescan()
+
     def fill_slots(self) -> None:
         """Create every slot of the pool now instead of as needed (first start, tests)."""
         if self._pool is not None:
             self._pool.fill()
 
-    def _insert(
-        self, inst: ReceivedInstance, data: bytes, rel: str, dataset_sha: str, now: float
-    ) -> tuple[StoreOutcome, int]:
-        sha256 = ""
-        received_at = datetime.fromtimestamp(now, UTC).isoformat()
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")  # dedup and insert: one writer at a time
-                same = self._same_sop(inst.sop_instance_uid)
-                dup = next(((i, st) for i, sha, st in same if sha == dataset_sha), None)
-                if dup is not None:  # a concurrent association stored it first
-                    self._count_sql({"instances_received": 1, "instances_duplicate": 1})
-                    self._db.execute("COMMIT")
-                    if dup[1] not in HELD_STATES and rel.startswith("objects/"):
-                        (self.root / rel).unlink(missing_ok=True)  # its file (same name) gone
-                    return "duplicate", dup[0]
-                state = CONFLICT if same else RECEIVED
-                cur = self._db.execute(
-                    "INSERT INTO outbox (sop_instance_uid, series_instance_uid, "
-                    "study_instance_uid, sop_class_uid, site, calling_ae, called_ae, object_key, "
-                    "path, size, sha256, dataset_sha256, priority_rank, category, state, "
-                    "next_attempt_at, last_error, received_at, received_ts, payload, indexed) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        inst.sop_instance_uid,
-                        inst.series_instance_uid,
-                        inst.study_instance_uid,
-                        inst.sop_class_uid,
-                        inst.site,
-                        inst.calling_ae,
-                        inst.called_ae,
-                        inst.object_key,
-                        rel,
-                        len(data),
-                        sha256,
-                        dataset_sha,
-                        inst.priority_rank,
-                        inst.category,
-                        state,
-                        now,
-                        f"conflicts with outbox row {same[0][0]}" if same else None,
-                        received_at,
-                        now,
-                        json.dumps(inst.payload, ensure_ascii=False),
-                        int(inst.indexed),
-                    ),
-                )
-                outcome = "instances_stored" if state == RECEIVED else "instances_conflict"
-                self._count_sql({"instances_received": 1, outcome: 1})
-                self._db.execute("COMMIT")  # row and counters: one transaction
-            except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise SpoolError(f"cannot record outbox row: {exc}") from exc
-            self._bytes += len(data)
-            row_id = int(cur.lastrowid or 0)
-        if state == RECEIVED:
-            self.new_work.set()
-            return "stored", row_id
-        return "conflict", row_id
-
     def mark_announced(self, rows: list[OutboxRow], now: float) -> None:
-        """Announced: record it, then delete the spool files (the rows stay for dedup)."""
+        """Announced: record it durably, then delete the spool files (the rows stay for
+        dedup)."""
+        self.outbox.mark_announced(rows, now)
+        for r in rows:
+            if r.path.startswith("slots/"):
+                slots.invalidate(self.root / r.path)  # the owner's pool takes it back
+            else:
+                (self.root / r.path).unlink(missing_ok=True)
         with self._lock:
-            # durable before the spool files go (synchronous cannot change mid-transaction)
-            self._db.execute("PRAGMA synchronous=FULL")
-            try:
-                self._mark_announced(rows, now)
-            finally:
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            for r in rows:
-                if r.path.startswith("slots/"):
-                    slots.invalidate(self.root / r.path)  # the owner's pool takes it back
-                else:
-                    (self.root / r.path).unlink(missing_ok=True)
-                self._bytes -= r.size
+            self._bytes -= sum(r.size for r in rows)
 
     def mark_state(self, row: OutboxRow, state: str, error: str) -> None:
         """Take a row out of the queue (``conflict``, ``missing``) with the reason."""
-        with self._lock:
-            self._db.execute(
-                "UPDATE outbox SET state = ?, last_error = ? WHERE id = ?",
-                (state, error[:500], row.id),
-            )
-            if state == MISSING:
+        self.outbox.mark_state(row.id, state, error)
+        if state == MISSING:
+            with self._lock:
                 self._bytes -= row.size
 
     def path_of(self, row: OutboxRow) -> Path:

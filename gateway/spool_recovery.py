@@ -1,4 +1,6 @@
-"""Start-up recovery of the spool (``gateway.spool.Spool`` runs ``recover`` when it opens).
+"""Start-up recovery of the spool: ``recover(spool)``, run by the process that owns the spool
+(the gateway process) after opening it and before anything receives; acceptor processes never
+run it (it would delete another process's file between its rename and its outbox commit).
 
 Temp files are dropped. A spool file or slot record without an outbox row (a power cut took
 the commit, or a crash came between the rename and the commit) gets its row back from the
@@ -14,56 +16,44 @@ import io
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+from pydicom import dcmread
 
 from gateway import slots
-from gateway.outbox import HELD_STATES, MISSING, RECEIVED
-
-if TYPE_CHECKING:
-    from gateway.spool import Spool
+from gateway.instance import read_instance
+from gateway.outbox import RECEIVED
+from gateway.part10 import spool_info_of
+from gateway.spool import Spool
 
 logger = logging.getLogger(__name__)
 
 
 def recover(spool: Spool) -> None:
     """Drop temp and orphan files; flag rows whose file is gone; count held bytes."""
-    with spool._lock:
-        held_sha = dict(
-            spool._db.execute(
-                f"SELECT path, dataset_sha256 FROM outbox WHERE state IN {HELD_STATES}"
-            )
-        )
-        held = dict.fromkeys(held_sha, RECEIVED)
-        present = _recover_slots(spool, held_sha)
-        orphans = []
-        for entry in os.scandir(spool.objects):
-            rel = f"objects/{entry.name}"
-            if rel not in held:
-                if entry.name.startswith(".tmp-") or not _reindex(spool, Path(entry.path)):
-                    os.unlink(entry.path)
-                    logger.info(
-                        "orphan spool file removed",
-                        extra={"action": "spool_orphan_removed", "path": rel},
-                    )
-                else:
-                    orphans.append(rel)
-        held.update(dict.fromkeys(orphans, RECEIVED))
-        for path in held:
-            if path.startswith("slots/") and path in present:
-                continue
-            if path.startswith("slots/") or not (spool.root / path).exists():
-                spool._db.execute(
-                    "UPDATE outbox SET state = ?, last_error = ? WHERE path = ? "
-                    f"AND state IN {HELD_STATES}",
-                    (MISSING, "spool file missing at start", path),
+    held_sha = spool.outbox.held_paths()
+    held = dict.fromkeys(held_sha, RECEIVED)
+    present = _recover_slots(spool, held_sha)
+    orphans = []
+    for entry in os.scandir(spool.objects):
+        rel = f"objects/{entry.name}"
+        if rel not in held:
+            if entry.name.startswith(".tmp-") or not _reindex(spool, Path(entry.path)):
+                os.unlink(entry.path)
+                logger.info(
+                    "orphan spool file removed",
+                    extra={"action": "spool_orphan_removed", "path": rel},
                 )
-                logger.error(
-                    "spool file missing", extra={"action": "spool_file_missing", "path": path}
-                )
-        (total,) = spool._db.execute(
-            f"SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state IN {HELD_STATES}"
-        ).fetchone()
-        spool._bytes = int(total)
+            else:
+                orphans.append(rel)
+    held.update(dict.fromkeys(orphans, RECEIVED))
+    for path in held:
+        if path.startswith("slots/") and path in present:
+            continue
+        if path.startswith("slots/") or not (spool.root / path).exists():
+            spool.outbox.mark_path_missing(path, "spool file missing at start")
+            logger.error("spool file missing", extra={"action": "spool_file_missing", "path": path})
+    spool.resync_held_bytes()
+    spool.rescan_slots()  # slots freed above are free again in this process's pool
 
 
 def _recover_slots(spool: Spool, held_sha: dict[str, str]) -> set[str]:
@@ -106,10 +96,6 @@ def _reindex(spool: Spool, path: Path) -> bool:
 def _reindex_data(
     spool: Spool, data: bytes, now: float, where: str, slot: str | None = None
 ) -> bool:
-    from pydicom import dcmread
-
-    from gateway.instance import read_instance, spool_info_of
-
     try:
         meta = dcmread(io.BytesIO(data), stop_before_pixels=True).file_meta
         info = spool_info_of(meta)

@@ -11,26 +11,17 @@ from __future__ import annotations
 
 import logging
 import random
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from gateway.county import CountyClient
 from gateway.errors import CountyRejected, CountyUnavailable
-from gateway.spool import ANNOUNCED
-
-if TYPE_CHECKING:
-    from gateway.mpps import MppsStore, WaitingStep
+from gateway.mpps import MppsStore, WaitingStep
+from gateway.outbox import Outbox
 
 logger = logging.getLogger(__name__)
-
-
-def _chunks(items: list[str], n: int) -> Iterable[list[str]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
 
 
 class StudyCompletion:
@@ -39,7 +30,7 @@ class StudyCompletion:
     def __init__(
         self,
         store: MppsStore,
-        outbox_db: Path,
+        outbox: Outbox,
         county: CountyClient,
         *,
         poll_seconds: float = 1.0,
@@ -48,7 +39,7 @@ class StudyCompletion:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
-        self.outbox_db = outbox_db
+        self.outbox = outbox
         self.county = county
         self.poll_seconds = poll_seconds
         self.backoff_initial = backoff_initial
@@ -56,7 +47,6 @@ class StudyCompletion:
         self.clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._outbox: sqlite3.Connection | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="gateway-mpps", daemon=True)
@@ -66,9 +56,6 @@ class StudyCompletion:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        if self._outbox is not None:
-            self._outbox.close()
-            self._outbox = None
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -82,25 +69,6 @@ class StudyCompletion:
         base = min(self.backoff_max, self.backoff_initial * 2 ** max(0, attempts))
         return base * (0.5 + random.random() / 2)
 
-    def _announced(self, sops: list[str]) -> dict[str, tuple[str, str]]:
-        """sop -> (site, study) for the listed instances the county already knows."""
-        if self._outbox is None:
-            if not self.outbox_db.exists():
-                return {}
-            self._outbox = sqlite3.connect(
-                f"file:{self.outbox_db}?mode=ro", uri=True, timeout=30, check_same_thread=False
-            )
-        found: dict[str, tuple[str, str]] = {}
-        for chunk in _chunks(sops, 500):
-            marks = ",".join("?" * len(chunk))
-            for sop, site, study in self._outbox.execute(
-                "SELECT sop_instance_uid, site, study_instance_uid FROM outbox "
-                f"WHERE state = ? AND sop_instance_uid IN ({marks})",
-                (ANNOUNCED, *chunk),
-            ):
-                found[sop] = (site, study)
-        return found
-
     def step(self) -> int:
         """Check every due COMPLETED step once; return how many were announced."""
         done = 0
@@ -108,7 +76,7 @@ class StudyCompletion:
             if self._stop.is_set():
                 break
             sops = self.store.instances_of(step.uid)
-            known = self._announced(sops)
+            known = self.outbox.announced_among(sops)
             if len(known) < len(sops):
                 continue  # still arriving or uploading: look again at the next poll
             per_study: dict[tuple[str, str], int] = {}

@@ -19,8 +19,9 @@ import time
 from collections.abc import Callable
 from typing import BinaryIO
 
+from gateway.outbox import MISSING, OutboxRow
 from gateway.recompress import recompress, recompression_note, split_part10
-from gateway.spool import MISSING, OutboxRow, Spool
+from gateway.spool import Spool
 from storage.base import ObjectStore
 from storage.errors import ObjectNotFound, StorageError
 
@@ -84,7 +85,7 @@ def file_sha256(spool: Spool, row: OutboxRow) -> OutboxRow | None:
         )
         return None
     sha = hashlib.sha256(data).hexdigest()
-    spool.set_sha256(row.id, sha)
+    spool.outbox.set_sha256(row.id, sha)
     return dataclasses.replace(row, sha256=sha)
 
 
@@ -109,7 +110,7 @@ def already_stored(spool: Spool, store: ObjectStore, row: OutboxRow) -> bool | N
     if note is None or note.get("original_dataset_sha256") != ours:
         return False
     split = split_part10(stored)
-    spool.set_upload(  # announce what the store holds
+    spool.outbox.set_upload(  # announce what the store holds
         row.id,
         size=len(stored),
         sha256=hashlib.sha256(stored).hexdigest(),
@@ -141,9 +142,9 @@ def upload_body(
             )
     if smaller is None:
         if row.upload_sha256:  # recorded by an earlier attempt, not used now
-            spool.set_upload(row.id, size=0, sha256="", transfer_syntax="", method="")
+            spool.outbox.set_upload(row.id, size=0, sha256="", transfer_syntax="", method="")
         return original, row.size, row.sha256, 0
-    spool.set_upload(
+    spool.outbox.set_upload(
         row.id,
         size=len(smaller.data),
         sha256=smaller.sha256,

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.acceptor import DONE, READY, WORK, describe_logging, resync_held_bytes
+from gateway.acceptor import DONE, READY, WORK, describe_logging
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError
 
@@ -296,4 +296,4 @@ class AcceptorPool:
         self._selector.register(fresh.ctrl, selectors.EVENT_READ, fresh)
 
 
-__all__ = ["AcceptorPool", "resync_held_bytes", "worker_count"]
+__all__ = ["AcceptorPool", "worker_count"]

@@ -76,7 +76,7 @@ def _associate(gw: Gateway, *datasets: Dataset) -> Any:
 
 
 def _spooled(gw: Gateway) -> dict[str, bytes]:
-    rows = gw.spool.query("SELECT sop_instance_uid, path FROM outbox ORDER BY id")
+    rows = gw.spool.outbox.query("SELECT sop_instance_uid, path FROM outbox ORDER BY id")
     return {sop: gw.spool.read_at(path) for sop, path in rows}
 
 

@@ -37,9 +37,9 @@ from pydicom.uid import JPEGLSLossless, generate_uid
 
 from gateway.config import GatewaySettings
 from gateway.ops import spool_status
+from gateway.outbox import ANNOUNCED, RECEIVED
 from gateway.recompress import recompression_note
 from gateway.service import Gateway
-from gateway.spool import ANNOUNCED, RECEIVED
 from storage import MinioStore
 from storage.base import ObjectStore
 from storage.settings import StorageSettings
@@ -236,7 +236,9 @@ def _key(path: Path) -> str:
 
 
 def _announced(gw: Gateway) -> int:
-    return int(gw.spool.query("SELECT COUNT(*) FROM outbox WHERE state = ?", (ANNOUNCED,))[0][0])
+    return int(
+        gw.spool.outbox.query("SELECT COUNT(*) FROM outbox WHERE state = ?", (ANNOUNCED,))[0][0]
+    )
 
 
 def _files(directory: Path, n: int) -> list[Path]:
@@ -268,7 +270,7 @@ def test_s3_and_api_down_during_a_send_then_drain(
         st = spool_status(gw.spool)
         assert st["pending"] == 20
         assert st["oldest_unsent"] is not None
-        counters = gw.spool.counters()
+        counters = gw.spool.outbox.counters()
         assert counters["upload_failures"] + counters["announce_failures"] >= 1
 
         hop.restore()
@@ -307,7 +309,7 @@ def test_spool_full_out_of_resources_keeps_serving(
         assert out.count("Out of Resources") + out.count("OutOfResources") >= 1 or (
             "A700" in out.upper()
         ), out
-        counters = gw.spool.counters()
+        counters = gw.spool.outbox.counters()
         assert counters["instances_refused_spool_full"] == 3
         echo = subprocess.run(
             ["echoscu", "-aet", CALLING, "-aec", "TELEREAD", "127.0.0.1", str(gw.port)],
@@ -349,7 +351,7 @@ def test_stroke_study_overtakes_a_routine_backlog_on_a_capped_uplink(
         ]
         assert len(successes(_storescu(gw.port, stroke))) == 5
         backlog_left = int(
-            gw.spool.query("SELECT COUNT(*) FROM outbox WHERE state = ?", (RECEIVED,))[0][0]
+            gw.spool.outbox.query("SELECT COUNT(*) FROM outbox WHERE state = ?", (RECEIVED,))[0][0]
         )
         _wait(lambda: _announced(gw) == 35)
     finally:
@@ -386,7 +388,7 @@ def test_recompressed_upload_to_s3_is_lossless_and_announced_as_stored(
     try:
         assert len(successes(_storescu(gw.port, files))) == 3
         _wait(lambda: _announced(gw) == 3)
-        counters = gw.spool.counters()
+        counters = gw.spool.outbox.counters()
     finally:
         gw.stop()
     assert counters["bytes_saved_recompression"] > 0

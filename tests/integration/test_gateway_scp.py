@@ -21,8 +21,8 @@ from gateway import status
 from gateway.config import GatewaySettings
 from gateway.county import CountyClient
 from gateway.ops import spool_status
+from gateway.outbox import ANNOUNCED, CONFLICT
 from gateway.service import Gateway
-from gateway.spool import ANNOUNCED, CONFLICT
 from tests.dicom_factory import make_ct, make_dx, write
 from tests.integration.test_gateway_support import (  # noqa: F401
     County,
@@ -83,7 +83,7 @@ def _wait(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
 
 def _announced(gw: Gateway, n: int) -> Callable[[], bool]:
     def check() -> bool:
-        rows = gw.spool.query("SELECT COUNT(*) FROM outbox WHERE state = ?", (ANNOUNCED,))
+        rows = gw.spool.outbox.query("SELECT COUNT(*) FROM outbox WHERE state = ?", (ANNOUNCED,))
         return int(rows[0][0]) >= n
 
     return check
@@ -239,7 +239,7 @@ def test_malformed_datasets_fail_and_the_server_keeps_serving(
     assert statuses[1] == status.CANNOT_UNDERSTAND
     assert statuses[2] in (status.CANNOT_UNDERSTAND, status.DATASET_DOES_NOT_MATCH_SOP_CLASS)
     assert statuses[3] == status.SUCCESS
-    assert gw.spool.query("SELECT COUNT(*) FROM outbox")[0][0] == 1
+    assert gw.spool.outbox.query("SELECT COUNT(*) FROM outbox")[0][0] == 1
 
 
 def test_duplicate_is_noop_and_conflict_is_kept(
@@ -255,7 +255,7 @@ def test_duplicate_is_noop_and_conflict_is_kept(
     ds.StudyDescription = "changed"
     second = write(ds, tmp_path / "b.dcm")
     assert _send(gw.port, second) == [status.SUCCESS]
-    rows = gw.spool.query("SELECT state FROM outbox ORDER BY id")
+    rows = gw.spool.outbox.query("SELECT state FROM outbox ORDER BY id")
     assert [r[0] for r in rows] == [ANNOUNCED, CONFLICT]
     key = f"{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
     time.sleep(0.3)

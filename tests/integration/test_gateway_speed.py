@@ -19,8 +19,8 @@ from pynetdicom import AE
 
 from gateway import status
 from gateway.config import GatewaySettings
+from gateway.outbox import ANNOUNCED
 from gateway.service import Gateway
-from gateway.spool import ANNOUNCED
 from tests.dicom_factory import make_ct, part10_bytes, write
 from tests.integration.test_gateway_support import (  # noqa: F401
     County,
@@ -107,7 +107,7 @@ def _check_all_arrived(gw: Gateway, county: County, batches: list[list[Dataset]]
     store: SwitchableStore = gw.store  # type: ignore[assignment]
 
     def announced() -> bool:
-        rows = gw.spool.query("SELECT COUNT(*) FROM outbox WHERE state = ?", (ANNOUNCED,))
+        rows = gw.spool.outbox.query("SELECT COUNT(*) FROM outbox WHERE state = ?", (ANNOUNCED,))
         return int(rows[0][0]) >= total
 
     _wait(announced)

@@ -113,7 +113,7 @@ def test_pydicom_testdata_byte_identical(
                 sop = key.rsplit("/", 1)[1].removesuffix(".dcm")
                 kept = [
                     after_meta(gw.spool.read_at(rel))
-                    for (rel,) in gw.spool.query(
+                    for (rel,) in gw.spool.outbox.query(
                         "SELECT path FROM outbox WHERE sop_instance_uid = ? AND state = ?",
                         (sop, "conflict"),
                     )

@@ -30,8 +30,8 @@ from gateway import status
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError
 from gateway.ops import format_status, spool_status
+from gateway.outbox import ANNOUNCED, UPLOADED
 from gateway.service import Gateway
-from gateway.spool import ANNOUNCED, UPLOADED
 from gateway.transport import server_tls_context
 from tests.dicom_factory import make_ct, write
 from tests.integration.test_gateway_support import CountyState, SwitchableStore, _Handler
@@ -153,7 +153,7 @@ def _echo(port: int | None, tls: ssl.SSLContext | None) -> bool:
 
 
 def _rows(gw: Gateway) -> int:
-    return int(gw.spool.query("SELECT COUNT(*) FROM outbox")[0][0])
+    return int(gw.spool.outbox.query("SELECT COUNT(*) FROM outbox")[0][0])
 
 
 # --- DICOM TLS ------------------------------------------------------------------------------
@@ -166,7 +166,7 @@ def test_pynetdicom_stores_over_tls_with_a_client_certificate(
     assert gw.tls_port and gw.tls_port != gw.port
     ds = make_ct()
     assert _store(gw.tls_port, ds, client_context(pki)) == status.SUCCESS
-    assert gw.spool.query("SELECT sop_instance_uid FROM outbox")[0][0] == ds.SOPInstanceUID
+    assert gw.spool.outbox.query("SELECT sop_instance_uid FROM outbox")[0][0] == ds.SOPInstanceUID
     assert _echo(gw.port, None)  # the plain port still serves
 
 
@@ -362,7 +362,7 @@ def _forwarding_gateway(tmp_path: Path, county: HttpsCounty, **overrides: Any) -
 
 
 def _state(gw: Gateway) -> tuple[str, int, str | None]:
-    row = gw.spool.query("SELECT state, attempts, last_error FROM outbox")[0]
+    row = gw.spool.outbox.query("SELECT state, attempts, last_error FROM outbox")[0]
     return str(row[0]), int(row[1]), row[2]
 
 

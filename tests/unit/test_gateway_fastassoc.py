@@ -28,12 +28,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from gateway.fastassoc import PYNETDICOM_VERSION, FastRequestHandler, encode_c_store_rsp
-from gateway.instance import (
-    PREAMBLE,
-    StoreMeta,
-    encode_meta,
-    spool_info_of,
-)
+from gateway.part10 import PREAMBLE, StoreMeta, encode_meta, spool_info_of
 from tests.dicom_factory import make_ct
 
 # sha256 (first 16 hex digits) of the pynetdicom sources gateway.fastassoc copies or relies

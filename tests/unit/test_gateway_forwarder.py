@@ -16,8 +16,10 @@ from pydicom.dataset import Dataset
 
 from gateway.errors import CountyRejected, CountyUnavailable
 from gateway.forwarder import Forwarder
-from gateway.instance import ROUTINE_RANK, URGENT_RANK, StoreMeta, quick_instance
-from gateway.spool import ANNOUNCED, CONFLICT, MISSING, UPLOADED, Spool
+from gateway.outbox import ANNOUNCED, CONFLICT, MISSING, UPLOADED
+from gateway.part10 import StoreMeta
+from gateway.received import ROUTINE_RANK, URGENT_RANK, quick_instance
+from gateway.spool import Spool
 from gateway.upload import TokenBucket
 from tests.dicom_factory import make_ct, make_dx, part10_bytes
 from tests.integration.test_gateway_support import SwitchableStore, after_meta
@@ -61,7 +63,7 @@ def _put(spool: Spool, ds: Dataset, **kw: Any) -> str:
 
 
 def _states(spool: Spool) -> dict[str, str]:
-    return dict(spool.query("SELECT sop_instance_uid, state FROM outbox"))
+    return dict(spool.outbox.query("SELECT sop_instance_uid, state FROM outbox"))
 
 
 @pytest.fixture
@@ -78,7 +80,7 @@ def test_urgent_overtakes_routine_backlog(
     store.down = True
     assert fw.step()  # the upload fails: the whole upload path pauses
     assert fw.upload_blocked_until > time.time()
-    (err,) = spool.query("SELECT last_error FROM outbox WHERE last_error IS NOT NULL")
+    (err,) = spool.outbox.query("SELECT last_error FROM outbox WHERE last_error IS NOT NULL")
     assert "StoreUnavailable" in err[0]
     stroke_study = make_ct().StudyInstanceUID
     urgent = [_put(spool, make_ct(stroke_study, instance_number=i)) for i in range(3)]
@@ -104,7 +106,7 @@ def test_backoff_grows_then_drains(parts: tuple[Spool, SwitchableStore, Recordin
         waits.append(fw.upload_blocked_until - time.time())
     assert waits[-1] > waits[0] * 1.2  # exponential, capped at 0.2 s with jitter
     assert max(waits) <= 0.2
-    (attempts,) = spool.query("SELECT MAX(attempts) FROM outbox")
+    (attempts,) = spool.outbox.query("SELECT MAX(attempts) FROM outbox")
     assert attempts[0] == 4
     store.down = False
     time.sleep(max(0.0, fw.upload_blocked_until - time.time()))
@@ -141,7 +143,7 @@ def test_refused_row_does_not_block_the_batch(
     county.reject = {sops[1]}
     fw.drain(timeout=1.0)
     assert sorted(county.sops) == sorted(s for s in sops if s != sops[1])
-    state, error, attempts = spool.query(
+    state, error, attempts = spool.outbox.query(
         "SELECT state, last_error, attempts FROM outbox WHERE sop_instance_uid = ?", (sops[1],)
     )[0]
     assert state == UPLOADED and "unknown site" in error and attempts >= 1
@@ -168,7 +170,7 @@ def test_object_already_stored_is_not_put_again(
 ) -> None:
     spool, store, county = parts
     sop = _put(spool, make_dx())
-    row = spool.next_to_upload(time.time())
+    row = spool.outbox.next_to_upload(time.time())
     assert row is not None
     held = spool.path_of(row).read_bytes()
     store.put(row.object_key, held, sha256=hashlib.sha256(held).hexdigest())  # crash after put
@@ -195,7 +197,7 @@ def test_forwarder_thread_and_bandwidth_cap(
 ) -> None:
     spool, store, county = parts
     sops = [_put(spool, make_dx(rows=128, cols=128)) for _ in range(3)]
-    total = sum(int(r[0]) for r in spool.query("SELECT size FROM outbox"))
+    total = sum(int(r[0]) for r in spool.outbox.query("SELECT size FROM outbox"))
     rate = total // 2  # the bucket starts with one second's worth: ~1 s more for the rest
     fw = _forwarder(spool, store, county, bandwidth_limit=rate)
     started = time.monotonic()
@@ -227,7 +229,7 @@ def test_spool_file_changed_since_receipt_is_not_uploaded(
     taking the whole file's sha256 and uploading."""
     spool, store, county = parts
     sop = _put(spool, make_dx())
-    row = spool.next_to_upload(time.time())
+    row = spool.outbox.next_to_upload(time.time())
     assert row is not None and not row.sha256
     path = spool.path_of(row)
     held = bytearray(path.read_bytes())
@@ -259,14 +261,14 @@ def test_headers_read_after_the_response_set_the_priority(
     )
     assert inst is not None and inst.priority_rank == ROUTINE_RANK
     spool.store(inst, data, dataset_offset=offset)
-    assert spool.next_to_upload(time.time()) is None  # not before its header is read
+    assert spool.outbox.next_to_upload(time.time()) is None  # not before its header is read
     fw = _forwarder(spool, store, county)
     fw.start(index_only=True)
     try:
         end = time.monotonic() + 10
-        while spool.to_index(1) and time.monotonic() < end:
+        while spool.outbox.to_index(1) and time.monotonic() < end:
             time.sleep(0.02)
-        row = spool.next_to_upload(time.time())
+        row = spool.outbox.next_to_upload(time.time())
         assert row is not None and row.priority_rank == URGENT_RANK and row.sha256
         assert json.loads(row.payload)["urgent_hint"]["category"] == "stroke"
         assert store.put_keys == []

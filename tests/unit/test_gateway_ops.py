@@ -72,7 +72,7 @@ def test_spool_full_is_counted(tmp_path: Path) -> None:
     inst, data, offset = received(make_ct())
     with pytest.raises(SpoolFull):
         spool.store(inst, data, dataset_offset=offset)
-    assert spool.counters()["instances_refused_spool_full"] == 1
+    assert spool.outbox.counters()["instances_refused_spool_full"] == 1
     spool.close()
 
 
@@ -138,7 +138,7 @@ def test_forward_lag_quantiles_and_window(tmp_path: Path) -> None:
     fwd = Forwarder(spool, store, county, announce_delay=0)  # type: ignore[arg-type]
     fwd.drain(10)
     now = time.time()
-    rows = spool.query("SELECT id, priority_rank FROM outbox WHERE state = 'announced'")
+    rows = spool.outbox.query("SELECT id, priority_rank FROM outbox WHERE state = 'announced'")
     routine = [row_id for row_id, rank in rows if rank == 1]
     # routine rows: received 10, 20, 30, 40 s before they were uploaded; the last one long ago
     with sqlite3.connect(tmp_path / "spool" / "outbox.db") as db:  # as if it happened so
@@ -149,7 +149,7 @@ def test_forward_lag_quantiles_and_window(tmp_path: Path) -> None:
                 (now - 10 * (i + 1) - long_ago, now - long_ago, now + 1, row_id),
             )
     db.close()
-    lag = forward_lag(spool.query, now=now + 1, window=900)
+    lag = forward_lag(spool.outbox.query, now=now + 1, window=900)
     assert lag["seconds"]["routine"]["upload"] == [10.0, 20.0, 30.0]
     assert lag["seconds"]["routine"]["announce"] == [11.0, 21.0, 31.0]
     text = render(spool_status(spool), lag)

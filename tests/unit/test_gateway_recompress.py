@@ -26,8 +26,9 @@ from pydicom.uid import (
 )
 
 from gateway.forwarder import Forwarder
+from gateway.outbox import ANNOUNCED
 from gateway.recompress import inflate, recompress, recompression_note, split_part10
-from gateway.spool import ANNOUNCED, Spool
+from gateway.spool import Spool
 from gateway.upload import upload_body
 from teleread.demo import write_demo_studies
 from tests.dicom_factory import make_ct, make_dx, part10_bytes
@@ -139,7 +140,7 @@ def test_forwarder_uploads_recompressed_and_resumes_after_crash(tmp_path: Path) 
     ds = make_ct(rows=128, cols=128)
     inst, data, offset = received(ds)
     spool.store(inst, data, dataset_offset=offset)
-    head = spool.next_to_upload(1e12)
+    head = spool.outbox.next_to_upload(1e12)
     assert head is not None
     # a crash after the put, before the outbox mark: do the put by hand
     with open(spool.path_of(head), "rb") as original:
@@ -157,8 +158,8 @@ def test_forwarder_uploads_recompressed_and_resumes_after_crash(tmp_path: Path) 
     assert item["size"] == len(stored) < len(data)
     assert item["transfer_syntax_uid"] == JPEGLSLossless
     assert np.array_equal(_pixels(stored), ds.pixel_array)
-    assert spool.query("SELECT state FROM outbox")[0][0] == ANNOUNCED
-    counters = spool.counters()
+    assert spool.outbox.query("SELECT state FROM outbox")[0][0] == ANNOUNCED
+    counters = spool.outbox.counters()
     assert counters["uploads"] == 1  # the object found in the store, marked once
     assert counters["bytes_uploaded"] == 0  # ... and not sent again
     assert counters["instances_announced"] == 1

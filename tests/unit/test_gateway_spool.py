@@ -4,29 +4,32 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ImplicitVRLittleEndian
 
 from gateway.errors import InvalidInstance, SpoolFull
-from gateway.instance import (
-    PREAMBLE,
-    ROUTINE_RANK,
-    URGENT_RANK,
-    ReceivedInstance,
-    StoreMeta,
-    encode_meta,
-    quick_instance,
-    read_instance,
-    spooled_header_json,
-)
+from gateway.instance import read_instance, spooled_header_json
 from gateway.ops import format_status, spool_status
-from gateway.spool import CONFLICT, MISSING, RECEIVED, Spool
+from gateway.outbox import CONFLICT, MISSING, RECEIVED
+from gateway.part10 import PREAMBLE, StoreMeta, encode_meta
+from gateway.received import ROUTINE_RANK, URGENT_RANK, ReceivedInstance, quick_instance
+from gateway.spool import Spool
+from gateway.spool_recovery import recover
 from gateway.wellformed import check_structure
 from tests.dicom_factory import make_ct, make_dx, part10_bytes
 from tests.integration.test_gateway_support import after_meta
+
+
+def recovered(root: Path, **kw: Any) -> Spool:
+    """A spool opened as the gateway process opens it: start-up recovery run."""
+    spool = Spool(root, **kw)
+    recover(spool)
+    return spool
 
 
 def received(
@@ -97,7 +100,7 @@ def test_store_dedup_conflict_and_status(tmp_path: Path) -> None:
     inst, data, offset = received(ds)
     outcome, row = spool.store(inst, data, dataset_offset=offset)
     assert outcome == "stored"
-    head = spool.next_to_upload(1e12)
+    head = spool.outbox.next_to_upload(1e12)
     assert head is not None and not head.sha256  # the forwarder computes the file's
     assert (spool.objects / f"{head.dataset_sha256}.dcm").read_bytes() == data
     assert head.dataset_sha256 == hashlib.sha256(data[offset:]).hexdigest()
@@ -108,7 +111,7 @@ def test_store_dedup_conflict_and_status(tmp_path: Path) -> None:
     inst3, data3, offset3 = received(ds)
     outcome, conflict_row = spool.store(inst3, data3, dataset_offset=offset3)
     assert outcome == "conflict"
-    states = dict(spool.query("SELECT id, state FROM outbox"))
+    states = dict(spool.outbox.query("SELECT id, state FROM outbox"))
     assert states == {row: RECEIVED, conflict_row: CONFLICT}
     status = spool_status(spool)
     assert status["pending"] == 1
@@ -148,17 +151,17 @@ def test_recovery_drops_orphans_and_flags_missing(tmp_path: Path) -> None:
     rows = sorted(Path(tmp_path / "objects").glob("[0-9a-f]*.dcm"))
     victim = next(p for p in rows if p != orphan)
     os.unlink(victim)
-    spool = Spool(tmp_path)
+    spool = recovered(tmp_path)
     assert not orphan.exists()
     assert not (tmp_path / "objects" / ".tmp-1234").exists()
-    states = sorted(s for (s,) in spool.query("SELECT state FROM outbox"))
+    states = sorted(s for (s,) in spool.outbox.query("SELECT state FROM outbox"))
     assert states == [MISSING, RECEIVED]
     left = list((tmp_path / "objects").glob("*.dcm"))
     assert len(left) == 1 and spool.held_bytes == left[0].stat().st_size
     spool.close()
 
 
-def _as_received_by_gateway(ds: Dataset, *, called: str) -> tuple[ReceivedInstance, bytes, int]:
+def as_received_by_gateway(ds: Dataset, *, called: str) -> tuple[ReceivedInstance, bytes, int]:
     """What ``handle_store`` spools: the gateway's own file meta with the spool information."""
     meta = StoreMeta(ds.SOPClassUID, ds.SOPInstanceUID, ds.file_meta.TransferSyntaxUID)
     category = {"STROKE": "stroke"}.get(called)
@@ -184,8 +187,8 @@ def test_recovery_rebuilds_rows_lost_with_an_unsynced_commit(tmp_path: Path) -> 
     """The outbox commit is not fsynced (the spool file is): a row lost to a power cut comes
     back from its file, with the same fields; an orphan duplicating a kept row goes."""
     spool = Spool(tmp_path)
-    kept = _as_received_by_gateway(make_ct(), called="TELEREAD")
-    lost = _as_received_by_gateway(make_ct(), called="STROKE")
+    kept = as_received_by_gateway(make_ct(), called="TELEREAD")
+    lost = as_received_by_gateway(make_ct(), called="STROKE")
     spool.store(kept[0], kept[1], dataset_offset=kept[2])
     spool.store(lost[0], lost[1], dataset_offset=lost[2])
     cols = (
@@ -193,13 +196,14 @@ def test_recovery_rebuilds_rows_lost_with_an_unsynced_commit(tmp_path: Path) -> 
         "calling_ae, called_ae, object_key, path, size, sha256, dataset_sha256, priority_rank, "
         "category, state, payload"
     )
-    before = {r[0]: r for r in spool.query(f"SELECT {cols} FROM outbox")}
-    spool._db.execute("DELETE FROM outbox WHERE sop_instance_uid = ?", (lost[0].sop_instance_uid,))
+    before = {r[0]: r for r in spool.outbox.query(f"SELECT {cols} FROM outbox")}
+    spool.close()
+    with sqlite3.connect(tmp_path / "outbox.db") as db:  # as a power cut loses the commit
+        db.execute("DELETE FROM outbox WHERE sop_instance_uid = ?", (lost[0].sop_instance_uid,))
     # a second copy of the kept instance under another name (as a crash mid-dedup leaves)
     (spool.objects / ("0" * 64 + ".dcm")).write_bytes(kept[1])
-    spool.close()
-    spool = Spool(tmp_path)
-    after = {r[0]: r for r in spool.query(f"SELECT {cols} FROM outbox")}
+    spool = recovered(tmp_path)
+    after = {r[0]: r for r in spool.outbox.query(f"SELECT {cols} FROM outbox")}
     assert after == before
     assert after[lost[0].sop_instance_uid][12] == URGENT_RANK
     assert not (spool.objects / ("0" * 64 + ".dcm")).exists()
