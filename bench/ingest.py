@@ -1,7 +1,8 @@
 """C-STORE ingest speed: teleread's gateway versus Orthanc, same data, same client (dcmtk).
 
     .venv/bin/python bench/ingest.py                     # 300 x 512x512 CT, 1 and 4 associations
-    .venv/bin/python bench/ingest.py --slices 100 --workers 2
+    .venv/bin/python bench/ingest.py --fast-path off     # stock pynetdicom
+    .venv/bin/python bench/ingest.py --slices 100 --workers 1
 
 Data: a 300-slice 512x512 CT series (int16 head phantom, Explicit VR Little Endian, ~525 KB
 per file) and three more copies of it under distinct study/series/SOP UIDs. Each round, into
@@ -10,17 +11,19 @@ processes at once with one copy each; teleread and Orthanc take turns going firs
 (``--rounds``, default 3; medians and each round's figures are printed). Wall time from
 starting the client(s) to the last one exiting.
 
-teleread: ``gateway.service.Gateway`` in this process (``--workers`` acceptor processes;
-1 = the in-process SCP), spool on the temp disk, durable before each response (a slot file
-overwritten with ``O_DSYNC``, or for what does not fit a new file fsynced and its directory;
-the outbox commit is WAL ``synchronous=NORMAL``, see ``gateway.spool``, ``gateway.slots``);
-the slot files are created before the timed run (``--cold-slots``: not), as a gateway that
-ran before has them; ``--slots`` per receiving process (default: the gateway's, 1024);
-forwarding off (ingest only; the forwarder would use the same CPUs in production, see
-``--forward``) except for its header reading (triage, announcement fields, the file's
-sha256), which runs after each C-STORE response, at the forwarder's nice value when acceptor
-processes receive (``TELEREAD_GATEWAY_FORWARDER_NICE``), and is reported as the time from the
-end of the send until every header has been read.
+teleread: ``gateway.service.Gateway`` in this process with the gateway's default settings (as
+shipped, or as ``TELEREAD_GATEWAY_*`` in the environment say) unless ``--workers`` (acceptor
+processes; 1 = the gateway process receives) or ``--fast-path`` (auto|on|off) override them;
+the receiving mode and path it chose are printed. Spool on the temp disk, durable before each
+response (a slot file overwritten with ``O_DSYNC``, or for what does not fit a new file fsynced
+and its directory; the outbox commit is WAL ``synchronous=NORMAL``, see ``gateway.spool``,
+``gateway.slots``); the slot files are created before the timed run (``--cold-slots``: not), as
+a gateway that ran before has them; ``--slots`` per receiving process (default: the gateway's,
+1024); forwarding off (ingest only; the forwarder would use the same CPUs in production, see
+``--forward``) except for its header reading (triage, announcement fields, the file's sha256),
+which runs after each C-STORE response, at the forwarder's nice value when acceptor processes
+receive (``TELEREAD_GATEWAY_FORWARDER_NICE``), and is reported as the time from the end of the
+send until every header has been read.
 Orthanc (Debian package, ``Orthanc`` on PATH): its own JSON config, SQLite index, storage in
 the temp dir, ``RemoteAccessAllowed: false``, DICOM/HTTP on free loopback-test ports,
 ``MaximumPduLength`` 131072 (its maximum; teleread offers 262144), ``StorageCompression``
@@ -50,9 +53,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from gateway import slots
+from gateway import fastpath, slots
 from gateway.config import GatewaySettings
 from gateway.service import Gateway
+from gateway.workers import worker_count
 from storage import FilesystemStore
 from teleread.dicom_builders import SeriesInfo, StudyInfo, ct_image, write_part10
 from teleread.phantoms import grid, head_slice, hu_to_stored
@@ -156,18 +160,29 @@ def prefill_slots(spool_dir: Path, processes: int) -> float:
     return time.perf_counter() - started
 
 
-@contextlib.contextmanager
-def teleread_gateway(tmp: Path, workers: int, forward: bool) -> Iterator[tuple[int, Gateway]]:
-    settings = GatewaySettings(
+def gateway_settings(tmp: Path, args: argparse.Namespace) -> GatewaySettings:
+    """The gateway's settings as shipped (or from the environment), but for ``--workers`` and
+    ``--fast-path``."""
+    chosen: dict[str, object] = {}
+    if args.workers is not None:
+        chosen["workers"] = args.workers
+    if args.fast_path is not None:
+        chosen["fast_path"] = args.fast_path
+    return GatewaySettings(
         ae_title="TELEREAD",
         host="127.0.0.1",
         port=0,
         spool_dir=tmp / "spool",
         api_url="http://127.0.0.1:9",  # forwarding off: the county is never asked
         spool_min_free_bytes=0,
-        workers=workers,
-        max_associations=16,
+        **chosen,  # type: ignore[arg-type]
     )
+
+
+@contextlib.contextmanager
+def teleread_gateway(tmp: Path, args: argparse.Namespace) -> Iterator[tuple[int, Gateway]]:
+    settings = gateway_settings(tmp, args)
+    forward = args.forward
     gw = Gateway(settings=settings, store=FilesystemStore(tmp / "store"), sites={CALLING: "BENCH"})
     gw.start(forward=forward)
     try:
@@ -252,8 +267,8 @@ def send_to(
             raise RuntimeError(f"Orthanc stored {stored} of {expected}")
         return seconds, None
     if args.slots and not args.cold_slots:
-        prefill_slots(run / "spool", args.workers or os.cpu_count() or 1)
-    with teleread_gateway(run, args.workers, args.forward) as (port, gw):
+        prefill_slots(run / "spool", worker_count(gateway_settings(run, args)))
+    with teleread_gateway(run, args) as (port, gw):
         acceptors = _acceptor_pids()
         before = {pid: cpu_seconds(pid) for pid in [os.getpid(), *acceptors]}
         clients = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -332,7 +347,18 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--copies", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=0, help="teleread acceptor processes")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="teleread receiving processes (default: as shipped)",
+    )
+    parser.add_argument(
+        "--fast-path",
+        choices=["auto", "on", "off"],
+        default=None,
+        help="TELEREAD_GATEWAY_FAST_PATH (default: as shipped, auto)",
+    )
     parser.add_argument("--forward", action="store_true", help="run the forwarder as well")
     parser.add_argument(
         "--slots",
@@ -361,12 +387,18 @@ def main() -> None:
         first = make_series(data, args.slices, args.size)
         copies = [first] + [copy_series(first, data / f"copy{i}") for i in range(1, args.copies)]
         per_copy = sum(p.stat().st_size for p in first.iterdir())
+        settings = gateway_settings(base, args)
+        workers = worker_count(settings)
+        path = fastpath.choose(settings.fast_path)
         print(
             f"data: {args.copies} x {args.slices} CT {args.size}x{args.size}, "
             f"{per_copy / args.slices / 1e3:.0f} KB/file, {per_copy / 1e6:.0f} MB per copy; "
-            f"teleread workers={args.workers or os.cpu_count()} forward={args.forward} "
-            f"slots={args.slots}{' (cold)' if args.cold_slots else ''}; "
-            f"{os.cpu_count()} CPUs"
+            f"teleread receiving: "
+            f"{f'{workers} acceptor processes' if workers > 1 else 'in the gateway process'} "
+            f"(TELEREAD_GATEWAY_WORKERS={settings.workers}), fast path {path.mode} "
+            f"(TELEREAD_GATEWAY_FAST_PATH={settings.fast_path}, pynetdicom {path.pynetdicom}), "
+            f"forward={args.forward} slots={args.slots}{' (cold)' if args.cold_slots else ''}; "
+            f"{len(os.sched_getaffinity(0))} CPUs usable, load {os.getloadavg()[0]:.2f}"
         )
         results: dict[tuple[str, int], list[float]] = {}
         lags: dict[int, list[float]] = {}

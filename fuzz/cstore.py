@@ -862,7 +862,7 @@ class LogTrap(logging.Handler):
 
 
 _ALLOWED_FILE = re.compile(
-    r"^spool(/(outbox|mpps)\.db(-wal|-shm|-journal)?|/sites\.json|/objects|"
+    r"^spool(/(outbox|mpps)\.db(-wal|-shm|-journal)?|/sites\.json|/gateway-state\.json|/objects|"
     r"/objects/[0-9a-f]{64}\.dcm|/objects/\.tmp-[0-9a-f]{32}|"
     r"/slots|/slots/[0-9]+(\.lock)?|/slots/[0-9]+/(\.tmp-)?[0-9]{5})?$|^store$"
 )
@@ -927,7 +927,9 @@ class Harness:
 
 @contextlib.contextmanager
 def running_gateway(root: Path, **overrides: Any) -> Iterator[Harness]:
-    """A real gateway on 127.0.0.1 (spool under ``root``, forwarding off, no county)."""
+    """A real gateway on 127.0.0.1 (spool under ``root``, forwarding off, no county),
+    receiving in this process unless ``workers`` says otherwise (the log trap sees this
+    process's lines)."""
     from gateway.config import GatewaySettings
     from gateway.service import Gateway
     from storage.filesystem import FilesystemStore
@@ -940,7 +942,7 @@ def running_gateway(root: Path, **overrides: Any) -> Iterator[Harness]:
         api_url="http://127.0.0.1:9",
         spool_min_free_bytes=0,
         network_timeout_seconds=overrides.pop("network_timeout_seconds", 5.0),
-        **overrides,
+        **{"workers": 1, **overrides},
     )
     trap = LogTrap()
     logging.getLogger().addHandler(trap)

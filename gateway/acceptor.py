@@ -1,16 +1,21 @@
 """One acceptor process (``python -m gateway.acceptor <fd>``, config JSON on stdin): receives
-connections from the gateway process's ``AcceptorPool`` (``gateway/workers.py``) over a Unix
-socketpair and runs their associations with its own pynetdicom AE and the same handlers as
-the one-process SCP, writing to the same spool and ``mpps.db``.
+connections from the gateway process (``gateway.workers.AcceptorPool``) over a Unix
+socketpair and runs their associations in its own association host (``gateway.scp``, the
+same handlers as in the gateway process, on the path the gateway process chose), writing to
+the same spool and ``mpps.db``.
 
-Config JSON: ``{"settings": {...}, "address": [host, port], "logging": {...}}``.
-``logging`` is the gateway process's own set-up as ``logging.config.dictConfig`` data
-(``describe_logging``): the same format (text or JSON), filters (the patient-data redaction)
-and levels, rebuilt here by dotted class path, so this package never imports whoever set
-logging up (``teleread.logs``). Without it (or if it cannot be applied), plain text lines.
+Config JSON: ``{"settings": {...}, "address": [host, port], "fast": bool, "sites": {ae:
+site}, "logging": {...}}``. ``logging`` is the gateway process's own set-up as
+``logging.config.dictConfig`` data (``describe_logging``): the same format (text or JSON),
+filters (the patient-data redaction) and levels, rebuilt here by dotted class path, so this
+package never imports whoever set logging up (``teleread.logs``). Without it (or if it cannot
+be applied), plain text lines.
 
-Messages to the gateway process: ``ready``, ``done`` (an association ended), ``work`` (an
-instance was stored). EOF on the socketpair: the gateway is gone; abort and exit.
+Messages to the gateway process: ``ready``; ``done <host>`` (an association from that address
+ended); ``work`` (an instance was stored); ``sites?`` (an unknown calling AE: look again and
+push the list). From the gateway process: ``{"peer": [host, port], "tls": bool}`` with one
+descriptor (a connection to run), ``{"sites": {...}}`` (the allow-list, pushed whenever it
+changes). EOF on the socketpair: the gateway is gone; abort and exit.
 """
 
 from __future__ import annotations
@@ -24,16 +29,14 @@ import threading
 from types import TracebackType
 from typing import Any
 
-from pynetdicom import evt
-from pynetdicom.transport import ThreadedAssociationServer
-
 from gateway.config import GatewaySettings
 from gateway.spool import Spool
-from gateway.transport import GatewayRequestHandler, tls_context_for, wrap_server_side
+from gateway.transport import tls_context_for, wrap_server_side
 
 logger = logging.getLogger(__name__)
 
-READY, DONE, WORK = b"ready", b"done", b"work"
+READY, WORK, ASK_SITES = b"ready", b"work", b"sites?"
+DONE = b"done "  # + the peer's host
 RESYNC_SECONDS = 5.0
 # an acceptor tells the gateway process about new instances at most this often
 NOTIFY_EVERY = 0.05
@@ -151,41 +154,15 @@ def apply_logging(config: dict[str, Any] | None, level: int = logging.WARNING) -
 # -- the acceptor process ------------------------------------------------------------------
 
 
-class _CountingHandler(GatewayRequestHandler):
-    """Runs the association to its end in the request thread, then says ``done``."""
+class _Notifier:
+    """Messages to the gateway process, one at a time (several threads send)."""
 
-    def handle(self) -> None:
-        try:
-            if not self.setup_connection():  # TLS handshake failed
-                return
-            assoc = self._create_association()
-            evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
-            assoc.start()
-            assoc.join()
-        finally:
-            server: Any = self.server
-            server.notify(DONE)
-
-
-class _DispatchedServer(ThreadedAssociationServer):
-    """An association server without a listening socket of its own: connections come in
-    through ``process_request`` from the dispatcher."""
-
-    daemon_threads = True
-
-    def __init__(self, *args: Any, ctrl: socket.socket, **kw: Any) -> None:
+    def __init__(self, ctrl: socket.socket) -> None:
         self.ctrl = ctrl
-        self._send_lock = threading.Lock()
-        super().__init__(*args, **kw)
+        self._lock = threading.Lock()
 
-    def server_bind(self) -> None:
-        pass
-
-    def server_activate(self) -> None:
-        pass
-
-    def notify(self, message: bytes) -> None:
-        with self._send_lock:
+    def __call__(self, message: bytes) -> None:
+        with self._lock:
             try:
                 self.ctrl.send(message)
             except OSError:
@@ -193,21 +170,17 @@ class _DispatchedServer(ThreadedAssociationServer):
 
 
 def main(ctrl_fd: int) -> None:
+    from gateway.fastpath import PathChoice, installed_pynetdicom
     from gateway.mpps import MppsStore
-    from gateway.scp import build_ae, event_handlers
-    from gateway.sites import SiteDirectory
+    from gateway.scp import build_host
+    from gateway.sites import PushedSites
 
     config = json.loads(sys.stdin.read())
     apply_logging(config.get("logging"), int(config.get("log_level", logging.WARNING)))
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        # pynetdicom's standard handlers format a debug summary of every PDU and DIMSE
-        # message; this process is ours alone, so switch them off unless debugging
-        from pynetdicom import _config
-
-        _config.LOG_HANDLER_LEVEL = "none"
     settings = GatewaySettings.model_validate(config["settings"])
     address = (str(config["address"][0]), int(config["address"][1]))
     ctrl = socket.socket(fileno=ctrl_fd)
+    notify = _Notifier(ctrl)
     spool = Spool(  # no start-up recovery here: the gateway process ran it
         settings.spool_dir,
         max_bytes=settings.spool_max_bytes,
@@ -215,26 +188,27 @@ def main(ctrl_fd: int) -> None:
         slot_count=settings.spool_slots,
         slot_size=settings.spool_slot_bytes,
     )
+    spool.open_slots()
     mpps = MppsStore(spool.root / "mpps.db")
-    sites = SiteDirectory()
+    sites = PushedSites(config.get("sites") or {}, ask=lambda: notify(ASK_SITES))
     tls = tls_context_for(settings)
-    ae = build_ae(settings)
-    server = ae.make_server(
-        (settings.host, 0),
-        evt_handlers=event_handlers(settings, spool, sites, mpps),
-        server_class=_DispatchedServer,
-        ctrl=ctrl,
-        request_handler=_CountingHandler,
+    path = PathChoice(settings.fast_path, bool(config.get("fast")), installed_pynetdicom())
+    host = build_host(
+        settings,
+        spool,
+        sites,
+        path=path,
+        mpps=mpps,
+        on_done=lambda peer: notify(DONE + str(peer[0]).encode()),
     )
-    assert isinstance(server, _DispatchedServer)
-    server.server_address = address
+    host.server_address = address
     stop = threading.Event()
 
     def forward_work() -> None:
         while not stop.is_set():
             if spool.outbox.new_work.wait(1.0):
                 spool.outbox.new_work.clear()
-                server.notify(WORK)
+                notify(WORK)
                 stop.wait(NOTIFY_EVERY)  # one message for a burst's instances, not one each
 
     def resync() -> None:
@@ -243,7 +217,7 @@ def main(ctrl_fd: int) -> None:
 
     for target in (forward_work, resync):
         threading.Thread(target=target, daemon=True).start()
-    server.notify(READY)
+    notify(READY)
     try:
         while True:
             try:
@@ -257,20 +231,19 @@ def main(ctrl_fd: int) -> None:
             data = json.loads(message)
             if "sites" in data:
                 sites.replace(data["sites"])
+            peer = tuple(data.get("peer") or ("", 0))
             for fd in fds:
                 conn = socket.socket(fileno=fd)
                 if data.get("tls"):
                     if tls is None:  # cannot happen: same settings as the gateway process
                         conn.close()
-                        server.notify(DONE)
+                        notify(DONE + str(peer[0]).encode())
                         continue
                     conn = wrap_server_side(tls, conn)  # handshake in the request thread
-                server.process_request(conn, tuple(data.get("peer") or ("", 0)))
+                host.process_request(conn, peer)
     finally:
         stop.set()
-        for assoc in ae.active_associations:
-            assoc.abort()
-            assoc.join(5)
+        host.close()
         mpps.close()
         spool.close()
 

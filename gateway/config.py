@@ -22,7 +22,16 @@ class GatewaySettings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(default=11112, ge=0, le=65535)
     max_pdu: int = Field(default=262_144, ge=0)  # 0: unlimited
+    # associations at once (counted from the A-ASSOCIATE-RQ, gateway.intake), and from one
+    # source address; beyond either, A-ASSOCIATE-RJ (transient, local limit exceeded)
     max_associations: int = Field(default=16, ge=1)
+    max_associations_per_address: int = Field(default=8, ge=1)
+    # a connection has this long to deliver its A-ASSOCIATE-RQ (an ARTIM-style timer; it
+    # holds no association slot meanwhile); at most this many wait per source address (one
+    # more closes that address's oldest) and in all
+    association_request_timeout_seconds: float = Field(default=5.0, gt=0)
+    max_pending_per_address: int = Field(default=32, ge=1)
+    max_pending_connections: int = Field(default=512, ge=1)
     network_timeout_seconds: float = 60.0
     dimse_timeout_seconds: float = 60.0
     acse_timeout_seconds: float = 30.0
@@ -77,8 +86,13 @@ class GatewaySettings(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
 
-    # ingest processes (gateway/workers.py): 1 = in this process, 0 = one per CPU
-    workers: int = Field(default=1, ge=0, le=64)
+    # receiving processes (gateway.workers): 0 = chosen at start, one acceptor process per
+    # CPU this process may use when there is more than one, else in this process;
+    # 1 = in this process; N > 1 = N acceptor processes
+    workers: int = Field(default=0, ge=0, le=64)
+    # pynetdicom's internals copied for speed (gateway.fastpath): auto = only on the
+    # pynetdicom version they were verified on, else stock pynetdicom (logged, in status)
+    fast_path: Literal["auto", "on", "off"] = "auto"
     # with workers > 1: the nice value of this process's forwarder thread (header reading,
     # uploads), so that a burst from the modalities is received first; 0: no change
     forwarder_nice: int = Field(default=10, ge=0, le=19)

@@ -10,10 +10,9 @@ from pynetdicom.events import Event
 
 from gateway import status
 from gateway.errors import InvalidInstance, SpoolError, SpoolFull
-from gateway.fastpdata import StoreRequest, raw_store
 from gateway.instance import read_instance
 from gateway.part10 import PREAMBLE, StoreMeta, encode_meta
-from gateway.received import quick_instance
+from gateway.received import StoreRequest, quick_instance
 from gateway.sites import Sites
 from gateway.spool import Spool
 from worklist.triage import category_for_called_ae
@@ -65,7 +64,8 @@ def handle_store(
     urgent_called_aes: Mapping[str, str] | None = None,
 ) -> int:
     """C-STORE through pynetdicom's DIMSE layer: ``store_received`` on the event's request.
-    (Most requests take ``gateway.fastpdata``'s path straight to ``store_received``.)"""
+    (With the fast path on, most requests go straight to ``store_received``: its
+    ``FastStore``, ``gateway.scp``.)"""
     request: Any = event.request
     store = StoreRequest(
         calling_ae=_calling_ae(event),
@@ -158,9 +158,6 @@ def store_received(
         extra={"action": f"instance_{outcome}", "row_id": row_id, "site": site, **log},
     )
     return status.SUCCESS
-
-
-raw_store(store_received)(handle_store)  # gateway.fastpdata may call it directly
 
 
 __all__ = ["handle_association_request", "handle_echo", "handle_store", "store_received"]

@@ -1,7 +1,11 @@
-"""``teleread gateway status``: what the spool holds and how forwarding is going."""
+"""``teleread gateway status``: how the gateway runs (``gateway-state.json``, written by the
+running gateway), what the spool holds and how forwarding is going."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -19,7 +23,46 @@ from gateway.outbox import (
 )
 from gateway.spool import Spool
 
+logger = logging.getLogger(__name__)
+
 Query = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
+STATE_FILE = "gateway-state.json"
+
+
+def write_state(spool_dir: Path, state: dict[str, Any]) -> None:
+    """Record how the running gateway runs, for ``teleread gateway status`` (mode 0600)."""
+    path = spool_dir / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(state, out, indent=2)
+        os.replace(tmp, path)
+    except OSError as exc:
+        logger.warning(
+            "state file not written", extra={"action": "state_failed", "error": str(exc)}
+        )
+
+
+def clear_state(spool_dir: Path) -> None:
+    try:
+        (spool_dir / STATE_FILE).unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def read_state(spool_dir: Path) -> dict[str, Any] | None:
+    """The running gateway's state (``running`` False when its process is gone)."""
+    try:
+        state: dict[str, Any] = json.loads((spool_dir / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(int(state.get("pid", 0)), 0)
+        state["running"] = True
+    except (OSError, ValueError, OverflowError):
+        state["running"] = False
+    return state
 
 
 def spool_status(spool: Spool | Path | str) -> dict[str, Any]:
@@ -28,20 +71,25 @@ def spool_status(spool: Spool | Path | str) -> dict[str, Any]:
     Given a path, the outbox is opened read-only: safe while the gateway runs (opening a
     ``Spool`` would run its start-up recovery)."""
     if isinstance(spool, Spool):
-        return _status(str(spool.root), spool.outbox.query)
+        status = _status(str(spool.root), spool.outbox.query)
+        status["gateway"] = read_state(spool.root)
+        return status
     root = Path(spool).absolute()
     db = root / "outbox.db"
     if not db.exists():
-        return _status(str(root), _no_rows)
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
+        status = _status(str(root), _no_rows)
+    else:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        try:
 
-        def query(sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-            return list(conn.execute(sql, params))
+            def query(sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+                return list(conn.execute(sql, params))
 
-        return _status(str(root), query)
-    finally:
-        conn.close()
+            status = _status(str(root), query)
+        finally:
+            conn.close()
+    status["gateway"] = read_state(root)
+    return status
 
 
 def _no_rows(_sql: str, _params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
@@ -151,7 +199,8 @@ def _status(root: str, q: Query) -> dict[str, Any]:
 def format_status(status: dict[str, Any]) -> str:
     """The status as a few human-readable lines."""
     q = status["queue"]
-    lines = [
+    lines = [*_gateway_lines(status.get("gateway"))]
+    lines += [
         f"spool: {status['spool_dir']} ({status['spool_bytes'] / 1e6:.1f} MB held)",
         "pending: {pending} (urgent {u}, routine {r})".format(
             pending=status["pending"],
@@ -191,3 +240,22 @@ def format_status(status: dict[str, Any]) -> str:
     for p in status["problems"]:
         lines.append(f"{p['state']}: {p['sop_instance_uid']} from {p['calling_ae']}: {p['error']}")
     return "\n".join(lines)
+
+
+def _gateway_lines(state: dict[str, Any] | None) -> list[str]:
+    if state is None:
+        return ["gateway: not running on this spool (no state file)"]
+    running = "running" if state.get("running") else "not running (last state)"
+    path = state.get("fast_path") or {}
+    lines = [
+        f"gateway: {running}, pid {state.get('pid')}, AE {state.get('ae_title')}, "
+        f"port {state.get('port')}"
+        + (f", TLS port {state['tls_port']}" if state.get("tls_port") else ""),
+        f"receiving: {state.get('receiving')} (TELEREAD_GATEWAY_WORKERS="
+        f"{state.get('workers_setting')}, {state.get('cpus')} CPUs)",
+        f"fast path: {path.get('mode')} (TELEREAD_GATEWAY_FAST_PATH={path.get('setting')}, "
+        f"pynetdicom {path.get('pynetdicom')}, verified on {path.get('verified_pynetdicom')})",
+    ]
+    if path.get("warning"):
+        lines.append(f"warning: {path['warning']}")
+    return lines

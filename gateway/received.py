@@ -40,6 +40,18 @@ WALKABLE = frozenset(("1.2.840.10008.1.2", "1.2.840.10008.1.2.1"))
 INT_FIELDS = {"series_number": "SeriesNumber", "instance_number": "InstanceNumber"}
 
 
+@dataclass(frozen=True, slots=True)
+class StoreRequest:
+    """What the C-STORE handler (``gateway.handlers.store_received``) needs to know about one
+    request, whichever path read it off the wire."""
+
+    calling_ae: str
+    called_ae: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+
+
 @dataclass(slots=True)
 class ReceivedInstance:
     """One parsed instance, ready for the spool."""
@@ -189,6 +201,7 @@ __all__ = [
     "URGENT_RANK",
     "WALKABLE",
     "ReceivedInstance",
+    "StoreRequest",
     "declared_of",
     "int_of",
     "quick_instance",

@@ -1,24 +1,39 @@
-"""Build the gateway's Application Entity and start its SCP (non-blocking)."""
+"""Build the gateway's Application Entity and the association host that runs its SCP.
+
+The host (``gateway.transport.AssociationHost``) has no listening socket: ``gateway.intake``
+hands it connections whose A-ASSOCIATE-RQ has arrived, in the gateway process or in an
+acceptor process (``gateway.acceptor``). Which request handler runs the associations,
+pynetdicom's own or the fast path's copy, is ``gateway.fastpath.choose``'s decision, made
+once in the gateway process.
+"""
 
 from __future__ import annotations
 
 import logging
-import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydicom import uid
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway.config import GatewaySettings
-from gateway.fastdul import set_message_cap
-from gateway.handlers import handle_association_request, handle_echo, handle_store
+from gateway.fastpath import FastStore, PathChoice
+from gateway.handlers import (
+    handle_association_request,
+    handle_echo,
+    handle_store,
+    store_received,
+)
 from gateway.mpps import MPPS_SOP_CLASS, MppsStore, handle_n_create, handle_n_set
 from gateway.sites import Sites
 from gateway.spool import Spool
-from gateway.transport import serve
+from gateway.transport import (
+    AssociationHost,
+    ConnectionLimits,
+    GatewayRequestHandler,
+    on_connection_open,
+)
 
 # the common uncompressed and compressed syntaxes; the dataset is stored as received in
 # whichever of them was negotiated, so accepting one costs nothing
@@ -58,7 +73,6 @@ def build_ae(settings: GatewaySettings) -> AE:
     ae.network_timeout = settings.network_timeout_seconds
     ae.dimse_timeout = settings.dimse_timeout_seconds
     ae.acse_timeout = settings.acse_timeout_seconds
-    set_message_cap(ae, settings.max_instance_bytes)
     ae.add_supported_context(Verification, list(TRANSFER_SYNTAXES))
     for sop_class in STORAGE_SOP_CLASSES:
         ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
@@ -76,8 +90,10 @@ def event_handlers(
     *,
     urgent_called_aes: Mapping[str, str] | None = None,
 ) -> list[Any]:
-    """The SCP's handlers (the same in this process and in acceptor processes)."""
+    """The SCP's handlers (the same in this process and in acceptor processes, on either
+    path), the transport guard included."""
     handlers: list[Any] = [
+        (evt.EVT_CONN_OPEN, on_connection_open, [ConnectionLimits.from_settings(settings)]),
         (evt.EVT_REQUESTED, handle_association_request, [sites]),
         (evt.EVT_C_ECHO, handle_echo),
         (
@@ -94,25 +110,40 @@ def event_handlers(
     return handlers
 
 
-def start_scp(
+def build_host(
     settings: GatewaySettings,
     spool: Spool,
     sites: Sites,
     *,
+    path: PathChoice,
     mpps: MppsStore | None = None,
+    on_done: Callable[[Any], None] | None = None,
     urgent_called_aes: Mapping[str, str] | None = None,
-    port: int | None = None,
-    ssl_context: ssl.SSLContext | None = None,
-) -> ThreadedAssociationServer:
-    """Start listening on (host, port) in this process; returns the server (``shutdown()``).
-
-    ``port`` overrides ``settings.port``; with ``ssl_context`` the listener speaks DICOM TLS.
-    Connections get gateway.transport's PDU guard, read timeout and off-loop handshake."""
+) -> AssociationHost:
+    """The association host of this process: feed it with ``process_request(connection,
+    peer)``; ``on_done(peer)`` when an association has ended; ``close()`` to stop."""
     ae = build_ae(settings)
     if not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
         # pynetdicom's standard handlers format a debug summary of every PDU and DIMSE
-        # message (and stop gateway.fastassoc's direct C-STORE-RSP); off unless debugging
+        # message (and keep the fast path from answering C-STOREs directly); off unless
+        # debugging (pynetdicom's documented setting)
         _config.LOG_HANDLER_LEVEL = "none"
     handlers = event_handlers(settings, spool, sites, mpps, urgent_called_aes=urgent_called_aes)
-    address = (settings.host, settings.port if port is None else port)
-    return serve(ae, address, handlers, ssl_context=ssl_context)
+    if path.fast:  # the copies of pynetdicom internals are imported only now
+        from gateway.fastpath.assoc import FastRequestHandler
+
+        request_handler: type[Any] = FastRequestHandler
+        fast_store: FastStore | None = FastStore(handler=handle_store, raw=store_received)
+    else:
+        request_handler, fast_store = GatewayRequestHandler, None
+    host = ae.make_server(
+        (settings.host, 0),
+        evt_handlers=handlers,
+        server_class=AssociationHost,
+        request_handler=request_handler,
+        limits=ConnectionLimits.from_settings(settings),
+        on_done=on_done,
+        fast_store=fast_store,
+    )
+    assert isinstance(host, AssociationHost)
+    return host

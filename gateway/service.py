@@ -1,27 +1,42 @@
-"""The running gateway: SCP (in this process, or acceptor processes when ``workers`` > 1) +
-forwarder thread + MPPS study-completion thread + site refresh, with ``stop()``."""
+"""The running gateway: intake + SCP (in this process, or acceptor processes, see
+``gateway.workers``) + forwarder thread + MPPS study-completion thread + site refresh, with
+``stop()``.
+
+Why a receiver of our own rather than dcmtk's ``storescp`` (as mercure runs): an instance is
+acknowledged only once it is durable in the spool (``gateway.spool``), the calling AE is
+checked against the county's site list at association time (``gateway.sites``), and triage
+starts at receipt (``gateway.received``, ``gateway.forwarder``) so a stroke study overtakes a
+routine backlog on the uplink.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import ssl
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
-from pynetdicom.transport import ThreadedAssociationServer
-
+from gateway import fastpath
 from gateway.config import GatewaySettings
+from gateway.control import Doorbell
 from gateway.county import CountyClient
 from gateway.errors import GatewayError
 from gateway.forwarder import Forwarder
+from gateway.intake import Intake, IntakeLimits
 from gateway.metrics import MetricsServer, start_metrics_server
 from gateway.mpps import MppsStore
-from gateway.scp import start_scp
+from gateway.ops import clear_state, write_state
+from gateway.scp import build_host
 from gateway.sites import CountySiteDirectory, SiteDirectory, Sites
 from gateway.spool import Spool
 from gateway.spool_recovery import recover
 from gateway.study_completion import StudyCompletion
-from gateway.transport import tls_context_for
-from gateway.workers import AcceptorPool, worker_count
+from gateway.transport import AssociationHost, tls_context_for, wrap_server_side
+from gateway.workers import AcceptorPool, usable_cpus, worker_count
 from storage.base import ObjectStore
 from worklist.triage import classify
 
@@ -63,6 +78,7 @@ class Gateway:
             slot_size=settings.spool_slot_bytes,
         )
         recover(self.spool)  # before anything receives
+        self.spool.open_slots()
         self._county_sites: CountySiteDirectory | None = None
         if sites is None:
             self._county_sites = CountySiteDirectory(
@@ -97,59 +113,97 @@ class Gateway:
             backoff_initial=settings.backoff_initial_seconds,
             backoff_max=settings.backoff_max_seconds,
         )
-        self.server: ThreadedAssociationServer | None = None
-        self.tls_server: ThreadedAssociationServer | None = None
-        self.pool: AcceptorPool | None = None
+        self.host: AssociationHost | None = None  # receiving in this process
+        self.pool: AcceptorPool | None = None  # receiving in acceptor processes
+        self.intake: Intake | None = None
         self.metrics: MetricsServer | None = None
+        self.path: fastpath.PathChoice | None = None
+        self.workers = 0
+        self._tls: ssl.SSLContext | None = None
+        self._port: int | None = None
+        self._tls_port: int | None = None
+        self._doorbell: Doorbell | None = None
         self._resynced_at = 0.0
+        self._stopped = False
 
     @property
     def port(self) -> int:
         """The port the SCP listens on (useful with ``port=0``)."""
-        if self.pool is not None:
-            return self.pool.port
-        if self.server is None:
-            return self.settings.port
-        return int(self.server.server_address[1])
+        return self.settings.port if self._port is None else self._port
 
     @property
     def tls_port(self) -> int | None:
         """The DICOM TLS listener's port (None: TLS is off)."""
-        if self.pool is not None:
-            return self.pool.tls_port
-        if self.tls_server is not None:
-            return int(self.tls_server.server_address[1])
-        return self.settings.tls_port
+        return self.settings.tls_port if self._tls_port is None else self._tls_port
 
     def start(self, *, forward: bool = True) -> None:
-        workers = worker_count(self.settings)
+        try:
+            self.path = fastpath.choose(self.settings.fast_path)
+        except fastpath.FastPathUnavailable as exc:
+            raise GatewayError(str(exc)) from exc
+        if self.path.warning:
+            logger.warning(
+                self.path.warning, extra={"action": "fast_path_off", **self.path.as_dict()}
+            )
+        self.workers = workers = worker_count(self.settings)
         _warm_triage()
-        tls = tls_context_for(self.settings)  # bad TLS material: refuse to start, say why
+        self._tls = tls_context_for(self.settings)  # bad TLS material: refuse to start
         if self._county_sites is not None:
             if not self._county_sites.snapshot():
                 # no cached allow-list: ask now, so the first association is not refused
                 # while the first background refresh runs
                 self._county_sites.refresh()
             self._county_sites.start()
+        # bound now, listening only once whoever receives is ready: a connection to the open
+        # port is answered at once
+        listeners = [(_bound(self.settings.host, self.settings.port), False)]
+        if self._tls is not None and self.settings.tls_port is not None:
+            listeners.append((_bound(self.settings.host, self.settings.tls_port), True))
+        self._port = int(listeners[0][0].getsockname()[1])
+        if len(listeners) > 1:
+            self._tls_port = int(listeners[1][0].getsockname()[1])
+        self.intake = Intake(listeners, self._deliver, IntakeLimits.from_settings(self.settings))
+        address = (self.settings.host, self._port)
         if workers > 1:
             snapshot = getattr(self.sites, "snapshot", None)
             if snapshot is None:
                 raise GatewayError("workers > 1 needs a SiteDirectory (an AE -> site mapping)")
             self.pool = AcceptorPool(
-                self.settings, n=workers, sites=snapshot, on_work=self._acceptor_stored
+                self.settings,
+                n=workers,
+                fast=self.path.fast,
+                address=address,
+                sites=snapshot,
+                ask_sites=self._ask_sites,
+                on_work=self._acceptor_stored,
+                on_done=self.intake.association_ended,
             )
             self.pool.start()
+            if self._county_sites is not None:
+                self._county_sites.add_listener(self.pool.push_sites)
         else:
-            self.server = start_scp(self.settings, self.spool, self.sites, mpps=self.mpps)
-            if tls is not None:
-                self.tls_server = start_scp(
-                    self.settings,
-                    self.spool,
-                    self.sites,
-                    mpps=self.mpps,
-                    port=self.settings.tls_port,
-                    ssl_context=tls,
+            intake = self.intake
+            self.host = build_host(
+                self.settings,
+                self.spool,
+                self.sites,
+                path=self.path,
+                mpps=self.mpps,
+                on_done=lambda peer: intake.association_ended(str(peer[0])),
+            )
+            self.host.server_address = address
+        if self._county_sites is not None:
+            try:
+                self._doorbell = Doorbell(self.spool.root, self._county_sites.request_refresh)
+                self._doorbell.start()
+            except OSError as exc:  # another gateway on this spool: its doorbell
+                logger.warning(
+                    "site change doorbell not available",
+                    extra={"action": "doorbell_failed", "error": str(exc)},
                 )
+        for listener, _ in listeners:
+            listener.listen(128)
+        self.intake.start()
         # with acceptor processes receiving, this process's forwarding yields the CPUs to them
         nice = self.settings.forwarder_nice if workers > 1 else 0
         if forward:
@@ -161,6 +215,8 @@ class Gateway:
             self.metrics = start_metrics_server(
                 self.spool.root, host=self.settings.metrics_host, port=self.settings.metrics_port
             )
+        state = self.describe()
+        write_state(self.spool.root, state)
         logger.info(
             "gateway listening",
             extra={
@@ -170,8 +226,51 @@ class Gateway:
                 "port": self.port,
                 "tls_port": self.tls_port,
                 "workers": workers,
+                "receiving": state["receiving"],
+                "fast_path": self.path.mode,
+                "pynetdicom": self.path.pynetdicom,
             },
         )
+
+    def describe(self) -> dict[str, Any]:
+        """How this gateway runs (``teleread gateway status`` shows it)."""
+        path = self.path.as_dict() if self.path is not None else None
+        return {
+            "pid": os.getpid(),
+            "started_at": datetime.now(UTC).isoformat(),
+            "ae_title": self.settings.ae_title,
+            "port": self.port,
+            "tls_port": self.tls_port,
+            "workers": self.workers,
+            "workers_setting": self.settings.workers,
+            "cpus": usable_cpus(),
+            "receiving": (
+                f"{self.workers} acceptor processes" if self.workers > 1 else "in this process"
+            ),
+            "fast_path": path,
+        }
+
+    def _deliver(self, conn: socket.socket, peer: tuple[str, int], tls: bool) -> bool:
+        """The intake's hand-over: to the acceptor processes, or to this process's host."""
+        if self.pool is not None:
+            return self.pool.deliver(conn, peer, tls)
+        host = self.host
+        if host is None:
+            conn.close()
+            return False
+        if tls:
+            assert self._tls is not None
+            conn = wrap_server_side(self._tls, conn)  # the handshake runs in its thread
+        host.process_request(conn, peer)
+        return True
+
+    def _ask_sites(self) -> None:
+        """An acceptor process met an unknown calling AE: look again, then push the list."""
+        if self._county_sites is not None:
+            self._county_sites.request_refresh()
+        elif self.pool is not None:
+            snapshot = getattr(self.sites, "snapshot", None)
+            self.pool.push_sites(snapshot() if snapshot is not None else {})
 
     def _acceptor_stored(self) -> None:
         """An acceptor process spooled an instance: wake the forwarder; keep this process's
@@ -183,18 +282,21 @@ class Gateway:
             self.spool.resync_held_bytes()
 
     def stop(self) -> None:
-        for server in (self.server, self.tls_server):
-            if server is None:
-                continue
-            ae = server.ae
-            server.shutdown()
-            for assoc in ae.active_associations:  # a peer mid-send gets an abort, not a hang
-                assoc.abort()
-                assoc.join(5)
-        self.server = self.tls_server = None
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.intake is not None:
+            self.intake.stop()  # no new connections; waiting ones closed
+            self.intake = None
+        if self.host is not None:
+            self.host.close()
+            self.host = None
         if self.pool is not None:
             self.pool.stop()
             self.pool = None
+        if self._doorbell is not None:
+            self._doorbell.stop()
+            self._doorbell = None
         if self.metrics is not None:
             self.metrics.stop()
             self.metrics = None
@@ -205,8 +307,21 @@ class Gateway:
             self._county_sites.stop()
         if self._own_county:
             self.county.close()
+        clear_state(self.spool.root)
         self.spool.close()
         logger.info("gateway stopped", extra={"action": "gateway_stopped"})
+
+
+def _bound(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) (port 0: a free one), not listening yet."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise GatewayError(f"cannot listen on {host}:{port}: {exc}") from exc
+    return sock
 
 
 def run_gateway(

@@ -82,14 +82,19 @@ class Spool:
         self.outbox = Outbox(self.root / "outbox.db")
         self._lock = threading.Lock()
         self._bytes = self.outbox.held_bytes()
-        if self.slot_count:
-            try:
-                self._pool = slots.SlotPool(self.root, count=self.slot_count, size=self.slot_size)
-            except OSError as exc:
-                logger.error(
-                    "slot pool not available, spooling to files",
-                    extra={"action": "slot_pool_failed", "error": repr(exc)},
-                )
+
+    def open_slots(self) -> None:
+        """Start this process's slot pool (``slot_count`` > 0): after start-up recovery,
+        which decides which slots hold records and clears their temp files."""
+        if not self.slot_count or self._pool is not None:
+            return
+        try:
+            self._pool = slots.SlotPool(self.root, count=self.slot_count, size=self.slot_size)
+        except OSError as exc:
+            logger.error(
+                "slot pool not available, spooling to files",
+                extra={"action": "slot_pool_failed", "error": repr(exc)},
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -212,11 +217,6 @@ class Spool:
     def free_slots(self) -> int:
         """Slots this process's pool can hand out now (0: no pool)."""
         return 0 if self._pool is None else self._pool.free_count()
-
-    def rescan_slots(self) -> None:
-        """Re-read which held slots were freed (after recovery invalidated some)."""
-        if self._pool is not None:
-            self._pool.rescan()
 
     def fill_slots(self) -> None:
         """Create every slot of the pool now instead of as needed (first start, tests)."""

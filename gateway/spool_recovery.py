@@ -1,6 +1,7 @@
 """Start-up recovery of the spool: ``recover(spool)``, run by the process that owns the spool
-(the gateway process) after opening it and before anything receives; acceptor processes never
-run it (it would delete another process's file between its rename and its outbox commit).
+(the gateway process) after opening it and before anything receives or its slot pool opens
+(``Spool.open_slots``); acceptor processes never run it (it would delete another process's
+file between its rename and its outbox commit).
 
 Temp files are dropped. A spool file or slot record without an outbox row (a power cut took
 the commit, or a crash came between the rename and the commit) gets its row back from the
@@ -53,7 +54,6 @@ def recover(spool: Spool) -> None:
             spool.outbox.mark_path_missing(path, "spool file missing at start")
             logger.error("spool file missing", extra={"action": "spool_file_missing", "path": path})
     spool.resync_held_bytes()
-    spool.rescan_slots()  # slots freed above are free again in this process's pool
 
 
 def _recover_slots(spool: Spool, held_sha: dict[str, str]) -> set[str]:

@@ -1,24 +1,33 @@
-"""The SCP's connections: a PDU size guard, read timeouts and DICOM TLS.
+"""The SCP's connections, on either path (``gateway.fastpath`` on or off): PDU size limits,
+malformed-PDU refusal, the DIMSE message size cap, read timeouts and DICOM TLS.
 
 pynetdicom (3.0) reads a PDU by trusting its 4-byte length field: it keeps calling
 ``recv`` until that many bytes arrived, whatever maximum PDU size the association agreed,
 and an accepted socket has no timeout. A peer could therefore make the gateway buffer up to
-4 GiB for one PDU, or hold an association thread (one of ``max_associations``) forever by
-sending half a PDU. This module closes both holes for every association the gateway accepts:
+4 GiB for one PDU, or hold an association thread forever by sending half a PDU. This module
+closes those holes for every association the gateway runs, through pynetdicom's public
+surface only (an ``EVT_CONN_OPEN`` handler and ``AssociationSocket.recv``), so it holds on
+the stock path as on the fast one:
 
 - ``GuardedAssociationSocket`` refuses a PDU whose declared length exceeds what we accept
   (a P-DATA-TF longer than our Maximum Length Received, any other PDU longer than
-  ``MAX_CONTROL_PDU``): it sends an A-ABORT (source: service provider, reason: invalid PDU
-  parameter value) and drops the connection before reading the body.
-- An association whose connection closes before its A-ASSOCIATE-RQ arrived (garbage, a
-  port scan) is ended at once instead of after ``acse_timeout``.
-- An A-ASSOCIATE-RQ that pynetdicom's own negotiation would crash on (an even presentation
-  context ID, a context without a transfer syntax, a syntax that is not a UID) and a DIMSE
-  command set its decoder would crash on (no known Command Field) are refused the same way.
-- ``GatewayRequestHandler`` puts ``network_timeout`` on the connection, so a stalled read
-  ends the association, and runs the TLS handshake (if any) in the association's own thread
-  with ``TLS_HANDSHAKE_TIMEOUT``: pynetdicom's own server does it inside its accept loop,
-  where one silent client would stop every other TLS association.
+  ``MAX_CONTROL_PDU``), an A-ASSOCIATE-RQ or a DIMSE command set pynetdicom would crash on
+  (an even presentation context ID, a context without a transfer syntax, a syntax that is not
+  a UID; no known Command Field), and a DIMSE message growing past ``max_message_bytes``: it
+  sends an A-ABORT (source: service provider, reason: invalid PDU parameter value) and drops
+  the connection before reading more.
+- An association whose connection closes before its A-ASSOCIATE-RQ arrived is ended at once
+  instead of after ``acse_timeout``.
+- ``GatewayRequestHandler`` shakes TLS hands (if any) in the association's own thread with
+  ``TLS_HANDSHAKE_TIMEOUT`` (pynetdicom's own server does it inside its accept loop, where
+  one silent client would stop every other TLS association), gives the connection
+  ``association_request_timeout`` to deliver its A-ASSOCIATE-RQ and ``network_timeout``
+  after that, runs the association to its end and then reports it ended
+  (``AssociationHost.on_done``).
+
+Connections come to an ``AssociationHost`` from ``gateway.intake`` (which holds plain
+connections until their A-ASSOCIATE-RQ has arrived), in this process or in an acceptor
+process (``gateway.acceptor``).
 """
 
 from __future__ import annotations
@@ -28,17 +37,17 @@ import socket
 import ssl
 import struct
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from pynetdicom import AE, evt
+from pynetdicom import evt
 from pynetdicom.association import Association
-from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError
-from gateway.fastassoc import FastRequestHandler
-from gateway.fastdul import A_ABORT_INVALID_PDU
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +61,34 @@ UNLIMITED_PDU_CEILING = 64 * 1024 * 1024
 # some peers count the 6-byte PDU header (or a PDV header) in the negotiated maximum
 PDU_SLACK = 1024
 TLS_HANDSHAKE_TIMEOUT = 10.0
+# A-ABORT PDU: type 7, length 4, source 2 (service provider), reason 6 (invalid parameter)
+A_ABORT_INVALID_PDU = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 6])
+# DIMSE Command Field values (PS3.7 E.1-1): the commands pynetdicom can decode
+COMMAND_FIELDS = frozenset(
+    (
+        *(0x0001, 0x8001, 0x0010, 0x8010, 0x0020, 0x8020, 0x0021, 0x8021, 0x0030, 0x8030),
+        *(0x0100, 0x8100, 0x0110, 0x8110, 0x0120, 0x8120, 0x0130, 0x8130, 0x0140, 0x8140),
+        *(0x0150, 0x8150, 0x0FFF),
+    )
+)
+NO_DATA_SET = b"\x01\x01"  # Command Data Set Type: no dataset follows
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What one connection may do (from the settings)."""
+
+    max_message_bytes: int = 0  # one DIMSE message's PDV bytes; 0: no cap
+    association_request_timeout: float = 5.0  # until the A-ASSOCIATE-RQ is in
+    network_timeout: float | None = 60.0  # any read after that
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings) -> ConnectionLimits:
+        return cls(
+            max_message_bytes=settings.max_instance_bytes,
+            association_request_timeout=settings.association_request_timeout_seconds,
+            network_timeout=settings.network_timeout_seconds,
+        )
 
 
 def pdu_limit(pdu_type: int, maximum_length: int) -> int:
@@ -64,14 +101,17 @@ def pdu_limit(pdu_type: int, maximum_length: int) -> int:
 
 
 class GuardedAssociationSocket(AssociationSocket):
-    """An ``AssociationSocket`` that refuses declared-oversized PDUs.
+    """An ``AssociationSocket`` that refuses oversized or malformed PDUs and messages.
 
-    pynetdicom's DUL reads each PDU as ``recv(6)`` (type, reserved, length) then
-    ``recv(length)``; the header read is remembered and the body read checked against
-    ``pdu_limit``. Instances are made by ``GatewayRequestHandler`` by re-classing the socket
-    pynetdicom created (this class adds no state of its own to set up)."""
+    pynetdicom's DUL (and the fast path's) reads each PDU as ``recv(6)`` (type, reserved,
+    length) then ``recv(length)``; the header read is remembered and the body read checked.
+    Instances are made by ``on_connection_open`` re-classing the socket pynetdicom created
+    and setting ``limits``."""
 
+    limits: ConnectionLimits = ConnectionLimits()
     _pending_pdu_type: int | None = None
+    _command: bytes = b""  # command set fragments so far
+    _message_bytes = 0  # PDV bytes of the DIMSE message arriving
 
     def _recv_all(self, nr_bytes: int) -> bytearray:
         """``nr_bytes`` from the socket, fewer if it closed (pynetdicom's ``recv`` contract),
@@ -113,32 +153,41 @@ class GuardedAssociationSocket(AssociationSocket):
                 problem = associate_rq_problem(body)
                 if problem is not None:
                     return self._refuse("malformed A-ASSOCIATE-RQ refused", error=problem)
+                if self.socket is not None:  # in: from now on, the ordinary read timeout
+                    self.socket.settimeout(self.limits.network_timeout)
             elif pdu_type == P_DATA_TF:
-                problem = self._command_problem(body)
+                problem = self._pdata_problem(body)
                 if problem is not None:
-                    return self._refuse("malformed DIMSE command refused", error=problem)
+                    return self._refuse("DIMSE message refused", error=problem)
         return body
 
-    _command: bytes = b""  # command set fragments so far
-
-    def _command_problem(self, body: bytes | bytearray) -> str | None:
-        """Collect the command-set PDVs of a P-DATA-TF; check a completed command set
-        (pynetdicom's DUL thread dies on one without a known Command Field)."""
+    def _pdata_problem(self, body: bytes | bytearray) -> str | None:
+        """Follow the PDVs of a P-DATA-TF: the message's size against the cap, completed
+        command sets checked (pynetdicom's DUL thread dies on one without a known Command
+        Field)."""
         pos = 0
+        cap = self.limits.max_message_bytes
         while pos + 6 <= len(body):
             (length,) = struct.unpack_from(">L", body, pos)
             if length < 2 or pos + 4 + length > len(body):
                 return None  # pynetdicom refuses the PDU itself
             control = body[pos + 5]
+            self._message_bytes += length - 2
+            if cap and self._message_bytes > cap:
+                return f"a DIMSE message larger than {cap} bytes"
             if control & 0x01:
                 self._command += bytes(body[pos + 6 : pos + 4 + length])
                 if len(self._command) > MAX_CONTROL_PDU:
                     return "command set larger than 1 MiB"
                 if control & 0x02:
                     command, self._command = self._command, b""
-                    problem = command_set_problem(command)
+                    fields, problem = command_set_fields(command)
                     if problem is not None:
                         return problem
+                    if fields.get(0x0800) == NO_DATA_SET:
+                        self._message_bytes = 0  # the message ends with its command
+            elif control & 0x02:
+                self._message_bytes = 0  # the last dataset fragment: the message is whole
             pos += 4 + length
         return None
 
@@ -147,44 +196,52 @@ class GuardedAssociationSocket(AssociationSocket):
         sock = self.socket
         logger.warning(
             f"{message}; association aborted",
-            extra={"action": "pdu_refused", "peer": _peer(sock), **log},
+            extra={"action": "pdu_refused", "peer": peer_host(sock), **log},
         )
         if sock is None:
             return bytearray()
-        try:
-            sock.settimeout(2.0)
-            sock.sendall(A_ABORT_INVALID_PDU)
-        except OSError:
-            pass
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        abort_connection(sock)
         return bytearray()
 
 
-def command_set_problem(command: bytes) -> str | None:
-    """What is wrong with an encoded command set (implicit VR little endian) that
-    pynetdicom's decoder would crash on, or None."""
-    from pynetdicom.dimse_messages import _MESSAGE_TYPES
+def abort_connection(sock: socket.socket) -> None:
+    """Send an A-ABORT (invalid PDU parameter) and shut the connection down."""
+    try:
+        sock.settimeout(2.0)
+        sock.sendall(A_ABORT_INVALID_PDU)
+    except OSError:
+        pass
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
+
+def command_set_fields(command: bytes) -> tuple[dict[int, bytes], str | None]:
+    """The group 0000 elements of an encoded command set (implicit VR little endian), and
+    what is wrong with it that pynetdicom's decoder would crash on (or None)."""
     fields: dict[int, bytes] = {}
     pos = 0
     while pos < len(command):
         if pos + 8 > len(command):
-            return "command set ends inside an element header"
+            return fields, "command set ends inside an element header"
         group, element, length = struct.unpack_from("<HHL", command, pos)
         if pos + 8 + length > len(command):
-            return f"command element (0000,{element:04X}) overruns the command set"
+            return fields, f"command element (0000,{element:04X}) overruns the command set"
         if group == 0:
             fields[element] = command[pos + 8 : pos + 8 + length]
         pos += 8 + length
     field, data_set_type = fields.get(0x0100, b""), fields.get(0x0800, b"")
-    if len(field) != 2 or struct.unpack("<H", field)[0] not in _MESSAGE_TYPES:
-        return "command set without a known Command Field"
+    if len(field) != 2 or struct.unpack("<H", field)[0] not in COMMAND_FIELDS:
+        return fields, "command set without a known Command Field"
     if len(data_set_type) != 2:
-        return "command set without a Command Data Set Type"
-    return None
+        return fields, "command set without a Command Data Set Type"
+    return fields, None
+
+
+def command_set_problem(command: bytes) -> str | None:
+    """What is wrong with an encoded command set that pynetdicom's decoder would crash on."""
+    return command_set_fields(command)[1]
 
 
 _SYNTAX_CHARS = frozenset(b"0123456789.")
@@ -248,7 +305,7 @@ def _context_problem(value: bytes) -> str | None:
     return None
 
 
-def _peer(sock: socket.socket | None) -> str:
+def peer_host(sock: socket.socket | None) -> str:
     try:
         return str(sock.getpeername()[0]) if sock is not None else ""
     except OSError:
@@ -258,28 +315,38 @@ def _peer(sock: socket.socket | None) -> str:
 def _wake_on_early_close(event: evt.Event) -> None:
     """EVT_FSM_TRANSITION: the connection closed (back to Sta1) before an A-ASSOCIATE-RQ
     arrived. pynetdicom's acceptor would go on waiting ``acse_timeout`` for a request that can
-    no longer come, holding one of ``max_associations``; wake it now (``None``: "nothing
-    came", as on its own timeout, after which it tidies up)."""
+    no longer come, holding an association thread; wake it now (``None``: "nothing came", as
+    on its own timeout, after which it tidies up)."""
     assoc = event.assoc
     if event.next_state == "Sta1" and assoc.requestor.primitive is None:
         assoc.dul.to_user_queue.put(None)
 
 
-def guard(assoc: Association) -> Association:
-    """Make ``assoc``'s socket a ``GuardedAssociationSocket`` (see its docstring)."""
+_opened = threading.local()  # the association the running request handler just created
+
+
+def on_connection_open(event: evt.Event, limits: ConnectionLimits) -> None:
+    """EVT_CONN_OPEN (bound on every ``AssociationHost``): guard the association's socket
+    and let the request handler in this thread find its association."""
+    assoc = event.assoc
     sock: Any = assoc.dul.socket
     if isinstance(sock, AssociationSocket) and not isinstance(sock, GuardedAssociationSocket):
         sock.__class__ = GuardedAssociationSocket
-    return assoc
+        cast(GuardedAssociationSocket, sock).limits = limits
+    assoc.bind(evt.EVT_FSM_TRANSITION, _wake_on_early_close)
+    _opened.assoc = assoc
 
 
-class GatewayRequestHandler(FastRequestHandler):
-    """pynetdicom's request handler plus the read timeout, TLS handshake and PDU guard."""
+class GatewayRequestHandler(RequestHandler):
+    """pynetdicom's request handler plus the TLS handshake and timeouts, run to the end of
+    its association (the host counts associations, ``AssociationHost.on_done``)."""
+
+    server: AssociationHost
 
     def setup_connection(self) -> bool:
-        """Timeout, then the TLS handshake if the socket is TLS; False: drop the connection."""
+        """The TLS handshake if the socket is TLS, then the association request timeout;
+        False: drop the connection."""
         sock: socket.socket = self.request
-        timeout = self.ae.network_timeout
         if isinstance(sock, ssl.SSLSocket):
             try:
                 sock.settimeout(TLS_HANDSHAKE_TIMEOUT)
@@ -295,17 +362,21 @@ class GatewayRequestHandler(FastRequestHandler):
                 )
                 _close(sock)
                 return False
-        sock.settimeout(timeout)
+        sock.settimeout(self.server.limits.association_request_timeout)
         return True
 
-    def _create_association(self) -> Association:
-        assoc = guard(super()._create_association())
-        assoc.bind(evt.EVT_FSM_TRANSITION, _wake_on_early_close)
-        return assoc
-
     def handle(self) -> None:
-        if self.setup_connection():
-            super().handle()
+        try:
+            if not self.setup_connection():
+                return
+            _opened.assoc = None
+            super().handle()  # creates the association (EVT_CONN_OPEN) and starts it
+            assoc: Association | None = _opened.assoc
+            _opened.assoc = None
+            if assoc is not None:
+                assoc.join()
+        finally:
+            self.server.association_ended(self.client_address)
 
 
 def _close(sock: socket.socket) -> None:
@@ -315,23 +386,48 @@ def _close(sock: socket.socket) -> None:
         pass
 
 
-class GatewayServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server, with ``GatewayRequestHandler`` and the TLS handshake
-    moved out of the accept loop (the socket is wrapped there without I/O; the handler
-    shakes hands in the association's thread)."""
+class AssociationHost(ThreadedAssociationServer):
+    """pynetdicom's threaded association server without a listening socket of its own:
+    ``gateway.intake`` (or the gateway process, for an acceptor process) hands it accepted
+    connections through ``process_request``; each runs in its own thread. ``on_done(peer)``
+    is called when one has ended. Make it with ``AE.make_server(..., server_class=
+    AssociationHost, limits=..., on_done=...)``; stop it with ``close()``."""
 
     daemon_threads = True
 
-    def __init__(self, *args: Any, **kw: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        limits: ConnectionLimits,
+        on_done: Callable[[Any], None] | None = None,
+        fast_store: Any = None,
+        **kw: Any,
+    ) -> None:
+        self.limits = limits
+        self.on_done = on_done
+        self.fast_store = fast_store  # the fast path's C-STORE (gateway.fastpath), or None
         kw.setdefault("request_handler", GatewayRequestHandler)
         super().__init__(*args, **kw)
 
-    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        assert self.socket is not None
-        client, address = self.socket.accept()
-        if self.ssl_context is not None:
-            client = wrap_server_side(self.ssl_context, client)
-        return client, address
+    def server_bind(self) -> None:
+        pass
+
+    def server_activate(self) -> None:
+        pass
+
+    def association_ended(self, peer: Any) -> None:
+        if self.on_done is not None:
+            try:
+                self.on_done(peer)
+            except Exception:  # the count is bookkeeping: never fail the handler thread
+                logger.exception("association end not reported", extra={"action": "done_failed"})
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Abort the running associations (a peer mid-send gets an abort, not a hang)."""
+        for assoc in self.active_associations:
+            assoc.abort()
+            assoc.join(timeout)
+        self.server_close()  # the unused socket socketserver made
 
 
 def wrap_server_side(context: ssl.SSLContext, sock: socket.socket) -> ssl.SSLSocket:
@@ -357,28 +453,6 @@ def server_tls_context(
     if ca is not None:
         context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
     return context
-
-
-def serve(
-    ae: AE,
-    address: tuple[str, int],
-    handlers: list[Any],
-    *,
-    ssl_context: ssl.SSLContext | None = None,
-) -> GatewayServer:
-    """``ae.start_server(address, block=False, ...)`` with ``GatewayServer``."""
-    server = ae.make_server(
-        address, ssl_context=ssl_context, evt_handlers=handlers, server_class=GatewayServer
-    )
-    assert isinstance(server, GatewayServer)
-    thread = threading.Thread(
-        target=server.serve_forever,
-        name=f"gateway-scp-{'tls' if ssl_context else 'dicom'}",
-        daemon=True,
-    )
-    thread.start()
-    ae._servers.append(server)  # as start_server does: shutdown() removes it
-    return server
 
 
 def tls_context_for(settings: GatewaySettings) -> ssl.SSLContext | None:

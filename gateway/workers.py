@@ -1,25 +1,26 @@
-"""Ingest in several processes: pynetdicom is GIL-bound (~250-300 instances/s per process).
+"""Receiving in several processes: pynetdicom is GIL-bound (~250-300 instances/s per process).
 
-The gateway process owns the listening socket. A dispatcher thread accepts each connection
-and hands its file descriptor (``SCM_RIGHTS`` over a ``SOCK_SEQPACKET`` socketpair) to the
-acceptor process with the fewest associations in progress: unlike ``SO_REUSEPORT``, whose
-kernel hash can put two of four associations on one process, every association gets its
-own process while there are enough. Each acceptor is a plain ``python -m gateway.acceptor``
-process (``gateway/acceptor.py``) with its own pynetdicom AE and the same handlers as the
-one-process SCP, writing to the same spool (files are content-addressed; the outbox is
-SQLite WAL with a busy timeout and single-statement transactions) and the same ``mpps.db``.
-Forwarding stays in the gateway process: acceptors send ``work`` when they store an
-instance, so the forwarder wakes at once. Acceptors log like this process: ``_spawn`` passes
-its logging set-up along (``acceptor.describe_logging``).
+How many: ``worker_count`` (``TELEREAD_GATEWAY_WORKERS``; 0, the default: one acceptor
+process per CPU this process may run on when there is more than one, else the gateway
+process receives itself). The gateway process keeps the listening sockets and the intake
+(``gateway.intake``); ``AcceptorPool.deliver`` hands each connection whose A-ASSOCIATE-RQ
+has arrived (its file descriptor, ``SCM_RIGHTS`` over a ``SOCK_SEQPACKET`` socketpair) to the
+acceptor process with the fewest associations: unlike ``SO_REUSEPORT``, whose kernel hash can
+put two of four associations on one process, every association gets its own process while
+there are enough. Each acceptor is a plain ``python -m gateway.acceptor`` process
+(``gateway/acceptor.py``) with its own pynetdicom AE and the same handlers as the one-process
+SCP, on the path the gateway process chose (``gateway.fastpath``), writing to the same spool
+(files are content-addressed; the outbox is SQLite WAL with a busy timeout and
+single-statement transactions) and the same ``mpps.db``. Forwarding stays in the gateway
+process: acceptors send ``work`` when they store an instance, so the forwarder wakes at once.
+Acceptors log like this process: ``_spawn`` passes its logging set-up along
+(``acceptor.describe_logging``).
 
-Messages, acceptor -> gateway: ``ready``, ``done`` (an association ended), ``work``.
-Gateway -> acceptor: a JSON object ``{"peer": [host, port], "sites": {ae: site}?, "tls":
-true?}`` with one descriptor; ``sites`` (the allow-list) rides along whenever it changed since
-that acceptor last got it; ``tls`` marks a connection from the DICOM TLS port (the acceptor
-builds the same ``ssl.SSLContext`` from the settings and shakes hands in the association's
-thread, so TLS is spread over the acceptors like plain DICOM). EOF on the socketpair: the
-gateway is gone; the acceptor aborts its associations and exits. An acceptor that dies is
-started again.
+The allow-list of calling AE titles goes to each acceptor when it starts and again, pushed,
+whenever it changes (``push_sites``); an acceptor meeting an unknown AE asks (``sites?``) and
+``ask_sites`` makes the gateway process look again and push. Association ends (``done
+<host>``) go to ``on_done`` (the intake's counts). An acceptor that dies is started again; its
+associations are counted as ended.
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from gateway.acceptor import DONE, READY, WORK, describe_logging
+from gateway.acceptor import ASK_SITES, DONE, READY, WORK, describe_logging
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError
 
@@ -47,11 +48,20 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT_SECONDS = 60.0
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity, e.g. under ``taskset``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def worker_count(settings: GatewaySettings) -> int:
-    return settings.workers or os.cpu_count() or 1
-
-
-# -- the gateway side ------------------------------------------------------------------------
+    """Receiving processes: 1 = the gateway process itself, N > 1 = N acceptor processes."""
+    if settings.workers:
+        return settings.workers
+    cpus = usable_cpus()
+    return cpus if cpus > 1 else 1
 
 
 @dataclass(eq=False)
@@ -60,16 +70,21 @@ class _Acceptor:
     process: subprocess.Popen[bytes]
     ctrl: socket.socket
     ready: bool = False
-    active: int = 0
-    sites_sent: dict[str, str] | None = None
+    peers: Counter[str] = field(default_factory=Counter)  # hosts of running associations
     started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def active(self) -> int:
+        return sum(self.peers.values())
 
 
 class AcceptorPool:
-    """Listen on (host, port) and spread associations over ``n`` acceptor processes.
+    """``n`` acceptor processes for connections ``deliver``-ed to them.
 
-    ``sites()`` returns the current AE title -> site allow-list; ``on_work`` is called when
-    an acceptor has stored an instance (wake the forwarder).
+    ``sites()`` returns the current AE title -> site allow-list; ``ask_sites()`` asks for it
+    to be looked at again (the answer comes through ``push_sites``); ``on_work`` is called
+    when an acceptor has stored an instance (wake the forwarder); ``on_done(host)`` when an
+    association from ``host`` ended.
     """
 
     def __init__(
@@ -77,49 +92,32 @@ class AcceptorPool:
         settings: GatewaySettings,
         *,
         n: int,
+        fast: bool,
+        address: tuple[str, int],
         sites: Callable[[], dict[str, str]],
+        ask_sites: Callable[[], None],
         on_work: Callable[[], None],
+        on_done: Callable[[str], None],
     ) -> None:
         self.settings = settings
         self.n = n
+        self.fast = fast
+        self.address = address
         self._sites = sites
+        self._ask_sites = ask_sites
         self._on_work = on_work
+        self._on_done = on_done
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
         self._acceptors: list[_Acceptor] = []
         self._stopping = threading.Event()
         self._selector = selectors.DefaultSelector()
-        self._listener: socket.socket | None = None
-        self._tls_listener: socket.socket | None = None
-        self._threads: list[threading.Thread] = []
-        self.address: tuple[str, int] = (settings.host, settings.port)
-        self.tls_address: tuple[str, int] | None = None
-
-    @property
-    def port(self) -> int:
-        return self.address[1]
-
-    @property
-    def tls_port(self) -> int | None:
-        """The DICOM TLS port (connections handed over marked ``tls``; the acceptor shakes
-        hands), None when TLS is off."""
-        return None if self.tls_address is None else self.tls_address[1]
-
-    def _listen(self, port: int) -> socket.socket:
-        listener = socket.socket(socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.settings.host, port))
-        listener.listen(128)
-        return listener
+        self._thread: threading.Thread | None = None
 
     # -- start / stop ------------------------------------------------------------------
 
     def start(self) -> None:
-        listener = self._listen(self.settings.port)
-        self._listener = listener
-        self.address = (self.settings.host, int(listener.getsockname()[1]))
-        if self.settings.tls_port is not None:
-            self._tls_listener = self._listen(self.settings.tls_port)
-            self.tls_address = (self.settings.host, int(self._tls_listener.getsockname()[1]))
+        """Start the acceptor processes; returns once every one is ready."""
         for i in range(self.n):
             self._acceptors.append(self._spawn(i))
         end = time.monotonic() + START_TIMEOUT_SECONDS
@@ -135,13 +133,11 @@ class AcceptorPool:
                 raise GatewayError(f"acceptor process {acceptor.index} did not start")
             acceptor.ready = True
             self._selector.register(acceptor.ctrl, selectors.EVENT_READ, acceptor)
-        for name, target in (("dispatch", self._dispatch), ("acceptors", self._watch)):
-            thread = threading.Thread(target=target, name=f"gateway-{name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._thread = threading.Thread(target=self._watch, name="gateway-acceptors", daemon=True)
+        self._thread.start()
         logger.info(
             "acceptor processes started",
-            extra={"action": "acceptors_started", "count": self.n, "port": self.port},
+            extra={"action": "acceptors_started", "count": self.n, "port": self.address[1]},
         )
 
     def _spawn(self, index: int) -> _Acceptor:
@@ -149,6 +145,8 @@ class AcceptorPool:
         config = {
             "settings": json.loads(self.settings.model_dump_json(exclude={"api_password"})),
             "address": list(self.address),
+            "fast": self.fast,
+            "sites": self._sites(),
             "log_level": logging.getLogger().getEffectiveLevel(),
             "logging": describe_logging(),  # same format, redaction and levels as this process
         }
@@ -169,18 +167,16 @@ class AcceptorPool:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
-        for open_listener in (self._listener, self._tls_listener):
-            if open_listener is not None:
-                open_listener.close()
-        for thread in self._threads:
-            thread.join(timeout)
         with self._lock:
             acceptors = list(self._acceptors)
-        for acceptor in acceptors:
+        for acceptor in acceptors:  # EOF: each acceptor aborts its associations and exits
             try:
                 acceptor.ctrl.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        if self._thread is not None:
+            self._thread.join(timeout)
+        for acceptor in acceptors:
             acceptor.ctrl.close()
         end = time.monotonic() + timeout
         for acceptor in acceptors:
@@ -191,63 +187,65 @@ class AcceptorPool:
                 acceptor.process.wait()
         self._selector.close()
 
-    # -- threads -----------------------------------------------------------------------
+    # -- connections and the allow-list ---------------------------------------------------
 
-    def _dispatch(self) -> None:
-        import select
-
-        assert self._listener is not None
-        listeners = [self._listener]
-        if self._tls_listener is not None:
-            listeners.append(self._tls_listener)
-        while not self._stopping.is_set():
-            try:
-                readable, _, _ = select.select(listeners, [], [], 0.5)
-            except (OSError, ValueError):
-                if self._stopping.is_set():
-                    return
-                time.sleep(0.1)
-                continue
-            for listener in readable:
-                try:
-                    conn, peer = listener.accept()
-                except (OSError, ValueError):
-                    if self._stopping.is_set():
-                        return
-                    continue
-                try:
-                    self._hand_over(conn, peer, tls=listener is self._tls_listener)
-                finally:
-                    conn.close()
-
-    def _hand_over(self, conn: socket.socket, peer: Any, *, tls: bool = False) -> None:
-        sites = self._sites()
-        for _ in range(3):
-            with self._lock:
-                ready = [a for a in self._acceptors if a.ready]
-                if not ready:
-                    break
-                acceptor = min(ready, key=lambda a: (a.active, a.index))
-                message: dict[str, Any] = {"peer": [str(peer[0]), int(peer[1])]}
-                if tls:
-                    message["tls"] = True
-                if acceptor.sites_sent != sites:
-                    message["sites"] = sites
-                acceptor.active += 1
-            try:
-                socket.send_fds(acceptor.ctrl, [json.dumps(message).encode()], [conn.fileno()])
-            except OSError:
+    def deliver(self, conn: socket.socket, peer: tuple[str, int], tls: bool) -> bool:
+        """Hand ``conn`` to the acceptor with the fewest associations (``gateway.intake``'s
+        ``Deliver``); this process's descriptor is closed either way."""
+        try:
+            message = json.dumps({"peer": [peer[0], peer[1]], "tls": tls}).encode()
+            for _ in range(3):
                 with self._lock:
-                    acceptor.ready = False
-                    acceptor.active -= 1
-                continue
-            with self._lock:
-                acceptor.sites_sent = sites
-            return
-        logger.error(
-            "no acceptor process available; connection closed",
-            extra={"action": "association_dropped", "peer": str(peer[0])},
-        )
+                    ready = [a for a in self._acceptors if a.ready]
+                    if not ready:
+                        break
+                    acceptor = min(ready, key=lambda a: (a.active, a.index))
+                    acceptor.peers[peer[0]] += 1
+                try:
+                    with self._send_lock:
+                        socket.send_fds(acceptor.ctrl, [message], [conn.fileno()])
+                except OSError:
+                    with self._lock:
+                        acceptor.ready = False
+                        acceptor.peers[peer[0]] -= 1
+                    continue
+                return True
+            logger.error(
+                "no acceptor process available; connection closed",
+                extra={"action": "association_dropped", "peer": peer[0]},
+            )
+            return False
+        finally:
+            conn.close()
+
+    def push_sites(self, mapping: dict[str, str]) -> None:
+        """Send the allow-list to every acceptor process (they use it from then on)."""
+        message = json.dumps({"sites": mapping}).encode()
+        with self._lock:
+            acceptors = [a for a in self._acceptors if a.ready]
+        for acceptor in acceptors:
+            try:
+                with self._send_lock:
+                    acceptor.ctrl.send(message)
+            except OSError:
+                pass  # dying: the watcher replaces it, and the new one starts with the list
+
+    def pids(self) -> list[int]:
+        """The acceptor processes' ids (running or not)."""
+        with self._lock:
+            return [a.process.pid for a in self._acceptors]
+
+    def all_running(self) -> bool:
+        """Every acceptor process is alive and has said it is ready."""
+        with self._lock:
+            return all(a.ready and a.process.poll() is None for a in self._acceptors)
+
+    @property
+    def associations(self) -> int:
+        with self._lock:
+            return sum(a.active for a in self._acceptors)
+
+    # -- the watcher thread ----------------------------------------------------------------
 
     def _watch(self) -> None:
         while not self._stopping.is_set():
@@ -258,14 +256,19 @@ class AcceptorPool:
             for key, _ in events:
                 acceptor: _Acceptor = key.data
                 try:
-                    message = acceptor.ctrl.recv(64)
+                    message = acceptor.ctrl.recv(256)
                 except OSError:
                     message = b""
                 if message == WORK:
                     self._on_work()
-                elif message == DONE:
+                elif message.startswith(DONE):
+                    host = message[len(DONE) :].decode(errors="replace")
                     with self._lock:
-                        acceptor.active = max(0, acceptor.active - 1)
+                        if acceptor.peers[host] > 0:
+                            acceptor.peers[host] -= 1
+                    self._on_done(host)
+                elif message == ASK_SITES:
+                    self._ask_sites()
                 elif message == READY:
                     with self._lock:
                         acceptor.ready = True
@@ -277,6 +280,12 @@ class AcceptorPool:
         success); start another in its place."""
         self._selector.unregister(dead.ctrl)
         dead.ctrl.close()
+        with self._lock:
+            dead.ready = False
+            lost, dead.peers = dead.peers, Counter()
+        for host, count in lost.items():
+            for _ in range(count):
+                self._on_done(host)
         if self._stopping.is_set():
             return
         try:
@@ -296,4 +305,4 @@ class AcceptorPool:
         self._selector.register(fresh.ctrl, selectors.EVENT_READ, fresh)
 
 
-__all__ = ["AcceptorPool", "worker_count"]
+__all__ = ["AcceptorPool", "usable_cpus", "worker_count"]

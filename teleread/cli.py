@@ -212,7 +212,17 @@ def _cmd_sites(args: argparse.Namespace) -> int:
     except WorklistError as exc:
         print(f"teleread: {exc}", file=sys.stderr)
         return 1
+    _tell_local_gateway(args)
     return 0
+
+
+def _tell_local_gateway(args: argparse.Namespace) -> None:
+    """A gateway running on this data directory (``teleread serve``) re-reads its site list
+    now instead of at its next refresh."""
+    from gateway.control import notify_sites_changed
+
+    spool = os.environ.get("TELEREAD_GATEWAY_SPOOL_DIR") or DataDir.resolve(args.data_dir).spool
+    notify_sites_changed(spool)
 
 
 def _cmd_users(args: argparse.Namespace) -> int:

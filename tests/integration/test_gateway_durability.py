@@ -38,8 +38,8 @@ from storage.filesystem import FilesystemStore
 from tests.dicom_factory import make_ct, make_dx, write
 from tests.integration.test_gateway_support import (
     County,
+    CountyHandler,
     CountyState,
-    _Handler,
     after_meta,
     free_port,
 )
@@ -53,7 +53,7 @@ DCMTK = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk not i
 def run_county() -> Iterator[County]:
     """The test county API in this process: it outlives every gateway restart."""
     state = CountyState(sites=[{"code": "TS01", "name": "Township 1", "ae_titles": [CALLING]}])
-    handler = type("Handler", (_Handler,), {"state": state})
+    handler = type("Handler", (CountyHandler,), {"state": state})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.handle_error = lambda *_: None  # type: ignore[method-assign]  # a killed gateway's
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -98,7 +98,16 @@ class SoakResult:
 class GatewayProcess:
     """``python -m gateway`` with its own session (SIGKILL reaches any child it starts)."""
 
-    def __init__(self, *, spool: Path, store: Path, county_url: str, port: int, log: Path):
+    def __init__(
+        self,
+        *,
+        spool: Path,
+        store: Path,
+        county_url: str,
+        port: int,
+        log: Path,
+        env: dict[str, str] | None = None,
+    ):
         self.port = port
         self.log = log
         self.env = {
@@ -118,6 +127,7 @@ class GatewayProcess:
             "TELEREAD_GATEWAY_BACKOFF_MAX_SECONDS": "0.5",
             "TELEREAD_STORAGE_BACKEND": "filesystem",
             "TELEREAD_STORAGE_ROOT": str(store),
+            **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -253,10 +263,12 @@ def run_soak(
     kills: int,
     drain_timeout: float = 120.0,
     seed: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> SoakResult:
     """Send ``instances`` files with storescu, SIGKILL the gateway ``kills`` times at random
     points of the sends (and so of its uploads and announcements), restart it on the same
-    spool each time and resend whatever got no success; then check store and county."""
+    spool each time and resend whatever got no success; then check store and county.
+    ``env``: more gateway settings (``TELEREAD_GATEWAY_...``)."""
     rng = random.Random(seed)
     started = time.monotonic()
     files = make_files(workdir / "send", instances)
@@ -278,6 +290,7 @@ def run_soak(
             county_url=county.url,
             port=free_port(),
             log=workdir / "gateway.log",
+            env=env,
         )
         try:
             while len(ok) < len(files) or killed < kills:

@@ -1,4 +1,4 @@
-"""The fast C-STORE path (gateway.fastpdata, taken in the DUL thread) against the path through
+"""The fast C-STORE path (gateway.fastpath, taken in the DUL thread) against the path through
 pynetdicom's DIMSE layer: same statuses, same spooled bytes, whatever the fragmentation; other
 messages on the same association still reach pynetdicom; broken framing inside a fast message
 aborts that association only."""
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ImplicitVRLittleEndian
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, _config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from gateway import status
@@ -23,7 +23,7 @@ from gateway.config import GatewaySettings
 from gateway.service import Gateway
 from storage import FilesystemStore
 from tests.dicom_factory import make_ct, make_dx, write
-from tests.unit.test_gateway_fastpdata import store_rq
+from tests.unit.test_gateway_fastpath_pdata import store_rq
 
 CALLING = "CT_TS01"
 
@@ -40,6 +40,7 @@ def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
             spool_dir=tmp_path / name / "spool",
             api_url="http://127.0.0.1:9",  # forwarding off: the county is never asked
             spool_min_free_bytes=0,
+            workers=1,  # in this process: the test looks at its associations
             **overrides,
         )
         gw = Gateway(
@@ -56,13 +57,9 @@ def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
         gw.stop()
 
 
-def _watch_dimse(event: evt.Event) -> None:
-    """Bound to EVT_DIMSE_RECV: someone watches DIMSE messages, so the fast path stands down."""
-
-
 def _fast_stores(gw: Gateway) -> int:
-    assert gw.server is not None
-    return sum(getattr(a.dul, "fast_stores", 0) for a in gw.server.active_associations)
+    assert gw.host is not None
+    return sum(getattr(a.dul, "fast_stores", 0) for a in gw.host.active_associations)
 
 
 def _associate(gw: Gateway, *datasets: Dataset) -> Any:
@@ -96,9 +93,7 @@ def test_fast_and_pynetdicom_paths_answer_and_spool_alike(
     make_gateway: Callable[..., Gateway], max_pdu: int
 ) -> None:
     fast = make_gateway("fast", max_pdu=max_pdu)
-    slow = make_gateway("slow", max_pdu=max_pdu)
-    assert slow.server is not None
-    slow.server.bind(evt.EVT_DIMSE_RECV, _watch_dimse)
+    slow = make_gateway("slow", max_pdu=max_pdu, fast_path="off")  # stock pynetdicom
     datasets = _datasets()
     answers: dict[str, list[int]] = {}
     for name, gw in (("fast", fast), ("slow", slow)):

@@ -51,6 +51,19 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     assert h.trap.leaks() == [], "a log line carried the patient's name or ID"
 
 
+@pytest.fixture(scope="module", params=["on", "off"])
+def either_path(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Harness]:
+    """The gateway on the fast path and on stock pynetdicom: the PDU-level hardening holds on
+    both (the datasets' checks are the same function on both, ``test_gateway_fast_store.py``)."""
+    with running_gateway(
+        tmp_path_factory.mktemp("fuzz"), network_timeout_seconds=2.0, fast_path=request.param
+    ) as h:
+        yield h
+    assert h.trap.leaks() == [], "a log line carried the patient's name or ID"
+
+
 def _assert_clean(h: Harness, problems: list[str]) -> None:
     assert problems == [], problems
     assert h.trap.leaks() == []
@@ -64,8 +77,8 @@ def test_bad_datasets_get_a_failure_status(harness: Harness, case: Case) -> None
 
 @settings(FUZZ, max_examples=45)
 @given(case=pdu_cases())
-def test_malformed_pdus_end_the_association(harness: Harness, case: Case) -> None:
-    _assert_clean(harness, harness.run(case))
+def test_malformed_pdus_end_the_association(either_path: Harness, case: Case) -> None:
+    _assert_clean(either_path, either_path.run(case))
 
 
 @settings(FUZZ, max_examples=30)
@@ -100,9 +113,9 @@ def test_valid_instance_still_stored(harness: Harness) -> None:
     assert any(row[1] == sop for row in harness.rows())
 
 
-def test_declared_huge_pdu_is_refused_before_its_body(harness: Harness) -> None:
+def test_declared_huge_pdu_is_refused_before_its_body(either_path: Harness) -> None:
     """pynetdicom alone would keep reading (and buffering) the 4 GiB it was promised."""
-    peer = Peer(harness.host, harness.port, timeout=5.0)
+    peer = Peer(either_path.host, either_path.port, timeout=5.0)
     try:
         assert peer.associate([(1, CT_STORAGE, [ExplicitVRLittleEndian])])
         started = time.monotonic()
@@ -113,12 +126,12 @@ def test_declared_huge_pdu_is_refused_before_its_body(harness: Harness) -> None:
         assert peer.read_pdu() is None  # and the connection is closed
     finally:
         peer.close()
-    assert echo(harness.host, harness.port)
+    assert echo(either_path.host, either_path.port)
 
 
-def test_a_stalled_pdu_times_out(harness: Harness) -> None:
+def test_a_stalled_pdu_times_out(either_path: Harness) -> None:
     """Half a PDU, then silence: the association ends after network_timeout (2 s here)."""
-    peer = Peer(harness.host, harness.port, timeout=15.0)
+    peer = Peer(either_path.host, either_path.port, timeout=15.0)
     try:
         assert peer.associate([(1, VERIFICATION, ["1.2.840.10008.1.2"])])
         peer.send(struct.pack(">BBL", 0x04, 0, 100) + b"\x00" * 10)
@@ -128,7 +141,7 @@ def test_a_stalled_pdu_times_out(harness: Harness) -> None:
         assert time.monotonic() - started < 10.0
     finally:
         peer.close()
-    assert echo(harness.host, harness.port)
+    assert echo(either_path.host, either_path.port)
 
 
 def test_garbage_connections_free_their_slot_at_once(tmp_path: Path) -> None:

@@ -158,6 +158,7 @@ def gateway(api_url: str, tmp_path: Path) -> Iterator[Gateway]:
         backoff_max_seconds=0.5,
         spool_min_free_bytes=0,
         mpps_poll_seconds=0.1,
+        workers=1,
     )
     gw = Gateway(settings=settings, store=FilesystemStore(tmp_path / "objects"))
     gw.start()

@@ -46,9 +46,9 @@ from storage.settings import StorageSettings
 from tests.dicom_factory import make_ct, make_dx, write
 from tests.integration.test_gateway_durability import successes
 from tests.integration.test_gateway_support import (
+    CountyHandler,
     CountyState,
     SwitchableStore,
-    _Handler,
     after_meta,
     free_port,
 )
@@ -137,7 +137,7 @@ class StoppableCounty:
         self.start()
 
     def start(self) -> None:
-        handler = type("Handler", (_Handler,), {"state": self.state})
+        handler = type("Handler", (CountyHandler,), {"state": self.state})
         server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         server.handle_error = lambda *_: None  # type: ignore[method-assign]
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -192,7 +192,7 @@ def _gateway(tmp_path: Path, store: ObjectStore, county_url: str, **overrides: o
         backoff_initial_seconds=0.05,
         backoff_max_seconds=0.5,
         spool_min_free_bytes=0,
-        **overrides,  # type: ignore[arg-type]
+        **{"workers": 1, **overrides},  # type: ignore[arg-type]
     )
     gw = Gateway(settings=settings, store=store)
     gw.start()

@@ -58,7 +58,7 @@ def make_gateway(tmp_path: Path, county: County) -> Iterator[Callable[..., Gatew
             backoff_initial_seconds=0.05,
             backoff_max_seconds=0.5,
             spool_min_free_bytes=0,
-            **overrides,
+            **{"workers": 1, **overrides},  # type: ignore[arg-type]
         )
         store = SwitchableStore(tmp_path / "store")
         gw = Gateway(settings=settings, store=store)
@@ -68,8 +68,7 @@ def make_gateway(tmp_path: Path, county: County) -> Iterator[Callable[..., Gatew
 
     yield make
     for gw in started:
-        if gw.server is not None:
-            gw.stop()
+        gw.stop()
 
 
 def _wait(predicate: Callable[[], bool], timeout: float = 20.0) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -124,7 +125,7 @@ def test_four_parallel_associations_into_acceptor_processes(
     county: County,  # noqa: F811
 ) -> None:
     gw = make_gateway(workers=2)
-    assert gw.pool is not None and gw.server is None
+    assert gw.pool is not None and gw.host is None
     batches = _studies(4, 15)
     results: list[list[int]] = [[] for _ in batches]
     threads = [
@@ -166,13 +167,12 @@ def test_a_killed_acceptor_process_is_replaced(
 ) -> None:
     gw = make_gateway(workers=2)
     assert gw.pool is not None
-    victim = gw.pool._acceptors[0].process
-    victim.kill()
-    victim.wait(10)
+    victim = gw.pool.pids()[0]
+    os.kill(victim, signal.SIGKILL)
 
     def replaced() -> bool:
         assert gw.pool is not None
-        return all(a.ready and a.process.poll() is None for a in gw.pool._acceptors)
+        return victim not in gw.pool.pids() and gw.pool.all_running()
 
     _wait(replaced)
     batches = _studies(2, 5)

@@ -4,6 +4,7 @@ store wrapper around a real ``FilesystemStore`` that can be switched off."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -15,6 +16,8 @@ from typing import Any, BinaryIO
 
 import pytest
 
+from gateway.intake import Intake, IntakeLimits
+from gateway.transport import AssociationHost
 from storage.base import ObjectInfo
 from storage.errors import StoreUnavailable
 from storage.filesystem import FilesystemStore
@@ -26,6 +29,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def hosted(host: AssociationHost, limits: IntakeLimits | None = None) -> Iterator[int]:
+    """Serve an association host on a free loopback port through the gateway's own intake;
+    yields the port; the host is closed afterwards."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    host.server_address = listener.getsockname()
+
+    def deliver(conn: socket.socket, peer: tuple[str, int], tls: bool) -> bool:
+        host.process_request(conn, peer)
+        return True
+
+    intake = Intake([(listener, False)], deliver, limits or IntakeLimits())
+    host.on_done = lambda peer: intake.association_ended(str(peer[0]))
+    intake.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        intake.stop()
+        host.close()
 
 
 def after_meta(part10: bytes) -> bytes:
@@ -49,7 +75,7 @@ class CountyState:
             return [i for c in self.calls for i in c["instances"]]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class CountyHandler(BaseHTTPRequestHandler):
     state: CountyState
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -119,7 +145,7 @@ class County:
 @pytest.fixture
 def county() -> Iterator[County]:
     state = CountyState(sites=[{"code": "TS01", "name": "Township 1", "ae_titles": ["CT_TS01"]}])
-    handler = type("Handler", (_Handler,), {"state": state})
+    handler = type("Handler", (CountyHandler,), {"state": state})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -70,6 +70,7 @@ def test_pydicom_testdata_byte_identical(
         api_url=county.url,
         spool_min_free_bytes=0,
         include_dicom_json=True,
+        workers=1,
     )
     store = SwitchableStore(tmp_path / "store")
     gw = Gateway(settings=settings, store=store, sites={"CT_TS01": "TS01"})

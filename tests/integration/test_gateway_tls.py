@@ -34,7 +34,7 @@ from gateway.outbox import ANNOUNCED, UPLOADED
 from gateway.service import Gateway
 from gateway.transport import server_tls_context
 from tests.dicom_factory import make_ct, write
-from tests.integration.test_gateway_support import CountyState, SwitchableStore, _Handler
+from tests.integration.test_gateway_support import CountyHandler, CountyState, SwitchableStore
 
 CALLING = "CT_TS01"
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -104,6 +104,7 @@ def make_gateway(tmp_path: Path, pki: Pki) -> Iterator[Callable[..., Gateway]]:
             "api_url": "http://127.0.0.1:9",
             "spool_min_free_bytes": 0,
             "network_timeout_seconds": 5.0,
+            "workers": 1,
         }
         values.update(overrides)
         gw = Gateway(
@@ -317,7 +318,7 @@ def https_county(pki: Pki) -> Iterator[HttpsCounty]:
     """The gateway tests' small county API (test_gateway_support), served over HTTPS with a
     certificate from the test CA."""
     state = CountyState(sites=[{"code": "TS01", "name": "Township 1", "ae_titles": [CALLING]}])
-    handler = type("Handler", (_Handler,), {"state": state})
+    handler = type("Handler", (CountyHandler,), {"state": state})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(pki.server_cert), str(pki.server_key))

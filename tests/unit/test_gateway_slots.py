@@ -18,6 +18,7 @@ SLOT = 256 * 1024  # make_ct's small images fit
 
 def slot_spool(root: Path, count: int = 2, size: int = SLOT) -> Spool:
     spool = Spool(root, slot_count=count, slot_size=size)
+    spool.open_slots()
     spool.fill_slots()
     return spool
 

@@ -29,6 +29,7 @@ def recovered(root: Path, **kw: Any) -> Spool:
     """A spool opened as the gateway process opens it: start-up recovery run."""
     spool = Spool(root, **kw)
     recover(spool)
+    spool.open_slots()
     return spool
 
 

@@ -1,4 +1,5 @@
-"""C-STORE requests taken off the wire in the DUL thread, without pynetdicom's DIMSE layer.
+"""C-STORE requests taken off the wire in the DUL thread, without pynetdicom's DIMSE layer
+(the fast path, ``gateway.fastpath``).
 
 pynetdicom turns every P-DATA-TF PDU into PDU objects, primitives, state-machine events and a
 queue hand-off to the association thread, which assembles the message, builds a C-STORE
@@ -65,37 +66,6 @@ def response_pdu(context_id: int, command: bytes) -> bytes:
         ">BBLLBB", P_DATA_TF, 0, len(command) + 6, len(command) + 2, context_id, 0x03
     )
     return header + command
-
-
-@dataclass(frozen=True, slots=True)
-class StoreRequest:
-    """What a C-STORE handler needs to know about one request."""
-
-    calling_ae: str
-    called_ae: str
-    sop_class_uid: str
-    sop_instance_uid: str
-    transfer_syntax: str
-
-
-# handler(request, dataset fragments, dataset sha256 hex, *handler args) -> DIMSE status
-RawStore = Callable[..., int]
-_RAW_STORES: dict[Callable[..., Any], RawStore] = {}
-
-
-def raw_store(raw: RawStore) -> Callable[[Callable[..., int]], Callable[..., int]]:
-    """Mark an ``EVT_C_STORE`` handler as having a raw form, ``raw(request, fragments,
-    dataset_sha256, *args)``, that the fast path may call with the handler's bound args."""
-
-    def mark(handler: Callable[..., int]) -> Callable[..., int]:
-        _RAW_STORES[handler] = raw
-        return handler
-
-    return mark
-
-
-def raw_form(handler: Callable[..., Any]) -> RawStore | None:
-    return _RAW_STORES.get(handler)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,8 +150,9 @@ class _Message:
 
 
 class ProtocolError(Exception):
-    """The peer broke the message framing inside a message taken by the fast path, or sent a
-    message over the size cap: the association is aborted."""
+    """The peer broke the message framing inside a message taken by the fast path: the
+    association is aborted. (The message size cap is the transport guard's,
+    ``gateway.transport``, on every path.)"""
 
 
 @dataclass(slots=True)
@@ -200,9 +171,8 @@ class MessageReader:
     ``decide(command)`` says whether a completed C-STORE-RQ command set may take the fast
     path (the association's state and handlers)."""
 
-    def __init__(self, decide: Callable[[StoreCommand], bool], max_message: int = 0) -> None:
+    def __init__(self, decide: Callable[[StoreCommand], bool]) -> None:
         self._decide = decide
-        self._max_message = max_message  # bytes of one message's PDVs; 0: no cap
         self._msg: _Message | None = None
 
     @property
@@ -238,8 +208,6 @@ class MessageReader:
     def _follow(self, msg: _Message, data: memoryview, context_id: int, control: int) -> bool:
         """Account one PDV; True when it ends the message."""
         msg.size += len(data)
-        if self._max_message and msg.size > self._max_message:
-            raise ProtocolError(f"a DIMSE message larger than {self._max_message} bytes")
         if control & COMMAND:
             if msg.command_done:
                 return self._odd(msg, "command fragment after a complete command set")

@@ -16,23 +16,23 @@ What changes:
   association is killed. Both still wake every ``POLL_SECONDS`` for the timers pynetdicom
   checks by polling (ARTIM, network idle timeout), so idle CPU is lower than stock (50
   wake-ups/s instead of 1,000).
-- P-DATA-TF PDUs of an established association go through ``gateway.fastpdata``: a plain
-  C-STORE-RQ on an accepted context for its SOP class, with an ``EVT_C_STORE`` handler that
-  has a raw form (``gateway.handlers.store_received``) and nobody watching PDUs or DIMSE
-  messages, is assembled, stored and answered in the DUL thread; the rest of such a message
-  is read PDU after PDU without a round through the reactor. Every other message goes to
-  pynetdicom as before (``tests/integration/test_gateway_fast_store.py`` checks both paths
-  answer and spool alike).
+- P-DATA-TF PDUs of an established association go through ``gateway.fastpath.pdata``: a
+  plain C-STORE-RQ on an accepted context for its SOP class, with the ``FastStore``'s
+  ``EVT_C_STORE`` handler bound (its raw form: ``gateway.handlers.store_received``) and nobody
+  watching PDUs or DIMSE messages, is assembled, stored and answered in the DUL thread; the
+  rest of such a message is read PDU after PDU without a round through the reactor. Every
+  other message goes to pynetdicom as before (``tests/integration/test_gateway_fast_store.py``
+  checks both paths answer and spool alike).
 - A C-STORE-RSP without optional fields is encoded by hand (the same bytes;
   ``tests/unit/test_gateway_fastassoc.py`` compares them).
 - The acceptor copies its presentation contexts without ``deepcopy`` (20 ms per association
   for the gateway's 172 contexts).
 
-The copies of ``DULServiceProvider.run_reactor``, ``_read_pdu_data`` and
-``Association._run_reactor`` below are pynetdicom 3.0.4's, changed as said;
-``PYNETDICOM_VERSION`` is checked at import and the unit test pins the source of every
-pynetdicom function copied or stood in for, so an upgrade fails loudly instead of running
-stale copies. Figures: ``bench/ingest.py``.
+The copies of ``DULServiceProvider.run_reactor``, ``_read_pdu_data`` (``gateway.fastpath.dul``)
+and ``Association._run_reactor`` below are pynetdicom 3.0.4's, changed as said; they run only
+when ``gateway.fastpath.choose`` says so (that exact version, or ``off``), and the unit test
+pins the source of every pynetdicom function copied or stood in for and every private name
+used. Figures: ``bench/ingest.py``.
 """
 
 from __future__ import annotations
@@ -49,10 +49,12 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.presentation import PresentationContext
-from pynetdicom.transport import AssociationSocket, RequestHandler
+from pynetdicom.transport import AssociationSocket
 
-from gateway.fastdul import POLL_SECONDS, PYNETDICOM_VERSION, FastDUL, SignallingQueue
-from gateway.fastpdata import encode_c_store_rsp
+from gateway.fastpath import FastStore
+from gateway.fastpath.dul import POLL_SECONDS, FastDUL, SignallingQueue
+from gateway.fastpath.pdata import encode_c_store_rsp
+from gateway.transport import GatewayRequestHandler
 
 _ASSOC_LOGGER = logging.getLogger("pynetdicom.assoc")
 
@@ -88,10 +90,10 @@ class _FastDIMSE(DIMSEServiceProvider):
 class FastAssociation(Association):
     """An acceptor association whose threads wait for work instead of polling."""
 
-    def __init__(self, ae: Any, mode: str) -> None:
+    def __init__(self, ae: Any, mode: str, fast_store: FastStore | None = None) -> None:
         super().__init__(ae, mode)
         self._activity = threading.Event()
-        self.dul = FastDUL(self, self._activity)
+        self.dul = FastDUL(self, self._activity, fast_store)
         self.dimse = _FastDIMSE(self)
         self.dimse.msg_queue = SignallingQueue(self._activity)
 
@@ -175,12 +177,12 @@ def _copy_contexts(contexts: list[PresentationContext]) -> list[PresentationCont
     return copies
 
 
-class FastRequestHandler(RequestHandler):
-    """``RequestHandler`` building a ``FastAssociation`` (pynetdicom 3.0.4's
-    ``_create_association`` with the class swapped)."""
+class FastRequestHandler(GatewayRequestHandler):
+    """The gateway's request handler building a ``FastAssociation`` (pynetdicom 3.0.4's
+    ``RequestHandler._create_association`` with the class swapped)."""
 
     def _create_association(self) -> Association:
-        assoc = FastAssociation(self.ae, MODE_ACCEPTOR)
+        assoc = FastAssociation(self.ae, MODE_ACCEPTOR, getattr(self.server, "fast_store", None))
         assoc._server = self.server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         assoc.set_socket(AssociationSocket(assoc, client_socket=self.request))
@@ -201,10 +203,4 @@ class FastRequestHandler(RequestHandler):
         return assoc
 
 
-__all__ = [
-    "POLL_SECONDS",
-    "PYNETDICOM_VERSION",
-    "FastAssociation",
-    "FastRequestHandler",
-    "encode_c_store_rsp",
-]
+__all__ = ["FastAssociation", "FastRequestHandler"]

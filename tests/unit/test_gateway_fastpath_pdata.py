@@ -1,4 +1,4 @@
-"""gateway.fastpdata: which P-DATA-TF PDUs the fast C-STORE path takes and which go to
+"""gateway.fastpath.pdata: which P-DATA-TF PDUs the fast C-STORE path takes and which go to
 pynetdicom, message by message, however the sender fragments and packs them."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dsutils import encode
 
-from gateway.fastpdata import (
+from gateway.fastpath.pdata import (
     CompleteStore,
     MessageReader,
     ProtocolError,
@@ -176,12 +176,3 @@ def test_a_c_store_command_without_a_dataset_is_not_fast() -> None:
     assert r.take(only) == [only]  # ends with its command: the next PDU starts a message
     routed = r.take(pdu(pdv(1, CMD_LAST, store_rq()), pdv(1, DATA_LAST, DATASET)))
     assert len(stores(routed)) == 1
-
-
-@pytest.mark.parametrize("accept", [True, False])
-def test_a_message_over_the_cap_is_refused_whichever_path_has_it(accept: bool) -> None:
-    r = MessageReader(lambda command: accept, max_message=len(DATASET))
-    r.take(pdu(pdv(1, CMD_LAST, store_rq())))
-    r.take(pdu(pdv(1, DATA, DATASET[: len(DATASET) // 2])))
-    with pytest.raises(ProtocolError, match="larger than"):
-        r.take(pdu(pdv(1, DATA_LAST, DATASET[len(DATASET) // 2 :])))

@@ -1,9 +1,9 @@
-"""The DUL thread of a gateway association (``gateway.fastassoc``): pynetdicom 3.0.4's reactor
-waiting on its socket instead of polling, and P-DATA-TF PDUs of an established association
-routed through ``gateway.fastpdata``, whose plain C-STORE requests are stored and answered
-here, in this thread. The copies of ``DULServiceProvider.run_reactor`` and
-``_read_pdu_data`` are pynetdicom 3.0.4's (``PYNETDICOM_VERSION``; the unit test pins their
-sources).
+"""The DUL thread of a fast-path association (``gateway.fastpath.assoc``): pynetdicom 3.0.4's
+reactor waiting on its socket instead of polling, and P-DATA-TF PDUs of an established
+association routed through ``gateway.fastpath.pdata``, whose plain C-STORE requests are stored
+and answered here, in this thread. The copies of ``DULServiceProvider.run_reactor`` and
+``_read_pdu_data`` are pynetdicom 3.0.4's (``gateway.fastpath.VERIFIED_PYNETDICOM``; the unit
+test pins their sources and every private name used here).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import threading
 import time
 from typing import Any, cast
 
-import pynetdicom
 from pynetdicom import _config, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
@@ -28,26 +27,12 @@ from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 from pynetdicom.transport import AssociationSocket
 
-from gateway import fastpdata
-from gateway.fastpdata import (
-    CompleteStore,
-    MessageReader,
-    StoreCommand,
-    StoreRequest,
-    encode_c_store_rsp,
-)
-
-PYNETDICOM_VERSION = "3.0.4"
-_MESSAGE_CAP = "_teleread_max_message_bytes"
-if pynetdicom.__version__ != PYNETDICOM_VERSION:  # pragma: no cover - guarded by a test too
-    raise ImportError(
-        f"gateway.fastdul copies pynetdicom {PYNETDICOM_VERSION} internals; "
-        f"found {pynetdicom.__version__}: re-check the copies or drop the module"
-    )
+from gateway.fastpath import FastStore, pdata
+from gateway.fastpath.pdata import CompleteStore, MessageReader, StoreCommand, encode_c_store_rsp
+from gateway.received import StoreRequest
+from gateway.transport import abort_connection
 
 POLL_SECONDS = 0.02
-# A-ABORT PDU: type 7, length 4, source 2 (service provider), reason 6 (invalid parameter)
-A_ABORT_INVALID_PDU = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 6])
 # anyone bound to these sees PDUs or DIMSE messages, which the fast C-STORE path skips
 _WATCHERS = (
     evt.EVT_DATA_RECV,
@@ -73,9 +58,12 @@ class SignallingQueue(queue.Queue[Any]):
 
 
 class FastDUL(DULServiceProvider):
-    def __init__(self, assoc: Association, activity: threading.Event) -> None:
+    def __init__(
+        self, assoc: Association, activity: threading.Event, fast_store: FastStore | None
+    ) -> None:
         super().__init__(assoc)
         self._activity = activity
+        self._fast_store = fast_store
         self.to_user_queue = SignallingQueue(activity)
         # socket objects, not raw fds: a write after close raises instead of hitting a
         # reused descriptor
@@ -93,27 +81,27 @@ class FastDUL(DULServiceProvider):
         super().send_pdu(primitive)
         self._wake()
 
-    # -- the fast C-STORE path (gateway.fastpdata) ---------------------------------------
+    # -- the fast C-STORE path (gateway.fastpath.pdata) ---------------------------------
 
     _reader: MessageReader | None = None
     fast_stores = 0  # C-STORE requests this association answered on the fast path
 
     def _read_pdu_data(self) -> None:
-        """Read a PDU; P-DATA-TF goes through gateway.fastpdata while the association is
+        """Read a PDU; P-DATA-TF goes through ``pdata.MessageReader`` while the association is
         established. The rest of a message the fast path has taken is read here too, PDU
         after PDU, without a trip through the reactor (its select and queue checks) each."""
         while True:
             bytestream = self._read_pdu()
             if bytestream is None:
                 return
-            if bytestream[0] != fastpdata.P_DATA_TF:
+            if bytestream[0] != pdata.P_DATA_TF:
                 self._hand_over(bytestream)
                 return
             if self._reader is None:
-                self._reader = MessageReader(self._may_store_fast, message_cap(self.assoc.ae))
+                self._reader = MessageReader(self._may_store_fast)
             try:
                 routed = self._reader.take(bytestream)
-            except fastpdata.ProtocolError as exc:
+            except pdata.ProtocolError as exc:
                 _DUL_LOGGER.warning(
                     "DIMSE message refused; association aborted",
                     extra={"action": "dimse_message_refused", "error": str(exc)},
@@ -171,11 +159,7 @@ class FastDUL(DULServiceProvider):
         sees the transport close (Evt17), as for a PDU the transport guard refuses."""
         sock = cast(AssociationSocket, self.socket).socket
         if sock is not None:
-            try:
-                sock.sendall(A_ABORT_INVALID_PDU)
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            abort_connection(sock)
         self.event_queue.put("Evt17")
 
     def _hand_over(self, bytestream: bytearray) -> None:
@@ -192,9 +176,11 @@ class FastDUL(DULServiceProvider):
 
     def _may_store_fast(self, command: StoreCommand) -> bool:
         """The fast path takes this C-STORE-RQ: pynetdicom would hand it, as it is, to the
-        storage service's ``EVT_C_STORE`` handler, which has a raw form, and nobody watches
-        PDUs or DIMSE messages."""
+        storage service's ``EVT_C_STORE`` handler, which is the ``FastStore``'s handler, and
+        nobody watches PDUs or DIMSE messages."""
         assoc = self.assoc
+        if self._fast_store is None:
+            return False
         if not assoc.is_established or assoc._sent_release or assoc.is_aborted:
             return False
         if self.state_machine.current_state != "Sta6" or _config.UNRESTRICTED_STORAGE_SERVICE:
@@ -209,15 +195,15 @@ class FastDUL(DULServiceProvider):
         if any(assoc.get_handlers(event) for event in _WATCHERS):
             return False
         bound: Any = assoc.get_handlers(evt.EVT_C_STORE)
-        return bool(bound) and fastpdata.raw_form(bound[0]) is not None
+        return bool(bound) and bound[0] is self._fast_store.handler
 
     def _store(self, item: CompleteStore) -> None:
         """Run the C-STORE handler's raw form and send the response (pynetdicom's
         ``StorageServiceClass.SCP`` for a handler returning a status, in this thread)."""
         assoc, command = self.assoc, item.command
         context = assoc._accepted_cx[command.context_id]
-        handler, args = cast(Any, assoc.get_handlers(evt.EVT_C_STORE))
-        raw = cast(fastpdata.RawStore, fastpdata.raw_form(handler))
+        _handler, args = cast(Any, assoc.get_handlers(evt.EVT_C_STORE))
+        raw = cast(FastStore, self._fast_store).raw
         primitive: Any = assoc.requestor.primitive
         called = getattr(primitive, "called_ae_title", None) or assoc.acceptor.ae_title
         request = StoreRequest(
@@ -248,7 +234,7 @@ class FastDUL(DULServiceProvider):
             primitive.Status = status
             assoc.dimse.send_msg(primitive, command.context_id)
             return
-        cast(AssociationSocket, self.socket).send(fastpdata.response_pdu(command.context_id, rsp))
+        cast(AssociationSocket, self.socket).send(pdata.response_pdu(command.context_id, rsp))
 
     def kill_dul(self) -> None:
         super().kill_dul()
@@ -324,22 +310,4 @@ class FastDUL(DULServiceProvider):
             sleep = False
 
 
-def set_message_cap(ae: Any, max_bytes: int) -> None:
-    """Abort an association of ``ae`` whose DIMSE message grows past ``max_bytes`` (0: no
-    cap): every P-DATA-TF PDU passes ``gateway.fastpdata``, which counts."""
-    setattr(ae, _MESSAGE_CAP, max_bytes)
-
-
-def message_cap(ae: Any) -> int:
-    return int(getattr(ae, _MESSAGE_CAP, 0))
-
-
-__all__ = [
-    "A_ABORT_INVALID_PDU",
-    "POLL_SECONDS",
-    "PYNETDICOM_VERSION",
-    "FastDUL",
-    "SignallingQueue",
-    "message_cap",
-    "set_message_cap",
-]
+__all__ = ["POLL_SECONDS", "FastDUL", "SignallingQueue"]

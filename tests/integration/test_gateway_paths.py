@@ -1,0 +1,412 @@
+"""The gateway on both paths, ``TELEREAD_GATEWAY_FAST_PATH=on`` (pynetdicom's internals copied,
+``gateway.fastpath``) and ``off`` (stock pynetdicom): C-STORE from dcmtk, MPPS, hostile PDUs
+(and the fuzz set's malformed PDUs, ``test_gateway_fuzz.py``, on both too), the message size cap,
+DICOM TLS, a kill -9 soak, and idle or half-sent connections that must not block intake. Then
+what the switch does when another pynetdicom is installed (simulated through the version
+check's seam), and a site added while ``teleread serve`` runs with acceptor processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pynetdicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+
+from fuzz.cstore import CT_STORAGE, Peer, associate_rq, echo
+from gateway import fastpath, mpps, status
+from gateway.config import GatewaySettings
+from gateway.errors import GatewayError
+from gateway.ops import format_status, spool_status
+from gateway.service import Gateway
+from gateway.transport import A_ABORT_INVALID_PDU, GatewayRequestHandler
+from storage import FilesystemStore
+from tests.dicom_factory import make_ct, make_dx, write
+from tests.integration.test_gateway_durability import run_soak
+from tests.integration.test_gateway_support import after_meta, free_port
+from tests.integration.test_gateway_tls import Pki, client_context, pki  # noqa: F401
+
+CALLING = "CT_TS01"
+DCMTK = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk not installed")
+NODELAY = {**os.environ, "TCP_NODELAY": "1"}
+
+
+@pytest.fixture(params=["on", "off"])
+def fast_path(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_gateway(tmp_path: Path, fast_path: str) -> Iterator[Callable[..., Gateway]]:
+    started: list[Gateway] = []
+
+    def make(**overrides: Any) -> Gateway:
+        values: dict[str, Any] = {
+            "ae_title": "TELEREAD",
+            "host": "127.0.0.1",
+            "port": 0,
+            "spool_dir": tmp_path / f"spool{len(started)}",
+            "api_url": "http://127.0.0.1:9",  # forwarding off: the county is never asked
+            "spool_min_free_bytes": 0,
+            "network_timeout_seconds": 5.0,
+            "workers": 1,
+            "fast_path": fast_path,
+            **overrides,
+        }
+        gw = Gateway(
+            settings=GatewaySettings(**values),
+            store=FilesystemStore(tmp_path / "store"),
+            sites={CALLING: "TS01"},
+        )
+        gw.start(forward=False)
+        started.append(gw)
+        assert gw.path is not None and gw.path.mode == ("fast" if fast_path == "on" else "stock")
+        return gw
+
+    yield make
+    for gw in started:
+        gw.stop()
+
+
+def _spooled_datasets(gw: Gateway) -> dict[str, bytes]:
+    rows = gw.spool.outbox.query("SELECT sop_instance_uid, path FROM outbox")
+    return {sop: after_meta(gw.spool.read_at(path)) for sop, path in rows}
+
+
+def _storescu(port: int, files: list[Path], *, calling: str = CALLING) -> None:
+    subprocess.run(
+        ["storescu", "-aet", calling, "-aec", "TELEREAD", "127.0.0.1", str(port)]
+        + [str(f) for f in files],
+        env=NODELAY,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.dcmtk
+@DCMTK
+def test_storescu_ct_and_dx_spooled_as_sent(
+    make_gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    gw = make_gateway()
+    datasets = [make_ct(instance_number=i + 1) for i in range(3)] + [make_dx()]
+    files = [write(ds, tmp_path / "send" / f"{i}.dcm") for i, ds in enumerate(datasets)]
+    _storescu(gw.port, files)
+    spooled = _spooled_datasets(gw)
+    for ds, path in zip(datasets, files, strict=True):
+        assert spooled[ds.SOPInstanceUID] == after_meta(path.read_bytes())
+
+
+def _mpps_create(study_uid: str) -> Dataset:
+    ds = Dataset()
+    ds.PerformedProcedureStepStatus = "IN PROGRESS"
+    step = Dataset()
+    step.StudyInstanceUID = study_uid
+    ds.ScheduledStepAttributesSequence = [step]
+    return ds
+
+
+def _mpps_completed(series_uid: str, sops: list[str]) -> Dataset:
+    ds = Dataset()
+    ds.PerformedProcedureStepStatus = "COMPLETED"
+    series = Dataset()
+    series.SeriesInstanceUID = series_uid
+    refs = []
+    for sop in sops:
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = CT_STORAGE
+        ref.ReferencedSOPInstanceUID = sop
+        refs.append(ref)
+    series.ReferencedImageSequence = refs
+    ds.PerformedSeriesSequence = [series]
+    return ds
+
+
+def test_mpps_in_progress_then_completed(make_gateway: Callable[..., Gateway]) -> None:
+    gw = make_gateway()
+    study, series = generate_uid(), generate_uid()
+    cts = [make_ct(study, series_uid=series, instance_number=i + 1) for i in range(2)]
+    ae = AE(ae_title=CALLING)
+    ae.add_requested_context(mpps.MPPS_SOP_CLASS)
+    ae.add_requested_context(CT_STORAGE, [ExplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", gw.port, ae_title="TELEREAD")
+    assert assoc.is_established
+    try:
+        pps = generate_uid()
+        st, _ = assoc.send_n_create(_mpps_create(study), mpps.MPPS_SOP_CLASS, pps)
+        assert int(st.Status) == mpps.SUCCESS
+        assert [int(assoc.send_c_store(ds).Status) for ds in cts] == [status.SUCCESS] * 2
+        done = _mpps_completed(series, [ds.SOPInstanceUID for ds in cts])
+        st, _ = assoc.send_n_set(done, mpps.MPPS_SOP_CLASS, pps)
+        assert int(st.Status) == mpps.SUCCESS
+        st, _ = assoc.send_n_set(done, mpps.MPPS_SOP_CLASS, pps)  # may no longer be updated
+        assert int(st.Status) == mpps.PROCESSING_FAILURE
+    finally:
+        assoc.release()
+    step = gw.mpps.get(pps)
+    assert step is not None and step["status"] == "COMPLETED"
+    assert sorted(gw.mpps.instances_of(pps)) == sorted(ds.SOPInstanceUID for ds in cts)
+
+
+def _abort_expected(peer: Peer) -> None:
+    started = time.monotonic()
+    assert peer.read_pdu() == (0x07, A_ABORT_INVALID_PDU[6:])  # A-ABORT, invalid parameter
+    assert time.monotonic() - started < 3.0
+    assert peer.read_pdu() is None  # and the connection is closed
+
+
+def test_hostile_pdus_and_the_size_cap(make_gateway: Callable[..., Gateway]) -> None:
+    gw = make_gateway(max_instance_bytes=64 * 1024)
+    host, port = "127.0.0.1", gw.port
+    # a P-DATA-TF declaring 4 GiB: refused before its body
+    peer = Peer(host, port, timeout=5.0)
+    try:
+        assert peer.associate([(1, CT_STORAGE, [ExplicitVRLittleEndian])])
+        peer.send(struct.pack(">BBL", 0x04, 0, 0xFFFFFFFF) + b"\x00" * 1024)
+        _abort_expected(peer)
+    finally:
+        peer.close()
+    # an A-ASSOCIATE-RQ pynetdicom would crash on (an even presentation context ID)
+    peer = Peer(host, port, timeout=5.0)
+    try:
+        peer.send(associate_rq([(2, CT_STORAGE, [ExplicitVRLittleEndian])]))
+        _abort_expected(peer)
+    finally:
+        peer.close()
+    # a first PDU that is not an A-ASSOCIATE-RQ
+    peer = Peer(host, port, timeout=5.0)
+    try:
+        peer.send(struct.pack(">BBL", 0x04, 0, 8) + b"\x00" * 8)
+        _abort_expected(peer)
+    finally:
+        peer.close()
+    # a C-STORE over max_instance_bytes aborts its association only
+    big = make_ct(rows=256, cols=256)  # 128 KB of pixels
+    ae = AE(ae_title=CALLING)
+    ae.add_requested_context(CT_STORAGE, [ExplicitVRLittleEndian])
+    assoc = ae.associate(host, port, ae_title="TELEREAD")
+    assert assoc.is_established
+    assoc.send_c_store(big)
+    end = time.monotonic() + 10
+    while assoc.is_established and time.monotonic() < end:
+        time.sleep(0.02)
+    assert assoc.is_aborted
+    assert echo(host, port)
+    assert _spooled_datasets(gw) == {}
+
+
+def test_dicom_tls(make_gateway: Callable[..., Gateway], pki: Pki) -> None:  # noqa: F811
+    gw = make_gateway(
+        tls_port=0,
+        tls_cert=pki.server_cert,
+        tls_key=pki.server_key,
+        tls_ca=pki.ca,
+        tls_require_client_cert=True,
+    )
+    assert gw.tls_port
+    ds = make_ct()
+    for context, expected in (
+        (client_context(pki), True),
+        (client_context(pki, cert="rogue"), False),
+    ):
+        ae = AE(ae_title=CALLING)
+        ae.add_requested_context(CT_STORAGE, [ExplicitVRLittleEndian])
+        tls_args = (context, "127.0.0.1")
+        assoc = ae.associate("127.0.0.1", gw.tls_port, ae_title="TELEREAD", tls_args=tls_args)
+        assert assoc.is_established == expected
+        if expected:
+            assert int(assoc.send_c_store(ds).Status) == status.SUCCESS
+            assoc.release()
+    assert list(_spooled_datasets(gw)) == [ds.SOPInstanceUID]
+
+
+@pytest.mark.dcmtk
+@DCMTK
+def test_kill_9_soak_on_stock_pynetdicom(tmp_path: Path) -> None:
+    """``test_gateway_durability.py``'s soak runs the default (the fast path); this one the
+    stock path, shorter."""
+    result = run_soak(tmp_path, instances=30, kills=1, env={"TELEREAD_GATEWAY_FAST_PATH": "off"})
+    assert result.problems == [] and result.kills == 1
+    assert result.succeeded == result.stored_ok == result.announced_once == 30
+
+
+def _hold(port: int, idle: int, half: int) -> list[socket.socket]:
+    """``idle`` connections that send nothing and ``half`` that send half a PDU."""
+    held = []
+    for _ in range(idle):
+        held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+    rq = associate_rq([(1, CT_STORAGE, [ExplicitVRLittleEndian])], calling=CALLING)
+    for i in range(half):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(rq[: 3 + i % (len(rq) - 3)])  # from a bare header to all but the last bytes
+        held.append(s)
+    return held
+
+
+@pytest.mark.dcmtk
+@DCMTK
+def test_idle_and_half_sent_connections_do_not_block_intake(
+    make_gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    """100 idle TCP connections and 20 half-sent PDUs held open: a modality's study still
+    goes in at once (they hold no association slot; they are closed after the request
+    timeout), with acceptor processes as installed on a multi-core machine."""
+    gw = make_gateway(workers=2, association_request_timeout_seconds=2.0)
+    files = [
+        write(make_ct(instance_number=i + 1), tmp_path / "study" / f"{i}.dcm") for i in range(10)
+    ]
+    held = _hold(gw.port, 100, 20)
+    try:
+        started = time.monotonic()
+        _storescu(gw.port, files)
+        assert time.monotonic() - started < 5.0
+        assert len(_spooled_datasets(gw)) == 10
+        # they are all closed after the request timeout (2 s here), none ever served
+        end = time.monotonic() + 20
+        while time.monotonic() < end and gw.intake is not None and gw.intake.counts().waiting:
+            time.sleep(0.1)
+        assert gw.intake is not None and gw.intake.counts().waiting == 0
+    finally:
+        for s in held:
+            s.close()
+
+
+# --- the switch -----------------------------------------------------------------------------
+
+
+def test_another_pynetdicom_runs_stock_and_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing new installed: the version check's seam says 3.1.0. ``auto`` starts on stock
+    pynetdicom, says so in the log and in the status, and stores; ``on`` refuses to start."""
+    monkeypatch.setattr(pynetdicom, "__version__", "3.1.0")
+    assert fastpath.installed_pynetdicom() == "3.1.0"
+    settings = GatewaySettings(
+        host="127.0.0.1",
+        port=0,
+        spool_dir=tmp_path / "spool",
+        api_url="http://127.0.0.1:9",
+        spool_min_free_bytes=0,
+        workers=1,
+    )
+    gw = Gateway(
+        settings=settings, store=FilesystemStore(tmp_path / "store"), sites={CALLING: "TS01"}
+    )
+    with caplog.at_level("WARNING", logger="gateway.service"):
+        gw.start(forward=False)
+    try:
+        assert gw.path is not None and not gw.path.fast
+        assert gw.host is not None and gw.host.RequestHandlerClass is GatewayRequestHandler
+        assert any(r.__dict__.get("action") == "fast_path_off" for r in caplog.records)
+        ds = make_ct()
+        ae = AE(ae_title=CALLING)
+        ae.add_requested_context(CT_STORAGE, [ExplicitVRLittleEndian])
+        assoc = ae.associate("127.0.0.1", gw.port, ae_title="TELEREAD")
+        assert assoc.is_established
+        assert int(assoc.send_c_store(ds).Status) == status.SUCCESS
+        assoc.release()
+        assert list(_spooled_datasets(gw)) == [ds.SOPInstanceUID]
+        text = format_status(spool_status(settings.spool_dir))
+        assert "fast path: stock" in text and "warning: fast path off" in text and "3.1.0" in text
+    finally:
+        gw.stop()
+    strict = Gateway(
+        settings=settings.model_copy(update={"fast_path": "on", "spool_dir": tmp_path / "s2"}),
+        store=FilesystemStore(tmp_path / "store"),
+        sites={CALLING: "TS01"},
+    )
+    with pytest.raises(GatewayError, match="needs pynetdicom"):
+        strict.start(forward=False)
+    strict.stop()
+
+
+# --- site changes while serve runs ---------------------------------------------------------
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _echoscu(port: int, calling: str) -> bool:
+    done = subprocess.run(
+        ["echoscu", "-aet", calling, "-aec", "TELEREAD", "127.0.0.1", str(port)],
+        env=NODELAY,
+        capture_output=True,
+        timeout=30,
+    )
+    return done.returncode == 0
+
+
+@pytest.mark.dcmtk
+@DCMTK
+def test_a_site_added_while_serve_runs_is_accepted_within_a_second(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    dicom_port, http_port = free_port(), free_port()
+    stdout_path, stderr_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    env = {**os.environ, "TELEREAD_GATEWAY_WORKERS": "2", "PYTHONUNBUFFERED": "1"}
+    env.pop("TELEREAD_STORAGE_ROOT", None)
+    env.pop("TELEREAD_GATEWAY_SPOOL_DIR", None)
+    cmd = [sys.executable, "-m", "teleread.cli", "serve", "--data-dir", str(data_dir)]
+    cmd += ["--dicom-port", str(dicom_port), "--http-port", str(http_port)]
+    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+    teleread = [sys.executable, "-m", "teleread.cli"]
+    try:
+        _wait_for(lambda: b"Press Ctrl-C" in stdout_path.read_bytes(), 90, "serve to start")
+        status_text = subprocess.run(
+            [*teleread, "gateway", "status", "--spool-dir", str(data_dir / "spool")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        assert "receiving: 2 acceptor processes" in status_text
+        assert "fast path: fast" in status_text
+        assert not _echoscu(dicom_port, "NEW_TS77")  # not a known AE yet
+        subprocess.run(
+            [
+                *teleread,
+                "sites",
+                "add",
+                "TS77",
+                "--name",
+                "Township 77",
+                "--ae",
+                "NEW_TS77",
+                "--data-dir",
+                str(data_dir),
+            ],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+        added = time.monotonic()
+        assert _echoscu(dicom_port, "NEW_TS77")
+        assert time.monotonic() - added < 1.0
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert b"told the sites changed" in stderr_path.read_bytes()  # pushed, not polled
