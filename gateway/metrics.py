@@ -1,11 +1,14 @@
-"""Prometheus text exposition of the gateway's figures, on an optional loopback HTTP port.
+"""Prometheus metrics of the gateway, through ``prometheus-client``, on an optional loopback
+HTTP port (``TELEREAD_GATEWAY_METRICS_HOST:PORT``, ``GET /metrics``).
 
 The same figures as ``teleread gateway status`` (``gateway.ops.spool_status``): spool bytes,
-queue by priority and state, oldest unsent item, whether an upload error is outstanding; and
-the spool's monotonic counters (instances received, stored, duplicates, conflicts, refused for
-a full spool; uploads, upload failures, announce failures, bytes uploaded, bytes saved by
-recompression). Every scrape reads ``outbox.db`` read-only, so the figures add up across
-acceptor processes and survive restarts; the counters only reset if the spool is deleted.
+queue by priority and state, oldest unsent item, whether an upload error is outstanding; the
+spool's monotonic counters (instances received, stored, duplicates, conflicts, refused for a
+full spool; uploads, upload failures, announce failures, bytes uploaded, bytes saved by
+recompression); and how the running gateway receives (``teleread_gateway_info``). A custom
+collector (``SpoolCollector``) reads ``outbox.db`` read-only at every scrape: the figures add
+up across acceptor processes (each writes the same outbox) and survive restarts, with no
+per-process registry to merge; the counters only reset if the spool is deleted.
 
 For the dashboards: ingest rate is ``rate(teleread_gateway_instances_received_total[5m])``;
 spool depth is ``spool_instances`` and ``spool_bytes`` (with ``spool_free_bytes`` left on its
@@ -20,9 +23,6 @@ trouble is ``upload_failures_total``, ``announce_failures_total`` and
     server = start_metrics_server(settings.spool_dir, host="127.0.0.1", port=9108)
     ...
     server.stop()
-
-Plain ``http.server`` in a daemon thread (no extra dependency): ``GET /metrics`` answers
-``text/plain; version=0.0.4``; anything else 404.
 """
 
 from __future__ import annotations
@@ -32,9 +32,13 @@ import shutil
 import sqlite3
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from gateway.ops import Query, spool_status
 from gateway.outbox import (
@@ -50,7 +54,6 @@ from gateway.spool import Spool
 
 logger = logging.getLogger(__name__)
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "teleread_gateway_"
 # forward lag quantiles cover the instances received in this many seconds
 LAG_WINDOW_SECONDS = 900.0
@@ -72,104 +75,120 @@ _COUNTER_HELP = {
 }
 
 
-def _number(value: float) -> str:
-    """Integers exactly (``:g`` would print 1234567 as 1.23457e+06), floats in full."""
-    if isinstance(value, int) or float(value).is_integer():
-        return str(int(value))
-    return repr(float(value))
+def families(status: dict[str, Any], lag: dict[str, Any] | None = None) -> Iterator[Metric]:
+    """The metric families of a ``spool_status`` dict (and the ``forward_lag`` figures, and
+    the running gateway's state under ``status["gateway"]``, when there)."""
 
+    def gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
+        return GaugeMetricFamily(PREFIX + name, help_text, value=value)
 
-def render(status: dict[str, Any], lag: dict[str, Any] | None = None) -> str:
-    """The Prometheus text format (0.0.4) of a ``spool_status`` dict (and the
-    ``forward_lag`` figures, when given)."""
-    out: list[str] = []
-
-    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
-        out.append(f"# HELP {PREFIX}{name} {help_text}")
-        out.append(f"# TYPE {PREFIX}{name} {kind}")
-        for labels, value in samples:
-            out.append(f"{PREFIX}{name}{labels} {_number(value)}")
-
-    metric("spool_bytes", "gauge", "bytes held in the spool", [("", status["spool_bytes"])])
+    yield gauge("spool_bytes", "bytes held in the spool", status["spool_bytes"])
     by_state = status["queue"].get("by_state", {})
-    metric(
+    yield gauge(
         "spool_instances",
-        "gauge",
         "instances whose file the spool holds (received, uploaded, conflict)",
-        [("", sum(by_state.get(state, 0) for state in HELD_STATES))],
+        sum(by_state.get(state, 0) for state in HELD_STATES),
     )
     free = status.get("spool_free_bytes")
     if free is not None:
-        metric("spool_free_bytes", "gauge", "free bytes on the spool's file system", [("", free)])
+        yield gauge("spool_free_bytes", "free bytes on the spool's file system", free)
     cells = status["queue"].get("by_priority_and_state", {})
-    samples = []
+    outbox = GaugeMetricFamily(
+        PREFIX + "outbox_instances",
+        "outbox rows by priority and state",
+        labels=["priority", "state"],
+    )
     for priority in ("urgent", "routine"):
         for state in (RECEIVED, UPLOADED, ANNOUNCED, CONFLICT, MISSING, INVALID):
-            count = cells.get(priority, {}).get(state, 0)
-            samples.append((f'{{priority="{priority}",state="{state}"}}', count))
-    metric("outbox_instances", "gauge", "outbox rows by priority and state", samples)
-    metric(
-        "pending_instances",
-        "gauge",
+            outbox.add_metric([priority, state], cells.get(priority, {}).get(state, 0))
+    yield outbox
+    pending = GaugeMetricFamily(
+        PREFIX + "pending_instances",
         "instances not yet announced, by priority",
-        [
-            (f'{{priority="{p}"}}', n)
-            for p, n in sorted(status["queue"]["pending_by_priority"].items())
-        ],
+        labels=["priority"],
     )
+    for priority, n in sorted(status["queue"]["pending_by_priority"].items()):
+        pending.add_metric([priority], n)
+    yield pending
     oldest = status.get("oldest_unsent")
-    metric(
+    yield gauge(
         "oldest_unsent_age_seconds",
-        "gauge",
         "age of the oldest instance not yet announced (0: none)",
-        [("", oldest["age_seconds"] if oldest else 0)],
+        oldest["age_seconds"] if oldest else 0,
     )
-    metric(
+    yield gauge(
         "oldest_urgent_unsent_age_seconds",
-        "gauge",
         "age of the oldest urgent instance not yet announced (0: none)",
-        [("", status.get("oldest_urgent_unsent_age_seconds") or 0)],
+        status.get("oldest_urgent_unsent_age_seconds") or 0,
     )
-    last = status.get("last_error")
-    metric(
+    yield gauge(
         "last_error_outstanding",
-        "gauge",
         "1 while a pending instance's last attempt failed",
-        [("", 1 if last else 0)],
+        1 if status.get("last_error") else 0,
     )
-    metric(
-        "problem_instances", "gauge", "conflict and missing rows", [("", len(status["problems"]))]
-    )
+    yield gauge("problem_instances", "conflict and missing rows", len(status["problems"]))
     for name, value in status.get("counters", {}).items():
-        help_text = _COUNTER_HELP.get(name, name)
-        metric(f"{name}_total", "counter", help_text, [("", value)])
+        yield CounterMetricFamily(PREFIX + name, _COUNTER_HELP.get(name, name), value=value)
+    gateway = status.get("gateway")
+    if gateway and gateway.get("running"):
+        path = gateway.get("fast_path") or {}
+        info = GaugeMetricFamily(
+            PREFIX + "info",
+            "how the running gateway receives (always 1)",
+            labels=["receiving", "workers", "fast_path", "pynetdicom"],
+        )
+        info.add_metric(
+            [
+                str(gateway.get("receiving", "")),
+                str(gateway.get("workers", "")),
+                str(path.get("mode", "")),
+                str(path.get("pynetdicom", "")),
+            ],
+            1,
+        )
+        yield info
     if lag is not None:
-        window = f"the last {lag['window_seconds']:g} s"
-        samples = []
-        counts: list[tuple[str, float]] = []
-        for priority in ("urgent", "routine"):
-            for stage in ("upload", "announce"):
-                values = lag["seconds"][priority][stage]
-                labels = f'priority="{priority}",stage="{stage}"'
-                counts.append((f"{{{labels}}}", len(values)))
-                for q in LAG_QUANTILES:
-                    value = _quantile(values, q)
-                    if value is not None:
-                        samples.append((f'{{{labels},quantile="{q:g}"}}', round(value, 3)))
-        metric(
-            "forward_lag_seconds",
-            "gauge",
-            f"time from receipt to upload / announcement, quantiles over instances received "
-            f"in {window}",
-            samples,
-        )
-        metric(
-            "forward_lag_window_instances",
-            "gauge",
-            f"instances received in {window} that were uploaded / announced",
-            counts,
-        )
-    return "\n".join(out) + "\n"
+        yield from _lag_families(lag)
+
+
+def _lag_families(lag: dict[str, Any]) -> Iterator[Metric]:
+    window = f"the last {lag['window_seconds']:g} s"
+    quantiles = GaugeMetricFamily(
+        PREFIX + "forward_lag_seconds",
+        f"time from receipt to upload / announcement, quantiles over instances received in "
+        f"{window}",
+        labels=["priority", "stage", "quantile"],
+    )
+    counts = GaugeMetricFamily(
+        PREFIX + "forward_lag_window_instances",
+        f"instances received in {window} that were uploaded / announced",
+        labels=["priority", "stage"],
+    )
+    for priority in ("urgent", "routine"):
+        for stage in ("upload", "announce"):
+            values = lag["seconds"][priority][stage]
+            counts.add_metric([priority, stage], len(values))
+            for q in LAG_QUANTILES:
+                value = _quantile(values, q)
+                if value is not None:
+                    quantiles.add_metric([priority, stage, f"{q:g}"], round(value, 3))
+    yield quantiles
+    yield counts
+
+
+class _Fixed(Collector):
+    def __init__(self, metrics: list[Metric]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        return self._metrics
+
+
+def render(status: dict[str, Any], lag: dict[str, Any] | None = None) -> str:
+    """The text exposition of a ``spool_status`` dict (and ``forward_lag`` figures)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(list(families(status, lag))))
+    return generate_latest(registry).decode()
 
 
 def _quantile(values: list[float], q: float) -> float | None:
@@ -220,60 +239,54 @@ def _read_lag(spool: Spool | Path) -> dict[str, Any]:
         conn.close()
 
 
-def metrics_text(spool: Spool | Path | str) -> str:
-    source = spool if isinstance(spool, Spool) else Path(spool)
-    status = spool_status(source)
-    root = source.root if isinstance(source, Spool) else source
-    try:
-        status["spool_free_bytes"] = shutil.disk_usage(root).free
-    except OSError:  # the spool directory is not there (yet)
-        status["spool_free_bytes"] = None
-    return render(status, _read_lag(source))
+class SpoolCollector(Collector):
+    """The figures of a spool, read from its ``outbox.db`` (read-only, any process) at every
+    scrape."""
 
+    def __init__(self, spool: Spool | Path | str) -> None:
+        self.source: Spool | Path = spool if isinstance(spool, Spool) else Path(spool)
 
-class _Handler(BaseHTTPRequestHandler):
-    spool: Spool | Path
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        if self.path.split("?")[0] != "/metrics":
-            self.send_error(404, "try /metrics")
-            return
+    def collect(self) -> Iterable[Metric]:
         try:
-            body = metrics_text(self.spool).encode()
-            code = 200
+            status = spool_status(self.source)
+            root = self.source.root if isinstance(self.source, Spool) else self.source
+            try:
+                status["spool_free_bytes"] = shutil.disk_usage(root).free
+            except OSError:  # the spool directory is not there (yet)
+                status["spool_free_bytes"] = None
+            return list(families(status, _read_lag(self.source)))
         except Exception as exc:  # a scrape must not take the gateway down
             logger.warning(
-                "metrics not rendered", extra={"action": "metrics_failed", "error": repr(exc)}
+                "metrics not collected", extra={"action": "metrics_failed", "error": repr(exc)}
             )
-            body, code = b"# metrics unavailable\n", 503
-        self.send_response(code)
-        self.send_header("Content-Type", CONTENT_TYPE)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+            return []
+
+
+def metrics_text(spool: Spool | Path | str) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SpoolCollector(spool))
+    return generate_latest(registry).decode()
 
 
 class MetricsServer:
-    """``/metrics`` on (host, port) in a daemon thread; ``port`` 0 picks a free one."""
+    """``/metrics`` (prometheus-client's HTTP server) on (host, port) in a daemon thread,
+    with its own registry holding the spool's collector; ``port`` 0 picks a free one."""
 
     def __init__(self, spool: Spool | Path | str, *, host: str = "127.0.0.1", port: int = 0):
-        source = spool if isinstance(spool, Spool) else Path(spool)
-        handler = type("MetricsHandler", (_Handler,), {"spool": source})
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="gateway-metrics", daemon=True
-        )
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(SpoolCollector(spool))
+        self._host, self._port = host, port
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return int(self._server.server_address[1]) if self._server is not None else self._port
 
     def start(self) -> MetricsServer:
-        self._thread.start()
+        self._server, self._thread = start_http_server(
+            self._port, addr=self._host, registry=self.registry
+        )
         logger.info(
             "metrics endpoint listening",
             extra={"action": "metrics_started", "port": self.port},
@@ -281,9 +294,11 @@ class MetricsServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
 
 
 def start_metrics_server(
