@@ -93,6 +93,9 @@ class GatewaySettings(BaseSettings):
     # pynetdicom's internals copied for speed (gateway.fastpath): auto = only on the
     # pynetdicom version they were verified on, else stock pynetdicom (logged, in status)
     fast_path: Literal["auto", "on", "off"] = "auto"
+    # the deferred header read (gateway.instance): auto = without pydicom on the pydicom
+    # version gateway.header_read mirrors, else pydicom; pydicom = always pydicom
+    header_reader: Literal["auto", "pydicom"] = "auto"
     # with workers > 1: the nice value of this process's forwarder thread (header reading,
     # uploads), so that a burst from the modalities is received first; 0: no change
     forwarder_nice: int = Field(default=10, ge=0, le=19)

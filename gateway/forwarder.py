@@ -27,7 +27,7 @@ from typing import Any
 
 from gateway.county import CountyClient
 from gateway.errors import CountyRejected, CountyUnavailable, InvalidInstance
-from gateway.instance import read_instance, spooled_header_json
+from gateway.instance import HeaderReader, read_instance, spooled_header_json
 from gateway.outbox import CONFLICT, MISSING, OutboxRow
 from gateway.received import ReceivedInstance
 from gateway.spool import Spool
@@ -61,6 +61,7 @@ class Forwarder:
         prune_after: float = 14 * 24 * 3600.0,
         include_dicom_json: bool = True,
         recompress: str = "none",
+        header_reader: HeaderReader = "auto",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.spool = spool
@@ -74,6 +75,7 @@ class Forwarder:
         self.prune_after = prune_after
         self.include_dicom_json = include_dicom_json
         self.recompress = recompress
+        self.header_reader = header_reader
         self.clock = clock
         self.upload_blocked_until = 0.0
         self.announce_blocked_until = 0.0
@@ -189,23 +191,29 @@ class Forwarder:
         return bool(rows)
 
     def _index(self, row: OutboxRow) -> tuple[ReceivedInstance, str] | None:
+        # not re-hashed against the receipt's dataset sha256 here: read milliseconds after
+        # it was written, from the page cache, it could not differ; from here on the file's
+        # sha256 is what the object store must hold. A file is mapped, not read: the header
+        # read touches its header only, and the hash reads it in chunks.
         try:
-            data = self.spool.read_bytes(row)
+            with self.spool.mapped(row) as data:
+                inst = read_instance(
+                    data,
+                    None,
+                    site=row.site,
+                    calling_ae=row.calling_ae,
+                    called_ae=row.called_ae,
+                    urgent_called_aes={row.called_ae: row.category} if row.category else {},
+                    header_reader=self.header_reader,
+                )
+                sha256 = (
+                    hashlib.sha256(data).hexdigest()
+                    if isinstance(data, bytes)
+                    else self.spool.sha256_of(row)
+                )
         except FileNotFoundError:
             self.spool.mark_state(row, MISSING, "spool file missing before indexing")
             return None
-        # not re-hashed against the receipt's dataset sha256 here: read milliseconds after
-        # it was written, from the page cache, it could not differ; from here on the file's
-        # sha256 is what the object store must hold
-        try:
-            inst = read_instance(
-                data,
-                None,
-                site=row.site,
-                calling_ae=row.calling_ae,
-                called_ae=row.called_ae,
-                urgent_called_aes={row.called_ae: row.category} if row.category else {},
-            )
         except InvalidInstance as exc:
             # acknowledged on a clean structure, unreadable in detail: kept and reported
             self.spool.outbox.set_invalid(row.id, f"header not readable: {exc}")
@@ -218,7 +226,7 @@ class Forwarder:
                 },
             )
             return None
-        return inst, hashlib.sha256(data).hexdigest()
+        return inst, sha256
 
     # -- uploading -----------------------------------------------------------------------
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+import mmap
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from pynetdicom.events import Event
 
@@ -12,7 +16,7 @@ from gateway import status
 from gateway.errors import InvalidInstance, SpoolError, SpoolFull
 from gateway.instance import read_instance
 from gateway.part10 import PREAMBLE, StoreMeta, encode_meta
-from gateway.received import StoreRequest, quick_instance
+from gateway.received import ReceivedInstance, StoreRequest, quick_instance
 from gateway.sites import Sites
 from gateway.spool import Spool
 from worklist.triage import category_for_called_ae
@@ -63,9 +67,12 @@ def handle_store(
     sites: Sites,
     urgent_called_aes: Mapping[str, str] | None = None,
 ) -> int:
-    """C-STORE through pynetdicom's DIMSE layer: ``store_received`` on the event's request.
-    (With the fast path on, most requests go straight to ``store_received``: its
-    ``FastStore``, ``gateway.scp``.)"""
+    """C-STORE through pynetdicom's DIMSE layer: the dataset into ``begin_store``, from
+    pynetdicom's buffer (which holds it whole: the stock path costs an instance's size in
+    memory while it arrives; the fast path streams it, ``gateway.scp``), or from its
+    temporary file if ``STORE_RECV_CHUNKED_DATASET`` is on. That setting stays off: with it,
+    pynetdicom builds a file meta header from the request's UIDs in its DUL thread and dies
+    on a malformed one instead of letting the handler refuse it."""
     request: Any = event.request
     store = StoreRequest(
         calling_ae=_calling_ae(event),
@@ -74,90 +81,211 @@ def handle_store(
         sop_instance_uid=str(getattr(request, "AffectedSOPInstanceUID", "") or ""),
         transfer_syntax=str(event.context.transfer_syntax),
     )
-    with request.DataSet.getbuffer() as dataset:  # the received bytes, not a copy
-        return store_received(store, [dataset], None, spool, sites, urgent_called_aes)
+    incoming = begin_store(store, spool, sites, urgent_called_aes)
+    try:
+        chunked: Path | None = event.dataset_path
+    except AttributeError:
+        chunked = None
+    try:
+        if chunked is None:
+            with request.DataSet.getbuffer() as dataset:  # the received bytes, not a copy
+                incoming.write(dataset)
+                return incoming.finish()  # while the view is valid
+        with open(chunked, "rb") as part10:
+            part10.seek(_dataset_offset(part10))
+            while chunk := part10.read(CHUNK_BYTES):
+                incoming.write(chunk)
+    except BaseException:
+        incoming.abandon()
+        raise
+    return incoming.finish()
 
 
-def store_received(
+CHUNK_BYTES = 1 << 20
+# a dataset is kept in memory up to this size, then streamed to a file in the spool
+SPILL_BYTES = 4 << 20
+
+
+def _dataset_offset(part10: BinaryIO) -> int:
+    """Where the dataset starts in a Part-10 file (after its File Meta group)."""
+    head = part10.read(144)
+    if len(head) < 144 or head[128:132] != b"DICM":
+        raise InvalidInstance("not a Part-10 file")
+    return 144 + struct.unpack_from("<L", head, 140)[0]
+
+
+def begin_store(
     request: StoreRequest,
-    fragments: Sequence[bytes | bytearray | memoryview],
-    dataset_sha256: str | None,
     spool: Spool,
     sites: Sites,
     urgent_called_aes: Mapping[str, str] | None = None,
-) -> int:
-    """C-STORE: spool the dataset as received; SUCCESS only once it is durable.
+) -> IncomingStore:
+    """Start receiving one C-STORE's dataset (then ``write`` it as it arrives, ``finish``)."""
+    return IncomingStore(request, spool, sites, dict(urgent_called_aes or {}))
 
-    ``fragments``: the dataset's bytes as received (joined once, after the file meta);
-    ``dataset_sha256``: their sha256 if already taken. Re-sent identical instances are a
-    no-op SUCCESS; different bytes under a known SOP Instance UID are kept as a conflict
-    (never overwriting the first) and also answered SUCCESS, since the modality cannot fix it
-    and must not keep retrying; the conflict is logged and shown by ``teleread gateway
-    status``.
-    """
-    calling, called, sop = request.calling_ae, request.called_ae, request.sop_instance_uid
-    site = sites.site_for(calling)
-    log: dict[str, Any] = {"calling_ae": calling, "called_ae": called, "sop_uid": sop}
-    if site is None:
-        logger.warning(
-            "C-STORE from an AE no longer allowed", extra={"action": "store_refused", **log}
-        )
-        return status.REFUSED_NOT_AUTHORISED
-    try:
-        urgent = urgent_called_aes or {}
-        meta = StoreMeta(request.sop_class_uid, sop, request.transfer_syntax)
-        explicit = category_for_called_ae(called, urgent)
-        prefix = PREAMBLE + encode_meta(
-            meta,
-            calling_ae=calling,
-            called_ae=called,
-            spool_info={"site": site, "category": explicit},
-        )
-        data = b"".join((prefix, *fragments))
-        # the UIDs and a structural check now; the header's text and triage after the
-        # response (the forwarder reads the spooled file); anything unusual: parse it now
-        args: dict[str, Any] = {
-            "site": site,
-            "calling_ae": calling,
-            "called_ae": called,
-            "urgent_called_aes": urgent,
+
+class IncomingStore:
+    """One C-STORE's dataset as it arrives: hashed as it comes, kept in memory up to
+    ``SPILL_BYTES`` and beyond that streamed to a temporary file in the spool behind the
+    gateway's file meta header, so a large instance never sits whole in memory.
+
+    ``finish()`` spools it as received and returns the DIMSE status: SUCCESS only once it is
+    durable. Re-sent identical instances are a no-op SUCCESS; different bytes under a known SOP
+    Instance UID are kept as a conflict (never overwriting the first) and also answered
+    SUCCESS, since the modality cannot fix it and must not keep retrying; the conflict is
+    logged and shown by ``teleread gateway status``. ``abandon()``: the association ended
+    mid-message."""
+
+    def __init__(
+        self,
+        request: StoreRequest,
+        spool: Spool,
+        sites: Sites,
+        urgent_called_aes: dict[str, str],
+    ) -> None:
+        self.request = request
+        self._spool = spool
+        self._urgent = urgent_called_aes
+        self._sha = hashlib.sha256()
+        self._size = 0
+        self._parts: list[bytes | bytearray | memoryview] = []
+        self._temp: Path | None = None
+        self._file: BinaryIO | None = None
+        self._refusal: InvalidInstance | None = None
+        self._log: dict[str, Any] = {
+            "calling_ae": request.calling_ae,
+            "called_ae": request.called_ae,
+            "sop_uid": request.sop_instance_uid,
         }
-        inst = quick_instance(memoryview(data)[len(prefix) :], meta, **args)
-        if inst is None:
-            inst = read_instance(data, meta, **args)
-        log.update(study_uid=inst.study_instance_uid, series_uid=inst.series_instance_uid)
-        outcome, row_id = spool.store(
-            inst, data, dataset_offset=len(prefix), dataset_sha256=dataset_sha256
+        self.site = sites.site_for(request.calling_ae)
+        self._meta = StoreMeta(
+            request.sop_class_uid, request.sop_instance_uid, request.transfer_syntax
         )
-    except InvalidInstance as exc:
-        logger.warning(
-            "malformed dataset refused",
-            extra={"action": "store_malformed", "error": str(exc), "status": exc.status, **log},
+        self._prefix = b""
+        if self.site is not None:
+            explicit = category_for_called_ae(request.called_ae, self._urgent)
+            try:
+                self._prefix = PREAMBLE + encode_meta(
+                    self._meta,
+                    calling_ae=request.calling_ae,
+                    called_ae=request.called_ae,
+                    spool_info={"site": self.site, "category": explicit},
+                )
+            except InvalidInstance as exc:
+                self._refusal = exc
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """The next bytes of the dataset (kept as given until spilled: do not reuse them)."""
+        self._sha.update(data)
+        self._size += len(data)
+        if self.site is None or self._refusal is not None:
+            return  # refused: read to the end, answered by finish()
+        if self._file is not None:
+            self._file.write(data)
+            return
+        self._parts.append(data)
+        if self._size > SPILL_BYTES:
+            self._temp, self._file = self._spool.open_temp()
+            self._file.write(self._prefix)
+            for part in self._parts:
+                self._file.write(part)
+            self._parts.clear()
+
+    def abandon(self) -> None:
+        self._parts.clear()
+        if self._file is not None:
+            self._file.close()
+        if self._temp is not None:
+            self._temp.unlink(missing_ok=True)
+
+    def finish(self) -> int:
+        log = self._log
+        if self.site is None:
+            logger.warning(
+                "C-STORE from an AE no longer allowed", extra={"action": "store_refused", **log}
+            )
+            return status.REFUSED_NOT_AUTHORISED
+        try:
+            if self._refusal is not None:
+                raise self._refusal
+            outcome, row_id, inst = self._spool_it()
+            log.update(study_uid=inst.study_instance_uid, series_uid=inst.series_instance_uid)
+        except InvalidInstance as exc:
+            logger.warning(
+                "malformed dataset refused",
+                extra={"action": "store_malformed", "error": str(exc), "status": exc.status, **log},
+            )
+            return exc.status
+        except SpoolFull as exc:
+            logger.error(
+                "spool full, instance refused",
+                extra={"action": "store_spool_full", "error": str(exc), **log},
+            )
+            return status.OUT_OF_RESOURCES
+        except (SpoolError, OSError) as exc:
+            logger.error(
+                "spool write failed",
+                extra={"action": "store_spool_error", "error": str(exc), **log},
+            )
+            return status.OUT_OF_RESOURCES
+        except Exception as exc:  # never let one instance take the association down
+            logger.exception(
+                "C-STORE failed", extra={"action": "store_failed", "error": repr(exc)[:300], **log}
+            )
+            return status.PROCESSING_FAILURE
+        finally:
+            self.abandon()  # whatever is left: the parts, a temp file not placed
+        level = logging.WARNING if outcome == "conflict" else logging.DEBUG
+        logger.log(
+            level,
+            f"instance {outcome}",
+            extra={"action": f"instance_{outcome}", "row_id": row_id, "site": self.site, **log},
         )
-        return exc.status
-    except SpoolFull as exc:
-        logger.error(
-            "spool full, instance refused",
-            extra={"action": "store_spool_full", "error": str(exc), **log},
+        return status.SUCCESS
+
+    def _spool_it(self) -> tuple[str, int, ReceivedInstance]:
+        """Check the dataset (the UIDs and its structure now; the header's text and triage
+        after the response: the forwarder reads the spooled file; anything unusual: parsed
+        now) and make it durable."""
+        sha = self._sha.hexdigest()
+        args: dict[str, Any] = {
+            "site": self.site,
+            "calling_ae": self.request.calling_ae,
+            "called_ae": self.request.called_ae,
+            "urgent_called_aes": self._urgent,
+        }
+        offset = len(self._prefix)
+        if self._file is None:
+            data = b"".join((self._prefix, *self._parts))
+            self._parts.clear()
+            inst = quick_instance(memoryview(data)[offset:], self._meta, **args)
+            if inst is None:
+                inst = read_instance(data, self._meta, **args)
+            outcome, row_id = self._spool.store(
+                inst, data, dataset_offset=offset, dataset_sha256=sha
+            )
+            return outcome, row_id, inst
+        assert self._temp is not None
+        self._file.close()
+        self._file = None
+        with open(self._temp, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            view = memoryview(m)
+            try:
+                inst = quick_instance(view[offset:], self._meta, **args)
+                if inst is None:
+                    inst = read_instance(view, self._meta, **args)
+            finally:
+                view.release()
+        outcome, row_id = self._spool.store_file(
+            inst, self._temp, size=offset + self._size, dataset_offset=offset, dataset_sha256=sha
         )
-        return status.OUT_OF_RESOURCES
-    except (SpoolError, OSError) as exc:
-        logger.error(
-            "spool write failed", extra={"action": "store_spool_error", "error": str(exc), **log}
-        )
-        return status.OUT_OF_RESOURCES
-    except Exception as exc:  # never let one instance take the association down
-        logger.exception(
-            "C-STORE failed", extra={"action": "store_failed", "error": repr(exc)[:300], **log}
-        )
-        return status.PROCESSING_FAILURE
-    level = logging.WARNING if outcome == "conflict" else logging.DEBUG
-    logger.log(
-        level,
-        f"instance {outcome}",
-        extra={"action": f"instance_{outcome}", "row_id": row_id, "site": site, **log},
-    )
-    return status.SUCCESS
+        return outcome, row_id, inst
 
 
-__all__ = ["handle_association_request", "handle_echo", "handle_store", "store_received"]
+__all__ = [
+    "IncomingStore",
+    "begin_store",
+    "handle_association_request",
+    "handle_echo",
+    "handle_store",
+]

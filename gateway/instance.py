@@ -7,13 +7,19 @@ to read UIDs, the worklist's header fields and the triage text, all decoded to U
 
 A spooled file's header (the forwarder's deferred read, ``read_instance(data, None, ...)``)
 is read without pydicom when ``gateway.header_read`` vouches for it
-(``gateway.spooled_header``), with exactly the same result as ``read_instance_pydicom``.
+(``gateway.spooled_header``), with exactly the same result as ``read_instance_pydicom``. That
+reader mirrors pydicom 3.0.2's, so it is fenced like the DICOM fast path:
+``TELEREAD_GATEWAY_HEADER_READER=auto`` uses it only on the pydicom version it was verified
+against (``VERIFIED_PYDICOM``; ``tests/unit/test_gateway_header_read.py`` pins the pydicom
+sources it mirrors and checks the results alike), else pydicom, the stock path; ``pydicom``
+always reads with pydicom.
 What is known before the C-STORE response: ``gateway.received.quick_instance``; the file meta
 header: ``gateway.part10``.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import struct
@@ -22,8 +28,9 @@ import warnings
 from collections.abc import Mapping
 from io import BytesIO
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
+import pydicom
 from pydicom import dcmread
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
@@ -55,7 +62,40 @@ MAX_DICOM_JSON_BYTES = 256 * 1024
 _PARSE_LOCK = threading.Lock()
 
 
-def _dataset_bytes(part10: bytes) -> memoryview:
+Part10 = bytes | memoryview  # a whole file's bytes, or a view of a mapped spool file
+
+
+class _ViewReader(io.RawIOBase):
+    """A read-only, seekable stream over a memoryview, without copying it (``BytesIO``
+    would copy a mapped file whole; pydicom reads only the header)."""
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view.cast("B")
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._view[self._pos : self._pos + len(buffer)]
+        n = len(chunk)
+        buffer[:n] = chunk
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+def _dataset_bytes(part10: Part10) -> memoryview:
     """The dataset of a ``part10_bytes`` file (after the file meta group, whose length is
     its first element)."""
     (group_length,) = struct.unpack_from("<L", part10, len(PREAMBLE) + 8)
@@ -129,11 +169,12 @@ def spooled_header_json(path: Path | BinaryIO, patient_name: str) -> dict[str, A
         return header_json(ds, patient_name)
 
 
-def _parse(data: bytes) -> Dataset:
+def _parse(data: Part10) -> Dataset:
     with _PARSE_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return dcmread(BytesIO(data), stop_before_pixels=True)
+            source = BytesIO(data) if isinstance(data, bytes) else _ViewReader(data)
+            return dcmread(source, stop_before_pixels=True)
         except Exception as exc:  # any parse failure is the sender's problem, not ours
             raise InvalidInstance(
                 f"dataset not parseable: {type(exc).__name__}: {str(exc)[:200]}"
@@ -169,26 +210,39 @@ def _check(ds: Dataset, file_meta: Any) -> tuple[str, str, str, str]:
     return sop_class, sop, series, study
 
 
+VERIFIED_PYDICOM = "3.0.2"
+HeaderReader = Literal["auto", "pydicom"]
+
+
+def pydicom_free_reads(setting: str = "auto", version: str | None = None) -> bool:
+    """Whether a spooled file's header may be read without pydicom: ``auto`` on the pydicom
+    version ``gateway.header_read`` was verified against (``version``: the installed one)."""
+    version = pydicom.__version__ if version is None else version
+    return setting == "auto" and version == VERIFIED_PYDICOM
+
+
 def read_instance(
-    data: bytes,
+    data: Part10,
     file_meta: FileMetaDataset | StoreMeta | None,
     *,
     site: str,
     calling_ae: str,
     called_ae: str,
     urgent_called_aes: Mapping[str, str],
+    header_reader: HeaderReader = "auto",
 ) -> ReceivedInstance:
     """Parse the header of a spooled-to-be Part-10 file; raise ``InvalidInstance``.
     ``file_meta`` None: the file's own (a spooled file); its header is then read without
-    pydicom when ``gateway.header_read`` vouches for it (the same result, a fraction of the
-    CPU), else with pydicom (``read_instance_pydicom``)."""
+    pydicom when ``header_reader`` allows (``pydicom_free_reads``) and ``gateway.header_read``
+    vouches for it (the same result, a fraction of the CPU), else with pydicom
+    (``read_instance_pydicom``)."""
     args: dict[str, Any] = {
         "site": site,
         "calling_ae": calling_ae,
         "called_ae": called_ae,
         "urgent_called_aes": urgent_called_aes,
     }
-    if file_meta is None:
+    if file_meta is None and pydicom_free_reads(header_reader):
         inst = read_spooled(data, **args)
         if inst is not None:
             return inst
@@ -196,7 +250,7 @@ def read_instance(
 
 
 def read_instance_pydicom(
-    data: bytes,
+    data: Part10,
     file_meta: FileMetaDataset | StoreMeta | None,
     *,
     site: str,

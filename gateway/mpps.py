@@ -25,6 +25,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 
+from gateway.private_files import private_dir, private_file
 from gateway.sites import Sites
 
 logger = logging.getLogger(__name__)
@@ -123,7 +124,8 @@ class MppsStore:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
+        private_file(self.path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(
             self.path, check_same_thread=False, isolation_level=None, timeout=30

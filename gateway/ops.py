@@ -258,4 +258,6 @@ def _gateway_lines(state: dict[str, Any] | None) -> list[str]:
     ]
     if path.get("warning"):
         lines.append(f"warning: {path['warning']}")
+    if state.get("header_reader"):
+        lines.append(f"spooled headers read {state['header_reader']}")
     return lines

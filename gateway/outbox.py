@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.errors import SpoolError
+from gateway.private_files import private_file
 from gateway.received import ReceivedInstance
 
 logger = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ class OutboxRow:
 
 def connect(path: Path) -> sqlite3.Connection:
     """Open (create, or bring up to date) the outbox database at ``path``."""
+    private_file(path)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")  # the spool file is the durable record

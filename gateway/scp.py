@@ -20,10 +20,10 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from gateway.config import GatewaySettings
 from gateway.fastpath import FastStore, PathChoice
 from gateway.handlers import (
+    begin_store,
     handle_association_request,
     handle_echo,
     handle_store,
-    store_received,
 )
 from gateway.mpps import MPPS_SOP_CLASS, MppsStore, handle_n_create, handle_n_set
 from gateway.sites import Sites
@@ -133,7 +133,7 @@ def build_host(
         from gateway.fastpath.assoc import FastRequestHandler
 
         request_handler: type[Any] = FastRequestHandler
-        fast_store: FastStore | None = FastStore(handler=handle_store, raw=store_received)
+        fast_store: FastStore | None = FastStore(handler=handle_store, begin=begin_store)
     else:
         request_handler, fast_store = GatewayRequestHandler, None
     host = ae.make_server(

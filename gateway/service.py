@@ -20,12 +20,15 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import pydicom
+
 from gateway import fastpath
 from gateway.config import GatewaySettings
 from gateway.control import Doorbell
 from gateway.county import CountyClient
 from gateway.errors import GatewayError
 from gateway.forwarder import Forwarder
+from gateway.instance import VERIFIED_PYDICOM, pydicom_free_reads
 from gateway.intake import Intake, IntakeLimits
 from gateway.metrics import MetricsServer, start_metrics_server
 from gateway.mpps import MppsStore
@@ -103,6 +106,7 @@ class Gateway:
             prune_after=settings.prune_announced_after_seconds,
             include_dicom_json=settings.include_dicom_json,
             recompress=settings.recompress,
+            header_reader=settings.header_reader,
         )
         self.mpps = MppsStore(self.spool.root / "mpps.db")
         self.completion = StudyCompletion(
@@ -144,6 +148,12 @@ class Gateway:
         if self.path.warning:
             logger.warning(
                 self.path.warning, extra={"action": "fast_path_off", **self.path.as_dict()}
+            )
+        if self.settings.header_reader == "auto" and not pydicom_free_reads():
+            logger.warning(
+                f"pydicom {pydicom.__version__}: spooled headers are read with pydicom (the "
+                f"reader without it mirrors {VERIFIED_PYDICOM})",
+                extra={"action": "header_reader_pydicom", "pydicom": pydicom.__version__},
             )
         self.workers = workers = worker_count(self.settings)
         _warm_triage()
@@ -248,6 +258,11 @@ class Gateway:
                 f"{self.workers} acceptor processes" if self.workers > 1 else "in this process"
             ),
             "fast_path": path,
+            "header_reader": (
+                "without pydicom"
+                if pydicom_free_reads(self.settings.header_reader)
+                else f"pydicom {pydicom.__version__}"
+            ),
         }
 
     def _deliver(self, conn: socket.socket, peer: tuple[str, int], tls: bool) -> bool:

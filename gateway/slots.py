@@ -182,7 +182,7 @@ class SlotPool:
         self._held: set[str] = set()  # holding a record
         self._known: set[int] = set()  # slot numbers usable (created, or found at start)
         self._stop = threading.Event()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock_fd, self.dir = self._claim()
         self._load()
         self._thread: threading.Thread | None = None
@@ -192,14 +192,14 @@ class SlotPool:
 
     def _claim(self) -> tuple[int, Path]:
         for n in range(_MAX_DIRS):
-            fd = os.open(self.root / f"{n}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.root / f"{n}.lock", os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
                 continue
             directory = self.root / str(n)
-            directory.mkdir(exist_ok=True)
+            directory.mkdir(mode=0o700, exist_ok=True)
             return fd, directory
         raise OSError("no slot directory free")
 
@@ -290,7 +290,9 @@ class SlotPool:
                     break
                 path = self.base / self._rel(k)
                 tmp = path.with_name(f".tmp-{path.name}")
-                with open(tmp, "wb") as f:
+                with os.fdopen(
+                    os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb"
+                ) as f:
                     left = self.size
                     while left:
                         left -= f.write(_ZEROS[: min(left, len(_ZEROS))])

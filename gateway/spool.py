@@ -30,20 +30,24 @@ the upload, after it checked the file's dataset against the sha256 taken at rece
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
+import mmap
 import os
 import shutil
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from gateway import slots
 from gateway.errors import SpoolError, SpoolFull
 from gateway.outbox import MISSING, Outbox, OutboxRow, StoreOutcome
+from gateway.private_files import private_dir
 from gateway.received import ReceivedInstance
 
 logger = logging.getLogger(__name__)
@@ -76,7 +80,8 @@ class Spool:
         self.slot_size = slots.DEFAULT_SIZE if slot_size is None else slot_size
         self._pool: slots.SlotPool | None = None
         self.objects = self.root / "objects"
-        self.objects.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
+        private_dir(self.objects)
         self.max_bytes = max_bytes
         self.min_free_bytes = min_free_bytes
         self.outbox = Outbox(self.root / "outbox.db")
@@ -125,20 +130,76 @@ class Spool:
         if free - size < self.min_free_bytes:
             raise SpoolFull(f"{free} bytes free on the spool disk, minimum {self.min_free_bytes}")
 
+    def open_temp(self) -> tuple[Path, BinaryIO]:
+        """A new temporary file in the spool (mode 0600) to stream a received instance into;
+        ``store_file`` makes it durable. Start-up recovery removes any left behind."""
+        path = self.objects / f".tmp-{uuid.uuid4().hex}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        return path, os.fdopen(fd, "wb")
+
     def _write_file(self, data: bytes, dataset_sha256: str) -> str:
-        rel = f"objects/{dataset_sha256}.dcm"
-        tmp = self.objects / f".tmp-{uuid.uuid4().hex}"
+        tmp, out = self.open_temp()
         try:
-            with open(tmp, "wb") as out:
+            with out:
                 out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.root / rel)
-        except BaseException:
+            return self._place(tmp, dataset_sha256)
+        finally:
             tmp.unlink(missing_ok=True)
-            raise
+
+    def _place(self, tmp: Path, dataset_sha256: str) -> str:
+        """fsync ``tmp``, rename it to its content address, fsync the directory."""
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        rel = f"objects/{dataset_sha256}.dcm"
+        os.replace(tmp, self.root / rel)
         _fsync_dir(self.objects)
         return rel
+
+    def _known(self, inst: ReceivedInstance, dataset_sha256: str) -> int | None:
+        """The row already holding these dataset bytes under this SOP Instance UID (counted
+        as a duplicate), or None."""
+        for row_id, sha, _state in self.outbox.same_sop(inst.sop_instance_uid):
+            if sha == dataset_sha256:
+                self.outbox.count(instances_received=1, instances_duplicate=1)
+                return row_id
+        return None
+
+    def _admit_counted(self, size: int) -> None:
+        try:
+            self._admit(size)
+        except SpoolFull:
+            self.outbox.count(instances_received=1, instances_refused_spool_full=1)
+            raise
+
+    def store_file(
+        self,
+        inst: ReceivedInstance,
+        temp: Path,
+        *,
+        size: int,
+        dataset_offset: int,
+        dataset_sha256: str,
+        now: float | None = None,
+    ) -> tuple[StoreOutcome, int]:
+        """``store`` for an instance whose Part-10 bytes were streamed to ``temp`` (from
+        ``open_temp``, written and closed; ``dataset_offset``: where its dataset starts):
+        renamed into place once durable, or removed. Raises as ``store``."""
+        now = time.time() if now is None else now
+        try:
+            known = self._known(inst, dataset_sha256)
+            if known is not None:
+                return "duplicate", known
+            self._admit_counted(size)
+            try:
+                rel = self._place(temp, dataset_sha256)
+            except OSError as exc:
+                raise SpoolError(f"cannot write spool file: {exc}") from exc
+        finally:
+            temp.unlink(missing_ok=True)  # gone already once placed
+        return self._record(inst, rel, size, dataset_sha256, now)
 
     def store(
         self,
@@ -161,16 +222,11 @@ class Spool:
         dataset_sha = (
             dataset_sha256 or hashlib.sha256(memoryview(data)[dataset_offset:]).hexdigest()
         )
-        for row_id, sha, _state in self.outbox.same_sop(inst.sop_instance_uid):
-            if sha == dataset_sha:
-                self.outbox.count(instances_received=1, instances_duplicate=1)
-                return "duplicate", row_id
+        known = self._known(inst, dataset_sha)
+        if known is not None:
+            return "duplicate", known
         if not recovery:
-            try:
-                self._admit(len(data))
-            except SpoolFull:
-                self.outbox.count(instances_received=1, instances_refused_spool_full=1)
-                raise
+            self._admit_counted(len(data))
         # the whole file's sha256 (what the object store will hold) is the forwarder's to
         # compute, off this critical path, after checking the dataset's against the file
         taken = None if recovery else self._take_slot(len(data))
@@ -185,9 +241,24 @@ class Spool:
             if taken is not None:
                 self._slot_pool().give_back(taken)
             raise SpoolError(f"cannot write spool file: {exc}") from exc
+        return self._record(inst, rel, len(data), dataset_sha, now, taken=taken, slot=slot)
+
+    def _record(
+        self,
+        inst: ReceivedInstance,
+        rel: str,
+        size: int,
+        dataset_sha: str,
+        now: float,
+        *,
+        taken: str | None = None,
+        slot: str | None = None,
+    ) -> tuple[StoreOutcome, int]:
+        """The outbox row of durable bytes at ``rel`` (``taken``: a slot this call wrote;
+        ``slot``: a slot recovery found holding them)."""
         try:
             recorded = self.outbox.record(
-                inst, path=rel, size=len(data), dataset_sha256=dataset_sha, now=now
+                inst, path=rel, size=size, dataset_sha256=dataset_sha, now=now
             )
         except BaseException:
             if taken is not None:
@@ -204,7 +275,7 @@ class Spool:
         if taken is not None:
             self._slot_pool().kept(taken)
         with self._lock:
-            self._bytes += len(data)
+            self._bytes += size
         return recorded.outcome, recorded.row_id
 
     def _slot_pool(self) -> slots.SlotPool:
@@ -270,3 +341,30 @@ class Spool:
         if row.path.startswith("slots/"):
             return io.BytesIO(slots.read_payload(self.root / row.path))
         return open(self.root / row.path, "rb")
+
+    @contextlib.contextmanager
+    def mapped(self, row: OutboxRow) -> Iterator[bytes | memoryview]:
+        """The spooled Part-10 bytes without reading them all: a file is memory-mapped
+        (readers that look at its header touch only the header's pages); a slot's record is
+        read. FileNotFoundError when gone."""
+        if row.path.startswith("slots/"):
+            yield slots.read_payload(self.root / row.path)
+            return
+        with open(self.root / row.path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                yield b""
+                return
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                view = memoryview(m)
+                try:
+                    yield view
+                finally:
+                    view.release()
+
+    def sha256_of(self, row: OutboxRow) -> str:
+        """The spooled file's sha256, read in chunks (not whole into memory)."""
+        digest = hashlib.sha256()
+        with self.open(row) as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()

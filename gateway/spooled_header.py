@@ -124,7 +124,7 @@ def _text_part(values: Mapping[int, Any], items: list[dict[int, Any]] | None) ->
 
 
 def read_spooled(
-    data: bytes,
+    data: bytes | memoryview,
     *,
     site: str,
     calling_ae: str,

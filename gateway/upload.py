@@ -73,18 +73,38 @@ def dataset_sha256(part10: bytes) -> str | None:
     return hashlib.sha256(part10[144 + group_len :]).hexdigest()
 
 
+def _hashes(stream: BinaryIO) -> tuple[str | None, str]:
+    """(sha256 of the dataset after a Part-10 file's meta header or None when not Part-10,
+    sha256 of the whole file), read in chunks."""
+    whole, dataset = hashlib.sha256(), hashlib.sha256()
+    head = stream.read(144)
+    whole.update(head)
+    part10 = len(head) == 144 and head[128:132] == b"DICM" and head[132:136] == b"\x02\x00\x00\x00"
+    skip = 144 + int.from_bytes(head[140:144], "little") - len(head) if part10 else 0
+    while chunk := stream.read(1 << 20):
+        whole.update(chunk)
+        if skip >= len(chunk):
+            skip -= len(chunk)
+            continue
+        dataset.update(memoryview(chunk)[skip:])
+        skip = 0
+    if part10 and skip:
+        return None, whole.hexdigest()  # ends inside its meta header
+    return (dataset.hexdigest() if part10 else None), whole.hexdigest()
+
+
 def file_sha256(spool: Spool, row: OutboxRow) -> OutboxRow | None:
     """Check the spooled file against the dataset sha256 taken at receipt and record the
     whole file's sha256 (the acceptor leaves it to us: one hash on its critical path)."""
-    data = spool.read_bytes(row)
-    if dataset_sha256(data) != row.dataset_sha256:
+    with spool.open(row) as stream:
+        dataset, sha = _hashes(stream)
+    if dataset != row.dataset_sha256:
         spool.mark_state(row, MISSING, "spool file differs from what was received")
         logger.error(
             "spool file corrupt",
             extra={"action": "spool_file_corrupt", "sop_uid": row.sop_instance_uid},
         )
         return None
-    sha = hashlib.sha256(data).hexdigest()
     spool.outbox.set_sha256(row.id, sha)
     return dataclasses.replace(row, sha256=sha)
 
@@ -101,7 +121,8 @@ def already_stored(spool: Spool, store: ObjectStore, row: OutboxRow) -> bool | N
     # maybe the same dataset behind another file meta header (another calling AE), or
     # a recompressed copy of it whose outbox record was lost
     stored = store.get(row.object_key)
-    ours = dataset_sha256(spool.read_bytes(row))
+    with spool.open(row) as stream:
+        ours, _ = _hashes(stream)
     if ours is None:
         return False
     if ours == dataset_sha256(stored):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import pynetdicom
 
@@ -95,14 +95,25 @@ def choose(setting: str, version: str | None = None) -> PathChoice:
     )
 
 
+class Receiving(Protocol):
+    """One C-STORE's dataset as it arrives (``gateway.handlers.IncomingStore``)."""
+
+    def write(self, data: memoryview) -> None: ...
+
+    def finish(self) -> int: ...
+
+    def abandon(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class FastStore:
     """The C-STORE handler the fast path may stand in for: when ``handler`` is the
-    ``EVT_C_STORE`` handler bound, a plain C-STORE-RQ is stored by calling ``raw(request,
-    fragments, dataset_sha256, *handler_args)`` in the DUL thread (``dul.FastDUL``)."""
+    ``EVT_C_STORE`` handler bound, a plain C-STORE-RQ's dataset goes, as it arrives, to
+    ``begin(request, *handler_args)`` (a ``Receiving``), whose ``finish()`` gives the status,
+    all in the DUL thread (``dul.FastDUL``)."""
 
     handler: Callable[..., Any]
-    raw: Callable[..., int]
+    begin: Callable[..., Receiving]
 
 
 __all__ = [
@@ -110,6 +121,7 @@ __all__ = [
     "FastPathUnavailable",
     "FastStore",
     "PathChoice",
+    "Receiving",
     "choose",
     "installed_pynetdicom",
 ]

@@ -27,7 +27,7 @@ from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 from pynetdicom.transport import AssociationSocket
 
-from gateway.fastpath import FastStore, pdata
+from gateway.fastpath import FastStore, Receiving, pdata
 from gateway.fastpath.pdata import CompleteStore, MessageReader, StoreCommand, encode_c_store_rsp
 from gateway.received import StoreRequest
 from gateway.transport import abort_connection
@@ -98,7 +98,7 @@ class FastDUL(DULServiceProvider):
                 self._hand_over(bytestream)
                 return
             if self._reader is None:
-                self._reader = MessageReader(self._may_store_fast)
+                self._reader = MessageReader(self._may_store_fast, self._open_store)
             try:
                 routed = self._reader.take(bytestream)
             except pdata.ProtocolError as exc:
@@ -197,13 +197,12 @@ class FastDUL(DULServiceProvider):
         bound: Any = assoc.get_handlers(evt.EVT_C_STORE)
         return bool(bound) and bound[0] is self._fast_store.handler
 
-    def _store(self, item: CompleteStore) -> None:
-        """Run the C-STORE handler's raw form and send the response (pynetdicom's
-        ``StorageServiceClass.SCP`` for a handler returning a status, in this thread)."""
-        assoc, command = self.assoc, item.command
+    def _open_store(self, command: StoreCommand) -> Receiving:
+        """Where a fast C-STORE's dataset goes as it arrives: the ``FastStore``'s ``begin``
+        with the bound handler's arguments (pynetdicom would build the request the same)."""
+        assoc = self.assoc
         context = assoc._accepted_cx[command.context_id]
         _handler, args = cast(Any, assoc.get_handlers(evt.EVT_C_STORE))
-        raw = cast(FastStore, self._fast_store).raw
         primitive: Any = assoc.requestor.primitive
         called = getattr(primitive, "called_ae_title", None) or assoc.acceptor.ae_title
         request = StoreRequest(
@@ -213,8 +212,14 @@ class FastDUL(DULServiceProvider):
             sop_instance_uid=command.sop_instance_uid,
             transfer_syntax=str(context.transfer_syntax[0]),
         )
+        return cast(FastStore, self._fast_store).begin(request, *args)
+
+    def _store(self, item: CompleteStore) -> None:
+        """Finish the store and send the response (pynetdicom's ``StorageServiceClass.SCP``
+        for a handler returning a status, in this thread)."""
+        assoc, command = self.assoc, item.command
         try:
-            status = int(raw(request, item.fragments, item.dataset_sha256, *args))
+            status = int(cast(Receiving, item.sink).finish())
         except Exception as exc:
             _ASSOC_LOGGER.error("Exception in handler bound to 'evt.EVT_C_STORE'")
             _ASSOC_LOGGER.exception(exc)
@@ -265,6 +270,8 @@ class FastDUL(DULServiceProvider):
         try:
             self._reactor()
         finally:
+            if self._reader is not None:  # a message cut off: drop what came of it
+                self._reader.abandon()
             self._activity.set()  # the association thread checks dul.is_alive()
             self._wake_r.close()
             self._wake_w.close()

@@ -7,10 +7,11 @@ primitive and an ``Event``; the response goes back the same way. For a CT slice 
 a millisecond of Python and two thread switches per instance, on the gateway's critical path.
 
 ``MessageReader`` follows the PDVs of each PDU instead. A message whose command set is a
-plain C-STORE-RQ on an accepted context for its SOP class (``FastStoreCheck`` decides,
-with pynetdicom's own lookups) is assembled here: its dataset fragments are kept as views of
-the received PDUs and hashed as they arrive, and the owner calls the store handler and sends
-the response itself. Every other message (C-ECHO, MPPS, anything unusual) is handed to
+plain C-STORE-RQ on an accepted context for its SOP class (the owner's ``decide``, with
+pynetdicom's own lookups) is taken here: its dataset fragments go to a sink as they arrive
+(views of the received PDUs; the gateway's sink, ``gateway.handlers.IncomingStore``, hashes
+them and streams a large dataset to its spool file), and the owner finishes the store and
+sends the response itself. Every other message (C-ECHO, MPPS, anything unusual) is handed to
 pynetdicom whole, as PDUs, so its behaviour there is unchanged. A PDU that carries the end of
 one message and the start of the next is split at the boundary (pynetdicom assembles messages
 PDV by PDV, so that changes nothing for it).
@@ -22,7 +23,7 @@ import hashlib
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 P_DATA_TF = 0x04
 COMMAND = 0x01
@@ -137,6 +138,33 @@ def _pdu_of(pdu: bytearray, first: int, stop: int) -> bytearray:
     return bytearray(struct.pack(">BBL", P_DATA_TF, 0, len(body))) + body
 
 
+class DatasetSink(Protocol):
+    """Where a fast C-STORE's dataset fragments go, in order."""
+
+    def write(self, data: memoryview) -> None: ...
+
+    def abandon(self) -> None: ...
+
+
+@dataclass(slots=True)
+class FragmentSink:
+    """A sink keeping the fragments (views of the received PDUs) and their sha256."""
+
+    fragments: list[memoryview] = field(default_factory=list)
+    sha: Any = field(default_factory=hashlib.sha256)
+
+    def write(self, data: memoryview) -> None:
+        self.fragments.append(data)
+        self.sha.update(data)
+
+    def abandon(self) -> None:
+        self.fragments.clear()
+
+    @property
+    def dataset_sha256(self) -> str:
+        return str(self.sha.hexdigest())
+
+
 @dataclass(slots=True)
 class _Message:
     mode: str = ""  # "" undecided, "fast", "slow"
@@ -145,8 +173,7 @@ class _Message:
     command_done: bool = False
     store: StoreCommand | None = None
     held: list[bytearray] = field(default_factory=list)  # PDUs kept while undecided
-    fragments: list[memoryview] = field(default_factory=list)
-    sha: Any = field(default_factory=hashlib.sha256)
+    sink: DatasetSink | None = None
 
 
 class ProtocolError(Exception):
@@ -158,8 +185,7 @@ class ProtocolError(Exception):
 @dataclass(slots=True)
 class CompleteStore:
     command: StoreCommand
-    fragments: list[memoryview]
-    dataset_sha256: str
+    sink: DatasetSink
 
 
 Routed = bytearray | CompleteStore  # a PDU for pynetdicom, or a fast C-STORE to run
@@ -169,11 +195,23 @@ class MessageReader:
     """Per association: routes P-DATA-TF PDUs between the fast C-STORE path and pynetdicom.
 
     ``decide(command)`` says whether a completed C-STORE-RQ command set may take the fast
-    path (the association's state and handlers)."""
+    path (the association's state and handlers); ``open_sink(command)`` then gives the sink
+    its dataset goes to (default: ``FragmentSink``)."""
 
-    def __init__(self, decide: Callable[[StoreCommand], bool]) -> None:
+    def __init__(
+        self,
+        decide: Callable[[StoreCommand], bool],
+        open_sink: Callable[[StoreCommand], DatasetSink] | None = None,
+    ) -> None:
         self._decide = decide
+        self._open_sink = open_sink or (lambda _command: FragmentSink())
         self._msg: _Message | None = None
+
+    def abandon(self) -> None:
+        """The association ended: drop the message arriving (its sink too)."""
+        msg, self._msg = self._msg, None
+        if msg is not None and msg.sink is not None:
+            msg.sink.abandon()
 
     @property
     def inside_fast_message(self) -> bool:
@@ -186,9 +224,10 @@ class MessageReader:
         already taken by the fast path breaks."""
         spans = pdv_spans(pdu)
         if spans is None:  # malformed: pynetdicom refuses it, as before
-            msg, self._msg = self._msg, None
-            if msg is not None and msg.mode == "fast":
+            if self.inside_fast_message:
+                self.abandon()
                 raise ProtocolError("malformed P-DATA-TF PDU inside a message")
+            msg, self._msg = self._msg, None
             return [*(msg.held if msg is not None else ()), pdu]
         view = memoryview(pdu)
         routed: list[Routed] = []
@@ -220,18 +259,19 @@ class MessageReader:
                 store = store_command(msg.command, context_id)
                 if store is not None and self._decide(store):
                     msg.mode, msg.store = "fast", store
+                    msg.sink = self._open_sink(store)
                 else:
                     msg.mode = "slow"
             return _no_dataset(msg.command)
         if not msg.command_done:
             return self._odd(msg, "dataset fragment before the command set")
-        if msg.mode == "fast":
-            msg.fragments.append(data)
-            msg.sha.update(data)
+        if msg.sink is not None:
+            msg.sink.write(data)
         return bool(control & LAST)
 
     def _odd(self, msg: _Message, what: str) -> bool:
         if msg.mode == "fast":
+            self.abandon()
             raise ProtocolError(what)
         msg.mode = "slow"
         return False
@@ -247,8 +287,8 @@ class MessageReader:
             routed.append(_pdu_of(pdu, first, stop))
         elif msg.mode == "":
             msg.held.append(_pdu_of(pdu, first, stop))
-        elif ended and msg.store is not None:
-            routed.append(CompleteStore(msg.store, msg.fragments, msg.sha.hexdigest()))
+        elif ended and msg.store is not None and msg.sink is not None:
+            routed.append(CompleteStore(msg.store, msg.sink))
 
 
 def _no_dataset(command: bytes | bytearray) -> bool:

@@ -15,6 +15,7 @@ from pynetdicom.dsutils import encode
 
 from gateway.fastpath.pdata import (
     CompleteStore,
+    FragmentSink,
     MessageReader,
     ProtocolError,
     StoreCommand,
@@ -80,8 +81,9 @@ def test_a_c_store_in_one_pdu_each_is_taken_whole() -> None:
     (done,) = r.take(pdu(pdv(1, DATA_LAST, DATASET[1000:])))
     assert isinstance(done, CompleteStore)
     assert done.command == StoreCommand(1, CTImageStorage, SOP, 7)
-    assert b"".join(done.fragments) == DATASET
-    assert done.dataset_sha256 == hashlib.sha256(DATASET).hexdigest()
+    assert isinstance(done.sink, FragmentSink)
+    assert b"".join(done.sink.fragments) == DATASET
+    assert done.sink.dataset_sha256 == hashlib.sha256(DATASET).hexdigest()
     assert decided == [done.command]
 
 

@@ -513,3 +513,58 @@ def test_classify_memo_matches_and_follows_the_rules(tmp_path: Path) -> None:
         assert classify(case.fields, explicit=case.explicit) == _classify(
             case.fields, None, case.explicit, default_rules()
         )
+
+
+# sha256 (first 16 hex digits) of the pydicom functions whose behaviour gateway.header_read
+# mirrors; another pydicom changes them: re-check the reader against them, then update these
+# and gateway.instance.VERIFIED_PYDICOM (until then, auto reads with pydicom)
+MIRRORED_SOURCES = {
+    "data_element_generator": "cf5cdd64dcf55720",
+    "read_dataset": "12a694baec955199",
+    "read_sequence": "83bf8104cc41310e",
+    "read_sequence_item": "7ec24b7ad0ea31c6",
+    "read_partial": "82154731a8e25edc",
+    "empty_value_for_VR": "566638e91777d5c0",
+}
+
+
+def test_the_pydicom_free_reader_is_fenced_to_the_pydicom_it_mirrors() -> None:
+    import hashlib
+    import inspect
+
+    import pydicom
+    from pydicom import dataelem, filereader
+
+    from gateway.instance import VERIFIED_PYDICOM, pydicom_free_reads
+
+    assert pydicom.__version__ == VERIFIED_PYDICOM
+    sources = {
+        "data_element_generator": filereader.data_element_generator,
+        "read_dataset": filereader.read_dataset,
+        "read_sequence": filereader.read_sequence,
+        "read_sequence_item": filereader.read_sequence_item,
+        "read_partial": filereader.read_partial,
+        "empty_value_for_VR": dataelem.empty_value_for_VR,
+    }
+    digests = {
+        name: hashlib.sha256(inspect.getsource(func).encode()).hexdigest()[:16]
+        for name, func in sources.items()
+    }
+    assert digests == MIRRORED_SOURCES
+    assert pydicom_free_reads("auto") and not pydicom_free_reads("pydicom")
+    assert not pydicom_free_reads("auto", "3.1.0")  # another pydicom: pydicom reads
+
+
+def test_with_pydicom_reading_the_result_is_the_same() -> None:
+    ds = make_ct()
+    data = spooled(dataset_bytes(ds, ExplicitVRLittleEndian), ds.SOPClassUID, ds.SOPInstanceUID,
+                   ExplicitVRLittleEndian)  # fmt: skip
+    args: dict[str, Any] = {
+        "site": "s1",
+        "calling_ae": "CT1",
+        "called_ae": "TELEREAD",
+        "urgent_called_aes": URGENT,
+    }
+    fast = read_instance(data, None, **args)
+    stock = read_instance(data, None, header_reader="pydicom", **args)
+    assert stock == fast == read_instance_pydicom(data, None, **args)

@@ -14,6 +14,7 @@ from pydicom.uid import ImplicitVRLittleEndian
 
 from gateway.errors import InvalidInstance, SpoolFull
 from gateway.instance import read_instance, spooled_header_json
+from gateway.mpps import MppsStore
 from gateway.ops import format_status, spool_status
 from gateway.outbox import CONFLICT, MISSING, RECEIVED
 from gateway.part10 import PREAMBLE, StoreMeta, encode_meta
@@ -23,6 +24,8 @@ from gateway.spool_recovery import recover
 from gateway.wellformed import check_structure
 from tests.dicom_factory import make_ct, make_dx, part10_bytes
 from tests.integration.test_gateway_support import after_meta
+
+SLOT = 256 * 1024  # make_ct's small images fit
 
 
 def recovered(root: Path, **kw: Any) -> Spool:
@@ -301,3 +304,24 @@ def test_one_pass_checks_the_structure_and_collects_the_uids() -> None:
     # after the pixel data nothing is read before the response: order is not looked at there
     trailing = dataset + b"\x08\x00\x16\x00UI\x02\x001\x00"
     assert check_structure(trailing, syntax) is True
+
+
+def test_the_spool_is_readable_by_its_user_only(tmp_path: Path) -> None:
+    """Names, IDs and images: the spool directory 0700, every file in it 0600."""
+    root = tmp_path / "spool"
+    root.mkdir(mode=0o755)  # even when it was made open
+    spool = Spool(root, slot_count=2, slot_size=SLOT)
+    spool.open_slots()
+    spool.fill_slots()
+    small, big = received(make_ct()), received(make_ct(rows=512, cols=512))
+    spool.store(small[0], small[1], dataset_offset=small[2])  # a slot
+    spool.store(big[0], big[1], dataset_offset=big[2])  # too big for a slot: a file
+    mpps = MppsStore(root / "mpps.db")
+    spool.close()
+    mpps.close()
+    modes = {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in [root, *root.rglob("*")]}
+    assert any(name.startswith("objects/") and name.endswith(".dcm") for name in modes)
+    assert any(name.startswith("slots/0/") for name in modes)
+    assert "outbox.db" in modes and "mpps.db" in modes
+    loose = {name: oct(mode) for name, mode in modes.items() if mode & 0o077}
+    assert loose == {}
