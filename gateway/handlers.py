@@ -1,4 +1,6 @@
-"""pynetdicom event handlers: plain functions, their dependencies passed as arguments."""
+"""pynetdicom event handlers: plain functions, their dependencies passed as arguments; and
+``IncomingStore``, one C-STORE's dataset on its way into the spool, which both paths feed
+(``handle_store`` from pynetdicom's event, the fast path from the wire, ``gateway.scp``)."""
 
 from __future__ import annotations
 
