@@ -34,7 +34,7 @@ from gateway.service import Gateway
 from gateway.transport import A_ABORT_INVALID_PDU, GatewayRequestHandler
 from storage import FilesystemStore
 from tests.dicom_factory import make_ct, make_dx, write
-from tests.integration.test_gateway_durability import run_soak
+from tests.integration.test_gateway_durability import GatewayProcess, run_county, run_soak
 from tests.integration.test_gateway_support import after_meta, free_port
 from tests.integration.test_gateway_tls import Pki, client_context, pki  # noqa: F401
 
@@ -485,3 +485,28 @@ def test_large_instances_stream_to_the_spool(
         time.sleep(0.05)
     assert not list(gw.spool.objects.glob(".tmp-*"))
     assert sop not in _spooled_datasets(gw)
+
+
+def test_the_first_association_is_accepted_as_soon_as_the_port_is_open(tmp_path: Path) -> None:
+    """``python -m gateway`` with two acceptor processes and its site list from the county:
+    the port listens only once they are ready and the list is read, so the first association
+    after a TCP connect succeeds is accepted."""
+    with run_county() as county:
+        gw = GatewayProcess(
+            spool=tmp_path / "spool",
+            store=tmp_path / "store",
+            county_url=county.url,
+            port=free_port(),
+            log=tmp_path / "gateway.log",
+            env={"TELEREAD_GATEWAY_WORKERS": "2"},
+        )
+        try:
+            gw.start()  # returns once a TCP connect succeeds
+            ae = AE(ae_title=CALLING)
+            ae.add_requested_context("1.2.840.10008.1.1")
+            assoc = ae.associate("127.0.0.1", gw.port, ae_title="TELEREAD")
+            assert assoc.is_established
+            assert int(assoc.send_c_echo().Status) == status.SUCCESS
+            assoc.release()
+        finally:
+            gw.terminate()
