@@ -440,7 +440,7 @@ def test_large_instances_stream_to_the_spool(
     path its resident memory rises by far less than they weigh (``bench/store_memory.py``
     does 4 x 256 MiB; stock pynetdicom holds each dataset once while it arrives); what was
     spooled is what was sent; a store cut off mid-dataset leaves no file behind."""
-    gw = make_gateway()
+    gw = make_gateway(network_timeout_seconds=60.0)  # the default: a loaded machine is slow
     files = [tmp_path / f"big{i}.dcm" for i in range(4)]
     sent = [_big_ct(f, 48) for f in files]  # 24 MiB of pixels each
     peak, before = 0, _vmrss_kib()
