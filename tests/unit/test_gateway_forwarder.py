@@ -155,7 +155,7 @@ def test_existing_object_with_other_bytes_is_a_conflict(
     spool, store, county = parts
     ds = make_dx()
     sop = _put(spool, ds)
-    key = f"{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{sop}.dcm"
+    key = f"TS01/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{sop}.dcm"
     other = make_dx(ds.StudyInstanceUID, series_uid=ds.SeriesInstanceUID, sop_uid=sop)
     other.StudyDescription = "different"
     store.put(key, part10_bytes(other))
