@@ -1,13 +1,16 @@
 """The gateway's county client across API replicas: a dead or failing URL is passed over at
 once, the one that answered is kept, and ``CountyUnavailable`` comes only when every URL
-fails. Real HTTP servers on 127.0.0.1 (the shared small county API)."""
+fails. Real HTTP servers on 127.0.0.1 playing the replicas' log-in and configuration."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -15,66 +18,83 @@ from pydantic import ValidationError
 from gateway.config import GatewaySettings
 from gateway.county import CountyClient, county_urls
 from gateway.errors import CountyUnavailable
-from tests.integration.test_gateway_support import County, CountyState, _Handler, free_port
+from tests.processes import free_port
 
+TOKEN = "replica-test-token"
 SITES = [{"code": "TS01", "name": "Township 1", "ae_titles": ["CT_TS01"]}]
 
 
-class CountingState(CountyState):
-    """Counts requests; answers 502 to the first ``fail_first`` of them."""
+@dataclass
+class Replica:
+    """One API replica: answers 503 while ``down``, 502 to its first ``fail_first`` requests
+    (a load balancer whose upstream just died), and counts the requests it got."""
 
-    def __init__(self, fail_first: int = 0) -> None:
-        super().__init__(sites=list(SITES))
-        self.requests = 0
-        self.fail_first = fail_first
+    url: str = ""
+    down: bool = False
+    fail_first: int = 0
+    requests: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class _CountingHandler(_Handler):
-    state: CountingState
+class _ReplicaHandler(BaseHTTPRequestHandler):
+    replica: Replica
 
-    def _count(self) -> bool:
-        with self.state.lock:
-            self.state.requests += 1
-            failing = self.state.requests <= self.state.fail_first
-        if failing:
-            self._reply(502, {"detail": "bad gateway"})
-        return not failing
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
-    def do_GET(self) -> None:
-        if self._count():
-            super().do_GET()
+    def _reply(self, code: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _failing(self) -> bool:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        with self.replica.lock:
+            self.replica.requests += 1
+            bad_gateway = self.replica.requests <= self.replica.fail_first
+        if self.replica.down or bad_gateway:
+            self._reply(503 if self.replica.down else 502, {"detail": "unavailable"})
+            return True
+        return False
 
     def do_POST(self) -> None:
-        if self._count():
-            super().do_POST()
+        if not self._failing():
+            self._reply(200, {"access_token": TOKEN, "token_type": "bearer"})
+
+    def do_GET(self) -> None:
+        if self._failing():
+            return
+        if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            self._reply(401, {"detail": "not authenticated"})
+        else:
+            self._reply(200, {"sites": SITES})
 
 
-def _serve(state: CountingState) -> tuple[ThreadingHTTPServer, County]:
-    handler = type("Handler", (_CountingHandler,), {"state": state})
+def _serve(replica: Replica) -> ThreadingHTTPServer:
+    handler = type("Handler", (_ReplicaHandler,), {"replica": replica})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    replica.url = f"http://127.0.0.1:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, County(f"http://127.0.0.1:{server.server_address[1]}", state)
+    return server
 
 
 @pytest.fixture
-def replicas() -> Iterator[list[County]]:
-    servers = [_serve(CountingState()) for _ in range(2)]
+def replicas() -> Iterator[list[Replica]]:
+    both = [Replica(), Replica()]
+    servers = [_serve(r) for r in both]
     try:
-        yield [county for _, county in servers]
+        yield both
     finally:
-        for server, _ in servers:
+        for server in servers:
             server.shutdown()
             server.server_close()
 
 
-def _requests(county: County) -> int:
-    state = county.state
-    assert isinstance(state, CountingState)
-    return state.requests
-
-
 def test_a_dead_replica_is_passed_over_at_once_and_the_live_one_kept(
-    replicas: list[County],
+    replicas: list[Replica],
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused
     live = replicas[0]
@@ -83,39 +103,39 @@ def test_a_dead_replica_is_passed_over_at_once_and_the_live_one_kept(
         started = time.monotonic()
         assert [s.code for s in client.config()] == ["TS01"]
         assert time.monotonic() - started < 2.0
-        before = _requests(live)
+        before = live.requests
         for _ in range(3):
             client.config()
-        assert _requests(live) == before + 3  # straight to the live one, no more detours
+        assert live.requests == before + 3  # straight to the live one, no more detours
     finally:
         client.close()
 
 
-def test_a_failing_replica_fails_over_and_the_client_stays(replicas: list[County]) -> None:
+def test_a_failing_replica_fails_over_and_the_client_stays(replicas: list[Replica]) -> None:
     first, second = replicas
     client = CountyClient(f"{first.url},{second.url}", "gw", "pw")
     try:
         client.config()
-        assert _requests(first) == 2 and _requests(second) == 0  # log-in, configuration
-        first.state.down = True  # answers 503
+        assert first.requests == 2 and second.requests == 0  # log-in, configuration
+        first.down = True  # answers 503
         client.config()
-        assert _requests(second) == 1
-        first.state.down = False  # back, but the client keeps the one that answered
+        assert second.requests == 1
+        first.down = False  # back, but the client keeps the one that answered
         client.config()
-        assert _requests(first) == 3 and _requests(second) == 2
+        assert first.requests == 3 and second.requests == 2
     finally:
         client.close()
 
 
-def test_unavailable_only_when_every_url_fails(replicas: list[County]) -> None:
+def test_unavailable_only_when_every_url_fails(replicas: list[Replica]) -> None:
     for county in replicas:
-        county.state.down = True
+        county.down = True
     client = CountyClient(",".join(c.url for c in replicas), "gw", "pw")
     try:
         with pytest.raises(CountyUnavailable) as failed:
             client.config()
         assert all(c.url in str(failed.value) for c in replicas)
-        replicas[1].state.down = False
+        replicas[1].down = False
         assert [s.code for s in client.config()] == ["TS01"]
     finally:
         client.close()
@@ -123,7 +143,8 @@ def test_unavailable_only_when_every_url_fails(replicas: list[County]) -> None:
 
 def test_one_url_is_tried_again_at_once() -> None:
     """A load balancer whose replica just died answers 502 once; the retry reaches a live one."""
-    server, county = _serve(CountingState(fail_first=1))
+    county = Replica(fail_first=1)
+    server = _serve(county)
     client = CountyClient(county.url, "gw", "pw")
     try:
         assert [s.code for s in client.config()] == ["TS01"]
