@@ -176,6 +176,7 @@ def _gateway_login(http: Any, cfg: DoctorConfig, state: _State) -> list[CheckRes
         ]
     sites = conf.json().get("sites", [])
     state.ae_titles = [ae for s in sites for ae in s.get("ae_titles", [])]
+    state.sites = [str(s.get("code")) for s in sites if s.get("code")]
     if not sites:
         return [
             _warn(

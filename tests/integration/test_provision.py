@@ -18,12 +18,16 @@ from minio.error import S3Error
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from gateway.config import GatewaySettings
 from storage.errors import StorageError
 from storage.filesystem import FilesystemStore
 from storage.keys import instance_key, legacy_instance_key
 from storage.minio_store import MinioStore
 from storage.settings import StorageSettings
 from teleread.cli import main
+from teleread.doctor.config import DoctorConfig
+from teleread.doctor.county import check_object_store
+from teleread.doctor.results import _State
 from teleread.objects import migrate_keys, setup_bucket
 from teleread.provision import ProvisionError, load_spec
 from tests.servers.seaweed import run_seaweed
@@ -233,6 +237,21 @@ def test_a_township_key_writes_under_its_own_site_only(
             other.put_object(BUCKET, "TS02/9.9/9.9.9/9.9.9.9.dcm", BytesIO(b"2"), 1)
             with pytest.raises(S3Error):
                 other.put_object(BUCKET, "TS01/9.9/9.9.9/9.9.9.9.dcm", BytesIO(b"2"), 1)
+            # teleread doctor at the township probes under the site the county names for it
+            gw_settings = StorageSettings(
+                backend="s3",
+                endpoint=s3.endpoint,
+                access_key=SecretStr("GWTS01KEY0001"),
+                secret_key=SecretStr("gateway-ts01-s3-secret-0123456789"),
+                bucket=BUCKET,
+                secure=False,
+                region="us-east-1",
+            )
+            cfg = DoctorConfig(role="gateway", storage=gw_settings, gateway=GatewaySettings())
+            [ok] = check_object_store(cfg, _State(sites=["TS01"]))
+            assert ok.status == "OK" and "under TS01/" in ok.message, ok
+            [refused] = check_object_store(cfg, _State(sites=["TS02"]))
+            assert refused.status == "FAIL"
             # overwriting its own objects stays possible, but every version is kept
             gateway.put(own, b"overwritten")
             versions = list(county.client.list_objects(BUCKET, prefix=own, include_version=True))
