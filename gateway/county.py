@@ -27,8 +27,10 @@ from gateway.errors import CountyRejected, CountyUnavailable, GatewayError
 
 logger = logging.getLogger(__name__)
 
-# a TCP connection to a live API takes a round trip; one that has not connected in this long
-# is tried on the next URL (the whole request still has TELEREAD_GATEWAY_API_TIMEOUT_SECONDS)
+# with several URLs: a connection to a live replica takes a round trip; one that has not
+# connected in this long is given up for the next URL (the request itself still has
+# TELEREAD_GATEWAY_API_TIMEOUT_SECONDS). One URL (a load balancer, maybe across a slow
+# township uplink) keeps the whole timeout for connecting: there is nowhere else to go
 CONNECT_TIMEOUT_SECONDS = 1.5
 DOWN_SECONDS = 30.0  # a URL that failed goes to the back of the order for this long
 
@@ -97,10 +99,8 @@ class CountyClient:
         self._password = password
         self.urls = county_urls(base_url)
         verify = tls_verify(base_url, ca_bundle, insecure_skip_verify=insecure_skip_verify)
-        self._http = httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_SECONDS)),
-            verify=verify,
-        )
+        connect = min(timeout, CONNECT_TIMEOUT_SECONDS) if len(self.urls) > 1 else timeout
+        self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=connect), verify=verify)
         self._token: str | None = None
         self._lock = threading.Lock()
         self._clock = clock
