@@ -796,7 +796,7 @@ def run_case_pynetdicom(host: str, port: int, case: Case, workdir: Path) -> Outc
 
 _SPOOL_NAME = re.compile(r"^(objects/[0-9a-f]{64}\.dcm|slots/[0-9]+/[0-9]{5})$")
 _UID_RE = r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*"
-_KEY = re.compile(rf"^{_UID_RE}/{_UID_RE}/{_UID_RE}\.dcm$")
+_KEY = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_-]{{0,31}}/{_UID_RE}/{_UID_RE}/{_UID_RE}\.dcm$")
 
 
 def check_outcome(
