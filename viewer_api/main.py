@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 from fastapi import Depends, FastAPI
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage.base import ObjectStore
 from viewer_api import access, dicomweb, errors, metrics, web
+from viewer_api.auditing import AuditWriter
 from viewer_api.limits import BodySizeLimit, check_url_inputs, document_url_rules
 from viewer_api.routes import (
     admin,
@@ -52,8 +54,18 @@ def create_app(
     ``clock`` gives the current UTC time (tests pass a fixed one); ``worklist_settings``
     (claim lease, stable age, deadlines) defaults to the environment's.
     """
+    audit_writer = AuditWriter(session_factory)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        audit_writer.close()  # the views taken down but not yet written
+
     app = FastAPI(
-        title="teleread county API", version="1", dependencies=[Depends(check_url_inputs)]
+        title="teleread county API",
+        version="1",
+        dependencies=[Depends(check_url_inputs)],
+        lifespan=lifespan,
     )
     app.state.session_factory = session_factory
     app.state.store = store
@@ -62,10 +74,14 @@ def create_app(
     app.state.user_cache = UserCache(settings.user_cache_seconds)
     app.state.login_throttle = LoginThrottle.from_settings(settings)
     app.state.worklist_settings = worklist_settings or get_worklist_settings()
+    app.state.audit_writer = audit_writer
 
     errors.install(app)  # every error answers as the one table in viewer_api.errors says
 
+    # a request is matched against the routes in this order: DICOMweb first, as a viewer
+    # scrolling a series asks for one image per slice
     for module in (
+        dicomweb,
         auth,
         worklist,
         admin,
@@ -81,12 +97,10 @@ def create_app(
         stats,
         gateway,
         health,
-        dicomweb,
         web,
     ):
         app.include_router(module.router)
     access.install(app)  # x-teleread-roles on every operation of the OpenAPI schema
-    app.router.routes[:0] = dicomweb.FAST_ROUTES  # a scrolled series: one request per slice
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     document_url_rules(app)
     metrics.install(app)  # outermost: times and counts every answer, 413s included

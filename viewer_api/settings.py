@@ -32,6 +32,10 @@ class ApiSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    # rendered images of native greyscale instances read their frame straight from the
+    # stored object's tail, by the header the index holds (``dicomweb.pixels``), instead
+    # of a pydicom parse; false: every frame through pydicom
+    native_frames: bool = True
     # 0 turns the cache off; more than a few seconds would let a disabled account linger
     user_cache_seconds: float = Field(DEFAULT_USER_CACHE_SECONDS, ge=0, le=10)
     # failed log-ins allowed within the window before 429 (0 turns a limit off); counted in

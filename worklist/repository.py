@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Select, false, func, or_, select
+from sqlalchemy import Select, exists, false, func, or_, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from worklist.claims import (
@@ -132,6 +132,12 @@ def get_study(*, session: Session, study_uid: str, viewer: User) -> Study | None
     ).one_or_none()
 
 
+def study_exists(*, session: Session, study_uid: str) -> bool:
+    """Whether any site has a study with this UID (whoever may see it): tells a refused
+    attempt on another site's study from a UID that names nothing."""
+    return bool(session.scalar(select(exists().where(Study.study_instance_uid == study_uid))))
+
+
 __all__ = [
     "COUNT_CAP",
     "READER_ROLES",
@@ -147,5 +153,6 @@ __all__ = [
     "override_triage",
     "release_study",
     "renew_claim",
+    "study_exists",
     "visible_studies_filter",
 ]
