@@ -42,7 +42,7 @@ class Housekeeping(threading.Thread):
         from worklist import escalation, retention, webhooks
         from worklist.completion import mark_stable_studies
         from worklist.db import utcnow
-        from worklist.repository import expire_claims
+        from worklist.claims import expire_claims
         from worklist.settings import get_settings
 
         wl = get_settings()

@@ -1,5 +1,6 @@
-"""Reading work: who sees which study and the ordered worklist. Claims and their leases are
-in ``worklist.claims`` (re-exported here, where callers have always found them)."""
+"""Reading work: the ordered, filtered worklist and one study, as the viewer may see them.
+Who sees what is ``worklist.visibility``; claims and their leases ``worklist.claims``; a
+person's urgency flag ``worklist.triage_override``."""
 
 from __future__ import annotations
 
@@ -10,22 +11,12 @@ from datetime import datetime
 from sqlalchemy import Select, exists, false, func, or_, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from worklist.claims import (
-    assign_study,
-    cancel_study,
-    claim_next,
-    claim_study,
-    expire_claims,
-    release_study,
-    renew_claim,
-)
 from worklist.models import (
     Site,
     Study,
     User,
 )
-from worklist.triage_override import override_triage
-from worklist.visibility import READER_ROLES, TERMINAL_STATUSES, visible_studies_filter
+from worklist.visibility import TERMINAL_STATUSES, visible_studies_filter
 
 logger = logging.getLogger(__name__)
 
@@ -138,21 +129,4 @@ def study_exists(*, session: Session, study_uid: str) -> bool:
     return bool(session.scalar(select(exists().where(Study.study_instance_uid == study_uid))))
 
 
-__all__ = [
-    "COUNT_CAP",
-    "READER_ROLES",
-    "TERMINAL_STATUSES",
-    "assign_study",
-    "cancel_study",
-    "claim_next",
-    "claim_study",
-    "count_worklist",
-    "expire_claims",
-    "get_study",
-    "list_worklist",
-    "override_triage",
-    "release_study",
-    "renew_claim",
-    "study_exists",
-    "visible_studies_filter",
-]
+__all__ = ["COUNT_CAP", "count_worklist", "get_study", "list_worklist", "study_exists"]

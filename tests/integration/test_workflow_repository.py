@@ -15,19 +15,18 @@ from tests.integration.test_workflow_support import WEBHOOK_SECRET, Receiver, st
 from tests.integration.test_worklist_claims import LEASE, add
 from tests.integration.test_worklist_ingest import NOW, fast_user, seed, study
 from worklist import escalation, events, webhooks
-from worklist.errors import NotAReader, NotClaimable, NotClaimHolder, StudyNotFound
-from worklist.models import DELIVERY_DELIVERED, DELIVERY_FAILED, WebhookDelivery
-from worklist.repository import (
+from worklist.claims import (
     assign_study,
     cancel_study,
     claim_next,
     claim_study,
-    count_worklist,
     expire_claims,
-    list_worklist,
-    override_triage,
     renew_claim,
 )
+from worklist.errors import NotAReader, NotClaimable, NotClaimHolder, StudyNotFound
+from worklist.models import DELIVERY_DELIVERED, DELIVERY_FAILED, WebhookDelivery
+from worklist.repository import count_worklist, list_worklist
+from worklist.triage_override import override_triage
 
 
 def test_renew_assign_cancel(session_factory: sessionmaker[Session]) -> None:

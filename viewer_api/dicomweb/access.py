@@ -40,7 +40,8 @@ from viewer_api.security import oauth2_scheme
 from worklist.audit import AuditAction, PendingEvent
 from worklist.errors import StudyNotFound
 from worklist.models import Instance, Series, Study, User
-from worklist.repository import study_exists, visible_studies_filter
+from worklist.repository import study_exists
+from worklist.visibility import visible_studies_filter
 
 F = TypeVar("F", bound=Callable[..., Any])
 

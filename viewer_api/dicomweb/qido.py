@@ -17,7 +17,7 @@ from viewer_api.dicomweb.access import Viewer, base_url, json_response, serve, v
 from viewer_api.dicomweb.qido_query import INSTANCE, SERIES, STUDY, Query, parse_query
 from worklist.audit import AuditAction
 from worklist.models import Instance, Series, Study, User
-from worklist.repository import visible_studies_filter
+from worklist.visibility import visible_studies_filter
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 
