@@ -1,5 +1,6 @@
-"""Running the parts: the county API (uvicorn in a thread), its housekeeping loop, and the
-township gateway. Wiring only: each part's behaviour lives in its own package."""
+"""Running the parts: the county API (uvicorn in a thread) with the worklist's housekeeping
+thread (``worklist.housekeeping``), and the township gateway. Wiring only: each part's
+behaviour lives in its own package."""
 
 from __future__ import annotations
 
@@ -17,70 +18,11 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+import storage
+from storage.base import ObjectStore
 from teleread.embedded import DataDir, database_url
 
 log = logging.getLogger(__name__)
-
-HOUSEKEEPING_SECONDS = 5.0
-RETENTION_SECONDS = 3600.0  # how often expired audit events, events, deliveries are purged
-
-
-class Housekeeping(threading.Thread):
-    """Every few seconds: studies that went quiet become ready; abandoned claims expire;
-    late unclaimed studies escalate; events go out to the configured webhooks. Hourly (and
-    every pass while a backlog lasts): rows past their retention are purged."""
-
-    def __init__(self, factory: sessionmaker[Session], *, stable_seconds: int) -> None:
-        super().__init__(name="worklist-housekeeping", daemon=True)
-        self._factory = factory
-        self._stable_seconds = stable_seconds
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        import httpx
-
-        from worklist import escalation, retention, webhooks
-        from worklist.completion import mark_stable_studies
-        from worklist.db import utcnow
-        from worklist.claims import expire_claims
-        from worklist.settings import get_settings
-
-        wl = get_settings()
-        client = httpx.Client(timeout=wl.webhook_timeout_seconds, follow_redirects=False)
-        next_purge = 0.0  # time.monotonic(): the first pass purges
-        try:
-            while not self._stop_event.wait(HOUSEKEEPING_SECONDS):
-                try:
-                    with self._factory.begin() as session:
-                        now = utcnow()
-                        mark_stable_studies(
-                            session=session, now=now, stable_seconds=self._stable_seconds
-                        )
-                        expire_claims(session=session, now=now)
-                        escalation.scan(session=session, now=now)
-                    webhooks.run_once(
-                        factory=self._factory,
-                        client=client,
-                        urls=wl.webhook_urls,
-                        secret=wl.webhook_secret,
-                        clock=utcnow,
-                        max_attempts=wl.webhook_max_attempts,
-                    )
-                    if time.monotonic() >= next_purge:
-                        next_purge = time.monotonic() + RETENTION_SECONDS
-                        with self._factory.begin() as session:
-                            purged = retention.purge_expired(
-                                session=session, now=utcnow(), settings=wl
-                            )
-                        if purged.more:  # a bounded batch per pass until the backlog is gone
-                            next_purge = 0.0
-                except Exception:
-                    log.exception("housekeeping failed", extra={"action": "housekeeping_failed"})
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        self._stop_event.set()
 
 
 class ApiServer:
@@ -124,13 +66,14 @@ def wait_for_signal() -> None:
         pass
 
 
-def build_api(factory: sessionmaker[Session], *, secret_key: str | None = None) -> FastAPI:
-    import storage
+def build_api(
+    factory: sessionmaker[Session], store: ObjectStore, *, secret_key: str | None = None
+) -> FastAPI:
     from viewer_api.main import create_app
     from viewer_api.settings import ApiSettings
 
     settings = ApiSettings(secret_key=secret_key) if secret_key else ApiSettings()
-    return create_app(session_factory=factory, store=storage.from_settings(), settings=settings)
+    return create_app(session_factory=factory, store=store, settings=settings)
 
 
 class SchemaNotReady(RuntimeError):
@@ -179,6 +122,7 @@ def wait_for_schema(engine: Engine, *, timeout: float, poll: float = 1.0) -> Non
 
 def api_command(args: argparse.Namespace) -> int:
     from worklist.db import make_engine, make_sessionmaker
+    from worklist.housekeeping import Housekeeping
     from worklist.settings import get_settings as worklist_settings
 
     data_dir = DataDir.resolve(args.data_dir) if not args.database_url else None
@@ -190,8 +134,8 @@ def api_command(args: argparse.Namespace) -> int:
         log.error(str(exc), extra={"action": "api_schema_not_ready"})
         return 1
     factory = make_sessionmaker(engine)
-    app = build_api(factory)
-    housekeeping = Housekeeping(factory, stable_seconds=worklist_settings().stable_seconds)
+    app = build_api(factory, storage.from_settings())
+    housekeeping = Housekeeping(factory, worklist_settings())
     housekeeping.start()
     server = ApiServer(app, host=args.host, port=args.http_port)
     server.start()
@@ -204,15 +148,14 @@ def api_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def start_gateway(**overrides: object) -> Callable[[], None]:
-    """Start the gateway (SCP + forwarder) with settings from the environment plus overrides;
-    return its stop function."""
-    import storage
+def start_gateway(store: ObjectStore, **overrides: object) -> Callable[[], None]:
+    """Start the gateway (SCP + forwarder) over ``store`` with settings from the environment
+    plus overrides; return its stop function."""
     from gateway.config import GatewaySettings
     from gateway.service import Gateway
 
     settings = GatewaySettings(**overrides)  # type: ignore[arg-type]
-    gateway = Gateway(settings=settings, store=storage.from_settings())
+    gateway = Gateway(settings=settings, store=store)
     gateway.start()
     return gateway.stop
 
@@ -226,7 +169,8 @@ def gateway_command(args: argparse.Namespace) -> int:
         status = spool_status(GatewaySettings(**overrides).spool_dir)  # type: ignore[arg-type]
         print(json.dumps(status, indent=2, default=str) if args.json else format_status(status))  # noqa: T201
         return 0
-    stop = start_gateway(**({"spool_dir": Path(args.spool_dir)} if args.spool_dir else {}))
+    overrides = {"spool_dir": Path(args.spool_dir)} if args.spool_dir else {}
+    stop = start_gateway(storage.from_settings(), **overrides)
     try:
         wait_for_signal()
     finally:

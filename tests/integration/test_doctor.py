@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+import storage
 from gateway.config import GatewaySettings
 from storage.settings import StorageSettings
 from storage.settings import get_settings as storage_settings
@@ -90,7 +91,9 @@ def embedded(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> Iterator[DataDir]
     storage_settings.cache_clear()  # the API and the gateway build their store from it
     http_port = free_port()
     server = ApiServer(
-        build_api(factory, secret_key=data.secret("api")), host="127.0.0.1", port=http_port
+        build_api(factory, storage.from_settings(), secret_key=data.secret("api")),
+        host="127.0.0.1",
+        port=http_port,
     )
     server.start()
     clean_env.setenv("TELEREAD_API_PORT", str(http_port))
@@ -155,6 +158,7 @@ def test_the_running_gateway_answers_c_echo(embedded: DataDir) -> None:
     cfg = DoctorConfig.from_environment(role="all", data_dir=str(embedded.root), timeout=TIMEOUT)
     gw = cfg.gateway
     stop = start_gateway(
+        storage.from_settings(),
         ae_title=gw.ae_title,
         host="127.0.0.1",
         port=gw.port,
