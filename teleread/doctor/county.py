@@ -15,11 +15,11 @@ from teleread.doctor.config import DoctorConfig
 from teleread.doctor.results import (
     PROBE_PREFIX,
     CheckResult,
-    _existing_ancestor,
-    _fail,
-    _is_loopback,
-    _ok,
-    _warn,
+    existing_ancestor,
+    fail,
+    is_loopback,
+    ok,
+    warn,
 )
 
 
@@ -45,7 +45,7 @@ def check_database(cfg: DoctorConfig) -> list[CheckResult]:
     url = cfg.database_url
     if not url:
         return [
-            _fail(
+            fail(
                 "database",
                 "no database configured",
                 "set TELEREAD_WORKLIST_DATABASE_URL or --database-url / --data-dir",
@@ -56,14 +56,14 @@ def check_database(cfg: DoctorConfig) -> list[CheckResult]:
     try:
         parsed = normalise_url(url)
     except ArgumentError as exc:
-        return [_fail("database", f"cannot parse the database URL: {exc}", "fix the URL", "")]
+        return [fail("database", f"cannot parse the database URL: {exc}", "fix the URL", "")]
     backend = parsed.get_backend_name()
     kwargs: dict[str, Any] = {}
     if backend == "sqlite":
         db = parsed.database or ""
         if db and db != ":memory:" and not db.startswith("file:") and not Path(db).is_file():
             return [
-                _fail(
+                fail(
                     "database",
                     f"{shown}: the database file does not exist",
                     f"check the path; a new installation: {upgrade_hint} creates it",
@@ -75,7 +75,7 @@ def check_database(cfg: DoctorConfig) -> list[CheckResult]:
     try:
         engine = create_engine(parsed, pool_pre_ping=False, **kwargs)
     except Exception as exc:
-        return [_fail("database", f"{shown}: {exc}", "fix TELEREAD_WORKLIST_DATABASE_URL", "")]
+        return [fail("database", f"{shown}: {exc}", "fix TELEREAD_WORKLIST_DATABASE_URL", "")]
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -83,7 +83,7 @@ def check_database(cfg: DoctorConfig) -> list[CheckResult]:
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
         return [
-            _fail(
+            fail(
                 "database",
                 f"{shown}: cannot connect: {reason}",
                 "is the server running and reachable from here? check host, port, user, "
@@ -93,13 +93,13 @@ def check_database(cfg: DoctorConfig) -> list[CheckResult]:
         ]
     finally:
         engine.dispose()
-    out = [_ok("database", f"{shown} is reachable ({backend})", "数据库可以连接")]
+    out = [ok("database", f"{shown} is reachable ({backend})", "数据库可以连接")]
     script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()
     known = {rev.revision for rev in script.walk_revisions()}
     if current is None:
         out.append(
-            _fail(
+            fail(
                 "migrations",
                 "the database has no tables yet (no migration applied)",
                 upgrade_hint,
@@ -107,10 +107,10 @@ def check_database(cfg: DoctorConfig) -> list[CheckResult]:
             )
         )
     elif current == head:
-        out.append(_ok("migrations", f"at the latest migration {head}", "数据库结构是最新的"))
+        out.append(ok("migrations", f"at the latest migration {head}", "数据库结构是最新的"))
     elif current in known:
         out.append(
-            _fail(
+            fail(
                 "migrations",
                 f"the database is at migration {current}; this teleread needs {head}",
                 upgrade_hint,
@@ -119,7 +119,7 @@ def check_database(cfg: DoctorConfig) -> list[CheckResult]:
         )
     else:
         out.append(
-            _fail(
+            fail(
                 "migrations",
                 f"the database is at migration {current}, which this teleread does not know "
                 f"(it knows up to {head}): a newer teleread upgraded it",
@@ -138,7 +138,7 @@ def check_secret_key(cfg: DoctorConfig) -> list[CheckResult]:
     if cfg.api_secret_key is None:
         if cfg.role == "all":
             return [
-                _ok(
+                ok(
                     "secret_key",
                     "no TELEREAD_API_SECRET_KEY: `teleread serve` makes a random one in the "
                     "data directory on first start",
@@ -146,7 +146,7 @@ def check_secret_key(cfg: DoctorConfig) -> list[CheckResult]:
                 )
             ]
         return [
-            _fail(
+            fail(
                 "secret_key",
                 "TELEREAD_API_SECRET_KEY is not set: the county API refuses to start",
                 f"set it to a long random value, e.g. `{gen}`",
@@ -157,7 +157,7 @@ def check_secret_key(cfg: DoctorConfig) -> list[CheckResult]:
         ApiSettings(secret_key=SecretStr(cfg.api_secret_key))
     except (InsecureSecretKey, ValidationError):
         return [
-            _fail(
+            fail(
                 "secret_key",
                 f"the API secret key ({cfg.api_secret_source}) is a default or shorter than "
                 f"{MIN_SECRET_KEY_LENGTH} characters: anyone who guesses it can mint tokens",
@@ -166,7 +166,7 @@ def check_secret_key(cfg: DoctorConfig) -> list[CheckResult]:
                 "API 密钥是默认值或太短：请更换为随机长密钥",
             )
         ]
-    return [_ok("secret_key", f"the API secret key ({cfg.api_secret_source}) is strong enough")]
+    return [ok("secret_key", f"the API secret key ({cfg.api_secret_source}) is strong enough")]
 
 
 # -- object store --------------------------------------------------------------------------
@@ -187,9 +187,9 @@ def check_object_store(cfg: DoctorConfig) -> list[CheckResult]:
         )
         where = f"bucket {settings.bucket!r} at {settings.endpoint}"
         host = settings.endpoint.rsplit(":", 1)[0]
-        if not settings.secure and not _is_loopback(host):
+        if not settings.secure and not is_loopback(host):
             out.append(
-                _warn(
+                warn(
                     "object_store",
                     f"S3 over plain http to {settings.endpoint}: images cross the network "
                     "unencrypted",
@@ -209,7 +209,7 @@ def check_object_store(cfg: DoctorConfig) -> list[CheckResult]:
         if not exists:
             return [
                 *out,
-                _fail(
+                fail(
                     "object_store",
                     f"{where} does not exist",
                     f"create it: `mc mb ALIAS/{settings.bucket}` (docker compose creates it at "
@@ -222,7 +222,7 @@ def check_object_store(cfg: DoctorConfig) -> list[CheckResult]:
         where = f"directory {root}"
         if root.exists() and not root.is_dir():
             return [
-                _fail(
+                fail(
                     "object_store",
                     f"{where} is not a directory",
                     "point TELEREAD_STORAGE_ROOT at a directory",
@@ -230,10 +230,10 @@ def check_object_store(cfg: DoctorConfig) -> list[CheckResult]:
                 )
             ]
         if not root.is_dir():
-            parent = _existing_ancestor(root)
+            parent = existing_ancestor(root)
             if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
                 return [
-                    _warn(
+                    warn(
                         "object_store",
                         f"{where} does not exist yet; teleread creates it at start. If this "
                         "county already holds images, their disk is probably not mounted",
@@ -243,7 +243,7 @@ def check_object_store(cfg: DoctorConfig) -> list[CheckResult]:
                     )
                 ]
             return [
-                _fail(
+                fail(
                     "object_store",
                     f"{where} does not exist and cannot be created under {parent}",
                     f"create it (`mkdir -p {root}`) for the teleread user, or fix "
@@ -261,7 +261,7 @@ def check_object_store(cfg: DoctorConfig) -> list[CheckResult]:
         if store.get(key) != data:
             return [
                 *out,
-                _fail(
+                fail(
                     "object_store",
                     f"{where}: the probe object read back differs from what was written",
                     "the store corrupts data: check the disk or the S3 server",
@@ -273,7 +273,7 @@ def check_object_store(cfg: DoctorConfig) -> list[CheckResult]:
         if store.exists(key):
             return [
                 *out,
-                _fail(
+                fail(
                     "object_store",
                     f"{where}: the probe object is still there after delete",
                     "check the bucket's object lock / retention settings",
@@ -284,7 +284,7 @@ def check_object_store(cfg: DoctorConfig) -> list[CheckResult]:
         if settings.backend == "s3":
             return [*out, _s3_failure(where, exc, step)]
         return [
-            _fail(
+            fail(
                 "object_store",
                 f"{where}: cannot {step} a probe object: {exc}",
                 "give the user running teleread write permission (chown / chmod), check the "
@@ -295,7 +295,7 @@ def check_object_store(cfg: DoctorConfig) -> list[CheckResult]:
     finally:
         if settings.backend == "filesystem":
             _remove_empty_dir(Path(settings.root).absolute() / PROBE_PREFIX)
-    out.append(_ok("object_store", f"{where}: write, read and delete work", "对象存储读写正常"))
+    out.append(ok("object_store", f"{where}: write, read and delete work", "对象存储读写正常"))
     return out
 
 
@@ -315,4 +315,4 @@ def _s3_failure(where: str, exc: BaseException, step: str = "reach") -> CheckRes
         hint = "check TELEREAD_STORAGE_ACCESS_KEY / SECRET_KEY and the key's bucket policy"
     else:
         hint = "is MinIO running and TELEREAD_STORAGE_ENDPOINT (host:port) right?"
-    return _fail("object_store", f"{where}: cannot {step}: {text}", hint, "无法访问对象存储")
+    return fail("object_store", f"{where}: cannot {step}: {text}", hint, "无法访问对象存储")

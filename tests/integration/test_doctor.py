@@ -190,7 +190,7 @@ def test_a_port_held_by_something_else_fails(embedded: DataDir) -> None:
                 conn.close()
 
         threading.Thread(target=serve, daemon=True).start()
-        result = one(doctor.check_dicom_port(cfg, doctor._State()), "dicom_port")
+        result = one(doctor.check_dicom_port(cfg, doctor.CheckState()), "dicom_port")
     assert result.status == "FAIL" and "does not speak DICOM" in result.message
 
 
@@ -420,13 +420,13 @@ def test_clock_skew_warns_then_fails(tmp_path: Path) -> None:
         seen = {}
         for skew in (0.0, -30.0, 300.0):
             county.skew = skew
-            results = doctor.check_county_api(cfg, doctor._State())
+            results = doctor.check_county_api(cfg, doctor.CheckState())
             assert one(results, "county_api").status == "OK"
             assert one(results, "gateway_login").status == "OK"
             seen[skew] = one(results, "clock")
         # a URL that reaches something else (here: a path prefix the county does not have)
         wrong = _gateway(tmp_path, api_url=f"http://127.0.0.1:{county.port}/county")
-        [r] = doctor.check_county_api(wrong, doctor._State())
+        [r] = doctor.check_county_api(wrong, doctor.CheckState())
         assert r.status == "FAIL" and "not a teleread county API" in r.message, r
     assert seen[0.0].status == "OK"
     # (the Date header has whole seconds: 30 s may read as 29 to 31)
@@ -448,7 +448,7 @@ def test_an_unreachable_county_fails(tmp_path: Path) -> None:
     # plain http to a remote county is called out
     remote = _gateway(tmp_path, api_url="http://192.0.2.1:8000")
     [warn, *_] = doctor.check_county_api(
-        DoctorConfig(role="gateway", gateway=remote.gateway, timeout=0.5), doctor._State()
+        DoctorConfig(role="gateway", gateway=remote.gateway, timeout=0.5), doctor.CheckState()
     )
     assert warn.status == "WARN" and "plain http" in warn.message
 

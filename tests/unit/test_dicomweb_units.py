@@ -21,7 +21,7 @@ from viewer_api.dicomweb.display import (
     to_display,
 )
 from viewer_api.dicomweb.frames import choose_frame_form, parse_frame_list
-from viewer_api.dicomweb.qido_query import _escape_like
+from viewer_api.dicomweb.qido_query import escape_like
 from viewer_api.dicomweb.rendered import choose_media_type
 from viewer_api.errors import InvalidParameter, NotAcceptable, status_for
 
@@ -161,9 +161,9 @@ def test_dicom_json_values() -> None:
 
 
 def test_like_escaping() -> None:
-    assert _escape_like("王*") == "王%"
-    assert _escape_like("a?b") == "a_b"
-    assert _escape_like("50%_x*") == "50\\%\\_x%"
+    assert escape_like("王*") == "王%"
+    assert escape_like("a?b") == "a_b"
+    assert escape_like("50%_x*") == "50\\%\\_x%"
 
 
 def test_lookup_table_path_matches_direct_computation() -> None:
