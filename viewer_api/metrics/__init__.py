@@ -39,6 +39,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
+from viewer_api.deps import declare_roles
 from viewer_api.metrics.authorization import authorize, is_local
 from viewer_api.metrics.database import (
     CATEGORIES,
@@ -57,6 +58,7 @@ from viewer_api.metrics.http_requests import (
     RequestMetrics,
     route_template,
 )
+from worklist.models import ROLE_ADMIN
 
 PATH = "/metrics"
 
@@ -67,6 +69,7 @@ router = APIRouter(tags=["metrics"])
 
 @router.get(PATH, include_in_schema=False)
 async def metrics(request: Request) -> Response:
+    """Admins may scrape (also the metrics token or a loopback client: no account)."""
     await authorize(request)
     state: ApiMetrics = request.app.state.metrics
     clock: Callable[[], datetime] = request.app.state.clock
@@ -75,6 +78,9 @@ async def metrics(request: Request) -> Response:
     state.http.render(out)
     state.render_database(out, figures, late)
     return Response(out.text(), media_type=None, headers={"Content-Type": CONTENT_TYPE})
+
+
+declare_roles(metrics, (ROLE_ADMIN,))  # published as x-teleread-roles (viewer_api.access)
 
 
 def install(app: FastAPI, **options: Any) -> ApiMetrics:

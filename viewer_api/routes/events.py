@@ -30,7 +30,14 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, R
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
-from viewer_api.deps import NowDep, SessionDep, SettingsDep, load_token_user, request_token
+from viewer_api.deps import (
+    NowDep,
+    SessionDep,
+    SettingsDep,
+    declare_roles,
+    load_token_user,
+    request_token,
+)
 from viewer_api.errors import RoleDenied
 from viewer_api.schemas import MAX_INT64, EventOut
 from viewer_api.security import decode_access_token, oauth2_scheme
@@ -81,6 +88,7 @@ def stream_user(
     return user
 
 
+declare_roles(stream_user, STREAM_ROLES)  # published as x-teleread-roles (viewer_api.access)
 StreamUser = Annotated[User, Depends(stream_user)]
 
 
