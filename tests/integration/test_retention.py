@@ -1,4 +1,4 @@
-"""Retention (issue 7): expired audit events, events and finished webhook deliveries are
+"""Retention: expired audit events, events and finished webhook deliveries are
 purged in bounded batches, the rest left alone; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
