@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from teleread.bootstrap import Login, ensure_demo_accounts, ensure_gateway_user
 from teleread.embedded import DataDir, database_url
 from teleread.services import ApiServer, Housekeeping, build_api, start_gateway, wait_for_signal
@@ -21,19 +23,19 @@ def _embedded_storage_defaults(data_dir: DataDir) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     from worklist import accounts
-    from worklist.db import make_engine, make_sessionmaker, upgrade
+    from worklist.db import upgrade
     from worklist.settings import get_settings as worklist_settings
 
     data_dir = DataDir.resolve(args.data_dir)
     _embedded_storage_defaults(data_dir)
     url = database_url(data_dir, args.database_url)
     upgrade(url)
-    factory = make_sessionmaker(make_engine(url))
+    secret = os.environ.get("TELEREAD_API_SECRET_KEY") or data_dir.secret("api")
+    app = build_api(url, secret_key=secret)
+    factory: sessionmaker[Session] = app.state.session_factory
     logins = ensure_demo_accounts(factory, data_dir)
     gw_user, gw_password = ensure_gateway_user(factory, data_dir)
 
-    secret = os.environ.get("TELEREAD_API_SECRET_KEY") or data_dir.secret("api")
-    app = build_api(factory, secret_key=secret)
     api = ApiServer(app, host=args.host, port=args.http_port)
     api.start()
     housekeeping = Housekeeping(factory, stable_seconds=worklist_settings().stable_seconds)

@@ -34,7 +34,7 @@ _OPENAPI_METHODS = ("get", "put", "post", "delete", "options", "patch", "trace")
 
 # guards written by hand: the event stream's (a token in the header or the query), and
 # the metrics scrape's (an admin; also the metrics token or a loopback client, no account)
-declare_roles(events.stream_user, events.STREAM_ROLES)
+declare_roles(events.stream_caller, events.STREAM_ROLES)
 _scrape = getattr(metrics, "metrics", None)
 if _scrape is not None:  # left undeclared (public) if renamed: the access matrix test says so
     declare_roles(_scrape, (ROLE_ADMIN,))

@@ -205,6 +205,11 @@ ERRORS: dict[type[Exception], Problem] = {
     sa_exc.OperationalError: Problem(
         503, "database_unavailable", "A backing service is unavailable; retry later", RETRY_SOON
     ),
+    # no pooled connection came free in time (the pool is sized to the API's threads, so
+    # this is a database that stopped answering, not load)
+    sa_exc.TimeoutError: Problem(
+        503, "database_unavailable", "A backing service is unavailable; retry later", RETRY_SOON
+    ),
     # a value the database refuses (too long, out of range, NUL): input validation should
     # have caught it; the last line of defence says it is the request's fault
     sa_exc.DataError: Problem(
@@ -283,19 +288,26 @@ async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     return answer(exc.status_code, code, exc.detail, exc.headers)
 
 
+# a body with a million unknown keys must not get a million errors back
+MAX_VALIDATION_ERRORS = 20
+
+
 async def _handle_invalid(request: Request, exc: Exception) -> JSONResponse:
     """422 with where and what, not the offending input: it may be patient data, or a value
-    JSON cannot even carry (an infinite number) and the answer itself would fail."""
+    JSON cannot even carry (an infinite number) and the answer itself would fail. At most
+    ``MAX_VALIDATION_ERRORS`` errors, each cut short; the ``X-Validation-Errors`` header
+    counts them all."""
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
     detail = [
         {
-            "loc": [str(part) for part in e.get("loc", ())],
-            "msg": str(e.get("msg", "")),
-            "type": str(e.get("type", "")),
+            "loc": [str(part)[:64] for part in e.get("loc", ())][:8],
+            "msg": str(e.get("msg", ""))[:200],
+            "type": str(e.get("type", ""))[:64],
         }
-        for e in errors
+        for e in errors[:MAX_VALIDATION_ERRORS]
     ]
-    return answer(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid_request", detail)
+    headers = {"X-Validation-Errors": str(len(errors))}
+    return answer(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid_request", detail, headers)
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# how long a session waits for a pooled connection before ``sqlalchemy.exc.TimeoutError``:
+# the API sizes its pool to its threads, so only a database that stopped answering waits
+POOL_TIMEOUT_SECONDS = 10.0
 
 
 def utcnow() -> datetime:
@@ -57,11 +60,19 @@ def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
         cur.close()
 
 
-def make_engine(url: str | URL, *, pool_size: int = 10, max_overflow: int = 20) -> Engine:
-    """An engine for ``url``.
+def make_engine(
+    url: str | URL,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 20,
+    pool_timeout: float = POOL_TIMEOUT_SECONDS,
+) -> Engine:
+    """An engine for ``url`` with at most ``pool_size + max_overflow`` connections.
 
     SQLite: usable across threads, WAL journal, foreign keys on, a busy timeout, and the
     database file's parent directory created. PostgreSQL: psycopg 3, pre-pinged pool.
+    The county API passes its ``ApiSettings.database_connections`` (one per thread that
+    may hold one); one-shot commands pass 1.
     """
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -75,13 +86,19 @@ def make_engine(url: str | URL, *, pool_size: int = 10, max_overflow: int = 20) 
             }
         }
         if path is not None:
-            kwargs.update(pool_size=pool_size, max_overflow=max_overflow)
+            kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout)
         else:  # one in-memory database shared by every thread
             kwargs["poolclass"] = StaticPool
         engine = create_engine(parsed, **kwargs)
         event.listen(engine, "connect", _on_sqlite_connect)
         return engine
-    return create_engine(parsed, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
+    return create_engine(
+        parsed,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
+    )
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

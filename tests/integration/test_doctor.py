@@ -90,7 +90,9 @@ def embedded(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> Iterator[DataDir]
     storage_settings.cache_clear()  # the API and the gateway build their store from it
     http_port = free_port()
     server = ApiServer(
-        build_api(factory, secret_key=data.secret("api")), host="127.0.0.1", port=http_port
+        build_api(data.database_url, secret_key=data.secret("api")),
+        host="127.0.0.1",
+        port=http_port,
     )
     server.start()
     clean_env.setenv("TELEREAD_API_PORT", str(http_port))

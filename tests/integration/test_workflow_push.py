@@ -40,7 +40,6 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def live(world: World) -> Iterator[LiveServer]:
     app: Any = world.client.app
-    app.state.event_poll_seconds = 0.05
     with LiveServer(app) as server:
         yield server
 

@@ -113,6 +113,7 @@ def test_flags_and_study_urgent_events(session_factory: sessionmaker[Session]) -
         add(s, "1.1")  # routine
         add(s, "1.2", text="急性脑卒中")  # urgent by text: one study_urgent event
         add(s, "1.2")  # more instances: no second event
+        s.commit()  # events are inserted (and get their ids) at commit
         urgent = [e.study_uid for e in events.list_since(session=s, after_id=0, viewer=a)]
         assert urgent == ["1.2"]
         # a clinic flags its own study; another site's is not found for it
@@ -169,6 +170,9 @@ def test_event_visibility(session_factory: sessionmaker[Session]) -> None:
         events.publish(
             session=s, kind="escalation", study_uid=None, site_code=None, payload={}, now=NOW
         )
+        assert e1.id is None  # inserted at commit, in commit order
+        assert events.list_since(session=s, after_id=0, viewer=a) == []
+        s.commit()
         assert len(events.list_since(session=s, after_id=0, viewer=a)) == 3
         assert len(events.list_since(session=s, after_id=e1.id, viewer=a)) == 2
         assert len(events.list_since(session=s, after_id=0, viewer=a, limit=1)) == 1
@@ -204,6 +208,7 @@ def test_escalation_levels_once_each(session_factory: sessionmaker[Session]) -> 
         assert [(e.study_uid, e.payload["level"]) for e in got] == [("4.3", 2)]
         assert study(s, "4.3").escalation_level == 2
         # escalations are on the feed, without patient names
+        s.commit()
         feed = events.list_since(session=s, after_id=0, viewer=a)
         assert [e.kind for e in feed].count("escalation") == 5
         assert all("王" not in str(events.as_dict(e)) for e in feed)
@@ -218,6 +223,7 @@ def test_expired_lease_returns_to_queue_then_next(session_factory: sessionmaker[
         assert claim_next(session=s, reader=a, now=NOW, lease=LEASE) is not None
         assert claim_next(session=s, reader=b, now=NOW, lease=LEASE) is None
         assert expire_claims(session=s, now=NOW + LEASE + timedelta(seconds=1)) == 1
+        s.commit()
         [released] = [
             e
             for e in events.list_since(session=s, after_id=0, viewer=b)
