@@ -27,8 +27,9 @@ RETENTION_SECONDS = 3600.0  # how often expired audit events, events, deliveries
 
 class Housekeeping(threading.Thread):
     """Every few seconds: studies that went quiet become ready; abandoned claims expire;
-    late unclaimed studies escalate; events go out to the configured webhooks. Hourly (and
-    every pass while a backlog lasts): rows past their retention are purged."""
+    late unclaimed studies escalate. Hourly (and every pass while a backlog lasts): rows
+    past their retention are purged. Alongside, for as long as it runs, events go out to
+    the configured webhooks as they are committed (``worklist.webhooks.WebhookDispatcher``)."""
 
     def __init__(self, factory: sessionmaker[Session], *, stable_seconds: int) -> None:
         super().__init__(name="worklist-housekeeping", daemon=True)
@@ -37,8 +38,6 @@ class Housekeeping(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        import httpx
-
         from worklist import escalation, retention, webhooks
         from worklist.completion import mark_stable_studies
         from worklist.db import utcnow
@@ -46,7 +45,16 @@ class Housekeeping(threading.Thread):
         from worklist.settings import get_settings
 
         wl = get_settings()
-        client = httpx.Client(timeout=wl.webhook_timeout_seconds, follow_redirects=False)
+        dispatcher = webhooks.WebhookDispatcher(
+            self._factory,
+            urls=wl.webhook_urls,
+            secret=wl.webhook_secret,
+            clock=utcnow,
+            timeout=wl.webhook_timeout_seconds,
+            max_attempts=wl.webhook_max_attempts,
+            parallel=wl.webhook_parallel,
+        )
+        dispatcher.start()
         next_purge = 0.0  # time.monotonic(): the first pass purges
         try:
             while not self._stop_event.wait(HOUSEKEEPING_SECONDS):
@@ -58,14 +66,6 @@ class Housekeeping(threading.Thread):
                         )
                         expire_claims(session=session, now=now)
                         escalation.scan(session=session, now=now)
-                    webhooks.run_once(
-                        factory=self._factory,
-                        client=client,
-                        urls=wl.webhook_urls,
-                        secret=wl.webhook_secret,
-                        clock=utcnow,
-                        max_attempts=wl.webhook_max_attempts,
-                    )
                     if time.monotonic() >= next_purge:
                         next_purge = time.monotonic() + RETENTION_SECONDS
                         with self._factory.begin() as session:
@@ -77,7 +77,7 @@ class Housekeeping(threading.Thread):
                 except Exception:
                     log.exception("housekeeping failed", extra={"action": "housekeeping_failed"})
         finally:
-            client.close()
+            dispatcher.stop()
 
     def stop(self) -> None:
         self._stop_event.set()
