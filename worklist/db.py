@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +49,28 @@ def _sqlite_file(parsed: URL) -> Path | None:
     return Path(database)
 
 
+def _private_file(path: Path) -> None:
+    """The SQLite file readable by its owner only (0600), made so before SQLite opens it
+    (its -wal and -shm files take the database file's mode); an existing one is tightened."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return
+    except FileExistsError:
+        pass
+    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(candidate.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(candidate, 0o600)
+            logger.warning(
+                "database file was readable by other users; made private (0600)",
+                extra={"action": "db_file_made_private", "file": candidate.name},
+            )
+
+
 def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     try:
@@ -78,7 +102,7 @@ def make_engine(
     if parsed.get_backend_name() == "sqlite":
         path = _sqlite_file(parsed)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _private_file(path)
         kwargs: dict[str, Any] = {
             "connect_args": {
                 "check_same_thread": False,
