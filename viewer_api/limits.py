@@ -5,16 +5,21 @@ database can store (``check_url_inputs``)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import threading
 from collections import deque
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from storage.keys import is_valid_uid
@@ -128,6 +133,18 @@ def body_cap(path: str, settings: ApiSettings) -> int:
     return min(settings.max_json_bytes, settings.max_request_bytes)
 
 
+def key_cap(path: str, settings: ApiSettings) -> int:
+    if path.startswith(LARGE_BODY_PREFIXES):
+        return settings.max_ingest_json_keys
+    return settings.max_json_keys
+
+
+def count_keys(body: bytes) -> int:
+    """The keys of a JSON document, counted without parsing it: each is a string followed
+    by a colon (a ``":`` inside a string value counts too: an upper bound)."""
+    return body.count(b'":')
+
+
 class _Refused(Exception):
     def __init__(self, code: int, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
@@ -146,6 +163,9 @@ class RequestGate:
        route's to check);
     4. the body is read whole (413 as soon as a streamed one passes the cap; 408 when the
        client sends nothing for ``body_idle_seconds``), so a slow client never holds a slot;
+       a JSON body with more keys than the route's cap (``key_cap``: a few thousand, the
+       ingest routes' half a million) is 413 before anything parses it, so a body of a
+       million unknown keys costs a byte count, not seconds of parsing and validation;
     5. a slot of the route's group (``api_concurrency`` / ``image_concurrency``): when all
        are taken the request waits up to ``queue_seconds``, then 503 with ``Retry-After``.
        An event stream gives its slot back once its response has started.
@@ -253,6 +273,9 @@ class RequestGate:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
+        keys = key_cap(scope["path"], self.settings)
+        if "json" in headers.get("content-type", "").lower() and count_keys(body) > keys:
+            raise _Refused(413, f"The JSON body has more than {keys} keys")
         replayed = False
 
         async def replay() -> Message:
@@ -287,6 +310,31 @@ async def _reply(
 
     code = _CODES.get(status) or CODES_BY_STATUS.get(status, "error")
     await answer(status, code, detail, headers)(scope, no_body, send)
+
+
+class ThreadedJSONRequest(Request):
+    """A request whose JSON body is parsed in a worker thread, not on the event loop (a
+    gateway's announcement runs to megabytes: parsing it on the loop would stall every
+    other connection, ``/healthz`` included)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            self._json = await run_in_threadpool(json.loads, body)
+        return self._json
+
+
+class ThreadedJSONRoute(APIRoute):
+    """An ``APIRoute`` that hands its endpoint a ``ThreadedJSONRequest``: the route class of
+    the routers whose bodies may be large (the gateway's)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def threaded(request: Request) -> Response:
+            return await handler(ThreadedJSONRequest(request.scope, request.receive))
+
+        return threaded
 
 
 async def check_url_inputs(request: Request) -> None:
@@ -334,8 +382,12 @@ __all__ = [
     "UID_PATTERN",
     "RequestGate",
     "Slots",
+    "ThreadedJSONRequest",
+    "ThreadedJSONRoute",
     "body_cap",
     "check_url_inputs",
+    "count_keys",
     "document_url_rules",
     "group_for",
+    "key_cap",
 ]

@@ -66,6 +66,11 @@ class ApiSettings(BaseSettings):
     queue_seconds: float = Field(DEFAULT_QUEUE_SECONDS, gt=0, le=60)
     queue_depth: int = Field(512, ge=0, le=100_000)
     max_json_bytes: int = Field(DEFAULT_MAX_JSON_BYTES, ge=1024)
+    # keys in one JSON body, counted before it is parsed: any route but the ingest ones
+    # (no form of ours has more than a few dozen), and the ingest ones (a gateway's batch of
+    # 1000 announced instances, headers included, has about 200 000)
+    max_json_keys: int = Field(5_000, ge=100)
+    max_ingest_json_keys: int = Field(500_000, ge=1000)
     unauthenticated_body_bytes: int = Field(DEFAULT_UNAUTHENTICATED_BODY_BYTES, ge=0)
     # a client that sends nothing for this long while its request body is due gets 408;
     # one that has not finished its request line and headers this long after it started

@@ -243,3 +243,20 @@ def test_probes_skip_the_gate(path: str) -> None:
         return status
 
     assert asyncio.run(scenario()) == 200
+
+
+def test_a_json_body_with_too_many_keys_is_refused_before_parsing() -> None:
+    s = settings(max_json_keys=100)
+    app = Recorder()
+    gate = RequestGate(app, settings=s)
+    many = ("{" + ",".join(f'"k{i}":0' for i in range(101)) + "}").encode()
+    json_type = (b"content-type", b"application/json")
+    status, _, body, _ = asyncio.run(
+        call(gate, headers=[length(len(many)), json_type], chunks=[many])
+    )
+    assert status == 413 and b"keys" in body and app.calls == 0
+    few = many.replace(b',"k100":0', b"")
+    assert asyncio.run(call(gate, headers=[length(len(few)), json_type], chunks=[few]))[0] == 200
+    # the ingest routes take a gateway's large batches
+    big = [length(len(many)), json_type, bearer(token(s))]
+    assert asyncio.run(call(gate, "/api/v1/ingest/x", headers=big, chunks=[many]))[0] == 200
