@@ -271,15 +271,16 @@ class StreamHub:
             scopes = {
                 uid: events.scope_for(session=session, viewer=user) for uid, user in users.items()
             }
-            open_web = set(
-                session.execute(
+            open_web = {
+                (web_id, user_id)
+                for web_id, user_id in session.execute(
                     select(WebSession.id, WebSession.user_id).where(
                         WebSession.id.in_(web_ids),
                         WebSession.ended_at.is_(None),
                         WebSession.expires_at > now,
                     )
-                ).tuples()
-            )
+                )
+            }
         revoked = [
             sub
             for sub in subs

@@ -17,10 +17,15 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.integration.test_api_world import Study, World, build_world
+from tests.integration.test_api_world import PASSWORDS, Study, World, build_world
 from tests.integration.test_workflow_support import LiveServer
 from viewer_api.routes.events import stop_streams
-from viewer_api.security import create_access_token, decode_access_token
+from viewer_api.security import (
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    create_access_token,
+    decode_access_token,
+)
 from viewer_api.settings import ApiSettings
 from worklist.db import utcnow
 from worklist.models import User
@@ -157,3 +162,17 @@ def test_every_event_once_across_a_reconnect(world: World, live: LiveServer) -> 
     time.sleep(0.3)
     assert ts02.messages == []
     assert [d["study_uid"] for _, d in ts01.messages] == [s.uid for s in studies]
+
+
+@SQLITE
+def test_logging_out_ends_the_web_pages_stream(world: World, live: LiveServer) -> None:
+    with httpx.Client(base_url=live.base_url, timeout=TIMEOUT) as browser:
+        form = {"username": "nurse_ts01", "password": PASSWORDS["nurse_ts01"]}
+        r = browser.post("/api/v1/auth/session", data=form)
+        assert r.status_code == 200, r.text
+        csrf, cookie = r.json()["csrf_token"], browser.cookies[SESSION_COOKIE]
+        reader = Reader(live.base_url, {}, {"Cookie": f"{SESSION_COOKIE}={cookie}"})
+        assert reader.status == 200
+        r = browser.delete("/api/v1/auth/session", headers={CSRF_HEADER: csrf})
+        assert r.status_code == 204
+    assert reader.wait_end(15), "a logged-out session kept its stream"
