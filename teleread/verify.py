@@ -11,7 +11,6 @@ expect the store's read speed (a few hundred MB/s on a local disk).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage.base import ObjectStore
 from storage.errors import ObjectNotFound, StorageError
+from storage.verified import digest
 from worklist import audit
 from worklist.db import utcnow
 from worklist.models import Instance, Study
@@ -29,7 +29,6 @@ from worklist.models import Instance, Study
 logger = logging.getLogger(__name__)
 
 PAGE = 500
-CHUNK = 1024 * 1024
 ACTION = audit.AuditAction.OBJECT_INTEGRITY_FAILED
 
 
@@ -54,22 +53,17 @@ class ScrubReport:
 
 
 def _check(store: ObjectStore, key: str, size: int, sha256: str) -> tuple[str, str, int] | None:
-    """(kind, detail, bytes read) of what is wrong with one object, or None and the bytes."""
-    digest = hashlib.sha256()
-    read = 0
+    """(kind, detail, bytes read) of what is wrong with one object, or None."""
     try:
-        with store.open(key) as stream:
-            while chunk := stream.read(CHUNK):
-                digest.update(chunk)
-                read += len(chunk)
+        actual, read = digest(store, key)
     except ObjectNotFound:
         return "missing", "", 0
     except (StorageError, OSError) as exc:
-        return "unreadable", type(exc).__name__, read
+        return "unreadable", type(exc).__name__, 0
     if read != size:
         return "size", f"recorded {size} bytes, stored {read}", read
-    if digest.hexdigest() != sha256:
-        return "sha256", f"recorded {sha256[:12]}, stored {digest.hexdigest()[:12]}", read
+    if actual != sha256:
+        return "sha256", f"recorded {sha256[:12]}, stored {actual[:12]}", read
     return None
 
 

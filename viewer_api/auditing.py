@@ -9,6 +9,7 @@ work, or rolled back with it. ``refusals`` records a refused request on its own.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -17,12 +18,16 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from storage.verified import ObjectCorrupt
 from worklist import audit
 from worklist.audit import AuditAction
 from worklist.errors import WorklistError
 from worklist.models import User
 
+logger = logging.getLogger(__name__)
+
 REFUSED = "refused"
+ERROR = "error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,5 +86,27 @@ class Auditor:
             self.session.commit()
             raise
 
+    @contextmanager
+    def corrupt_objects(self, *, object_id: str, detail: dict[str, Any]) -> Iterator[None]:
+        """A stored object that fails its sha256 check (``ObjectCorrupt``) is not served:
+        logged as an error, audited (``object_integrity_failed``, outcome "error",
+        committed on its own), then answered as the error table says."""
+        try:
+            yield
+        except ObjectCorrupt as exc:
+            logger.error(
+                "stored object fails its sha256 check; not served",
+                extra={"action": AuditAction.OBJECT_INTEGRITY_FAILED, **detail},
+            )
+            self.session.rollback()
+            self(
+                AuditAction.OBJECT_INTEGRITY_FAILED,
+                object_id=object_id,
+                outcome=ERROR,
+                detail={"found_by": "retrieve", **detail, "message": str(exc)[:300]},
+            )
+            self.session.commit()
+            raise
 
-__all__ = ["REFUSED", "AuditAction", "Auditor"]
+
+__all__ = ["ERROR", "REFUSED", "AuditAction", "Auditor"]

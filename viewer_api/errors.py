@@ -24,6 +24,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
 from storage import errors as storage_errors
+from storage.verified import ObjectCorrupt
 from viewer_api.outputs import content, images, share
 from worklist import critical, report_templates, reports
 from worklist import errors as wl
@@ -189,6 +190,13 @@ ERRORS: dict[type[Exception], Problem] = {
     wl.WorklistError: Problem(400, "worklist_error"),
     # the store's
     storage_errors.ObjectNotFound: Problem(404, "object_not_found"),
+    # the stored bytes are not those recorded at ingest: never served, never retried
+    ObjectCorrupt: Problem(
+        502,
+        "object_corrupt",
+        "The stored object failed its integrity check and was not served; "
+        "the event is in the audit trail",
+    ),
     storage_errors.InvalidKey: Problem(422, "invalid_object_key"),
     storage_errors.StorageError: Problem(
         503, "storage_unavailable", "A backing service is unavailable; retry later", RETRY_SOON

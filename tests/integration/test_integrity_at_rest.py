@@ -1,6 +1,6 @@
 """Files at rest: the data directory, the SQLite index, the objects and the secrets are
-private to their user whatever the umask; ``teleread verify`` finds a stored object altered
-on disk and records it in the audit trail."""
+private to their user whatever the umask; a stored object altered on disk is refused on
+retrieve (and audited), and ``teleread verify`` finds it and records it in the audit trail."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.orm import Session, sessionmaker
 
 from storage import FilesystemStore
 from storage.keys import instance_key
 from teleread.embedded import DataDir
+from tests.integration.test_api_world import Study, build_world
 from worklist.accounts import create_site
 from worklist.db import make_engine, make_sessionmaker, upgrade, utcnow
 from worklist.ingest import InstanceArrival, record_instances
@@ -138,3 +140,29 @@ def test_verify_finds_an_altered_object_and_audits_it(tmp_path: Path) -> None:
         [(altered.sop_instance_uid, "sha256"), (gone.sop_instance_uid, "missing")]
     )
     assert all(r.outcome == "error" for r in rows)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_an_altered_object_is_not_served(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    for world in build_world(session_factory, tmp_path):
+        study = Study("TS01", "CT", "头颅CT平扫", count=2)
+        assert world.announce(study).status_code == 200
+        good, bad = study.sop_uids
+        path = tmp_path / "objects" / instance_key(study.uid, study.series_uid, bad)
+        blob = bytearray(path.read_bytes())
+        blob[130:140] = b"x" * 10  # same size, other bytes
+        path.write_bytes(bytes(blob))
+        url = f"/api/v1/studies/{study.uid}/instances/{{}}"
+        r = world.get("dr_li", url.format(good))
+        assert r.status_code == 200 and r.content == study.blobs[good]
+        r = world.get("dr_li", url.format(bad))
+        assert r.status_code == 502 and r.json()["code"] == "object_corrupt"
+        assert bytes(blob) not in r.content
+        with world.factory() as session:
+            [row] = session.scalars(
+                select(AuditEvent).where(AuditEvent.action == "object_integrity_failed")
+            ).all()
+        assert (row.object_id, row.outcome, row.username) == (bad, "error", "dr_li")
+        assert row.detail["study_uid"] == study.uid
