@@ -35,6 +35,7 @@ import contextlib
 import json
 import os
 import random
+import resource
 import shutil
 import socket
 import subprocess
@@ -55,6 +56,7 @@ from tests.load_client import (
     LoadWorld,
     RouteFigures,
     classify,
+    new_client,
     run_load,
     seed_accounts,
     seed_studies,
@@ -72,6 +74,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def rss_mib(pid: int) -> float:
@@ -184,7 +197,7 @@ async def orthanc_load(
 
     async def client(seed: int) -> None:
         rng = random.Random(seed)
-        async with httpx.AsyncClient(base_url=f"{base}/dicom-web", timeout=60) as http:
+        async with new_client(f"{base}/dicom-web", 60) as http:
             while time.monotonic() < deadline:
                 s = rng.choice(studies)
                 if rng.random() < 15 / 35:
@@ -257,6 +270,7 @@ def main() -> None:
                 idle = rss_mib(pid)
                 for n in counts:
                     load = os.getloadavg()[0]
+                    server_cpu, client_cpu = cpu_seconds(pid), own_cpu_seconds()
                     result = asyncio.run(
                         run_load(
                             world,
@@ -272,6 +286,10 @@ def main() -> None:
                         load_at_start=round(load, 2),
                         rss_idle_mib=round(idle, 1),
                         rss_after_mib=round(rss_mib(pid), 1),
+                        # CPU seconds per second of the run: the API's, and the load
+                        # generator's own (near 1.0: the generator is the bottleneck)
+                        api_cpu=round((cpu_seconds(pid) - server_cpu) / result.seconds, 2),
+                        client_cpu=round((own_cpu_seconds() - client_cpu) / result.seconds, 2),
                     )
                     report["runs"].append(summary)
                     print(json.dumps(summary, ensure_ascii=False, indent=1), flush=True)

@@ -20,6 +20,7 @@ import copy
 import hashlib
 import json
 import random
+import ssl
 import statistics
 import sys
 import time
@@ -267,6 +268,17 @@ def classify(response: httpx.Response) -> str | None:
 
 
 # --- the load -----------------------------------------------------------------------------
+# One TLS context for every simulated client: httpx builds (and loads the CA bundle into) a
+# new one per client otherwise, ~30 ms of CPU each, which for hundreds of clients stalls
+# the load generator's own event loop for seconds (the URLs are plain http anyway)
+TLS = ssl.create_default_context()
+
+
+def new_client(base_url: str, timeout: float | httpx.Timeout) -> httpx.AsyncClient:
+    """One simulated user's connection to the API."""
+    return httpx.AsyncClient(base_url=base_url, timeout=timeout, verify=TLS)
+
+
 Action = Callable[[httpx.AsyncClient, random.Random], Awaitable[tuple[str, httpx.Response]]]
 
 
@@ -335,7 +347,7 @@ async def _client(
     rng = random.Random(seed)
     weights = [w for w, _, _ in mix]
     await asyncio.sleep(rng.random() * min(1.0, think or 0.2))  # not all at the same instant
-    async with httpx.AsyncClient(base_url=world.base_url, timeout=60) as http:
+    async with new_client(world.base_url, 60) as http:
         while time.monotonic() < deadline:
             _, name, action = rng.choices(mix, weights)[0]
             started = time.monotonic()
@@ -357,7 +369,7 @@ async def _stream(world: LoadWorld, token: str, stop: asyncio.Event, counts: Cou
     timeout = httpx.Timeout(30, read=None)
     try:
         async with (
-            httpx.AsyncClient(base_url=world.base_url, timeout=timeout) as http,
+            new_client(world.base_url, timeout) as http,
             http.stream("GET", "/api/v1/events", params=params) as response,
         ):
             code = response.status_code
@@ -429,7 +441,7 @@ async def _probe(base_url: str, seconds: float, figures: RouteFigures, every: fl
 async def _after(world: LoadWorld, mix: list[tuple[float, str, Action]]) -> dict[str, int]:
     rng = random.Random(0)
     out: dict[str, int] = {}
-    async with httpx.AsyncClient(base_url=world.base_url, timeout=30) as http:
+    async with new_client(world.base_url, 30) as http:
         for _, name, action in mix:
             _, response = await action(http, rng)
             out[name] = response.status_code
@@ -493,6 +505,7 @@ __all__ = [
     "RouteFigures",
     "StudyRef",
     "classify",
+    "new_client",
     "run_load",
     "seed_accounts",
     "seed_studies",
