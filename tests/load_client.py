@@ -365,26 +365,37 @@ async def _client(
 
 
 async def _stream(world: LoadWorld, token: str, stop: asyncio.Event, counts: Counter[str]) -> None:
+    """One EventSource: opened, and opened again after a 503 (shed while the server was
+    busy) once its Retry-After has passed, as a browser's would; a 429 (over the account's
+    cap) is final here. Counts each answer: ``200``, ``429+Retry-After``, ``503+Retry-After``
+    (the retried ones), and ``closed_early`` for a stream the server ended during the run."""
     params = {"access_token": token}
     timeout = httpx.Timeout(30, read=None)
-    try:
-        async with (
-            new_client(world.base_url, timeout) as http,
-            http.stream("GET", "/api/v1/events", params=params) as response,
-        ):
-            code = response.status_code
-            counts[f"{code}" + ("+Retry-After" if response.headers.get("retry-after") else "")] += 1
-            if code != 200:
+    async with new_client(world.base_url, timeout) as http:
+        while not stop.is_set():
+            try:
+                async with http.stream("GET", "/api/v1/events", params=params) as response:
+                    code = response.status_code
+                    retry = response.headers.get("retry-after")
+                    counts[f"{code}" + ("+Retry-After" if retry else "")] += 1
+                    if code == 503 and retry:
+                        await asyncio.sleep(float(retry) if retry.isdigit() else 1.0)
+                        continue
+                    if code != 200:
+                        return
+                    reader = asyncio.ensure_future(_count_events(response, counts))
+                    stopper = asyncio.ensure_future(stop.wait())
+                    done, _ = await asyncio.wait(
+                        {reader, stopper}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if reader in done:
+                        counts["closed_early"] += 1
+                    for task in (reader, stopper):
+                        task.cancel()
+                    return
+            except httpx.HTTPError as exc:
+                counts[f"stream {type(exc).__name__}"] += 1
                 return
-            reader = asyncio.ensure_future(_count_events(response, counts))
-            stopper = asyncio.ensure_future(stop.wait())
-            done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if reader in done:
-                counts["closed_early"] += 1
-            for task in (reader, stopper):
-                task.cancel()
-    except httpx.HTTPError as exc:
-        counts[f"stream {type(exc).__name__}"] += 1
 
 
 async def _count_events(response: httpx.Response, counts: Counter[str]) -> None:

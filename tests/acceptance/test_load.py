@@ -27,7 +27,7 @@ from viewer_api.settings import ApiSettings
 from worklist.db import make_engine, make_sessionmaker, upgrade
 
 CLIENTS = 100
-SECONDS = 15.0
+SECONDS = 10.0
 STREAM_ACCOUNTS = 8
 STREAMS_PER_ACCOUNT = 4  # the cap below: 8 x 6 streams asked, 8 x 4 allowed
 STREAMS = STREAM_ACCOUNTS * 6
@@ -87,13 +87,11 @@ def test_no_500s_retry_after_on_every_refusal_and_normal_after(world: LoadWorld)
     assert result.errors() == {}, summary  # only 200, or 503/429 with Retry-After
     assert result.count(503) > 0, "the load was not heavy enough to be shed: " + summary
     assert result.total > 200, summary
-    # streams: up to the cap per account; the rest refused with 429 (over the cap) or 503
-    # (shed while being set up), each with Retry-After
-    accepted = result.streams["200"]
-    refused = result.streams["429+Retry-After"] + result.streams["503+Retry-After"]
-    assert accepted + refused == STREAMS, summary
-    assert accepted <= STREAM_ACCOUNTS * STREAMS_PER_ACCOUNT, summary
-    assert result.streams["429+Retry-After"] > 0, summary
+    # streams: each account up to its cap, the rest refused with 429 and Retry-After (a
+    # stream shed while being set up, 503 with Retry-After, is opened again after it)
+    assert result.streams["200"] == STREAM_ACCOUNTS * STREAMS_PER_ACCOUNT, summary
+    assert result.streams["429+Retry-After"] == STREAMS - result.streams["200"], summary
+    assert set(result.streams) <= {"200", "429+Retry-After", "503+Retry-After", "events"}
     assert result.streams["closed_early"] == 0, summary
     # the probe answered throughout (its timing is the bench's business: CI machines vary)
     assert result.health.errors == {} and result.health.statuses[200] > 20, summary

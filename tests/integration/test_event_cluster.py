@@ -27,7 +27,7 @@ from worklist.models import Event
 
 pytestmark = pytest.mark.postgres
 
-BURST_SECONDS = 10.0
+BURST_SECONDS = 8.0
 WORKERS_PER_REPLICA = 4
 STREAMS_PER_REPLICA = 2
 TIMEOUT = httpx.Timeout(30.0)

@@ -306,3 +306,46 @@ def test_webhook_delivery_retries_and_survives(
         )
         s.commit()
         assert webhooks.enqueue(session=s, urls=urls, now=now[0]) == 2
+
+
+@pytest.fixture
+def plain_receiver() -> Iterator[Receiver]:
+    yield from start_receiver()
+
+
+def test_urgent_webhooks_go_first(
+    session_factory: sessionmaker[Session], plain_receiver: Receiver
+) -> None:
+    """A backlog of routine events (a receiver that was down, say) does not hold back an
+    urgent one published after them: it is delivered first."""
+    with session_factory.begin() as s:
+        seed(s)
+        for n in range(6):
+            events.publish(
+                session=s,
+                kind="study_claimed",
+                study_uid=f"8.{n}",
+                site_code="TS01",
+                payload={},
+                now=NOW,
+            )
+        events.publish(
+            session=s,
+            kind="critical_result",
+            study_uid="8.9",
+            site_code="TS01",
+            payload={},
+            now=NOW,
+        )
+    with httpx.Client(timeout=5) as client:
+        stats = webhooks.run_once(
+            factory=session_factory,
+            client=client,
+            urls=[plain_receiver.url],
+            secret=WEBHOOK_SECRET,
+            clock=lambda: NOW,
+            parallel=1,  # one at a time: the order of arrival is the order of sending
+        )
+    assert stats.delivered == 7
+    kinds = [r.kind for r in plain_receiver.received]
+    assert kinds[0] == "critical_result" and kinds[1:] == ["study_claimed"] * 6
