@@ -19,12 +19,13 @@ from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from storage.keys import is_valid_uid
 from viewer_api.errors import CODES_BY_STATUS, InvalidParameter, InvalidToken, InvalidUID, answer
-from viewer_api.security import decode_access_token
+from viewer_api.security import SESSION_COOKIE, decode_access_token
 from viewer_api.settings import ApiSettings
 
 logger = logging.getLogger(__name__)
@@ -159,8 +160,8 @@ class RequestGate:
     1. the probes (``EXEMPT_PATHS``) go straight through;
     2. a declared ``Content-Length`` over the route's cap (``body_cap``) is 413, unread;
     3. a body over ``unauthenticated_body_bytes`` (or of unknown length) without a valid
-       bearer token is 401, unread (the token's signature and expiry; the account is the
-       route's to check);
+       bearer token or session cookie is 401, unread (the token's signature and expiry;
+       the account and the CSRF token are the route's to check);
     4. the body is read whole (413 as soon as a streamed one passes the cap; 408 when the
        client sends nothing for ``body_idle_seconds``), so a slow client never holds a slot;
        a JSON body with more keys than the route's cap (``key_cap``: a few thousand, the
@@ -288,8 +289,12 @@ class RequestGate:
         return replay
 
     def _has_valid_token(self, headers: Headers) -> bool:
+        """A bearer token, or the web pages' session cookie, that is signed and unexpired
+        (whether its account still honours it, and the CSRF check, are the route's)."""
         scheme, _, token = headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        if scheme.lower() != "bearer" or not token.strip():
+            token = cookie_parser(headers.get("cookie", "")).get(SESSION_COOKIE, "")
+        if not token.strip():
             return False
         try:
             decode_access_token(token.strip(), settings=self.settings)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from viewer_api.limits import RequestGate, Slots
-from viewer_api.security import create_access_token
+from viewer_api.security import SESSION_COOKIE, create_access_token
 from viewer_api.settings import ApiSettings
 from worklist.db import utcnow
 from worklist.models import User
@@ -260,3 +260,13 @@ def test_a_json_body_with_too_many_keys_is_refused_before_parsing() -> None:
     # the ingest routes take a gateway's large batches
     big = [length(len(many)), json_type, bearer(token(s))]
     assert asyncio.run(call(gate, "/api/v1/ingest/x", headers=big, chunks=[many]))[0] == 200
+
+
+def test_the_web_pages_session_cookie_counts_as_a_token() -> None:
+    s = settings(unauthenticated_body_bytes=1000)
+    gate = RequestGate(Recorder(), settings=s)
+    body = [b"x" * 5000]
+    cookie = (b"cookie", f"other=1; {SESSION_COOKIE}={token(s)}".encode())
+    assert asyncio.run(call(gate, headers=[length(5000), cookie], chunks=body))[0] == 200
+    stale = (b"cookie", f"{SESSION_COOKIE}={token(s, age=s.token_ttl_seconds + 60)}".encode())
+    assert asyncio.run(call(gate, headers=[length(5000), stale], chunks=body))[0] == 401
