@@ -138,7 +138,8 @@ class StreamHub:
         self.max_streams = max_streams
         self.poll_seconds = poll_seconds
         self.recheck_seconds = recheck_seconds
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the streams and the cursor: held for microseconds
+        self._start_lock = threading.Lock()
         self._subs: set[Subscription] = set()
         self._per_user: Counter[int] = Counter()
         self._wake = threading.Event()
@@ -149,12 +150,18 @@ class StreamHub:
 
     # --- life ------------------------------------------------------------------------------
     def ensure_started(self) -> None:
-        """Start the hub once (blocking: reads the newest event id). Thread-safe."""
-        with self._lock:
+        """Start the hub once (blocking: reads the newest event id). Thread-safe; the
+        database is read under a lock of its own, so ``open`` (on the event loop) never
+        waits for it."""
+        if self._thread is not None:
+            return
+        with self._start_lock:
             if self._thread is not None or self._stopped.is_set():
                 return
             with self._factory() as session:
-                self.cursor = events.last_id(session=session)
+                newest = events.last_id(session=session)
+            with self._lock:
+                self.cursor = newest
             self._signal.subscribe(self._wake.set)
             self._signal.start()
             self._thread = threading.Thread(target=self._run, name="event-hub", daemon=True)
