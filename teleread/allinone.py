@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+from sqlalchemy.orm import Session, sessionmaker
+
 import storage
 from storage.settings import StorageSettings
 from teleread.bootstrap import Login, ensure_demo_accounts, ensure_gateway_user
@@ -27,7 +29,7 @@ def embedded_storage_settings(data_dir: DataDir) -> StorageSettings:
 
 def serve(args: argparse.Namespace) -> int:
     from worklist import accounts
-    from worklist.db import make_engine, make_sessionmaker, upgrade
+    from worklist.db import upgrade
     from worklist.housekeeping import Housekeeping
     from worklist.settings import get_settings as worklist_settings
 
@@ -35,12 +37,12 @@ def serve(args: argparse.Namespace) -> int:
     store = storage.from_settings(embedded_storage_settings(data_dir))  # gateway's and API's
     url = database_url(data_dir, args.database_url)
     upgrade(url)
-    factory = make_sessionmaker(make_engine(url))
+    secret = os.environ.get("TELEREAD_API_SECRET_KEY") or data_dir.secret("api")
+    app = build_api(url, store, secret_key=secret)
+    factory: sessionmaker[Session] = app.state.session_factory
     logins = ensure_demo_accounts(factory, data_dir)
     gw_user, gw_password = ensure_gateway_user(factory, data_dir)
 
-    secret = os.environ.get("TELEREAD_API_SECRET_KEY") or data_dir.secret("api")
-    app = build_api(factory, store, secret_key=secret)
     api = ApiServer(app, host=args.host, port=args.http_port)
     api.start()
     housekeeping = Housekeeping(factory, worklist_settings())

@@ -26,13 +26,25 @@ log = logging.getLogger(__name__)
 
 
 class ApiServer:
-    """uvicorn serving an app in a background thread, stoppable."""
+    """uvicorn serving an app in a background thread, stoppable; connections that do not
+    finish their request headers in time are closed (``viewer_api.slow_clients``)."""
 
     def __init__(self, app: FastAPI, *, host: str, port: int) -> None:
+        from viewer_api.settings import ApiSettings
+        from viewer_api.slow_clients import protocol_class
+
         self._app = app
+        settings: ApiSettings = app.state.settings
         # log_config=None: uvicorn's records go through our handlers (JSON, redaction)
         config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", lifespan="on", log_config=None
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            log_config=None,
+            http=protocol_class(settings.header_timeout_seconds),
+            timeout_keep_alive=5,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="api", daemon=True)
@@ -66,14 +78,16 @@ def wait_for_signal() -> None:
         pass
 
 
-def build_api(
-    factory: sessionmaker[Session], store: ObjectStore, *, secret_key: str | None = None
-) -> FastAPI:
+def build_api(url: str, store: ObjectStore, *, secret_key: str | None = None) -> FastAPI:
+    """The county API over the database at ``url`` and ``store``, its pool sized to the
+    API's threads (``ApiSettings.database_connections``) so a request never waits on the pool."""
     from viewer_api.main import create_app
     from viewer_api.settings import ApiSettings
+    from worklist.db import make_engine, make_sessionmaker
 
     settings = ApiSettings(secret_key=secret_key) if secret_key else ApiSettings()
-    return create_app(session_factory=factory, store=store, settings=settings)
+    engine = make_engine(url, pool_size=settings.database_connections, max_overflow=0)
+    return create_app(session_factory=make_sessionmaker(engine), store=store, settings=settings)
 
 
 class SchemaNotReady(RuntimeError):
@@ -121,20 +135,19 @@ def wait_for_schema(engine: Engine, *, timeout: float, poll: float = 1.0) -> Non
 
 
 def api_command(args: argparse.Namespace) -> int:
-    from worklist.db import make_engine, make_sessionmaker
     from worklist.housekeeping import Housekeeping
     from worklist.settings import get_settings as worklist_settings
 
     data_dir = DataDir.resolve(args.data_dir) if not args.database_url else None
     url = database_url(data_dir, args.database_url)
-    engine = make_engine(url)
+    app = build_api(url, storage.from_settings())
+    factory: sessionmaker[Session] = app.state.session_factory
+    engine: Engine = factory.kw["bind"]
     try:
         wait_for_schema(engine, timeout=args.migration_wait)
     except SchemaNotReady as exc:
         log.error(str(exc), extra={"action": "api_schema_not_ready"})
         return 1
-    factory = make_sessionmaker(engine)
-    app = build_api(factory, storage.from_settings())
     housekeeping = Housekeeping(factory, worklist_settings())
     housekeeping.start()
     server = ApiServer(app, host=args.host, port=args.http_port)

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.verified import ObjectCorrupt
 from worklist import audit
 from worklist.audit import AuditAction, PendingEvent, append_events
 from worklist.errors import WorklistError
@@ -32,6 +33,7 @@ from worklist.models import User
 logger = logging.getLogger(__name__)
 
 REFUSED = "refused"
+ERROR = "error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,28 @@ class Auditor:
                 object_id=object_id,
                 outcome=REFUSED,
                 detail={"error": type(exc).__name__, "message": str(exc)[:500]},
+            )
+            self.session.commit()
+            raise
+
+    @contextmanager
+    def corrupt_objects(self, *, object_id: str, detail: dict[str, Any]) -> Iterator[None]:
+        """A stored object that fails its sha256 check (``ObjectCorrupt``) is not served:
+        logged as an error, audited (``object_integrity_failed``, outcome "error",
+        committed on its own), then answered as the error table says."""
+        try:
+            yield
+        except ObjectCorrupt as exc:
+            logger.error(
+                "stored object fails its sha256 check; not served",
+                extra={"action": AuditAction.OBJECT_INTEGRITY_FAILED, **detail},
+            )
+            self.session.rollback()
+            self(
+                AuditAction.OBJECT_INTEGRITY_FAILED,
+                object_id=object_id,
+                outcome=ERROR,
+                detail={"found_by": "retrieve", **detail, "message": str(exc)[:300]},
             )
             self.session.commit()
             raise
@@ -200,4 +224,4 @@ class AuditWriter:
         self.flush()
 
 
-__all__ = ["REFUSED", "AuditWriter", "Auditor"]
+__all__ = ["ERROR", "REFUSED", "AuditWriter", "Auditor"]

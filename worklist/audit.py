@@ -72,6 +72,8 @@ class AuditAction(StrEnum):
     AUDIT_VIEWED = "audit_viewed"
     AUDIT_EXPORTED = "audit_exported"
     AUDIT_PURGED = "audit_purged"
+    # a stored object that does not match the sha256 recorded at ingest (or is gone)
+    OBJECT_INTEGRITY_FAILED = "object_integrity_failed"
 
     @property
     def object_type(self) -> str:
@@ -120,7 +122,7 @@ _OBJECT_TYPES: dict[AuditAction, str] = {
         "study",
     ),
     **dict.fromkeys(
-        (AuditAction.INSTANCE_VIEWED,),
+        (AuditAction.INSTANCE_VIEWED, AuditAction.OBJECT_INTEGRITY_FAILED),
         "instance",
     ),
     **dict.fromkeys(

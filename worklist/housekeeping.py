@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 
-import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
 from worklist import escalation, retention, webhooks
@@ -23,8 +22,9 @@ RETENTION_SECONDS = 3600.0  # how often expired audit events, events, deliveries
 
 class Housekeeping(threading.Thread):
     """Every ``interval`` seconds: studies that went quiet become ready; abandoned claims
-    expire; late unclaimed studies escalate; events go out to the configured webhooks.
-    Hourly (and every pass while a backlog lasts): rows past their retention are purged.
+    expire; late unclaimed studies escalate. Hourly (and every pass while a backlog lasts):
+    rows past their retention are purged. Alongside, for as long as it runs, events go out
+    to the configured webhooks as they are committed (``worklist.webhooks.WebhookDispatcher``).
     One per county API process; ``stop`` ends it after the pass under way."""
 
     def __init__(
@@ -42,7 +42,16 @@ class Housekeeping(threading.Thread):
 
     def run(self) -> None:
         wl = self.settings
-        client = httpx.Client(timeout=wl.webhook_timeout_seconds, follow_redirects=False)
+        dispatcher = webhooks.WebhookDispatcher(
+            self.factory,
+            urls=wl.webhook_urls,
+            secret=wl.webhook_secret,
+            clock=utcnow,
+            timeout=wl.webhook_timeout_seconds,
+            max_attempts=wl.webhook_max_attempts,
+            parallel=wl.webhook_parallel,
+        )
+        dispatcher.start()
         next_purge = 0.0  # time.monotonic(): the first pass purges
         try:
             while not self._stop_event.wait(self.interval):
@@ -54,14 +63,6 @@ class Housekeeping(threading.Thread):
                         )
                         expire_claims(session=session, now=now)
                         escalation.scan(session=session, now=now)
-                    webhooks.run_once(
-                        factory=self.factory,
-                        client=client,
-                        urls=wl.webhook_urls,
-                        secret=wl.webhook_secret,
-                        clock=utcnow,
-                        max_attempts=wl.webhook_max_attempts,
-                    )
                     if time.monotonic() >= next_purge:
                         next_purge = time.monotonic() + RETENTION_SECONDS
                         with self.factory.begin() as session:
@@ -73,7 +74,7 @@ class Housekeeping(threading.Thread):
                 except Exception:
                     logger.exception("housekeeping failed", extra={"action": "housekeeping_failed"})
         finally:
-            client.close()
+            dispatcher.stop()
 
     def stop(self) -> None:
         self._stop_event.set()

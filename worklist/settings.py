@@ -61,6 +61,8 @@ class WorklistSettings(BaseSettings):
     webhook_secret: str = ""
     webhook_timeout_seconds: float = 5.0
     webhook_max_attempts: int = 10
+    # deliveries in flight at once per webhook URL (and API process)
+    webhook_parallel: int = Field(default=4, ge=1, le=64)
     # --- retention: worklist.retention.purge_expired, run by the housekeeping ---
     audit_retention_days: int = Field(
         default=DEFAULT_AUDIT_RETENTION_DAYS, ge=0, le=MAX_RETENTION_DAYS

@@ -91,7 +91,7 @@ def embedded(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> Iterator[DataDir]
     storage_settings.cache_clear()  # the API and the gateway build their store from it
     http_port = free_port()
     server = ApiServer(
-        build_api(factory, storage.from_settings(), secret_key=data.secret("api")),
+        build_api(data.database_url, storage.from_settings(), secret_key=data.secret("api")),
         host="127.0.0.1",
         port=http_port,
     )

@@ -131,6 +131,11 @@ def test_frame_forms() -> None:
 
 def test_frame_lists() -> None:
     assert parse_frame_list("1,3,2") == [1, 3, 2]
+    # a frame asked for twice (or a thousand times) is sent once
+    assert parse_frame_list("2,1,2,1") == [2, 1]
+    assert parse_frame_list(",".join(["1"] * 1000)) == [1]
+    with pytest.raises(InvalidParameter):
+        parse_frame_list(",".join(["1"] * 1001))  # still at most 1000 numbers
     for bad in ("", "0", "1,,2", "x", "-1"):
         with pytest.raises(InvalidParameter) as err:
             parse_frame_list(bad)

@@ -48,12 +48,15 @@ def frames_of(request: Request) -> Frames:
 
 
 def parse_frame_list(value: str) -> list[int]:
+    """The frame numbers of a WADO-RS frame list, each once, in the order first asked for
+    (PS3.18 asks for no duplicates; ``1,1,1,...`` a thousand times must not build a thousand
+    copies of one frame), at most ``MAX_FRAMES_PER_REQUEST``."""
     if not _FRAME_LIST.match(value):
         raise bad_request("frames must be a comma-separated list of frame numbers (from 1)")
     parts = value.split(",")
     if len(parts) > MAX_FRAMES_PER_REQUEST or any(len(n) > 9 for n in parts):
         raise bad_request("frame numbers start at 1, at most 1000 per request")
-    numbers = [int(n) for n in parts]
+    numbers = list(dict.fromkeys(int(n) for n in parts))
     if min(numbers) < 1:
         raise bad_request("frame numbers start at 1, at most 1000 per request")
     return numbers

@@ -9,6 +9,7 @@ from typing import Any, BinaryIO
 from fastapi import APIRouter, status
 from fastapi.responses import StreamingResponse
 
+from storage.verified import open_verified
 from viewer_api.deps import Audit, StoreDep, ViewerUser, VisibleStudy
 from viewer_api.schemas import StudyDetail
 from worklist.audit import AuditAction
@@ -61,7 +62,11 @@ def get_instance(
     instance = _find_instance(study, sop_uid)
     if instance is None:
         raise StudyNotFound("No such instance in this study")
-    stream = store.open(instance.object_key)  # ObjectNotFound -> 404 via the handlers
+    where = {"study_uid": study.study_instance_uid, "sop_uid": sop_uid}
+    with audit.corrupt_objects(object_id=sop_uid, detail=where):
+        stream = open_verified(  # ObjectNotFound -> 404 via the handlers
+            store, instance.object_key, sha256=instance.sha256, size=instance.size
+        )
     audit(
         AuditAction.INSTANCE_VIEWED,
         object_id=instance.sop_instance_uid,
