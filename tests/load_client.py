@@ -16,6 +16,7 @@ their files put in the API's object store, and signed reports through the API.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import hashlib
 import json
@@ -47,6 +48,8 @@ from worklist.models import User
 # argon2 of a password nobody uses: accounts are reached by minted tokens, not log-ins
 _UNUSED_HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0$0123456789abcdefghijklmnopqrstuv"
 SITES = ("TS01", "TS02", "TS03")
+# the ceiling on the wait, after the load, for every event stream to be opened or refused
+STREAMS_SETTLE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -364,11 +367,20 @@ async def _client(
                 await asyncio.sleep(rng.expovariate(1 / think))
 
 
-async def _stream(world: LoadWorld, token: str, stop: asyncio.Event, counts: Counter[str]) -> None:
+async def _stream(
+    world: LoadWorld,
+    token: str,
+    stop: asyncio.Event,
+    settled: asyncio.Event,
+    counts: Counter[str],
+) -> None:
     """One EventSource: opened, and opened again after a 503 (shed while the server was
     busy) once its Retry-After has passed, as a browser's would; a 429 (over the account's
-    cap) is final here. Counts each answer: ``200``, ``429+Retry-After``, ``503+Retry-After``
-    (the retried ones), and ``closed_early`` for a stream the server ended during the run."""
+    cap) is final here. ``settled`` is set at its final answer (open, refused, or an error),
+    and the stream stays open until ``stop``: a 503 is retried for as long as ``stop`` is not
+    set, however long the load lasts. Counts each answer: ``200``, ``429+Retry-After``,
+    ``503+Retry-After`` (the retried ones), and ``closed_early`` for a stream the server
+    ended during the run."""
     params = {"access_token": token}
     timeout = httpx.Timeout(30, read=None)
     async with new_client(world.base_url, timeout) as http:
@@ -381,6 +393,7 @@ async def _stream(world: LoadWorld, token: str, stop: asyncio.Event, counts: Cou
                     if code == 503 and retry:
                         await asyncio.sleep(float(retry) if retry.isdigit() else 1.0)
                         continue
+                    settled.set()
                     if code != 200:
                         return
                     reader = asyncio.ensure_future(_count_events(response, counts))
@@ -395,7 +408,9 @@ async def _stream(world: LoadWorld, token: str, stop: asyncio.Event, counts: Cou
                     return
             except httpx.HTTPError as exc:
                 counts[f"stream {type(exc).__name__}"] += 1
+                settled.set()
                 return
+    settled.set()  # stopped before a final answer: counted as 503s only
 
 
 async def _count_events(response: httpx.Response, counts: Counter[str]) -> None:
@@ -474,18 +489,26 @@ async def run_load(
 ) -> LoadResult:
     """``clients`` closed-loop clients for ``seconds`` (plus ``streams`` event streams held
     open over the ``world.streamers`` accounts, round robin), ``/healthz`` timed every
-    ``probe_every`` seconds throughout; then, ``settle`` seconds after the load stopped,
-    each route once more."""
+    ``probe_every`` seconds throughout; the streams are closed once each has been opened or
+    refused (those shed under the load retry until then, up to ``STREAMS_SETTLE_SECONDS``);
+    then, ``settle`` seconds later, each route once more."""
     mix = actions(world)
     figures = {name: RouteFigures() for _, name, _ in mix}
     health = RouteFigures()
     stream_counts: Counter[str] = Counter()
     stop_streams = asyncio.Event()
+    settled = [asyncio.Event() for _ in range(streams if world.streamers else 0)]
     stream_tasks = [
         asyncio.create_task(
-            _stream(world, world.streamers[i % len(world.streamers)], stop_streams, stream_counts)
+            _stream(
+                world,
+                world.streamers[i % len(world.streamers)],
+                stop_streams,
+                done,
+                stream_counts,
+            )
         )
-        for i in range(streams if world.streamers else 0)
+        for i, done in enumerate(settled)
     ]
     started = time.monotonic()
     deadline = started + seconds
@@ -495,6 +518,13 @@ async def run_load(
     )
     elapsed = time.monotonic() - started
     await probe
+    # every stream shed while the load lasted opens (or is refused over its account's cap)
+    # once the server has room: wait for that before closing the open ones, or a stream
+    # still retrying would take the place of one just closed
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(
+            asyncio.gather(*(done.wait() for done in settled)), STREAMS_SETTLE_SECONDS
+        )
     stop_streams.set()
     await asyncio.gather(*stream_tasks, return_exceptions=True)
     await asyncio.sleep(settle)

@@ -88,7 +88,8 @@ def test_no_500s_retry_after_on_every_refusal_and_normal_after(world: LoadWorld)
     assert result.count(503) > 0, "the load was not heavy enough to be shed: " + summary
     assert result.total > 200, summary
     # streams: each account up to its cap, the rest refused with 429 and Retry-After (a
-    # stream shed while being set up, 503 with Retry-After, is opened again after it)
+    # stream shed while being set up, 503 with Retry-After, is opened again after it, after
+    # the load if need be: run_load waits for every stream's final answer)
     assert result.streams["200"] == STREAM_ACCOUNTS * STREAMS_PER_ACCOUNT, summary
     assert result.streams["429+Retry-After"] == STREAMS - result.streams["200"], summary
     assert set(result.streams) <= {"200", "429+Retry-After", "503+Retry-After", "events"}
