@@ -22,8 +22,9 @@ DEFAULT_IMAGE_CONCURRENCY = 6
 DEFAULT_QUEUE_SECONDS = 3.0
 # threads beyond the admitted requests: event-stream set-up, readiness, a route's second hop
 SPARE_THREADS = 6
-# database connections beyond the threads: housekeeping, webhooks, the event notifier
-SPARE_CONNECTIONS = 4
+# database connections beyond the threads: housekeeping, webhooks, the event notifier, the
+# audit writer (viewer_api.auditing.AuditWriter)
+SPARE_CONNECTIONS = 5
 # how long an account checked for one token is trusted without reloading it (security.UserCache)
 DEFAULT_USER_CACHE_SECONDS = 2.0
 # failed log-ins (security.LoginThrottle): per user name and client address, per address
