@@ -20,10 +20,11 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from gateway.outbox import MISSING, OutboxRow
-from gateway.recompress import recompress, recompression_note, split_part10
+from gateway.recompress import recompress
 from gateway.spool import Spool
 from storage.base import ObjectStore
 from storage.errors import ObjectNotFound, StorageError
+from storage.recompressed import read_note, split_part10
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def already_stored(spool: Spool, store: ObjectStore, row: OutboxRow) -> bool | N
         return False
     if ours == dataset_sha256(stored):
         return True
-    note = recompression_note(stored)
+    note = read_note(stored)
     if note is None or note.get("original_dataset_sha256") != ours:
         return False
     split = split_part10(stored)
