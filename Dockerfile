@@ -1,6 +1,11 @@
-# teleread: one image for the county API and the township gateway.
+# teleread: one image for the county API, its one-shot jobs (migrate, init, bucket, backup)
+# and the township gateway. docs/deploy.md: building, upgrading.
 FROM python:3.11-slim-bookworm
-RUN useradd --system --create-home --home-dir /var/lib/teleread teleread
+# a fixed, non-root user; the directories the compose file mounts volumes on exist here,
+# owned by it, so a fresh named volume takes that ownership (the gateway can write its spool)
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /var/lib/teleread teleread \
+ && install -d -o teleread -g teleread -m 0750 \
+      /var/lib/teleread/spool /var/lib/teleread/backups /var/lib/teleread/county
 WORKDIR /opt/teleread
 COPY pyproject.toml README.md ./
 COPY storage ./storage
@@ -9,8 +14,10 @@ COPY gateway ./gateway
 COPY viewer_api ./viewer_api
 COPY teleread ./teleread
 RUN pip install --no-cache-dir .
+COPY --chmod=0755 deploy/docker-entrypoint.sh /usr/local/bin/teleread-entrypoint
 USER teleread
-ENV TELEREAD_DATA_DIR=/var/lib/teleread
+ENV TELEREAD_DATA_DIR=/var/lib/teleread PYTHONUNBUFFERED=1
 EXPOSE 8000 11112
-ENTRYPOINT ["teleread"]
+# secrets from /run/secrets into the environment, then `teleread ARGS`
+ENTRYPOINT ["teleread-entrypoint"]
 CMD ["api", "--host", "0.0.0.0"]

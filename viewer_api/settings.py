@@ -45,6 +45,11 @@ class ApiSettings(BaseSettings):
     # GET /metrics (viewer_api.metrics): unset, loopback clients and admins may scrape; set,
     # only "Authorization: Bearer <this>" and admins may
     metrics_token: SecretStr | None = None
+    # addresses (or networks, "10.0.0.0/8") of the reverse proxies whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed: the client address of audit events, log-in limits and
+    # /metrics comes from the header only when the connection comes from one of them.
+    # Comma-separated; "" believes no one; "*" everyone (never with a port open to clients)
+    trusted_proxies: str = "127.0.0.1,::1"
 
     @field_validator("secret_key", mode="after")
     @classmethod
