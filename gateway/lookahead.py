@@ -40,7 +40,9 @@ class _Ahead(enum.Enum):
 NOT_READY: Literal[_Ahead.NOT_READY] = _Ahead.NOT_READY
 # what ``take`` hands over: the file to upload, None (send the original) or NOT_READY
 Prepared: TypeAlias = Recompressed | Literal[_Ahead.NOT_READY] | None
-MAX_AHEAD_BYTES = 64 << 20  # a bigger instance is compressed when its turn comes
+# a bigger instance is compressed by the forwarder when its turn comes, so that results held
+# ahead stay small beside the receiving processes
+MAX_AHEAD_BYTES = 8 << 20
 
 
 class RecompressAhead:

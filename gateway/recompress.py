@@ -15,7 +15,8 @@ returns a file only after rebuilding the original from it and finding the same s
   Explicit VR Little Endian datasets become Deflated Explicit VR Little Endian; inflating the
   stream gives back the received dataset bytes.
 - ``None`` (upload the original): ``none``; already compressed or Big Endian; smaller than
-  ``MIN_BYTES`` (the note and the county's rebuild would cost more than the link time saved);
+  ``MIN_BYTES`` (the note and the county's rebuild would cost more than the link time saved)
+  or larger than ``MAX_BYTES`` (the memory it would take);
   saving less than ``MIN_SAVING`` of the size; anything whose rebuild is not bit-identical
   (logged) or that fails.
 
@@ -65,6 +66,9 @@ Method = Literal["none", "jpegls", "j2k", "deflate"]
 METHODS: tuple[str, ...] = ("none", "jpegls", "j2k", "deflate")
 MIN_BYTES = 16 * 1024  # below this an instance crosses a 20 Mbit/s link in under 7 ms
 MIN_SAVING = 0.15  # a smaller saving is not worth the county's rebuild on request
+# encoding and checking hold about four times the instance in memory: every single-frame
+# image fits (a mammogram is ~27 MB), bigger multi-frame objects are sent as received
+MAX_BYTES = 32 << 20
 _NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 _CODECS = {"jpegls": JPEGLSLossless, "j2k": JPEG2000Lossless}
 _MONO = ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR")
@@ -186,11 +190,12 @@ def recompress(
     *,
     min_bytes: int = MIN_BYTES,
     min_saving: float = MIN_SAVING,
+    max_bytes: int = MAX_BYTES,
 ) -> Recompressed | None:
     """The bytes to upload instead of ``part10`` (see the module docstring), or None.
-    ``min_bytes``, ``min_saving``: the thresholds (a negative saving keeps a larger file:
-    tests use it to rebuild every file)."""
-    if method == "none" or len(part10) < min_bytes:
+    ``min_bytes``, ``min_saving``, ``max_bytes``: the thresholds (a negative saving keeps a
+    larger file: tests use it to rebuild every file)."""
+    if method == "none" or not min_bytes <= len(part10) <= max_bytes:
         return None
     split = split_part10(part10)
     if split is None:

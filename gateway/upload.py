@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 from gateway.lookahead import NOT_READY, Prepared
 from gateway.outbox import MISSING, OutboxRow
-from gateway.recompress import Recompressed, recompress
+from gateway.recompress import MAX_BYTES, Recompressed, recompress
 from gateway.spool import Spool
 from storage.base import ObjectStore
 from storage.errors import ObjectNotFound, StorageError
@@ -154,7 +154,7 @@ def upload_body(
     recompression to try (``"none"``: the original); ``prepared``: its result, when
     ``gateway.lookahead`` did it ahead."""
     smaller = prepared if isinstance(prepared, Recompressed) else None
-    if method != "none" and prepared is NOT_READY:
+    if method != "none" and prepared is NOT_READY and row.size <= MAX_BYTES:
         data = original.read()
         original = io.BytesIO(data)
         try:

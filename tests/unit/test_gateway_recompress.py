@@ -150,6 +150,7 @@ def test_ct_and_dr_get_smaller_and_small_or_poor_ones_are_sent_as_received() -> 
     assert len(small) < MIN_BYTES
     assert recompress(small, "jpegls") is None  # tiny: not worth it
     assert recompress(small, "jpegls", min_bytes=0) is not None
+    assert recompress(ct, "jpegls", max_bytes=len(ct) - 1) is None  # too big to hold 4 times
     noise = make_dx()
     rng = np.random.default_rng(0)
     noise.PixelData = rng.integers(0, 1 << 16, noise.Rows * noise.Columns, dtype="<u2").tobytes()
