@@ -58,6 +58,9 @@ from pydicom.uid import generate_uid
 from storage.errors import IntegrityError, StorageError
 
 CREATOR_UID = generate_uid(entropy_srcs=["teleread gateway lossless recompression"])
+# the transfer syntaxes a recompressed object may have (JPEG-LS Lossless, JPEG 2000 Lossless,
+# Deflated Explicit VR Little Endian): only an object in one of them needs its note read
+SYNTAXES = frozenset({"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.1.99"})
 NOTE_FORMAT = 2
 Rebuild = Literal["pixels", "inflate"]
 # pydicom's decoders are not documented as thread-safe and warning filters are process-global

@@ -3,6 +3,7 @@ as the modality and the real `teleread serve` process."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import subprocess
@@ -118,8 +119,15 @@ def test_stroke_ct_goes_first_and_is_reported_to_its_clinic(
         matches = list(objects.rglob(f"*/{_sop_uid(sent)}.dcm"))
         assert len(matches) == 1
         stored = matches[0].read_bytes()
-        assert read_note(stored) is not None and len(stored) < len(sent) / 2
+        note = read_note(stored)
+        assert note is not None and len(stored) < len(sent) / 2
         assert dataset_bytes(original_of(stored)) == dataset_bytes(sent)
+        # the API hands out the file as received, rebuilt and checked
+        got = radiologist.get(f"/api/v1/studies/{stroke.study_uid}/instances/{_sop_uid(sent)}")
+        assert got.status_code == 200
+        assert hashlib.sha256(got.content).hexdigest() == note["original_sha256"]
+        assert got.headers["etag"] == f'"{note["original_sha256"]}"'
+        assert dataset_bytes(got.content) == dataset_bytes(sent)
 
     # claims: one reader at a time
     other = pipeline.client("dr_wang")
