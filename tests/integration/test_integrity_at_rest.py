@@ -57,7 +57,7 @@ def _populate(data: DataDir, n: int = 3) -> list[InstanceArrival]:
     for i in range(n):
         sop = f"1.2.3.4.1.{i + 1}"
         blob = b"\0" * 128 + b"DICM" + f"instance {i}".encode() * 100
-        key = instance_key(study, series, sop)
+        key = instance_key("TS01", study, series, sop)
         digest = hashlib.sha256(blob).hexdigest()
         store.put(key, blob, sha256=digest)
         items.append(
@@ -150,7 +150,7 @@ def test_an_altered_object_is_not_served(
         study = Study("TS01", "CT", "头颅CT平扫", count=2)
         assert world.announce(study).status_code == 200
         good, bad = study.sop_uids
-        path = tmp_path / "objects" / instance_key(study.uid, study.series_uid, bad)
+        path = tmp_path / "objects" / instance_key(study.site, study.uid, study.series_uid, bad)
         blob = bytearray(path.read_bytes())
         blob[130:140] = b"x" * 10  # same size, other bytes
         path.write_bytes(bytes(blob))
