@@ -1,5 +1,6 @@
 """WADO-RS retrieve (PS3.18 10.4): a study, series or instance as multipart/related
-``application/dicom``, each instance the stored Part-10 bytes, untouched.
+``application/dicom``, each instance the stored Part-10 bytes, untouched; one instance asked
+for as ``application/dicom`` (a single-part Accept) as a single-part body (PS3.18 8.7.3).
 
 Instances summing to at most ``BUFFER_BYTES`` are read whole and sent in one piece; more are
 streamed. Each retrieve is audited (``dicomweb_retrieved``, off the request path).
@@ -37,20 +38,29 @@ BUFFER_BYTES = 8 * 1024 * 1024
 DICOM = "application/dicom"
 
 
-def _check_retrieve_accept(accept: str | None, syntaxes: set[str]) -> None:
-    """Instances are sent as stored: acceptable unless the client names only other
-    transfer syntaxes (we do not transcode) or another media type."""
+def single_part(accept: str | None, syntaxes: set[str], count: int) -> bool:
+    """Whether the answer is one part (the first acceptable range is a bare
+    ``application/dicom`` and there is one instance) or multipart/related. Instances are sent
+    as stored: 406 when the client names only other transfer syntaxes (we do not transcode),
+    another media type, or a single part for several instances."""
     for media in multipart.parse_accept(accept):
         if media.media_type not in ("multipart/related", "*/*", DICOM):
             continue
         if media.part_type not in (DICOM, "*/*", "application/*"):
             continue
         wanted = media.transfer_syntax
-        if wanted in (None, "*") or syntaxes <= {wanted}:
-            return
+        if not (wanted in (None, "*") or syntaxes <= {wanted}):
+            continue
+        if media.media_type != DICOM:
+            return False
+        if count == 1:
+            return True
     raise not_acceptable(
         'instances are sent as stored: accept multipart/related; type="application/dicom"'
-        "; transfer-syntax=* (stored syntaxes: " + ", ".join(sorted(syntaxes)) + ")"
+        "; transfer-syntax=* (stored syntaxes: "
+        + ", ".join(sorted(syntaxes))
+        + ")"
+        + ("; application/dicom alone is for one instance" if count > 1 else "")
     )
 
 
@@ -83,7 +93,7 @@ def _retrieve(
     if not instances:  # another site's study looks like none at all
         raise viewer.not_visible(session, study_uid, what)
     session.commit()  # done with the database: its connection is not held while reading
-    _check_retrieve_accept(accept, {i.transfer_syntax_uid or "" for i in instances})
+    single = single_part(accept, {i.transfer_syntax_uid or "" for i in instances}, len(instances))
     small = sum(i.size or 0 for i in instances) <= BUFFER_BYTES
     blobs: list[bytes] = []
     try:
@@ -100,15 +110,22 @@ def _retrieve(
         object_id=sop_uid or series_uid or study_uid,
         detail={"study_uid": study_uid, "instances": len(instances)},
     )
+    part_types = [
+        f"{DICOM}; transfer-syntax={i.transfer_syntax_uid}" if i.transfer_syntax_uid else DICOM
+        for i in instances
+    ]
+    if single:
+        headers = {"Content-Type": part_types[0], "Cache-Control": "private, no-store"}
+        if small:
+            return Response(blobs[0], media_type=None, headers=headers)
+        return StreamingResponse(
+            _object_chunks(store, instances[0].object_key), media_type=None, headers=headers
+        )
     boundary = multipart.new_boundary()
     headers = {
         "Content-Type": multipart.content_type(boundary, DICOM),
         "Cache-Control": "private, no-store",
     }
-    part_types = [
-        f"{DICOM}; transfer-syntax={i.transfer_syntax_uid}" if i.transfer_syntax_uid else DICOM
-        for i in instances
-    ]
     if small:
         return Response(
             multipart.encode(boundary, zip(part_types, blobs, strict=True)),
@@ -127,6 +144,9 @@ def _retrieve(
 
 _MULTIPART: dict[int | str, dict[str, Any]] = {
     200: {"content": {'multipart/related; type="application/dicom"': {}}}
+}
+_ONE_OR_MULTIPART: dict[int | str, dict[str, Any]] = {
+    200: {"content": {'multipart/related; type="application/dicom"': {}, DICOM: {}}}
 }
 
 
@@ -161,7 +181,9 @@ async def retrieve_series(study_uid: str, series_uid: str, request: Request) -> 
     return await _serve_retrieve(request, study_uid, series_uid)
 
 
-@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}", responses=_MULTIPART)
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}", responses=_ONE_OR_MULTIPART
+)
 @viewer_route
 async def retrieve_instance(
     study_uid: str, series_uid: str, sop_uid: str, request: Request
