@@ -17,6 +17,7 @@ from gateway.forwarder import Forwarder
 from gateway.metrics import forward_lag, render, start_metrics_server
 from gateway.ops import format_status, spool_status
 from gateway.spool import Spool
+from gateway.status import error_comment
 from tests.dicom_factory import make_ct, make_dx
 from tests.integration.test_gateway_support import SwitchableStore
 from tests.unit.test_gateway_forwarder import RecordingCounty
@@ -174,3 +175,10 @@ def test_render_prints_large_counters_exactly(tmp_path: Path) -> None:
     assert _sample(text, "bytes_uploaded_total") == 12_345_678_901  # exactly, in any notation
     assert _sample(text, "spool_bytes") == 1_234_567
     assert "forward_lag" not in text  # not asked for
+
+
+def test_error_comment_is_a_valid_lo() -> None:
+    assert error_comment("SeriesInstanceUID missing") == "SeriesInstanceUID missing"
+    long = error_comment("dataset not well formed: " + "x" * 100)
+    assert len(long) == 64 and long.endswith("...")
+    assert error_comment("a\\b 王\n") == "a?b ??"
