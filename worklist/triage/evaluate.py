@@ -1,8 +1,13 @@
 """Precision and recall of triage over a labelled set of cases.
 
-    python -m worklist.triage.evaluate [CASES] [--min-recall 0.98] [--min-precision 0.90] [-v]
+    python -m worklist.triage.evaluate [CASES...] [--min-recall 0.98] [--min-precision 0.90]
+                                      [--by-family] [--write-dicom DIR] [-v]
 
-CASES is a YAML file or a folder of them (default: the repository's ``tests/triage_cases``).
+CASES are YAML files or folders of them (default: the repository's ``tests/triage_cases``); a
+file with a ``families:`` mapping is a grammar (``worklist.triage.grammar``) and stands for
+the cases it expands to (``tests/triage_eval/grammar.yaml``). ``--by-family`` adds recall per
+family and part (dev / held_out) and false alarms per negative form; ``--write-dicom DIR``
+also writes every case as a DICOM file, so ``teleread triage DIR`` reads the same set.
 Each case is written as a real DICOM file in memory, its text encoded with the case's
 character-set profile (the raw bytes a scanner would send, with the declared Specific
 Character Set, which may be missing or wrong), read back with pydicom and triaged through
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,11 +47,13 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from worklist.triage.codes import is_code_field
 from worklist.triage.extract import extract_text, triage_dataset
+from worklist.triage.grammar import expand, is_grammar
 from worklist.triage.normalise import normalise
 from worklist.triage.result import ExtractedText, TriageResult
 from worklist.triage.rules import CATEGORIES, Category
 
 DEFAULT_CASES = Path(__file__).resolve().parents[2] / "tests" / "triage_cases"
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ESC_IR58 = b"\x1b$)A"
 ESC_ASCII = b"\x1b(B"
@@ -95,6 +103,9 @@ class Case:
     explicit: Category | None = None
     stat: bool = False
     source: str = ""
+    family: str = ""  # grammar cases: the family, the part (dev / held_out), the form
+    part: str = ""
+    form: str = ""
 
 
 def _category(value: Any, where: str) -> Category | None:
@@ -114,12 +125,21 @@ def _code_lists(value: Any, where: str) -> dict[str, list[str]]:
     return out
 
 
-def load_cases(path: str | Path = DEFAULT_CASES) -> list[Case]:
-    root = Path(path)
-    files = sorted(root.glob("*.yaml")) if root.is_dir() else [root]
+def load_cases(*paths: str | Path) -> list[Case]:
+    """The cases of YAML files or folders of them (default: ``DEFAULT_CASES``)."""
+    files: list[Path] = []
+    for path in paths or (DEFAULT_CASES,):
+        root = Path(path)
+        files.extend(sorted(root.glob("*.yaml")) if root.is_dir() else [root])
     cases: list[Case] = []
     for f in files:
-        for raw in yaml.safe_load(f.read_text("utf-8")) or []:
+        data = yaml.load(f.read_text("utf-8"), Loader=_LOADER)
+        if is_grammar(data):
+            cases.extend(expand(data, f.name))
+            continue
+        if not isinstance(data, list | type(None)):
+            raise ValueError(f"{f.name}: expected a list of cases or a grammar")
+        for raw in data or []:
             where = f"{f.name}:{raw.get('id')}"
             if raw.get("enc", "gb18030") not in PROFILES:
                 raise ValueError(f"{where}: unknown enc {raw.get('enc')!r}")
@@ -169,6 +189,12 @@ def _put_codes(ds: Dataset, keyword: str, items: list[str], encoder: str) -> Non
 
 def case_bytes(case: Case) -> bytes:
     """The case as a Part-10 file: raw encoded text, declared (or missing) character set."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # values longer than their VR allows, as sent
+        return _case_bytes(case)
+
+
+def _case_bytes(case: Case) -> bytes:
     declared, encoder = PROFILES[case.enc]
     ds = Dataset()
     if declared is not None:
@@ -197,10 +223,22 @@ def case_bytes(case: Case) -> bytes:
     return buf.getvalue()
 
 
+def write_dicom(cases: Iterable[Case], folder: Path) -> int:
+    """Every case as ``folder/<id>.dcm`` (``teleread triage folder`` reads them)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for case in cases:
+        (folder / f"{case.id}.dcm").write_bytes(case_bytes(case))
+        n += 1
+    return n
+
+
 def run_case(case: Case) -> tuple[TriageResult, ExtractedText]:
     """Triage the case's file; also its extracted text (to check the decoding)."""
     ds = dcmread(io.BytesIO(case_bytes(case)), stop_before_pixels=True)
-    return triage_dataset(ds, explicit=case.explicit), extract_text(ds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # values longer than their VR allows, as sent
+        return triage_dataset(ds, explicit=case.explicit), extract_text(ds)
 
 
 def decoding_errors(case: Case, text: ExtractedText) -> list[str]:
@@ -238,17 +276,28 @@ class Score:
 
 
 @dataclass(slots=True)
+class Tally:
+    cases: int = 0
+    right: int = 0  # positives: the expected category; negatives: routine
+
+
+@dataclass(slots=True)
 class Report:
     scores: dict[str, Score]
     wrong: list[tuple[Case, TriageResult]]
     total: int
     decode_errors: list[tuple[Case, str]] = field(default_factory=list)
+    # grammar cases: (category, family, part) -> recall tally; form -> false-alarm tally
+    families: dict[tuple[str, str, str], Tally] = field(default_factory=dict)
+    forms: dict[str, Tally] = field(default_factory=dict)
 
 
 def evaluate(cases: Iterable[Case]) -> Report:
     scores: dict[str, Score] = {c: Score() for c in CATEGORIES}
     wrong: list[tuple[Case, TriageResult]] = []
     decode: list[tuple[Case, str]] = []
+    families: dict[tuple[str, str, str], Tally] = {}
+    forms: dict[str, Tally] = {}
     total = 0
     for case in cases:
         total += 1
@@ -263,9 +312,18 @@ def evaluate(cases: Iterable[Case]) -> Report:
             elif case.expect == cat:
                 s.fn += 1
         want_priority = "stat" if case.expect or case.stat else "routine"
-        if result.category != case.expect or result.priority != want_priority:
+        right = result.category == case.expect and result.priority == want_priority
+        if not right:
             wrong.append((case, result))
-    return Report(scores, wrong, total, decode)
+        if case.family and case.expect:
+            tally = families.setdefault((case.expect, case.family, case.part), Tally())
+            tally.cases += 1
+            tally.right += right
+        elif case.family:
+            tally = forms.setdefault(case.form, Tally())
+            tally.cases += 1
+            tally.right += right
+    return Report(scores, wrong, total, decode, families, forms)
 
 
 def below_floors(report: Report, min_recall: float, min_precision: float) -> list[str]:
@@ -277,7 +335,33 @@ def below_floors(report: Report, min_recall: float, min_precision: float) -> lis
     ]
 
 
-def format_report(report: Report, *, verbose: bool = False) -> str:
+def _parts(report: Report) -> dict[str, Tally]:
+    parts: dict[str, Tally] = {}
+    for (cat, _, part), t in report.families.items():
+        for key in (f"{cat} {part}", f"{cat} all"):
+            p = parts.setdefault(key, Tally())
+            p.cases += t.cases
+            p.right += t.right
+    return parts
+
+
+def format_families(report: Report) -> list[str]:
+    """Recall per (category, family, part) and per part; false alarms per negative form."""
+    lines = [f"{'family':<26} {'part':<9} {'recall':>7} {'cases':>6}"]
+    for (cat, family, part), t in sorted(report.families.items()):
+        lines.append(f"{cat + '/' + family:<26} {part:<9} {t.right / t.cases:>7.3f} {t.cases:>6}")
+    for key, t in sorted(_parts(report).items()):
+        cat, part = key.split()
+        lines.append(
+            f"{cat + ' (all families)':<26} {part:<9} {t.right / t.cases:>7.3f} {t.cases:>6}"
+        )
+    lines.append(f"{'negative form':<26} {'false alarms':>12} {'cases':>6}")
+    for form, t in sorted(report.forms.items()):
+        lines.append(f"{form:<26} {t.cases - t.right:>12} {t.cases:>6}")
+    return lines
+
+
+def format_report(report: Report, *, verbose: bool = False, by_family: bool = False) -> str:
     lines = [
         f"cases: {report.total}",
         f"{'category':<12} {'precision':>9} {'recall':>7}   tp  fp  fn",
@@ -286,6 +370,8 @@ def format_report(report: Report, *, verbose: bool = False) -> str:
         lines.append(
             f"{cat:<12} {s.precision:>9.3f} {s.recall:>7.3f} {s.tp:>4} {s.fp:>3} {s.fn:>3}"
         )
+    if by_family and report.families:
+        lines.extend(format_families(report))
     lines.append(f"wrong (category or priority): {len(report.wrong)}")
     if verbose:
         lines.extend(
@@ -300,19 +386,27 @@ def format_report(report: Report, *, verbose: bool = False) -> str:
 
 def main(argv: Sequence[str] | None = None, out: Any = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worklist.triage.evaluate")
-    parser.add_argument("cases", nargs="?", default=str(DEFAULT_CASES))
+    parser.add_argument("cases", nargs="*", default=[str(DEFAULT_CASES)])
     parser.add_argument("--min-recall", type=float, default=0.98)
     parser.add_argument("--min-precision", type=float, default=0.90)
     parser.add_argument("-v", "--verbose", action="store_true", help="list the wrong cases")
+    parser.add_argument(
+        "--by-family", action="store_true", help="recall per family and part (grammar cases)"
+    )
+    parser.add_argument(
+        "--write-dicom", metavar="DIR", help="also write every case as DIR/<id>.dcm"
+    )
     args = parser.parse_args(argv)
     out = out or sys.stdout
     try:
-        cases = load_cases(args.cases)
+        cases = load_cases(*args.cases)
         report = evaluate(cases)
+        if args.write_dicom:
+            write_dicom(cases, Path(args.write_dicom))
     except (OSError, ValueError, UnicodeError, yaml.YAMLError) as exc:
         out.write(f"cannot evaluate: {exc}\n")
         return 2
-    out.write(format_report(report, verbose=args.verbose))
+    out.write(format_report(report, verbose=args.verbose, by_family=args.by_family))
     failures = below_floors(report, args.min_recall, args.min_precision)
     if report.decode_errors:
         failures.append(f"{len(report.decode_errors)} fields not decoded cleanly")
