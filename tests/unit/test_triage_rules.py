@@ -70,7 +70,7 @@ def test_stroke_rule_fires(field: str, text: str, rule: str) -> None:
         (R, "胸闷胸痛", "胸痛"),
         (R, "心前区疼痛", "胸痛"),
         (R, "chest pain", "chest pain"),
-        (R, "撕裂样胸背痛", "撕裂样胸背痛"),
+        (R, "撕裂样胸背痛", "撕裂样疼痛"),
         (R, "急性冠脉综合征", "急性冠脉综合征"),
         (R, "acute coronary syndrome", "acute coronary syndrome"),
         (R, "ACS", "ACS/MI"),
@@ -288,3 +288,71 @@ def test_stat_order_for_a_head_ct_is_flagged_with_the_order_as_reason() -> None:
     result = classify({S: "CT HEAD", "RequestedProcedurePriority": "STAT", "Modality": "CT"})
     assert result.priority == "stat"
     assert result.reasons[0] == "RequestedProcedurePriority: 'STAT' (stat: STAT priority)"
+
+
+@pytest.mark.parametrize(
+    ("fields", "category"),
+    [
+        ({R: "走路不稳"}, None),  # a sign alone
+        ({R: "突发走路不稳"}, "stroke"),  # + a sudden-onset cue in its field
+        ({R: "走路不稳2小时"}, "stroke"),
+        ({R: "走路不稳", "RequestedProcedurePriority": "STAT"}, "stroke"),  # + an urgent order
+        ({R: "走路不稳", "RequestedProcedurePriority": "HIGH"}, "stroke"),
+        ({R: "头晕、走路不稳"}, "stroke"),  # two signs of one family
+        ({R: "头晕"}, None),
+        ({R: "突发头晕"}, None),  # dizziness is not sudden-defined: it needs another sign
+        ({R: "走路不稳半年"}, None),  # chronic
+        ({R: "突发走路不稳半年"}, None),
+        ({R: "胸闷气短"}, None),  # two signs of different families (ACS, PE)
+        ({R: "胸闷伴大汗"}, "chest_pain"),
+        ({R: "急性支气管炎,胸闷"}, None),  # 急性 is an onset only in the sign's clause
+        ({R: "突发呼吸困难"}, None),  # dyspnoea needs a second PE sign
+        ({R: "呼吸困难伴D-二聚体升高"}, "chest_pain"),
+        ({R: "无胸痛,突发走路不稳"}, "stroke"),
+    ],
+)
+def test_signs_count_as_a_family(fields: dict[str, str], category: str | None) -> None:
+    result = classify(fields)
+    assert result.category == category, result
+    if category is None:
+        assert result.priority == "routine" or "RequestedProcedurePriority" in fields
+
+
+def test_sign_reasons_name_the_onset_and_the_order() -> None:
+    result = classify({R: "突发走路不稳"})
+    assert result.reasons == (
+        "ReasonForTheRequestedProcedure: '走路不稳' (stroke: 平衡/步态障碍; sudden onset '突发')",
+    )
+    result = classify({R: "复视", "RequestedProcedurePriority": "STAT"})
+    assert result.reasons[:2] == (
+        "ReasonForTheRequestedProcedure: '复视' (stroke: 复视/视物障碍)",
+        "RequestedProcedurePriority: 'STAT' (urgent order: +1 to stroke signs, balance_eyes)",
+    )
+
+
+def test_explain_lists_every_match_with_family_and_source() -> None:
+    from worklist.triage.classify import explain
+
+    rows = explain({R: "陈旧性脑梗死，言语不清", ADM: "I69.3^I10^脑梗死"})
+    by_phrase = {r["phrase"]: r for r in rows}
+    assert by_phrase["脑梗死"]["counted"] is False
+    assert by_phrase["脑梗死"]["why_not"] == "history '陈旧'"
+    assert by_phrase["言语不清"]["counted"] is True
+    assert by_phrase["言语不清"]["family"] == "speech"
+    assert "NIHSS" in by_phrase["言语不清"]["source"]
+    assert by_phrase["I69.3 (I10) '脑梗死'"]["why_not"] == "not urgent"
+
+
+def test_history_and_follow_up_reach_over_the_rest_of_a_clause() -> None:
+    assert classify({R: "卒中发作3年余"}).priority == "routine"
+    assert classify({R: "胸痛伴大汗病史"}).priority == "routine"
+    assert classify({R: "stroke alert 5 years ago"}).priority == "routine"
+    assert classify({R: "既往脑梗死伴左侧肢体无力"}).priority == "routine"  # 伴 keeps history
+    assert classify({R: "不伴口角歪斜"}).priority == "routine"
+    assert classify({R: "陈旧性脑梗死伴新发右侧肢体无力"}).category == "stroke"
+    assert classify({R: "反复胸痛3年，加重2小时"}).category == "chest_pain"
+    assert classify({R: "术后突发呼吸困难、血氧下降"}).category == "chest_pain"
+    assert classify({R: "surveillance of acute ischemic stroke"}).priority == "routine"
+    assert classify({R: "车祸致颅内出血"}).priority == "routine"  # trauma, not stroke
+    assert classify({R: "非外伤性蛛网膜下腔出血"}).category == "stroke"
+    assert classify({R: "nontraumatic intracranial hemorrhage"}).category == "stroke"

@@ -12,9 +12,18 @@ acute; symptoms and alerts (偏瘫, 胸痛, 溶栓, code stroke) still count.
 
 "Rule out" (排除, 除外, r/o, ?PE) is a clinical suspicion, so it is *not* a negation.
 
-Category: the one with the highest total weight of distinct matched rules (ties: stroke).
-With no category, a STAT order (RequestedProcedurePriority STAT / 急) or a bare 绿色通道 makes
-the priority stat with category None. Explicit flags (called AE title, a user) win.
+Codes (``...CodeSequence`` fields, ``worklist.triage.codes``) a code rule knows count with
+their own weight and come first in the reasons; a sequela or chronic code is not urgent.
+
+Signs (kind ``sign``: 走路不稳, 复视, 呼吸困难, 胸闷...) count only as a family: the weights of
+a family's distinct sign rules, plus 1 for each ``sudden`` sign with an onset cue in its
+field (突发, 2小时, sudden; 急性 in its clause) and 1 for an urgent order
+(RequestedProcedurePriority STAT or HIGH), must reach ``threshold`` on their own.
+
+Category: the one with the highest total weight of distinct matched rules, at least
+``threshold`` (ties: stroke). With no category, a STAT order (RequestedProcedurePriority STAT
+/ 急) or a bare 绿色通道 makes the priority stat with category None. Explicit flags (called AE
+title, a user) win.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from worklist.triage.codes import ITEM_SEPARATOR, Code, is_code_field, normalise_code, parse_codes
@@ -32,6 +41,7 @@ from worklist.triage.result import ROUTINE, STAT, TriageResult
 from worklist.triage.rules import (
     CATEGORIES,
     CODE_KIND,
+    SIGN_KIND,
     Category,
     CodingScheme,
     Rule,
@@ -45,6 +55,8 @@ FOLLOW_UP_FIELDS = (
     "RequestedProcedureDescription",
     "ReasonForTheRequestedProcedure",
 )
+_FIELD_FOLLOW_UP = ("diagnosis", "exam")
+_BREAK_PUNCTUATION = re.compile(r"[\s,;.!?:。;、]+")
 _CLAUSE_BREAK = re.compile(r"[,;.!?:。;!?\n|]")
 MAX_REASONS = 12
 
@@ -54,6 +66,26 @@ class Hit:
     field: str
     phrase: str
     rule: Rule
+    why_not: str | None = None  # None: the match counts (negation, history, follow-up)
+    onset: str = ""  # a sudden sign: the onset cue in its field
+
+
+@dataclass(slots=True)
+class Matches:
+    """Everything the rules found in a study's text fields."""
+
+    hits: list[Hit] = field(default_factory=list)  # category matches, counted or not
+    notes: list[str] = field(default_factory=list)  # look-alikes
+    stat: list[Hit] = field(default_factory=list)  # priority-only matches
+    order: list[Hit] = field(default_factory=list)  # urgent-order matches
+
+
+@dataclass(slots=True)
+class Scored:
+    scores: dict[Category, int]
+    counted: list[Hit]  # hits that count towards a category, in order (codes first)
+    sign_notes: list[str]  # signs that reached their family's threshold with help
+    sign_alone: list[Hit]  # signs whose family stayed below the threshold
 
 
 # patterns whose meaning changes when joined into one alternation (group references,
@@ -106,17 +138,26 @@ def _mask(text: str, rules: Rules) -> tuple[str, list[tuple[str, str]]]:
     return text, masked
 
 
-def _scope_start(text: str, start: int, rules: Rules) -> int:
+def _scope_start(text: str, start: int, rules: Rules, *, history: bool = False) -> int:
+    """Where the negation (or history) scope of a match at ``start`` begins: after the last
+    scope break before it (a history scope goes on over ``history_keeps``: 既往X伴Y)."""
     begin = 0
     for m in rules.scope_breaks.finditer(text, 0, start):
+        if history and rules.history_keeps.fullmatch(_BREAK_PUNCTUATION.sub("", m.group())):
+            continue
         begin = m.end()
     return begin
 
 
-def _clause(text: str, start: int, end: int) -> str:
+def _clause_bounds(text: str, start: int, end: int) -> tuple[int, int]:
     left = max((m.end() for m in _CLAUSE_BREAK.finditer(text, 0, start)), default=0)
     right_m = _CLAUSE_BREAK.search(text, end)
-    return text[left : right_m.start() if right_m else len(text)]
+    return left, right_m.start() if right_m else len(text)
+
+
+def _clause(text: str, start: int, end: int) -> str:
+    left, right = _clause_bounds(text, start, end)
+    return text[left:right]
 
 
 def _why_not(
@@ -134,27 +175,57 @@ def _why_not(
     neg = rules.negation.search(scope) or rules.negation_after.match(after)
     if neg:
         return f"negated by '{neg.group().strip()}'"
-    hist = rules.history_before.search(scope) or rules.history_after.match(after)
+    left, right = _clause_bounds(text, start, end)
+    clause = text[left:right]
+    hist = (
+        rules.history_before.search(text[_scope_start(text, start, rules, history=True) : start])
+        or rules.history_after.match(after)
+        or rules.history_later.search(text, end, right)
+    )
     if hist and not rules.acute.search(after):
         return f"history '{hist.group().strip()}'"
-    clause = _clause(text, start, end)
     fu = rules.follow_up.search(clause)
-    if fu:
+    # a scope break after the cue and before the term (术后突发呼吸困难) starts a new event
+    if fu and not (
+        left + fu.end() <= start and rules.scope_breaks.search(text, left + fu.end(), start)
+    ):
         return f"follow-up '{fu.group().strip()}'"
+    # a diagnosis or an exam: a follow-up cue anywhere in its field, unless its clause is acute
+    if rule.kind in _FIELD_FOLLOW_UP and not rules.acute.search(clause):
+        fu = rules.follow_up.search(text)
+        if fu:
+            return f"follow-up '{fu.group().strip()}'"
     if (
         exam_follow_up
         and field != exam_follow_up[0]
-        and rule.kind in ("diagnosis", "exam")
+        and rule.kind in _FIELD_FOLLOW_UP
         and not rules.acute.search(clause)
     ):
         return f"follow-up: {exam_follow_up[0]} says '{exam_follow_up[1]}'"
     return None
 
 
+def _onset(text: str, start: int, end: int, rules: Rules) -> str:
+    """A sudden-onset cue for a sign: anywhere in its field, or (急性, acute) in its clause."""
+    cue = rules.onset.search(text) if rules.onset is not None else None
+    if cue is None and rules.onset_in_clause is not None:
+        cue = rules.onset_in_clause.search(_clause(text, start, end))
+    return cue.group().strip() if cue else ""
+
+
 def _explain(hit: Hit) -> str:
     if hit.rule.kind == CODE_KIND:
         return f"{hit.field}: code {hit.phrase} ({hit.rule.category}: {hit.rule.name})"
-    return f"{hit.field}: '{hit.phrase}' ({hit.rule.category}: {hit.rule.name})"
+    onset = f"; sudden onset '{hit.onset}'" if hit.onset else ""
+    return f"{hit.field}: '{hit.phrase}' ({hit.rule.category}: {hit.rule.name}{onset})"
+
+
+def _not_counted(hit: Hit) -> str:
+    if hit.rule.kind == CODE_KIND and hit.rule.category is None:
+        return f"not urgent: {hit.field}: code {hit.phrase} ({hit.rule.name})"
+    if hit.rule.kind == CODE_KIND:
+        return f"not urgent: {hit.field}: code {hit.phrase} ({hit.rule.category}: {hit.why_not})"
+    return f"not urgent: {hit.field}: '{hit.phrase}' ({hit.rule.category}: {hit.why_not})"
 
 
 def _scheme_of(code: Code, field: str, rules: Rules) -> CodingScheme | None:
@@ -188,58 +259,51 @@ def code_rule(code: Code, field: str, rules: Rules) -> Rule | None:
     return best
 
 
-def _read_codes(field: str, value: str, rules: Rules) -> tuple[str, list[Hit], list[str]]:
-    """A code field: (the meanings of codes no rule knows, as text; code hits; reasons why
-    known codes are not urgent)."""
+def _read_codes(field: str, value: str, rules: Rules) -> tuple[str, list[Hit]]:
+    """A code field: (the meanings of codes no rule knows, as text; the codes rules know,
+    those of a not-urgent rule with ``why_not``)."""
     text: list[str] = []
     hits: list[Hit] = []
-    ignored: list[str] = []
     for code in parse_codes(value):
         rule = code_rule(code, field, rules)
         if rule is None:
             if code.meaning:
                 text.append(code.meaning)
-        elif rule.category is None:
-            ignored.append(f"not urgent: {field}: code {code.shown()} ({rule.name})")
         else:
-            hits.append(Hit(field, code.shown(), rule))
-    return ITEM_SEPARATOR.join(text), hits, ignored
+            why = "not urgent" if rule.category is None else None
+            hits.append(Hit(field, code.shown(), rule, why_not=why))
+    return ITEM_SEPARATOR.join(text), hits
 
 
-def find_hits(
+def find_matches(
     fields: Mapping[str, str], *, modality: str | None = None, rules: Rules | None = None
-) -> tuple[list[Hit], list[str], list[Hit]]:
-    """(counted category hits, reasons for what did not count, stat-only hits)."""
+) -> Matches:
+    """Every rule match in the fields, each with why it does not count (if it does not)."""
     rules = rules or default_rules()
+    found = Matches()
     texts: dict[str, str] = {}
-    ignored: list[str] = []
     coded: list[Hit] = []
     for kw, value in fields.items():
         if not value:
             continue
         if is_code_field(kw):
-            meanings, code_hits, code_ignored = _read_codes(kw, str(value), rules)
+            meanings, code_hits = _read_codes(kw, str(value), rules)
             value = meanings
             coded.extend(code_hits)
-            ignored.extend(code_ignored)
         masked, looks = _mask(normalise(str(value)), rules)
         texts[kw] = masked
-        ignored.extend(f"not urgent: {kw}: '{p.strip()}' (look-alike: {n})" for p, n in looks)
+        found.notes.extend(f"not urgent: {kw}: '{p.strip()}' (look-alike: {n})" for p, n in looks)
     context = " | ".join([*texts.values(), modality or ""])
     exam_follow_up: tuple[str, str] | None = None
     for kw in FOLLOW_UP_FIELDS:
         m = rules.follow_up.search(texts.get(kw, ""))
         if m and not rules.acute.search(texts[kw]):
             exam_follow_up = (kw, m.group().strip())
-    hits: list[Hit] = []
     for hit in coded:  # a code is a diagnosis: a follow-up exam name discounts it too
-        if exam_follow_up and hit.field != exam_follow_up[0]:
+        if hit.why_not is None and exam_follow_up and hit.field != exam_follow_up[0]:
             said = f"follow-up: {exam_follow_up[0]} says '{exam_follow_up[1]}'"
-            ignored.append(
-                f"not urgent: {hit.field}: code {hit.phrase} ({hit.rule.category}: {said})"
-            )
-        else:
-            hits.append(hit)
+            hit = Hit(hit.field, hit.phrase, hit.rule, why_not=said)
+        found.hits.append(hit)
     any_rule = _prefilter(rules)[0]
     for kw, text in texts.items():
         if any_rule is not None and any_rule.search(text) is None:
@@ -249,22 +313,120 @@ def find_hits(
                 continue
             if rule.requires_any is not None and not rule.requires_any.search(context):
                 continue
+            if rule.unless_any is not None and rule.unless_any.search(context):
+                continue
             for m in rule.regex.finditer(text):
                 phrase = m.group().strip()
                 why = _why_not(text, m.start(), m.end(), rules, exam_follow_up, rule, kw)
-                if why is None:
-                    hits.append(Hit(kw, phrase, rule))
-                else:
-                    ignored.append(f"not urgent: {kw}: '{phrase}' ({rule.category}: {why})")
-    stat_hits = [
-        Hit(kw, m.group().strip(), rule)
-        for kw, text in texts.items()
-        for rule in rules.stat
-        if not rule.fields or kw in rule.fields
-        for m in [rule.regex.search(text)]
-        if m
+                onset = ""
+                if why is None and rule.sudden:
+                    onset = _onset(text, m.start(), m.end(), rules)
+                found.hits.append(Hit(kw, phrase, rule, why, onset))
+    for kw, text in texts.items():
+        for rules_of, out in ((rules.stat, found.stat), (rules.urgent_order, found.order)):
+            for rule in rules_of:
+                if rule.fields and kw not in rule.fields:
+                    continue
+                for m in rule.regex.finditer(text):
+                    if _why_not(text, m.start(), m.end(), rules, None, rule, kw) is None:
+                        out.append(Hit(kw, m.group().strip(), rule))
+                        break
+    return found
+
+
+def _score(found: Matches, rules: Rules) -> Scored:
+    """Category totals: distinct rules' weights; a family of signs only when it reaches the
+    threshold on its own (sign weights, +1 per sudden sign with an onset cue, +1 for an
+    urgent order)."""
+    counted = [h for h in found.hits if h.why_not is None and h.rule.category is not None]
+    weights: dict[Category, dict[str, int]] = {}
+    signs: dict[tuple[Category, str], dict[str, int]] = {}
+    for h in counted:
+        cat = h.rule.category
+        assert cat is not None
+        if h.rule.kind == SIGN_KIND:
+            in_family = signs.setdefault((cat, h.rule.family or h.rule.name), {})
+            weight = h.rule.weight + (1 if h.onset else 0)
+            in_family[h.rule.name] = max(in_family.get(h.rule.name, 0), weight)
+        else:
+            weights.setdefault(cat, {})[h.rule.name] = h.rule.weight
+    order = found.order[0] if found.order else None
+    passed: set[tuple[Category, str]] = set()
+    sign_notes: list[str] = []
+    for (cat, family), by_rule in signs.items():
+        total = sum(by_rule.values()) + (1 if order else 0)
+        if total >= rules.threshold:
+            passed.add((cat, family))
+            weights.setdefault(cat, {})[f"signs: {family}"] = total
+            if order:
+                sign_notes.append(
+                    f"{order.field}: '{order.phrase}' (urgent order: +1 to {cat} signs, {family})"
+                )
+    scores = {
+        cat: sum(by_rule.values())
+        for cat, by_rule in weights.items()
+        if sum(by_rule.values()) >= rules.threshold
+    }
+    keep = [
+        h
+        for h in counted
+        if h.rule.kind != SIGN_KIND or (h.rule.category, h.rule.family or h.rule.name) in passed
     ]
-    return hits, list(dict.fromkeys(ignored)), stat_hits
+    keep.sort(key=lambda h: h.rule.kind != CODE_KIND)  # codes first, otherwise in order
+    alone = [h for h in counted if h.rule.kind == SIGN_KIND and h not in keep]
+    return Scored(scores, keep, sign_notes, alone)
+
+
+def explain(
+    fields: Mapping[str, str], *, modality: str | None = None, rules: Rules | None = None
+) -> list[dict[str, Any]]:
+    """Every matched term with its category, rule, family, source, and whether it counted
+    (``teleread triage --explain``)."""
+    rules = rules or default_rules()
+    found = find_matches(fields, modality=modality, rules=rules)
+    scored = _score(found, rules)
+    counted = {id(h) for h in scored.counted}
+    rows: list[dict[str, Any]] = []
+    for h in found.hits:
+        if id(h) in counted:
+            why = None
+        elif h.why_not is not None:
+            why = h.why_not
+        elif h.rule.kind == SIGN_KIND:
+            why = f"a sign alone: family {h.rule.family} below {rules.threshold}"
+        else:
+            why = f"{h.rule.category} total below {rules.threshold}"
+        rows.append(
+            {
+                "field": h.field,
+                "phrase": h.phrase,
+                "category": h.rule.category,
+                "rule": h.rule.name,
+                "kind": h.rule.kind,
+                "family": h.rule.family,
+                "source": h.rule.source,
+                "weight": h.rule.weight,
+                "counted": why is None,
+                **({"sudden_onset": h.onset} if h.onset else {}),
+                **({"why_not": why} if why else {}),
+            }
+        )
+    for h in [*found.stat, *found.order]:
+        rows.append(
+            {
+                "field": h.field,
+                "phrase": h.phrase,
+                "category": None,
+                "rule": h.rule.name,
+                "kind": "stat" if h in found.stat else "urgent_order",
+                "family": h.rule.family,
+                "source": h.rule.source,
+                "weight": 0,
+                "counted": True,
+            }
+        )
+    rows.extend({"note": n} for n in found.notes)
+    return rows
 
 
 def _check_category(value: str | None) -> Category | None:
@@ -329,16 +491,24 @@ _memo_lock = threading.Lock()
 def _classify(
     fields: Mapping[str, str], modality: str | None, flag: Category | None, rules: Rules
 ) -> TriageResult:
-    hits, ignored, stat_hits = find_hits(fields, modality=modality, rules=rules)
-    scores: dict[Category, int] = {}
-    seen: set[tuple[str, str]] = set()
-    for h in hits:
-        cat = h.rule.category
-        if cat is None or (cat, h.rule.name) in seen:
-            continue
-        seen.add((cat, h.rule.name))
-        scores[cat] = scores.get(cat, 0) + h.rule.weight
-    ordered_hits = list(dict.fromkeys(_explain(h) for h in hits))
+    found = find_matches(fields, modality=modality, rules=rules)
+    scored = _score(found, rules)
+    scores, hits = scored.scores, scored.counted
+    ignored = list(
+        dict.fromkeys(
+            [
+                *found.notes,
+                *(_not_counted(h) for h in found.hits if h.why_not is not None),
+                *(
+                    f"not urgent: {h.field}: '{h.phrase}' ({h.rule.category}: a sign alone: "
+                    f"{h.rule.name})"
+                    for h in scored.sign_alone
+                ),
+            ]
+        )
+    )
+    ordered_hits = list(dict.fromkeys([*(_explain(h) for h in hits), *scored.sign_notes]))
+    stat_hits = found.stat
     stat_reasons = [f"{h.field}: '{h.phrase}' (stat: {h.rule.name})" for h in stat_hits]
     if flag is not None:
         reasons = [f"explicit flag: {flag} (wins over text)"]
@@ -350,11 +520,7 @@ def _classify(
         )
     best = _best(scores)
     if best is not None:
-        first = [
-            r
-            for h, r in zip(hits, (_explain(h) for h in hits), strict=True)
-            if h.rule.category == best
-        ]
+        first = [_explain(h) for h in hits if h.rule.category == best]
         reasons = list(dict.fromkeys([*first, *ordered_hits, *stat_reasons]))
         return TriageResult(best, STAT, tuple(reasons[:MAX_REASONS]))
     if stat_hits:

@@ -5,17 +5,22 @@ Schema (see ``rules.yaml`` for the full built-in set)::
     version: 1
     extends: builtin            # a county file: "builtin" (default) adds to the built-in
                                 # rules, "none" replaces them
-    weights: {code: 4, alert: 3, diagnosis: 2, symptom: 2, exam: 2}
+    weights: {code: 4, alert: 3, diagnosis: 2, symptom: 2, exam: 2, sign: 1}
+    threshold: 2                # a category needs this total weight; signs count only when
+                                # their family reaches it on its own (see rules.yaml)
     categories:
       stroke:                   # category names: stroke, chest_pain
         - name: 脑梗             # shown in reasons: "StudyDescription: '脑梗死' (stroke: 脑梗)"
-          kind: diagnosis       # alert | diagnosis | symptom | exam
+          kind: diagnosis       # alert | diagnosis | symptom | exam | sign
           family: infarction    # the clinical family (evaluation reports recall per family)
           source: ICD-10 I63    # where the terms come from (a standard, a scale, a guideline)
           patterns: ['脑梗(死|塞)?']   # regular expressions, case-insensitive by default
-          word: false           # true: ASCII letters/digits may not touch the match
+          word: false           # true: no ASCII letter or digit may touch an ASCII letter
+                                # or digit at either end of the match (MI not in MIP)
           case_sensitive: false # true for short abbreviations (MI, PE, TIA...)
           requires_any: []      # context: one of these must appear somewhere in the study
+          unless_any: []        # context: none of these may appear anywhere in the study
+          sudden: false         # a sign: a sudden-onset cue (`onset`) in its field adds 1
     coding_schemes:             # which code items the code rules read (worklist.triage.codes)
       - name: ICD-10
         designators: ['I10', 'ICD-?10']   # Coding Scheme Designator, full match, any case
@@ -36,14 +41,19 @@ Schema (see ``rules.yaml`` for the full built-in set)::
       - name: STAT priority
         fields: [RequestedProcedurePriority]
         patterns: ['^STAT$']
+    urgent_order: [...]         # like stat: an urgent order adds 1 to a family of signs
+    onset: [...]                # sudden-onset cues anywhere in the field (突发, 2小时, sudden)
+    onset_in_clause: [...]      # sudden-onset cues in the sign's own clause (急性, acute)
     lookalikes: [{name: 胸椎 thoracic spine, patterns: ['胸椎']}]   # masked before matching
     negation: [...]             # cues before a term, in its clause (无, 否认, no, denies)
     negation_after: [...]       # right after the term: 已排除, excluded, ruled out
     history_before: [...]       # 陈旧性, history of ...
     history_after: [...]        # right after the term: 后遗症, 史, sequelae ...
+    history_later: [...]        # later in the term's clause: 病史, 3年, 5 years ago ...
     follow_up: [...]            # a clause saying 复查 / follow-up is not urgent
     acute: [...]                # keeps a term urgent although the exam name says 复查
     scope_breaks: [...]         # end a negation / history scope (伴, 但, but, with ...)
+    history_keeps: [...]        # scope breaks that do not end a history scope (伴: 既往X伴Y)
 """
 
 from __future__ import annotations
@@ -63,13 +73,21 @@ from worklist.triage.errors import RulesError
 
 Category = Literal["stroke", "chest_pain"]
 CATEGORIES: tuple[Category, ...] = ("stroke", "chest_pain")
-KINDS = ("alert", "diagnosis", "symptom", "exam")
+KINDS = ("alert", "diagnosis", "symptom", "exam", "sign")
 CODE_KIND = "code"
+SIGN_KIND = "sign"
+DEFAULT_THRESHOLD = 2
+# a kind's weight when the file's `weights` does not say
+DEFAULT_WEIGHTS = {CODE_KIND: 4, "alert": 3, "diagnosis": 2, "symptom": 2, "exam": 2, SIGN_KIND: 1}
 _LIST_KEYS = (
+    "onset",
+    "onset_in_clause",
     "negation",
     "negation_after",
     "history_before",
     "history_after",
+    "history_later",
+    "history_keeps",
     "follow_up",
     "acute",
     "scope_breaks",
@@ -88,6 +106,8 @@ class Rule:
     family: str = ""
     source: str = ""
     scheme: str = ""  # a code rule's coding scheme
+    unless_any: re.Pattern[str] | None = None
+    sudden: bool = False  # a sign: a sudden-onset cue in its field adds 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +128,8 @@ class Rules:
     negation_after: re.Pattern[str]
     history_before: re.Pattern[str]
     history_after: re.Pattern[str]
+    history_later: re.Pattern[str]
+    history_keeps: re.Pattern[str]
     follow_up: re.Pattern[str]
     acute: re.Pattern[str]
     scope_breaks: re.Pattern[str]
@@ -115,6 +137,13 @@ class Rules:
     codes: tuple[Rule, ...] = ()
     schemes: tuple[CodingScheme, ...] = ()
     other_schemes: re.Pattern[str] | None = None
+    urgent_order: tuple[Rule, ...] = ()
+    onset: re.Pattern[str] | None = None
+    onset_in_clause: re.Pattern[str] | None = None
+    threshold: int = DEFAULT_THRESHOLD
+
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: faster
 
 
 def _alternation(patterns: list[str], *, word: bool = False, case_sensitive: bool = False) -> str:
@@ -122,7 +151,12 @@ def _alternation(patterns: list[str], *, word: bool = False, case_sensitive: boo
         return r"(?!x)x"  # matches nothing
     body = "|".join(f"(?:{p})" for p in patterns)
     if word:
-        body = rf"(?<![A-Za-z0-9])(?:{body})(?![A-Za-z0-9])"
+        # no ASCII letter or digit may touch an ASCII letter or digit of the match; a match
+        # that begins or ends with a Chinese character may touch anything (气促2小时)
+        body = (
+            rf"(?:(?<![A-Za-z0-9])|(?=[^A-Za-z0-9]))(?:{body})"
+            rf"(?:(?![A-Za-z0-9])|(?<=[^A-Za-z0-9]))"
+        )
     return body if case_sensitive else f"(?i:{body})"
 
 
@@ -155,7 +189,17 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     for cat, rules in (extra.get("categories") or {}).items():
         cats.setdefault(cat, []).extend(rules or [])
     out["categories"] = cats
-    for key in ("stat", "lookalikes", "codes", "coding_schemes", "other_schemes", *_LIST_KEYS):
+    if "threshold" in extra:
+        out["threshold"] = extra["threshold"]
+    for key in (
+        "stat",
+        "urgent_order",
+        "lookalikes",
+        "codes",
+        "coding_schemes",
+        "other_schemes",
+        *_LIST_KEYS,
+    ):
         out[key] = list(base.get(key) or []) + list(extra.get(key) or [])
     return out
 
@@ -168,7 +212,7 @@ def _read(path: Path | None) -> tuple[dict[str, Any], str]:
         text = Path(path).read_text("utf-8")
         source = str(path)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
         raise RulesError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -194,16 +238,19 @@ def _rule(item: Any, category: Category | None, weights: Mapping[str, int], src:
         case_sensitive=bool(item.get("case_sensitive", False)),
     )
     context = _strings(item.get("requires_any"), src, f"rule {name!r} requires_any")
+    unless = _strings(item.get("unless_any"), src, f"rule {name!r} unless_any")
     return Rule(
         category=category,
         name=name,
         kind=kind,
         regex=regex,
-        weight=int(item.get("weight", weights.get(kind, 1))),
+        weight=int(item.get("weight", weights.get(kind, DEFAULT_WEIGHTS.get(kind, 2)))),
         requires_any=_compile(src, f"rule {name!r}", context) if context else None,
         fields=frozenset(_strings(item.get("fields"), src, f"rule {name!r} fields")),
         family=str(item.get("family") or ""),
         source=str(item.get("source") or ""),
+        unless_any=_compile(src, f"rule {name!r}", unless) if unless else None,
+        sudden=bool(item.get("sudden", False)),
     )
 
 
@@ -248,7 +295,7 @@ def _code_rule(
         name=name,
         kind=CODE_KIND,
         regex=regex,
-        weight=int(item.get("weight", weights.get(CODE_KIND, 4))),
+        weight=int(item.get("weight", weights.get(CODE_KIND, DEFAULT_WEIGHTS[CODE_KIND]))),
         family=str(item.get("family") or ""),
         source=str(item.get("source") or ""),
         scheme=scheme.name,
@@ -273,6 +320,11 @@ def compile_rules(data: Mapping[str, Any], source: str = "rules") -> Rules:
     schemes = {s.name: s for s in (_scheme(i, source) for i in data.get("coding_schemes") or [])}
     codes = tuple(_code_rule(i, schemes, weights, source) for i in data.get("codes") or [])
     others = _strings(data.get("other_schemes"), source, "other_schemes")
+    order = tuple(_rule(i, None, weights, source) for i in data.get("urgent_order") or [])
+    try:
+        threshold = int(data.get("threshold", DEFAULT_THRESHOLD))
+    except (TypeError, ValueError) as exc:
+        raise RulesError(f"{source}: threshold must be a whole number") from exc
     return Rules(
         rules=tuple(rules),
         stat=stat,
@@ -281,6 +333,8 @@ def compile_rules(data: Mapping[str, Any], source: str = "rules") -> Rules:
         negation_after=_anchored(source, "negation_after", lists["negation_after"]),
         history_before=_compile(source, "history_before", lists["history_before"]),
         history_after=_anchored(source, "history_after", lists["history_after"]),
+        history_later=_compile(source, "history_later", lists["history_later"]),
+        history_keeps=_compile(source, "history_keeps", lists["history_keeps"]),
         follow_up=_compile(source, "follow_up", lists["follow_up"]),
         acute=_compile(source, "acute", lists["acute"]),
         scope_breaks=_compile(source, "scope_breaks", lists["scope_breaks"]),
@@ -288,6 +342,14 @@ def compile_rules(data: Mapping[str, Any], source: str = "rules") -> Rules:
         codes=codes,
         schemes=tuple(schemes.values()),
         other_schemes=_compile(source, "other_schemes", others) if others else None,
+        urgent_order=order,
+        onset=_compile(source, "onset", lists["onset"]) if lists["onset"] else None,
+        onset_in_clause=(
+            _compile(source, "onset_in_clause", lists["onset_in_clause"])
+            if lists["onset_in_clause"]
+            else None
+        ),
+        threshold=threshold,
     )
 
 
