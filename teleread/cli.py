@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
 
     triage = sub.add_parser("triage", help="triage DICOM files: one JSON object per file")
+    triage.add_argument(
+        "--explain",
+        action="store_true",
+        help="add every matched term with its category, rule, family and source, and why "
+        "a match did not count",
+    )
     triage.add_argument("paths", nargs="+", type=Path)
 
     doctor = sub.add_parser("doctor", help="check a configuration end to end, in plain words")
@@ -393,7 +399,7 @@ def _cmd_backup(args: argparse.Namespace) -> int:
 def _cmd_triage(args: argparse.Namespace) -> int:
     from worklist.triage.api import read_paths
 
-    for row in read_paths(args.paths):
+    for row in read_paths(args.paths, explain_terms=args.explain):
         print(json.dumps(row, ensure_ascii=False))
     return 0
 

@@ -41,6 +41,36 @@ def test_triage_prints_one_json_object_per_file(
         } <= row.keys()
 
 
+def test_triage_explain_names_every_matched_term(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from worklist.triage.evaluate import Case, case_bytes
+
+    case = Case(
+        id="x",
+        expect="stroke",
+        enc="gbk-as-latin1",
+        fields={
+            "StudyDescription": "头颅CT",
+            "ReasonForTheRequestedProcedure": "无胸痛，突发走路不稳",
+        },
+        codes={"AdmittingDiagnosesCodeSequence": ["I69.3^I10^脑梗死后遗症"]},
+    )
+    (tmp_path / "a.dcm").write_bytes(case_bytes(case))
+    assert main(["triage", "--explain", str(tmp_path / "a.dcm")]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["category"] == "stroke"
+    by_rule = {m["rule"]: m for m in row["explain"] if "rule" in m}
+    walk = by_rule["平衡/步态障碍"]
+    assert (walk["counted"], walk["family"], walk["sudden_onset"]) == (True, "balance_eyes", "突发")
+    assert walk["source"].startswith("BE-FAST B")
+    assert by_rule["胸痛"]["counted"] is False and by_rule["胸痛"]["why_not"] == "negated by '无'"
+    code = by_rule["ICD-10 I69 脑血管病后遗症 sequelae of cerebrovascular disease (history)"]
+    assert (code["kind"], code["counted"], code["source"]) == ("code", False, "ICD-10 I69")
+    assert main(["triage", str(tmp_path / "a.dcm")]) == 0
+    assert "explain" not in json.loads(capsys.readouterr().out)
+
+
 def test_sites_and_users_from_the_command_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -16,7 +16,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence as PydicomSequence
 
 from worklist.triage.charset import declared_terms, decode_text, strip_escapes
-from worklist.triage.classify import MAX_REASONS, classify
+from worklist.triage.classify import MAX_REASONS, classify, explain
 from worklist.triage.codes import (
     CODE_MEANING,
     CODE_SEQUENCE_KEYWORDS,
@@ -249,7 +249,10 @@ def _mapping_getter(values: Mapping[int, Any]) -> Callable[[int], Any]:
 
 def triage_dataset(ds: Dataset, *, explicit: Category | None = None) -> TriageResult:
     """Extract and classify; character-set fallbacks are added to the reasons."""
-    text = extract_text(ds)
+    return _triage_text(extract_text(ds), explicit)
+
+
+def _triage_text(text: ExtractedText, explicit: Category | None) -> TriageResult:
     result = classify(text.fields, modality=text.fields.get("Modality"), explicit=explicit)
     if not text.notes:
         return result
@@ -279,8 +282,9 @@ def _uid(ds: Dataset, keyword: str) -> str | None:
     return text.strip(" \x00") or None
 
 
-def triage_file(path: str | Path) -> dict[str, Any]:
-    """One file -> the ``teleread triage`` JSON object (an ``error`` key when unreadable)."""
+def triage_file(path: str | Path, *, explain_terms: bool = False) -> dict[str, Any]:
+    """One file -> the ``teleread triage`` JSON object (an ``error`` key when unreadable);
+    ``explain_terms``: also ``explain``, every matched term with its family and source."""
     row: dict[str, Any] = {"path": str(path)}
     try:
         with warnings.catch_warnings():
@@ -296,7 +300,8 @@ def triage_file(path: str | Path) -> dict[str, Any]:
             if len(ds) == 0:
                 row["error"] = "no dataset after the file meta header"
                 return row
-            result = triage_dataset(ds)
+            text = extract_text(ds)
+            result = _triage_text(text, None)
             row["sop_instance_uid"] = _uid(ds, "SOPInstanceUID")
             row["study_instance_uid"] = _uid(ds, "StudyInstanceUID")
     except InvalidDicomError:
@@ -316,10 +321,15 @@ def triage_file(path: str | Path) -> dict[str, Any]:
         row["error"] = f"unreadable: {type(exc).__name__}: {str(exc)[:200]}"
         return row
     row.update(category=result.category, priority=result.priority, reasons=list(result.reasons))
+    if explain_terms:
+        row["explain"] = explain(text.fields, modality=text.fields.get("Modality"))
     return row
 
 
-def read_paths(paths: Sequence[str | Path]) -> Iterator[dict[str, Any]]:
-    """``teleread triage PATH...``: files or folders (recursive), one dict per file."""
+def read_paths(
+    paths: Sequence[str | Path], *, explain_terms: bool = False
+) -> Iterator[dict[str, Any]]:
+    """``teleread triage [--explain] PATH...``: files or folders (recursive), one dict per
+    file."""
     for path in _files(paths):
-        yield triage_file(path)
+        yield triage_file(path, explain_terms=explain_terms)
