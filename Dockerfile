@@ -2,6 +2,9 @@
 FROM python:3.11-slim-bookworm
 RUN useradd --system --create-home --home-dir /var/lib/teleread teleread
 WORKDIR /opt/teleread
+# the CJK TrueType font the PDF reports embed (viewer_api/outputs/fonts.py)
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-wqy-microhei \
+    && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
 COPY storage ./storage
 COPY worklist ./worklist

@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--role", required=True, choices=["radiologist", "clinic", "admin", "gateway"]
     )
     uadd.add_argument("--site", help="site code (clinic and township gateway accounts)")
-    uadd.add_argument("--display-name", default="")
+    uadd.add_argument("--display-name", default="", help="the name reports print (李医生)")
+    uadd.add_argument("--title", default="", help="professional title reports print (主治医师)")
     uadd.add_argument(
         "--password-stdin", action="store_true", required=True, help="read the password from stdin"
     )
@@ -252,6 +253,7 @@ def _cmd_users(args: argparse.Namespace) -> int:
                 role=args.role,
                 site_code=args.site,
                 display_name=args.display_name,
+                title=args.title,
                 now=utcnow(),
             )
             print(f"user {user.username} ({user.role}{', site ' + args.site if args.site else ''})")

@@ -24,7 +24,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
 from storage import errors as storage_errors
-from viewer_api.outputs import content, images, share
+from viewer_api.outputs import content, fonts, images, share
 from worklist import critical, report_templates, reports
 from worklist import errors as wl
 
@@ -159,6 +159,7 @@ ERRORS: dict[type[Exception], Problem] = {
     Misconfigured: Problem(503, "misconfigured"),
     # the report outputs'
     content.ReportNotSigned: Problem(409, "report_not_signed", "The report is not signed yet"),
+    fonts.ReportFontMissing: Problem(503, "report_font_missing"),
     images.NotRenderable: Problem(415, "not_renderable", "This image cannot be rendered"),
     share.ShareTokenExpired: Problem(410, "share_link_expired"),
     share.ShareTokenError: Problem(403, "share_link_invalid"),

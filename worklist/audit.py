@@ -55,6 +55,7 @@ class AuditAction(StrEnum):
     REPORT_VIEWED = "report_viewed"
     REPORT_PDF_VIEWED = "report_pdf_viewed"
     REPORT_FHIR_VIEWED = "report_fhir_viewed"
+    REPORT_HTML_VIEWED = "report_html_viewed"  # the print view
     REPORT_FIRST_READ = "report_first_read"
     REPORTS_LISTED = "reports_listed"
     REPORT_DRAFT_SAVED = "report_draft_saved"
@@ -132,6 +133,7 @@ _OBJECT_TYPES: dict[AuditAction, str] = {
             AuditAction.REPORT_VIEWED,
             AuditAction.REPORT_PDF_VIEWED,
             AuditAction.REPORT_FHIR_VIEWED,
+            AuditAction.REPORT_HTML_VIEWED,
             AuditAction.REPORT_FIRST_READ,
             AuditAction.REPORTS_LISTED,
             AuditAction.REPORT_DRAFT_SAVED,

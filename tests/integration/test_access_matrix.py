@@ -316,6 +316,9 @@ ACCESS: dict[tuple[str, str], Access] = {
     ("GET", "/api/v1/studies/{study_uid}/report.pdf"): Access(
         VIEWERS, "site", get("/api/v1/studies/{study}/report.pdf")
     ),
+    ("GET", "/api/v1/studies/{study_uid}/report.html"): Access(
+        VIEWERS, "site", get("/api/v1/studies/{study}/report.html")
+    ),
     ("GET", "/api/v1/studies/{study_uid}/report.fhir.json"): Access(
         VIEWERS, "site", get("/api/v1/studies/{study}/report.fhir.json")
     ),
