@@ -39,7 +39,7 @@ class Housekeeping(threading.Thread):
     def run(self) -> None:
         import httpx
 
-        from worklist import escalation, retention, webhooks
+        from worklist import escalation, overdue, retention, webhooks
         from worklist.completion import mark_stable_studies
         from worklist.db import utcnow
         from worklist.repository import expire_claims
@@ -58,6 +58,7 @@ class Housekeeping(threading.Thread):
                         )
                         expire_claims(session=session, now=now)
                         escalation.scan(session=session, now=now)
+                        overdue.scan(session=session, now=now)
                     webhooks.run_once(
                         factory=self._factory,
                         client=client,

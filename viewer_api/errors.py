@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 
 from storage import errors as storage_errors
 from viewer_api.outputs import content, fonts, images, share
-from worklist import critical, report_templates, reports
+from worklist import call_ahead, critical, report_templates, reports
 from worklist import errors as wl
 
 logger = logging.getLogger(__name__)
@@ -177,6 +177,7 @@ ERRORS: dict[type[Exception], Problem] = {
     wl.InconsistentHierarchy: Problem(409, "inconsistent_hierarchy"),
     reports.AddendumNotAllowed: Problem(409, "addendum_not_allowed"),
     critical.CriticalResultNotAllowed: Problem(409, "critical_result_not_allowed"),
+    call_ahead.CallAheadNotAllowed: Problem(403, "call_ahead_not_allowed"),
     wl.NotClaimHolder: Problem(403, "not_claim_holder"),
     wl.NotAReader: Problem(403, "not_a_reader"),
     reports.NotARadiologist: Problem(403, "not_a_radiologist"),
@@ -187,6 +188,7 @@ ERRORS: dict[type[Exception], Problem] = {
     reports.CriticalResultRequired: Problem(422, "critical_result_required"),
     reports.InvalidReportInput: Problem(422, "invalid_report_input"),
     critical.InvalidCriticalResult: Problem(422, "invalid_critical_result"),
+    call_ahead.InvalidCallAhead: Problem(422, "invalid_call_ahead"),
     wl.WorklistError: Problem(400, "worklist_error"),
     # the store's
     storage_errors.ObjectNotFound: Problem(404, "object_not_found"),

@@ -64,10 +64,14 @@ class AuditAction(StrEnum):
     REPORT_TEMPLATE_VIEWED = "report_template_viewed"
     CRITICAL_RESULT_RECORDED = "critical_result_recorded"
     CRITICAL_RESULTS_VIEWED = "critical_results_viewed"
+    CRITICAL_RESULT_ACKNOWLEDGED = "critical_result_acknowledged"  # the clinic's read-back
     REPORT_SR_GENERATED = "report_sr_generated"
     REPORT_SR_SENT = "report_sr_sent"
     REPORT_SHARE_LINK_ISSUED = "report_share_link_issued"
     REPORT_SHARE_VIEWED = "report_share_viewed"
+    # the clinic announces an urgent patient before the images
+    CALL_AHEAD_ANNOUNCED = "call_ahead_announced"
+    CALL_AHEAD_CANCELLED = "call_ahead_cancelled"
     # operations
     STATS_VIEWED = "stats_viewed"
     AUDIT_VIEWED = "audit_viewed"
@@ -142,12 +146,17 @@ _OBJECT_TYPES: dict[AuditAction, str] = {
             AuditAction.REPORT_TEMPLATE_VIEWED,
             AuditAction.CRITICAL_RESULT_RECORDED,
             AuditAction.CRITICAL_RESULTS_VIEWED,
+            AuditAction.CRITICAL_RESULT_ACKNOWLEDGED,
             AuditAction.REPORT_SR_GENERATED,
             AuditAction.REPORT_SR_SENT,
             AuditAction.REPORT_SHARE_LINK_ISSUED,
             AuditAction.REPORT_SHARE_VIEWED,
         ),
         "report",
+    ),
+    **dict.fromkeys(
+        (AuditAction.CALL_AHEAD_ANNOUNCED, AuditAction.CALL_AHEAD_CANCELLED),
+        "call_ahead",
     ),
     **dict.fromkeys(
         (AuditAction.STATS_VIEWED,),

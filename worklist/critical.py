@@ -13,12 +13,13 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, joinedload
 
-from worklist.errors import WorklistError
+from worklist.errors import StudyNotFound, WorklistError
 from worklist.models import (
     CRITICAL_METHODS,
+    ROLE_CLINIC,
     ROLE_RADIOLOGIST,
     STATUS_CANCELLED,
     CriticalResult,
@@ -118,12 +119,76 @@ def critical_results_for(
     rows = session.scalars(
         select(CriticalResult)
         .where(CriticalResult.study_id.in_(list(study_ids)))
-        .options(joinedload(CriticalResult.recorded_by))
+        .options(joinedload(CriticalResult.recorded_by), joinedload(CriticalResult.acknowledged_by))
         .order_by(CriticalResult.communicated_at, CriticalResult.id)
     )
     for result in rows:
         found[result.study_id].append(result)
     return found
+
+
+def acknowledge(
+    *, session: Session, study_uid: str, result_id: int, user: User, now: datetime
+) -> tuple[CriticalResult, Study, bool]:
+    """A clinic user of the study's site acknowledges (reads back) a critical result: who
+    and when are recorded on it, with ``read_back_confirmed``. The first acknowledgement
+    stands (``changed`` False after it). ``StudyNotFound`` for another site's study or an
+    unknown result; ``CriticalResultNotAllowed`` for anyone but the site's clinic staff."""
+    if user.role != ROLE_CLINIC or not user.is_active:
+        raise CriticalResultNotAllowed("Only the site's clinic staff acknowledge a result")
+    found = session.execute(
+        select(CriticalResult, Study)
+        .join(Study, CriticalResult.study_id == Study.id)
+        .where(
+            CriticalResult.id == result_id,
+            Study.study_instance_uid == study_uid,
+            Study.site_id == user.site_id,
+        )
+        .options(joinedload(Study.site))
+    ).first()
+    if found is None:
+        raise StudyNotFound("No such critical result")
+    result, study = found
+    changed = session.execute(
+        update(CriticalResult)
+        .where(CriticalResult.id == result.id, CriticalResult.acknowledged_at.is_(None))
+        .values(acknowledged_by_id=user.id, acknowledged_at=now, read_back_confirmed=True)
+        .returning(CriticalResult.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    session.refresh(result)
+    if changed is not None:
+        logger.info(
+            "critical result acknowledged",
+            extra={
+                "action": "critical_result_acknowledged",
+                "study_uid": study_uid,
+                "user_id": user.id,
+            },
+        )
+    return result, study, changed is not None
+
+
+def unacknowledged(
+    *, session: Session, site_id: int | None, since: datetime
+) -> list[tuple[CriticalResult, Study]]:
+    """Critical results recorded since ``since`` that no clinic user has acknowledged, of
+    one site (None: all), the newest first."""
+    stmt = (
+        select(CriticalResult, Study)
+        .join(Study, CriticalResult.study_id == Study.id)
+        .where(
+            CriticalResult.acknowledged_at.is_(None),
+            CriticalResult.recorded_at >= since,
+            Study.status != STATUS_CANCELLED,
+        )
+        .options(joinedload(CriticalResult.recorded_by), joinedload(Study.site))
+        .order_by(CriticalResult.recorded_at.desc(), CriticalResult.id.desc())
+        .limit(100)
+    )
+    if site_id is not None:
+        stmt = stmt.where(Study.site_id == site_id)
+    return [(r, s) for r, s in session.execute(stmt).all()]
 
 
 def _aware(value: datetime) -> datetime:
@@ -135,6 +200,8 @@ def _aware(value: datetime) -> datetime:
 __all__ = [
     "CriticalResultNotAllowed",
     "InvalidCriticalResult",
+    "acknowledge",
     "critical_results_for",
     "record_critical_result",
+    "unacknowledged",
 ]

@@ -39,6 +39,11 @@ KIND_STUDY_RELEASED = "study_released"
 KIND_REPORT_SIGNED = "report_signed"
 KIND_REPORT_AMENDED = "report_amended"
 KIND_CRITICAL_RESULT = "critical_result"
+# the clinic's side: its acknowledgement (read-back) of a critical result, a study past its
+# deadline with no report, a patient announced before the images
+KIND_CRITICAL_RESULT_ACKNOWLEDGED = "critical_result_acknowledged"
+KIND_STUDY_OVERDUE = "study_overdue"
+KIND_CALL_AHEAD = "call_ahead"
 
 MAX_PAGE = 500
 
@@ -155,11 +160,14 @@ def as_dict(event: Event) -> dict[str, Any]:
 
 
 __all__ = [
+    "KIND_CALL_AHEAD",
     "KIND_CRITICAL_RESULT",
+    "KIND_CRITICAL_RESULT_ACKNOWLEDGED",
     "KIND_ESCALATION",
     "KIND_REPORT_AMENDED",
     "KIND_REPORT_SIGNED",
     "KIND_STUDY_CLAIMED",
+    "KIND_STUDY_OVERDUE",
     "KIND_STUDY_RELEASED",
     "KIND_STUDY_URGENT",
     "UnknownEventKind",

@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from worklist.call_ahead import match_arrival
 from worklist.errors import InconsistentHierarchy, StudySiteMismatch, UnknownSite
 from worklist.events import KIND_STUDY_URGENT, publish_study_event
 from worklist.models import (
@@ -306,6 +307,8 @@ def _record_study(
             new_fields = merge_text_fields(new_fields, _arrival_fields(a))
         study.text_fields = new_fields
     was_stat = study.priority == PRIORITY_STAT
+    if accepted and study.num_instances == accepted:  # the study's first instances
+        match_arrival(session=session, study=study, now=now, deadlines=deadlines)
     _apply_triage(study, arrivals, deadlines)
     allowed = deadlines.for_category(study.category)
     if study.priority == PRIORITY_STAT and study.category is None:

@@ -236,6 +236,9 @@ class Study(Base):
     cancelled_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
     cancelled_at: Mapped[datetime | None] = mapped_column(default=None)
     cancel_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # clinic alerts (0008): when the study was found past its deadline with no report (the
+    # site's clinic was told once); cleared when a person sets a new deadline
+    overdue_at: Mapped[datetime | None] = mapped_column(default=None)
 
     site: Mapped[Site] = relationship()
     claimed_by: Mapped[User | None] = relationship(foreign_keys=[claimed_by_id])
@@ -335,6 +338,10 @@ EVENT_KINDS = (
     "report_signed",
     "report_amended",
     "critical_result",
+    # clinic alerts (0008)
+    "critical_result_acknowledged",
+    "study_overdue",
+    "call_ahead",
 )
 DELIVERY_PENDING = "pending"
 DELIVERY_DELIVERED = "delivered"
@@ -425,8 +432,55 @@ class CriticalResult(Base):
     read_back_confirmed: Mapped[bool] = mapped_column(default=False)
     recorded_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     recorded_at: Mapped[datetime]
+    # clinic alerts (0008): the clinic user who acknowledged it on the clinic page (the
+    # read-back, which also sets read_back_confirmed), and when
+    acknowledged_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(default=None)
 
-    recorded_by: Mapped[User] = relationship()
+    recorded_by: Mapped[User] = relationship(foreign_keys=[recorded_by_id])
+    acknowledged_by: Mapped[User | None] = relationship(foreign_keys=[acknowledged_by_id])
+
+
+# --- Clinic alerts: call-ahead and gateway status (migration 0008) -------------------------
+class CallAhead(Base):
+    """A clinic announced an urgent patient before the images came (worklist.call_ahead)."""
+
+    __tablename__ = "call_aheads"
+    __table_args__ = (Index("ix_call_aheads_site_pending", "site_id", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    patient_name: Mapped[str] = mapped_column(String(200), default="")
+    category: Mapped[str] = mapped_column(String(32))
+    onset_at: Mapped[datetime | None] = mapped_column(default=None)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    # the study it made urgent (set once)
+    study_id: Mapped[int | None] = mapped_column(
+        ForeignKey("studies.id", ondelete="SET NULL"), default=None, unique=True
+    )
+    matched_at: Mapped[datetime | None] = mapped_column(default=None)
+    cancelled_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    cancelled_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    site: Mapped[Site] = relationship()
+    created_by: Mapped[User] = relationship(foreign_keys=[created_by_id])
+    study: Mapped[Study | None] = relationship()
+
+
+class GatewayStatus(Base):
+    """A township gateway's latest report of its spool (gateway.heartbeat), one per account."""
+
+    __tablename__ = "gateway_status"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    reported_at: Mapped[datetime]
+    status: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 __all__ = [
@@ -434,8 +488,10 @@ __all__ = [
     "EVENT_KINDS",
     "AuditEvent",
     "Base",
+    "CallAhead",
     "CriticalResult",
     "Event",
+    "GatewayStatus",
     "Instance",
     "Report",
     "ReportAddendum",

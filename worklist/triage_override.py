@@ -70,6 +70,7 @@ def override_triage(
     study.triage_override_reason = reason
     study.deadline_at = study.received_at + deadlines.for_category(study.category)
     study.escalation_level = 0
+    study.overdue_at = None
     session.flush()
     logger.info(
         "triage overridden",

@@ -50,6 +50,8 @@ VIEWERS = frozenset({"admin", "radiologist", "clinic"})
 GATEWAY = frozenset({"gateway"})
 SIGNED_IN = frozenset({"admin", "radiologist", "clinic", "gateway"})
 ANYONE = frozenset({PUBLIC})
+CLINIC = frozenset({"clinic"})
+CLINIC_DESK = frozenset({"clinic", "admin"})
 
 # caller -> (account, role); None: no account behind the token
 CALLERS: dict[str, tuple[str | None, str | None]] = {
@@ -161,6 +163,30 @@ def critical(ctx: Ctx) -> dict[str, Any]:
         "method": "phone",
         "read_back_confirmed": True,
     }
+
+
+def acknowledge(ctx: Ctx, caller: str) -> Req:
+    """A site-A critical result to acknowledge (the clinic's read-back)."""
+    uid = ctx.fresh(claimed_by="dr_li", draft=True)
+    r = ctx.world.post(
+        "dr_li", f"/api/v1/studies/{uid}/report/critical-results", json=critical(ctx)
+    )
+    assert r.status_code == 201, r.text
+    return Req(
+        "POST", f"/api/v1/studies/{uid}/report/critical-results/{r.json()['id']}/acknowledge"
+    )
+
+
+def call_ahead(ctx: Ctx, caller: str) -> Req:
+    body = {"site": "TS01", "patient_id": "CA1", "category": "stroke", "note": "发病30分钟"}
+    return Req("POST", "/api/v1/call-aheads", json=body)
+
+
+def cancel_call_ahead(ctx: Ctx, caller: str) -> Req:
+    body = {"patient_name": "预告^患者", "category": "chest_pain"}
+    r = ctx.world.post("nurse_ts01", "/api/v1/call-aheads", json=body)
+    assert r.status_code == 201, r.text
+    return Req("POST", f"/api/v1/call-aheads/{r.json()['id']}/cancel")
 
 
 def login(ctx: Ctx, caller: str) -> Req:
@@ -349,7 +375,21 @@ ACCESS: dict[tuple[str, str], Access] = {
     ("POST", "/api/v1/users/{username}/revoke"): Access(
         ADMIN, "none", on_spare("revoke", role="gateway")
     ),
+    # the clinic hears back
+    ("GET", "/api/v1/clinic/alerts"): Access(CLINIC_DESK, "list", get("/api/v1/clinic/alerts")),
+    ("POST", "/api/v1/studies/{study_uid}/report/critical-results/{result_id}/acknowledge"): (
+        Access(CLINIC, "site", acknowledge)
+    ),
+    ("POST", "/api/v1/call-aheads"): Access(VIEWERS, "site_body", call_ahead),
+    ("GET", "/api/v1/call-aheads"): Access(VIEWERS, "list", get("/api/v1/call-aheads")),
+    ("POST", "/api/v1/call-aheads/{call_ahead_id}/cancel"): Access(
+        VIEWERS, "site", cancel_call_ahead
+    ),
+    ("GET", "/api/v1/ops/now"): Access(ADMIN, "none", get("/api/v1/ops/now")),
     # township gateways
+    ("POST", "/api/v1/gateway/status"): Access(
+        GATEWAY, "none", post("/api/v1/gateway/status", {"pending_urgent": 0})
+    ),
     ("GET", "/api/v1/gateway/config"): Access(GATEWAY, "none", get("/api/v1/gateway/config")),
     ("POST", "/api/v1/ingest/instances"): Access(GATEWAY, "site_body", ingest),
     ("POST", "/api/v1/ingest/study-complete"): Access(GATEWAY, "site_body", study_complete),
