@@ -230,7 +230,7 @@ def test_radiologist_reads_and_signs_then_clinic_prints(
     nurse = login(browser, pipeline, "nurse_ts01")
     nurse.wait_for_url("**/ui/clinic")
     row = nurse.locator(f'#studies-body tr[data-uid="{stroke.study_uid}"]')
-    expect(row).to_have_attribute("data-state", "state_reported")
+    expect(row).to_have_attribute("data-state", "final")
     expect(nurse.locator(f'#studies-body tr[data-uid="{dr.study_uid}"]')).to_be_visible()
     first_report = nurse.locator("#reports-body tr").first
     expect(first_report).to_have_attribute("data-uid", stroke.study_uid)

@@ -142,6 +142,51 @@ const STRINGS = {
   cancel_reason: ["取消原因", "Reason for cancelling"],
   title_reading: ["阅片", "Reading"],
   title_print: ["报告", "Report"],
+  // the clinic hears back
+  state_waiting: ["待阅片", "Waiting"],
+  acknowledge: ["已知晓（复述确认）", "Acknowledge (read back)"],
+  acknowledged: ["已确认知晓", "Acknowledged"],
+  overdue_alert: ["超时未出报告", "Overdue, no report yet"],
+  deadline_at: ["时限", "Deadline"],
+  dismiss: ["关闭", "Dismiss"],
+  report_preliminary_in: ["初步报告已出", "Preliminary report in"],
+  report_final_in: ["正式报告已出", "Final report in"],
+  notify_enable: ["开启桌面通知", "Turn on notifications"],
+  call_ahead: ["急诊预告", "Call ahead"],
+  call_ahead_title: ["急诊患者预告（检查前或检查中）", "Announce an urgent patient (before or during the scan)"],
+  call_ahead_patient_hint: ["填写患者ID或姓名（与检查登记一致）", "Give the patient ID or the name, as registered for the scan"],
+  patient_name: ["患者姓名", "Patient name"],
+  patient_id: ["患者ID", "Patient ID"],
+  onset: ["发病时间", "Onset"],
+  onset_clock: ["发病时间（今天，时:分）", "Symptom onset (today, HH:MM)"],
+  note: ["备注", "Note"],
+  announced: ["已预告：该患者的首幅图像将按急诊处理", "Announced: the patient's first image will be urgent"],
+  withdraw: ["撤回", "Withdraw"],
+  pending_call_aheads: ["已预告的急诊患者", "Urgent patients announced"],
+  announced_at: ["预告时间", "Announced"],
+  announced_by: ["预告人", "Announced by"],
+  awaiting_images: ["等待图像", "Awaiting images"],
+  unclaimed: ["未认领", "Unclaimed"],
+  late_title: ["当前超时与升级", "Overdue and escalated now"],
+  nothing_late: ["暂无超时或升级的检查", "Nothing overdue or escalated"],
+  now_at: ["更新于", "As of"],
+  readers_title: ["阅片医生工作量（今日）", "Radiologists' workload today"],
+  claimed_now: ["在读", "Claimed now"],
+  read_today: ["今日已读", "Read today"],
+  median_read: ["阅片时长中位数", "Median read time"],
+  gateways_title: ["乡镇网关状态", "Township gateways"],
+  gateway: ["网关", "Gateway"],
+  last_contact: ["最近联系", "Last contact"],
+  queue_urgent: ["待传（急诊）", "Queued urgent"],
+  queue_routine: ["待传（常规）", "Queued routine"],
+  oldest_unsent: ["最久未传", "Oldest unsent"],
+  last_error: ["最近上传错误", "Last upload error"],
+  gw_ok: ["正常", "OK"],
+  gw_failing: ["上传失败", "Uploads failing"],
+  gw_stale: ["失去联系", "No contact"],
+  gw_never: ["从未报告", "Never reported"],
+  never: ["从未", "never"],
+  ago: ["前", "ago"],
 };
 
 export const LANGS = ["zh-CN", "en"];
@@ -177,6 +222,15 @@ export function setupLangToggle(onChange = () => {}) {
     applyI18n();
     onChange();
   });
+}
+
+// A length of time in the page's language: "3分钟", "1小时20分" / "3 min", "1 h 20 min".
+export function fmtDuration(seconds) {
+  const minutes = Math.max(0, Math.round(seconds / 60));
+  const h = Math.floor(minutes / 60);
+  const m = minutes % 60;
+  if (lang() === "en") return h ? `${h} h${m ? ` ${m} min` : ""}` : `${m} min`;
+  return h ? `${h}小时${m ? `${m}分` : ""}` : `${m}分钟`;
 }
 
 export function fmtTime(iso) {

@@ -2,6 +2,7 @@
 import { api, errorText, h, toast } from "./api.js";
 import { fmtTime, t } from "./i18n.js";
 import { startPage } from "./shell.js";
+import { drawCallAheads, loadCallAheads } from "./callaheads.js";
 
 const POLL_MS = 5000;
 const me = await startPage({ roles: ["radiologist", "admin"], onLang: () => render() });
@@ -26,7 +27,7 @@ async function reload() {
   try {
     const q = query();
     const fetched = Date.now();
-    items = await api(`/api/v1/worklist${q ? "?" + q : ""}`);
+    [items] = await Promise.all([api(`/api/v1/worklist${q ? "?" + q : ""}`), loadCallAheads()]);
     for (const item of items) {
       // the server's own "time left" (when it sends one) makes the countdown immune to a
       // wrong clock on this computer
@@ -253,6 +254,7 @@ async function connectEvents() {
     "study_assigned",
     "escalation",
     "critical_result",
+    "call_ahead",
   ]) {
     source.addEventListener(kind, scheduleReload);
   }
