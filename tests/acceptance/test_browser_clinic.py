@@ -227,9 +227,16 @@ def test_call_ahead_then_a_routine_head_ct_is_urgent_at_once(
     worklist = login(browser, pipeline, "dr_li")
     worklist.wait_for_url("**/ui/worklist")
 
+    # no patient named: the server's refusal, in the page's language (its code translated)
     nurse.click("#call-ahead-button")
     expect(nurse.locator("#call-dialog")).to_be_visible()
     expect(nurse.locator("#call-form input[name=ca-category]:checked")).to_have_count(0)
+    nurse.check('#call-form input[value="stroke"]')
+    nurse.click('#call-form button[value="ok"]')
+    expect(nurse.locator("#toast")).to_have_text(
+        "请填写患者ID或姓名，并选择疑似卒中或胸痛；发病时间不能晚于现在"
+    )
+    nurse.click("#call-ahead-button")
     nurse.fill("#ca-name", "赵六")
     nurse.fill("#ca-id", "CA-0001")
     nurse.check('#call-form input[value="stroke"]')
@@ -263,6 +270,10 @@ def test_call_ahead_then_a_routine_head_ct_is_urgent_at_once(
     assert detail["triage_reasons"][0] == "call-ahead: 口角歪斜、言语不清1小时"
     row = worklist.locator(f'#worklist-body tr[data-uid="{uid}"]')
     expect(row).to_have_attribute("data-category", "stroke", timeout=5_000)
+    # the reason in the reader's language
+    expect(row.locator("details.reasons li").first).to_have_text(
+        "急诊预告：口角歪斜、言语不清1小时"
+    )
     expect(pending).to_have_count(0)
     assert storescu(pipeline, "CT_TS01", ct_dir).returncode == 0
     assert not nurse.errors and not worklist.errors  # type: ignore[attr-defined]

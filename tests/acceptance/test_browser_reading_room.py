@@ -330,7 +330,7 @@ def test_worklist_polls_when_the_server_has_no_event_stream(
     reader = pipeline.client("dr_wang")
     assert reader.post(f"/api/v1/worklist/{dr.study_uid}/claim").status_code == 200
     try:
-        expect(row).to_contain_text("dr_wang", timeout=8_000)
+        expect(row).to_contain_text("王医生", timeout=8_000)  # the display name
     finally:
         reader.post(f"/api/v1/worklist/{dr.study_uid}/release")
 
@@ -345,7 +345,7 @@ def test_a_new_tab_is_signed_in_and_logging_out_ends_every_tab(
     assert page.evaluate("() => document.cookie") == "", "scripts cannot read the session"
     tab = page.context.new_page()
     tab.goto(f"{pipeline.base_url}/ui/reading?study={studies['dr'].study_uid}")
-    expect(tab.locator("#who")).to_have_text("dr_wang")
+    expect(tab.locator("#who")).to_have_text("王医生")  # the display name
     expect(tab.locator("#slice-index")).to_have_attribute("data-count", "1")
     assert "token" not in tab.url
 

@@ -30,6 +30,8 @@ class WorklistItem(BaseModel):
     num_instances: int
     received_at: datetime
     claimed_by: str | None
+    # the claim holder as people know them (display name, else user name)
+    claimed_by_name: str | None = None
     claim_expires_at: datetime | None
     study_description: str
     patient_name: str
@@ -48,6 +50,11 @@ class WorklistItem(BaseModel):
             num_instances=study.num_instances,
             received_at=study.received_at,
             claimed_by=study.claimed_by.username if study.claimed_by is not None else None,
+            claimed_by_name=(
+                (study.claimed_by.display_name or study.claimed_by.username)
+                if study.claimed_by is not None
+                else None
+            ),
             claim_expires_at=study.claim_expires_at if study.claimed_by_id else None,
             study_description=study.study_description,
             patient_name=study.patient_name,

@@ -76,7 +76,7 @@ function renderAlerts() {
       h(
         "div",
         { className: "alert critical", role: "alert", dataset: { id: c.id, uid: c.study_instance_uid } },
-        h("strong", {}, `${t("critical_result")}：`),
+        h("strong", {}, `${t("critical_result")}${t("colon")}`),
         h("span", { className: "finding" }, c.finding),
         h("span", { className: "who" }, `${personName(c.patient_name)} · ${c.study_description}`),
         h("span", { className: "when" }, `${c.recorded_by} · ${fmtTime(c.communicated_at)}`),
@@ -89,7 +89,7 @@ function renderAlerts() {
       h(
         "div",
         { className: "alert overdue", dataset: { uid: o.study_instance_uid } },
-        h("strong", {}, `${t("overdue_alert")}：`),
+        h("strong", {}, `${t("overdue_alert")}${t("colon")}`),
         h("span", {}, `${personName(o.patient_name)} · ${o.study_description}`),
         h("span", { className: "when" }, `${t("deadline_at")} ${fmtTime(o.deadline_at)}`),
       ),
@@ -105,7 +105,7 @@ function renderAlerts() {
       h(
         "div",
         { className: "alert report", dataset: { uid, status: n.status } },
-        h("strong", {}, `${t(n.status === "preliminary" ? "report_preliminary_in" : "report_final_in")}：`),
+        h("strong", {}, `${t(n.status === "preliminary" ? "report_preliminary_in" : "report_final_in")}${t("colon")}`),
         h("span", {}, describe(studyOf(uid))),
         printLink(uid),
         close,

@@ -1,4 +1,5 @@
 import { currentSession, landingFor, login } from "./shell.js";
+import { errorText } from "./api.js";
 import { applyI18n, setupLangToggle, t } from "./i18n.js";
 
 applyI18n();
@@ -14,7 +15,7 @@ document.getElementById("login-form").addEventListener("submit", async (e) => {
     );
     location.href = landingFor(data.role);
   } catch (err) {
-    error.textContent = err.status === 401 ? t("login_failed") : `${t("error")}: ${err.message}`;
+    error.textContent = err.status === 401 ? t("login_failed") : errorText(err);
   }
 });
 

@@ -1,6 +1,8 @@
 // The reading page: viewer on the left, the report editor (template, sign, critical
 // result, addenda) on the right.
 import { api, ApiError, errorText, h, toast } from "./api.js";
+import { personName, sexText } from "./names.js";
+import { reasonText } from "./reasons.js";
 import { fmtTime, t } from "./i18n.js";
 import { startPage } from "./shell.js";
 import { Viewer } from "./viewer.js";
@@ -57,7 +59,7 @@ function showState() {
     $("triage").hidden = !study.category && !reasons.length;
     const label = study.category ? t(study.category) : "STAT";
     $("triage-summary").textContent = `${label} (${reasons.length})`;
-    $("triage-reasons").replaceChildren(...reasons.map((r) => h("li", {}, r)));
+    $("triage-reasons").replaceChildren(...reasons.map((r) => h("li", {}, reasonText(r))));
     $("triage").className = `triage ${study.category || ""}`;
   }
   drawCritical();
@@ -109,8 +111,8 @@ function fill(r) {
 
 function showTitle() {
   if (!study) return;
-  const name = study.patient_name.replaceAll("^", " ");
-  const parts = [name, study.patient_sex, study.study_description, study.site];
+  const name = personName(study.patient_name);
+  const parts = [name, sexText(study.patient_sex), study.study_description, study.site];
   $("study-title").textContent = parts.join(" · ");
   document.title = `${study.study_description} · ${t("app")}`;
 }

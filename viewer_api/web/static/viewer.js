@@ -1,7 +1,7 @@
 // The image viewer: series thumbnails, scroll with the wheel and arrow keys, window/level
 // presets and drag. Images are decoded here (native little-endian data); compressed ones
 // are rendered by the server's DICOMweb /rendered endpoint when it exists.
-import { api } from "./api.js";
+import { api, errorText } from "./api.js";
 import { defaultWindow, parseDicom, renderToImageData } from "./dicom.js";
 import { t } from "./i18n.js";
 
@@ -251,7 +251,7 @@ export class Viewer {
     try {
       img = await this.load(series, sop);
     } catch (err) {
-      this.note.textContent = `${t("error")}: ${err.message}`;
+      this.note.textContent = errorText(err);
       return;
     }
     if (token !== this.drawToken) return; // a newer slice was asked for meanwhile

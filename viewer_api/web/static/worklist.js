@@ -3,6 +3,7 @@ import { api, errorText, h, toast } from "./api.js";
 import { fmtTime, t } from "./i18n.js";
 import { startPage } from "./shell.js";
 import { drawCallAheads, loadCallAheads } from "./callaheads.js";
+import { reasonText } from "./reasons.js";
 
 const POLL_MS = 5000;
 const me = await startPage({ roles: ["radiologist", "admin"], onLang: () => render() });
@@ -91,7 +92,7 @@ function render() {
       catCell.append(h("span", { className: "escalated", title: t("escalated") }, mark));
     }
     if (reasons.length) {
-      cat.title = reasons.join("\n");
+      cat.title = reasons.map(reasonText).join("\n");
       catCell.append(
         h(
           "details",
@@ -100,7 +101,7 @@ function render() {
           h(
             "ul",
             {},
-            reasons.map((r) => h("li", {}, r)),
+            reasons.map((r) => h("li", {}, reasonText(r))),
           ),
         ),
       );
@@ -121,7 +122,8 @@ function render() {
     }
     if (me.can("assign")) actions.append(button("assign", "assign", () => assign(item)));
     if (me.can("cancel")) actions.append(button("cancel", "cancel", () => cancel(item)));
-    const reader = item.claimed_by ? `${item.claimed_by}${mine ? ` (${t("reader_me")})` : ""}` : "";
+    const holder = item.claimed_by_name || item.claimed_by;
+    const reader = item.claimed_by ? `${holder}${mine ? ` (${t("reader_me")})` : ""}` : "";
     const row = h("tr", {
       className: `row ${item.category || item.priority}${mine ? " mine" : ""}`,
       dataset: {
