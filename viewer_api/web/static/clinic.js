@@ -169,11 +169,19 @@ async function onEvent(kind, event) {
   }
 }
 
+function setLive(on) {
+  const el = $("live");
+  el.textContent = on ? `● ${t("live")}` : `○ ${t("polling")}`;
+  el.className = `live ${on ? "on" : "off"}`;
+  el.dataset.mode = on ? "live" : "polling";
+}
+
 function connectEvents() {
+  setLive(false);
   if (!me.can("events")) return;
   source = new EventSource("/api/v1/events"); // the session cookie is the credential
-  source.onopen = () => ($("live").dataset.mode = "live");
-  source.onerror = () => ($("live").dataset.mode = "polling");
+  source.onopen = () => setLive(true);
+  source.onerror = () => setLive(false);
   for (const kind of [
     "report_signed",
     "report_amended",
@@ -189,6 +197,7 @@ function connectEvents() {
 
 // --- lists -------------------------------------------------------------------------------
 function render() {
+  setLive(source !== null && source.readyState === EventSource.OPEN);
   renderAlerts();
   const critical = new Set(alerts.critical.map((c) => c.study_instance_uid));
   const overdue = new Set(alerts.overdue.map((o) => o.study_instance_uid));
