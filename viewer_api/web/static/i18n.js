@@ -324,7 +324,17 @@ export function fmtDuration(seconds) {
   return h ? `${h}小时${m ? `${m}分` : ""}` : `${m}分钟`;
 }
 
+// A moment as the page's language writes it (not the browser's): 2026年12月6日 14:05 or
+// 6 Dec 2026, 14:05, as the reports print it.
 export function fmtTime(iso) {
   if (!iso) return "";
-  return new Date(iso).toLocaleString(lang() === "en" ? "en-GB" : "zh-CN", { hour12: false });
+  const en = lang() === "en";
+  return new Date(iso).toLocaleString(en ? "en-GB" : "zh-CN", {
+    year: "numeric",
+    month: en ? "short" : "long",
+    day: "numeric",
+    hour: "2-digit",
+    minute: "2-digit",
+    hour12: false,
+  });
 }
