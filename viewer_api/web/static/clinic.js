@@ -75,7 +75,11 @@ function renderAlerts() {
     box.append(
       h(
         "div",
-        { className: "alert critical", role: "alert", dataset: { id: c.id, uid: c.study_instance_uid } },
+        {
+          className: "alert critical",
+          role: "alert",
+          dataset: { id: c.id, uid: c.study_instance_uid },
+        },
         h("strong", {}, `${t("critical_result")}${t("colon")}`),
         h("span", { className: "finding" }, c.finding),
         h("span", { className: "who" }, `${personName(c.patient_name)} · ${c.study_description}`),
@@ -105,7 +109,12 @@ function renderAlerts() {
       h(
         "div",
         { className: "alert report", dataset: { uid, status: n.status } },
-        h("strong", {}, `${t(n.status === "preliminary" ? "report_preliminary_in" : "report_final_in")}${t("colon")}`),
+        h(
+          "strong",
+          {},
+          `${t(n.status === "preliminary" ? "report_preliminary_in" : "report_final_in")}` +
+            t("colon"),
+        ),
         h("span", {}, describe(studyOf(uid))),
         printLink(uid),
         close,
@@ -117,10 +126,9 @@ function renderAlerts() {
 async function acknowledge(c, button) {
   button.disabled = true;
   try {
-    await api(
-      `/api/v1/studies/${encodeURIComponent(c.study_instance_uid)}/report/critical-results/${c.id}/acknowledge`,
-      { method: "POST" },
-    );
+    const study = encodeURIComponent(c.study_instance_uid);
+    const path = `/api/v1/studies/${study}/report/critical-results/${c.id}/acknowledge`;
+    await api(path, { method: "POST" });
     alerts.critical = alerts.critical.filter((x) => x.id !== c.id);
     renderAlerts();
     toast(t("acknowledged"));
@@ -214,7 +222,8 @@ function render() {
       actions.append(b);
     }
     const tags = [h("span", { className: `status-tag ${state}` }, t(state))];
-    if (overdue.has(s.study_instance_uid)) tags.push(h("span", { className: "status-tag overdue" }, t("overdue")));
+    if (overdue.has(s.study_instance_uid))
+      tags.push(h("span", { className: "status-tag overdue" }, t("overdue")));
     if (critical.has(s.study_instance_uid))
       tags.push(h("span", { className: "status-tag critical" }, t("critical_result")));
     body.append(
@@ -222,14 +231,29 @@ function render() {
         "tr",
         {
           className: `row ${s.category || s.priority}`,
-          dataset: { uid: s.study_instance_uid, state, status: s.status, category: s.category || "" },
+          dataset: {
+            uid: s.study_instance_uid,
+            state,
+            status: s.status,
+            category: s.category || "",
+          },
         },
         h("td", {}, personName(s.patient_name)),
         h("td", {}, s.study_description),
         h("td", {}, s.modality),
         h("td", {}, fmtTime(s.received_at)),
         h("td", { className: "state" }, tags),
-        h("td", {}, s.category ? h("span", { className: `badge ${s.category === "stroke" ? "stroke" : "chest"}` }, t(s.category)) : ""),
+        h(
+          "td",
+          {},
+          s.category
+            ? h(
+                "span",
+                { className: `badge ${s.category === "stroke" ? "stroke" : "chest"}` },
+                t(s.category),
+              )
+            : "",
+        ),
         actions,
       ),
     );
@@ -265,7 +289,15 @@ function render() {
         { className: `row ${c.category}`, dataset: { id: c.id } },
         h("td", {}, c.patient_name),
         h("td", {}, c.patient_id),
-        h("td", {}, h("span", { className: `badge ${c.category === "stroke" ? "stroke" : "chest"}` }, t(c.category))),
+        h(
+          "td",
+          {},
+          h(
+            "span",
+            { className: `badge ${c.category === "stroke" ? "stroke" : "chest"}` },
+            t(c.category),
+          ),
+        ),
         h("td", {}, c.onset_at ? fmtTime(c.onset_at) : ""),
         h("td", {}, c.note),
         h("td", {}, fmtTime(c.announced_at)),
@@ -282,7 +314,11 @@ function flag(study) {
   form.reset(); // no category chosen: the nurse says which
   $("flag-patient").replaceChildren(
     h("strong", {}, personName(study.patient_name) || "—"),
-    h("span", {}, ` · ${study.study_description || ""} · ${study.modality} · ${fmtTime(study.received_at)}`),
+    h(
+      "span",
+      {},
+      ` · ${study.study_description || ""} · ${study.modality} · ${fmtTime(study.received_at)}`,
+    ),
   );
   dialog.onclose = async () => {
     if (dialog.returnValue !== "ok") return;

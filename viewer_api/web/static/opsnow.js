@@ -17,12 +17,22 @@ function drawLate(late) {
       const flags = [];
       if (s.overdue) flags.push(h("span", { className: "status-tag overdue" }, t("overdue")));
       if (s.escalation_level > 0)
-        flags.push(h("span", { className: "status-tag escalated" }, `${t("escalated")} ${s.escalation_level}`));
+        flags.push(
+          h(
+            "span",
+            { className: "status-tag escalated" },
+            `${t("escalated")} ${s.escalation_level}`,
+          ),
+        );
       return h(
         "tr",
         {
           className: `row ${s.category || s.priority}`,
-          dataset: { uid: s.study_instance_uid, overdue: s.overdue ? "1" : "0", category: s.category || "" },
+          dataset: {
+            uid: s.study_instance_uid,
+            overdue: s.overdue ? "1" : "0",
+            category: s.category || "",
+          },
         },
         cell(s.site),
         cell(personName(s.patient_name)),
@@ -47,7 +57,10 @@ function drawReaders(readers) {
         cell(r.display_name),
         cell(r.claimed_now, "num claimed"),
         cell(r.read_today, "num read"),
-        cell(r.median_read_minutes === null ? "—" : fmtDuration(r.median_read_minutes * 60), "num median"),
+        cell(
+          r.median_read_minutes === null ? "—" : fmtDuration(r.median_read_minutes * 60),
+          "num median",
+        ),
       ),
     ),
   );
@@ -57,7 +70,8 @@ function drawGateways(gateways, now) {
   $("gateways-body").replaceChildren(
     ...gateways.map((g) => {
       const failing = Boolean(g.last_error);
-      const state = g.last_contact === null ? "never" : g.stale ? "stale" : failing ? "failing" : "ok";
+      const state =
+        g.last_contact === null ? "never" : g.stale ? "stale" : failing ? "failing" : "ok";
       const since = g.last_contact ? (Date.parse(now) - Date.parse(g.last_contact)) / 1000 : null;
       return h(
         "tr",
@@ -68,8 +82,15 @@ function drawGateways(gateways, now) {
         cell(since === null ? t("never") : `${fmtDuration(since)} ${t("ago")}`),
         cell(g.pending_urgent, "num"),
         cell(g.pending_routine, "num"),
-        cell(g.oldest_unsent_age_seconds === null ? "—" : fmtDuration(g.oldest_unsent_age_seconds), "num"),
-        h("td", { className: "error-text" }, g.last_error ? `${g.last_error} (×${g.last_error_attempts})` : "—"),
+        cell(
+          g.oldest_unsent_age_seconds === null ? "—" : fmtDuration(g.oldest_unsent_age_seconds),
+          "num",
+        ),
+        h(
+          "td",
+          { className: "error-text" },
+          g.last_error ? `${g.last_error} (×${g.last_error_attempts})` : "—",
+        ),
       );
     }),
   );

@@ -19,7 +19,8 @@ export function reasonText(reason) {
   }
   const p = PREFIXED.exec(reason);
   if (p) {
-    const head = p[1] === "call-ahead" ? t("reason_call_ahead") : t("reason_set_by").replace("{who}", p[2]);
+    const head =
+      p[1] === "call-ahead" ? t("reason_call_ahead") : t("reason_set_by").replace("{who}", p[2]);
     return p[3] ? `${head}${t("colon")}${p[3]}` : head;
   }
   const flag = /^explicit flag: (\w+)/.exec(reason);
