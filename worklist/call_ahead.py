@@ -34,6 +34,7 @@ from worklist.models import (
     User,
 )
 from worklist.settings import DEFAULT_DEADLINES, Deadlines
+from worklist.triage import Reason
 from worklist.visibility import READER_ROLES, TERMINAL_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,6 @@ PENDING_HOURS = 6
 # a study that began arriving this long before the call can still be the one announced
 RECENT_STUDY = timedelta(hours=2)
 CLOCK_SKEW = timedelta(minutes=5)
-REASON = "call-ahead"  # the triage reason's code; the note follows after ": "
 
 
 class InvalidCallAhead(WorklistError):
@@ -68,8 +68,8 @@ def _matches(call: CallAhead, study: Study) -> bool:
     }
 
 
-def reason_for(call: CallAhead) -> str:
-    return f"{REASON}: {call.note}" if call.note.strip() else REASON
+def reason_for(call: CallAhead) -> Reason:
+    return Reason("call_ahead", category=call.category, note=call.note.strip() or None)
 
 
 def _make_urgent(study: Study, call: CallAhead, deadlines: Deadlines) -> bool:
@@ -80,8 +80,9 @@ def _make_urgent(study: Study, call: CallAhead, deadlines: Deadlines) -> bool:
     study.priority = PRIORITY_STAT
     study.priority_rank = 0
     study.category = study.category or call.category
-    reasons = [r for r in study.triage_reasons or [] if not r.startswith(REASON)]
-    study.triage_reasons = [reason_for(call), *reasons][:20]
+    before = [Reason.from_json(r) for r in study.triage_reasons or []]
+    reasons = [reason_for(call), *(r for r in before if r.code != "call_ahead")]
+    study.triage_reasons = [r.to_json() for r in reasons[:20]]
     study.deadline_at = study.received_at + deadlines.for_category(study.category)
     return not was_stat
 
@@ -284,7 +285,6 @@ def list_call_aheads(
 
 __all__ = [
     "CATEGORIES",
-    "REASON",
     "CallAheadNotAllowed",
     "InvalidCallAhead",
     "announce",

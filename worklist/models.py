@@ -216,7 +216,8 @@ class Study(Base):
     # 0 = stat, 1 = routine: the queue sorts on it ascending
     priority_rank: Mapped[int] = mapped_column(Integer, default=1)
     category: Mapped[str | None] = mapped_column(String(32), default=None)
-    triage_reasons: Mapped[list[str]] = mapped_column(default=list)
+    # each a worklist.triage.Reason's to_json() (rows written before hold English strings)
+    triage_reasons: Mapped[list[Any]] = mapped_column(JSON, default=list)
     # set when a person flagged or downgraded the study; automatic triage then stops
     triage_override_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
     triage_override_reason: Mapped[str | None] = mapped_column(Text, default=None)

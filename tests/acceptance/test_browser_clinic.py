@@ -113,6 +113,13 @@ CLIPPED_TEXT = """() => {
 }"""
 
 
+# the pages' own wording of triage reasons, run in the page
+WORDED = """async (reasons) => {
+  const { reasonText } = await import("/ui/static/reasons.js");
+  return reasons.map(reasonText);
+}"""
+
+
 def _flat(text: str) -> str:
     return re.sub(r"\s+", "", text)
 
@@ -267,7 +274,8 @@ def test_call_ahead_then_a_routine_head_ct_is_urgent_at_once(
     )
     assert detail["num_instances"] == 1
     assert (detail["priority"], detail["category"]) == ("stat", "stroke")
-    assert detail["triage_reasons"][0] == "call-ahead: 口角歪斜、言语不清1小时"
+    assert detail["triage_reasons"][0]["code"] == "call_ahead"
+    assert detail["triage_reasons"][0]["note"] == "口角歪斜、言语不清1小时"
     row = worklist.locator(f'#worklist-body tr[data-uid="{uid}"]')
     expect(row).to_have_attribute("data-category", "stroke", timeout=5_000)
     # the reason in the reader's language
@@ -275,6 +283,21 @@ def test_call_ahead_then_a_routine_head_ct_is_urgent_at_once(
         "急诊预告：口角歪斜、言语不清1小时"
     )
     expect(pending).to_have_count(0)
+    # every reason worded from its code and parts (never the server's English), either language
+    term = {"code": "term", "category": "stroke", "term": "脑梗", "found": "脑梗死"}
+    sudden = {**term, "field": "ReasonForTheRequestedProcedure", "onset": "突发"}
+    reasons = [{**term, "field": "StudyDescription"}, sudden, detail["triage_reasons"][0]]
+    assert worklist.evaluate(WORDED, reasons) == [
+        "检查描述含“脑梗死”（卒中）",
+        "检查原因含“脑梗死”（卒中，突发起病）",
+        "急诊预告：口角歪斜、言语不清1小时",
+    ]
+    worklist.click("#lang-toggle")
+    assert worklist.evaluate(WORDED, reasons) == [
+        "Study description: “脑梗死” (Stroke)",
+        "Reason for the procedure: “脑梗死” (Stroke, onset “突发”)",
+        "Call-ahead: 口角歪斜、言语不清1小时",
+    ]
     assert storescu(pipeline, "CT_TS01", ct_dir).returncode == 0
     assert not nurse.errors and not worklist.errors  # type: ignore[attr-defined]
 

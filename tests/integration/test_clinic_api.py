@@ -155,7 +155,9 @@ def test_call_ahead_makes_the_first_instance_urgent(world: World) -> None:
     detail = world.get("dr_li", f"/api/v1/studies/{study.uid}").json()
     assert detail["num_instances"] == 1
     assert (detail["priority"], detail["category"]) == ("stat", "stroke")
-    assert detail["triage_reasons"][0] == "call-ahead: 左侧肢体无力40分钟，120转入"
+    reason = detail["triage_reasons"][0]
+    assert (reason["code"], reason["category"]) == ("call_ahead", "stroke")
+    assert reason["note"] == "左侧肢体无力40分钟，120转入"
     assert "study_urgent" in kinds(world, "dr_li", study.uid)
     assert world.get("dr_wang", "/api/v1/call-aheads").json() == []  # no longer pending
     assert world.announce(study).status_code == 200  # the rest: still urgent

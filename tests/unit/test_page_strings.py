@@ -9,6 +9,13 @@ from pathlib import Path
 
 from viewer_api import errors
 from viewer_api.web.pages import PAGES_DIR, STATIC_DIR, WEB_DIR
+from worklist.triage import (
+    CODE_SEQUENCE_KEYWORDS,
+    REQUEST_CODE_SEQUENCE_KEYWORDS,
+    REQUEST_KEYWORDS,
+    TRIAGE_KEYWORDS,
+)
+from worklist.triage.result import REASON_CODES
 
 _ENTRY = re.compile(r'^\s+(\w+): \[\s*"((?:[^"\\]|\\.)*)",\s*"((?:[^"\\]|\\.)*)",?\s*\],$', re.M)
 
@@ -52,3 +59,17 @@ def test_english_texts_have_no_chinese() -> None:
 
 def test_the_pages_exist() -> None:
     assert Path(PAGES_DIR / "clinic.html").is_file()
+
+
+def test_every_field_triage_reads_has_a_name_in_both_languages() -> None:
+    """A triage reason names its source field in the page's language."""
+    read = {*TRIAGE_KEYWORDS, *REQUEST_KEYWORDS, *CODE_SEQUENCE_KEYWORDS}
+    read |= set(REQUEST_CODE_SEQUENCE_KEYWORDS)
+    table = strings()
+    assert sorted(k for k in read if f"field_{k}" not in table) == []
+
+
+def test_every_reason_code_has_words() -> None:
+    script = (STATIC_DIR / "reasons.js").read_text(encoding="utf-8")
+    handled = set(re.findall(r'case "(\w+)":', script))
+    assert handled == REASON_CODES - {"not_counted", "text"}  # neither is ever shown

@@ -9,13 +9,34 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from viewer_api.validation import MAX_REASON, Input
 from worklist.models import Instance, Report, Series, Study
+from worklist.triage import Reason
 
 
 # --- worklist and studies -----------------------------------------------------------------
+class TriageReason(BaseModel):
+    """One triage reason as data (``worklist.triage.Reason``): the pages word it in the
+    reader's language from ``code`` and its parts; ``text`` is its English wording."""
+
+    code: str
+    category: str | None = None
+    family: str | None = None
+    term: str | None = None
+    found: str | None = None
+    field: str | None = None
+    by: str | None = None
+    note: str | None = None
+    text: str
+
+    @classmethod
+    def listed(cls, stored: list[Any] | None) -> list[TriageReason]:
+        reasons = [Reason.from_json(r) for r in stored or []]
+        return [cls(**r.to_json(), text=str(r)) for r in reasons]
+
+
 class Triage(BaseModel):
     priority: str
     category: str | None
-    reasons: list[str]
+    reasons: list[TriageReason]
     overridden: bool
 
 
@@ -25,7 +46,7 @@ class WorklistItem(BaseModel):
     modality: str
     priority: str
     category: str | None
-    triage_reasons: list[str]
+    triage_reasons: list[TriageReason]
     status: str
     num_instances: int
     received_at: datetime
@@ -45,7 +66,7 @@ class WorklistItem(BaseModel):
             modality=study.modalities,
             priority=study.priority,
             category=study.category,
-            triage_reasons=list(study.triage_reasons or []),
+            triage_reasons=TriageReason.listed(study.triage_reasons),
             status=study.status,
             num_instances=study.num_instances,
             received_at=study.received_at,
@@ -113,7 +134,7 @@ class StudyDetail(WorklistItem):
             triage=Triage(
                 priority=study.priority,
                 category=study.category,
-                reasons=list(study.triage_reasons or []),
+                reasons=TriageReason.listed(study.triage_reasons),
                 overridden=study.triage_override_by_id is not None,
             ),
             series=[SeriesOut.from_series(s) for s in study.series],

@@ -376,7 +376,7 @@ def format_report(report: Report, *, verbose: bool = False, by_family: bool = Fa
     if verbose:
         lines.extend(
             f"  {c.source}:{c.id} expected {c.expect} got {r.category}/{r.priority}: "
-            f"{list(r.reasons)}"
+            f"{[str(x) for x in r.reasons]}"
             for c, r in report.wrong
         )
     lines.append(f"text not decoded cleanly: {len(report.decode_errors)}")

@@ -1,33 +1,48 @@
-// Triage reasons in the page's language. The server words a reason for its log and API
-// ("StudyDescription: '卒中' (stroke: 卒中)", "call-ahead: <note>", "set by dr_li: <why>");
-// the pages show them in the reader's language, and an unknown form as it came.
+// Triage reasons in the page's language, worded from each reason's code and parts
+// (worklist.triage.Reason: category, family, term, found, field, onset, by, note), never from the
+// server's English. A reason in words only (an older row's) shows as it came.
 import { t } from "./i18n.js";
 
-const MATCH = /^(\w+): '(.*)' \((\w+): (.*)\)$/;
-const PREFIXED = /^(call-ahead|set by ([^:]+)): ?(.*)$/s;
+function fieldName(field) {
+  const key = `field_${field}`;
+  return t(key) === key ? field : t(key);
+}
+
+function fill(template, parts) {
+  return template.replace(/\{(\w+)\}/g, (_, name) => parts[name] ?? "");
+}
 
 export function reasonText(reason) {
-  const m = MATCH.exec(reason);
-  if (m) {
-    const [, field, found, category] = m;
-    const fieldKey = `field_${field}`;
-    const fieldName = t(fieldKey) === fieldKey ? field : t(fieldKey);
-    return t("reason_match")
-      .replace("{field}", fieldName)
-      .replace("{text}", found)
-      .replace("{category}", t(category));
+  if (typeof reason === "string") return reason;
+  const category = reason.category ? t(reason.category) : "";
+  const withNote = (head) => (reason.note ? `${head}${t("colon")}${reason.note}` : head);
+  switch (reason.code) {
+    case "term":
+    case "code":
+    case "stat_order":
+    case "urgent_order": {
+      const onset = reason.code === "term" && reason.onset ? "_onset" : "";
+      return fill(t(`reason_${reason.code}${onset}`), {
+        field: fieldName(reason.field),
+        found: reason.found,
+        category: reason.code === "stat_order" ? t("stat") : category,
+        onset: reason.onset,
+      });
+    }
+    case "explicit_flag":
+    case "text_suggested":
+      return fill(t(`reason_${reason.code}`), { category });
+    case "priority_only":
+    case "kept_stat":
+    case "gateway_flag":
+      return t(`reason_${reason.code}`);
+    case "charset":
+      return t("reason_charset");
+    case "call_ahead":
+      return withNote(t("reason_call_ahead"));
+    case "set_by":
+      return withNote(fill(t("reason_set_by"), { who: reason.by }));
+    default:
+      return reason.note || reason.text || "";
   }
-  const p = PREFIXED.exec(reason);
-  if (p) {
-    const head =
-      p[1] === "call-ahead" ? t("reason_call_ahead") : t("reason_set_by").replace("{who}", p[2]);
-    return p[3] ? `${head}${t("colon")}${p[3]}` : head;
-  }
-  const flag = /^explicit flag: (\w+)/.exec(reason);
-  if (flag) return t("reason_explicit_flag").replace("{category}", t(flag[1]));
-  const alone = /^text alone suggested (\w+)$/.exec(reason);
-  if (alone) return t("reason_text_suggested").replace("{category}", t(alone[1]));
-  if (reason.startsWith("priority only")) return t("reason_priority_only");
-  if (reason === "urgent flag from gateway") return t("reason_gateway_flag");
-  return reason;
 }
