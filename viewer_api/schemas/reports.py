@@ -93,6 +93,8 @@ class AddendumIn(Input):
 
 class AddendumOut(BaseModel):
     author: str
+    # the author as people know them (display name, else user name)
+    author_name: str
     created_at: datetime
     text: str
     reason: str
@@ -102,6 +104,7 @@ class AddendumOut(BaseModel):
     def from_addendum(cls, addendum: ReportAddendum) -> AddendumOut:
         return cls(
             author=addendum.author.username,
+            author_name=addendum.author.display_name or addendum.author.username,
             created_at=addendum.created_at,
             text=addendum.text,
             reason=addendum.reason,

@@ -221,7 +221,7 @@ export function dayColumns(
         height: h,
         fill: colours[j % colours.length],
       });
-      rect.append(el("title", {}, `${r.day} ${k}: ${r[k]}`));
+      rect.append(el("title", {}, `${r.day} ${labels[j]}: ${r[k]}`));
       s.append(rect);
     });
     if (i === 0 || i === rows.length - 1) {

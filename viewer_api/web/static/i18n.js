@@ -349,7 +349,7 @@ const STRINGS = {
   gw_stale: ["失去联系", "No contact"],
   gw_never: ["从未报告", "Never reported"],
   never: ["从未", "never"],
-  ago: ["前", "ago"],
+  ago: ["{time}前", "{time} ago"],
 };
 
 export const LANGS = ["zh-CN", "en"];

@@ -79,7 +79,7 @@ function drawGateways(gateways, now) {
         cell(g.sites.join(", ")),
         cell(g.gateway),
         h("td", {}, h("span", { className: `status-tag gw-${state}` }, t(`gw_${state}`))),
-        cell(since === null ? t("never") : `${fmtDuration(since)} ${t("ago")}`),
+        cell(since === null ? t("never") : t("ago").replace("{time}", fmtDuration(since))),
         cell(g.pending_urgent, "num"),
         cell(g.pending_routine, "num"),
         cell(

@@ -57,7 +57,7 @@ function showState() {
   if (study) {
     const reasons = study.triage?.reasons || [];
     $("triage").hidden = !study.category && !reasons.length;
-    const label = study.category ? t(study.category) : "STAT";
+    const label = study.category ? t(study.category) : t("stat_badge");
     $("triage-summary").textContent = `${label} (${reasons.length})`;
     $("triage-reasons").replaceChildren(...reasons.map((r) => h("li", {}, reasonText(r))));
     $("triage").className = `triage ${study.category || ""}`;
@@ -87,7 +87,8 @@ function drawCritical() {
   const list = $("critical-list");
   list.replaceChildren();
   for (const c of report?.critical_results || []) {
-    const told = `${c.communicated_to_name} ${c.communicated_to_role} ${c.communicated_to_phone}`;
+    const who = [c.communicated_to_name, c.communicated_to_role, c.communicated_to_phone];
+    const told = who.filter(Boolean).join(" ");
     const readBack = c.read_back_confirmed ? ` · ${t("read_back")}` : "";
     const when = fmtTime(c.communicated_at);
     list.append(h("li", {}, `${c.finding} — ${told} · ${t(c.method)} · ${when}${readBack}`));
@@ -98,7 +99,7 @@ function drawAddenda() {
   const list = $("addenda-list");
   list.replaceChildren();
   for (const a of report?.addenda || []) {
-    const by = h("strong", {}, `${a.author} ${fmtTime(a.created_at)}: `);
+    const by = h("strong", {}, `${a.author_name} ${fmtTime(a.created_at)}${t("colon")}`);
     list.append(h("li", {}, by, a.text, h("em", {}, ` (${a.reason})`)));
   }
 }

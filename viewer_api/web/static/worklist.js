@@ -6,7 +6,7 @@ import { drawCallAheads, loadCallAheads } from "./callaheads.js";
 import { reasonText } from "./reasons.js";
 
 const POLL_MS = 5000;
-const me = await startPage({ roles: ["radiologist", "admin"], onLang: () => render() });
+const me = await startPage({ roles: ["radiologist", "admin"], onLang: () => redraw() });
 let items = [];
 let live = false;
 let pollTimer = null;
@@ -74,7 +74,7 @@ function badge(item) {
   if (item.category === "chest_pain") {
     return h("span", { className: "badge chest" }, t("chest_pain"));
   }
-  if (item.priority === "stat") return h("span", { className: "badge stat" }, "STAT");
+  if (item.priority === "stat") return h("span", { className: "badge stat" }, t("stat_badge"));
   return h("span", { className: "badge routine" }, t("routine"));
 }
 
@@ -222,12 +222,21 @@ async function nextCase() {
   }
 }
 
+function drawLive() {
+  const el = document.getElementById("live");
+  el.textContent = live ? `● ${t("live")}` : `○ ${t("polling")}`;
+  el.className = `live ${live ? "on" : "off"}`;
+  el.dataset.mode = live ? "live" : "polling";
+}
+
+function redraw() {
+  render();
+  drawLive();
+}
+
 function setLive(on) {
   live = on;
-  const el = document.getElementById("live");
-  el.textContent = on ? `● ${t("live")}` : `○ ${t("polling")}`;
-  el.className = `live ${on ? "on" : "off"}`;
-  el.dataset.mode = on ? "live" : "polling";
+  drawLive();
   clearInterval(pollTimer);
   // with the stream, a slow safety poll; without it, every 5 s
   pollTimer = setInterval(reload, on ? 30000 : POLL_MS);
