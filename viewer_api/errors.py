@@ -120,6 +120,12 @@ class Misconfigured(ApiError):
     """The server is misconfigured"""
 
 
+class OhifUnavailable(ApiError):
+    """OHIF could not be installed: it comes from the npm package @ohif/app, fetched with
+    `npm pack` (install node and npm, e.g. `apt-get install -y nodejs npm`, then run
+    `./dev` or `teleread ohif install`). The built-in viewer works without it."""
+
+
 BEARER = {"WWW-Authenticate": "Bearer"}
 RETRY_SOON = {"Retry-After": "1"}
 
@@ -333,6 +339,7 @@ __all__ = [
     "NotAuthenticated",
     "NotFound",
     "ObjectKeyMismatch",
+    "OhifUnavailable",
     "Problem",
     "RoleDenied",
     "SessionEnded",

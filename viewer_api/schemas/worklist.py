@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from viewer_api.outputs.content import readable_name
 from viewer_api.validation import MAX_REASON, Input
 from worklist.models import Instance, Report, Series, Study
 
@@ -17,6 +18,24 @@ class Triage(BaseModel):
     category: str | None
     reasons: list[str]
     overridden: bool
+
+
+def dicom_age(birth_date: str, on: str) -> str:
+    """The patient's age on a day, as DICOM writes it (AS: ``"066Y"``, ``"011M"``,
+    ``"020D"``), from two DA dates; ``""`` when either is missing or malformed."""
+    try:
+        born = date(int(birth_date[:4]), int(birth_date[4:6]), int(birth_date[6:8]))
+        day = date(int(on[:4]), int(on[4:6]), int(on[6:8]))
+    except (ValueError, IndexError):
+        return ""
+    if len(birth_date) != 8 or len(on) != 8 or day < born:
+        return ""
+    months = (day.year - born.year) * 12 + day.month - born.month - (day.day < born.day)
+    if months >= 24:
+        return f"{months // 12:03d}Y"
+    if months >= 1:
+        return f"{months:03d}M"
+    return f"{(day - born).days:03d}D"
 
 
 class WorklistItem(BaseModel):
@@ -32,11 +51,19 @@ class WorklistItem(BaseModel):
     claimed_by: str | None
     claim_expires_at: datetime | None
     study_description: str
+    # as a person reads it: "王小明" (no space for Chinese), "WANG Xiaoming"
     patient_name: str
+    patient_id: str
+    patient_sex: str
+    patient_age: str  # DICOM AS ("066Y"), from the birth and study dates; "" if unknown
+    accession_number: str
+    body_part: str  # the first series' Body Part Examined that has one ("HEAD", "CHEST")
     deadline_at: datetime | None
 
     @classmethod
     def from_study(cls, study: Study) -> WorklistItem:
+        series: list[Series] = study.series
+        on = study.study_date or study.received_at.strftime("%Y%m%d")
         return cls(
             study_instance_uid=study.study_instance_uid,
             site=study.site.code,
@@ -50,7 +77,12 @@ class WorklistItem(BaseModel):
             claimed_by=study.claimed_by.username if study.claimed_by is not None else None,
             claim_expires_at=study.claim_expires_at if study.claimed_by_id else None,
             study_description=study.study_description,
-            patient_name=study.patient_name,
+            patient_name=readable_name(study.patient_name),
+            patient_id=study.patient_id,
+            patient_sex=study.patient_sex,
+            patient_age=dicom_age(study.patient_birth_date, on),
+            accession_number=study.accession_number,
+            body_part=next((s.body_part_examined for s in series if s.body_part_examined), ""),
             deadline_at=study.deadline_at,
         )
 
@@ -79,10 +111,7 @@ class SeriesOut(BaseModel):
 
 
 class StudyDetail(WorklistItem):
-    patient_id: str
-    patient_sex: str
     patient_birth_date: str
-    accession_number: str
     study_date: str
     study_time: str
     calling_ae: str
@@ -96,10 +125,7 @@ class StudyDetail(WorklistItem):
         report: Report | None = study.report
         return cls(
             **item.model_dump(),
-            patient_id=study.patient_id,
-            patient_sex=study.patient_sex,
             patient_birth_date=study.patient_birth_date,
-            accession_number=study.accession_number,
             study_date=study.study_date,
             study_time=study.study_time,
             calling_ae=study.calling_ae,

@@ -66,6 +66,11 @@ export function toast(message, kind = "info") {
   }, 4000);
 }
 
+// the study in OHIF (served at /ohif/ when installed: the session's "ohif" capability)
+export function ohifUrl(studyUid) {
+  return `/ohif/viewer?StudyInstanceUIDs=${encodeURIComponent(studyUid)}`;
+}
+
 export function errorText(err) {
   if (err instanceof ApiError && err.status === 403) return `${t("forbidden")}: ${err.message}`;
   return `${t("error")}: ${err.message || err}`;

@@ -1,6 +1,6 @@
 // The reading page: viewer on the left, the report editor (template, sign, critical
 // result, addenda) on the right.
-import { api, ApiError, errorText, h, toast } from "./api.js";
+import { api, ApiError, errorText, h, ohifUrl, toast } from "./api.js";
 import { fmtTime, t } from "./i18n.js";
 import { startPage } from "./shell.js";
 import { Viewer } from "./viewer.js";
@@ -15,8 +15,7 @@ let viewer = null;
 const me = await startPage({ roles: ["radiologist", "admin"], onLang: relabel });
 
 function relabel() {
-  viewer?.drawPresets();
-  viewer?.updateInfo();
+  viewer?.relabel();
   showTitle();
   showState();
 }
@@ -109,7 +108,7 @@ function fill(r) {
 
 function showTitle() {
   if (!study) return;
-  const name = study.patient_name.replaceAll("^", " ");
+  const name = study.patient_name;
   const parts = [name, study.patient_sex, study.study_description, study.site];
   $("study-title").textContent = parts.join(" · ");
   document.title = `${study.study_description} · ${t("app")}`;
@@ -258,6 +257,10 @@ async function main() {
   }
   $("cr-identified").value = localNow();
   $("cr-told").value = localNow();
+  if (me.can("ohif")) {
+    $("open-ohif").href = ohifUrl(studyUid);
+    $("open-ohif").hidden = false;
+  }
   if (!report && study.claimed_by === me.username) await applyTemplate(true);
   showState();
   $("save-draft").addEventListener("click", async () => {

@@ -1,5 +1,6 @@
 // The reading worklist: urgent first, deadline countdown, live updates, claim / next case.
-import { api, errorText, h, toast } from "./api.js";
+import { api, errorText, h, ohifUrl, toast } from "./api.js";
+import { ageText, sexText, timeLeft } from "./format.js";
 import { fmtTime, t } from "./i18n.js";
 import { startPage } from "./shell.js";
 
@@ -10,6 +11,7 @@ let live = false;
 let pollTimer = null;
 let source = null;
 let reloadPending = null;
+let clocks = new Map(); // countdown cell -> its worklist item
 
 const filters = ["site", "modality", "category", "status"];
 
@@ -19,6 +21,8 @@ function query() {
     const v = document.getElementById(`f-${f}`).value;
     if (v) p.set(f, v);
   }
+  const q = document.getElementById("f-q").value.trim();
+  if (q) p.set("q", q);
   return p.toString();
 }
 
@@ -28,12 +32,12 @@ async function reload() {
     const fetched = Date.now();
     items = await api(`/api/v1/worklist${q ? "?" + q : ""}`);
     for (const item of items) {
-      // the server's own "time left" (when it sends one) makes the countdown immune to a
-      // wrong clock on this computer
-      item.localDeadline =
-        typeof item.time_left_seconds === "number"
-          ? new Date(fetched + item.time_left_seconds * 1000).toISOString()
-          : item.deadline_at;
+      // the server's own "time left" makes the countdown immune to a wrong clock on this
+      // computer; the whole time the study had sets the colours
+      if (typeof item.time_left_seconds === "number") {
+        item.localDeadline = fetched + item.time_left_seconds * 1000;
+        item.window = (Date.parse(item.deadline_at) - Date.parse(item.received_at)) / 1000;
+      }
     }
     fillSites();
     render();
@@ -55,16 +59,11 @@ function fillSites() {
   }
 }
 
-export function timeLeft(deadlineIso, now = Date.now()) {
-  if (!deadlineIso) return { text: "", overdue: false, seconds: null };
-  const seconds = Math.round((Date.parse(deadlineIso) - now) / 1000);
-  const abs = Math.abs(seconds);
-  const hh = Math.floor(abs / 3600);
-  const mm = Math.floor((abs % 3600) / 60);
-  const ss = abs % 60;
-  const pad = (n) => String(n).padStart(2, "0");
-  const text = (hh ? `${hh}:${pad(mm)}` : `${mm}`) + `:${pad(ss)}`;
-  return { text: seconds < 0 ? `${t("overdue")} ${text}` : text, overdue: seconds < 0, seconds };
+// the countdown cell's text, state and seconds, now
+function countdown(item, now = Date.now()) {
+  if (item.localDeadline === undefined) return { text: "", state: "none", seconds: "" };
+  const seconds = Math.round((item.localDeadline - now) / 1000);
+  return { ...timeLeft(seconds, item.window), seconds };
 }
 
 function badge(item) {
@@ -77,6 +76,7 @@ function badge(item) {
 }
 
 function render() {
+  clocks = new Map();
   const body = document.getElementById("worklist-body");
   body.replaceChildren();
   document.getElementById("empty").hidden = items.length > 0;
@@ -104,7 +104,6 @@ function render() {
         ),
       );
     }
-    const left = timeLeft(item.localDeadline);
     const actions = h("td", { className: "actions" });
     const button = (className, label, onclick) =>
       h("button", { type: "button", className, onclick }, t(label));
@@ -118,6 +117,10 @@ function render() {
     } else {
       actions.append(button("view", "open", () => openStudy(item)));
     }
+    if (me.can("ohif")) {
+      const href = ohifUrl(item.study_instance_uid);
+      actions.append(h("a", { className: "button ohif", href, target: "_blank" }, "OHIF"));
+    }
     if (me.can("assign")) actions.append(button("assign", "assign", () => assign(item)));
     if (me.can("cancel")) actions.append(button("cancel", "cancel", () => cancel(item)));
     const reader = item.claimed_by ? `${item.claimed_by}${mine ? ` (${t("reader_me")})` : ""}` : "";
@@ -129,35 +132,47 @@ function render() {
         priority: item.priority,
       },
     });
+    const who = [sexText(item.patient_sex), ageText(item.patient_age)].filter(Boolean);
+    const patient = h(
+      "td",
+      { className: "patient" },
+      h("div", { className: "name" }, item.patient_name),
+      h("div", { className: "muted small" }, [...who, item.patient_id].filter(Boolean).join(" · ")),
+    );
+    const description = h(
+      "td",
+      {},
+      item.study_description,
+      item.body_part ? h("div", { className: "muted small" }, item.body_part) : null,
+    );
+    const clock = h("td", { className: "countdown" });
+    clocks.set(clock, item);
     row.append(
       catCell,
-      h("td", {}, item.patient_name.replaceAll("^", " ")),
-      h("td", {}, item.study_description),
+      patient,
+      h("td", { className: "accession" }, item.accession_number),
+      description,
       h("td", {}, item.site),
       h("td", {}, item.modality),
       h("td", { className: "num" }, item.num_instances),
       h("td", {}, fmtTime(item.received_at)),
-      h(
-        "td",
-        {
-          className: `countdown${left.overdue ? " overdue" : ""}`,
-          dataset: { deadline: item.localDeadline || "" },
-        },
-        left.text,
-      ),
+      clock,
       h("td", {}, h("span", { className: `status-tag ${item.status}` }, t(item.status))),
       h("td", {}, reader),
       actions,
     );
     body.append(row);
   }
+  tick();
 }
 
+// every countdown, now: its words, its colour (data-state) and the seconds left (data-left)
 function tick() {
-  for (const cell of document.querySelectorAll("td.countdown")) {
-    const left = timeLeft(cell.dataset.deadline);
+  for (const [cell, item] of clocks) {
+    const left = countdown(item);
     cell.textContent = left.text;
-    cell.classList.toggle("overdue", left.overdue);
+    cell.dataset.state = left.state;
+    cell.dataset.left = String(left.seconds);
   }
 }
 
@@ -267,6 +282,11 @@ async function connectEvents() {
 
 if (me) {
   for (const f of filters) document.getElementById(`f-${f}`).addEventListener("change", reload);
+  let typing = null;
+  document.getElementById("f-q").addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(reload, 250);
+  });
   document.getElementById("next-case").addEventListener("click", nextCase);
   reload();
   setInterval(tick, 1000);
