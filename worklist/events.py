@@ -39,6 +39,8 @@ KIND_STUDY_RELEASED = "study_released"
 KIND_REPORT_SIGNED = "report_signed"
 KIND_REPORT_AMENDED = "report_amended"
 KIND_CRITICAL_RESULT = "critical_result"
+# the holder's claim runs out soon (``claims.warn_expiring_claims``)
+KIND_CLAIM_EXPIRING = "claim_expiring"
 
 MAX_PAGE = 500
 
@@ -155,6 +157,7 @@ def as_dict(event: Event) -> dict[str, Any]:
 
 
 __all__ = [
+    "KIND_CLAIM_EXPIRING",
     "KIND_CRITICAL_RESULT",
     "KIND_ESCALATION",
     "KIND_REPORT_AMENDED",

@@ -110,7 +110,10 @@ def list_worklist(
     stmt = _worklist_query(session, viewer, site_code, modality, category, status, reader, search)
     stmt = (
         stmt.options(
-            joinedload(Study.site), joinedload(Study.claimed_by), selectinload(Study.series)
+            joinedload(Study.site),
+            joinedload(Study.claimed_by),
+            joinedload(Study.claim_expired_by),
+            selectinload(Study.series),
         )
         .order_by(Study.priority_rank, Study.received_at, Study.id)
         .limit(limit)
@@ -140,6 +143,41 @@ def count_worklist(
     return int(session.scalar(select(func.count()).select_from(ids.subquery())) or 0)
 
 
+MAX_PRIORS = 20
+
+
+def list_priors(
+    *, session: Session, study: Study, viewer: User, linked_sites: Sequence[str] = ()
+) -> list[Study]:
+    """The same patient's other studies the viewer may see, newest first (at most
+    ``MAX_PRIORS``), with their reports: the same patient ID at the same site, or at any of
+    ``linked_sites`` when the study's site is one of them (their IDs are one scheme)."""
+    if not study.patient_id.strip():
+        return []
+    sites = [study.site_id]
+    if study.site.code in linked_sites:
+        sites = list(session.scalars(select(Site.id).where(Site.code.in_(list(linked_sites)))))
+    return list(
+        session.scalars(
+            select(Study)
+            .where(
+                Study.patient_id == study.patient_id,
+                Study.site_id.in_(sites),
+                Study.id != study.id,
+                visible_studies_filter(viewer),
+            )
+            .options(
+                joinedload(Study.site),
+                joinedload(Study.claimed_by),
+                joinedload(Study.report),
+                selectinload(Study.series),
+            )
+            .order_by(Study.received_at.desc(), Study.id.desc())
+            .limit(MAX_PRIORS)
+        )
+    )
+
+
 def get_study(*, session: Session, study_uid: str, viewer: User) -> Study | None:
     """The study with its series, site, claim holder and report; None when not visible."""
     return session.scalars(
@@ -165,6 +203,7 @@ __all__ = [
     "count_worklist",
     "expire_claims",
     "get_study",
+    "list_priors",
     "list_worklist",
     "override_triage",
     "release_study",

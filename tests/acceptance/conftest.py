@@ -58,7 +58,11 @@ class Pipeline:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+def pipeline(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pipeline]:
+    """The server of one test module; a module's ``PIPELINE_ENV`` (a dict) adds to its
+    environment (a shorter claim lease, say)."""
     data_dir = tmp_path_factory.mktemp("teleread-data")
     dicom_port, http_port = free_port(), free_port()
     log_path = data_dir / "serve.log"
@@ -66,6 +70,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         **os.environ,
         "TELEREAD_WORKLIST_STABLE_SECONDS": "3",
         "PYTHONUNBUFFERED": "1",
+        **getattr(request.module, "PIPELINE_ENV", {}),
     }
     env.pop("TELEREAD_STORAGE_ROOT", None)
     with log_path.open("wb") as log:

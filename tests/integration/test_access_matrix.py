@@ -281,6 +281,9 @@ ACCESS: dict[tuple[str, str], Access] = {
     ("GET", "/api/v1/studies/{study_uid}/instances/{sop_uid}"): Access(
         VIEWERS, "site", get("/api/v1/studies/{study}/instances/{sop}")
     ),
+    ("GET", "/api/v1/studies/{study_uid}/priors"): Access(
+        READERS, "site", get("/api/v1/studies/{study}/priors")
+    ),
     ("GET", "/api/v1/studies/{study_uid}/report"): Access(VIEWERS, "site", get(REPORT)),
     ("PUT", "/api/v1/studies/{study_uid}/report"): Access(
         READERS,

@@ -18,7 +18,10 @@ pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed (run
 
 SCRIPT = """
 const store = {};
-globalThis.localStorage = { getItem: (k) => store[k] ?? null, setItem: (k, v) => { store[k] = v; } };
+globalThis.localStorage = {
+  getItem: (k) => store[k] ?? null,
+  setItem: (k, v) => { store[k] = v; },
+};
 const { timeLeft, ageText, sexText } = await import("%s");
 const out = {};
 for (const lang of ["zh-CN", "en"]) {

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from viewer_api.outputs.content import readable_name
 from viewer_api.validation import MAX_REASON, Input
-from worklist.models import Instance, Report, Series, Study
+from worklist.models import STATUS_PRELIMINARY, Instance, Report, Series, Study
 
 
 # --- worklist and studies -----------------------------------------------------------------
@@ -140,12 +140,53 @@ class StudyDetail(WorklistItem):
         )
 
 
+class PriorReport(BaseModel):
+    status: str
+    findings: str
+    impression: str
+    recommendation: str
+    signed_by: str | None
+    signed_at: datetime | None
+
+
+class PriorStudy(WorklistItem):
+    """One of the patient's other studies, with its report when one is signed."""
+
+    study_date: str
+    report: PriorReport | None
+
+    @classmethod
+    def from_prior(cls, study: Study) -> PriorStudy:
+        report: Report | None = study.report
+        signed = report is not None and report.signed_at is not None
+        return cls(
+            **WorklistItem.from_study(study).model_dump(),
+            study_date=study.study_date,
+            report=PriorReport(
+                status=report.status,
+                findings=report.findings,
+                impression=report.impression,
+                recommendation=report.recommendation,
+                signed_by=report.signed_by.username if report.signed_by else None,
+                signed_at=report.signed_at,
+            )
+            if signed and report is not None
+            else None,
+        )
+
+
 # --- workflow (issue 5): leases, assign/cancel, flags, events -----------------------------
 class WorkflowItem(WorklistItem):
-    """A worklist row with its clock: time left to the read deadline, escalation, cancel."""
+    """A worklist row with its clock: time left to the deadline that runs now (the read
+    deadline; once a preliminary report met it, the final report's), escalation, an expired
+    claim, cancel."""
 
+    due_at: datetime | None
+    due: Literal["read", "final"] | None
     time_left_seconds: int | None
     overdue: bool
+    claim_expired_by: str | None
+    claim_expired_at: datetime | None
     escalation_level: int
     cancel_reason: str | None
     cancelled_at: datetime | None
@@ -153,15 +194,20 @@ class WorkflowItem(WorklistItem):
     @classmethod
     def from_study_at(cls, study: Study, now: datetime) -> WorkflowItem:
         base = WorklistItem.from_study(study).model_dump()
-        left = (
-            int((study.deadline_at - now).total_seconds())
-            if study.deadline_at is not None
-            else None
-        )
+        due: Literal["read", "final"] | None = "read" if study.deadline_at else None
+        due_at = study.deadline_at
+        if study.status == STATUS_PRELIMINARY and study.final_deadline_at is not None:
+            due, due_at = "final", study.final_deadline_at
+        left = int((due_at - now).total_seconds()) if due_at is not None else None
+        expired_by = study.claim_expired_by
         return cls(
             **base,
+            due_at=due_at,
+            due=due,
             time_left_seconds=left,
             overdue=left is not None and left < 0,
+            claim_expired_by=expired_by.username if expired_by is not None else None,
+            claim_expired_at=study.claim_expired_at,
             escalation_level=study.escalation_level or 0,
             cancel_reason=study.cancel_reason,
             cancelled_at=study.cancelled_at,
@@ -171,6 +217,8 @@ class WorkflowItem(WorklistItem):
 class AssignIn(Input):
     model_config = ConfigDict(extra="forbid")
     username: str = Field(min_length=1, max_length=64)
+    # why (kept in the audit trail and told to the readers' pages)
+    reason: str | None = Field(default=None, max_length=MAX_REASON)
 
 
 class ReasonIn(Input):

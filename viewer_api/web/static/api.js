@@ -7,9 +7,11 @@ const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 let csrf = null;
 
 export class ApiError extends Error {
-  constructor(status, detail) {
+  // `code`: the server's stable name of the error ("unresolved_choices", ...), if it gave one
+  constructor(status, detail, code = null) {
     super(typeof detail === "string" ? detail : JSON.stringify(detail));
     this.status = status;
+    this.code = code;
   }
 }
 
@@ -23,12 +25,15 @@ export function toLogin() {
 
 export async function failure(r) {
   let detail = r.statusText;
+  let code = null;
   try {
-    detail = (await r.json()).detail ?? detail;
+    const body = await r.json();
+    detail = body.detail ?? detail;
+    code = body.code ?? null;
   } catch {
     // not JSON
   }
-  return new ApiError(r.status, detail);
+  return new ApiError(r.status, detail, code);
 }
 
 // fetch with the credentials; JSON in and out. 401 sends the user back to the log-in page.

@@ -53,16 +53,18 @@ export function presetsFor(modality, bodyPart) {
 }
 
 export class Viewer {
+  // `root` holds the parts, each marked data-v="..." (stage, image, thumbs, presets...): the
+  // reading page has one such pane, two when a prior study is shown beside the current one
   constructor(root, study) {
     this.root = root;
     this.study = study;
-    this.stage = root.querySelector("#stage");
-    this.canvas = root.querySelector("#image");
+    this.stage = root.querySelector('[data-v="stage"]');
+    this.canvas = root.querySelector('[data-v="image"]');
     this.ctx = this.canvas.getContext("2d");
-    this.info = root.querySelector("#slice-index");
-    this.wlInfo = root.querySelector("#wl-info");
-    this.note = root.querySelector("#viewer-note");
-    this.thumbs = root.querySelector("#thumbs");
+    this.info = root.querySelector('[data-v="slice-index"]');
+    this.wlInfo = root.querySelector('[data-v="wl-info"]');
+    this.note = root.querySelector('[data-v="viewer-note"]');
+    this.thumbs = root.querySelector('[data-v="thumbs"]');
     this.series = study.series.filter((s) => s.sop_instance_uids.length > 0);
     this.cache = new Map(); // sop uid -> Promise<image>
     this.frame = document.createElement("canvas"); // the current image, windowed, 1:1
@@ -245,7 +247,7 @@ export class Viewer {
 
   // the stored value at (x, y) through the modality LUT: HU on a CT
   probe(x, y) {
-    const el = this.root.querySelector("#probe");
+    const el = this.root.querySelector('[data-v="probe"]');
     const img = this.image;
     const point = x === null || !img || img.compressed ? null : this.imagePoint(x, y);
     if (!point || img.samples !== 1) {
@@ -283,7 +285,7 @@ export class Viewer {
 
   // --- tools and presets ------------------------------------------------------------------
   drawTools() {
-    const box = this.root.querySelector("#tools");
+    const box = this.root.querySelector('[data-v="tools"]');
     box.replaceChildren();
     for (const [tool, key] of [
       ["window", "tool_window"],
@@ -306,7 +308,7 @@ export class Viewer {
   }
 
   drawPresets() {
-    const box = this.root.querySelector("#presets");
+    const box = this.root.querySelector('[data-v="presets"]');
     box.replaceChildren();
     this.presets.forEach(([key, c, w], i) => {
       const b = button(`${t(key)} ${c}/${w}`, () => this.preset(i));
@@ -327,7 +329,7 @@ export class Viewer {
   // highlight the preset the window is on ("default": the image's own)
   markPreset() {
     const w = this.window;
-    for (const b of this.root.querySelectorAll("#presets button")) {
+    for (const b of this.root.querySelectorAll('[data-v="presets"] button')) {
       const p = this.presets.find(([key]) => key === b.dataset.preset);
       const on = p
         ? Boolean(w && this.userWindow && w.center === p[1] && w.width === p[2])
@@ -464,7 +466,7 @@ export class Viewer {
     if (this.window) {
       this.wlInfo.textContent = `${t("window")} ${this.window.center} / ${this.window.width}`;
     }
-    const zoom = this.root.querySelector("#zoom-info");
+    const zoom = this.root.querySelector('[data-v="zoom-info"]');
     zoom.textContent = `${t("zoom")} ${Math.round(this.view.zoom * 100)}%`;
     this.markPreset();
   }
@@ -473,21 +475,21 @@ export class Viewer {
     const study = this.study;
     const series = this.currentSeries;
     const set = (id, lines) => {
-      const el = this.root.querySelector(id);
+      const el = this.root.querySelector(`[data-v="${id}"]`);
       el.replaceChildren(...lines.filter(Boolean).map((l) => div(l)));
     };
     const who = [study.patient_name, study.patient_sex, study.patient_age].filter(Boolean);
-    set("#corner-tl", [
+    set("corner-tl", [
       who.join(" "),
       study.patient_id && `ID ${study.patient_id}`,
       formatDate(study.study_date),
     ]);
-    set("#corner-tr", [
+    set("corner-tr", [
       study.site,
       `${series.modality} S${series.series_number ?? ""} ${series.series_description || ""}`,
       img.instanceNumber !== null && `${t("image_number")} ${img.instanceNumber}`,
     ]);
-    set("#corner-bl-text", [
+    set("corner-bl-text", [
       typeof img.sliceLocation === "number" &&
         `${t("slice_location")} ${img.sliceLocation.toFixed(1)} mm`,
       typeof img.sliceThickness === "number" &&
@@ -495,7 +497,7 @@ export class Viewer {
     ]);
     const labels = orientationLabels(img);
     for (const side of ["left", "right", "top", "bottom"]) {
-      const el = this.root.querySelector(`#orient-${side}`);
+      const el = this.root.querySelector(`[data-v="orient-${side}"]`);
       el.textContent = labels ? labels[side] : "";
     }
   }

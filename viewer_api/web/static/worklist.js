@@ -36,7 +36,7 @@ async function reload() {
       // computer; the whole time the study had sets the colours
       if (typeof item.time_left_seconds === "number") {
         item.localDeadline = fetched + item.time_left_seconds * 1000;
-        item.window = (Date.parse(item.deadline_at) - Date.parse(item.received_at)) / 1000;
+        item.window = (Date.parse(item.due_at) - Date.parse(item.received_at)) / 1000;
       }
     }
     fillSites();
@@ -123,7 +123,15 @@ function render() {
     }
     if (me.can("assign")) actions.append(button("assign", "assign", () => assign(item)));
     if (me.can("cancel")) actions.append(button("cancel", "cancel", () => cancel(item)));
-    const reader = item.claimed_by ? `${item.claimed_by}${mine ? ` (${t("reader_me")})` : ""}` : "";
+    const reader = h("td", { className: "reader" });
+    if (item.claimed_by) {
+      reader.append(`${item.claimed_by}${mine ? ` (${t("reader_me")})` : ""}`);
+    } else if (item.claim_expired_by) {
+      // a claim that ran out stays visible to every reader until someone takes the study
+      const when = fmtTime(item.claim_expired_at);
+      const text = `${t("claim_expired_by")}: ${item.claim_expired_by} · ${when}`;
+      reader.append(h("span", { className: "claim-expired" }, text));
+    }
     const row = h("tr", {
       className: `row ${item.category || item.priority}${mine ? " mine" : ""}`,
       dataset: {
@@ -158,7 +166,7 @@ function render() {
       h("td", {}, fmtTime(item.received_at)),
       clock,
       h("td", {}, h("span", { className: `status-tag ${item.status}` }, t(item.status))),
-      h("td", {}, reader),
+      reader,
       actions,
     );
     body.append(row);
@@ -170,7 +178,8 @@ function render() {
 function tick() {
   for (const [cell, item] of clocks) {
     const left = countdown(item);
-    cell.textContent = left.text;
+    cell.textContent = item.due === "final" ? `${t("final_due")} ${left.text}` : left.text;
+    cell.dataset.due = item.due || "";
     cell.dataset.state = left.state;
     cell.dataset.left = String(left.seconds);
   }
@@ -200,28 +209,54 @@ async function release(item) {
   reload();
 }
 
-async function assign(item) {
-  const username = prompt(t("assign_to"));
-  if (!username) return;
-  try {
-    const url = `/api/v1/worklist/${item.study_instance_uid}/assign`;
-    await api(url, { method: "POST", json: { username } });
-  } catch (err) {
-    toast(errorText(err), "error");
+// The admin's dialog: hand a study to a radiologist (picked from the active readers), or
+// cancel it; a reason either way (required to cancel).
+let readers = null;
+
+async function adminDialog(item, action) {
+  const dialog = document.getElementById("admin-dialog");
+  const who = document.getElementById("admin-who");
+  const reason = document.getElementById("admin-reason");
+  if (action === "assign" && readers === null) {
+    const users = await api("/api/v1/users");
+    readers = users.filter((u) => u.is_active && u.role === "radiologist");
   }
-  reload();
+  document.getElementById("admin-title").textContent = t(`${action}_title`);
+  const what = [item.patient_name, item.study_description, item.site].filter(Boolean);
+  document.getElementById("admin-study").textContent = what.join(" · ");
+  document.getElementById("admin-who-box").hidden = action !== "assign";
+  who.required = action === "assign";
+  who.replaceChildren(
+    ...(readers || []).map((u) => {
+      const label = u.display_name ? `${u.display_name} (${u.username})` : u.username;
+      return h("option", { value: u.username, selected: u.username === item.claimed_by }, label);
+    }),
+  );
+  reason.value = "";
+  reason.required = action === "cancel";
+  dialog.onclose = async () => {
+    if (dialog.returnValue !== "ok") return;
+    const url = `/api/v1/worklist/${item.study_instance_uid}/${action}`;
+    const text = reason.value.trim();
+    const json =
+      action === "assign" ? { username: who.value, reason: text || null } : { reason: text };
+    try {
+      await api(url, { method: "POST", json });
+    } catch (err) {
+      toast(errorText(err), "error");
+    }
+    reload();
+  };
+  dialog.returnValue = "";
+  dialog.showModal();
 }
 
-async function cancel(item) {
-  const reason = prompt(t("cancel_reason"));
-  if (!reason) return;
-  try {
-    const url = `/api/v1/worklist/${item.study_instance_uid}/cancel`;
-    await api(url, { method: "POST", json: { reason } });
-  } catch (err) {
-    toast(errorText(err), "error");
-  }
-  reload();
+function assign(item) {
+  adminDialog(item, "assign").catch((err) => toast(errorText(err), "error"));
+}
+
+function cancel(item) {
+  adminDialog(item, "cancel").catch((err) => toast(errorText(err), "error"));
 }
 
 async function nextCase() {
