@@ -128,6 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--timeout", type=float, default=5.0, help="seconds per network step")
     _add_db_args(doctor)
 
+    ohif = sub.add_parser("ohif", help="the OHIF viewer served at /ohif/")
+    ohif_sub = ohif.add_subparsers(dest="ohif_command", required=True)
+    oinst = ohif_sub.add_parser(
+        "install", help="install the pinned @ohif/app build (npm pack, or --tarball)"
+    )
+    oinst.add_argument("--tarball", type=Path, help="an @ohif/app tarball from `npm pack`")
+    oinst.add_argument(
+        "--dest", type=Path, help="where (default viewer_api/web/ohif; else TELEREAD_API_OHIF_DIR)"
+    )
+    oinst.add_argument(
+        "--if-missing", action="store_true", help="do nothing when that version is there"
+    )
+
     bk = sub.add_parser("backup", help="back up the database to one file (SQLite or PostgreSQL)")
     bk.add_argument("output", type=Path, help="a file, or a directory for a dated name")
     _add_db_args(bk)
@@ -398,6 +411,23 @@ def _cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ohif(args: argparse.Namespace) -> int:
+    from viewer_api.errors import OhifUnavailable
+    from viewer_api.web import ohif
+
+    dest = args.dest or ohif.default_dir()
+    if args.if_missing and ohif.installed(dest):
+        print(f"OHIF {ohif.VERSION} is installed in {dest}")
+        return 0
+    try:
+        ohif.install(dest, args.tarball)
+    except OhifUnavailable as exc:
+        sys.stderr.write(f"teleread: {exc}\n")
+        return 1
+    print(f"OHIF {ohif.VERSION} installed in {dest}: served at /ohif/")
+    return 0
+
+
 def _cmd_triage(args: argparse.Namespace) -> int:
     from worklist.triage.api import read_paths
 
@@ -417,6 +447,7 @@ COMMANDS = {
     "demo-studies": _cmd_demo,
     "triage": _cmd_triage,
     "doctor": _cmd_doctor,
+    "ohif": _cmd_ohif,
     "backup": _cmd_backup,
     "restore": _cmd_backup,
 }

@@ -26,7 +26,8 @@ RETENTION_SECONDS = 3600.0  # how often expired audit events, events, deliveries
 
 
 class Housekeeping(threading.Thread):
-    """Every few seconds: studies that went quiet become ready; abandoned claims expire;
+    """Every few seconds: studies that went quiet become ready; claims about to run out
+    warn their holders, abandoned ones expire;
     late unclaimed studies escalate; events go out to the configured webhooks. Hourly (and
     every pass while a backlog lasts): rows past their retention are purged."""
 
@@ -40,6 +41,7 @@ class Housekeeping(threading.Thread):
         import httpx
 
         from worklist import escalation, overdue, retention, webhooks
+        from worklist.claims import warn_expiring_claims
         from worklist.completion import mark_stable_studies
         from worklist.db import utcnow
         from worklist.repository import expire_claims
@@ -56,6 +58,7 @@ class Housekeeping(threading.Thread):
                         mark_stable_studies(
                             session=session, now=now, stable_seconds=self._stable_seconds
                         )
+                        warn_expiring_claims(session=session, now=now)
                         expire_claims(session=session, now=now)
                         escalation.scan(session=session, now=now)
                         overdue.scan(session=session, now=now)

@@ -120,6 +120,12 @@ class Misconfigured(ApiError):
     """The server is misconfigured"""
 
 
+class OhifUnavailable(ApiError):
+    """OHIF could not be installed: it comes from the npm package @ohif/app, fetched with
+    `npm pack` (install node and npm, e.g. `apt-get install -y nodejs npm`, then run
+    `./dev` or `teleread ohif install`). The built-in viewer works without it."""
+
+
 BEARER = {"WWW-Authenticate": "Bearer"}
 RETRY_SOON = {"Retry-After": "1"}
 
@@ -178,6 +184,7 @@ ERRORS: dict[type[Exception], Problem] = {
     reports.AddendumNotAllowed: Problem(409, "addendum_not_allowed"),
     critical.CriticalResultNotAllowed: Problem(409, "critical_result_not_allowed"),
     call_ahead.CallAheadNotAllowed: Problem(403, "call_ahead_not_allowed"),
+    critical.NotTheCaseReader: Problem(403, "not_the_case_reader"),
     wl.NotClaimHolder: Problem(403, "not_claim_holder"),
     wl.NotAReader: Problem(403, "not_a_reader"),
     reports.NotARadiologist: Problem(403, "not_a_radiologist"),
@@ -186,6 +193,7 @@ ERRORS: dict[type[Exception], Problem] = {
     wl.InvalidRole: Problem(422, "invalid_role"),
     wl.SiteRequired: Problem(422, "site_required"),
     reports.CriticalResultRequired: Problem(422, "critical_result_required"),
+    reports.UnresolvedChoices: Problem(422, "unresolved_choices"),
     reports.InvalidReportInput: Problem(422, "invalid_report_input"),
     critical.InvalidCriticalResult: Problem(422, "invalid_critical_result"),
     call_ahead.InvalidCallAhead: Problem(422, "invalid_call_ahead"),
@@ -336,6 +344,7 @@ __all__ = [
     "NotAuthenticated",
     "NotFound",
     "ObjectKeyMismatch",
+    "OhifUnavailable",
     "Problem",
     "RoleDenied",
     "SessionEnded",

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.base import ObjectStore
@@ -34,6 +35,7 @@ from viewer_api.routes import (
 )
 from viewer_api.security import LoginThrottle, UserCache
 from viewer_api.settings import ApiSettings
+from viewer_api.web import ohif
 from worklist.db import utcnow
 from worklist.settings import WorklistSettings
 from worklist.settings import get_settings as get_worklist_settings
@@ -64,6 +66,14 @@ def create_app(
     app.state.user_cache = UserCache(settings.user_cache_seconds)
     app.state.login_throttle = LoginThrottle.from_settings(settings)
     app.state.worklist_settings = worklist_settings or get_worklist_settings()
+    ohif_dir = (settings.ohif_dir or ohif.default_dir()).resolve()
+    app.state.ohif_dir = ohif_dir if ohif.installed(ohif_dir) else None
+    if app.state.ohif_dir is None:
+        logger.info(
+            "OHIF is not installed (%s): /ohif/ answers 404; the built-in viewer works",
+            ohif_dir,
+            extra={"action": "ohif_missing"},
+        )
 
     errors.install(app)  # every error answers as the one table in viewer_api.errors says
 
@@ -87,11 +97,21 @@ def create_app(
         health,
         dicomweb,
         web,
+        ohif,
     ):
         app.include_router(module.router)
     access.install(app)  # x-teleread-roles on every operation of the OpenAPI schema
     app.router.routes[:0] = dicomweb.FAST_ROUTES  # a scrolled series: one request per slice
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    if settings.cors_origins:  # off unless a site hosts a viewer (OHIF) on another origin
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Accept", "Content-Type", "X-CSRF-Token"],
+            expose_headers=["Content-Type", "Content-Length", "Warning"],
+            max_age=600,
+        )
     document_url_rules(app)
     metrics.install(app)  # outermost: times and counts every answer, 413s included
     return app

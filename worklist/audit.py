@@ -38,6 +38,7 @@ class AuditAction(StrEnum):
     # the worklist
     WORKLIST_VIEW = "worklist_view"
     STUDY_VIEWED = "study_viewed"
+    PRIORS_VIEWED = "priors_viewed"
     INSTANCE_VIEWED = "instance_viewed"
     STUDY_CLAIMED = "study_claimed"
     CLAIM_RENEWED = "claim_renewed"
@@ -111,6 +112,7 @@ _OBJECT_TYPES: dict[AuditAction, str] = {
             AuditAction.STUDY_ACCESS_REFUSED,
             AuditAction.STUDY_COMPLETE,
             AuditAction.STUDY_VIEWED,
+            AuditAction.PRIORS_VIEWED,
             AuditAction.STUDY_CLAIMED,
             AuditAction.CLAIM_RENEWED,
             AuditAction.STUDY_RELEASED,

@@ -4,7 +4,8 @@ Following the ACR's practice for communicating actionable findings, each record 
 was found, when it was identified, who was told (name, role, phone), when, by what means,
 and whether the receiver read it back. Records are append-only and sit beside the report,
 not inside it: a critical finding may be phoned through before the report is written, or
-after it is signed, without touching the signed content.
+after it is signed, without touching the signed content. They belong to the case: while a
+radiologist holds the study's claim, only they or the report's author record them.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ class CriticalResultNotAllowed(WorklistError):
     """Only radiologists record critical results, and not on a cancelled study."""
 
 
+class NotTheCaseReader(WorklistError):
+    """Another radiologist holds this study: only the claim holder or the report's author
+    records its critical results."""
+
+
 def record_critical_result(
     *,
     session: Session,
@@ -66,6 +72,7 @@ def record_critical_result(
         raise CriticalResultNotAllowed()
     if study.status == STATUS_CANCELLED:
         raise CriticalResultNotAllowed("This study is cancelled")
+    _require_case_reader(study, recorder, now)
     finding = finding.strip()
     name = communicated_to_name.strip()
     if not finding:
@@ -107,6 +114,25 @@ def record_critical_result(
         },
     )
     return result
+
+
+def _require_case_reader(study: Study, recorder: User, now: datetime) -> None:
+    """On a study someone holds a live claim on, only the holder or the report's author
+    records a critical result (it goes into that report); ``NotTheCaseReader`` otherwise."""
+    holder = study.claimed_by
+    claimed = holder is not None and (
+        study.claim_expires_at is None or _aware(study.claim_expires_at) >= now
+    )
+    if not claimed or holder is None or holder.id == recorder.id:
+        return
+    report = study.report
+    if report is not None and report.author_id == recorder.id:
+        return
+    author = f"; the report's author is {report.author.username}" if report is not None else ""
+    raise NotTheCaseReader(
+        f"{holder.username} holds this study: only the claim holder or the report's author "
+        f"records its critical results{author}"
+    )
 
 
 def critical_results_for(
@@ -200,6 +226,7 @@ def _aware(value: datetime) -> datetime:
 __all__ = [
     "CriticalResultNotAllowed",
     "InvalidCriticalResult",
+    "NotTheCaseReader",
     "acknowledge",
     "critical_results_for",
     "record_critical_result",

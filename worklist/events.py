@@ -44,6 +44,8 @@ KIND_CRITICAL_RESULT = "critical_result"
 KIND_CRITICAL_RESULT_ACKNOWLEDGED = "critical_result_acknowledged"
 KIND_STUDY_OVERDUE = "study_overdue"
 KIND_CALL_AHEAD = "call_ahead"
+# the holder's claim runs out soon (``claims.warn_expiring_claims``)
+KIND_CLAIM_EXPIRING = "claim_expiring"
 
 MAX_PAGE = 500
 
@@ -161,6 +163,7 @@ def as_dict(event: Event) -> dict[str, Any]:
 
 __all__ = [
     "KIND_CALL_AHEAD",
+    "KIND_CLAIM_EXPIRING",
     "KIND_CRITICAL_RESULT",
     "KIND_CRITICAL_RESULT_ACKNOWLEDGED",
     "KIND_ESCALATION",

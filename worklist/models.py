@@ -231,6 +231,13 @@ class Study(Base):
     claimed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
     claimed_at: Mapped[datetime | None] = mapped_column(default=None)
     claim_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    # deadlines and claims (0009): when the holder was warned that the claim runs out; who
+    # held a claim that ran out, and when (shown to every reader until someone claims it);
+    # the final report's deadline, set when a preliminary report meets the read deadline
+    claim_warned_at: Mapped[datetime | None] = mapped_column(default=None)
+    claim_expired_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    claim_expired_at: Mapped[datetime | None] = mapped_column(default=None)
+    final_deadline_at: Mapped[datetime | None] = mapped_column(default=None)
     # --- Workflow (migration 0002): escalation state and cancellation ---
     # 0 = none, 1 = unclaimed at half its deadline, 2 = overdue; each level is raised once
     escalation_level: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -243,6 +250,7 @@ class Study(Base):
 
     site: Mapped[Site] = relationship()
     claimed_by: Mapped[User | None] = relationship(foreign_keys=[claimed_by_id])
+    claim_expired_by: Mapped[User | None] = relationship(foreign_keys=[claim_expired_by_id])
     series: Mapped[list[Series]] = relationship(
         back_populates="study", cascade="all, delete-orphan", order_by="Series.series_number"
     )
@@ -343,6 +351,8 @@ EVENT_KINDS = (
     "critical_result_acknowledged",
     "study_overdue",
     "call_ahead",
+    # a claim about to run out (0009)
+    "claim_expiring",
 )
 DELIVERY_PENDING = "pending"
 DELIVERY_DELIVERED = "delivered"

@@ -38,6 +38,7 @@ from tests.integration.test_api_world import PASSWORDS, Study, World, build_worl
 from viewer_api.access import PUBLIC, ROLES_EXTENSION, route_roles
 from viewer_api.security import create_access_token
 from viewer_api.settings import ApiSettings
+from viewer_api.web import ohif
 from worklist.accounts import get_site
 from worklist.models import User
 
@@ -306,6 +307,9 @@ ACCESS: dict[tuple[str, str], Access] = {
     ("GET", "/api/v1/studies/{study_uid}/instances/{sop_uid}"): Access(
         VIEWERS, "site", get("/api/v1/studies/{study}/instances/{sop}")
     ),
+    ("GET", "/api/v1/studies/{study_uid}/priors"): Access(
+        READERS, "site", get("/api/v1/studies/{study}/priors")
+    ),
     ("GET", "/api/v1/studies/{study_uid}/report"): Access(VIEWERS, "site", get(REPORT)),
     ("PUT", "/api/v1/studies/{study_uid}/report"): Access(
         READERS,
@@ -437,6 +441,21 @@ ACCESS: dict[tuple[str, str], Access] = {
         "GET",
         "/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frame}/rendered",
     ): Access(VIEWERS, "site", get(WADO + "/frames/1/rendered")),
+    ("GET", "/dicomweb/studies/{study_uid}/thumbnail"): Access(
+        VIEWERS, "site", get("/dicomweb/studies/{study}/thumbnail")
+    ),
+    ("GET", "/dicomweb/studies/{study_uid}/series/{series_uid}/thumbnail"): Access(
+        VIEWERS, "site", get("/dicomweb/studies/{study}/series/{series}/thumbnail")
+    ),
+    (
+        "GET",
+        "/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/thumbnail",
+    ): Access(VIEWERS, "site", get(WADO + "/thumbnail")),
+    # OHIF's static build (its pages send a caller without a session to the log-in page;
+    # its data comes through DICOMweb above), 404 where it is not installed
+    ("GET", "/ohif"): Access(ANYONE, "none", get("/ohif")),
+    ("GET", "/ohif/app-config.js"): Access(ANYONE, "none", get("/ohif/app-config.js")),
+    ("GET", "/ohif/{path}"): Access(ANYONE, "none", get("/ohif/")),
     # outside the schema: the web UI's pages (they hold no data; their scripts call the
     # API with the user's token), and the API's own description
     ("GET", "/"): Access(ANYONE, "none", get("/")),
@@ -565,7 +584,11 @@ def _matrix(world: World) -> Matrix:
 
 @pytest.fixture
 def matrix(session_factory: sessionmaker[Session], tmp_path: Path) -> Iterator[Matrix]:
-    for world in build_world(session_factory, tmp_path):
+    build = tmp_path / "ohif"  # an installed OHIF, as far as the routes can tell
+    build.mkdir()
+    (build / "index.html").write_text("<!doctype html><title>OHIF</title>")
+    (build / ohif.MARKER).write_text(ohif.VERSION)
+    for world in build_world(session_factory, tmp_path, ohif_dir=build):
         yield _matrix(world)
 
 

@@ -229,11 +229,13 @@ def test_critical_results_and_the_prompt(world: World) -> None:
         assert r.status_code == 422, (body, r.text)
     assert world.get("dr_li", url).json() == []
 
-    # any radiologist records it (the one on the phone need not hold the claim)
-    r = world.post("dr_wang", url, json=_critical(world))
+    # it belongs to the case: while dr_li holds the claim, another radiologist may not
+    refused = world.post("dr_wang", url, json=_critical(world))
+    assert refused.status_code == 403 and refused.json()["code"] == "not_the_case_reader"
+    r = world.post("dr_li", url, json=_critical(world))
     assert r.status_code == 201, r.text
     recorded = r.json()
-    assert recorded["recorded_by"] == "dr_wang" and recorded["method"] == "phone"
+    assert recorded["recorded_by"] == "dr_li" and recorded["method"] == "phone"
     assert recorded["read_back_confirmed"] is True
     assert recorded["communicated_to_role"] == "急诊科医生"
     assert recorded["recorded_at"].startswith(world.clock.now.isoformat()[:19])

@@ -52,7 +52,7 @@ def choose_media_type(accept: str | None) -> str:
     raise not_acceptable("rendered frames are image/png or image/jpeg")
 
 
-def _render(
+def render(
     request: Request,
     session: SessionDep,
     user: ViewerUser,
@@ -65,6 +65,8 @@ def _render(
     viewport: str | None,
     accept: str | None,
 ) -> Response:
+    """One frame (from 1) of a visible instance as PNG or JPEG (``Accept`` or ``?accept=``):
+    windowed (``window``, else the file's or the modality's), fitted into ``viewport``."""
     media_type = choose_media_type(request.query_params.get("accept") or accept)
     chosen = parse_window(window) if window else None
     size = parse_viewport(viewport) if viewport else None
@@ -143,7 +145,7 @@ async def _serve_rendered(request: Request) -> Response:
         quality = _quality(query.get("quality"))
         return await fast.in_thread(
             session,
-            lambda: _render(
+            lambda: render(
                 request,
                 session,
                 user,
@@ -193,7 +195,7 @@ def rendered_instance(
     viewport: str | None = None,
     accept: AcceptHeader = None,
 ) -> Response:
-    return _render(
+    return render(
         request, session, user, study_uid, series_uid, sop_uid, 1, window, quality, viewport, accept
     )
 
@@ -218,7 +220,7 @@ def rendered_frame(
     numbers = parse_frame_list(frame)
     if len(numbers) != 1:
         raise bad_request("render one frame at a time")
-    return _render(
+    return render(
         request,
         session,
         user,

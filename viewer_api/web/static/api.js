@@ -71,6 +71,11 @@ export function toast(message, kind = "info") {
   }, 4000);
 }
 
+// the study in OHIF (served at /ohif/ when installed: the session's "ohif" capability)
+export function ohifUrl(studyUid) {
+  return `/ohif/viewer?StudyInstanceUIDs=${encodeURIComponent(studyUid)}`;
+}
+
 // An error in the page's language: the server's code translated (never its English
 // detail), else what kind of failure it was.
 export function errorText(err) {

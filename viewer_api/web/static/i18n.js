@@ -124,7 +124,10 @@ const STRINGS = {
   accession: ["检查号", "Accession"],
   study_date: ["检查日期", "Study date"],
   series: ["序列", "Series"],
-  drag_hint: ["拖动调窗，滚轮/方向键翻层", "Drag to window, wheel / arrow keys to scroll"],
+  drag_hint: [
+    "拖动：当前工具（中键/Shift 平移，右键/Ctrl 缩放）；滚轮/方向键翻层；Ctrl+滚轮缩放；双击或 F 适应窗口",
+    "Drag: the tool (middle/Shift pans, right/Ctrl zooms); wheel/arrows scroll; dbl-click/F fits",
+  ],
   saving: ["保存中…", "Saving…"],
   reader_me: ["我", "me"],
   claimed_by_other: ["已被他人认领", "Claimed by someone else"],
@@ -137,10 +140,48 @@ const STRINGS = {
   not_read_yet: ["本院尚未查阅", "Not opened by the clinic yet"],
   escalated: ["已升级提醒", "Escalated"],
   assign: ["指派", "Assign"],
-  assign_to: ["指派给（用户名）", "Assign to (user name)"],
   cancel: ["取消检查", "Cancel study"],
-  cancel_reason: ["取消原因", "Reason for cancelling"],
   title_reading: ["阅片", "Reading"],
+  none_recorded: ["未记录", "none recorded"],
+  latest: ["最近", "latest"],
+  not_read_back: ["未复述", "not read back"],
+  unresolved_choices: [
+    "报告中仍有未选定的选项（[未见/可见] 须保留其一）：",
+    "The report still offers choices (keep one of each [a/b]):",
+  ],
+  renew: ["续期", "Extend"],
+  claim_expiring: [
+    "您对本检查的认领即将过期（剩余约 {m} 分钟），请续期",
+    "Your claim runs out in about {m} min: extend it",
+  ],
+  claim_expired: ["您对本检查的认领已过期，其他医生可认领", "Your claim ran out: another reader may take the study"],
+  claim_expired_by: ["认领已过期", "Claim ran out"],
+  final_due: ["终审", "Final"],
+  priors: ["既往检查", "Prior studies"],
+  no_priors: ["无既往检查", "No prior studies"],
+  compare: ["对比", "Compare"],
+  not_reported: ["尚无已签署的报告", "No signed report yet"],
+  prior_report: ["既往报告", "Prior report"],
+  close: ["关闭", "Close"],
+  assign_title: ["指派检查", "Assign the study"],
+  cancel_title: ["取消检查", "Cancel the study"],
+  radiologist: ["阅片医生", "Radiologist"],
+  search: ["搜索", "Search"],
+  search_hint: ["姓名 / 患者ID / 检查号", "Name / patient ID / accession"],
+  body_part: ["部位", "Body part"],
+  tool_window: ["调窗", "Window"],
+  tool_pan: ["平移", "Pan"],
+  tool_zoom: ["缩放", "Zoom"],
+  fit: ["适应窗口", "Fit"],
+  zoom: ["缩放", "Zoom"],
+  ct_value: ["CT值", "CT"],
+  pixel_value: ["像素值", "Value"],
+  image_number: ["图像", "Image"],
+  slice_location: ["位置", "Location"],
+  slice_thickness: ["层厚", "Thickness"],
+  angio: ["血管窗", "Angio"],
+  abdomen: ["腹部窗", "Abdomen"],
+  liver: ["肝窗", "Liver"],
   title_print: ["报告", "Report"],
   offline: ["网络连接中断", "No network connection"],
   colon: ["：", ": "],
@@ -259,6 +300,10 @@ const STRINGS = {
   err_not_acceptable: ["无法提供所要求的格式", "That format cannot be served"],
   err_not_authenticated: ["请先登录", "Please log in"],
   err_not_claim_holder: ["您未认领此检查", "You do not hold this study"],
+  err_not_the_case_reader: [
+    "另一位医生正在阅读此检查：仅认领者或报告作者可记录危急值",
+    "Only the study's reader or the report's author records its critical results",
+  ],
   err_not_claimable: ["该检查已取消或已出正式报告", "The study is cancelled or finally reported"],
   err_not_found: ["未找到", "Not found"],
   err_not_renderable: ["该图像无法显示", "This image cannot be shown"],
@@ -291,6 +336,7 @@ const STRINGS = {
   err_too_many_requests: ["尝试次数过多，请稍后再试", "Too many attempts; try again later"],
   err_unavailable: ["服务暂时不可用，请稍后重试", "The service is unavailable; try again shortly"],
   err_unknown_site: ["站点不存在", "No such site"],
+  err_unresolved_choices: ["报告中仍有未选定的选项", "The report still offers choices"],
   err_unsupported_media_type: ["不支持的格式", "Unsupported format"],
   err_user_exists: ["用户名已存在", "The user name is taken"],
   err_user_not_found: ["用户不存在", "No such user"],
@@ -408,5 +454,16 @@ export function fmtTime(iso) {
     hour: "2-digit",
     minute: "2-digit",
     hour12: false,
+  });
+}
+
+// The day alone, as fmtTime writes it: 2026年12月6日 / 6 Dec 2026
+export function fmtDate(iso) {
+  if (!iso) return "";
+  const en = lang() === "en";
+  return new Date(iso).toLocaleDateString(en ? "en-GB" : "zh-CN", {
+    year: "numeric",
+    month: en ? "short" : "long",
+    day: "numeric",
   });
 }
