@@ -1,4 +1,5 @@
-# teleread: one image for the county API and the township gateway.
+# teleread: one image for the county API, its one-shot jobs (migrate, init, bucket, backup)
+# and the township gateway. docs/deploy.md: building, upgrading.
 
 # OHIF's static build, fetched while the image is built (never at run time): npm pack of the
 # pinned @ohif/app (the version of viewer_api/web/ohif.py); `teleread ohif install` below
@@ -8,7 +9,11 @@ WORKDIR /ohif
 RUN npm pack @ohif/app@3.13.2 --silent
 
 FROM python:3.11-slim-bookworm
-RUN useradd --system --create-home --home-dir /var/lib/teleread teleread
+# a fixed, non-root user; the directories the compose file mounts volumes on exist here,
+# owned by it, so a fresh named volume takes that ownership (the gateway can write its spool)
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /var/lib/teleread teleread \
+ && install -d -o teleread -g teleread -m 0750 \
+      /var/lib/teleread/spool /var/lib/teleread/backups /var/lib/teleread/county
 WORKDIR /opt/teleread
 # the CJK TrueType font the PDF reports embed (viewer_api/outputs/fonts.py)
 RUN apt-get update && apt-get install -y --no-install-recommends fonts-wqy-microhei \
@@ -22,8 +27,10 @@ COPY teleread ./teleread
 RUN pip install --no-cache-dir .
 COPY --from=ohif /ohif/ohif-app-3.13.2.tgz /tmp/
 RUN teleread ohif install --tarball /tmp/ohif-app-3.13.2.tgz && rm /tmp/ohif-app-3.13.2.tgz
+COPY --chmod=0755 deploy/docker-entrypoint.sh /usr/local/bin/teleread-entrypoint
 USER teleread
-ENV TELEREAD_DATA_DIR=/var/lib/teleread
+ENV TELEREAD_DATA_DIR=/var/lib/teleread PYTHONUNBUFFERED=1
 EXPOSE 8000 11112
-ENTRYPOINT ["teleread"]
+# secrets from /run/secrets into the environment, then `teleread ARGS`
+ENTRYPOINT ["teleread-entrypoint"]
 CMD ["api", "--host", "0.0.0.0"]

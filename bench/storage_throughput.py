@@ -52,7 +52,8 @@ def run(store: ObjectStore, count: int, size: int, threads: int) -> None:
     payloads = [os.urandom(size) for _ in range(8)]
     digests = [hashlib.sha256(p).hexdigest() for p in payloads]
     keys = [
-        instance_key("1.2.826.0.1.3680043.10.9999", "1.2.3", f"1.2.3.{i + 1}") for i in range(count)
+        instance_key("TS01", "1.2.826.0.1.3680043.10.9999", "1.2.3", f"1.2.3.{i + 1}")
+        for i in range(count)
     ]
 
     def put(i: int) -> None:

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GIB = 1024**3
@@ -62,7 +62,8 @@ class GatewaySettings(BaseSettings):
     spool_slot_bytes: int = Field(default=1 << 20, ge=64 * 1024, le=1 << 30)
     prune_announced_after_seconds: float = 14 * 24 * 3600.0
 
-    # county API
+    # county API: one URL (a load balancer), or the API replicas' URLs comma-separated, which
+    # gateway.county fails over between
     api_url: str = "http://127.0.0.1:8000"
     api_username: str = "gateway"
     api_password: SecretStr = SecretStr("")
@@ -104,6 +105,16 @@ class GatewaySettings(BaseSettings):
     forwarder_nice: int = Field(default=10, ge=0, le=19)
     # MPPS study-complete announcements (gateway/mpps.py)
     mpps_poll_seconds: float = Field(default=1.0, gt=0)
+
+    @field_validator("api_url", mode="after")
+    @classmethod
+    def _http_urls(cls, value: str) -> str:
+        urls = [u.strip() for u in value.split(",") if u.strip()]
+        if not urls or any(not u.startswith(("http://", "https://")) for u in urls):
+            raise ValueError(
+                "TELEREAD_GATEWAY_API_URL: one http(s):// URL, or several separated by commas"
+            )
+        return value
 
     @model_validator(mode="after")
     def _tls_material(self) -> GatewaySettings:

@@ -8,7 +8,11 @@ of ``uploaded`` rows (same site and AE titles) once enough have gathered, the ol
 Failures never give up. Outages (``StoreUnavailable``, network errors, county 5xx) pause the
 whole upload or announce path with exponential backoff and jitter, capped, so the queue order
 holds when the service returns; a failure that belongs to one row (integrity mismatch, the
-API refusing it) backs off that row only, so it cannot block the rest.
+API refusing it) backs off that row only, so it cannot block the rest. While announcements
+back off, an urgent (stroke, chest pain) row is still tried on the shortest schedule
+(``backoff_initial``): a county that returns after a long outage has it within about a second,
+not after the routine back-off (up to ``backoff_max``). The county client has already tried
+every county URL before an outage is declared (``gateway.county``).
 
 A row's upload itself (file check, store check, recompression, put and verify) is
 ``gateway.upload``; here it is picked, retried and backed off.
@@ -29,7 +33,7 @@ from gateway.county import CountyClient
 from gateway.errors import CountyRejected, CountyUnavailable, InvalidInstance
 from gateway.instance import HeaderReader, read_instance, spooled_header_json
 from gateway.outbox import CONFLICT, MISSING, OutboxRow
-from gateway.received import ReceivedInstance
+from gateway.received import URGENT_RANK, ReceivedInstance
 from gateway.spool import Spool
 from gateway.upload import (
     TokenBucket,
@@ -79,6 +83,8 @@ class Forwarder:
         self.clock = clock
         self.upload_blocked_until = 0.0
         self.announce_blocked_until = 0.0
+        # while announcements back off: when an urgent row may be tried (the shortest schedule)
+        self.urgent_announce_at = 0.0
         self._upload_failures = 0
         self._announce_failures = 0
         self._last_prune = 0.0
@@ -132,7 +138,8 @@ class Forwarder:
         if due is not None:
             wakes.append(max(due, self.upload_blocked_until))
         if self.spool.outbox.uploaded_backlog()[0]:
-            wakes.append(max(now + self.announce_delay / 2, self.announce_blocked_until))
+            due_at = min(self.announce_blocked_until, max(self.urgent_announce_at, now))
+            wakes.append(max(now + self.announce_delay / 2, due_at))
         return max(0.01, min(wakes) - now)
 
     def _delay(self, failures: int) -> float:
@@ -150,7 +157,8 @@ class Forwarder:
         self.index_pending()  # priorities are known before the next pick
         can_upload = now >= self.upload_blocked_until
         head = self.spool.outbox.next_to_upload(now) if can_upload else None
-        if now >= self.announce_blocked_until:
+        backing_off = now < self.announce_blocked_until
+        if not backing_off or now >= self.urgent_announce_at:
             count, oldest = self.spool.outbox.uploaded_backlog()
             if count and (
                 head is None
@@ -158,6 +166,10 @@ class Forwarder:
                 or (oldest is not None and now - oldest >= self.announce_delay)
             ):
                 rows = self.spool.outbox.to_announce(now, self.batch_size)
+                if rows and backing_off and rows[0].priority_rank != URGENT_RANK:
+                    rows = []  # only urgent rows go before the back-off ends
+                    if head is None or head.priority_rank != URGENT_RANK:
+                        self.urgent_announce_at = now + self._delay(1)
                 if rows:
                     self.announce(rows)
                     return True
@@ -325,6 +337,7 @@ class Forwarder:
             self._announce_failures += 1
             delay = self._delay(self._announce_failures)
             self.announce_blocked_until = self.clock() + delay
+            self.urgent_announce_at = self.clock() + self._delay(1)
             self.spool.outbox.mark_failed(rows, str(exc), self.clock())
             logger.warning(
                 "county API unavailable, pausing announcements",
@@ -336,6 +349,8 @@ class Forwarder:
             if exc.status_code == 401:  # our credentials: not any row's fault
                 self._announce_failures += 1
                 self.announce_blocked_until = self.clock() + self._delay(self._announce_failures)
+                # urgent rows too: each try is a log-in, and failed log-ins are rate-limited
+                self.urgent_announce_at = self.announce_blocked_until
                 self.spool.outbox.mark_failed(rows, str(exc), self.clock())
             elif len(rows) > 1:  # find the row(s) refused: one at a time
                 for row in rows:
@@ -355,6 +370,7 @@ class Forwarder:
             )
             return
         self._announce_failures = 0
+        self.announce_blocked_until = 0.0  # the county answered: the rest may follow
         self.spool.mark_announced(rows, self.clock())
         logger.info(
             "instances announced",

@@ -272,7 +272,7 @@ def read_instance_pydicom(
         "sop_instance_uid": sop,
         "sop_class_uid": sop_class,
         "transfer_syntax_uid": str(file_meta.TransferSyntaxUID),
-        "object_key": instance_key(study, series, sop),
+        "object_key": instance_key(site, study, series, sop),
     }
     notes: list[str] = []
     with _PARSE_LOCK, warnings.catch_warnings():

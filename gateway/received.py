@@ -150,7 +150,7 @@ def quick_instance(
         site=site,
         calling_ae=calling_ae,
         called_ae=called_ae,
-        object_key=instance_key(study, series, sop),
+        object_key=instance_key(site, study, series, sop),
         category=explicit,
         priority_rank=URGENT_RANK if explicit else ROUTINE_RANK,
         indexed=False,

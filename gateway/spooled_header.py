@@ -146,7 +146,7 @@ def read_spooled(
     sop_class, sop, series, study = uids
     if sop != raw.media_storage_sop_instance_uid or sop_class != raw.media_storage_sop_class_uid:
         return None
-    object_key = instance_key(study, series, sop)
+    object_key = instance_key(site, study, series, sop)
     payload: dict[str, Any] = {
         "study_instance_uid": study,
         "series_instance_uid": series,

@@ -1,4 +1,8 @@
-"""Object keys: ``<study uid>/<series uid>/<sop uid>.dcm``, UIDs validated first."""
+"""Object keys: ``<site>/<study uid>/<series uid>/<sop uid>.dcm``, site code and UIDs
+validated first. The site prefix lets a township gateway's S3 credential be limited to
+writing under its own site's objects. Keys written before the prefix existed
+(``<study uid>/<series uid>/<sop uid>.dcm``) stay readable: the index stores each object's
+key; ``teleread storage migrate-keys`` moves them under their site's prefix."""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from storage.errors import InvalidKey
 # PS3.5 9.1: components of digits separated by '.', no leading zero in a multi-digit
 # component, at most 64 characters.
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+# a site code as it may lead a key: what worklist.accounts accepts for a site code
+_SITE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 
 
 def is_valid_uid(uid: str) -> bool:
@@ -21,7 +27,19 @@ def check_uid(uid: str) -> str:
     return uid
 
 
-def instance_key(study_uid: str, series_uid: str, sop_uid: str) -> str:
+def check_site(site: str) -> str:
+    if _SITE.fullmatch(site) is None:
+        raise InvalidKey(f"not a site code usable as a key prefix: {site[:40]!r}")
+    return site
+
+
+def instance_key(site: str, study_uid: str, series_uid: str, sop_uid: str) -> str:
+    uids = f"{check_uid(study_uid)}/{check_uid(series_uid)}/{check_uid(sop_uid)}.dcm"
+    return f"{check_site(site)}/{uids}"
+
+
+def legacy_instance_key(study_uid: str, series_uid: str, sop_uid: str) -> str:
+    """The key an instance had before keys got their site prefix."""
     return f"{check_uid(study_uid)}/{check_uid(series_uid)}/{check_uid(sop_uid)}.dcm"
 
 

@@ -210,7 +210,16 @@ class MinioStore:
         with self._lock, _translated(f"bucket {self.bucket}"):
             if self._bucket_ready:
                 return
-            if not self.client.bucket_exists(self.bucket):
+            try:
+                exists = self.client.bucket_exists(self.bucket)
+            except S3Error as exc:
+                if exc.code != "AccessDenied":
+                    raise
+                # a credential limited to its own key prefix (a township gateway's) may not
+                # look at the bucket itself: the bucket is the county's to make, and a write
+                # into a missing one fails clearly
+                exists = True
+            if not exists:
                 try:
                     self.client.make_bucket(self.bucket)
                     logger.info(

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,7 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ae-title", default=os.environ.get("TELEREAD_GATEWAY_AE_TITLE"))
 
     gw = sub.add_parser("gateway", help="run the township gateway alone, or show its status")
-    gw.add_argument("action", nargs="?", choices=["run", "status"], default="run")
+    gw.add_argument(
+        "action",
+        nargs="?",
+        choices=["run", "status", "health"],
+        default="run",
+        help="run; status: the spool; health: does the DICOM port answer (for healthchecks)",
+    )
     gw.add_argument("--spool-dir", help="spool directory (env TELEREAD_GATEWAY_SPOOL_DIR)")
     gw.add_argument("--json", action="store_true", help="status as JSON")
 
@@ -60,6 +67,35 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database maintenance")
     db.add_argument("db_command", choices=["upgrade"], help="upgrade: apply migrations")
     _add_db_args(db)
+
+    init = sub.add_parser(
+        "init", help="create the sites, accounts and gateway credentials a file declares"
+    )
+    init.add_argument("--file", type=Path, required=True, help="county.yaml (docs/deploy.md)")
+    init.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="where the S3 identities, township settings and new passwords are written",
+    )
+    init.add_argument(
+        "--new-s3-key",
+        action="append",
+        default=[],
+        metavar="SITE",
+        help="give this site's gateway a fresh S3 key (repeat for more sites)",
+    )
+    _add_db_args(init)
+
+    st = sub.add_parser("storage", help="the county's object store")
+    st_sub = st.add_subparsers(dest="storage_command", required=True)
+    st_sub.add_parser("setup", help="create the bucket and turn on object versioning")
+    mk = st_sub.add_parser(
+        "migrate-keys", help="move objects stored without a site prefix under their site's"
+    )
+    mk.add_argument("--dry-run", action="store_true", help="count them, move nothing")
+    mk.add_argument("--limit", type=int, help="move at most this many, then stop")
+    _add_db_args(mk)
 
     sites = sub.add_parser("sites", help="manage township sites")
     sites_sub = sites.add_subparsers(dest="sites_command", required=True)
@@ -143,6 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     bk = sub.add_parser("backup", help="back up the database to one file (SQLite or PostgreSQL)")
     bk.add_argument("output", type=Path, help="a file, or a directory for a dated name")
+    bk.add_argument(
+        "--every",
+        type=float,
+        metavar="SECONDS",
+        help="into the directory OUTPUT, again every SECONDS until stopped (the compose "
+        "stack's backup service)",
+    )
+    bk.add_argument(
+        "--keep", type=int, default=0, help="with --every: keep the newest KEEP backups (0: all)"
+    )
     _add_db_args(bk)
     rs = sub.add_parser("restore", help="restore a backup into an empty, migrated database")
     rs.add_argument("backup_file", type=Path)
@@ -344,6 +390,46 @@ def _cmd_send(args: argparse.Namespace) -> int:
     return 0 if result.failed == 0 and result.sent > 0 else 1
 
 
+def _cmd_init(args: argparse.Namespace) -> int:
+    from teleread.provision import ProvisionError, load_spec, provision
+    from worklist.errors import WorklistError
+
+    try:
+        spec = load_spec(args.file)
+        outcome = provision(
+            spec, _session_factory(args), args.out, new_s3_keys=frozenset(args.new_s3_key)
+        )
+    except (ProvisionError, WorklistError) as exc:
+        print(f"teleread: {exc}", file=sys.stderr)
+        return 1
+    for line in outcome.lines or ["nothing to do: the database and the files match"]:
+        print(line)
+    return 0
+
+
+def _cmd_storage(args: argparse.Namespace) -> int:
+    import storage
+    from storage.errors import StorageError
+    from teleread.objects import migrate_keys, setup_bucket
+
+    try:
+        store = storage.from_settings()
+        if args.storage_command == "setup":
+            print(setup_bucket(store))
+            return 0
+        done = migrate_keys(
+            factory=_session_factory(args), store=store, dry_run=args.dry_run, limit=args.limit
+        )
+    except StorageError as exc:
+        print(f"teleread: object store: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"moved {done.moved}, already moved {done.already}, skipped {done.skipped} "
+        f"(see the log), still to move {done.remaining}"
+    )
+    return 1 if done.skipped else 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from teleread.demo import write_demo_studies
 
@@ -368,11 +454,35 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     )
 
 
+def _backup_every(args: argparse.Namespace) -> int:
+    """``backup DIR --every S [--keep N]``: a backup now and every S seconds; a failed one is
+    logged and tried again at the next turn; SIGTERM stops between backups."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    args.output.mkdir(parents=True, exist_ok=True)
+    once = argparse.Namespace(**{**vars(args), "every": None})
+    while not stop.is_set():
+        started = time.monotonic()
+        if _cmd_backup(once) != 0:
+            log.error("scheduled backup failed", extra={"action": "backup_failed"})
+        elif args.keep > 0:
+            for old in sorted(args.output.glob("teleread-*.tar.gz"))[: -args.keep]:
+                old.unlink(missing_ok=True)
+        stop.wait(max(0.0, args.every - (time.monotonic() - started)))
+    return 0
+
+
 def _cmd_backup(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from teleread import backup as bk
 
+    if args.command == "backup" and args.every:
+        return _backup_every(args)
     data_dir = DataDir.resolve(args.data_dir) if not args.database_url else None
     url = database_url(data_dir, args.database_url)
     try:
@@ -441,6 +551,8 @@ COMMANDS = {
     "gateway": _cmd_gateway,
     "api": _cmd_api,
     "db": _cmd_db,
+    "init": _cmd_init,
+    "storage": _cmd_storage,
     "sites": _cmd_sites,
     "users": _cmd_users,
     "send": _cmd_send,

@@ -91,10 +91,22 @@ class ApiServer:
     """uvicorn serving an app in a background thread, stoppable."""
 
     def __init__(self, app: FastAPI, *, host: str, port: int) -> None:
+        from viewer_api.settings import ApiSettings
+
         self._app = app
-        # log_config=None: uvicorn's records go through our handlers (JSON, redaction)
+        settings: ApiSettings = app.state.settings
+        trusted = [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]
+        # log_config=None: uvicorn's records go through our handlers (JSON, redaction);
+        # X-Forwarded-For / -Proto are believed from the trusted proxies only
         config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", lifespan="on", log_config=None
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            log_config=None,
+            proxy_headers=True,
+            forwarded_allow_ips=trusted,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="api", daemon=True)
@@ -221,7 +233,33 @@ def start_gateway(**overrides: object) -> Callable[[], None]:
     return gateway.stop
 
 
+def gateway_answers(host: str, port: int, *, timeout: float = 5.0) -> str | None:
+    """Does a DICOM listener answer on ``host:port``? None if so (an association accepted, or
+    refused as the gateway refuses an AE title it does not know); else why not."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    answered: list[bool] = []
+    ae = AE(ae_title="TELEREAD_HEALTH")
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.connection_timeout = ae.network_timeout = timeout
+    assoc = ae.associate(
+        host, port, evt_handlers=[(evt.EVT_ACSE_RECV, lambda event: answered.append(True))]
+    )
+    if assoc.is_established:
+        assoc.release()
+    return None if answered else f"no DICOM answer from {host}:{port}"
+
+
 def gateway_command(args: argparse.Namespace) -> int:
+    if args.action == "health":
+        from gateway.config import GatewaySettings
+
+        gw = GatewaySettings()
+        host = "127.0.0.1" if gw.host in ("0.0.0.0", "::", "") else gw.host
+        problem = gateway_answers(host, gw.port)
+        print(problem or f"the gateway answers DICOM on {host}:{gw.port}")  # noqa: T201
+        return 1 if problem else 0
     if args.action == "status":
         from gateway.config import GatewaySettings
         from gateway.ops import format_status, spool_status

@@ -189,6 +189,7 @@ ERRORS: dict[type[Exception], Problem] = {
     wl.NotAReader: Problem(403, "not_a_reader"),
     reports.NotARadiologist: Problem(403, "not_a_radiologist"),
     wl.InvalidAETitle: Problem(422, "invalid_ae_title"),
+    wl.InvalidSiteCode: Problem(422, "invalid_site_code"),
     wl.UnknownSite: Problem(422, "unknown_site"),
     wl.InvalidRole: Problem(422, "invalid_role"),
     wl.SiteRequired: Problem(422, "site_required"),

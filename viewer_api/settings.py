@@ -55,6 +55,11 @@ class ApiSettings(BaseSettings):
     # origins (scheme://host[:port]) whose pages may call the API and DICOMweb from the
     # browser (CORS), e.g. an OHIF hosted elsewhere; empty: none (the default)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # addresses (or networks, "10.0.0.0/8") of the reverse proxies whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed: the client address of audit events, log-in limits and
+    # /metrics comes from the header only when the connection comes from one of them.
+    # Comma-separated; "" believes no one; "*" everyone (never with a port open to clients)
+    trusted_proxies: str = "127.0.0.1,::1"
 
     @field_validator("secret_key", mode="after")
     @classmethod

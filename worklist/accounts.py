@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -16,6 +17,7 @@ from worklist.errors import (
     AETitleTaken,
     InvalidAETitle,
     InvalidRole,
+    InvalidSiteCode,
     SiteExists,
     SiteRequired,
     UnknownSite,
@@ -29,6 +31,8 @@ _hasher = PasswordHasher()
 # verified against when the user does not exist, so a miss costs as much as a wrong password
 _DUMMY_HASH = _hasher.hash("teleread-no-such-user")
 AE_TITLE_MAX = 16
+# a site code also prefixes the site's object keys (storage.keys.instance_key)
+SITE_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 
 
 def hash_password(pw: str) -> str:
@@ -84,8 +88,11 @@ def create_site(
     ae_titles: Sequence[str] = (),
     now: datetime,
 ) -> Site:
-    """A new site. Raises ``SiteExists``, ``AETitleTaken``, ``InvalidAETitle``."""
+    """A new site. Raises ``InvalidSiteCode``, ``SiteExists``, ``AETitleTaken``,
+    ``InvalidAETitle``."""
     code = code.strip()
+    if SITE_CODE.fullmatch(code) is None:
+        raise InvalidSiteCode(f"site code {code[:40]!r}: {InvalidSiteCode.__doc__}")
     if session.scalars(select(Site.id).where(Site.code == code)).first() is not None:
         raise SiteExists(f"site {code!r} already exists")
     site = Site(code=code, name=name, created_at=now)

@@ -15,6 +15,11 @@ class SiteExists(WorklistError):
     """A site with this code already exists."""
 
 
+class InvalidSiteCode(WorklistError):
+    """A site code is letters, digits, '-' and '_' (at most 32): it also prefixes the site's
+    object keys."""
+
+
 class AETitleTaken(WorklistError):
     """This calling AE title already belongs to another site."""
 

@@ -19,6 +19,7 @@ from teleread.doctor.results import (
     _fail,
     _is_loopback,
     _ok,
+    _State,
     _warn,
 )
 
@@ -172,11 +173,19 @@ def check_secret_key(cfg: DoctorConfig) -> list[CheckResult]:
 # -- object store --------------------------------------------------------------------------
 
 
-def check_object_store(cfg: DoctorConfig) -> list[CheckResult]:
-    """Bucket or directory exists; a probe object can be written, read back and deleted."""
+def check_object_store(cfg: DoctorConfig, state: _State | None = None) -> list[CheckResult]:
+    """Bucket or directory exists; a probe object can be written, read back and deleted. A
+    township gateway's S3 key may write under its own site's prefix only (``teleread init``):
+    with the sites the county named for it (``state``) the probe goes there, and a key that
+    may not look at the bucket itself is not a fault."""
+    from minio.error import S3Error
+
     import storage
     from storage.base import ObjectStore
     from storage.errors import StorageError
+
+    township = cfg.role == "gateway" and state is not None and bool(state.sites)
+    prefix = f"{state.sites[0]}/" if township and state is not None else ""
 
     settings = cfg.storage
     t = cfg.timeout
@@ -193,7 +202,8 @@ def check_object_store(cfg: DoctorConfig) -> list[CheckResult]:
                     "object_store",
                     f"S3 over plain http to {settings.endpoint}: images cross the network "
                     "unencrypted",
-                    "enable TLS on MinIO and set TELEREAD_STORAGE_SECURE=true "
+                    "serve S3 over TLS (the compose stack's proxy, port 9000) and set "
+                    "TELEREAD_STORAGE_SECURE=true "
                     "(TELEREAD_STORAGE_CA_BUNDLE for your own CA)",
                     "对象存储未加密传输",
                 )
@@ -204,6 +214,10 @@ def check_object_store(cfg: DoctorConfig) -> list[CheckResult]:
         store: ObjectStore = s3
         try:
             exists = s3.client.bucket_exists(settings.bucket)
+        except S3Error as exc:
+            if not (township and exc.code == "AccessDenied"):
+                return [*out, _s3_failure(where, exc)]
+            exists = True  # a key limited to its site's prefix; the probe below tells
         except Exception as exc:
             return [*out, _s3_failure(where, exc)]
         if not exists:
@@ -252,7 +266,7 @@ def check_object_store(cfg: DoctorConfig) -> list[CheckResult]:
                 )
             ]
         store = storage.FilesystemStore(root)
-    key = f"{PROBE_PREFIX}/probe-{uuid.uuid4().hex}.txt"
+    key = f"{prefix}{PROBE_PREFIX}/probe-{uuid.uuid4().hex}.txt"
     data = f"teleread doctor probe {datetime.now(UTC).isoformat()}".encode()
     step = "write"
     try:
@@ -295,7 +309,10 @@ def check_object_store(cfg: DoctorConfig) -> list[CheckResult]:
     finally:
         if settings.backend == "filesystem":
             _remove_empty_dir(Path(settings.root).absolute() / PROBE_PREFIX)
-    out.append(_ok("object_store", f"{where}: write, read and delete work", "对象存储读写正常"))
+    under = f" (under {prefix})" if prefix else ""
+    out.append(
+        _ok("object_store", f"{where}{under}: write, read and delete work", "对象存储读写正常")
+    )
     return out
 
 

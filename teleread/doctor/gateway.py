@@ -38,12 +38,22 @@ def _verify(ca_bundle: Path | None) -> ssl.SSLContext | bool:
 
 
 def check_county_api(cfg: DoctorConfig, state: _State) -> list[CheckResult]:
-    """GET /healthz, log in with the gateway credential, fetch /api/v1/gateway/config; the
-    clock skew comes from the ``Date`` header of the health answer."""
+    """For each county URL (``TELEREAD_GATEWAY_API_URL`` may list the API replicas): GET
+    /healthz, log in with the gateway credential, fetch /api/v1/gateway/config; the clock
+    skew comes from the ``Date`` header of the health answer."""
+    from gateway.county import county_urls
+
+    return [
+        result
+        for base in county_urls(str(cfg.gateway.api_url))
+        for result in _check_url(base, cfg, state)
+    ]
+
+
+def _check_url(base: str, cfg: DoctorConfig, state: _State) -> list[CheckResult]:
     import httpx
 
     gw = cfg.gateway
-    base = str(gw.api_url).rstrip("/")
     out: list[CheckResult] = []
     parts = urlsplit(base)
     if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
@@ -166,6 +176,7 @@ def _gateway_login(http: Any, cfg: DoctorConfig, state: _State) -> list[CheckRes
         ]
     sites = conf.json().get("sites", [])
     state.ae_titles = [ae for s in sites for ae in s.get("ae_titles", [])]
+    state.sites = [str(s.get("code")) for s in sites if s.get("code")]
     if not sites:
         return [
             _warn(

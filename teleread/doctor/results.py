@@ -44,9 +44,11 @@ class TLSFile:
 
 @dataclass
 class _State:
-    """What one check learns that a later one uses (the county's AE titles for C-ECHO)."""
+    """What one check learns that a later one uses (the county's AE titles for C-ECHO, the
+    gateway's sites for its object-store probe)."""
 
     ae_titles: list[str] = field(default_factory=list)
+    sites: list[str] = field(default_factory=list)
 
 
 def _ok(name: str, message: str, zh: str = "") -> CheckResult:

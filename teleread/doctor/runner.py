@@ -76,10 +76,13 @@ def run_checks(cfg: DoctorConfig) -> list[CheckResult]:
     if county:
         plan.append(("database", lambda: check_database(cfg)))
         plan.append(("secret_key", lambda: check_secret_key(cfg)))
-    if cfg.storage is not None:
-        plan.append(("object_store", lambda: check_object_store(cfg)))
+    township = cfg.role == "gateway" and cfg.gateway is not None
+    if cfg.storage is not None and not township:
+        plan.append(("object_store", lambda: check_object_store(cfg, state)))
     if gw and cfg.gateway is not None:
         plan.append(("county_api", lambda: check_county_api(cfg, state)))
+        if cfg.storage is not None and township:  # its S3 key may write under its sites only
+            plan.append(("object_store", lambda: check_object_store(cfg, state)))
         plan.append(("spool", lambda: check_spool(cfg)))
         plan.append(("dicom_port", lambda: check_dicom_port(cfg, state)))
     plan.append(("tls", lambda: check_tls(cfg)))

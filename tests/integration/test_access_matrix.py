@@ -554,7 +554,7 @@ def _reported_ct(world: World) -> Study:
     ]
     for ds in datasets:
         blob = study.blobs[ds.SOPInstanceUID] = part10_bytes(ds)
-        key = instance_key(study.uid, study.series_uid, ds.SOPInstanceUID)
+        key = instance_key(study.site, study.uid, study.series_uid, ds.SOPInstanceUID)
         world.store.put(key, blob, sha256=hashlib.sha256(blob).hexdigest())
     payload = world.payload(study)
     for item, ds in zip(payload["instances"], datasets, strict=True):

@@ -86,6 +86,19 @@ def test_object_key_must_match_the_uids(world: World) -> None:
     assert r.status_code == 422 and "object_key" in r.json()["detail"]
 
 
+def test_object_key_is_under_its_site_or_the_key_from_before_prefixes(world: World) -> None:
+    payload = world.payload(Study("TS01", "CT", "头颅CT", count=1))
+    item = payload["instances"][0]
+    assert item["object_key"].startswith("TS01/")
+    own = item["object_key"]
+    item["object_key"] = "TS02/" + own.removeprefix("TS01/")  # another site's object
+    r = world.post("gw_ts01", "/api/v1/ingest/instances", json=payload)
+    assert r.status_code == 422 and "object_key" in r.json()["detail"]
+    item["object_key"] = own.removeprefix("TS01/")  # a gateway not yet upgraded
+    r = world.post("gw_ts01", "/api/v1/ingest/instances", json=payload)
+    assert r.status_code == 200 and r.json()["accepted"] == 1
+
+
 @pytest.mark.parametrize(
     "mutate",
     [
@@ -142,7 +155,7 @@ def test_unknown_studies_and_instances_are_404(world: World) -> None:
         assert world.get("dr_li", path).status_code == 404, path
     assert world.post("dr_li", "/api/v1/worklist/1.2.3.4/claim").status_code == 404
     # an instance whose object went missing from the store is 404, not 500
-    world.store.delete(f"{study.uid}/{study.series_uid}/{study.sop_uids[0]}.dcm")
+    world.store.delete(f"{study.site}/{study.uid}/{study.series_uid}/{study.sop_uids[0]}.dcm")
     r = world.get("dr_li", f"/api/v1/studies/{study.uid}/instances/{study.sop_uids[0]}")
     assert r.status_code == 404
 

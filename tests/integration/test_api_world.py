@@ -124,7 +124,7 @@ class World:
     def payload(self, study: Study, *, calling_ae: str = "") -> dict[str, Any]:
         items = []
         for number, sop_uid in enumerate(study.sop_uids, start=1):
-            key = instance_key(study.uid, study.series_uid, sop_uid)
+            key = instance_key(study.site, study.uid, study.series_uid, sop_uid)
             blob = study.blobs.get(sop_uid)
             if blob is None:
                 blob = b"\0" * 128 + b"DICM" + f"{sop_uid}|{study.description}".encode()

@@ -367,7 +367,7 @@ def test_unreadable_stored_object_is_a_clear_error_not_a_crash(served: Served) -
     (ct,) = served.ingest(_ct_series(1))
     from storage.keys import instance_key
 
-    key = instance_key(ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SOPInstanceUID)
+    key = instance_key("TS01", ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SOPInstanceUID)
     served.world.store.put(key, b"not a DICOM file at all")
     base = f"/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}"
     base += f"/instances/{ct.SOPInstanceUID}"

@@ -278,7 +278,7 @@ def run_soak(
         ds = dcmread(f, stop_before_pixels=True)
         keys[str(f)] = (
             str(ds.SOPInstanceUID),
-            f"{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm",
+            f"TS01/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm",
         )
     ok: set[str] = set()
     rounds: list[tuple[int, int, int]] = []  # (sent, responses before the kill, successes)

@@ -232,7 +232,7 @@ def _wait(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
 
 def _key(path: Path) -> str:
     ds = dcmread(path, stop_before_pixels=True)
-    return f"{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
+    return f"TS01/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
 
 
 def _announced(gw: Gateway) -> int:

@@ -149,7 +149,7 @@ def test_storescu_ct_and_dr_stored_byte_identical(
     for path in files:
         sent = path.read_bytes()
         ds = dcmread(path, stop_before_pixels=True)
-        key = f"{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
+        key = f"TS01/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
         stored = gw.store.get(key)
         assert after_meta(stored) == after_meta(sent)
         meta = dcmread(gw.store.open(key), stop_before_pixels=True).file_meta
@@ -256,7 +256,7 @@ def test_duplicate_is_noop_and_conflict_is_kept(
     assert _send(gw.port, second) == [status.SUCCESS]
     rows = gw.spool.outbox.query("SELECT state FROM outbox ORDER BY id")
     assert [r[0] for r in rows] == [ANNOUNCED, CONFLICT]
-    key = f"{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
+    key = f"TS01/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
     time.sleep(0.3)
     assert after_meta(gw.store.get(key)) == after_meta(first.read_bytes())  # never overwritten
     problems = spool_status(gw.spool)["problems"]

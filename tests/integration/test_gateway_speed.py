@@ -116,7 +116,7 @@ def _check_all_arrived(gw: Gateway, county: County, batches: list[list[Dataset]]
     assert len(sops) == len(set(sops)) == total  # announced exactly once each
     for batch in batches:
         for ds in batch:
-            key = f"{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
+            key = f"TS01/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
             assert after_meta(store.get(key)) == after_meta(part10_bytes(ds))
 
 

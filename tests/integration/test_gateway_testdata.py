@@ -53,7 +53,7 @@ def storage_instances() -> Iterator[tuple[Path, str, str, str]]:
                 continue
             if uids[0] != sop_class or uids[1] != str(meta.MediaStorageSOPInstanceUID):
                 continue  # file meta disagrees with the dataset: not a valid instance
-            yield path, sop_class, ts, instance_key(uids[3], uids[2], uids[1])
+            yield path, sop_class, ts, instance_key("TS01", uids[3], uids[2], uids[1])
 
 
 def test_pydicom_testdata_byte_identical(

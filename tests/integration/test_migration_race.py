@@ -1,6 +1,7 @@
 """Migrations run once however many processes start together: `teleread db upgrade` takes a
 lock (PostgreSQL advisory lock, SQLite's write lock), and `teleread api` never migrates, it
-waits for the schema."""
+waits for the schema. Two upgrades and two APIs started at once on an empty PostgreSQL: the
+cluster test (tests/integration/test_cluster.py) starts that way."""
 
 from __future__ import annotations
 
@@ -9,12 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from teleread.services import SchemaNotReady, wait_for_schema
-from tests.processes import Proc, free_port, start_api, teleread_env, wait_healthy
+from tests.processes import Proc, teleread_env
 from tests.servers.postgres import PostgresServer
-from worklist.db import head_revision, make_engine, schema_revision, upgrade
+from worklist.db import make_engine, schema_revision, upgrade
 
 
 @pytest.fixture
@@ -27,48 +27,6 @@ def empty_pg(postgres_server: PostgresServer) -> Iterator[str]:
     finally:
         with postgres_server.admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.mark.postgres
-def test_two_upgrades_and_two_apis_at_once_on_an_empty_postgres(
-    empty_pg: str, tmp_path: Path
-) -> None:
-    env = {"TELEREAD_STORAGE_ROOT": str(tmp_path / "objects")}
-    ports = [free_port(), free_port()]
-    # the APIs first, so they are up and waiting while the upgrades race
-    apis = [
-        start_api(database_url=empty_pg, port=p, env=env, log=tmp_path / f"api{i}.log")
-        for i, p in enumerate(ports)
-    ]
-    upgrades = [
-        Proc(
-            ["db", "upgrade", "--database-url", empty_pg],
-            teleread_env(env),
-            tmp_path / f"upgrade{i}.log",
-        )
-        for i in range(2)
-    ]
-    try:
-        for proc in upgrades:
-            assert proc.wait(120) == 0, proc.output()
-        for port, api in zip(ports, apis, strict=True):
-            wait_healthy(f"http://127.0.0.1:{port}", api)
-        outputs = [proc.output() for proc in upgrades]
-        migrated = [out for out in outputs if "database migrated from (empty)" in out]
-        assert len(migrated) == 1, outputs
-        assert sum(f"at the latest migration {head_revision()}" in o for o in outputs) == 1
-        for api in apis:
-            assert "Traceback" not in api.output()
-    finally:
-        for proc in [*apis, *upgrades]:
-            proc.stop()
-    engine = make_engine(empty_pg)
-    try:
-        assert schema_revision(engine) == head_revision()
-        with engine.connect() as conn:
-            assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
-    finally:
-        engine.dispose()
 
 
 @pytest.mark.postgres

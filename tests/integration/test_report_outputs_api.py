@@ -63,7 +63,7 @@ def announce_ct(world: World, *, site: str = "TS01", count: int = 3) -> Study:
     for ds in datasets:
         blob = part10_bytes(ds)
         study.blobs[ds.SOPInstanceUID] = blob
-        key = instance_key(study.uid, study.series_uid, ds.SOPInstanceUID)
+        key = instance_key(study.site, study.uid, study.series_uid, ds.SOPInstanceUID)
         world.store.put(key, blob, sha256=hashlib.sha256(blob).hexdigest())
     payload = world.payload(study)
     for item, ds in zip(payload["instances"], datasets, strict=True):
@@ -244,7 +244,7 @@ def test_sr_is_stored_with_the_study(world: World, tmp_path: Path) -> None:
     # byte-retrievable through the ordinary instance route, by a clinic user of the site
     got = world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/instances/{sr['sop_instance_uid']}")
     assert got.status_code == 200
-    key = instance_key(study.uid, sr["series_instance_uid"], sr["sop_instance_uid"])
+    key = instance_key(study.site, study.uid, sr["series_instance_uid"], sr["sop_instance_uid"])
     assert got.content == world.store.get(key)
     report = _dciodvfy(got.content, tmp_path)
     assert "Error" not in report, report
@@ -271,7 +271,7 @@ def test_sr_is_stored_with_the_study(world: World, tmp_path: Path) -> None:
     newer = world.post("dr_wang", f"/api/v1/studies/{study.uid}/report/sr").json()
     assert newer["created"] and newer["sop_instance_uid"] != sr["sop_instance_uid"]
     data = world.store.get(
-        instance_key(study.uid, newer["series_instance_uid"], newer["sop_instance_uid"])
+        instance_key(study.site, study.uid, newer["series_instance_uid"], newer["sop_instance_uid"])
     )
     ds = dcmread(BytesIO(data))
     previous = ds.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0]

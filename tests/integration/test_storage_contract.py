@@ -21,7 +21,7 @@ from storage import (
 from storage.keys import instance_key
 from storage.minio_store import PART_SIZE
 
-KEY = instance_key("1.2.840.1", "1.2.840.1.2", "1.2.840.1.2.3")
+KEY = instance_key("TS01", "1.2.840.1", "1.2.840.1.2", "1.2.840.1.2.3")
 
 
 @pytest.fixture(params=["filesystem", pytest.param("s3", marks=pytest.mark.s3)])

@@ -179,27 +179,35 @@ def _wait_ready(proc: subprocess.Popen[bytes], server: S3Server, log: Path) -> N
 
 
 @contextlib.contextmanager
-def run_seaweed(workdir: Path, *, tls: TLSFiles | None = None) -> Iterator[S3Server]:
+def run_seaweed(
+    workdir: Path, *, tls: TLSFiles | None = None, config: Path | None = None
+) -> Iterator[S3Server]:
     """Start ``weed mini`` in ``workdir``; yields once S3 answers, stops it on exit.
 
-    With ``tls`` the S3 port speaks HTTPS only, with that certificate.
+    With ``tls`` the S3 port speaks HTTPS only, with that certificate. With ``config`` (an
+    identities file, ``teleread init``'s) its identities are used; the yielded credentials are
+    then the first identity's, which must be allowed to list buckets.
     """
     weed = find_weed()
     access_key, secret_key = "teleread-test", uuid.uuid4().hex
-    config = workdir / "s3.json"
-    config.write_text(
-        json.dumps(
-            {
-                "identities": [
-                    {
-                        "name": "teleread",
-                        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                    }
-                ]
-            }
+    if config is not None:
+        first = json.loads(config.read_text())["identities"][0]["credentials"][0]
+        access_key, secret_key = first["accessKey"], first["secretKey"]
+    else:
+        config = workdir / "s3.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "teleread",
+                            "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
         )
-    )
     data = workdir / "data"
     data.mkdir()
     ports = dict(zip(_SERVICES, _free_ports(len(_SERVICES)), strict=True))

@@ -134,6 +134,39 @@ def test_county_outage_keeps_uploading(
     assert sorted(county.sops) == sorted(sops)
 
 
+def test_urgent_announcements_retry_on_the_shortest_schedule(
+    parts: tuple[Spool, SwitchableStore, RecordingCounty],
+) -> None:
+    """Every county URL down for a while: the routine back-off grows towards a minute, but a
+    stroke study is tried again within about ``backoff_initial``, and once the county answers
+    it, the routine rows follow without waiting out their back-off."""
+    spool, store, county = parts
+    clock = [time.time()]
+    fw = _forwarder(
+        spool, store, county, backoff_initial=1.0, backoff_max=60.0, clock=lambda: clock[0]
+    )
+    routine = [_put(spool, make_dx(study_description="胸部正位 体检")) for _ in range(2)]
+    clock[0] = time.time() + 1  # the rows are due
+    county.down = True
+    for _ in range(12):  # uploaded, then announced and refused again and again
+        clock[0] = max(clock[0], fw.announce_blocked_until) + 0.01
+        fw.step()
+    assert fw.announce_blocked_until - clock[0] >= 16  # 2**5 s or more, with jitter
+    county.down = False
+    clock[0] += 1.5
+    while fw.step():  # the county is back, but routine rows wait out their back-off
+        pass
+    assert county.sops == []
+    routine_resumes_at = fw.announce_blocked_until
+    stroke = [_put(spool, make_ct(instance_number=i)) for i in range(2)]
+    clock[0] += 1.5  # past the shortest schedule, far from the routine back-off
+    while fw.step():
+        pass
+    assert county.sops[0] == stroke[0]
+    assert set(county.sops) == set(stroke) | set(routine)  # the rest followed
+    assert clock[0] < routine_resumes_at - 10  # without waiting out the routine back-off
+
+
 def test_refused_row_does_not_block_the_batch(
     parts: tuple[Spool, SwitchableStore, RecordingCounty],
 ) -> None:
@@ -155,7 +188,7 @@ def test_existing_object_with_other_bytes_is_a_conflict(
     spool, store, county = parts
     ds = make_dx()
     sop = _put(spool, ds)
-    key = f"{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{sop}.dcm"
+    key = f"TS01/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{sop}.dcm"
     other = make_dx(ds.StudyInstanceUID, series_uid=ds.SeriesInstanceUID, sop_uid=sop)
     other.StudyDescription = "different"
     store.put(key, part10_bytes(other))

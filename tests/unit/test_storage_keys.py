@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from storage.errors import InvalidKey
-from storage.keys import check_key, check_prefix, check_uid, instance_key, is_valid_uid
+from storage.keys import (
+    check_key,
+    check_prefix,
+    check_uid,
+    instance_key,
+    is_valid_uid,
+    legacy_instance_key,
+)
 
 
 @pytest.mark.parametrize(
@@ -44,11 +51,18 @@ def test_invalid_uids(uid: str) -> None:
 
 
 def test_instance_key() -> None:
-    assert instance_key("1.2", "1.2.3", "1.2.3.4") == "1.2/1.2.3/1.2.3.4.dcm"
+    assert instance_key("TS01", "1.2", "1.2.3", "1.2.3.4") == "TS01/1.2/1.2.3/1.2.3.4.dcm"
+    assert legacy_instance_key("1.2", "1.2.3", "1.2.3.4") == "1.2/1.2.3/1.2.3.4.dcm"
     with pytest.raises(InvalidKey):
-        instance_key("1.2", "../..", "1.2.3.4")
+        instance_key("TS01", "1.2", "../..", "1.2.3.4")
     with pytest.raises(InvalidKey):
-        instance_key("1.2", "1.2.3", "1.2.3.4/../../x")
+        instance_key("TS01", "1.2", "1.2.3", "1.2.3.4/../../x")
+
+
+@pytest.mark.parametrize("site", ["", "..", ".x", "TS/01", "TS 01", "镇01", "x" * 33, "TS01\n"])
+def test_a_site_code_that_cannot_prefix_a_key_is_refused(site: str) -> None:
+    with pytest.raises(InvalidKey):
+        instance_key(site, "1.2", "1.2.3", "1.2.3.4")
 
 
 @pytest.mark.parametrize("key", ["a", "a/b.dcm", "1.2/3.4/5.6.dcm", "a b/ü.dcm", "x" * 512])

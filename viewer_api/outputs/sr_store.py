@@ -126,7 +126,7 @@ def store_report_sr(
     """Make this report version's SR, store it, and record it in the study (once)."""
     series_uid = series_uid_for(content.study_uid)
     sop_uid = sop_uid_for(content.study_uid, content.version_sha256)
-    key = instance_key(content.study_uid, series_uid, sop_uid)
+    key = instance_key(study.site.code, content.study_uid, series_uid, sop_uid)
     existing = session.scalars(
         select(Instance).where(Instance.sop_instance_uid == sop_uid)
     ).one_or_none()

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from storage.keys import instance_key
+from storage.errors import InvalidKey
+from storage.keys import instance_key, legacy_instance_key
 from viewer_api.deps import Audit, GatewayUser, NowDep, SessionDep, WorklistSettingsDep
 from viewer_api.errors import ObjectKeyMismatch, SiteNotAllowed
 from viewer_api.schemas import (
@@ -51,11 +52,15 @@ def gateway_config(session: SessionDep, user: GatewayUser) -> GatewayConfig:
     )
 
 
-def _arrival(item: InstanceIn) -> InstanceArrival:
-    expected = instance_key(
-        item.study_instance_uid, item.series_instance_uid, item.sop_instance_uid
-    )
-    if item.object_key != expected:
+def _arrival(item: InstanceIn, site: str) -> InstanceArrival:
+    """The announced instance; its key must be the site-prefixed one, or the key it had before
+    keys got their site prefix (a gateway not yet upgraded, or an instance spooled before)."""
+    uids = (item.study_instance_uid, item.series_instance_uid, item.sop_instance_uid)
+    try:
+        expected = instance_key(site, *uids)
+    except InvalidKey:
+        raise UnknownSite(f"no site {site[:40]!r}") from None
+    if item.object_key not in (expected, legacy_instance_key(*uids)):
         raise ObjectKeyMismatch(
             f"object_key must be {expected!r} for instance {item.sop_instance_uid}"
         )
@@ -88,7 +93,7 @@ def ingest_instances(
         own = user.site.code if user.site is not None else None
         if body.site != own:
             raise SiteNotAllowed()
-    arrivals = [_arrival(item) for item in body.instances]
+    arrivals = [_arrival(item, body.site) for item in body.instances]
     outcome = record_instances(
         session=session,
         site_code=body.site,

@@ -281,6 +281,7 @@ const STRINGS = {
   err_invalid_report_input: ["报告内容不完整", "The report input is incomplete"],
   err_invalid_request: ["填写内容有误，请检查", "Some fields are missing or not valid"],
   err_invalid_role: ["角色无效", "Unknown role"],
+  err_invalid_site_code: ["站点代码无效", "Invalid site code"],
   err_invalid_text: ["文字中含有无法保存的字符", "The text holds characters that cannot be stored"],
   err_invalid_token: ["登录已过期，请重新登录", "Your log-in has expired; log in again"],
   err_invalid_uid: ["UID 格式无效", "Not a valid DICOM UID"],
