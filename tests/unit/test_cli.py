@@ -44,7 +44,8 @@ def test_triage_prints_one_json_object_per_file(
 def test_triage_explain_names_every_matched_term(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from worklist.triage.evaluate import Case, case_bytes
+    from worklist.triage.cases import Case
+    from worklist.triage.evaluate import case_bytes
 
     case = Case(
         id="x",

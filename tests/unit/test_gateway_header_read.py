@@ -34,8 +34,9 @@ from gateway.instance import read_instance, read_instance_pydicom
 from gateway.part10 import PREAMBLE, StoreMeta, encode_meta
 from tests.dicom_factory import make_ct, make_dx
 from worklist.triage import classify
+from worklist.triage.cases import Case
 from worklist.triage.classify import _classify
-from worklist.triage.evaluate import Case, case_bytes, load_cases
+from worklist.triage.evaluate import case_bytes, load_cases
 from worklist.triage.rules import default_rules, load_rules
 
 SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
