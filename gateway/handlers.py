@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 
 from gateway import status
@@ -68,13 +69,14 @@ def handle_store(
     spool: Spool,
     sites: Sites,
     urgent_called_aes: Mapping[str, str] | None = None,
-) -> int:
+) -> int | Dataset:
     """C-STORE through pynetdicom's DIMSE layer: the dataset into ``begin_store``, from
     pynetdicom's buffer (which holds it whole: the stock path costs an instance's size in
     memory while it arrives; the fast path streams it, ``gateway.scp``), or from its
     temporary file if ``STORE_RECV_CHUNKED_DATASET`` is on. That setting stays off: with it,
     pynetdicom builds a file meta header from the request's UIDs in its DUL thread and dies
-    on a malformed one instead of letting the handler refuse it."""
+    on a malformed one instead of letting the handler refuse it. A refusal is answered with
+    its Error Comment (``response``)."""
     request: Any = event.request
     store = StoreRequest(
         calling_ae=_calling_ae(event),
@@ -92,7 +94,7 @@ def handle_store(
         if chunked is None:
             with request.DataSet.getbuffer() as dataset:  # the received bytes, not a copy
                 incoming.write(dataset)
-                return incoming.finish()  # while the view is valid
+                return response(incoming.finish(), incoming.error_comment)  # view still valid
         with open(chunked, "rb") as part10:
             part10.seek(_dataset_offset(part10))
             while chunk := part10.read(CHUNK_BYTES):
@@ -100,7 +102,17 @@ def handle_store(
     except BaseException:
         incoming.abandon()
         raise
-    return incoming.finish()
+    return response(incoming.finish(), incoming.error_comment)
+
+
+def response(code: int, comment: str) -> int | Dataset:
+    """A C-STORE handler's answer: the status alone, or with its Error Comment."""
+    if not comment:
+        return code
+    answer = Dataset()
+    answer.Status = code
+    answer.ErrorComment = comment
+    return answer
 
 
 CHUNK_BYTES = 1 << 20
@@ -132,8 +144,9 @@ class IncomingStore:
     gateway's file meta header, so a large instance never sits whole in memory.
 
     ``finish()`` spools it as received and returns the DIMSE status: SUCCESS only once it is
-    durable. Re-sent identical instances are a no-op SUCCESS; different bytes under a known SOP
-    Instance UID are kept as a conflict (never overwriting the first) and also answered
+    durable; after a failure ``error_comment`` holds the reason (the response's Error
+    Comment). Re-sent identical instances are a no-op SUCCESS; different bytes under a known
+    SOP Instance UID are kept as a conflict (never overwriting the first) and also answered
     SUCCESS, since the modality cannot fix it and must not keep retrying; the conflict is
     logged and shown by ``teleread gateway status``. ``abandon()``: the association ended
     mid-message."""
@@ -154,6 +167,7 @@ class IncomingStore:
         self._temp: Path | None = None
         self._file: BinaryIO | None = None
         self._refusal: InvalidInstance | None = None
+        self.error_comment = ""
         self._log: dict[str, Any] = {
             "calling_ae": request.calling_ae,
             "called_ae": request.called_ae,
@@ -200,13 +214,19 @@ class IncomingStore:
         if self._temp is not None:
             self._temp.unlink(missing_ok=True)
 
+    def _refuse(self, code: int, reason: str) -> int:
+        self.error_comment = status.error_comment(reason)
+        return code
+
     def finish(self) -> int:
         log = self._log
         if self.site is None:
             logger.warning(
                 "C-STORE from an AE no longer allowed", extra={"action": "store_refused", **log}
             )
-            return status.REFUSED_NOT_AUTHORISED
+            return self._refuse(
+                status.REFUSED_NOT_AUTHORISED, f"calling AE {self.request.calling_ae} not allowed"
+            )
         try:
             if self._refusal is not None:
                 raise self._refusal
@@ -217,24 +237,26 @@ class IncomingStore:
                 "malformed dataset refused",
                 extra={"action": "store_malformed", "error": str(exc), "status": exc.status, **log},
             )
-            return exc.status
+            return self._refuse(exc.status, str(exc))
         except SpoolFull as exc:
             logger.error(
                 "spool full, instance refused",
                 extra={"action": "store_spool_full", "error": str(exc), **log},
             )
-            return status.OUT_OF_RESOURCES
+            return self._refuse(status.OUT_OF_RESOURCES, "gateway spool full: send again later")
         except (SpoolError, OSError) as exc:
             logger.error(
                 "spool write failed",
                 extra={"action": "store_spool_error", "error": str(exc), **log},
             )
-            return status.OUT_OF_RESOURCES
+            return self._refuse(
+                status.OUT_OF_RESOURCES, "gateway could not write the instance: send again later"
+            )
         except Exception as exc:  # never let one instance take the association down
             logger.exception(
                 "C-STORE failed", extra={"action": "store_failed", "error": repr(exc)[:300], **log}
             )
-            return status.PROCESSING_FAILURE
+            return self._refuse(status.PROCESSING_FAILURE, f"gateway failure: {type(exc).__name__}")
         finally:
             self.abandon()  # whatever is left: the parts, a temp file not placed
         level = logging.WARNING if outcome == "conflict" else logging.DEBUG
@@ -290,4 +312,5 @@ __all__ = [
     "handle_association_request",
     "handle_echo",
     "handle_store",
+    "response",
 ]

@@ -19,3 +19,14 @@ SOP_CLASS_NOT_SUPPORTED = 0x0122
 REJECTED_PERMANENT = 0x01
 SOURCE_SERVICE_USER = 0x01
 REASON_CALLING_AE_NOT_RECOGNISED = 0x03
+
+
+ERROR_COMMENT_MAX = 64  # Error Comment (0000,0902) is an LO: 64 characters, no backslash
+
+
+def error_comment(text: str) -> str:
+    """``text`` made a valid Error Comment: printable ASCII, no backslash, 64 characters."""
+    cleaned = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in text).strip()
+    if len(cleaned) > ERROR_COMMENT_MAX:
+        cleaned = cleaned[: ERROR_COMMENT_MAX - 3].rstrip() + "..."
+    return cleaned

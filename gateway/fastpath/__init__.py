@@ -96,7 +96,10 @@ def choose(setting: str, version: str | None = None) -> PathChoice:
 
 
 class Receiving(Protocol):
-    """One C-STORE's dataset as it arrives (``gateway.handlers.IncomingStore``)."""
+    """One C-STORE's dataset as it arrives (``gateway.handlers.IncomingStore``); after a
+    failed ``finish()``, ``error_comment`` is the reason (the response's Error Comment)."""
+
+    error_comment: str
 
     def write(self, data: memoryview) -> None: ...
 

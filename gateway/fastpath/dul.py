@@ -218,8 +218,11 @@ class FastDUL(DULServiceProvider):
         """Finish the store and send the response (pynetdicom's ``StorageServiceClass.SCP``
         for a handler returning a status, in this thread)."""
         assoc, command = self.assoc, item.command
+        sink = cast(Receiving, item.sink)
+        comment = ""
         try:
-            status = int(cast(Receiving, item.sink).finish())
+            status = int(sink.finish())
+            comment = sink.error_comment
         except Exception as exc:
             _ASSOC_LOGGER.error("Exception in handler bound to 'evt.EVT_C_STORE'")
             _ASSOC_LOGGER.exception(exc)
@@ -231,12 +234,15 @@ class FastDUL(DULServiceProvider):
             command.sop_class_uid, command.message_id, status, command.sop_instance_uid
         )
         max_pdu = assoc.dimse.maximum_pdu_size
-        if max_pdu and len(rsp) + 6 > max_pdu:  # a peer with a tiny PDU: pynetdicom splits it
+        # an Error Comment, or a peer with a tiny PDU (split): pynetdicom encodes the response
+        if comment or (max_pdu and len(rsp) + 6 > max_pdu):
             primitive = C_STORE()
             primitive.MessageIDBeingRespondedTo = command.message_id
             primitive.AffectedSOPClassUID = command.sop_class_uid
             primitive.AffectedSOPInstanceUID = command.sop_instance_uid
             primitive.Status = status
+            if comment:
+                primitive.ErrorComment = comment  # type: ignore[assignment]
             assoc.dimse.send_msg(primitive, command.context_id)
             return
         cast(AssociationSocket, self.socket).send(pdata.response_pdu(command.context_id, rsp))

@@ -96,12 +96,15 @@ def test_fast_and_pynetdicom_paths_answer_and_spool_alike(
     slow = make_gateway("slow", max_pdu=max_pdu, fast_path="off")  # stock pynetdicom
     datasets = _datasets()
     answers: dict[str, list[int]] = {}
+    comments: dict[str, list[str]] = {}
     for name, gw in (("fast", fast), ("slow", slow)):
         assoc = _associate(gw, *datasets)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                answers[name] = [int(assoc.send_c_store(ds).Status) for ds in datasets]
+                responses = [assoc.send_c_store(ds) for ds in datasets]
+            answers[name] = [int(r.Status) for r in responses]
+            comments[name] = [str(r.get("ErrorComment", "")) for r in responses]
             assert int(assoc.send_c_echo().Status) == status.SUCCESS
             answers[name + " fast"] = [_fast_stores(gw)]
         finally:
@@ -109,6 +112,11 @@ def test_fast_and_pynetdicom_paths_answer_and_spool_alike(
     assert answers["fast"] == answers["slow"]
     assert answers["fast"][:3] == [status.SUCCESS] * 3
     assert answers["fast"][3:] == [status.CANNOT_UNDERSTAND] * 2
+    # a refusal says why, in the response's Error Comment, on both paths
+    assert comments["fast"] == comments["slow"]
+    assert comments["fast"][:3] == [""] * 3
+    assert comments["fast"][3].startswith("SeriesInstanceUID missing or not a valid UID")
+    assert comments["fast"][4] == "StudyInstanceUID missing or not a valid UID: ''"
     assert answers["fast fast"] == [len(datasets)] and answers["slow fast"] == [0]
     assert _spooled(fast) == _spooled(slow)  # byte for byte, file meta included
     assert len(_spooled(fast)) == 3

@@ -18,6 +18,7 @@ from gateway.heartbeat import StatusReporter, summary
 from gateway.metrics import forward_lag, render, start_metrics_server
 from gateway.ops import format_status, spool_status
 from gateway.spool import Spool
+from gateway.status import error_comment
 from tests.dicom_factory import make_ct, make_dx
 from tests.integration.test_gateway_support import SwitchableStore
 from tests.unit.test_gateway_forwarder import RecordingCounty
@@ -203,3 +204,10 @@ def test_the_county_hears_the_queue_and_the_last_upload_error(tmp_path: Path) ->
     assert isinstance(sent["oldest_unsent_age_seconds"], float)
     assert "1.2." not in str(sent) and str(tmp_path) not in str(sent)
     assert summary(spool_status(Spool(tmp_path / "empty")))["last_error"] is None
+
+
+def test_error_comment_is_a_valid_lo() -> None:
+    assert error_comment("SeriesInstanceUID missing") == "SeriesInstanceUID missing"
+    long = error_comment("dataset not well formed: " + "x" * 100)
+    assert len(long) == 64 and long.endswith("...")
+    assert error_comment("a\\b 王\n") == "a?b ??"
