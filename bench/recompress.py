@@ -1,11 +1,13 @@
 """Lossless recompression before upload: bytes saved and CPU per instance, CT and DR.
 
-    .venv/bin/python bench/recompress.py [--ct-slices 20] [--dx-size 2048]
+    .venv/bin/python bench/recompress.py [--ct-slices 20] [--dx-size 2048] [--real-ct-slices 20]
 
-Uses teleread's demo studies (512x512 head CT slices, 16-bit; a DR chest radiograph) and
-``gateway.recompress.recompress`` exactly as the forwarder calls it: encode, decode again,
-compare the pixel arrays, wrap with the file meta note. CPU is process time per instance
-(one core). Prints one line per (modality, method) and a JSON summary.
+Uses teleread's demo studies (512x512 head CT slices, 16-bit; a DR chest radiograph), a CT
+series from real anatomy (``bench/realistic_ct.py``: pydicom's real CT slice at 512x512 with
+CT-like noise per slice; ``--real-ct-slices``) and ``gateway.recompress.recompress`` exactly
+as the forwarder calls it: encode, rebuild the received file from the result (decoding it)
+and compare, wrap with the file meta note. CPU is process time per instance (one core).
+Prints one line per (set, method) and a JSON summary.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from realistic_ct import write_real_ct
+
 from gateway.recompress import recompress
 from teleread.demo import write_demo_studies
 
@@ -29,12 +33,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ct-slices", type=int, default=20)
     parser.add_argument("--dx-size", type=int, default=2048)
+    parser.add_argument("--real-ct-slices", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         studies = write_demo_studies(
             Path(tmp), ct_slices=args.ct_slices, ct_size=512, dx_size=args.dx_size
         )
-        sets: dict[str, list[bytes]] = {"CT 512x512": [], f"DR {args.dx_size}": []}
+        sets: dict[str, list[bytes]] = {
+            "CT 512x512": [],
+            "real CT 512": [],
+            f"DR {args.dx_size}": [],
+        }
+        write_real_ct(Path(tmp) / "real", args.real_ct_slices)
+        sets["real CT 512"] = [f.read_bytes() for f in sorted((Path(tmp) / "real").iterdir())]
         for study in studies:
             for f in study.files:
                 data = f.read_bytes()

@@ -15,6 +15,13 @@ instance is announced to the county (the API acknowledged it: it is on the workl
 object in S3). FIFO is the same queue with priorities ignored: the bench sets every spooled
 row to the routine rank before forwarding starts, so the stroke study sits behind the
 backlog it arrived after. The namespace and veth are removed in all cases.
+
+The gateway runs with its defaults, lossless recompression (``--recompress``, default the
+gateway's own: JPEG-LS) included. Reported per mode: the stroke study complete at the county
+(every instance announced) and its first instance at the county, both from the moment
+forwarding starts; and against the stroke study's raw transfer time at link rate (its bytes
+as received, over ``--rate``). ``--ct real`` sends a series made from pydicom's real CT
+(``bench/realistic_ct.py``: real anatomy and noise) instead of the synthetic head phantom.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 from pydicom.uid import generate_uid
+from realistic_ct import write_real_ct
 
 from gateway.config import GatewaySettings
 from gateway.service import Gateway
@@ -280,9 +288,16 @@ def send(port: int, calling: str, called: str, folder: Path) -> None:
 
 
 def one_mode(
-    mode: str, work: Path, storage: StorageSettings, routine: Path, stroke: Path, stroke_uid: str
+    mode: str,
+    work: Path,
+    storage: StorageSettings,
+    routine: Path,
+    stroke: Path,
+    stroke_uid: str,
+    recompress: str | None,
 ) -> dict[str, float]:
     settings = GatewaySettings(
+        **({"recompress": recompress} if recompress else {}),
         ae_title="TELEREAD",
         host="127.0.0.1",
         port=0,
@@ -308,24 +323,35 @@ def one_mode(
         n_stroke = len(list(stroke.iterdir()))
         started = time.monotonic()
         gw.forwarder.start()
-        done_at = None
+        done_at = first_at = None
         while time.monotonic() - started < 3600:
             ((announced,),) = q(
                 "SELECT COUNT(*) FROM outbox WHERE study_instance_uid = ? AND state = 'announced'",
                 (stroke_uid,),
             )
+            if announced and first_at is None:
+                first_at = time.monotonic()
             if announced >= n_stroke:
                 done_at = time.monotonic()
                 break
-            time.sleep(0.1)
+            time.sleep(0.02)
         if done_at is None:
             raise RuntimeError("stroke study not announced within an hour")
         ((uploaded_routine,),) = q(
             "SELECT COUNT(*) FROM outbox WHERE study_instance_uid != ? AND state != 'received'",
             (stroke_uid,),
         )
+        ((sent_bytes, raw_bytes),) = q(
+            "SELECT SUM(CASE WHEN upload_size > 0 THEN upload_size ELSE size END), SUM(size) "
+            "FROM outbox WHERE study_instance_uid = ?",
+            (stroke_uid,),
+        )
+        assert first_at is not None
         return {
             "seconds": done_at - started,
+            "first_seconds": first_at - started,
+            "stroke_bytes_sent": float(sent_bytes),
+            "stroke_bytes_received": float(raw_bytes),
             "urgent_rows": float(urgent),
             "routine_uploaded_first": float(uploaded_routine),
         }
@@ -339,6 +365,8 @@ def main() -> None:
     parser.add_argument("--dx-size", type=int, default=256)
     parser.add_argument("--slices", type=int, default=40)
     parser.add_argument("--rate", default="20mbit")
+    parser.add_argument("--ct", choices=("phantom", "real"), default="phantom")
+    parser.add_argument("--recompress", choices=("none", "jpegls", "j2k", "deflate"), default=None)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -349,11 +377,17 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="teleread-bench-uplink-"))
     try:
         routine_bytes = make_routine(base / "routine", args.routine, args.dx_size)
-        stroke_uid, stroke_bytes = make_stroke(base / "stroke", args.slices)
+        if args.ct == "real":
+            stroke_uid, stroke_bytes = write_real_ct(base / "stroke", args.slices)
+        else:
+            stroke_uid, stroke_bytes = make_stroke(base / "stroke", args.slices)
+        raw_seconds = stroke_bytes * 8 / link_bits_per_s(args.rate)
+        recompress = args.recompress or GatewaySettings.model_fields["recompress"].default
         print(
             f"backlog: {args.routine} DX {args.dx_size}x{args.dx_size} "
-            f"({routine_bytes / 1e6:.0f} MB); stroke CT: {args.slices} x 512x512 "
-            f"({stroke_bytes / 1e6:.1f} MB); uplink {args.rate}"
+            f"({routine_bytes / 1e6:.0f} MB); stroke CT ({args.ct}): {args.slices} x 512x512 "
+            f"({stroke_bytes / 1e6:.1f} MB, {raw_seconds:.1f} s raw at {args.rate}); "
+            f"recompress {recompress}"
         )
         results = {}
         with namespace(args.rate) as (ns, _veth), county(ns, base / "county") as storage:
@@ -363,18 +397,42 @@ def main() -> None:
                 if mode == "fifo":
                     _clear_bucket(storage)
                 results[mode] = one_mode(
-                    mode, base / "gw", storage, base / "routine", base / "stroke", stroke_uid
+                    mode,
+                    base / "gw",
+                    storage,
+                    base / "routine",
+                    base / "stroke",
+                    stroke_uid,
+                    args.recompress,
                 )
                 r = results[mode]
                 print(
                     f"{mode:6}: stroke study complete at the county after {r['seconds']:.1f} s "
-                    f"({int(r['routine_uploaded_first'])} routine instances sent meanwhile)"
+                    f"({r['seconds'] / raw_seconds:.2f}x its raw transfer time), first image "
+                    f"after {r['first_seconds']:.2f} s; stroke bytes sent "
+                    f"{r['stroke_bytes_sent'] / 1e6:.1f} MB of "
+                    f"{r['stroke_bytes_received'] / 1e6:.1f} MB "
+                    f"({r['stroke_bytes_received'] / r['stroke_bytes_sent']:.2f}x); "
+                    f"{int(r['routine_uploaded_first'])} routine instances sent meanwhile"
                 )
-        ratio = results["urgent"]["seconds"] / results["fifo"]["seconds"]
-        print(f"urgent-first / FIFO: {ratio:.1%} (target <= 40%)")
+        urgent = results["urgent"]
+        ratio = urgent["seconds"] / results["fifo"]["seconds"]
+        print(
+            f"urgent-first: {urgent['seconds'] / raw_seconds:.2f}x raw transfer time "
+            f"(target <= 0.5), {ratio:.1%} of FIFO (target <= 40%), first image "
+            f"{urgent['first_seconds']:.2f} s (target <= 2 s)"
+        )
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
+
+
+def link_bits_per_s(rate: str) -> float:
+    """tc's rate ("20mbit", "512kbit", "1gbit", "2000000bit") in bits per second."""
+    for unit, scale in (("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3), ("bit", 1.0)):
+        if rate.endswith(unit):
+            return float(rate.removesuffix(unit)) * scale
+    raise SystemExit(f"--rate {rate!r}: give it as tc does, e.g. 20mbit")
 
 
 def _clear_bucket(storage: StorageSettings) -> None:

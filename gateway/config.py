@@ -83,8 +83,10 @@ class GatewaySettings(BaseSettings):
     backoff_max_seconds: float = Field(default=60.0, gt=0)
     bandwidth_limit_bytes_per_s: int | None = Field(default=None, gt=0)
 
-    # lossless recompression before upload (gateway.recompress); the spool keeps the original
-    recompress: Literal["none", "jpegls", "j2k", "deflate"] = "none"
+    # lossless recompression before upload (gateway.recompress), done ahead of the uplink
+    # (gateway.lookahead); the stored object rebuilds the received file bit for bit and the
+    # spool keeps the original until it is announced; "none": upload files as received
+    recompress: Literal["none", "jpegls", "j2k", "deflate"] = "jpegls"
     # Prometheus text exposition (gateway.metrics) on http://metrics_host:metrics_port/metrics;
     # None: no metrics server
     metrics_port: int | None = Field(default=None, ge=0, le=65535)

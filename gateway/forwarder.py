@@ -32,6 +32,7 @@ from typing import Any
 from gateway.county import CountyClient
 from gateway.errors import CountyRejected, CountyUnavailable, InvalidInstance
 from gateway.instance import HeaderReader, read_instance, spooled_header_json
+from gateway.lookahead import RecompressAhead
 from gateway.outbox import CONFLICT, MISSING, OutboxRow
 from gateway.received import URGENT_RANK, ReceivedInstance
 from gateway.spool import Spool
@@ -64,7 +65,7 @@ class Forwarder:
         bandwidth_limit: int | None = None,
         prune_after: float = 14 * 24 * 3600.0,
         include_dicom_json: bool = True,
-        recompress: str = "none",
+        recompress: str = "jpegls",
         header_reader: HeaderReader = "auto",
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -79,6 +80,7 @@ class Forwarder:
         self.prune_after = prune_after
         self.include_dicom_json = include_dicom_json
         self.recompress = recompress
+        self.ahead = RecompressAhead(spool, recompress, clock=clock)
         self.header_reader = header_reader
         self.clock = clock
         self.upload_blocked_until = 0.0
@@ -102,6 +104,8 @@ class Forwarder:
         from modalities keep the CPUs during a burst."""
         self._index_only = index_only
         self._nice = nice
+        if not index_only:
+            self.ahead.start(nice=nice)
         if self._thread is not None and self._thread.is_alive():
             self.spool.outbox.new_work.set()
             return
@@ -113,6 +117,7 @@ class Forwarder:
         self.spool.outbox.new_work.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self.ahead.stop(timeout)
 
     def _run(self) -> None:
         if self._nice:
@@ -154,7 +159,8 @@ class Forwarder:
         if now - self._last_prune > PRUNE_EVERY_SECONDS:
             self._last_prune = now
             self.spool.outbox.prune(now - self.prune_after)
-        self.index_pending()  # priorities are known before the next pick
+        if self.index_pending():  # priorities are known before the next pick
+            self.ahead.wake()
         can_upload = now >= self.upload_blocked_until
         head = self.spool.outbox.next_to_upload(now) if can_upload else None
         backing_off = now < self.announce_blocked_until
@@ -269,7 +275,12 @@ class Forwarder:
                 return
             if present is None:
                 size, saved = put_verified(
-                    self.spool, self.store, row, method=self.recompress, bucket=self.bucket
+                    self.spool,
+                    self.store,
+                    row,
+                    method=self.recompress,
+                    bucket=self.bucket,
+                    prepared=self.ahead.take(row.id),
                 )
         except _OUTAGES as exc:
             self._upload_failures += 1

@@ -369,12 +369,16 @@ class Outbox:
             )
 
     def next_to_upload(self, now: float) -> OutboxRow | None:
-        rows = self._rows(
-            f"SELECT {COLUMNS} FROM outbox WHERE state = ? AND next_attempt_at <= ? "
-            f"AND indexed = 1 {_ORDER} LIMIT 1",
-            (RECEIVED, now),
-        )
+        rows = self.due_uploads(now, 1)
         return rows[0] if rows else None
+
+    def due_uploads(self, now: float, limit: int) -> list[OutboxRow]:
+        """The next ``limit`` rows to upload, in upload order (most urgent first)."""
+        return self._rows(
+            f"SELECT {COLUMNS} FROM outbox WHERE state = ? AND next_attempt_at <= ? "
+            f"AND indexed = 1 {_ORDER} LIMIT ?",
+            (RECEIVED, now, limit),
+        )
 
     def to_announce(self, now: float, limit: int) -> list[OutboxRow]:
         """Due uploaded rows of the most urgent row's (site, calling AE, called AE)."""

@@ -19,11 +19,13 @@ import time
 from collections.abc import Callable
 from typing import BinaryIO
 
+from gateway.lookahead import NOT_READY, Prepared
 from gateway.outbox import MISSING, OutboxRow
-from gateway.recompress import recompress, recompression_note, split_part10
+from gateway.recompress import MAX_BYTES, Recompressed, recompress
 from gateway.spool import Spool
 from storage.base import ObjectStore
 from storage.errors import ObjectNotFound, StorageError
+from storage.recompressed import read_note, split_part10
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +129,7 @@ def already_stored(spool: Spool, store: ObjectStore, row: OutboxRow) -> bool | N
         return False
     if ours == dataset_sha256(stored):
         return True
-    note = recompression_note(stored)
+    note = read_note(stored)
     if note is None or note.get("original_dataset_sha256") != ours:
         return False
     split = split_part10(stored)
@@ -142,12 +144,17 @@ def already_stored(spool: Spool, store: ObjectStore, row: OutboxRow) -> bool | N
 
 
 def upload_body(
-    spool: Spool, row: OutboxRow, original: BinaryIO, method: str
+    spool: Spool,
+    row: OutboxRow,
+    original: BinaryIO,
+    method: str,
+    prepared: Prepared = NOT_READY,
 ) -> tuple[BinaryIO, int, str, int]:
     """(stream, size, sha256, bytes saved) of what to upload for ``row``; ``method``: the
-    recompression to try (``"none"``: the original)."""
-    smaller = None
-    if method != "none":
+    recompression to try (``"none"``: the original); ``prepared``: its result, when
+    ``gateway.lookahead`` did it ahead."""
+    smaller = prepared if isinstance(prepared, Recompressed) else None
+    if method != "none" and prepared is NOT_READY and row.size <= MAX_BYTES:
         data = original.read()
         original = io.BytesIO(data)
         try:
@@ -182,12 +189,13 @@ def put_verified(
     *,
     method: str,
     bucket: TokenBucket | None,
+    prepared: Prepared = NOT_READY,
 ) -> tuple[int, int]:
-    """Upload ``row`` (recompressed with ``method`` when that is smaller, through ``bucket``
-    when capped) and check what the store then holds; (bytes uploaded, bytes saved).
-    Raises ``StorageError`` when the stored object differs."""
+    """Upload ``row`` (recompressed with ``method`` when that is smaller, or as ``prepared``
+    ahead, through ``bucket`` when capped) and check what the store then holds; (bytes
+    uploaded, bytes saved). Raises ``StorageError`` when the stored object differs."""
     with spool.open(row) as raw:
-        body, size, sha256, saved = upload_body(spool, row, raw, method)
+        body, size, sha256, saved = upload_body(spool, row, raw, method, prepared)
         if bucket is not None:
             body = io.BufferedReader(_Throttled(body, bucket))
         store.put(row.object_key, body, size=size, sha256=sha256)

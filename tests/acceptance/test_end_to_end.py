@@ -3,6 +3,7 @@ as the modality and the real `teleread serve` process."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import subprocess
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from storage.recompressed import original_of, read_note
 from teleread.demo import write_demo_studies
 from tests.acceptance.conftest import Pipeline
 
@@ -102,7 +104,8 @@ def test_stroke_ct_goes_first_and_is_reported_to_its_clinic(
     routine = next(i for i in items if i["study_instance_uid"] == dr.study_uid)
     assert routine["priority"] == "routine" and routine["category"] is None
 
-    # every instance arrives, byte for byte what was sent behind the gateway's file meta
+    # every instance arrives, stored losslessly recompressed (the default), and the file sent
+    # rebuilds from it byte for byte behind the gateway's file meta
     def all_ct_in() -> bool:
         detail = radiologist.get(f"/api/v1/studies/{stroke.study_uid}").json()
         return bool(detail.get("num_instances") == len(stroke.files))
@@ -115,7 +118,16 @@ def test_stroke_ct_goes_first_and_is_reported_to_its_clinic(
         sent = Path(path).read_bytes()
         matches = list(objects.rglob(f"*/{_sop_uid(sent)}.dcm"))
         assert len(matches) == 1
-        assert dataset_bytes(matches[0].read_bytes()) == dataset_bytes(sent)
+        stored = matches[0].read_bytes()
+        note = read_note(stored)
+        assert note is not None and len(stored) < len(sent) / 2
+        assert dataset_bytes(original_of(stored)) == dataset_bytes(sent)
+        # the API hands out the file as received, rebuilt and checked
+        got = radiologist.get(f"/api/v1/studies/{stroke.study_uid}/instances/{_sop_uid(sent)}")
+        assert got.status_code == 200
+        assert hashlib.sha256(got.content).hexdigest() == note["original_sha256"]
+        assert got.headers["etag"] == f'"{note["original_sha256"]}"'
+        assert dataset_bytes(got.content) == dataset_bytes(sent)
 
     # claims: one reader at a time
     other = pipeline.client("dr_wang")

@@ -38,10 +38,10 @@ from pydicom.uid import JPEGLSLossless, generate_uid
 from gateway.config import GatewaySettings
 from gateway.ops import spool_status
 from gateway.outbox import ANNOUNCED, RECEIVED
-from gateway.recompress import recompression_note
 from gateway.service import Gateway
 from storage import MinioStore
 from storage.base import ObjectStore
+from storage.recompressed import original_of, read_note
 from storage.settings import StorageSettings
 from tests.dicom_factory import make_ct, make_dx, write
 from tests.integration.test_gateway_durability import successes
@@ -285,9 +285,7 @@ def test_s3_and_api_down_during_a_send_then_drain(
         sent = path.read_bytes()
         key = _key(path)
         held = store.get(key)  # MinioStore.get checks the recorded sha256 itself
-        assert (
-            hashlib.sha256(after_meta(held)).digest() == hashlib.sha256(after_meta(sent)).digest()
-        )
+        assert after_meta(original_of(held)) == after_meta(sent)
         item = announced[str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)]
         assert item["sha256"] == hashlib.sha256(held).hexdigest() == store.stat(key).sha256
 
@@ -327,7 +325,7 @@ def test_spool_full_out_of_resources_keeps_serving(
     finally:
         gw.stop()
     for path in files:
-        assert after_meta(store.get(_key(path))) == after_meta(path.read_bytes())
+        assert after_meta(original_of(store.get(_key(path)))) == after_meta(path.read_bytes())
 
 
 def test_stroke_study_overtakes_a_routine_backlog_on_a_capped_uplink(
@@ -399,8 +397,11 @@ def test_recompressed_upload_to_s3_is_lossless_and_announced_as_stored(
         ds = dcmread(BytesIO(held))
         assert ds.file_meta.TransferSyntaxUID == JPEGLSLossless
         assert np.array_equal(ds.pixel_array, sent.pixel_array)
-        note = recompression_note(held)
+        note = read_note(held)
         assert note is not None
+        rebuilt = original_of(held)  # the spooled file: the gateway's meta, the dataset as sent
+        assert hashlib.sha256(rebuilt).hexdigest() == note["original_sha256"]
+        assert after_meta(rebuilt) == after_meta(path.read_bytes())
         assert (
             note["original_dataset_sha256"]
             == hashlib.sha256(after_meta(path.read_bytes())).hexdigest()

@@ -1,12 +1,13 @@
-"""Lossless recompression: decoded pixel data equals the original for every image in the test
-set (teleread's demo CT and DR, tests/dicom_factory images, pydicom's own uncompressed test
-files: 8/16-bit monochrome, palette colour and RGB, Explicit and Implicit VR); non-images and
-images the codecs do not take are deflated byte-exactly; the forwarder uploads the smaller
-object, announces its sha256 and survives a crash between upload and mark."""
+"""Lossless recompression that keeps the promise: every uncompressed file among pydicom's test
+data, teleread's demo studies and tests/dicom_factory images is rebuilt bit for bit (sha256
+equal) from what the gateway would upload; the codec takes 8/16-bit monochrome, palette and
+RGB images, Explicit and Implicit VR; non-images and images the codec does not give back
+exactly are deflated byte-exactly or sent as received; small files and poor savings are sent as
+received; the forwarder uploads the smaller object, announces its sha256 and survives a crash
+between upload and mark."""
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 import warnings
@@ -14,9 +15,9 @@ from io import BytesIO
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 from pydicom import dcmread
+from pydicom.data import get_testdata_files
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
@@ -27,47 +28,60 @@ from pydicom.uid import (
 
 from gateway.forwarder import Forwarder
 from gateway.outbox import ANNOUNCED
-from gateway.recompress import inflate, recompress, recompression_note, split_part10
+from gateway.recompress import MIN_BYTES, recompress
 from gateway.spool import Spool
 from gateway.upload import upload_body
+from storage.errors import IntegrityError
+from storage.recompressed import (
+    NotRebuildable,
+    inflate,
+    original_of,
+    read_note,
+    rebuild_original,
+    split_part10,
+)
 from teleread.demo import write_demo_studies
 from tests.dicom_factory import make_ct, make_dx, part10_bytes
 from tests.integration.test_gateway_support import SwitchableStore
 from tests.unit.test_gateway_forwarder import RecordingCounty
 from tests.unit.test_gateway_spool import received
 
+EVERY_FILE = {"min_bytes": 0, "min_saving": -100.0}  # thresholds off: rebuild everything
 
-def _pydicom_native_images() -> list[Path]:
-    """pydicom's bundled (never downloaded) uncompressed test files with decodable pixels."""
-    root = Path(pydicom.__file__).parent / "data" / "test_files"
-    found = []
+
+def _pydicom_uncompressed() -> dict[str, bytes]:
+    """pydicom's test files (bundled, and downloaded ones when present) in a native little
+    endian syntax, images or not."""
+    found = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name in sorted(glob.glob(str(root / "**" / "*.dcm"), recursive=True)):
-            try:
-                ds = dcmread(name)
-                ts = ds.file_meta.TransferSyntaxUID
-                if ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) and "PixelData" in ds:
-                    ds.pixel_array  # noqa: B018  (skip the deliberately broken ones)
-                    found.append(Path(name))
-            except Exception:
+        for name in get_testdata_files():
+            path = Path(name)
+            if not path.is_file():
                 continue
+            try:
+                meta = dcmread(path, stop_before_pixels=True).file_meta
+            except Exception:
+                continue  # the deliberately unreadable ones
+            if meta.get("TransferSyntaxUID") in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+                found[f"pydicom/{path.name}"] = path.read_bytes()
     return found
 
 
 @pytest.fixture(scope="module")
-def image_set(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+def every_file(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """The demo studies as ``teleread demo-studies`` writes them, factory images, pydicom's."""
     demo = tmp_path_factory.mktemp("demo")
-    studies = write_demo_studies(demo, ct_slices=2, ct_size=96, dx_size=128)
-    images = {f"demo/{s.key}/{f.name}": f.read_bytes() for s in studies for f in s.files}
-    images["factory/ct"] = part10_bytes(make_ct())
-    images["factory/dx"] = part10_bytes(make_dx())
-    for path in _pydicom_native_images():
-        images[f"pydicom/{path.name}"] = path.read_bytes()
-    names = " ".join(images)
+    files = {
+        f"demo/{s.key}/{f.name}": f.read_bytes() for s in write_demo_studies(demo) for f in s.files
+    }
+    files["factory/ct"] = part10_bytes(make_ct())
+    files["factory/dx"] = part10_bytes(make_dx())
+    files.update(_pydicom_uncompressed())
+    names = " ".join(files)
     for expected in ("CT_small", "MR_small_implicit", "examples_rgb_color", "examples_palette"):
         assert expected in names
-    return images
+    return files
 
 
 def _pixels(data: bytes) -> np.ndarray:
@@ -76,61 +90,118 @@ def _pixels(data: bytes) -> np.ndarray:
         return dcmread(BytesIO(data)).pixel_array
 
 
+def test_every_uncompressed_file_rebuilds_bit_for_bit(every_file: dict[str, bytes]) -> None:
+    methods: dict[str, int] = {}
+    for name, original in every_file.items():
+        out = recompress(original, "jpegls", **EVERY_FILE)
+        if out is None:  # Implicit VR that no codec takes (no deflate for it), or a file meta
+            # without its group length (never spooled so): sent as received
+            split = split_part10(original)
+            assert split is None or split[0].TransferSyntaxUID == ImplicitVRLittleEndian, name
+            continue
+        methods[out.method] = methods.get(out.method, 0) + 1
+        assert out.sha256 == hashlib.sha256(out.data).hexdigest()
+        note = read_note(out.data)
+        assert note is not None, name
+        assert (
+            note["original_sha256"] == out.original_sha256 == hashlib.sha256(original).hexdigest()
+        )
+        assert note["original_size"] == len(original)
+        rebuilt = original_of(out.data)
+        assert rebuilt == original, name
+        before = dcmread(BytesIO(original), stop_before_pixels=True, force=True)
+        after = dcmread(BytesIO(out.data), stop_before_pixels=True)
+        assert after.get("SOPInstanceUID") == before.get("SOPInstanceUID"), name
+    demo = sum(1 for n in every_file if n.startswith("demo/"))
+    assert methods["jpegls"] >= demo + 2 + 10  # every demo and factory image, pydicom's images
+    assert methods["deflate"] >= 20  # SRs, RT plans, waveforms, ...
+
+
 @pytest.mark.parametrize(
     ("method", "codec"), [("jpegls", JPEGLSLossless), ("j2k", JPEG2000Lossless)]
 )
-def test_pixels_identical_for_every_image(
-    image_set: dict[str, bytes], method: str, codec: str
-) -> None:
-    encoded_as_image = 0
-    for name, original in image_set.items():
-        out = recompress(original, method)
-        if out is None:
-            continue
-        meta, offset = split_part10(out.data) or pytest.fail(name)
-        assert meta.TransferSyntaxUID == out.transfer_syntax_uid
+def test_codecs_keep_pixels_and_uids(method: str, codec: str) -> None:
+    images = {
+        "ct": part10_bytes(make_ct(rows=128, cols=128)),
+        "dx": part10_bytes(make_dx()),
+        **{
+            k: v
+            for k, v in _pydicom_uncompressed().items()
+            if any(n in k for n in ("CT_small", "MR_small_implicit", "rgb_color", "palette"))
+        },
+    }
+    for name, original in images.items():
+        out = recompress(original, method, **EVERY_FILE)
+        assert out is not None, name
+        assert out.method == method, name
+        meta, _ = split_part10(out.data) or pytest.fail(name)
+        assert meta.TransferSyntaxUID == out.transfer_syntax_uid == codec
         assert np.array_equal(_pixels(out.data), _pixels(original)), name
-        assert out.sha256 == hashlib.sha256(out.data).hexdigest()
-        before = dcmread(BytesIO(original), stop_before_pixels=True)
-        after = dcmread(BytesIO(out.data), stop_before_pixels=True)
-        assert after.SOPInstanceUID == before.SOPInstanceUID, name
-        note = recompression_note(out.data)
-        assert note is not None
-        assert note["original_sha256"] == hashlib.sha256(original).hexdigest()
-        assert note["original_size"] == len(original)
-        if out.method == method:
-            assert out.transfer_syntax_uid == codec
-            encoded_as_image += 1
-        else:  # the codec did not take it: deflated, the original dataset bytes exactly
-            assert out.transfer_syntax_uid == DeflatedExplicitVRLittleEndian, name
-            inflated = inflate(out.data[offset:])
-            assert hashlib.sha256(inflated).hexdigest() == note["original_dataset_sha256"]
-    # every demo image, both factory images and pydicom's mono / palette / RGB ones
-    assert encoded_as_image >= len([n for n in image_set if not n.startswith("pydicom")]) + 4
+        assert rebuild_original(out.data) == original, name
 
 
-def test_ct_and_dr_get_smaller(image_set: dict[str, bytes]) -> None:
-    ct = next(v for k, v in image_set.items() if k.startswith("demo/") and "CT" in k)
+def test_ct_and_dr_get_smaller_and_small_or_poor_ones_are_sent_as_received() -> None:
+    ct = part10_bytes(make_ct(rows=256, cols=256))
     for method in ("jpegls", "j2k", "deflate"):
         out = recompress(ct, method)
         assert out is not None
         assert out.saved_bytes > len(ct) // 4, method
-
-
-def test_deflate_non_image_and_skip_compressed(image_set: dict[str, bytes]) -> None:
-    ds = make_ct()
-    del ds.PixelData
-    raw = part10_bytes(ds)
-    out = recompress(raw, "jpegls")
-    if out is not None:  # small headers may not shrink; when they do, byte-exact
-        split = split_part10(out.data)
-        assert split is not None
-        assert inflate(out.data[split[1] :]) == raw[split_part10(raw)[1] :]  # type: ignore[index]
-    assert recompress(image_set["factory/ct"], "none") is None
-    jls = recompress(image_set["factory/ct"], "jpegls")
+    small = part10_bytes(make_ct(rows=64, cols=64))
+    assert len(small) < MIN_BYTES
+    assert recompress(small, "jpegls") is None  # tiny: not worth it
+    assert recompress(small, "jpegls", min_bytes=0) is not None
+    assert recompress(ct, "jpegls", max_bytes=len(ct) - 1) is None  # too big to hold 4 times
+    noise = make_dx()
+    rng = np.random.default_rng(0)
+    noise.PixelData = rng.integers(0, 1 << 16, noise.Rows * noise.Columns, dtype="<u2").tobytes()
+    noise.BitsStored, noise.HighBit = 16, 15
+    assert recompress(part10_bytes(noise), "jpegls") is None  # incompressible: as received
+    assert recompress(ct, "none") is None
+    jls = recompress(ct, "jpegls")
     assert jls is not None
-    assert recompress(jls.data, "j2k") is None  # already compressed: left alone
-    assert recompress(b"not dicom", "deflate") is None
+    assert recompress(jls.data, "j2k", **EVERY_FILE) is None  # already compressed: left alone
+    assert recompress(b"not dicom", "deflate", **EVERY_FILE) is None
+
+
+def test_pixels_the_codec_cannot_give_back_exactly_are_never_stored_that_way() -> None:
+    # 12 bits stored, garbage in the 4 unused high bits (an overlay in old CT files): the
+    # JPEG-LS stream holds 12 bits, so the rebuilt file would differ; deflated instead
+    ds = make_ct(rows=128, cols=128)
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 12, 11, 0
+    pixels = np.frombuffer(ds.PixelData, "<u2") & 0x0FFF | 0xA000
+    ds.PixelData = pixels.astype("<u2").tobytes()
+    original = part10_bytes(ds)
+    out = recompress(original, "jpegls", **EVERY_FILE)
+    assert out is not None
+    assert out.method == "deflate"
+    assert out.transfer_syntax_uid == DeflatedExplicitVRLittleEndian
+    assert original_of(out.data) == original
+    split = split_part10(out.data)
+    assert split is not None
+    assert inflate(out.data[split[1] :]) == original[split_part10(original)[1] :]  # type: ignore[index]
+    # the same as Implicit VR (no deflate for it): sent as received
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    implicit = part10_bytes(ds)
+    assert recompress(implicit, "jpegls", **EVERY_FILE) is None
+
+
+def test_a_damaged_object_or_note_is_refused() -> None:
+    original = part10_bytes(make_ct(rows=128, cols=128))
+    out = recompress(original, "jpegls")
+    assert out is not None
+    assert original_of(original) == original  # stored as received: itself
+    damaged = bytearray(out.data)
+    damaged[-200] ^= 0x01  # inside the JPEG-LS stream
+    with pytest.raises((IntegrityError, NotRebuildable)):
+        original_of(bytes(damaged))
+    note = read_note(out.data)
+    assert note is not None
+    note["original_sha256"] = "0" * 64
+    with pytest.raises(IntegrityError):
+        rebuild_original(out.data, note)
+    del note["residual"]
+    with pytest.raises(NotRebuildable):
+        rebuild_original(out.data, note)
 
 
 def test_forwarder_uploads_recompressed_and_resumes_after_crash(tmp_path: Path) -> None:

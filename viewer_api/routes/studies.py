@@ -1,7 +1,9 @@
-"""One study: its detail and its stored instances."""
+"""One study: its detail and its stored instances (each as the modality sent it: an object the
+gateway recompressed losslessly is rebuilt bit for bit, ``storage.recompressed``)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -9,6 +11,7 @@ from typing import Any, BinaryIO
 from fastapi import APIRouter, status
 from fastapi.responses import StreamingResponse
 
+from storage import recompressed
 from viewer_api.deps import (
     Audit,
     ReaderUser,
@@ -93,18 +96,25 @@ def get_instance(
     if instance is None:
         raise StudyNotFound("No such instance in this study")
     stream = store.open(instance.object_key)  # ObjectNotFound -> 404 via the handlers
+    body, length, etag = _chunks(stream), instance.size, instance.sha256
+    if instance.transfer_syntax_uid in recompressed.SYNTAXES:
+        # maybe recompressed by the gateway: the file the modality sent, rebuilt and checked
+        with stream:
+            original = recompressed.original_of(stream.read())
+        body, length = iter((original,)), len(original)
+        etag = hashlib.sha256(original).hexdigest()
     audit(
         AuditAction.INSTANCE_VIEWED,
         object_id=instance.sop_instance_uid,
         detail={"study_uid": study.study_instance_uid},
     )
     return StreamingResponse(
-        _chunks(stream),
+        body,
         media_type="application/dicom",
         headers={
-            "Content-Length": str(instance.size),
+            "Content-Length": str(length),
             "Content-Disposition": f'attachment; filename="{instance.sop_instance_uid}.dcm"',
-            "ETag": f'"{instance.sha256}"',
+            "ETag": f'"{etag}"',
             "Cache-Control": "private, no-store",
         },
     )
