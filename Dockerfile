@@ -18,13 +18,17 @@ WORKDIR /opt/teleread
 # the CJK TrueType font the PDF reports embed (viewer_api/outputs/fonts.py)
 RUN apt-get update && apt-get install -y --no-install-recommends fonts-wqy-microhei \
     && rm -rf /var/lib/apt/lists/*
+# the dependencies (and the build requirements) exactly as locked, every file sha256-checked;
+# then teleread itself over them, resolving nothing
+COPY requirements-runtime.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements-runtime.lock
 COPY pyproject.toml README.md ./
 COPY storage ./storage
 COPY worklist ./worklist
 COPY gateway ./gateway
 COPY viewer_api ./viewer_api
 COPY teleread ./teleread
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --no-deps --no-build-isolation .
 COPY --from=ohif /ohif/ohif-app-3.13.2.tgz /tmp/
 RUN teleread ohif install --tarball /tmp/ohif-app-3.13.2.tgz && rm /tmp/ohif-app-3.13.2.tgz
 COPY --chmod=0755 deploy/docker-entrypoint.sh /usr/local/bin/teleread-entrypoint

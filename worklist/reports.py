@@ -52,8 +52,8 @@ from worklist.models import (
 )
 from worklist.report_hashes import addendum_hash, report_content_hash
 from worklist.report_templates import unresolved_choices
-from worklist.repository import TERMINAL_STATUSES, visible_studies_filter
 from worklist.settings import DEFAULT_DEADLINES, DEFAULT_LEASE
+from worklist.visibility import TERMINAL_STATUSES, visible_studies_filter
 
 logger = logging.getLogger(__name__)
 

@@ -15,10 +15,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
+from sqlalchemy.orm import Session
 
-from viewer_api.deps import SessionDep, ViewerUser
-from viewer_api.dicomweb.access import find_instances
+from viewer_api.dicomweb.access import Viewer, find_instances, serve, viewer_route
 from viewer_api.dicomweb.display import JPEG, PNG
+from viewer_api.dicomweb.frames import frames_of
+from viewer_api.dicomweb.pixels import Frames
 from viewer_api.dicomweb.rendered import render
 from worklist.models import Instance
 
@@ -33,14 +35,11 @@ Quality = Annotated[int, Query(ge=1, le=100)]
 AcceptHeader = Annotated[str | None, Header()]
 
 
-def _middle(rows: list[tuple[Instance, str]]) -> tuple[Instance, str]:
-    return rows[len(rows) // 2]
-
-
 def _thumbnail(
-    request: Request,
-    session: SessionDep,
-    user: ViewerUser,
+    session: Session,
+    viewer: Viewer,
+    *,
+    frames: Frames,
     study_uid: str,
     series_uid: str | None,
     sop_uid: str | None,
@@ -49,7 +48,11 @@ def _thumbnail(
     accept: str | None,
 ) -> Response:
     rows = find_instances(
-        session=session, viewer=user, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid
+        session=session,
+        viewer=viewer,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_uid=sop_uid,
     )
     if series_uid is None:
         by_series: dict[str, list[tuple[Instance, str]]] = {}
@@ -61,48 +64,88 @@ def _thumbnail(
             if (group[0][0].series.modality or "").upper() not in NO_IMAGE_MODALITIES
         ]
         rows = (pictured or list(by_series.values()))[0]
-    instance, series = _middle(rows)
+    instance, series = rows[len(rows) // 2]  # the middle image
     return render(
-        request,
         session,
-        user,
-        study_uid,
-        series,
-        instance.sop_instance_uid,
-        1,
-        None,
-        quality,
-        viewport or DEFAULT_VIEWPORT,
-        accept or JPEG,
+        viewer,
+        frames=frames,
+        study_uid=study_uid,
+        series_uid=series,
+        sop_uid=instance.sop_instance_uid,
+        frame_list=None,
+        window=None,
+        quality=quality,
+        viewport=viewport or DEFAULT_VIEWPORT,
+        accept=accept or JPEG,
+    )
+
+
+async def _serve_thumbnail(
+    request: Request,
+    *,
+    study_uid: str,
+    series_uid: str | None,
+    sop_uid: str | None,
+    viewport: str | None,
+    quality: int,
+    accept: str | None,
+) -> Response:
+    frames = frames_of(request)
+    accept = request.query_params.get("accept") or accept  # the query's wins (PS3.18 8.3.3)
+    return await serve(
+        request,
+        lambda session, viewer: _thumbnail(
+            session,
+            viewer,
+            frames=frames,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            sop_uid=sop_uid,
+            viewport=viewport,
+            quality=quality,
+            accept=accept,
+        ),
     )
 
 
 @router.get("/studies/{study_uid}/thumbnail", responses=_IMAGES)
-def study_thumbnail(
+@viewer_route
+async def study_thumbnail(
     study_uid: str,
     request: Request,
-    session: SessionDep,
-    user: ViewerUser,
     viewport: Viewport = None,
     quality: Quality = 80,
     accept: AcceptHeader = None,
 ) -> Response:
-    return _thumbnail(request, session, user, study_uid, None, None, viewport, quality, accept)
+    return await _serve_thumbnail(
+        request,
+        study_uid=study_uid,
+        series_uid=None,
+        sop_uid=None,
+        viewport=viewport,
+        quality=quality,
+        accept=accept,
+    )
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/thumbnail", responses=_IMAGES)
-def series_thumbnail(
+@viewer_route
+async def series_thumbnail(
     study_uid: str,
     series_uid: str,
     request: Request,
-    session: SessionDep,
-    user: ViewerUser,
     viewport: Viewport = None,
     quality: Quality = 80,
     accept: AcceptHeader = None,
 ) -> Response:
-    return _thumbnail(
-        request, session, user, study_uid, series_uid, None, viewport, quality, accept
+    return await _serve_thumbnail(
+        request,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_uid=None,
+        viewport=viewport,
+        quality=quality,
+        accept=accept,
     )
 
 
@@ -110,17 +153,22 @@ def series_thumbnail(
     "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/thumbnail",
     responses=_IMAGES,
 )
-def instance_thumbnail(
+@viewer_route
+async def instance_thumbnail(
     study_uid: str,
     series_uid: str,
     sop_uid: str,
     request: Request,
-    session: SessionDep,
-    user: ViewerUser,
     viewport: Viewport = None,
     quality: Quality = 80,
     accept: AcceptHeader = None,
 ) -> Response:
-    return _thumbnail(
-        request, session, user, study_uid, series_uid, sop_uid, viewport, quality, accept
+    return await _serve_thumbnail(
+        request,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_uid=sop_uid,
+        viewport=viewport,
+        quality=quality,
+        accept=accept,
     )

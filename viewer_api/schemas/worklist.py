@@ -204,7 +204,7 @@ class PriorStudy(WorklistItem):
         )
 
 
-# --- workflow (issue 5): leases, assign/cancel, flags, events -----------------------------
+# --- workflow: leases, assign/cancel, flags, events -----------------------------
 class WorkflowItem(WorklistItem):
     """A worklist row with its clock: time left to the deadline that runs now (the read
     deadline; once a preliminary report met it, the final report's), escalation, an expired

@@ -1,6 +1,6 @@
-"""A labelled triage case and how its text is encoded: what ``worklist.triage.evaluate``
-reads and ``worklist.triage.grammar`` builds (each case's text in a scanner's character set).
-"""
+"""A labelled triage case and the character-set profiles its text is written in: what the
+evaluation (``worklist.triage.evaluate``) and the case grammar (``worklist.triage.grammar``)
+share."""
 
 from __future__ import annotations
 

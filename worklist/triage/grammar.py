@@ -8,7 +8,7 @@ gives two positive cases and one case of each negative polarity; the choices (fr
 field, prefix, exam, character set) rotate with a stable hash of the term, so a grammar always
 expands to the same cases. Coded entries (``codes:``) give two cases per code.
 
-``expand(data, source)`` -> list of ``evaluate.Case`` (with ``family``, ``part``, ``form``).
+``expand(data, source)`` -> list of ``cases.Case`` (with ``family``, ``part``, ``form``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from worklist.triage.rules import CATEGORIES, Category
 
 POLARITIES = ("positive", "negated", "historical", "follow_up", "chronic")
 KINDS = ("diagnosis", "symptom", "sign", "pathway")
-# character-set profiles (evaluate.PROFILES) a case's text is written in, in turn
+# character-set profiles (cases.PROFILES) a case's text is written in, in turn
 ZH_PROFILES = (
     "gb18030",
     "gbk",
@@ -232,7 +232,7 @@ class _Builder:
 
 
 def expand(data: Mapping[str, Any], source: str = "grammar") -> list[Any]:
-    """The grammar's cases (``evaluate.Case``), in a stable order."""
+    """The grammar's cases (``cases.Case``), in a stable order."""
     builder = _Builder(data, source)
     families = data.get("families")
     if not isinstance(families, Mapping) or not families:

@@ -309,6 +309,7 @@ const STRINGS = {
   err_not_found: ["未找到", "Not found"],
   err_not_renderable: ["该图像无法显示", "This image cannot be shown"],
   err_object_key_mismatch: ["对象路径与 UID 不符", "The object key does not match the UIDs"],
+  err_object_corrupt: ["图像文件已损坏，与记录的校验值不符", "The image file does not match its checksum"],
   err_object_not_found: ["图像文件不存在", "The image file is missing"],
   err_object_unreadable: ["图像文件无法读取", "The image file cannot be read"],
   err_report_font_missing: [
