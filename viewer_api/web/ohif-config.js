@@ -39,6 +39,10 @@ window.config = {
         thumbnailRequestStrategy: "fetch",
         enableStudyLazyLoad: true,
         omitQuotationForMultipartRequest: true,
+        // frames decoded by the server (Explicit VR Little Endian), whatever the stored
+        // syntax (the gateway's JPEG-LS, a modality's JPEG): OHIF's own JPEG-LS and JPEG
+        // decoders evaluate strings as code, which this page's policy does not allow
+        requestTransferSyntaxUID: "1.2.840.10008.1.2.1",
         bulkDataURI: { enabled: true },
       },
     },
