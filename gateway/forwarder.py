@@ -165,11 +165,14 @@ class Forwarder:
         head = self.spool.outbox.next_to_upload(now) if can_upload else None
         backing_off = now < self.announce_blocked_until
         if not backing_off or now >= self.urgent_announce_at:
-            count, oldest = self.spool.outbox.uploaded_backlog()
+            count, oldest, rank = self.spool.outbox.uploaded_summary()
             if count and (
                 head is None
                 or count >= self.batch_size
                 or (oldest is not None and now - oldest >= self.announce_delay)
+                # a study's last instances are up and less urgent ones come next: the county
+                # sees it complete now, not after the delay and more uploads
+                or (rank is not None and rank < head.priority_rank)
             ):
                 rows = self.spool.outbox.to_announce(now, self.batch_size)
                 if rows and backing_off and rows[0].priority_rank != URGENT_RANK:

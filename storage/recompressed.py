@@ -48,7 +48,7 @@ import threading
 import warnings
 import zlib
 from io import BytesIO
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 from pydicom import dcmread
@@ -98,6 +98,18 @@ def read_note(stored: bytes) -> dict[str, Any] | None:
     except (ValueError, AttributeError):
         return None
     return note
+
+
+def read_note_head(stream: BinaryIO, limit: int = 1 << 20) -> dict[str, Any] | None:
+    """``read_note`` from the start of an open object, reading its file meta only (at most
+    ``limit`` bytes)."""
+    head = stream.read(144)
+    if len(head) < 144 or head[128:132] != b"DICM":
+        return None
+    rest = int.from_bytes(head[140:144], "little")
+    if rest > limit:
+        return None
+    return read_note(head + stream.read(rest))
 
 
 def make_note(
