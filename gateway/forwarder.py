@@ -1,9 +1,11 @@
 """Upload spooled instances to the object store and announce them to the county, urgent first.
 
-One thread. Each step either uploads the most urgent due ``received`` row (so an urgent study
-that lands behind a routine backlog goes out next, instance by instance) or announces a batch
-of ``uploaded`` rows (same site and AE titles) once enough have gathered, the oldest has waited
-``announce_delay`` or there is nothing left to upload.
+Two threads. One uploads the most urgent due ``received`` row, again and again (so an urgent
+study that lands behind a routine backlog goes out next, instance by instance); the other
+announces batches of ``uploaded`` rows (same site and AE titles) once enough have gathered,
+the oldest has waited ``announce_delay``, an urgent study's uploads are done or there is
+nothing left to upload. Announcing does not hold up the next upload, so the uplink stays busy
+while the county records what arrived. (``step`` does either, for ``drain`` and tests.)
 
 Failures never give up. Outages (``StoreUnavailable``, network errors, county 5xx) pause the
 whole upload or announce path with exponential backoff and jitter, capped, so the queue order
@@ -92,6 +94,8 @@ class Forwarder:
         self._last_prune = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._announcer: threading.Thread | None = None
+        self._uploaded = threading.Event()  # wakes the announcer
         self._index_only = False
         self._nice = 0
 
@@ -106,6 +110,11 @@ class Forwarder:
         self._nice = nice
         if not index_only:
             self.ahead.start(nice=nice)
+            if self._announcer is None or not self._announcer.is_alive():
+                self._announcer = threading.Thread(
+                    target=self._run_announcer, name="gateway-announcer", daemon=True
+                )
+                self._announcer.start()
         if self._thread is not None and self._thread.is_alive():
             self.spool.outbox.new_work.set()
             return
@@ -115,8 +124,10 @@ class Forwarder:
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
         self.spool.outbox.new_work.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._uploaded.set()
+        for thread in (self._thread, self._announcer):
+            if thread is not None:
+                thread.join(timeout)
         self.ahead.stop(timeout)
 
     def _run(self) -> None:
@@ -127,7 +138,7 @@ class Forwarder:
                 pass
         while not self._stop.is_set():
             try:
-                worked = self.index_pending() if self._index_only else self.step()
+                worked = self.index_pending() if self._index_only else self.step(announce=False)
             except Exception:  # a bug must not stop forwarding for good
                 logger.exception("forwarder step failed", extra={"action": "forwarder_error"})
                 worked = False
@@ -135,6 +146,25 @@ class Forwarder:
             if not worked:
                 self.spool.outbox.new_work.wait(self._idle_wait())
                 self.spool.outbox.new_work.clear()
+
+    def _run_announcer(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = self.step(upload=False)
+            except Exception:  # a bug must not stop announcing for good
+                logger.exception("announcer step failed", extra={"action": "forwarder_error"})
+                worked = False
+                self._stop.wait(self.backoff_initial)
+            if not worked:
+                self._uploaded.wait(self._announce_wait())
+                self._uploaded.clear()
+
+    def _announce_wait(self) -> float:
+        now = self.clock()
+        if not self.spool.outbox.uploaded_backlog()[0]:
+            return 1.0
+        due_at = min(self.announce_blocked_until, max(self.urgent_announce_at, now))
+        return max(0.01, min(now + 1.0, max(now + self.announce_delay / 2, due_at)) - now)
 
     def _idle_wait(self) -> float:
         now = self.clock()
@@ -153,18 +183,20 @@ class Forwarder:
 
     # -- one step ------------------------------------------------------------------------
 
-    def step(self) -> bool:
-        """Do one upload or one announcement; False when nothing is due."""
+    def step(self, *, upload: bool = True, announce: bool = True) -> bool:
+        """Do one upload or one announcement (only the one asked for); False when nothing is
+        due."""
         now = self.clock()
-        if now - self._last_prune > PRUNE_EVERY_SECONDS:
-            self._last_prune = now
-            self.spool.outbox.prune(now - self.prune_after)
-        if self.index_pending():  # priorities are known before the next pick
-            self.ahead.wake()
+        if upload:
+            if now - self._last_prune > PRUNE_EVERY_SECONDS:
+                self._last_prune = now
+                self.spool.outbox.prune(now - self.prune_after)
+            if self.index_pending():  # priorities are known before the next pick
+                self.ahead.wake()
         can_upload = now >= self.upload_blocked_until
         head = self.spool.outbox.next_to_upload(now) if can_upload else None
         backing_off = now < self.announce_blocked_until
-        if not backing_off or now >= self.urgent_announce_at:
+        if announce and (not backing_off or now >= self.urgent_announce_at):
             count, oldest, rank = self.spool.outbox.uploaded_summary()
             if count and (
                 head is None
@@ -182,7 +214,7 @@ class Forwarder:
                 if rows:
                     self.announce(rows)
                     return True
-        if head is not None:
+        if upload and head is not None:
             self.upload(head)
             return True
         return False
@@ -321,6 +353,7 @@ class Forwarder:
         self.spool.outbox.mark_uploaded(
             row.id, self.clock(), uploaded_bytes=size, saved_bytes=saved
         )
+        self._uploaded.set()
         logger.debug("instance uploaded", extra={"action": "instance_uploaded", **log})
 
     # -- announcing ----------------------------------------------------------------------

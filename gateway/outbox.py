@@ -405,8 +405,7 @@ class Outbox:
         """``uploaded_backlog`` and the most urgent waiting row's priority rank."""
         with self._lock:
             count, oldest, rank = self._db.execute(
-                "SELECT COUNT(*), MIN(uploaded_at), MIN(priority_rank) FROM outbox "
-                "WHERE state = ?",
+                "SELECT COUNT(*), MIN(uploaded_at), MIN(priority_rank) FROM outbox WHERE state = ?",
                 (UPLOADED,),
             ).fetchone()
         return int(count), oldest, rank
