@@ -3,9 +3,10 @@
 Two threads. One uploads the most urgent due ``received`` row, again and again (so an urgent
 study that lands behind a routine backlog goes out next, instance by instance); the other
 announces batches of ``uploaded`` rows (same site and AE titles) once enough have gathered,
-the oldest has waited ``announce_delay``, an urgent study's uploads are done or there is
-nothing left to upload. Announcing does not hold up the next upload, so the uplink stays busy
-while the county records what arrived. (``step`` does either, for ``drain`` and tests.)
+the oldest has waited ``announce_delay`` or there is nothing left to upload; an urgent
+study's first instance, and its last ones when less urgent uploads come next, at once.
+Announcing does not hold up the next upload, so the uplink stays busy while the county
+records what arrived. (``step`` does either, for ``drain`` and tests.)
 
 Failures never give up. Outages (``StoreUnavailable``, network errors, county 5xx) pause the
 whole upload or announce path with exponential backoff and jitter, capped, so the queue order
@@ -96,6 +97,7 @@ class Forwarder:
         self._thread: threading.Thread | None = None
         self._announcer: threading.Thread | None = None
         self._uploaded = threading.Event()  # wakes the announcer
+        self._shown_urgent: set[str] = set()  # urgent studies announced (their first rows)
         self._index_only = False
         self._nice = 0
 
@@ -202,9 +204,11 @@ class Forwarder:
                 head is None
                 or count >= self.batch_size
                 or (oldest is not None and now - oldest >= self.announce_delay)
-                # a study's last instances are up and less urgent ones come next: the county
-                # sees it complete now, not after the delay and more uploads
+                # an urgent study's last instances are up and less urgent ones come next:
+                # the county sees it complete now, not after the delay and more uploads
                 or (rank is not None and rank < head.priority_rank)
+                # ... and it shows the study from its first instance
+                or (rank == URGENT_RANK and self._first_of_urgent_study(now))
             ):
                 rows = self.spool.outbox.to_announce(now, self.batch_size)
                 if rows and backing_off and rows[0].priority_rank != URGENT_RANK:
@@ -218,6 +222,12 @@ class Forwarder:
             self.upload(head)
             return True
         return False
+
+    def _first_of_urgent_study(self, now: float) -> bool:
+        """The most urgent uploaded row is of an urgent study not announced yet (since this
+        forwarder started: after a restart a study may be shown early once more)."""
+        head = self.spool.outbox.to_announce(now, 1)
+        return bool(head) and head[0].study_instance_uid not in self._shown_urgent
 
     def drain(self, timeout: float = 30.0) -> None:
         """Run steps in this thread until nothing is due (tests, ``teleread gateway``)."""
@@ -419,6 +429,11 @@ class Forwarder:
         self._announce_failures = 0
         self.announce_blocked_until = 0.0  # the county answered: the rest may follow
         self.spool.mark_announced(rows, self.clock())
+        if len(self._shown_urgent) > 10_000:
+            self._shown_urgent.clear()
+        self._shown_urgent.update(
+            r.study_instance_uid for r in rows if r.priority_rank == URGENT_RANK
+        )
         logger.info(
             "instances announced",
             extra={

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 
 from gateway.errors import CountyRejected, CountyUnavailable
 from gateway.forwarder import Forwarder
-from gateway.outbox import ANNOUNCED, CONFLICT, MISSING, RECEIVED, UPLOADED
+from gateway.outbox import ANNOUNCED, CONFLICT, MISSING, UPLOADED
 from gateway.part10 import StoreMeta
 from gateway.received import ROUTINE_RANK, URGENT_RANK, quick_instance
 from gateway.spool import Spool
@@ -315,17 +315,22 @@ def test_headers_read_after_the_response_set_the_priority(
         fw.stop()
 
 
-def test_an_urgent_study_is_announced_as_soon_as_its_uploads_are_done(
+def test_an_urgent_study_is_shown_from_its_first_instance_and_complete_with_its_last(
     parts: tuple[Spool, SwitchableStore, RecordingCounty],
 ) -> None:
     spool, store, county = parts
     routine = [_put(spool, make_dx()) for _ in range(2)]
-    urgent = [_put(spool, make_ct(instance_number=i + 1)) for i in range(2)]
+    study = make_ct().StudyInstanceUID
+    urgent = [_put(spool, make_ct(study, instance_number=i + 1)) for i in range(3)]
     fw = _forwarder(spool, store, county, announce_delay=60.0)  # no waiting it out here
-    assert fw.step() and fw.step()  # the two stroke slices go up first
-    assert county.sops == []
-    assert fw.step()  # routine next: the stroke study is announced now, not in 60 s
-    assert sorted(county.sops) == sorted(urgent)
-    assert fw.step()  # then the routine uploads resume
+    assert fw.step()  # the first stroke slice goes up first ...
+    assert fw.step()  # ... and is announced at once, not in 60 s
+    assert county.sops == urgent[:1]
+    assert fw.step() and fw.step()  # the next two go up, batched for the delay ...
+    assert county.sops == urgent[:1]
+    assert fw.step()  # ... until routine uploads come next: the study is complete now
+    assert county.sops == urgent
+    assert fw.step() and fw.step()  # routine ones wait for their batch
     states = _states(spool)
-    assert sorted(states[s] for s in routine) == [RECEIVED, UPLOADED]
+    assert [states[s] for s in routine] == [UPLOADED, UPLOADED]
+    assert county.sops == urgent
