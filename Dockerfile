@@ -7,13 +7,17 @@ RUN useradd --system --uid 10001 --user-group --create-home --home-dir /var/lib/
  && install -d -o teleread -g teleread -m 0750 \
       /var/lib/teleread/spool /var/lib/teleread/backups /var/lib/teleread/county
 WORKDIR /opt/teleread
+# the dependencies (and the build requirements) exactly as locked, every file sha256-checked;
+# then teleread itself over them, resolving nothing
+COPY requirements-runtime.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements-runtime.lock
 COPY pyproject.toml README.md ./
 COPY storage ./storage
 COPY worklist ./worklist
 COPY gateway ./gateway
 COPY viewer_api ./viewer_api
 COPY teleread ./teleread
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --no-deps --no-build-isolation .
 COPY --chmod=0755 deploy/docker-entrypoint.sh /usr/local/bin/teleread-entrypoint
 USER teleread
 ENV TELEREAD_DATA_DIR=/var/lib/teleread PYTHONUNBUFFERED=1

@@ -20,6 +20,11 @@ Both servers run at once and take turns request by request, in rounds over all l
 untimed warm-up request per line first), so background load falls on both alike; p50 / p95
 in milliseconds, their ratio (teleread / Orthanc: below 1 is faster) and the median response
 size are printed.
+
+Every teleread request above is audited (searches, metadata, images once per study and few
+minutes, retrieves). The audit's cost is printed per request: the time spent taking events
+down on the request path, plus the CPU time the writer thread spends writing them (its wall
+time, mostly the database's commit waiting for the disk, is printed too), over all requests.
 """
 
 from __future__ import annotations
@@ -52,10 +57,12 @@ from gateway.instance import read_instance, spooled_header_json
 from storage import FilesystemStore
 from teleread.services import ApiServer
 from tests.dicom_factory import make_ct, part10_bytes
+from viewer_api.auditing import AuditWriter
 from viewer_api.main import create_app
 from viewer_api.security import create_access_token
 from viewer_api.settings import ApiSettings
 from worklist.accounts import create_site, create_user
+from worklist.audit import PendingEvent
 from worklist.db import make_engine, make_sessionmaker, upgrade, utcnow
 
 ORTHANC_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -94,8 +101,34 @@ def make_study(folder: Path, n: int) -> list[Path]:
     return paths
 
 
+class TimedAuditWriter(AuditWriter):
+    """The app's audit writer, timed: ``add`` on the request path, ``flush`` in its thread
+    (CPU and wall time)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_seconds = self.flush_seconds = self.flush_wall_seconds = 0.0
+        self.added = self.written = 0
+
+    def add(self, event: PendingEvent, *, once_per: Any = None) -> None:
+        start = time.perf_counter()
+        super().add(event, once_per=once_per)
+        self.add_seconds += time.perf_counter() - start
+        self.added += 1
+
+    def flush(self) -> int:
+        start, cpu = time.perf_counter(), time.thread_time()
+        written = super().flush()
+        self.flush_seconds += time.thread_time() - cpu
+        self.flush_wall_seconds += time.perf_counter() - start
+        self.written += written
+        return written
+
+
 @contextlib.contextmanager
-def teleread(tmp: Path, files: list[Path]) -> Iterator[tuple[str, dict[str, str]]]:
+def teleread(
+    tmp: Path, files: list[Path], audit: dict[str, TimedAuditWriter]
+) -> Iterator[tuple[str, dict[str, str]]]:
     url = f"sqlite:///{tmp / 'teleread.db'}"
     upgrade(url)
     factory = make_sessionmaker(make_engine(url))
@@ -122,6 +155,7 @@ def teleread(tmp: Path, files: list[Path]) -> Iterator[tuple[str, dict[str, str]
         }
     store = FilesystemStore(tmp / "objects")
     app = create_app(session_factory=factory, store=store, settings=settings)
+    audit["writer"] = app.state.audit_writer = TimedAuditWriter(factory)
     port = free_port()
     server = ApiServer(app, host="127.0.0.1", port=port)
     server.start()
@@ -344,8 +378,9 @@ def main() -> None:
         for path in files:
             ds = dcmread(path, stop_before_pixels=True)
             uids.append((ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID))
+        audit: dict[str, TimedAuditWriter] = {}
         with contextlib.ExitStack() as stack:
-            root, headers = stack.enter_context(teleread(tmp / "teleread", files))
+            root, headers = stack.enter_context(teleread(tmp / "teleread", files, audit))
             targets = [Target("teleread", root, headers)]
             if not args.no_orthanc:
                 root, headers = stack.enter_context(orthanc(tmp / "orthanc", files))
@@ -358,6 +393,7 @@ def main() -> None:
                 meta = t.client.get(url, headers={"Accept": "application/dicom+json"})
                 counts[t.name] = len(meta.json())
             results = run(targets, uids, args.requests, args.rounds)
+            audit["writer"].flush()
     names = [t.name for t in targets]
     print(f"\n{'ms (p50 / p95)':28}" + "".join(f"{n:>22}" for n in names), end="")
     print("   p50 ratio   p95 ratio   bytes (median)" if len(names) == 2 else "")
@@ -371,6 +407,17 @@ def main() -> None:
             )
             cells += f"{a[0] / b[0]:>12.2f}{a[1] / b[1]:>12.2f}   {sizes}"
         print(f"{key:28}{cells}")
+    writer = audit["writer"]
+    requests = sum(len(by_server["teleread"]) for by_server in results.values())
+    per_request = (writer.add_seconds + writer.flush_seconds) / max(1, requests) * 1000
+    rows = max(1, writer.written)
+    print(
+        f"audit: {writer.added} events taken down, {writer.written} rows written for "
+        f"{requests} timed requests (+ warm-ups); {per_request:.3f} ms per request "
+        f"({writer.add_seconds / max(1, writer.added) * 1e6:.1f} us per event on the request "
+        f"path, {writer.flush_seconds / rows * 1e6:.0f} us CPU per row written, "
+        f"{writer.flush_wall_seconds / rows * 1e6:.0f} us wall)"
+    )
     samples = {n: len(results["rendered PNG, scrolling"][n]) for n in names}
     print(f"requests per line and server: {samples}, {args.rounds} rounds, servers alternating")
     print(f"metadata entries returned: {counts}")

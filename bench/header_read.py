@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
 import json
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from gateway.instance import read_instance, read_instance_pydicom
 from gateway.part10 import PREAMBLE, StoreMeta, encode_meta
 from teleread.demo import SeriesInfo, StudyInfo, dx_image, write_part10
 from teleread.phantoms import chest_radiograph
+from worklist.triage.classify import clear_memo
 
 ARGS: dict[str, Any] = {
     "site": "bench",
@@ -84,8 +84,8 @@ def make_dx(folder: Path, size: int) -> Path:
 
 
 def clear_caches() -> None:
-    spooled_header._text_cache.clear()
-    importlib.import_module("worklist.triage.classify")._memo.clear()
+    spooled_header.text_cache.clear()
+    clear_memo()
 
 
 def per_call(fn: Callable[[], object], n: int, before: Callable[[], None] | None = None) -> float:

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 import psycopg
 import uvicorn
+from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
@@ -163,7 +164,7 @@ def micro(n: int) -> tuple[float, float]:
     async def send(message: Any) -> None:
         pass
 
-    wrapped = RequestMetrics(_bare, registry=HttpMetrics())
+    wrapped = RequestMetrics(_bare, metrics=HttpMetrics(CollectorRegistry()))
 
     async def run(app: Any) -> float:
         started = time.perf_counter()

@@ -40,9 +40,10 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from worklist.claims import claim_next
 from worklist.db import make_engine, make_sessionmaker, upgrade
 from worklist.models import OPEN_STUDY_SQL, Site, User
-from worklist.repository import claim_next, count_worklist, list_worklist
+from worklist.repository import count_worklist, list_worklist
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=15)

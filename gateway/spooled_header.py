@@ -83,7 +83,8 @@ class _TextPart:
     charset_notes: tuple[str, ...]
 
 
-_text_cache: dict[tuple[Any, ...], _TextPart] = {}
+# decoded text parts by their raw bytes; public so that a benchmark or test can start it empty
+text_cache: dict[tuple[Any, ...], _TextPart] = {}
 
 
 def _frozen(value: Any) -> Any:
@@ -100,7 +101,7 @@ def _text_part(values: Mapping[int, Any], items: list[dict[int, Any]] | None) ->
         tuple(_frozen(values.get(tag, _ABSENT)) for tag in _TEXT_KEY_TAGS),
         None if items is None else _frozen(items),
     )
-    part = _text_cache.get(key)
+    part = text_cache.get(key)
     if part is not None:
         return part
     declared = declared_of(values[_CHARSET]) if _CHARSET in values else None
@@ -117,9 +118,9 @@ def _text_part(values: Mapping[int, Any], items: list[dict[int, Any]] | None) ->
         extracted_notes=tuple(extracted.notes),
         charset_notes=tuple(dict.fromkeys([*extracted.notes, *notes])),
     )
-    if len(_text_cache) >= _TEXT_CACHE_SIZE:
-        _text_cache.clear()
-    _text_cache[key] = part
+    if len(text_cache) >= _TEXT_CACHE_SIZE:
+        text_cache.clear()
+    text_cache[key] = part
     return part
 
 

@@ -59,11 +59,12 @@ def _mtime(st: os.stat_result) -> datetime:
 
 
 class FilesystemStore:
-    """``storage.base.ObjectStore`` over a local directory."""
+    """``storage.base.ObjectStore`` over a local directory. Its directories are made 0700
+    and its files 0600 (``mkstemp``): DICOM files are patient data."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def __repr__(self) -> str:
         return f"FilesystemStore({str(self.root)!r})"
@@ -84,7 +85,7 @@ class FilesystemStore:
             current = current.parent
         for new_dir in reversed(missing):
             try:
-                new_dir.mkdir()
+                new_dir.mkdir(mode=0o700)
             except FileExistsError:
                 if not new_dir.is_dir():
                     raise InvalidKey(

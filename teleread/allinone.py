@@ -7,40 +7,50 @@ import logging
 import os
 import sys
 
+from sqlalchemy.orm import Session, sessionmaker
+
+import storage
+from storage.settings import StorageSettings
 from teleread.bootstrap import Login, ensure_demo_accounts, ensure_gateway_user
 from teleread.embedded import DataDir, database_url
-from teleread.services import ApiServer, Housekeeping, build_api, start_gateway, wait_for_signal
+from teleread.services import ApiServer, build_api, start_gateway, wait_for_signal
 
 log = logging.getLogger(__name__)
 
 
-def _embedded_storage_defaults(data_dir: DataDir) -> None:
-    """Point the filesystem store at the data directory unless configured otherwise."""
-    os.environ.setdefault("TELEREAD_STORAGE_ROOT", str(data_dir.objects))
+def embedded_storage_settings(data_dir: DataDir) -> StorageSettings:
+    """The environment's storage settings, the filesystem store's root in the data directory
+    unless ``TELEREAD_STORAGE_ROOT`` says otherwise."""
+    settings = StorageSettings()
+    if "root" in settings.model_fields_set:
+        return settings
+    return settings.model_copy(update={"root": data_dir.objects})
 
 
 def serve(args: argparse.Namespace) -> int:
     from worklist import accounts
-    from worklist.db import make_engine, make_sessionmaker, upgrade
+    from worklist.db import upgrade
+    from worklist.housekeeping import Housekeeping
     from worklist.settings import get_settings as worklist_settings
 
     data_dir = DataDir.resolve(args.data_dir)
-    _embedded_storage_defaults(data_dir)
+    store = storage.from_settings(embedded_storage_settings(data_dir))  # gateway's and API's
     url = database_url(data_dir, args.database_url)
     upgrade(url)
-    factory = make_sessionmaker(make_engine(url))
+    secret = os.environ.get("TELEREAD_API_SECRET_KEY") or data_dir.secret("api")
+    app = build_api(url, store, secret_key=secret)
+    factory: sessionmaker[Session] = app.state.session_factory
     logins = ensure_demo_accounts(factory, data_dir)
     gw_user, gw_password = ensure_gateway_user(factory, data_dir)
 
-    secret = os.environ.get("TELEREAD_API_SECRET_KEY") or data_dir.secret("api")
-    app = build_api(factory, secret_key=secret)
     api = ApiServer(app, host=args.host, port=args.http_port)
     api.start()
-    housekeeping = Housekeeping(factory, stable_seconds=worklist_settings().stable_seconds)
+    housekeeping = Housekeeping(factory, worklist_settings())
     housekeeping.start()
 
     ae_title = args.ae_title or "TELEREAD"
     stop_gateway = start_gateway(
+        store,
         ae_title=ae_title,
         host=args.host,
         port=args.dicom_port,

@@ -163,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--timeout", type=float, default=5.0, help="seconds per network step")
     _add_db_args(doctor)
 
+    verify = sub.add_parser(
+        "verify", help="read every stored object back and check it against the index (sha256)"
+    )
+    verify.add_argument("--json", action="store_true", help="machine-readable summary")
+    _add_db_args(verify)
+
     bk = sub.add_parser("backup", help="back up the database to one file (SQLite or PostgreSQL)")
     bk.add_argument("output", type=Path, help="a file, or a directory for a dated name")
     bk.add_argument(
@@ -184,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # every file teleread makes (index, objects, spool, secrets, backups) holds patient data
+    # or credentials: readable by this user only, whatever the shell's umask
+    os.umask(0o077)
     args = build_parser().parse_args(argv)
     from teleread.logs import configure_logging
 
@@ -224,6 +233,41 @@ def _session_factory(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     url = database_url(data_dir, args.database_url)
     upgrade(url)
     return make_sessionmaker(make_engine(url))
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    import storage
+    from teleread.allinone import embedded_storage_settings
+    from teleread.verify import scrub
+
+    if args.database_url:
+        store = storage.from_settings()
+    else:  # embedded: the objects live in the data directory
+        store = storage.from_settings(embedded_storage_settings(DataDir.resolve(args.data_dir)))
+    factory = _session_factory(args)
+    report = scrub(
+        factory=factory,
+        store=store,
+        on_problem=None if args.json else lambda problem: print(problem.line()),
+    )
+    summary = {
+        "checked": report.checked,
+        "bytes": report.bytes,
+        "seconds": round(report.seconds, 1),
+        "problems": [
+            {"kind": p.kind, "key": p.key, "study_uid": p.study_uid, "sop_uid": p.sop_uid}
+            for p in report.problems
+        ],
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        mib = report.bytes / (1 << 20)
+        print(
+            f"{report.checked} objects checked ({mib:.1f} MiB in {report.seconds:.1f} s): "
+            f"{len(report.problems) or 'no'} problem(s)"
+        )
+    return 1 if report.problems else 0
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
@@ -527,6 +571,7 @@ COMMANDS = {
     "demo-studies": _cmd_demo,
     "triage": _cmd_triage,
     "doctor": _cmd_doctor,
+    "verify": _cmd_verify,
     "backup": _cmd_backup,
     "restore": _cmd_backup,
 }

@@ -1,12 +1,18 @@
 """The embedded default: one data directory holding the SQLite index, the object store,
-the gateway's spool and the secrets that must survive restarts."""
+the gateway's spool and the secrets that must survive restarts. The directory is private
+(0700: made so, or tightened at start when it was not), so no other local user reads the
+patient data, report text, password hashes and DICOM files under it."""
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path("teleread-data")
 
@@ -19,7 +25,14 @@ class DataDir:
     def resolve(cls, value: str | os.PathLike[str] | None) -> DataDir:
         raw = value or os.environ.get("TELEREAD_DATA_DIR") or DEFAULT_DATA_DIR
         root = Path(raw).expanduser().resolve()
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = stat.S_IMODE(root.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(root, 0o700)
+            logger.warning(
+                "data directory was readable by other users; made private (0700)",
+                extra={"action": "data_dir_made_private", "mode": oct(mode)},
+            )
         return cls(root)
 
     @property

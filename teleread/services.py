@@ -1,5 +1,6 @@
-"""Running the parts: the county API (uvicorn in a thread), its housekeeping loop, and the
-township gateway. Wiring only: each part's behaviour lives in its own package."""
+"""Running the parts: the county API (uvicorn in a thread) with the worklist's housekeeping
+thread (``worklist.housekeeping``), and the township gateway. Wiring only: each part's
+behaviour lives in its own package."""
 
 from __future__ import annotations
 
@@ -17,77 +18,20 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+import storage
+from storage.base import ObjectStore
 from teleread.embedded import DataDir, database_url
 
 log = logging.getLogger(__name__)
 
-HOUSEKEEPING_SECONDS = 5.0
-RETENTION_SECONDS = 3600.0  # how often expired audit events, events, deliveries are purged
-
-
-class Housekeeping(threading.Thread):
-    """Every few seconds: studies that went quiet become ready; abandoned claims expire;
-    late unclaimed studies escalate; events go out to the configured webhooks. Hourly (and
-    every pass while a backlog lasts): rows past their retention are purged."""
-
-    def __init__(self, factory: sessionmaker[Session], *, stable_seconds: int) -> None:
-        super().__init__(name="worklist-housekeeping", daemon=True)
-        self._factory = factory
-        self._stable_seconds = stable_seconds
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        import httpx
-
-        from worklist import escalation, retention, webhooks
-        from worklist.completion import mark_stable_studies
-        from worklist.db import utcnow
-        from worklist.repository import expire_claims
-        from worklist.settings import get_settings
-
-        wl = get_settings()
-        client = httpx.Client(timeout=wl.webhook_timeout_seconds, follow_redirects=False)
-        next_purge = 0.0  # time.monotonic(): the first pass purges
-        try:
-            while not self._stop_event.wait(HOUSEKEEPING_SECONDS):
-                try:
-                    with self._factory.begin() as session:
-                        now = utcnow()
-                        mark_stable_studies(
-                            session=session, now=now, stable_seconds=self._stable_seconds
-                        )
-                        expire_claims(session=session, now=now)
-                        escalation.scan(session=session, now=now)
-                    webhooks.run_once(
-                        factory=self._factory,
-                        client=client,
-                        urls=wl.webhook_urls,
-                        secret=wl.webhook_secret,
-                        clock=utcnow,
-                        max_attempts=wl.webhook_max_attempts,
-                    )
-                    if time.monotonic() >= next_purge:
-                        next_purge = time.monotonic() + RETENTION_SECONDS
-                        with self._factory.begin() as session:
-                            purged = retention.purge_expired(
-                                session=session, now=utcnow(), settings=wl
-                            )
-                        if purged.more:  # a bounded batch per pass until the backlog is gone
-                            next_purge = 0.0
-                except Exception:
-                    log.exception("housekeeping failed", extra={"action": "housekeeping_failed"})
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        self._stop_event.set()
-
 
 class ApiServer:
-    """uvicorn serving an app in a background thread, stoppable."""
+    """uvicorn serving an app in a background thread, stoppable; connections that do not
+    finish their request headers in time are closed (``viewer_api.slow_clients``)."""
 
     def __init__(self, app: FastAPI, *, host: str, port: int) -> None:
         from viewer_api.settings import ApiSettings
+        from viewer_api.slow_clients import protocol_class
 
         self._app = app
         settings: ApiSettings = app.state.settings
@@ -101,6 +45,8 @@ class ApiServer:
             log_level="warning",
             lifespan="on",
             log_config=None,
+            http=protocol_class(settings.header_timeout_seconds),
+            timeout_keep_alive=5,
             proxy_headers=True,
             forwarded_allow_ips=trusted,
         )
@@ -136,13 +82,16 @@ def wait_for_signal() -> None:
         pass
 
 
-def build_api(factory: sessionmaker[Session], *, secret_key: str | None = None) -> FastAPI:
-    import storage
+def build_api(url: str, store: ObjectStore, *, secret_key: str | None = None) -> FastAPI:
+    """The county API over the database at ``url`` and ``store``, its pool sized to the
+    API's threads (``ApiSettings.database_connections``) so a request never waits on the pool."""
     from viewer_api.main import create_app
     from viewer_api.settings import ApiSettings
+    from worklist.db import make_engine, make_sessionmaker
 
     settings = ApiSettings(secret_key=secret_key) if secret_key else ApiSettings()
-    return create_app(session_factory=factory, store=storage.from_settings(), settings=settings)
+    engine = make_engine(url, pool_size=settings.database_connections, max_overflow=0)
+    return create_app(session_factory=make_sessionmaker(engine), store=store, settings=settings)
 
 
 class SchemaNotReady(RuntimeError):
@@ -190,20 +139,20 @@ def wait_for_schema(engine: Engine, *, timeout: float, poll: float = 1.0) -> Non
 
 
 def api_command(args: argparse.Namespace) -> int:
-    from worklist.db import make_engine, make_sessionmaker
+    from worklist.housekeeping import Housekeeping
     from worklist.settings import get_settings as worklist_settings
 
     data_dir = DataDir.resolve(args.data_dir) if not args.database_url else None
     url = database_url(data_dir, args.database_url)
-    engine = make_engine(url)
+    app = build_api(url, storage.from_settings())
+    factory: sessionmaker[Session] = app.state.session_factory
+    engine: Engine = factory.kw["bind"]
     try:
         wait_for_schema(engine, timeout=args.migration_wait)
     except SchemaNotReady as exc:
         log.error(str(exc), extra={"action": "api_schema_not_ready"})
         return 1
-    factory = make_sessionmaker(engine)
-    app = build_api(factory)
-    housekeeping = Housekeeping(factory, stable_seconds=worklist_settings().stable_seconds)
+    housekeeping = Housekeeping(factory, worklist_settings())
     housekeeping.start()
     server = ApiServer(app, host=args.host, port=args.http_port)
     server.start()
@@ -216,15 +165,14 @@ def api_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def start_gateway(**overrides: object) -> Callable[[], None]:
-    """Start the gateway (SCP + forwarder) with settings from the environment plus overrides;
-    return its stop function."""
-    import storage
+def start_gateway(store: ObjectStore, **overrides: object) -> Callable[[], None]:
+    """Start the gateway (SCP + forwarder) over ``store`` with settings from the environment
+    plus overrides; return its stop function."""
     from gateway.config import GatewaySettings
     from gateway.service import Gateway
 
     settings = GatewaySettings(**overrides)  # type: ignore[arg-type]
-    gateway = Gateway(settings=settings, store=storage.from_settings())
+    gateway = Gateway(settings=settings, store=store)
     gateway.start()
     return gateway.stop
 
@@ -264,7 +212,8 @@ def gateway_command(args: argparse.Namespace) -> int:
         status = spool_status(GatewaySettings(**overrides).spool_dir)  # type: ignore[arg-type]
         print(json.dumps(status, indent=2, default=str) if args.json else format_status(status))  # noqa: T201
         return 0
-    stop = start_gateway(**({"spool_dir": Path(args.spool_dir)} if args.spool_dir else {}))
+    overrides = {"spool_dir": Path(args.spool_dir)} if args.spool_dir else {}
+    stop = start_gateway(storage.from_settings(), **overrides)
     try:
         wait_for_signal()
     finally:

@@ -3,8 +3,9 @@
 A route's roles come from its guard dependencies: ``deps.require_roles(...)`` (the
 ``ViewerUser``, ``ReaderUser``, ``GatewayUser``, ``AdminUser`` annotations) and
 ``deps.get_current_user`` (any role) carry the roles they admit; a guard written by hand
-is marked with ``deps.declare_roles`` (done here for the event stream's). Where a route
-has several, the roles are those every guard admits. A route with none is public (log-in,
+is marked with ``deps.declare_roles`` where it is defined (the event stream's, the metrics
+scrape's, the DICOMweb routes'). Where a route has several, the roles are those every
+guard admits. A route with none is public (log-in,
 health, the share-link pages, the web UI's static pages).
 
 ``install(app)`` makes ``app.openapi()`` add ``x-teleread-roles`` to every operation: the
@@ -22,22 +23,12 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import iter_route_contexts
 
-from viewer_api import metrics
-from viewer_api.deps import ROLES_ATTRIBUTE, declare_roles
-from viewer_api.routes import events
-from worklist.models import ROLE_ADMIN
+from viewer_api.deps import ROLES_ATTRIBUTE
 
 ROLES_EXTENSION = "x-teleread-roles"
 PUBLIC = "public"
 # the methods an OpenAPI path item may hold (Starlette adds HEAD to every GET route)
 _OPENAPI_METHODS = ("get", "put", "post", "delete", "options", "patch", "trace")
-
-# guards written by hand: the event stream's (a token in the header or the query), and
-# the metrics scrape's (an admin; also the metrics token or a loopback client, no account)
-declare_roles(events.stream_user, events.STREAM_ROLES)
-_scrape = getattr(metrics, "metrics", None)
-if _scrape is not None:  # left undeclared (public) if renamed: the access matrix test says so
-    declare_roles(_scrape, (ROLE_ADMIN,))
 
 
 def _guard_roles(dependant: Dependant) -> Iterator[frozenset[str]]:

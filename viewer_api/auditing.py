@@ -1,28 +1,39 @@
-"""The request's audit trail: who (the caller), from where and when are bound once per
-request (``deps.Audit``), so a route says only what happened:
+"""The audit trail, two ways.
 
-    audit(AuditAction.REPORT_SIGNED, object_id=study_uid, detail={"status": "final"})
+- ``Auditor``: the request's own trail. Who (the caller), from where and when are bound
+  once per request (``deps.Audit``), so a route says only what happened:
 
-A row written this way joins the request's transaction: it is committed with the route's
-work, or rolled back with it. ``refusals`` records a refused request on its own.
+      audit(AuditAction.REPORT_SIGNED, object_id=study_uid, detail={"status": "final"})
+
+  The row joins the request's transaction: committed with the route's work, or rolled
+  back with it. ``refusals`` records a refused request on its own.
+- ``AuditWriter`` (one per app, ``app.state.audit_writer``): views that come by the
+  hundred (DICOMweb searches, metadata, images, retrieves) and refused cross-site attempts,
+  taken down in microseconds and written by a thread in batches, off the request path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import threading
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from storage.verified import ObjectCorrupt
 from worklist import audit
-from worklist.audit import AuditAction
+from worklist.audit import AuditAction, PendingEvent, append_events
 from worklist.errors import WorklistError
 from worklist.models import User
 
+logger = logging.getLogger(__name__)
+
 REFUSED = "refused"
+ERROR = "error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,5 +92,136 @@ class Auditor:
             self.session.commit()
             raise
 
+    @contextmanager
+    def corrupt_objects(self, *, object_id: str, detail: dict[str, Any]) -> Iterator[None]:
+        """A stored object that fails its sha256 check (``ObjectCorrupt``) is not served:
+        logged as an error, audited (``object_integrity_failed``, outcome "error",
+        committed on its own), then answered as the error table says."""
+        try:
+            yield
+        except ObjectCorrupt as exc:
+            logger.error(
+                "stored object fails its sha256 check; not served",
+                extra={"action": AuditAction.OBJECT_INTEGRITY_FAILED, **detail},
+            )
+            self.session.rollback()
+            self(
+                AuditAction.OBJECT_INTEGRITY_FAILED,
+                object_id=object_id,
+                outcome=ERROR,
+                detail={"found_by": "retrieve", **detail, "message": str(exc)[:300]},
+            )
+            self.session.commit()
+            raise
 
-__all__ = ["REFUSED", "AuditAction", "Auditor"]
+
+class AuditWriter:
+    """Audit events written off the request path, for the views that come by the hundred
+    (DICOMweb searches, metadata, images, retrieves, refused cross-site attempts).
+
+    ``add`` takes an event down (a lock and a list append: microseconds); a thread writes
+    what was taken down every ``interval`` seconds, in one transaction with one multi-row
+    INSERT. ``once_per`` keeps one event per key per ``repeat_seconds`` (a viewer scrolling
+    through a study asks for hundreds of frames: one row per study, user and few minutes).
+    If the database refuses, the events wait for the next round (at most ``max_pending``:
+    past that the oldest are dropped, with a warning). ``close`` writes what is left; a
+    process that dies loses at most the last ``interval`` seconds of these events.
+    """
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        *,
+        interval: float = 1.0,
+        repeat_seconds: float = 300.0,
+        max_pending: int = 100_000,
+    ) -> None:
+        self.factory = factory
+        self.interval = interval
+        self.repeat_seconds = repeat_seconds
+        self.max_pending = max_pending
+        self.dropped = 0  # events lost to ``max_pending``, all told
+        self._pending: list[PendingEvent] = []
+        self._last: dict[Hashable, datetime] = {}
+        self._lock = threading.Lock()
+        self._flushing = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def add(self, event: PendingEvent, *, once_per: Hashable | None = None) -> None:
+        """Take ``event`` down, unless ``once_per`` names a key seen in the last
+        ``repeat_seconds`` (by the event's time)."""
+        with self._lock:
+            if once_per is not None:
+                last = self._last.get(once_per)
+                if last is not None and (event.at - last).total_seconds() < self.repeat_seconds:
+                    return
+                self._last[once_per] = event.at
+            self._pending.append(event)
+            if len(self._pending) > self.max_pending:
+                del self._pending[0]
+                self.dropped += 1
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+                self._thread.start()
+
+    def flush(self) -> int:
+        """Write what was taken down; the number of events written."""
+        with self._flushing:
+            with self._lock:
+                events, self._pending = self._pending, []
+                self._forget_old(events[-1].at if events else None)
+            if not events:
+                return 0
+            try:
+                with self.factory.begin() as session:
+                    append_events(session=session, events=events)
+            except Exception:
+                with self._lock:  # back in front of the newer ones, for the next round
+                    self._pending[:0] = events
+                    excess = len(self._pending) - self.max_pending
+                    if excess > 0:
+                        del self._pending[:excess]
+                        self.dropped += excess
+                raise
+            return len(events)
+
+    def _forget_old(self, now: datetime | None) -> None:
+        if now is None or len(self._last) < 1024:
+            return
+        self._last = {
+            key: at
+            for key, at in self._last.items()
+            if (now - at).total_seconds() < self.repeat_seconds
+        }
+
+    def _run(self) -> None:
+        reported = 0
+        while not self._closed:
+            self._wake.wait(self.interval)
+            try:
+                self.flush()
+            except Exception as exc:
+                logger.warning(
+                    "audit events not written yet: %s",
+                    type(exc).__name__,
+                    extra={"action": "audit_write_failed", "pending": len(self._pending)},
+                )
+            if self.dropped > reported:
+                logger.error(
+                    "audit events dropped",
+                    extra={"action": "audit_events_dropped", "dropped": self.dropped - reported},
+                )
+                reported = self.dropped
+
+    def close(self) -> None:
+        """Stop the thread and write what is left."""
+        self._closed = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.flush()
+
+
+__all__ = ["ERROR", "REFUSED", "AuditWriter", "Auditor"]

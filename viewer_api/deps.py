@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from storage.base import ObjectStore
-from viewer_api.auditing import Auditor
+from viewer_api.auditing import REFUSED, Auditor, AuditWriter
 from viewer_api.errors import (
     AccountRefused,
     CsrfRefused,
@@ -38,6 +38,7 @@ from viewer_api.security import (
 from viewer_api.settings import ApiSettings
 from worklist import repository
 from worklist.accounts import get_user, web_session_open
+from worklist.audit import AuditAction, PendingEvent
 from worklist.errors import StudyNotFound
 from worklist.models import (
     ROLE_ADMIN,
@@ -118,8 +119,12 @@ async def get_now(request: Request) -> datetime:
     return clock()
 
 
-async def get_client_addr(request: Request) -> str:
+def client_addr_of(request: Request) -> str:
     return request.client.host if request.client is not None else ""
+
+
+async def get_client_addr(request: Request) -> str:
+    return client_addr_of(request)
 
 
 SettingsDep = Annotated[ApiSettings, Depends(get_settings_dep)]
@@ -249,12 +254,29 @@ Audit = Annotated[Auditor, Depends(get_audit)]
 AnonymousAudit = Annotated[Auditor, Depends(get_anonymous_audit)]
 
 
-def get_visible_study(study_uid: str, session: SessionDep, user: CurrentUser) -> Study:
+def get_visible_study(
+    study_uid: str, request: Request, session: SessionDep, user: CurrentUser, now: NowDep
+) -> Study:
     """The study of the path's ``study_uid`` if the caller may see it; ``StudyNotFound``
-    (404) otherwise, so a clinic cannot even learn that another site's study exists.
-    Declare it after the route's guard: a caller of the wrong role gets 403 first."""
+    (404) otherwise, so a clinic cannot even learn that another site's study exists (the
+    attempt on another site's study is audited, ``study_access_refused``, off the request
+    path: the request's own transaction is rolled back). Declare it after the route's
+    guard: a caller of the wrong role gets 403 first."""
     study = repository.get_study(session=session, study_uid=study_uid, viewer=user)
     if study is None:
+        if repository.study_exists(session=session, study_uid=study_uid):
+            writer: AuditWriter = request.app.state.audit_writer
+            writer.add(
+                PendingEvent.of(
+                    actor=user,
+                    action=AuditAction.STUDY_ACCESS_REFUSED,
+                    object_id=study_uid,
+                    client_addr=client_addr_of(request),
+                    outcome=REFUSED,
+                    detail={"via": "api", "path": request.url.path[:256]},
+                    now=now,
+                )
+            )
         raise StudyNotFound()
     return study
 
@@ -280,6 +302,7 @@ __all__ = [
     "ViewerUser",
     "VisibleStudy",
     "WorklistSettingsDep",
+    "client_addr_of",
     "declare_roles",
     "get_db",
     "load_token_user",

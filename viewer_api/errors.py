@@ -24,6 +24,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
 from storage import errors as storage_errors
+from storage.verified import ObjectCorrupt
 from viewer_api.outputs import content, images, share
 from worklist import critical, report_templates, reports
 from worklist import errors as wl
@@ -190,6 +191,13 @@ ERRORS: dict[type[Exception], Problem] = {
     wl.WorklistError: Problem(400, "worklist_error"),
     # the store's
     storage_errors.ObjectNotFound: Problem(404, "object_not_found"),
+    # the stored bytes are not those recorded at ingest: never served, never retried
+    ObjectCorrupt: Problem(
+        502,
+        "object_corrupt",
+        "The stored object failed its integrity check and was not served; "
+        "the event is in the audit trail",
+    ),
     storage_errors.InvalidKey: Problem(422, "invalid_object_key"),
     storage_errors.StorageError: Problem(
         503, "storage_unavailable", "A backing service is unavailable; retry later", RETRY_SOON
@@ -204,6 +212,11 @@ ERRORS: dict[type[Exception], Problem] = {
         RETRY_SOON,
     ),
     sa_exc.OperationalError: Problem(
+        503, "database_unavailable", "A backing service is unavailable; retry later", RETRY_SOON
+    ),
+    # no pooled connection came free in time (the pool is sized to the API's threads, so
+    # this is a database that stopped answering, not load)
+    sa_exc.TimeoutError: Problem(
         503, "database_unavailable", "A backing service is unavailable; retry later", RETRY_SOON
     ),
     # a value the database refuses (too long, out of range, NUL): input validation should
@@ -284,19 +297,26 @@ async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     return answer(exc.status_code, code, exc.detail, exc.headers)
 
 
+# a body with a million unknown keys must not get a million errors back
+MAX_VALIDATION_ERRORS = 20
+
+
 async def _handle_invalid(request: Request, exc: Exception) -> JSONResponse:
     """422 with where and what, not the offending input: it may be patient data, or a value
-    JSON cannot even carry (an infinite number) and the answer itself would fail."""
+    JSON cannot even carry (an infinite number) and the answer itself would fail. At most
+    ``MAX_VALIDATION_ERRORS`` errors, each cut short; the ``X-Validation-Errors`` header
+    counts them all."""
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
     detail = [
         {
-            "loc": [str(part) for part in e.get("loc", ())],
-            "msg": str(e.get("msg", "")),
-            "type": str(e.get("type", "")),
+            "loc": [str(part)[:64] for part in e.get("loc", ())][:8],
+            "msg": str(e.get("msg", ""))[:200],
+            "type": str(e.get("type", ""))[:64],
         }
-        for e in errors
+        for e in errors[:MAX_VALIDATION_ERRORS]
     ]
-    return answer(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid_request", detail)
+    headers = {"X-Validation-Errors": str(len(errors))}
+    return answer(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid_request", detail, headers)
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:

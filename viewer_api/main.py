@@ -4,15 +4,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.base import ObjectStore
 from viewer_api import access, dicomweb, errors, metrics, web
-from viewer_api.limits import BodySizeLimit, check_url_inputs, document_url_rules
+from viewer_api.auditing import AuditWriter
+from viewer_api.event_streams import StreamHub
+from viewer_api.limits import RequestGate, check_url_inputs, document_url_rules
 from viewer_api.routes import (
     admin,
     audit,
@@ -39,6 +43,16 @@ from worklist.settings import get_settings as get_worklist_settings
 logger = logging.getLogger(__name__)
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """At shutdown: end the event streams and the threads the app started, and write the
+    views taken down but not yet written."""
+    yield
+    await anyio.to_thread.run_sync(app.state.event_hub.stop)
+    app.state.readiness.close()
+    await anyio.to_thread.run_sync(app.state.audit_writer.close)
+
+
 def create_app(
     *,
     session_factory: sessionmaker[Session],
@@ -53,7 +67,10 @@ def create_app(
     (claim lease, stable age, deadlines) defaults to the environment's.
     """
     app = FastAPI(
-        title="teleread county API", version="1", dependencies=[Depends(check_url_inputs)]
+        title="teleread county API",
+        version="1",
+        dependencies=[Depends(check_url_inputs)],
+        lifespan=_lifespan,
     )
     app.state.session_factory = session_factory
     app.state.store = store
@@ -62,10 +79,20 @@ def create_app(
     app.state.user_cache = UserCache(settings.user_cache_seconds)
     app.state.login_throttle = LoginThrottle.from_settings(settings)
     app.state.worklist_settings = worklist_settings or get_worklist_settings()
+    app.state.audit_writer = AuditWriter(session_factory)
+    app.state.readiness = health.ReadinessProbe(session_factory, store)
+    app.state.event_hub = StreamHub(
+        session_factory,
+        max_per_account=settings.max_streams_per_account,
+        max_streams=settings.max_streams,
+    )
 
     errors.install(app)  # every error answers as the one table in viewer_api.errors says
 
+    # a request is matched against the routes in this order: DICOMweb first, as a viewer
+    # scrolling a series asks for one image per slice
     for module in (
+        dicomweb,
         auth,
         worklist,
         admin,
@@ -81,13 +108,11 @@ def create_app(
         stats,
         gateway,
         health,
-        dicomweb,
         web,
     ):
         app.include_router(module.router)
     access.install(app)  # x-teleread-roles on every operation of the OpenAPI schema
-    app.router.routes[:0] = dicomweb.FAST_ROUTES  # a scrolled series: one request per slice
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestGate, settings=settings)
     document_url_rules(app)
     metrics.install(app)  # outermost: times and counts every answer, 413s included
     return app

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import jwt
+from cachetools import TTLCache
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import make_transient_to_detached
 
@@ -133,8 +134,12 @@ class UserCache:
     def __init__(self, ttl: float, *, max_entries: int = 4096) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
-        self._items: OrderedDict[str, tuple[User, float, float]] = OrderedDict()
-        self._lock = threading.Lock()
+        # token -> (account, the token's expiry); cachetools drops an entry ``ttl`` seconds
+        # after it was put, and the least recently used one when full
+        self._items: TTLCache[str, tuple[User, float]] = TTLCache(
+            maxsize=max_entries, ttl=max(ttl, 0.001), timer=time.monotonic
+        )
+        self._lock = threading.Lock()  # a TTLCache is not thread-safe
 
     def get(self, token: str) -> User | None:
         """The cached account (detached: ``session.merge(user, load=False)`` it), or None."""
@@ -144,8 +149,8 @@ class UserCache:
             item = self._items.get(token)
             if item is None:
                 return None
-            user, fresh_until, expires_at = item
-            if time.monotonic() >= fresh_until or time.time() >= expires_at:
+            user, expires_at = item
+            if time.time() >= expires_at:
                 del self._items[token]
                 return None
             return user
@@ -166,12 +171,8 @@ class UserCache:
             tokens_valid_after=user.tokens_valid_after,
         )
         make_transient_to_detached(copy)
-        entry = (copy, time.monotonic() + self.ttl, claims.expires_at.timestamp())
         with self._lock:
-            self._items[token] = entry
-            self._items.move_to_end(token)
-            while len(self._items) > self.max_entries:
-                self._items.popitem(last=False)
+            self._items[token] = (copy, claims.expires_at.timestamp())
 
     def discard(self, token: str) -> None:
         """Forget one token (its web session ended)."""
@@ -181,7 +182,7 @@ class UserCache:
     def discard_user(self, user_id: int) -> None:
         """Forget every token of one account (after disabling it or revoking its tokens)."""
         with self._lock:
-            for token in [t for t, (u, _, _) in self._items.items() if u.id == user_id]:
+            for token in [t for t, (u, _) in self._items.items() if u.id == user_id]:
                 del self._items[token]
 
     def clear(self) -> None:

@@ -11,6 +11,20 @@ from viewer_api.errors import InsecureSecretKey
 
 DEFAULT_TOKEN_TTL_SECONDS = 8 * 3600
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+# every body but a gateway's announcement is a small JSON document or form
+DEFAULT_MAX_JSON_BYTES = 1024 * 1024
+# a body larger than this needs a valid bearer token before a byte of it is read
+DEFAULT_UNAUTHENTICATED_BODY_BYTES = 64 * 1024
+# concurrency (viewer_api.limits.RequestGate): requests handled at once per group; the rest
+# wait up to QUEUE_SECONDS, then 503 + Retry-After
+DEFAULT_API_CONCURRENCY = 16
+DEFAULT_IMAGE_CONCURRENCY = 6
+DEFAULT_QUEUE_SECONDS = 3.0
+# threads beyond the admitted requests: event-stream set-up, readiness, a route's second hop
+SPARE_THREADS = 6
+# database connections beyond the threads: housekeeping, webhooks, the event notifier, the
+# audit writer (viewer_api.auditing.AuditWriter)
+SPARE_CONNECTIONS = 5
 # how long an account checked for one token is trusted without reloading it (security.UserCache)
 DEFAULT_USER_CACHE_SECONDS = 2.0
 # failed log-ins (security.LoginThrottle): per user name and client address, per address
@@ -32,6 +46,10 @@ class ApiSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    # rendered images of native greyscale instances read their frame straight from the
+    # stored object's tail, by the header the index holds (``dicomweb.pixels``), instead
+    # of a pydicom parse; false: every frame through pydicom
+    native_frames: bool = True
     # 0 turns the cache off; more than a few seconds would let a disabled account linger
     user_cache_seconds: float = Field(DEFAULT_USER_CACHE_SECONDS, ge=0, le=10)
     # failed log-ins allowed within the window before 429 (0 turns a limit off); counted in
@@ -50,6 +68,38 @@ class ApiSettings(BaseSettings):
     # /metrics comes from the header only when the connection comes from one of them.
     # Comma-separated; "" believes no one; "*" everyone (never with a port open to clients)
     trusted_proxies: str = "127.0.0.1,::1"
+    # --- load: concurrency, queueing and slow clients (viewer_api.limits) ---
+    # requests handled at once: DICOMweb (images, metadata, QIDO) and the rest of the API
+    api_concurrency: int = Field(DEFAULT_API_CONCURRENCY, ge=1, le=1000)
+    image_concurrency: int = Field(DEFAULT_IMAGE_CONCURRENCY, ge=1, le=1000)
+    # how long a request waits for a slot before 503 + Retry-After, and how many may wait
+    queue_seconds: float = Field(DEFAULT_QUEUE_SECONDS, gt=0, le=60)
+    queue_depth: int = Field(512, ge=0, le=100_000)
+    max_json_bytes: int = Field(DEFAULT_MAX_JSON_BYTES, ge=1024)
+    # keys in one JSON body, counted before it is parsed: any route but the ingest ones
+    # (no form of ours has more than a few dozen), and the ingest ones (a gateway's batch of
+    # 1000 announced instances, headers included, has about 200 000)
+    max_json_keys: int = Field(5_000, ge=100)
+    max_ingest_json_keys: int = Field(500_000, ge=1000)
+    unauthenticated_body_bytes: int = Field(DEFAULT_UNAUTHENTICATED_BODY_BYTES, ge=0)
+    # a client that sends nothing for this long while its request body is due gets 408;
+    # one that has not finished its request line and headers this long after it started
+    # them is disconnected (viewer_api.slow_clients)
+    body_idle_seconds: float = Field(15.0, gt=0, le=600)
+    header_timeout_seconds: float = Field(10.0, ge=0, le=600)
+    # event streams (viewer_api.event_streams): open at once per account and in all
+    max_streams_per_account: int = Field(10, ge=1, le=10_000)
+    max_streams: int = Field(2000, ge=1, le=100_000)
+
+    @property
+    def worker_threads(self) -> int:
+        """The thread pool: one per admitted request, plus the spare ones."""
+        return self.api_concurrency + self.image_concurrency + SPARE_THREADS
+
+    @property
+    def database_connections(self) -> int:
+        """The database pool: a connection for every thread that may hold one at once."""
+        return self.worker_threads + SPARE_CONNECTIONS
 
     @field_validator("secret_key", mode="after")
     @classmethod

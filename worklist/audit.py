@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, func, insert, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from worklist.models import AuditEvent, Site, User
@@ -72,6 +72,8 @@ class AuditAction(StrEnum):
     AUDIT_VIEWED = "audit_viewed"
     AUDIT_EXPORTED = "audit_exported"
     AUDIT_PURGED = "audit_purged"
+    # a stored object that does not match the sha256 recorded at ingest (or is gone)
+    OBJECT_INTEGRITY_FAILED = "object_integrity_failed"
 
     @property
     def object_type(self) -> str:
@@ -120,7 +122,7 @@ _OBJECT_TYPES: dict[AuditAction, str] = {
         "study",
     ),
     **dict.fromkeys(
-        (AuditAction.INSTANCE_VIEWED,),
+        (AuditAction.INSTANCE_VIEWED, AuditAction.OBJECT_INTEGRITY_FAILED),
         "instance",
     ),
     **dict.fromkeys(
@@ -186,21 +188,94 @@ def record(
     if actor is not None and actor.site_id is not None:
         site_code = session.scalar(select(Site.code).where(Site.id == actor.site_id)) or ""
     event = AuditEvent(
-        at=now,
-        user_id=actor.id if actor is not None else None,
-        username=actor.username if actor is not None else "",
-        role=actor.role if actor is not None else "",
-        site_code=site_code,
-        action=_text(action, 64),
-        object_type=_text(action.object_type if object_type is None else object_type, 32),
-        object_id=_text(object_id, 128),
-        client_addr=_text(client_addr, 64),
-        outcome=_text(outcome, 16),
-        detail=dict(detail or {}),
+        **PendingEvent.of(
+            actor=actor,
+            action=action,
+            object_type=object_type,
+            object_id=object_id,
+            client_addr=client_addr,
+            outcome=outcome,
+            detail=detail,
+            now=now,
+        ).row(site_code)
     )
     session.add(event)
     session.flush()
     return event
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An event taken down now and written later with others (``append_events``): the
+    actor is copied, its site code looked up when written."""
+
+    at: datetime
+    user_id: int | None
+    username: str
+    role: str
+    site_id: int | None
+    action: AuditAction
+    object_type: str
+    object_id: str
+    client_addr: str
+    outcome: str
+    detail: dict[str, Any]
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        actor: User | None,
+        action: AuditAction,
+        object_type: str | None = None,
+        object_id: str = "",
+        client_addr: str = "",
+        outcome: str = "success",
+        detail: dict[str, Any] | None = None,
+        now: datetime,
+    ) -> PendingEvent:
+        return cls(
+            at=now,
+            user_id=actor.id if actor is not None else None,
+            username=actor.username if actor is not None else "",
+            role=actor.role if actor is not None else "",
+            site_id=actor.site_id if actor is not None else None,
+            action=action,
+            object_type=action.object_type if object_type is None else object_type,
+            object_id=object_id,
+            client_addr=client_addr,
+            outcome=outcome,
+            detail=dict(detail or {}),
+        )
+
+    def row(self, site_code: str) -> dict[str, Any]:
+        """The ``audit_events`` row, every text cut to its column."""
+        return {
+            "at": self.at,
+            "user_id": self.user_id,
+            "username": self.username,
+            "role": self.role,
+            "site_code": site_code,
+            "action": _text(self.action, 64),
+            "object_type": _text(self.object_type, 32),
+            "object_id": _text(self.object_id, 128),
+            "client_addr": _text(self.client_addr, 64),
+            "outcome": _text(self.outcome, 16),
+            "detail": self.detail,
+        }
+
+
+def append_events(*, session: Session, events: Sequence[PendingEvent]) -> None:
+    """Write ``events`` in one multi-row INSERT (and one query for their sites' codes)."""
+    if not events:
+        return
+    site_ids = {e.site_id for e in events if e.site_id is not None}
+    codes: dict[int, str] = {}
+    if site_ids:
+        found = session.execute(select(Site.id, Site.code).where(Site.id.in_(site_ids)))
+        codes = {row.id: row.code for row in found}
+    rows = [e.row(codes.get(e.site_id, "") if e.site_id is not None else "") for e in events]
+    session.execute(insert(AuditEvent), rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +394,8 @@ def search_events(
 __all__ = [
     "AuditAction",
     "AuditFilter",
+    "PendingEvent",
+    "append_events",
     "iter_events",
     "last_id",
     "list_events",

@@ -80,11 +80,17 @@ OUTCOMES = {
 
 # list and search screens: a query over many patients' records, not one record
 QUERY_ACTIONS = frozenset(
-    {"worklist_view", "reports_listed", "critical_results_viewed", "stats_viewed"}
+    {
+        "worklist_view",
+        "reports_listed",
+        "critical_results_viewed",
+        "stats_viewed",
+        "dicomweb_searched",
+    }
 )
 # which verb an action ends in -> FHIR AuditEvent.action (C/R/U/D/E)
 VERB_CODES = (
-    (("_viewed", "_view", "_retrieved", "_listed"), "R"),
+    (("_viewed", "_view", "_retrieved", "_listed", "_refused"), "R"),
     (("_ingested", "_generated", "_issued", "_added", "_created"), "C"),
     (("_deleted", "_purged", "_revoked"), "D"),
     (("_sent", "_exported"), "E"),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# how long a session waits for a pooled connection before ``sqlalchemy.exc.TimeoutError``:
+# the API sizes its pool to its threads, so only a database that stopped answering waits
+POOL_TIMEOUT_SECONDS = 10.0
 
 
 def utcnow() -> datetime:
@@ -44,6 +49,28 @@ def _sqlite_file(parsed: URL) -> Path | None:
     return Path(database)
 
 
+def _private_file(path: Path) -> None:
+    """The SQLite file readable by its owner only (0600), made so before SQLite opens it
+    (its -wal and -shm files take the database file's mode); an existing one is tightened."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return
+    except FileExistsError:
+        pass
+    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(candidate.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(candidate, 0o600)
+            logger.warning(
+                "database file was readable by other users; made private (0600)",
+                extra={"action": "db_file_made_private", "file": candidate.name},
+            )
+
+
 def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     try:
@@ -57,17 +84,25 @@ def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
         cur.close()
 
 
-def make_engine(url: str | URL, *, pool_size: int = 10, max_overflow: int = 20) -> Engine:
-    """An engine for ``url``.
+def make_engine(
+    url: str | URL,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 20,
+    pool_timeout: float = POOL_TIMEOUT_SECONDS,
+) -> Engine:
+    """An engine for ``url`` with at most ``pool_size + max_overflow`` connections.
 
     SQLite: usable across threads, WAL journal, foreign keys on, a busy timeout, and the
     database file's parent directory created. PostgreSQL: psycopg 3, pre-pinged pool.
+    The county API passes its ``ApiSettings.database_connections`` (one per thread that
+    may hold one); one-shot commands pass 1.
     """
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         path = _sqlite_file(parsed)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _private_file(path)
         kwargs: dict[str, Any] = {
             "connect_args": {
                 "check_same_thread": False,
@@ -75,13 +110,19 @@ def make_engine(url: str | URL, *, pool_size: int = 10, max_overflow: int = 20) 
             }
         }
         if path is not None:
-            kwargs.update(pool_size=pool_size, max_overflow=max_overflow)
+            kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout)
         else:  # one in-memory database shared by every thread
             kwargs["poolclass"] = StaticPool
         engine = create_engine(parsed, **kwargs)
         event.listen(engine, "connect", _on_sqlite_connect)
         return engine
-    return create_engine(parsed, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
+    return create_engine(
+        parsed,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
+    )
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from worklist.events import KIND_ESCALATION, publish_study_event
 from worklist.models import Event, Study
-from worklist.repository import TERMINAL_STATUSES
+from worklist.visibility import TERMINAL_STATUSES
 
 logger = logging.getLogger(__name__)
 

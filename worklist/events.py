@@ -1,22 +1,34 @@
 """The event feed: things readers must know now (urgent studies, escalations, claims, signed
 reports, critical results).
 
-Events are rows in ``events``; the id orders the feed, so any API replica can stream it (SSE
-polls the table) and a client resumes after the last id it saw. Webhook delivery
-(``worklist.webhooks``) reads the same rows. Payloads carry no patient names or IDs.
+Events are rows in ``events``; the id orders the feed, so any API replica can stream it and
+a client resumes after the last id it saw. Webhook delivery (``worklist.webhooks``) reads
+the same rows. Payloads carry no patient names or IDs.
 
-Who sees what: radiologists and admins see every event (every active radiologist is taken to
-be on shift); a clinic user sees only events of its own site; nobody else sees any.
+**Ids in commit order.** ``publish`` only queues the event on its session; the rows are
+inserted when the session commits (``_insert_published``, a ``before_commit`` hook), so a
+reader that has seen id N never finds a committed event below N later: "ids above the last
+seen" skips nothing, on any replica. PostgreSQL: the insert takes a transaction-scoped
+advisory lock (``EVENT_LOCK``) first, so the sequence hands out ids one committing
+transaction at a time and each commit is visible before the next can take an id; the
+transaction then ``NOTIFY``s ``CHANNEL``, which wakes every process's readers
+(``worklist.event_signal``). SQLite has one writer at a time, which gives the same order.
+The lock is taken last, after every row lock of the transaction, so it adds no deadlock.
+
+Who sees what (``scope_for``): radiologists and admins see every event (every active
+radiologist is taken to be on shift); a clinic user sees only events of its own site; nobody
+else sees any.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, select, true
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, event, false, func, select, true
+from sqlalchemy.orm import Session, SessionTransaction
 
 from worklist.errors import WorklistError
 from worklist.models import (
@@ -40,7 +52,16 @@ KIND_REPORT_SIGNED = "report_signed"
 KIND_REPORT_AMENDED = "report_amended"
 KIND_CRITICAL_RESULT = "critical_result"
 
+# what a receiver must act on first (webhooks deliver these before the rest)
+URGENT_KINDS = frozenset({KIND_STUDY_URGENT, KIND_ESCALATION, KIND_CRITICAL_RESULT})
+
 MAX_PAGE = 500
+# PostgreSQL: NOTIFY channel of committed events, and the advisory lock ids are taken under
+CHANNEL = "teleread_events"
+EVENT_LOCK = 0x74656C6572656164  # "teleread" in ASCII, a signed 64-bit key
+# session.info keys: events waiting for the commit; whether the last commit inserted any
+_PENDING = "teleread_events_pending"
+COMMITTED = "teleread_events_committed"
 
 
 class UnknownEventKind(WorklistError):
@@ -56,23 +77,55 @@ def publish(
     payload: dict[str, Any],
     now: datetime,
 ) -> Event:
-    """Append one event (flushed, so it has its id; it is seen once the session commits)."""
+    """Append one event of ``kind`` for the site ``site_code`` (None: no site's own).
+
+    The row is inserted, and gets its id, when ``session`` commits (ids in commit order,
+    see the module docstring); a rollback drops it. Until then the returned ``Event`` has no
+    id and queries do not see it."""
     if kind not in EVENT_KINDS:
         raise UnknownEventKind(f"unknown event kind {kind!r}")
-    event = Event(
+    item = Event(
         kind=kind,
         study_uid=study_uid,
         site_code=site_code,
         payload=dict(payload),
         created_at=now,
     )
-    session.add(event)
+    session.info.setdefault(_PENDING, []).append(item)
+    return item
+
+
+@event.listens_for(Session, "before_commit")
+def _insert_published(session: Session) -> None:
+    """Insert the events ``publish`` queued on ``session``, last thing before its commit."""
+    pending: list[Event] = session.info.pop(_PENDING, [])
+    session.info[COMMITTED] = bool(pending)
+    if not pending:
+        return
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        session.execute(select(func.pg_advisory_xact_lock(EVENT_LOCK)))
+    session.add_all(pending)
     session.flush()
-    logger.info(
-        "event published",
-        extra={"action": "event_published", "kind": kind, "study_uid": study_uid, "id": event.id},
-    )
-    return event
+    if postgres:
+        session.execute(select(func.pg_notify(CHANNEL, str(pending[-1].id))))
+    for item in pending:
+        logger.info(
+            "event published",
+            extra={
+                "action": "event_published",
+                "kind": item.kind,
+                "study_uid": item.study_uid,
+                "id": item.id,
+            },
+        )
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _drop_unpublished(session: Session, transaction: SessionTransaction) -> None:
+    """A session rolled back (or closed) without committing drops what it published."""
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
 
 
 def study_payload(study: Study) -> dict[str, Any]:
@@ -110,31 +163,67 @@ def publish_study_event(
     )
 
 
-def visible_events_filter(*, session: Session, viewer: User) -> ColumnElement[bool]:
+@dataclass(frozen=True, slots=True)
+class EventScope:
+    """The events one viewer may see: all (``sites`` None) or those of ``sites``. The same
+    rule as a query filter (``clause``) and as a test on one event (``sees``), so a stream
+    fanned out in memory and a page read from the table agree by construction."""
+
+    sites: frozenset[str] | None
+
+    def sees(self, site_code: str | None) -> bool:
+        return self.sites is None or (site_code is not None and site_code in self.sites)
+
+    def clause(self) -> ColumnElement[bool]:
+        if self.sites is None:
+            return true()
+        if not self.sites:
+            return false()
+        return Event.site_code.in_(sorted(self.sites))
+
+
+NOTHING = EventScope(frozenset())
+EVERYTHING = EventScope(None)
+
+
+def scope_for(*, session: Session, viewer: User) -> EventScope:
     """Radiologists and admins: all; clinic users: their site's; everyone else: none."""
     if not viewer.is_active:
-        return false()
+        return NOTHING
     if viewer.role in (ROLE_RADIOLOGIST, ROLE_ADMIN):
-        return true()
+        return EVERYTHING
     if viewer.role == ROLE_CLINIC and viewer.site_id is not None:
         code = session.scalar(select(Site.code).where(Site.id == viewer.site_id))
-        if code is None:
-            return false()
-        return Event.site_code == code
-    return false()
+        return NOTHING if code is None else EventScope(frozenset({code}))
+    return NOTHING
+
+
+def visible_events_filter(*, session: Session, viewer: User) -> ColumnElement[bool]:
+    """``scope_for(...)`` as a query filter."""
+    return scope_for(session=session, viewer=viewer).clause()
+
+
+def list_after(
+    *,
+    session: Session,
+    after_id: int,
+    scope: EventScope = EVERYTHING,
+    limit: int = 100,
+    up_to: int | None = None,
+) -> list[Event]:
+    """Events of ``scope`` with an id above ``after_id`` (and at most ``up_to``), oldest
+    first, at most ``limit`` (capped at ``MAX_PAGE``)."""
+    limit = max(1, min(limit, MAX_PAGE))
+    stmt = select(Event).where(Event.id > after_id, scope.clause())
+    if up_to is not None:
+        stmt = stmt.where(Event.id <= up_to)
+    return list(session.scalars(stmt.order_by(Event.id).limit(limit)))
 
 
 def list_since(*, session: Session, after_id: int, viewer: User, limit: int = 100) -> list[Event]:
-    """Visible events with an id above ``after_id``, oldest first, at most ``limit``."""
-    limit = max(1, min(limit, MAX_PAGE))
-    return list(
-        session.scalars(
-            select(Event)
-            .where(Event.id > after_id, visible_events_filter(session=session, viewer=viewer))
-            .order_by(Event.id)
-            .limit(limit)
-        )
-    )
+    """Events ``viewer`` may see with an id above ``after_id``, oldest first."""
+    scope = scope_for(session=session, viewer=viewer)
+    return list_after(session=session, after_id=after_id, scope=scope, limit=limit)
 
 
 def last_id(*, session: Session) -> int:
@@ -155,6 +244,10 @@ def as_dict(event: Event) -> dict[str, Any]:
 
 
 __all__ = [
+    "CHANNEL",
+    "COMMITTED",
+    "EVENT_LOCK",
+    "EVERYTHING",
     "KIND_CRITICAL_RESULT",
     "KIND_ESCALATION",
     "KIND_REPORT_AMENDED",
@@ -162,12 +255,17 @@ __all__ = [
     "KIND_STUDY_CLAIMED",
     "KIND_STUDY_RELEASED",
     "KIND_STUDY_URGENT",
+    "NOTHING",
+    "URGENT_KINDS",
+    "EventScope",
     "UnknownEventKind",
     "as_dict",
     "last_id",
+    "list_after",
     "list_since",
     "publish",
     "publish_study_event",
+    "scope_for",
     "study_payload",
     "visible_events_filter",
 ]

@@ -51,8 +51,8 @@ from worklist.models import (
     User,
 )
 from worklist.report_hashes import addendum_hash, report_content_hash
-from worklist.repository import TERMINAL_STATUSES, visible_studies_filter
 from worklist.settings import DEFAULT_LEASE
+from worklist.visibility import TERMINAL_STATUSES, visible_studies_filter
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
-"""Reading work: who sees which study and the ordered worklist. Claims and their leases are
-in ``worklist.claims`` (re-exported here, where callers have always found them)."""
+"""Reading work: the ordered, filtered worklist and one study, as the viewer may see them.
+Who sees what is ``worklist.visibility``; claims and their leases ``worklist.claims``; a
+person's urgency flag ``worklist.triage_override``."""
 
 from __future__ import annotations
 
@@ -7,25 +8,15 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Select, false, func, or_, select
+from sqlalchemy import Select, exists, false, func, or_, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from worklist.claims import (
-    assign_study,
-    cancel_study,
-    claim_next,
-    claim_study,
-    expire_claims,
-    release_study,
-    renew_claim,
-)
 from worklist.models import (
     Site,
     Study,
     User,
 )
-from worklist.triage_override import override_triage
-from worklist.visibility import READER_ROLES, TERMINAL_STATUSES, visible_studies_filter
+from worklist.visibility import TERMINAL_STATUSES, visible_studies_filter
 
 logger = logging.getLogger(__name__)
 
@@ -132,20 +123,10 @@ def get_study(*, session: Session, study_uid: str, viewer: User) -> Study | None
     ).one_or_none()
 
 
-__all__ = [
-    "COUNT_CAP",
-    "READER_ROLES",
-    "TERMINAL_STATUSES",
-    "assign_study",
-    "cancel_study",
-    "claim_next",
-    "claim_study",
-    "count_worklist",
-    "expire_claims",
-    "get_study",
-    "list_worklist",
-    "override_triage",
-    "release_study",
-    "renew_claim",
-    "visible_studies_filter",
-]
+def study_exists(*, session: Session, study_uid: str) -> bool:
+    """Whether any site has a study with this UID (whoever may see it): tells a refused
+    attempt on another site's study from a UID that names nothing."""
+    return bool(session.scalar(select(exists().where(Study.study_instance_uid == study_uid))))
+
+
+__all__ = ["COUNT_CAP", "count_worklist", "get_study", "list_worklist", "study_exists"]

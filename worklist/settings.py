@@ -55,13 +55,15 @@ class WorklistSettings(BaseSettings):
     deadline_stroke_minutes: int = DEFAULT_DEADLINE_STROKE_MINUTES
     deadline_chest_pain_minutes: int = DEFAULT_DEADLINE_CHEST_PAIN_MINUTES
     deadline_routine_minutes: int = DEFAULT_DEADLINE_ROUTINE_MINUTES
-    # --- workflow (issue 5): webhooks receive every event, signed with the shared secret ---
+    # --- workflow: webhooks receive every event, signed with the shared secret ---
     # a JSON list or comma-separated: TELEREAD_WORKLIST_WEBHOOK_URLS=https://a/hook,https://b/x
     webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_secret: str = ""
     webhook_timeout_seconds: float = 5.0
     webhook_max_attempts: int = 10
-    # --- retention (issue 7): worklist.retention.purge_expired, run by the housekeeping ---
+    # deliveries in flight at once per webhook URL (and API process)
+    webhook_parallel: int = Field(default=4, ge=1, le=64)
+    # --- retention: worklist.retention.purge_expired, run by the housekeeping ---
     audit_retention_days: int = Field(
         default=DEFAULT_AUDIT_RETENTION_DAYS, ge=0, le=MAX_RETENTION_DAYS
     )

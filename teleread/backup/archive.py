@@ -81,7 +81,8 @@ def column_kind(column: Column[Any]) -> str:
     return next((kind for cls, kind in _KINDS if isinstance(t, cls)), "str")
 
 
-def _encode(kind: str, value: Any) -> Any:
+def encode_value(kind: str, value: Any) -> Any:
+    """A column value of ``kind`` (``column_kind``) as JSON holds it in a backup."""
     if value is None:
         return None
     if kind == "datetime":
@@ -97,7 +98,8 @@ def _encode(kind: str, value: Any) -> Any:
     return value  # json (already text), bool, int, float, str
 
 
-def _decode(kind: str, value: Any) -> Any:
+def decode_value(kind: str, value: Any) -> Any:
+    """``encode_value`` undone."""
     if value is None:
         return None
     if kind == "datetime":
@@ -173,7 +175,8 @@ def _manifest(tar: tarfile.TarFile) -> dict[str, Any]:
     return manifest
 
 
-def _lines(tar: tarfile.TarFile, name: str) -> IO[bytes]:
+def table_lines(tar: tarfile.TarFile, name: str) -> IO[bytes]:
+    """Table ``name``'s rows in the archive, one JSON line each (``BackupCorrupt`` if none)."""
     try:
         member = tar.extractfile(f"tables/{name}.jsonl")
     except KeyError:
@@ -191,7 +194,7 @@ def verify(path: Path) -> dict[str, Any]:
             for entry in manifest["tables"]:
                 digest = hashlib.sha256()
                 rows = 0
-                for line in _lines(tar, entry["name"]):
+                for line in table_lines(tar, entry["name"]):
                     digest.update(line)
                     rows += 1
                 if digest.hexdigest() != entry["sha256"] or rows != entry["rows"]:

@@ -35,10 +35,10 @@ from teleread.backup.archive import (
     MANIFEST,
     BackupError,
     RevisionMismatch,
-    _encode,
     code_head,
     column_kind,
     current_revision,
+    encode_value,
     one_connection_engine,
     tables,
 )
@@ -170,7 +170,7 @@ def _dump_table(conn: Connection, table: Table, work: Path) -> tuple[Table, int,
     with open(work / f"{table.name}.jsonl", "wb") as out:
         result = conn.execution_options(yield_per=BATCH_ROWS).execute(stmt)
         for row in result:
-            values = [_encode(k, v) for k, v in zip(kinds, row, strict=True)]
+            values = [encode_value(k, v) for k, v in zip(kinds, row, strict=True)]
             line = (json.dumps(values, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
             digest.update(line)
             out.write(line)

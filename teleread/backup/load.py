@@ -32,12 +32,12 @@ from teleread.backup.archive import (
     BackupCorrupt,
     DatabaseNotEmpty,
     RevisionMismatch,
-    _decode,
-    _lines,
     code_head,
     column_kind,
     current_revision,
+    decode_value,
     one_connection_engine,
+    table_lines,
     tables,
     verify,
 )
@@ -115,10 +115,10 @@ def _load_table(conn: Connection, table: Table, entry: dict[str, Any], tar: tarf
 
     def decoded() -> Iterator[list[Any]]:
         nonlocal rows
-        for line in _lines(tar, table.name):
+        for line in table_lines(tar, table.name):
             digest.update(line)
             rows += 1
-            yield [_decode(k, v) for k, v in zip(kinds, json.loads(line), strict=True)]
+            yield [decode_value(k, v) for k, v in zip(kinds, json.loads(line), strict=True)]
 
     if conn.dialect.name == "postgresql":
         _copy_rows(conn, table, kinds, decoded())

@@ -22,12 +22,10 @@ from teleread.doctor.gateway import check_county_api, check_dicom_port, check_sp
 from teleread.doctor.results import (
     ROLES,
     CheckResult,
+    CheckState,
     TLSFile,
     exit_code,
     format_text,
-)
-from teleread.doctor.results import (
-    _State as _State,  # the check state tests pass in
 )
 from teleread.doctor.runner import format_json, main, run_checks
 from teleread.doctor.tls import check_tls, tls_material
@@ -35,6 +33,7 @@ from teleread.doctor.tls import check_tls, tls_material
 __all__ = [
     "ROLES",
     "CheckResult",
+    "CheckState",
     "DoctorConfig",
     "TLSFile",
     "check_county_api",

@@ -15,12 +15,12 @@ from teleread.doctor.config import DoctorConfig
 from teleread.doctor.results import (
     PROBE_PREFIX,
     CheckResult,
-    _existing_ancestor,
-    _fail,
-    _is_loopback,
-    _ok,
-    _State,
-    _warn,
+    CheckState,
+    existing_ancestor,
+    fail,
+    is_loopback,
+    ok,
+    warn,
 )
 
 
@@ -46,7 +46,7 @@ def check_database(cfg: DoctorConfig) -> list[CheckResult]:
     url = cfg.database_url
     if not url:
         return [
-            _fail(
+            fail(
                 "database",
                 "no database configured",
                 "set TELEREAD_WORKLIST_DATABASE_URL or --database-url / --data-dir",
@@ -57,14 +57,14 @@ def check_database(cfg: DoctorConfig) -> list[CheckResult]:
     try:
         parsed = normalise_url(url)
     except ArgumentError as exc:
-        return [_fail("database", f"cannot parse the database URL: {exc}", "fix the URL", "")]
+        return [fail("database", f"cannot parse the database URL: {exc}", "fix the URL", "")]
     backend = parsed.get_backend_name()
     kwargs: dict[str, Any] = {}
     if backend == "sqlite":
         db = parsed.database or ""
         if db and db != ":memory:" and not db.startswith("file:") and not Path(db).is_file():
             return [
-                _fail(
+                fail(
                     "database",
                     f"{shown}: the database file does not exist",
                     f"check the path; a new installation: {upgrade_hint} creates it",
@@ -76,7 +76,7 @@ def check_database(cfg: DoctorConfig) -> list[CheckResult]:
     try:
         engine = create_engine(parsed, pool_pre_ping=False, **kwargs)
     except Exception as exc:
-        return [_fail("database", f"{shown}: {exc}", "fix TELEREAD_WORKLIST_DATABASE_URL", "")]
+        return [fail("database", f"{shown}: {exc}", "fix TELEREAD_WORKLIST_DATABASE_URL", "")]
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -84,7 +84,7 @@ def check_database(cfg: DoctorConfig) -> list[CheckResult]:
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
         return [
-            _fail(
+            fail(
                 "database",
                 f"{shown}: cannot connect: {reason}",
                 "is the server running and reachable from here? check host, port, user, "
@@ -94,13 +94,13 @@ def check_database(cfg: DoctorConfig) -> list[CheckResult]:
         ]
     finally:
         engine.dispose()
-    out = [_ok("database", f"{shown} is reachable ({backend})", "数据库可以连接")]
+    out = [ok("database", f"{shown} is reachable ({backend})", "数据库可以连接")]
     script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()
     known = {rev.revision for rev in script.walk_revisions()}
     if current is None:
         out.append(
-            _fail(
+            fail(
                 "migrations",
                 "the database has no tables yet (no migration applied)",
                 upgrade_hint,
@@ -108,10 +108,10 @@ def check_database(cfg: DoctorConfig) -> list[CheckResult]:
             )
         )
     elif current == head:
-        out.append(_ok("migrations", f"at the latest migration {head}", "数据库结构是最新的"))
+        out.append(ok("migrations", f"at the latest migration {head}", "数据库结构是最新的"))
     elif current in known:
         out.append(
-            _fail(
+            fail(
                 "migrations",
                 f"the database is at migration {current}; this teleread needs {head}",
                 upgrade_hint,
@@ -120,7 +120,7 @@ def check_database(cfg: DoctorConfig) -> list[CheckResult]:
         )
     else:
         out.append(
-            _fail(
+            fail(
                 "migrations",
                 f"the database is at migration {current}, which this teleread does not know "
                 f"(it knows up to {head}): a newer teleread upgraded it",
@@ -139,7 +139,7 @@ def check_secret_key(cfg: DoctorConfig) -> list[CheckResult]:
     if cfg.api_secret_key is None:
         if cfg.role == "all":
             return [
-                _ok(
+                ok(
                     "secret_key",
                     "no TELEREAD_API_SECRET_KEY: `teleread serve` makes a random one in the "
                     "data directory on first start",
@@ -147,7 +147,7 @@ def check_secret_key(cfg: DoctorConfig) -> list[CheckResult]:
                 )
             ]
         return [
-            _fail(
+            fail(
                 "secret_key",
                 "TELEREAD_API_SECRET_KEY is not set: the county API refuses to start",
                 f"set it to a long random value, e.g. `{gen}`",
@@ -158,7 +158,7 @@ def check_secret_key(cfg: DoctorConfig) -> list[CheckResult]:
         ApiSettings(secret_key=SecretStr(cfg.api_secret_key))
     except (InsecureSecretKey, ValidationError):
         return [
-            _fail(
+            fail(
                 "secret_key",
                 f"the API secret key ({cfg.api_secret_source}) is a default or shorter than "
                 f"{MIN_SECRET_KEY_LENGTH} characters: anyone who guesses it can mint tokens",
@@ -167,13 +167,13 @@ def check_secret_key(cfg: DoctorConfig) -> list[CheckResult]:
                 "API 密钥是默认值或太短：请更换为随机长密钥",
             )
         ]
-    return [_ok("secret_key", f"the API secret key ({cfg.api_secret_source}) is strong enough")]
+    return [ok("secret_key", f"the API secret key ({cfg.api_secret_source}) is strong enough")]
 
 
 # -- object store --------------------------------------------------------------------------
 
 
-def check_object_store(cfg: DoctorConfig, state: _State | None = None) -> list[CheckResult]:
+def check_object_store(cfg: DoctorConfig, state: CheckState | None = None) -> list[CheckResult]:
     """Bucket or directory exists; a probe object can be written, read back and deleted. A
     township gateway's S3 key may write under its own site's prefix only (``teleread init``):
     with the sites the county named for it (``state``) the probe goes there, and a key that
@@ -196,9 +196,9 @@ def check_object_store(cfg: DoctorConfig, state: _State | None = None) -> list[C
         )
         where = f"bucket {settings.bucket!r} at {settings.endpoint}"
         host = settings.endpoint.rsplit(":", 1)[0]
-        if not settings.secure and not _is_loopback(host):
+        if not settings.secure and not is_loopback(host):
             out.append(
-                _warn(
+                warn(
                     "object_store",
                     f"S3 over plain http to {settings.endpoint}: images cross the network "
                     "unencrypted",
@@ -223,7 +223,7 @@ def check_object_store(cfg: DoctorConfig, state: _State | None = None) -> list[C
         if not exists:
             return [
                 *out,
-                _fail(
+                fail(
                     "object_store",
                     f"{where} does not exist",
                     f"create it: `mc mb ALIAS/{settings.bucket}` (docker compose creates it at "
@@ -236,7 +236,7 @@ def check_object_store(cfg: DoctorConfig, state: _State | None = None) -> list[C
         where = f"directory {root}"
         if root.exists() and not root.is_dir():
             return [
-                _fail(
+                fail(
                     "object_store",
                     f"{where} is not a directory",
                     "point TELEREAD_STORAGE_ROOT at a directory",
@@ -244,10 +244,10 @@ def check_object_store(cfg: DoctorConfig, state: _State | None = None) -> list[C
                 )
             ]
         if not root.is_dir():
-            parent = _existing_ancestor(root)
+            parent = existing_ancestor(root)
             if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
                 return [
-                    _warn(
+                    warn(
                         "object_store",
                         f"{where} does not exist yet; teleread creates it at start. If this "
                         "county already holds images, their disk is probably not mounted",
@@ -257,7 +257,7 @@ def check_object_store(cfg: DoctorConfig, state: _State | None = None) -> list[C
                     )
                 ]
             return [
-                _fail(
+                fail(
                     "object_store",
                     f"{where} does not exist and cannot be created under {parent}",
                     f"create it (`mkdir -p {root}`) for the teleread user, or fix "
@@ -275,7 +275,7 @@ def check_object_store(cfg: DoctorConfig, state: _State | None = None) -> list[C
         if store.get(key) != data:
             return [
                 *out,
-                _fail(
+                fail(
                     "object_store",
                     f"{where}: the probe object read back differs from what was written",
                     "the store corrupts data: check the disk or the S3 server",
@@ -287,7 +287,7 @@ def check_object_store(cfg: DoctorConfig, state: _State | None = None) -> list[C
         if store.exists(key):
             return [
                 *out,
-                _fail(
+                fail(
                     "object_store",
                     f"{where}: the probe object is still there after delete",
                     "check the bucket's object lock / retention settings",
@@ -298,7 +298,7 @@ def check_object_store(cfg: DoctorConfig, state: _State | None = None) -> list[C
         if settings.backend == "s3":
             return [*out, _s3_failure(where, exc, step)]
         return [
-            _fail(
+            fail(
                 "object_store",
                 f"{where}: cannot {step} a probe object: {exc}",
                 "give the user running teleread write permission (chown / chmod), check the "
@@ -311,7 +311,7 @@ def check_object_store(cfg: DoctorConfig, state: _State | None = None) -> list[C
             _remove_empty_dir(Path(settings.root).absolute() / PROBE_PREFIX)
     under = f" (under {prefix})" if prefix else ""
     out.append(
-        _ok("object_store", f"{where}{under}: write, read and delete work", "对象存储读写正常")
+        ok("object_store", f"{where}{under}: write, read and delete work", "对象存储读写正常")
     )
     return out
 
@@ -332,4 +332,4 @@ def _s3_failure(where: str, exc: BaseException, step: str = "reach") -> CheckRes
         hint = "check TELEREAD_STORAGE_ACCESS_KEY / SECRET_KEY and the key's bucket policy"
     else:
         hint = "is MinIO running and TELEREAD_STORAGE_ENDPOINT (host:port) right?"
-    return _fail("object_store", f"{where}: cannot {step}: {text}", hint, "无法访问对象存储")
+    return fail("object_store", f"{where}: cannot {step}: {text}", hint, "无法访问对象存储")

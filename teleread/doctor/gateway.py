@@ -22,12 +22,12 @@ from teleread.doctor.results import (
     SKEW_FAIL_SECONDS,
     SKEW_WARN_SECONDS,
     CheckResult,
-    _existing_ancestor,
-    _fail,
-    _is_loopback,
-    _ok,
-    _State,
-    _warn,
+    CheckState,
+    existing_ancestor,
+    fail,
+    is_loopback,
+    ok,
+    warn,
 )
 
 
@@ -37,7 +37,7 @@ def _verify(ca_bundle: Path | None) -> ssl.SSLContext | bool:
     return True
 
 
-def check_county_api(cfg: DoctorConfig, state: _State) -> list[CheckResult]:
+def check_county_api(cfg: DoctorConfig, state: CheckState) -> list[CheckResult]:
     """For each county URL (``TELEREAD_GATEWAY_API_URL`` may list the API replicas): GET
     /healthz, log in with the gateway credential, fetch /api/v1/gateway/config; the clock
     skew comes from the ``Date`` header of the health answer."""
@@ -50,15 +50,15 @@ def check_county_api(cfg: DoctorConfig, state: _State) -> list[CheckResult]:
     ]
 
 
-def _check_url(base: str, cfg: DoctorConfig, state: _State) -> list[CheckResult]:
+def _check_url(base: str, cfg: DoctorConfig, state: CheckState) -> list[CheckResult]:
     import httpx
 
     gw = cfg.gateway
     out: list[CheckResult] = []
     parts = urlsplit(base)
-    if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+    if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
         out.append(
-            _warn(
+            warn(
                 "county_api",
                 f"{base} is plain http: reports and patient data cross the network unencrypted",
                 "serve the API over HTTPS and use an https:// TELEREAD_GATEWAY_API_URL",
@@ -67,7 +67,7 @@ def _check_url(base: str, cfg: DoctorConfig, state: _State) -> list[CheckResult]
         )
     if getattr(gw, "api_tls_insecure_skip_verify", False):
         out.append(
-            _warn(
+            warn(
                 "county_api",
                 "TELEREAD_GATEWAY_API_TLS_INSECURE_SKIP_VERIFY is on: the gateway would send "
                 "patient data to anyone who intercepts the connection",
@@ -84,7 +84,7 @@ def _check_url(base: str, cfg: DoctorConfig, state: _State) -> list[CheckResult]
     except (OSError, ssl.SSLError) as exc:
         return [
             *out,
-            _fail(
+            fail(
                 "county_api",
                 f"cannot load TELEREAD_GATEWAY_API_CA_BUNDLE {gw.api_ca_bundle}: {exc}",
                 "point it at a PEM file with the county's CA certificate",
@@ -99,7 +99,7 @@ def _check_url(base: str, cfg: DoctorConfig, state: _State) -> list[CheckResult]
             if health.status_code >= 500:
                 return [
                     *out,
-                    _fail(
+                    fail(
                         "county_api",
                         f"{base}/healthz answered {health.status_code}",
                         "the API runs but is unhealthy: its database may be down; see its log",
@@ -109,7 +109,7 @@ def _check_url(base: str, cfg: DoctorConfig, state: _State) -> list[CheckResult]
             if health.status_code != 200:
                 return [
                     *out,
-                    _fail(
+                    fail(
                         "county_api",
                         f"{base}/healthz answered {health.status_code}: this is not a teleread "
                         "county API (or a proxy in front of it does not pass /healthz)",
@@ -118,7 +118,7 @@ def _check_url(base: str, cfg: DoctorConfig, state: _State) -> list[CheckResult]
                         "该地址不是县级接口",
                     ),
                 ]
-            out.append(_ok("county_api", f"{base} answers /healthz", "县级接口可以访问"))
+            out.append(ok("county_api", f"{base} answers /healthz", "县级接口可以访问"))
             out.append(_clock_result(health.headers.get("date"), (t0 + t1) / 2))
             out.extend(_gateway_login(http, cfg, state))
     except httpx.HTTPError as exc:
@@ -134,16 +134,16 @@ def _check_url(base: str, cfg: DoctorConfig, state: _State) -> list[CheckResult]
                 "all-in-one), and TELEREAD_GATEWAY_API_URL right? check the network / "
                 "firewall between this township and the county"
             )
-        out.append(_fail("county_api", f"cannot reach {base}: {text}", hint, "无法访问县级接口"))
+        out.append(fail("county_api", f"cannot reach {base}: {text}", hint, "无法访问县级接口"))
     return out
 
 
-def _gateway_login(http: Any, cfg: DoctorConfig, state: _State) -> list[CheckResult]:
+def _gateway_login(http: Any, cfg: DoctorConfig, state: CheckState) -> list[CheckResult]:
     gw = cfg.gateway
     password = gw.api_password.get_secret_value()
     if not password:
         return [
-            _fail(
+            fail(
                 "gateway_login",
                 "TELEREAD_GATEWAY_API_PASSWORD is not set",
                 "create a gateway account on the county (`teleread users add NAME --role gateway "
@@ -154,7 +154,7 @@ def _gateway_login(http: Any, cfg: DoctorConfig, state: _State) -> list[CheckRes
     r = http.post("/api/v1/auth/token", data={"username": gw.api_username, "password": password})
     if r.status_code != 200:
         return [
-            _fail(
+            fail(
                 "gateway_login",
                 f"logging in as {gw.api_username!r} failed ({r.status_code})",
                 "check TELEREAD_GATEWAY_API_USERNAME / PASSWORD; the account may be disabled "
@@ -166,7 +166,7 @@ def _gateway_login(http: Any, cfg: DoctorConfig, state: _State) -> list[CheckRes
     conf = http.get("/api/v1/gateway/config", headers={"Authorization": f"Bearer {token}"})
     if conf.status_code != 200:
         return [
-            _fail(
+            fail(
                 "gateway_login",
                 f"{gw.api_username!r} logged in but /api/v1/gateway/config answered "
                 f"{conf.status_code}",
@@ -179,7 +179,7 @@ def _gateway_login(http: Any, cfg: DoctorConfig, state: _State) -> list[CheckRes
     state.sites = [str(s.get("code")) for s in sites if s.get("code")]
     if not sites:
         return [
-            _warn(
+            warn(
                 "gateway_login",
                 f"logged in as {gw.api_username!r}, but no site is configured for it: every "
                 "modality will be refused",
@@ -188,7 +188,7 @@ def _gateway_login(http: Any, cfg: DoctorConfig, state: _State) -> list[CheckRes
             )
         ]
     codes = ", ".join(f"{s.get('code')} ({len(s.get('ae_titles', []))} AE)" for s in sites)
-    return [_ok("gateway_login", f"logged in as {gw.api_username!r}; sites: {codes}")]
+    return [ok("gateway_login", f"logged in as {gw.api_username!r}; sites: {codes}")]
 
 
 def _clock_result(date_header: str | None, local: float) -> CheckResult:
@@ -197,7 +197,7 @@ def _clock_result(date_header: str | None, local: float) -> CheckResult:
         "logs users out early or late and misstates deadlines"
     )
     if not date_header:
-        return _warn(
+        return warn(
             "clock",
             "the county API sent no Date header: cannot measure clock skew",
             "check a proxy is not stripping it",
@@ -206,7 +206,7 @@ def _clock_result(date_header: str | None, local: float) -> CheckResult:
     try:
         remote = parsedate_to_datetime(date_header)
     except (TypeError, ValueError):
-        return _warn("clock", f"unreadable Date header {date_header!r}", "", "无法检测时钟偏差")
+        return warn("clock", f"unreadable Date header {date_header!r}", "", "无法检测时钟偏差")
     if remote.tzinfo is None:
         remote = remote.replace(tzinfo=UTC)
     skew = datetime.fromtimestamp(local, UTC) - remote
@@ -217,10 +217,10 @@ def _clock_result(date_header: str | None, local: float) -> CheckResult:
     text = f"this machine's clock is {abs(seconds):.0f} s {side} the county API's"
     fix = "run NTP on both machines (`timedatectl set-ntp true`, chrony)"
     if magnitude > SKEW_FAIL_SECONDS:
-        return _fail("clock", f"{text}: {why}", fix, f"时钟偏差 {abs(seconds):.0f} 秒：请开启 NTP")
+        return fail("clock", f"{text}: {why}", fix, f"时钟偏差 {abs(seconds):.0f} 秒：请开启 NTP")
     if magnitude > SKEW_WARN_SECONDS:
-        return _warn("clock", f"{text}: {why}", fix, f"时钟偏差 {abs(seconds):.0f} 秒：请开启 NTP")
-    return _ok(
+        return warn("clock", f"{text}: {why}", fix, f"时钟偏差 {abs(seconds):.0f} 秒：请开启 NTP")
+    return ok(
         "clock", f"clock agrees with the county API (within {SKEW_WARN_SECONDS:.0f} s)", "时钟一致"
     )
 
@@ -231,10 +231,10 @@ def _clock_result(date_header: str | None, local: float) -> CheckResult:
 def check_spool(cfg: DoctorConfig) -> list[CheckResult]:
     gw = cfg.gateway
     spool = Path(gw.spool_dir).absolute()
-    existing = _existing_ancestor(spool)
+    existing = existing_ancestor(spool)
     if not existing.is_dir():
         return [
-            _fail(
+            fail(
                 "spool",
                 f"{existing} (on the way to the spool {spool}) is not a directory",
                 "point TELEREAD_GATEWAY_SPOOL_DIR at a directory",
@@ -252,7 +252,7 @@ def check_spool(cfg: DoctorConfig) -> list[CheckResult]:
         probe.unlink()
     except OSError as exc:
         return [
-            _fail(
+            fail(
                 "spool",
                 f"cannot write in {existing}: {exc.strerror or exc}",
                 "give the user running the gateway write permission, and check the disk is "
@@ -265,7 +265,7 @@ def check_spool(cfg: DoctorConfig) -> list[CheckResult]:
     gib = 1024**3
     if free < gw.spool_min_free_bytes:
         return [
-            _fail(
+            fail(
                 "spool",
                 f"{where}: {free / gib:.1f} GiB free, below the {gw.spool_min_free_bytes / gib:.1f}"
                 " GiB minimum: the gateway refuses new images (out of resources)",
@@ -275,7 +275,7 @@ def check_spool(cfg: DoctorConfig) -> list[CheckResult]:
         ]
     if gw.spool_max_bytes and free < gw.spool_max_bytes:
         return [
-            _warn(
+            warn(
                 "spool",
                 f"{where}: {free / gib:.1f} GiB free, less than the spool cap "
                 f"{gw.spool_max_bytes / gib:.1f} GiB: during a long outage the disk fills first",
@@ -283,7 +283,7 @@ def check_spool(cfg: DoctorConfig) -> list[CheckResult]:
                 "磁盘剩余空间小于缓存上限",
             )
         ]
-    return [_ok("spool", f"{where}: writable, {free / gib:.1f} GiB free", "网关缓存目录可写")]
+    return [ok("spool", f"{where}: writable, {free / gib:.1f} GiB free", "网关缓存目录可写")]
 
 
 def _reusable_socket(host: str) -> socket.socket:
@@ -294,13 +294,13 @@ def _reusable_socket(host: str) -> socket.socket:
     return sock
 
 
-def check_dicom_port(cfg: DoctorConfig, state: _State) -> list[CheckResult]:
+def check_dicom_port(cfg: DoctorConfig, state: CheckState) -> list[CheckResult]:
     """The DICOM port is free for the gateway, or our gateway already answers on it."""
     gw = cfg.gateway
     host = gw.host or "0.0.0.0"
     port = int(gw.port)
     if port == 0:
-        return [_ok("dicom_port", "port 0: the gateway picks a free port at start")]
+        return [ok("dicom_port", "port 0: the gateway picks a free port at start")]
     sock = _reusable_socket(host)
     try:
         sock.bind((host, port))
@@ -309,7 +309,7 @@ def check_dicom_port(cfg: DoctorConfig, state: _State) -> list[CheckResult]:
             return [_echo_result(cfg, state, host, port)]
         if exc.errno == errno.EACCES:
             return [
-                _fail(
+                fail(
                     "dicom_port",
                     f"port {port} needs root privileges to listen on",
                     "use a port above 1023 (DICOM's usual 11112, or 2762 for DICOM TLS) or "
@@ -318,7 +318,7 @@ def check_dicom_port(cfg: DoctorConfig, state: _State) -> list[CheckResult]:
                 )
             ]
         return [
-            _fail(
+            fail(
                 "dicom_port",
                 f"cannot listen on {host}:{port}: {exc.strerror or exc}",
                 "check TELEREAD_GATEWAY_HOST is an address of this machine",
@@ -327,7 +327,7 @@ def check_dicom_port(cfg: DoctorConfig, state: _State) -> list[CheckResult]:
         ]
     finally:
         sock.close()
-    out = [_ok("dicom_port", f"{host}:{port} is free for the gateway", "DICOM 端口空闲")]
+    out = [ok("dicom_port", f"{host}:{port} is free for the gateway", "DICOM 端口空闲")]
     return out + _check_tls_port(cfg, host)
 
 
@@ -339,11 +339,11 @@ def _check_tls_port(cfg: DoctorConfig, host: str) -> list[CheckResult]:
     sock = _reusable_socket(host)
     try:
         sock.bind((host, port))
-        return [_ok("dicom_tls", f"{host}:{port} is free for the DICOM TLS listener")]
+        return [ok("dicom_tls", f"{host}:{port} is free for the DICOM TLS listener")]
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             return [
-                _fail(
+                fail(
                     "dicom_tls",
                     f"cannot listen on {host}:{port}: {exc.strerror or exc}",
                     "choose another TELEREAD_GATEWAY_TLS_PORT (DICOM TLS is usually 2762)",
@@ -364,7 +364,7 @@ def _check_tls_port(cfg: DoctorConfig, host: str) -> list[CheckResult]:
             version = tls.version()
     except (OSError, ssl.SSLError) as exc:
         return [
-            _fail(
+            fail(
                 "dicom_tls",
                 f"port {port} is in use by a program that does not complete a TLS handshake "
                 f"({exc})",
@@ -373,10 +373,10 @@ def _check_tls_port(cfg: DoctorConfig, host: str) -> list[CheckResult]:
                 "DICOM TLS 端口被占用",
             )
         ]
-    return [_ok("dicom_tls", f"port {port} answers TLS ({version}): the gateway is running")]
+    return [ok("dicom_tls", f"port {port} answers TLS ({version}): the gateway is running")]
 
 
-def _echo_result(cfg: DoctorConfig, state: _State, host: str, port: int) -> CheckResult:
+def _echo_result(cfg: DoctorConfig, state: CheckState, host: str, port: int) -> CheckResult:
     from pynetdicom import AE
 
     gw = cfg.gateway
@@ -391,20 +391,20 @@ def _echo_result(cfg: DoctorConfig, state: _State, host: str, port: int) -> Chec
         if assoc.is_established:
             status = assoc.send_c_echo()
             if status and getattr(status, "Status", None) == 0:
-                return _ok(
+                return ok(
                     "dicom_port",
                     f"port {port} is in use by a DICOM node answering C-ECHO as {gw.ae_title} "
                     "(the gateway is running)",
                     "网关正在运行，C-ECHO 正常",
                 )
-            return _warn(
+            return warn(
                 "dicom_port",
                 f"port {port}: association accepted but C-ECHO failed",
                 "look at the gateway's log",
                 "C-ECHO 失败",
             )
         if assoc.is_rejected:
-            return _ok(
+            return ok(
                 "dicom_port",
                 f"port {port} is in use by a DICOM node that refused calling AE {calling!r} "
                 "(the gateway refuses AE titles no site lists): the gateway is running",
@@ -414,7 +414,7 @@ def _echo_result(cfg: DoctorConfig, state: _State, host: str, port: int) -> Chec
         if assoc.is_established:
             assoc.release()
         ae.shutdown()
-    return _fail(
+    return fail(
         "dicom_port",
         f"port {port} is in use by another program that does not speak DICOM",
         f"stop that program (`ss -ltnp 'sport = :{port}'` shows it) or set "

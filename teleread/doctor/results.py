@@ -43,7 +43,7 @@ class TLSFile:
 
 
 @dataclass
-class _State:
+class CheckState:
     """What one check learns that a later one uses (the county's AE titles for C-ECHO, the
     gateway's sites for its object-store probe)."""
 
@@ -51,15 +51,15 @@ class _State:
     sites: list[str] = field(default_factory=list)
 
 
-def _ok(name: str, message: str, zh: str = "") -> CheckResult:
+def ok(name: str, message: str, zh: str = "") -> CheckResult:
     return CheckResult(name, "OK", message, "", zh)
 
 
-def _warn(name: str, message: str, hint: str, zh: str = "") -> CheckResult:
+def warn(name: str, message: str, hint: str, zh: str = "") -> CheckResult:
     return CheckResult(name, "WARN", message, hint, zh)
 
 
-def _fail(name: str, message: str, hint: str, zh: str = "") -> CheckResult:
+def fail(name: str, message: str, hint: str, zh: str = "") -> CheckResult:
     return CheckResult(name, "FAIL", message, hint, zh)
 
 
@@ -86,7 +86,7 @@ def format_text(results: Sequence[CheckResult]) -> str:
 # -- helpers shared by the checks ---------------------------------------------------------
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     host = host.strip("[]")
     if host in ("localhost", ""):
         return True
@@ -96,7 +96,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _existing_ancestor(path: Path) -> Path:
+def existing_ancestor(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
     return path

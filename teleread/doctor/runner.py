@@ -15,8 +15,8 @@ from teleread.doctor.county import check_database, check_object_store, check_sec
 from teleread.doctor.gateway import check_county_api, check_dicom_port, check_spool
 from teleread.doctor.results import (
     CheckResult,
+    CheckState,
     Role,
-    _State,
     exit_code,
     format_text,
 )
@@ -68,7 +68,7 @@ def run_checks(cfg: DoctorConfig) -> list[CheckResult]:
         CheckResult("settings", "FAIL", f"{prefix}: {msg}", "fix the variable(s) named", "配置有误")
         for prefix, msg in cfg.settings_errors
     ]
-    state = _State()
+    state = CheckState()
     budget = cfg.timeout * 3 + 1
     county = cfg.role in ("county", "all")
     gw = cfg.role in ("gateway", "all")

@@ -13,9 +13,9 @@ from teleread.doctor.results import (
     CERT_WARN_DAYS,
     CheckResult,
     TLSFile,
-    _fail,
-    _ok,
-    _warn,
+    fail,
+    ok,
+    warn,
 )
 
 
@@ -57,7 +57,7 @@ def _gateway_dicom_tls(gw: Any) -> list[TLSFile]:
 def check_tls(cfg: DoctorConfig) -> list[CheckResult]:
     items = tls_material(cfg)
     if not items:
-        return [_ok("tls", "no certificate files configured", "未配置证书文件")]
+        return [ok("tls", "no certificate files configured", "未配置证书文件")]
     out: list[CheckResult] = []
     now = datetime.now(UTC)
     for item in items:
@@ -89,7 +89,7 @@ def _check_tls_item(item: TLSFile, now: datetime) -> list[CheckResult]:
             continue
         if not path.is_file():
             return [
-                _fail(
+                fail(
                     "tls",
                     f"{label}: {role} file {path} does not exist",
                     "fix the path, or copy the file there (readable by the teleread user)",
@@ -100,7 +100,7 @@ def _check_tls_item(item: TLSFile, now: datetime) -> list[CheckResult]:
             certs[role] = _load_certs(path)
         except (ValueError, OSError) as exc:
             return [
-                _fail(
+                fail(
                     "tls",
                     f"{label}: {path} is not a PEM/DER certificate: {exc}"[:300],
                     "export the certificate as PEM (`openssl x509 -in X -out Y.pem`)",
@@ -108,17 +108,15 @@ def _check_tls_item(item: TLSFile, now: datetime) -> list[CheckResult]:
                 )
             ]
         if not certs[role]:
-            return [_fail("tls", f"{label}: {path} holds no certificate", "", "证书为空")]
+            return [fail("tls", f"{label}: {path} holds no certificate", "", "证书为空")]
     if item.key is not None:
         if not item.key.is_file():
-            return [
-                _fail("tls", f"{label}: key file {item.key} does not exist", "fix the path", "")
-            ]
+            return [fail("tls", f"{label}: key file {item.key} does not exist", "fix the path", "")]
         try:
             key = serialization.load_pem_private_key(item.key.read_bytes(), password=None)
         except (ValueError, TypeError, OSError) as exc:
             return [
-                _fail(
+                fail(
                     "tls",
                     f"{label}: {item.key} is not an unencrypted PEM private key: {exc}"[:300],
                     "the gateway cannot type a passphrase: store the key unencrypted, mode 0600",
@@ -131,7 +129,7 @@ def _check_tls_item(item: TLSFile, now: datetime) -> list[CheckResult]:
             cert_pub = certs["certificate"][0].public_key().public_bytes(enc, fmt)
             if key.public_key().public_bytes(enc, fmt) != cert_pub:
                 return [
-                    _fail(
+                    fail(
                         "tls",
                         f"{label}: the key {item.key} does not belong to the certificate "
                         f"{item.cert}",
@@ -147,7 +145,7 @@ def _check_tls_item(item: TLSFile, now: datetime) -> list[CheckResult]:
             subject = cert.subject.rfc4514_string() or "(no subject)"
             if end < now:
                 problems.append(
-                    _fail(
+                    fail(
                         "tls",
                         f"{label}: {role} {subject} in {path} expired on {end:%Y-%m-%d}: "
                         "connections using it fail",
@@ -157,7 +155,7 @@ def _check_tls_item(item: TLSFile, now: datetime) -> list[CheckResult]:
                 )
             elif start > now:
                 problems.append(
-                    _fail(
+                    fail(
                         "tls",
                         f"{label}: {role} {subject} in {path} is valid only from "
                         f"{start:%Y-%m-%d %H:%M} UTC (is this machine's clock right?)",
@@ -167,7 +165,7 @@ def _check_tls_item(item: TLSFile, now: datetime) -> list[CheckResult]:
                 )
             elif end - now < timedelta(days=CERT_WARN_DAYS):
                 problems.append(
-                    _warn(
+                    warn(
                         "tls",
                         f"{label}: {role} {subject} in {path} expires on {end:%Y-%m-%d} "
                         f"({(end - now).days} days)",
@@ -180,5 +178,5 @@ def _check_tls_item(item: TLSFile, now: datetime) -> list[CheckResult]:
     files = ", ".join(str(p) for p in (item.cert, item.key, item.ca) if p is not None)
     ends = [_cert_dates(c)[1] for chain in certs.values() for c in chain]
     until = f", valid until {min(ends):%Y-%m-%d}" if ends else ""
-    out.append(_ok("tls", f"{label}: {files} readable{until}", "证书有效"))
+    out.append(ok("tls", f"{label}: {files} readable{until}", "证书有效"))
     return out

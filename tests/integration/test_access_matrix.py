@@ -20,7 +20,6 @@ the route declares (``x-teleread-roles`` in the schema, ``viewer_api.access``).
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -36,6 +35,7 @@ from storage.keys import instance_key
 from tests.dicom_factory import make_ct, part10_bytes
 from tests.integration.test_api_world import PASSWORDS, Study, World, build_world
 from viewer_api.access import PUBLIC, ROLES_EXTENSION, route_roles
+from viewer_api.routes.events import stop_streams
 from viewer_api.security import create_access_token
 from viewer_api.settings import ApiSettings
 from worklist.accounts import get_site
@@ -238,6 +238,7 @@ ACCESS: dict[tuple[str, str], Access] = {
         SIGNED_IN, "none", lambda ctx, caller: Req("DELETE", "/api/v1/auth/session")
     ),
     ("GET", "/healthz"): Access(ANYONE, "none", get("/healthz")),
+    ("GET", "/readyz"): Access(ANYONE, "none", get("/readyz")),
     ("GET", "/api/v1/share/{token}"): Access(ANYONE, "none", get("/api/v1/share/{token}")),
     ("GET", "/api/v1/share/{token}/report.pdf"): Access(
         ANYONE, "none", get("/api/v1/share/{token}/report.pdf")
@@ -514,9 +515,7 @@ def _matrix(world: World) -> Matrix:
     share_token = r.json()["url"].rsplit("/share/", 1)[1]
     ctx = Ctx(world, study, share_token, uids={study.uid, study.series_uid, *study.sop_uids})
     # the event stream answers at once when told to stop (else it runs for minutes)
-    stop = threading.Event()
-    stop.set()
-    world.client.app.state.event_streams_stop = stop  # type: ignore[attr-defined]
+    stop_streams(world.client.app)  # type: ignore[arg-type]
     return Matrix(world, ctx, tokens)
 
 

@@ -3,15 +3,28 @@ report -> sign -> the clinic fetches it; another site's clinic sees nothing."""
 
 from __future__ import annotations
 
+import socket
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import StarletteDeprecationWarning
 
+from storage import MinioStore
+from storage.minio_store import make_client
+from storage.settings import StorageSettings
 from tests.integration.test_api_world import PASSWORDS, Study, World, build_world
+from viewer_api.main import create_app
+from viewer_api.settings import ApiSettings
 from worklist.audit import list_events
 from worklist.completion import mark_stable_studies
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from fastapi.testclient import TestClient
 
 
 @pytest.fixture
@@ -26,6 +39,9 @@ def _report_url(study: Study) -> str:
 def test_healthz_and_openapi(world: World) -> None:
     r = world.get(None, "/healthz")
     assert r.status_code == 200 and r.json() == {"status": "ok"}
+    r = world.get(None, "/readyz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "database": "ok", "objects": "ok"}
     paths = world.get(None, "/openapi.json").json()["paths"]
     for path in (
         "/api/v1/auth/token",
@@ -266,3 +282,31 @@ def test_worklist_filters(world: World) -> None:
     assert world.get("dr_li", "/api/v1/worklist", params={"offset": -1}).status_code == 422
     # a clinic asking for another site's worklist gets nothing of it
     assert world.get("nurse_ts01", "/api/v1/worklist", params={"site": "TS02"}).json() == []
+
+
+def test_readyz_names_an_object_store_that_does_not_answer(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])  # nothing listens once the socket is closed
+    down = StorageSettings(
+        backend="s3",
+        endpoint=f"127.0.0.1:{port}",
+        access_key=SecretStr("ak"),
+        secret_key=SecretStr("sk"),
+        secure=False,
+        region="us-east-1",
+        retries=0,
+    )
+    app = create_app(
+        session_factory=session_factory,
+        store=MinioStore(make_client(down), "teleread", create_bucket=False),
+        settings=ApiSettings(secret_key="readyz-test-secret-0123456789-abcdefghij"),
+    )
+    with TestClient(app) as client:
+        r = client.get("/readyz")
+        assert r.status_code == 503 and r.headers["retry-after"]
+        assert r.json()["database"] == "ok"
+        assert r.json()["objects"].startswith("unavailable")
+        assert client.get("/healthz").status_code == 200  # alive, only not ready

@@ -10,11 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import Message, Receive, Scope, Send
 
 from tests.integration.test_api_world import Study, World, build_world
-from viewer_api.metrics import CONTENT_TYPE, UNMATCHED, Exposition, HttpMetrics, RequestMetrics
+from viewer_api.metrics import CONTENT_TYPE, HttpMetrics, RequestMetrics
+from viewer_api.metrics.http_requests import UNMATCHED
 from worklist.db import make_engine, make_sessionmaker, upgrade
 
 with warnings.catch_warnings():
@@ -124,8 +126,8 @@ def test_request_figures_by_route_template(world: World) -> None:
     buckets = [
         float(v)
         for v in re.findall(
-            rf'^teleread_api_http_request_duration_seconds_bucket\{{method="GET",'
-            rf'route="{re.escape(route)}",status="2xx",le="[^"]+"\}} (\S+)$',
+            rf'^teleread_api_http_request_duration_seconds_bucket\{{le="[^"]+",'
+            rf'method="GET",route="{re.escape(route)}",status="2xx"\}} (\S+)$',
             text,
             re.M,
         )
@@ -245,14 +247,13 @@ def test_an_event_stream_is_timed_to_its_first_byte() -> None:
     async def send(message: Message) -> None:
         pass
 
-    registry = HttpMetrics()
+    registry = CollectorRegistry()
+    metrics = HttpMetrics(registry)
     scope: dict[str, object] = {"type": "http", "method": "GET", "headers": []}
-    asyncio.run(RequestMetrics(stream, registry=registry)(scope, receive, send))
+    asyncio.run(RequestMetrics(stream, metrics=metrics)(scope, receive, send))
     with pytest.raises(RuntimeError):
-        asyncio.run(RequestMetrics(crash, registry=registry)(dict(scope), receive, send))
-    out = Exposition()
-    registry.render(out)
-    text = out.text()
+        asyncio.run(RequestMetrics(crash, metrics=metrics)(dict(scope), receive, send))
+    text = generate_latest(registry).decode()
     ok = f'{{method="GET",route="{UNMATCHED}",status="2xx"}}'
     assert sample(text, "http_request_duration_seconds_sum", ok) < 0.2
     failed = f'{{method="GET",route="{UNMATCHED}",status="5xx"}}'

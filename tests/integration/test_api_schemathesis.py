@@ -13,7 +13,6 @@ JSON objects, and request size limits.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -41,7 +40,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.instance import read_instance
 from tests.dicom_factory import make_ct, part10_bytes
 from tests.integration.test_api_world import Study, World, build_world
-from viewer_api.limits import BodySizeLimit
 from viewer_api.routes.events import stop_streams
 
 ROLES = {
@@ -557,79 +555,7 @@ def test_token_form_with_hostile_fields(world: World) -> None:
         assert r.status_code in (400, 401, 413, 422, 429), r.text
 
 
-# --- request size limits ------------------------------------------------------------------
-def _limited_app(limit: int) -> tuple[Any, list[int]]:
-    """``BodySizeLimit`` around an app that reads its whole body and counts what it read."""
-    read: list[int] = []
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        total = 0
-        while True:
-            message = await receive()
-            total += len(message.get("body", b""))
-            read.append(total)
-            if not message.get("more_body"):
-                break
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": str(total).encode()})
-
-    return BodySizeLimit(app, max_bytes=limit), read
-
-
-async def _call(app: Any, headers: list[tuple[bytes, bytes]], chunks: list[bytes]) -> tuple:
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/",
-        "headers": headers,
-        "query_string": b"",
-    }
-    pending = [
-        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
-        for i, c in enumerate(chunks)
-    ]
-    pulled = 0
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        nonlocal pulled
-        if pending:
-            pulled += 1
-            return pending.pop(0)
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
-    return status, pulled
-
-
-def test_declared_oversize_body_is_refused_unread() -> None:
-    app, read = _limited_app(1000)
-    status, pulled = asyncio.run(_call(app, [(b"content-length", b"5000")], [b"x" * 5000]))
-    assert status == 413
-    assert pulled == 0 and read == []
-
-
-def test_chunked_oversize_body_stops_at_the_limit() -> None:
-    app, _read = _limited_app(1000)
-    chunks = [b"x" * 400] * 100  # 40 kB streamed, no Content-Length
-    status, pulled = asyncio.run(_call(app, [(b"transfer-encoding", b"chunked")], chunks))
-    assert status == 413
-    assert pulled == 3  # 1200 bytes > 1000: stopped on the third chunk, not the hundredth
-
-
-def test_small_bodies_and_bad_lengths() -> None:
-    app, _ = _limited_app(1000)
-    assert asyncio.run(_call(app, [(b"content-length", b"10")], [b"x" * 10]))[0] == 200
-    assert asyncio.run(_call(app, [], [b"x" * 400] * 2))[0] == 200
-    for bad in (b"abc", b"-1", b"+5", b" ", b"\xd9\xa1"):  # the last: an Arabic-Indic one
-        assert asyncio.run(_call(app, [(b"content-length", bad)], [b""]))[0] == 400
-    assert asyncio.run(_call(app, [(b"content-length", b"1" * 400)], [b""]))[0] == 413
-
-
+# --- request size limits (the gate itself: tests/unit/test_request_gate.py) -------------
 def test_api_refuses_oversize_bodies(
     session_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:

@@ -1,4 +1,4 @@
-"""Audit export (issue 7): CSV and FHIR ``AuditEvent`` downloads for admins, streamed,
+"""Audit export: CSV and FHIR ``AuditEvent`` downloads for admins, streamed,
 filtered, themselves audited; on SQLite and PostgreSQL."""
 
 from __future__ import annotations

@@ -363,6 +363,35 @@ def test_other_site_clinic_gets_404_and_empty_searches(served: Served) -> None:
     assert err.value.response.status_code == 404
 
 
+def test_every_view_of_patient_data_is_audited(served: Served) -> None:
+    """A clinic user's searches (what was asked, how many matched), metadata reads and
+    image views leave audit rows, the images one row per study however many frames; another
+    site's attempts are audited as refused."""
+    series = served.ingest(_ct_series(3, patient_name="王^小明"))
+    st, se = series[0].StudyInstanceUID, series[0].SeriesInstanceUID
+    nurse, other = served.client("nurse_ts01"), served.client("nurse_ts02")
+    assert len(nurse.search_for_studies(search_filters={"PatientName": "王*"})) == 1
+    assert len(nurse.search_for_instances(st, se)) == 3
+    nurse.retrieve_study_metadata(st)
+    for ds in series:
+        for _ in range(2):
+            nurse.retrieve_instance_rendered(st, se, ds.SOPInstanceUID)
+        nurse.retrieve_instance_frames(st, se, ds.SOPInstanceUID, frame_numbers=[1])
+    with pytest.raises(HTTPError):
+        other.retrieve_study_metadata(st)
+
+    searches = served.audited("dicomweb_searched")
+    asked = [(e.username, e.object_id, e.detail["level"], e.detail["results"]) for e in searches]
+    assert asked == [("nurse_ts01", "", "studies", 1), ("nurse_ts01", st, "instances", 3)]
+    assert ["PatientName", "王*"] in searches[0].detail["query"]
+    (metadata,) = served.audited("dicomweb_metadata_viewed")
+    assert (metadata.username, metadata.site_code, metadata.object_id) == ("nurse_ts01", "TS01", st)
+    (images,) = served.audited("dicomweb_images_viewed")  # 9 frames asked for: one row
+    assert (images.username, images.object_type, images.object_id) == ("nurse_ts01", "study", st)
+    (refused,) = served.audited("study_access_refused")
+    assert (refused.username, refused.object_id, refused.outcome) == ("nurse_ts02", st, "refused")
+
+
 def test_unreadable_stored_object_is_a_clear_error_not_a_crash(served: Served) -> None:
     (ct,) = served.ingest(_ct_series(1))
     from storage.keys import instance_key

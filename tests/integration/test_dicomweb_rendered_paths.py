@@ -1,13 +1,13 @@
-"""Rendered through a real server, both ways: an instance announced with its header (the fast
-path reads the frame from the object's tail) and the same pixels announced without one (the
-pydicom path) give byte-identical PNG and JPEG; compressed instances still render."""
+"""Rendered through a real server, both ways: an instance announced with its header (the
+native path reads the frame from the object's tail) and the same pixels announced without
+one, or with the native path switched off (the pydicom path), give byte-identical PNG and
+JPEG; compressed instances still render."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from pydicom.dataset import Dataset
@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.dicom_factory import make_ct, make_dx, part10_bytes
 from tests.integration.test_dicomweb_support import Served, serve
-from viewer_api.dicomweb import FAST_ROUTES
 
 
 @pytest.fixture
@@ -76,24 +75,25 @@ def test_compressed_instances_render_through_pydicom(served: Served) -> None:
     assert images[0] == images[1]  # lossless: the same pixels, the same PNG
 
 
-def test_the_documented_routes_answer_alike(served: Served) -> None:
-    """The fast routes answer first; the FastAPI routes (the OpenAPI schema's) behave the same
-    where they are not installed."""
+def test_the_native_switch_falls_back_to_pydicom(served: Served) -> None:
+    """``native_frames`` off: the same instance, announced with its header, rendered through
+    pydicom gives the same image; the routes answer every caller as the other routes do."""
     (ct,) = served.ingest([part10_bytes(make_ct())])
     ids = (ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SOPInstanceUID)
     path = "/dicomweb/studies/{}/series/{}/instances/{}".format(*ids)
     world = served.world
     png = {**world.headers("dr_li"), "Accept": "image/png"}
-    fast = httpx.get(served.root + path.removeprefix("/dicomweb") + "/rendered", headers=png)
-    assert fast.status_code == 200
-    assert world.get("dr_li", path + "/rendered?quality=abc").status_code == 400  # fast route
-
-    app = world.client.app
-    app.router.routes[:] = [r for r in app.router.routes if r not in FAST_ROUTES]  # type: ignore[attr-defined]
-    assert world.get("dr_li", path + "/rendered?quality=abc").status_code == 422  # FastAPI's
+    state = world.client.app.state  # type: ignore[attr-defined]
+    native = world.client.get(path + "/rendered", headers=png)
+    assert native.status_code == 200
+    state.dicomweb_frames = None  # made again on first use, with the switch off
+    state.settings = state.settings.model_copy(update={"native_frames": False})
     for suffix in ("/rendered", "/frames/1/rendered"):
         r = world.client.get(path + suffix, headers=png)
-        assert r.status_code == 200 and r.content == fast.content
+        assert r.status_code == 200 and r.content == native.content
         assert world.get("nurse_ts02", path + suffix).status_code == 404
         assert world.get("gw_ts01", path + suffix).status_code == 403
         assert world.get(None, path + suffix).status_code == 401
+    assert not state.dicomweb_frames.native_frames
+    assert world.get("dr_li", path + "/rendered?quality=abc").status_code == 422
+    assert world.get("dr_li", path + "/frames/1,2/rendered").status_code == 400

@@ -14,13 +14,16 @@ from typing import Any
 
 import pydicom
 from dicomweb_client.api import DICOMwebClient
+from fastapi import FastAPI
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from sqlalchemy import select
 
 from gateway.instance import read_instance, spooled_header_json
 from teleread.services import ApiServer
 from tests.integration.test_api_world import World, build_world
 from viewer_api.main import create_app
+from worklist.models import AuditEvent
 from worklist.settings import WorklistSettings
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -38,6 +41,17 @@ class Served:
     world: World
     root: str  # http://127.0.0.1:port/dicomweb
     tmp: Path
+    app: FastAPI  # the served app (``world.client`` has its own)
+
+    def audited(self, action: str) -> list[AuditEvent]:
+        """The served app's ``action`` events, its audit writer's pending ones written."""
+        self.app.state.audit_writer.flush()
+        with self.world.factory() as session:
+            return list(
+                session.scalars(
+                    select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id)
+                )
+            )
 
     def client(self, username: str | None) -> DICOMwebClient:
         headers = {"Authorization": f"Bearer {self.world.tokens[username]}"} if username else {}
@@ -107,6 +121,6 @@ def serve(factory: Any, tmp_path: Path) -> Iterator[Served]:
         server = ApiServer(app, host="127.0.0.1", port=port)
         server.start()
         try:
-            yield Served(world, f"http://127.0.0.1:{port}/dicomweb", tmp_path)
+            yield Served(world, f"http://127.0.0.1:{port}/dicomweb", tmp_path, app)
         finally:
             server.stop()

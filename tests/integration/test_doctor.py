@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+import storage
 from gateway.config import GatewaySettings
 from storage.settings import StorageSettings
 from storage.settings import get_settings as storage_settings
@@ -90,7 +91,9 @@ def embedded(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> Iterator[DataDir]
     storage_settings.cache_clear()  # the API and the gateway build their store from it
     http_port = free_port()
     server = ApiServer(
-        build_api(factory, secret_key=data.secret("api")), host="127.0.0.1", port=http_port
+        build_api(data.database_url, storage.from_settings(), secret_key=data.secret("api")),
+        host="127.0.0.1",
+        port=http_port,
     )
     server.start()
     clean_env.setenv("TELEREAD_API_PORT", str(http_port))
@@ -155,6 +158,7 @@ def test_the_running_gateway_answers_c_echo(embedded: DataDir) -> None:
     cfg = DoctorConfig.from_environment(role="all", data_dir=str(embedded.root), timeout=TIMEOUT)
     gw = cfg.gateway
     stop = start_gateway(
+        storage.from_settings(),
         ae_title=gw.ae_title,
         host="127.0.0.1",
         port=gw.port,
@@ -186,7 +190,7 @@ def test_a_port_held_by_something_else_fails(embedded: DataDir) -> None:
                 conn.close()
 
         threading.Thread(target=serve, daemon=True).start()
-        result = one(doctor.check_dicom_port(cfg, doctor._State()), "dicom_port")
+        result = one(doctor.check_dicom_port(cfg, doctor.CheckState()), "dicom_port")
     assert result.status == "FAIL" and "does not speak DICOM" in result.message
 
 
@@ -416,13 +420,13 @@ def test_clock_skew_warns_then_fails(tmp_path: Path) -> None:
         seen = {}
         for skew in (0.0, -30.0, 300.0):
             county.skew = skew
-            results = doctor.check_county_api(cfg, doctor._State())
+            results = doctor.check_county_api(cfg, doctor.CheckState())
             assert one(results, "county_api").status == "OK"
             assert one(results, "gateway_login").status == "OK"
             seen[skew] = one(results, "clock")
         # a URL that reaches something else (here: a path prefix the county does not have)
         wrong = _gateway(tmp_path, api_url=f"http://127.0.0.1:{county.port}/county")
-        [r] = doctor.check_county_api(wrong, doctor._State())
+        [r] = doctor.check_county_api(wrong, doctor.CheckState())
         assert r.status == "FAIL" and "not a teleread county API" in r.message, r
     assert seen[0.0].status == "OK"
     # (the Date header has whole seconds: 30 s may read as 29 to 31)
@@ -444,7 +448,7 @@ def test_an_unreachable_county_fails(tmp_path: Path) -> None:
     # plain http to a remote county is called out
     remote = _gateway(tmp_path, api_url="http://192.0.2.1:8000")
     [warn, *_] = doctor.check_county_api(
-        DoctorConfig(role="gateway", gateway=remote.gateway, timeout=0.5), doctor._State()
+        DoctorConfig(role="gateway", gateway=remote.gateway, timeout=0.5), doctor.CheckState()
     )
     assert warn.status == "WARN" and "plain http" in warn.message
 

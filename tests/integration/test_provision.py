@@ -27,7 +27,7 @@ from storage.settings import StorageSettings
 from teleread.cli import main
 from teleread.doctor.config import DoctorConfig
 from teleread.doctor.county import check_object_store
-from teleread.doctor.results import _State
+from teleread.doctor.results import CheckState
 from teleread.objects import migrate_keys, setup_bucket
 from teleread.provision import ProvisionError, load_spec
 from tests.servers.seaweed import run_seaweed
@@ -248,9 +248,9 @@ def test_a_township_key_writes_under_its_own_site_only(
                 region="us-east-1",
             )
             cfg = DoctorConfig(role="gateway", storage=gw_settings, gateway=GatewaySettings())
-            [ok] = check_object_store(cfg, _State(sites=["TS01"]))
+            [ok] = check_object_store(cfg, CheckState(sites=["TS01"]))
             assert ok.status == "OK" and "under TS01/" in ok.message, ok
-            [refused] = check_object_store(cfg, _State(sites=["TS02"]))
+            [refused] = check_object_store(cfg, CheckState(sites=["TS02"]))
             assert refused.status == "FAIL"
             # overwriting its own objects stays possible, but every version is kept
             gateway.put(own, b"overwritten")

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.integration.test_worklist_ingest import NOW, arrival, fast_user, seed, study
+from worklist.claims import claim_study
 from worklist.critical import (
     CriticalResultNotAllowed,
     InvalidCriticalResult,
@@ -30,7 +31,6 @@ from worklist.reports import (
     save_draft,
     sign_report,
 )
-from worklist.repository import claim_study
 
 
 def _drafted(s: Session, uid: str, reader: User, description: str) -> Study:

@@ -1,4 +1,4 @@
-"""Retention (issue 7): expired audit events, events and finished webhook deliveries are
+"""Retention: expired audit events, events and finished webhook deliveries are
 purged in bounded batches, the rest left alone; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from teleread import services
 from worklist import retention
 from worklist.db import alembic_config, make_engine, upgrade
+from worklist.housekeeping import Housekeeping
 from worklist.models import (
     DELIVERY_DELIVERED,
     DELIVERY_FAILED,
@@ -174,15 +174,12 @@ def test_retention_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch
         WorklistSettings()
 
 
-def test_housekeeping_runs_the_purge(
-    session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_housekeeping_runs_the_purge(session_factory: sessionmaker[Session]) -> None:
     """The housekeeping thread purges on its first pass (default settings: six years)."""
-    monkeypatch.setattr(services, "HOUSEKEEPING_SECONDS", 0.05)
     now = datetime.now(UTC)
     with session_factory.begin() as session:
         session.execute(insert(AuditEvent), _audit_rows([now - 7 * 365 * DAY, now - DAY]))
-    housekeeping = services.Housekeeping(session_factory, stable_seconds=60)
+    housekeeping = Housekeeping(session_factory, WorklistSettings(), interval=0.05)
     housekeeping.start()
     try:
         deadline = time.monotonic() + 20

@@ -15,19 +15,18 @@ from tests.integration.test_workflow_support import WEBHOOK_SECRET, Receiver, st
 from tests.integration.test_worklist_claims import LEASE, add
 from tests.integration.test_worklist_ingest import NOW, fast_user, seed, study
 from worklist import escalation, events, webhooks
-from worklist.errors import NotAReader, NotClaimable, NotClaimHolder, StudyNotFound
-from worklist.models import DELIVERY_DELIVERED, DELIVERY_FAILED, WebhookDelivery
-from worklist.repository import (
+from worklist.claims import (
     assign_study,
     cancel_study,
     claim_next,
     claim_study,
-    count_worklist,
     expire_claims,
-    list_worklist,
-    override_triage,
     renew_claim,
 )
+from worklist.errors import NotAReader, NotClaimable, NotClaimHolder, StudyNotFound
+from worklist.models import DELIVERY_DELIVERED, DELIVERY_FAILED, WebhookDelivery
+from worklist.repository import count_worklist, list_worklist
+from worklist.triage_override import override_triage
 
 
 def test_renew_assign_cancel(session_factory: sessionmaker[Session]) -> None:
@@ -113,6 +112,7 @@ def test_flags_and_study_urgent_events(session_factory: sessionmaker[Session]) -
         add(s, "1.1")  # routine
         add(s, "1.2", text="急性脑卒中")  # urgent by text: one study_urgent event
         add(s, "1.2")  # more instances: no second event
+        s.commit()  # events are inserted (and get their ids) at commit
         urgent = [e.study_uid for e in events.list_since(session=s, after_id=0, viewer=a)]
         assert urgent == ["1.2"]
         # a clinic flags its own study; another site's is not found for it
@@ -169,6 +169,9 @@ def test_event_visibility(session_factory: sessionmaker[Session]) -> None:
         events.publish(
             session=s, kind="escalation", study_uid=None, site_code=None, payload={}, now=NOW
         )
+        assert e1.id is None  # inserted at commit, in commit order
+        assert events.list_since(session=s, after_id=0, viewer=a) == []
+        s.commit()
         assert len(events.list_since(session=s, after_id=0, viewer=a)) == 3
         assert len(events.list_since(session=s, after_id=e1.id, viewer=a)) == 2
         assert len(events.list_since(session=s, after_id=0, viewer=a, limit=1)) == 1
@@ -204,6 +207,7 @@ def test_escalation_levels_once_each(session_factory: sessionmaker[Session]) -> 
         assert [(e.study_uid, e.payload["level"]) for e in got] == [("4.3", 2)]
         assert study(s, "4.3").escalation_level == 2
         # escalations are on the feed, without patient names
+        s.commit()
         feed = events.list_since(session=s, after_id=0, viewer=a)
         assert [e.kind for e in feed].count("escalation") == 5
         assert all("王" not in str(events.as_dict(e)) for e in feed)
@@ -218,6 +222,7 @@ def test_expired_lease_returns_to_queue_then_next(session_factory: sessionmaker[
         assert claim_next(session=s, reader=a, now=NOW, lease=LEASE) is not None
         assert claim_next(session=s, reader=b, now=NOW, lease=LEASE) is None
         assert expire_claims(session=s, now=NOW + LEASE + timedelta(seconds=1)) == 1
+        s.commit()
         [released] = [
             e
             for e in events.list_since(session=s, after_id=0, viewer=b)
@@ -300,3 +305,46 @@ def test_webhook_delivery_retries_and_survives(
         )
         s.commit()
         assert webhooks.enqueue(session=s, urls=urls, now=now[0]) == 2
+
+
+@pytest.fixture
+def plain_receiver() -> Iterator[Receiver]:
+    yield from start_receiver()
+
+
+def test_urgent_webhooks_go_first(
+    session_factory: sessionmaker[Session], plain_receiver: Receiver
+) -> None:
+    """A backlog of routine events (a receiver that was down, say) does not hold back an
+    urgent one published after them: it is delivered first."""
+    with session_factory.begin() as s:
+        seed(s)
+        for n in range(6):
+            events.publish(
+                session=s,
+                kind="study_claimed",
+                study_uid=f"8.{n}",
+                site_code="TS01",
+                payload={},
+                now=NOW,
+            )
+        events.publish(
+            session=s,
+            kind="critical_result",
+            study_uid="8.9",
+            site_code="TS01",
+            payload={},
+            now=NOW,
+        )
+    with httpx.Client(timeout=5) as client:
+        stats = webhooks.run_once(
+            factory=session_factory,
+            client=client,
+            urls=[plain_receiver.url],
+            secret=WEBHOOK_SECRET,
+            clock=lambda: NOW,
+            parallel=1,  # one at a time: the order of arrival is the order of sending
+        )
+    assert stats.delivered == 7
+    kinds = [r.kind for r in plain_receiver.received]
+    assert kinds[0] == "critical_result" and kinds[1:] == ["study_claimed"] * 6

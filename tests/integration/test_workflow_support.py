@@ -25,6 +25,7 @@ class Received:
     kind: str
     body: dict[str, Any]
     signature_ok: bool
+    at: float = field(default_factory=time.time)  # when it arrived (wall clock)
 
 
 @dataclass

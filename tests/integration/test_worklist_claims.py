@@ -11,19 +11,13 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.integration.test_worklist_ingest import NOW, arrival, fast_user, seed, study
+from worklist.claims import claim_next, claim_study, expire_claims, release_study
 from worklist.completion import mark_stable_studies
 from worklist.db import make_engine, make_sessionmaker
 from worklist.errors import ClaimConflict, NotAReader, NotClaimable, NotClaimHolder, StudyNotFound
 from worklist.ingest import record_instances
-from worklist.repository import (
-    claim_next,
-    claim_study,
-    expire_claims,
-    get_study,
-    list_worklist,
-    override_triage,
-    release_study,
-)
+from worklist.repository import get_study, list_worklist
+from worklist.triage_override import override_triage
 
 LEASE = timedelta(minutes=15)
 LATER = NOW + timedelta(minutes=5)

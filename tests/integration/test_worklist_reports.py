@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.integration.test_worklist_ingest import NOW, arrival, fast_user, seed, study
 from worklist import audit
 from worklist.audit import AuditAction
+from worklist.claims import claim_study, release_study
 from worklist.errors import NoReport, NotClaimHolder, ReportSigned
 from worklist.ingest import record_instances
 from worklist.report_hashes import report_content_hash, verify_report
@@ -20,7 +21,6 @@ from worklist.reports import (
     save_draft,
     sign_report,
 )
-from worklist.repository import claim_study, release_study
 
 
 def _study(s: Session, uid: str, site: str = "TS01") -> None:

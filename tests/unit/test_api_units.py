@@ -1,26 +1,20 @@
-"""viewer_api parts that need no database: settings, tokens, error mapping, body limit."""
+"""viewer_api parts that need no database: settings, tokens, error mapping."""
 
 from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterator
 from datetime import timedelta
 
 import jwt
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import exc as sa_exc
-from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from storage import errors as storage_errors
 from viewer_api import errors
 from viewer_api.errors import ERRORS, InsecureSecretKey, InvalidToken, status_for
-from viewer_api.limits import BodySizeLimit
 from viewer_api.security import create_access_token, decode_access_token
 from viewer_api.settings import ApiSettings
 from worklist import errors as wl
@@ -142,27 +136,3 @@ def test_every_error_answers_with_a_stable_code() -> None:
         assert (r.status_code, r.json()["code"]) == (404, "not_found")
         r = client.post("/study")
         assert (r.status_code, r.json()["code"]) == (405, "method_not_allowed")
-
-
-def _echo_app(max_bytes: int) -> TestClient:
-    async def echo(request: Request) -> JSONResponse:
-        return JSONResponse({"size": len(await request.body())})
-
-    app = Starlette(routes=[Route("/", echo, methods=["POST"])])
-    return TestClient(BodySizeLimit(app, max_bytes=max_bytes))
-
-
-def test_body_size_limit() -> None:
-    client = _echo_app(100)
-    assert client.post("/", content=b"x" * 100).json() == {"size": 100}
-    r = client.post("/", content=b"x" * 101)
-    assert r.status_code == 413 and r.json()["detail"]
-
-    def chunks() -> Iterator[bytes]:
-        for _ in range(5):
-            yield b"x" * 50
-
-    r = client.post("/", content=chunks())
-    assert r.status_code == 413
-    r = client.post("/", content=b"x", headers={"Content-Length": "nope"})
-    assert r.status_code == 400

@@ -44,7 +44,8 @@ def test_triage_prints_one_json_object_per_file(
 def test_triage_explain_names_every_matched_term(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from worklist.triage.evaluate import Case, case_bytes
+    from worklist.triage.cases import Case
+    from worklist.triage.evaluate import case_bytes
 
     case = Case(
         id="x",
@@ -124,3 +125,21 @@ def test_sites_and_users_from_the_command_line(
 def test_password_is_never_an_argument() -> None:
     with pytest.raises(SystemExit):
         main(["users", "add", "x", "--role", "admin", "--password", "secret123"])
+
+
+def test_serve_keeps_objects_in_the_data_dir_unless_told_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded store's root is configuration handed to the store, not an environment
+    variable written behind the other parts' backs."""
+    import os
+
+    from teleread.allinone import embedded_storage_settings
+    from teleread.embedded import DataDir
+
+    data_dir = DataDir.resolve(str(tmp_path / "data"))
+    monkeypatch.delenv("TELEREAD_STORAGE_ROOT", raising=False)
+    assert embedded_storage_settings(data_dir).root == data_dir.objects
+    assert "TELEREAD_STORAGE_ROOT" not in os.environ
+    monkeypatch.setenv("TELEREAD_STORAGE_ROOT", str(tmp_path / "elsewhere"))
+    assert embedded_storage_settings(data_dir).root == tmp_path / "elsewhere"

@@ -21,7 +21,7 @@ from viewer_api.dicomweb.display import (
     to_display,
 )
 from viewer_api.dicomweb.frames import choose_frame_form, parse_frame_list
-from viewer_api.dicomweb.qido_query import _escape_like
+from viewer_api.dicomweb.qido_query import escape_like
 from viewer_api.dicomweb.rendered import choose_media_type
 from viewer_api.errors import InvalidParameter, NotAcceptable, status_for
 
@@ -131,6 +131,11 @@ def test_frame_forms() -> None:
 
 def test_frame_lists() -> None:
     assert parse_frame_list("1,3,2") == [1, 3, 2]
+    # a frame asked for twice (or a thousand times) is sent once
+    assert parse_frame_list("2,1,2,1") == [2, 1]
+    assert parse_frame_list(",".join(["1"] * 1000)) == [1]
+    with pytest.raises(InvalidParameter):
+        parse_frame_list(",".join(["1"] * 1001))  # still at most 1000 numbers
     for bad in ("", "0", "1,,2", "x", "-1"):
         with pytest.raises(InvalidParameter) as err:
             parse_frame_list(bad)
@@ -161,9 +166,9 @@ def test_dicom_json_values() -> None:
 
 
 def test_like_escaping() -> None:
-    assert _escape_like("王*") == "王%"
-    assert _escape_like("a?b") == "a_b"
-    assert _escape_like("50%_x*") == "50\\%\\_x%"
+    assert escape_like("王*") == "王%"
+    assert escape_like("a?b") == "a_b"
+    assert escape_like("50%_x*") == "50\\%\\_x%"
 
 
 def test_lookup_table_path_matches_direct_computation() -> None:

@@ -9,8 +9,9 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from worklist.triage import decode_text, extract_text, triage_dataset
+from worklist.triage.cases import PROFILES, Case, encode_text
 from worklist.triage.charset import strip_escapes
-from worklist.triage.evaluate import PROFILES, Case, case_bytes, encode_text
+from worklist.triage.evaluate import case_bytes
 
 TEXT = "头颅CT平扫 急性脑梗死"
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from pydicom.data import get_testdata_files
 
 from worklist.triage import read_paths
-from worklist.triage.evaluate import Case, case_bytes
+from worklist.triage.cases import Case
+from worklist.triage.evaluate import case_bytes
 
 
 def test_pydicom_test_files_do_not_crash_and_are_routine() -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from viewer_api.routes.events import format_event
+from viewer_api.event_streams import format_event
 from viewer_api.schemas import EventOut
 from worklist.escalation import due_level
 from worklist.models import Study

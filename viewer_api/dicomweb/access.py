@@ -1,20 +1,133 @@
-"""What DICOMweb routes look up: visible studies' instances, in one query each."""
+"""How every DICOMweb route runs (``serve``), who asks (``Viewer``, with its audit trail),
+and what the routes look up: visible studies' instances, in one query each.
+
+A DICOMweb route is a FastAPI route that declares its path and query parameters (so the
+OpenAPI schema documents them and FastAPI checks them) and no dependencies: a viewer
+scrolling a series asks for one image per slice, and FastAPI's per-request dependency
+machinery (a thread-pool hop per sync dependency, the session's commit hop) costs as much
+as serving a slice. ``serve`` does what ``deps.SessionDep`` and ``deps.ViewerUser`` do, in
+one hop:
+
+    @router.get("/studies/{study_uid}/metadata")
+    @viewer_route
+    async def study_metadata(study_uid: str, request: Request) -> Response:
+        return await serve(request, lambda session, viewer: ...)
+
+The app-wide ``limits.check_url_inputs`` runs first as for every route (NUL 400, UID
+grammar 422); then the bearer token (401) and a viewer role (403), as ``ViewerUser``; then
+the work in the thread pool. Views are audited off the request path (``Viewer.viewed``).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
+import anyio
 from fastapi import Request, status
 from fastapi.responses import Response
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session, defer
+from starlette.concurrency import run_in_threadpool
 
-from viewer_api.errors import InvalidParameter, NotAcceptable, UnreadableObject
+from viewer_api.auditing import REFUSED, AuditWriter
+from viewer_api.deps import VIEWER_ROLES, client_addr_of, declare_roles, get_current_user
+from viewer_api.errors import InvalidParameter, NotAcceptable, RoleDenied, UnreadableObject
+from viewer_api.security import oauth2_scheme
+from worklist.audit import AuditAction, PendingEvent
 from worklist.errors import StudyNotFound
 from worklist.models import Instance, Series, Study, User
-from worklist.repository import visible_studies_filter
+from worklist.repository import study_exists
+from worklist.visibility import visible_studies_filter
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """The caller of a DICOMweb route (a viewer role), and its audit trail: written off
+    the request path by the app's ``AuditWriter``."""
+
+    user: User
+    client_addr: str
+    now: datetime
+    audit: AuditWriter
+
+    def viewed(
+        self,
+        action: AuditAction,
+        *,
+        study_uid: str,
+        detail: dict[str, Any] | None = None,
+        object_id: str | None = None,
+        object_type: str | None = None,
+        outcome: str = "success",
+        once: bool = False,
+    ) -> None:
+        """Audit a view of ``study_uid``. ``once``: one event per user, action and study
+        per few minutes (``AuditWriter.repeat_seconds``), for views that come per frame."""
+        event = PendingEvent.of(
+            actor=self.user,
+            action=action,
+            object_type=object_type,
+            object_id=study_uid if object_id is None else object_id,
+            client_addr=self.client_addr,
+            outcome=outcome,
+            detail=detail,
+            now=self.now,
+        )
+        self.audit.add(event, once_per=(self.user.id, action, study_uid) if once else None)
+
+    def not_visible(self, session: Session, study_uid: str, what: str) -> StudyNotFound:
+        """The 404 for a study, series or instance this caller cannot see; a study that
+        exists at another site is a refused cross-site attempt, audited as one."""
+        if study_exists(session=session, study_uid=study_uid):
+            self.viewed(
+                AuditAction.STUDY_ACCESS_REFUSED,
+                study_uid=study_uid,
+                outcome=REFUSED,
+                detail={"via": "dicomweb"},
+            )
+        return StudyNotFound(f"No such {what} visible to you")
+
+
+def viewer_route(endpoint: F) -> F:
+    """Mark a DICOMweb route with the roles ``serve`` admits (``x-teleread-roles``)."""
+    declare_roles(endpoint, VIEWER_ROLES)
+    return endpoint
+
+
+async def serve(request: Request, work: Callable[[Session, Viewer], Response]) -> Response:
+    """Check the caller as ``deps.ViewerUser`` does (401, 403), then run ``work`` in the
+    thread pool with a session: rolled back if it raises (nothing to undo once it has
+    committed), closed either way, even when the request is cancelled."""
+    state = request.app.state
+    session: Session = state.session_factory()
+    try:
+        token = await oauth2_scheme(request)
+        user = await get_current_user(request, session, state.settings, token)
+        if user.role not in VIEWER_ROLES:
+            raise RoleDenied()
+        viewer = Viewer(user, client_addr_of(request), state.clock(), state.audit_writer)
+
+        def run() -> Response:
+            try:
+                return work(session, viewer)
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
+
+        with anyio.CancelScope(shield=True):
+            response: Response = await run_in_threadpool(run)
+        return response
+    finally:
+        session.close()  # no I/O: the worker closed it, or no query ran
+
 
 DICOM_JSON = "application/dicom+json"
 
@@ -42,10 +155,15 @@ def instances_query(
     return stmt.order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
 
 
+def level(series_uid: str | None, sop_uid: str | None) -> str:
+    """ "study", "series" or "instance": what a path with these UIDs names."""
+    return "instance" if sop_uid else "series" if series_uid else "study"
+
+
 def find_instances(
     *,
     session: Session,
-    viewer: User,
+    viewer: Viewer,
     study_uid: str,
     series_uid: str | None = None,
     sop_uid: str | None = None,
@@ -55,14 +173,13 @@ def find_instances(
     rows = [
         (instance, series)
         for instance, series in session.execute(
-            instances_query(viewer, study_uid, series_uid, sop_uid).options(
+            instances_query(viewer.user, study_uid, series_uid, sop_uid).options(
                 defer(Instance.dicom_json)  # metadata reads it as text, on its own
             )
         )
     ]
     if not rows:
-        what = "instance" if sop_uid else "series" if series_uid else "study"
-        raise StudyNotFound(f"No such {what} visible to you")
+        raise viewer.not_visible(session, study_uid, level(series_uid, sop_uid))
     return rows
 
 
@@ -98,16 +215,16 @@ _ONE_INSTANCE = (
 
 
 def find_instance(
-    *, session: Session, viewer: User, study_uid: str, series_uid: str, sop_uid: str
+    *, session: Session, viewer: Viewer, study_uid: str, series_uid: str, sop_uid: str
 ) -> IndexedInstance:
     """One instance of a visible study, header included; ``StudyNotFound`` (404) as in
     ``find_instances``."""
     row = session.execute(
-        _ONE_INSTANCE.where(visible_studies_filter(viewer)),
+        _ONE_INSTANCE.where(visible_studies_filter(viewer.user)),
         {"study_uid": study_uid, "series_uid": series_uid, "sop_uid": sop_uid},
     ).first()
     if row is None:
-        raise StudyNotFound("No such instance visible to you")
+        raise viewer.not_visible(session, study_uid, "instance")
     return IndexedInstance(*row)
 
 

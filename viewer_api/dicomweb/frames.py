@@ -13,11 +13,20 @@ from typing import Any
 from fastapi import APIRouter, Request, status
 from fastapi.responses import Response
 from pydicom.uid import UID, ExplicitVRLittleEndian
+from sqlalchemy.orm import Session
 
-from viewer_api.deps import SessionDep, ViewerUser
 from viewer_api.dicomweb import multipart
-from viewer_api.dicomweb.access import bad_request, find_instances, not_acceptable, unreadable
+from viewer_api.dicomweb.access import (
+    Viewer,
+    bad_request,
+    find_instances,
+    not_acceptable,
+    serve,
+    unreadable,
+    viewer_route,
+)
 from viewer_api.dicomweb.pixels import FRAME_MEDIA_TYPES, OCTET_STREAM, Frames, PixelError
+from worklist.audit import AuditAction
 from worklist.errors import StudyNotFound
 
 logger = logging.getLogger(__name__)
@@ -32,18 +41,22 @@ def frames_of(request: Request) -> Frames:
     """The app's frame source and caches (made on first use)."""
     frames: Frames | None = getattr(request.app.state, "dicomweb_frames", None)
     if frames is None:
-        frames = Frames(request.app.state.store)
-        request.app.state.dicomweb_frames = frames
+        state = request.app.state
+        frames = Frames(state.store, native_frames=state.settings.native_frames)
+        state.dicomweb_frames = frames
     return frames
 
 
 def parse_frame_list(value: str) -> list[int]:
+    """The frame numbers of a WADO-RS frame list, each once, in the order first asked for
+    (PS3.18 asks for no duplicates; ``1,1,1,...`` a thousand times must not build a thousand
+    copies of one frame), at most ``MAX_FRAMES_PER_REQUEST``."""
     if not _FRAME_LIST.match(value):
         raise bad_request("frames must be a comma-separated list of frame numbers (from 1)")
     parts = value.split(",")
     if len(parts) > MAX_FRAMES_PER_REQUEST or any(len(n) > 9 for n in parts):
         raise bad_request("frame numbers start at 1, at most 1000 per request")
-    numbers = [int(n) for n in parts]
+    numbers = list(dict.fromkeys(int(n) for n in parts))
     if min(numbers) < 1:
         raise bad_request("frame numbers start at 1, at most 1000 per request")
     return numbers
@@ -93,24 +106,27 @@ _FRAMES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get(
-    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frame_list}",
-    responses=_FRAMES,
-)
-def retrieve_frames(
+def _frames(
+    session: Session,
+    viewer: Viewer,
+    *,
+    frames: Frames,
+    accept: str | None,
     study_uid: str,
     series_uid: str,
     sop_uid: str,
     frame_list: str,
-    request: Request,
-    session: SessionDep,
-    user: ViewerUser,
 ) -> Response:
     numbers = parse_frame_list(frame_list)
     ((instance, _),) = find_instances(
-        session=session, viewer=user, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid
+        session=session,
+        viewer=viewer,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_uid=sop_uid,
     )
-    frames = frames_of(request)
+    session.commit()  # done with the database: its connection is not held while reading
+    viewer.viewed(AuditAction.DICOMWEB_IMAGES_VIEWED, study_uid=study_uid, once=True)
     try:
         ds = frames.dataset(instance)
     except PixelError as exc:
@@ -124,9 +140,7 @@ def retrieve_frames(
         raise StudyNotFound("This instance has no pixel data")
     if max(numbers) > count:
         raise StudyNotFound(f"No such frame: the instance has {count}")
-    media_type, ts, as_stored = choose_frame_form(
-        request.headers.get("accept"), frames.transfer_syntax(ds)
-    )
+    media_type, ts, as_stored = choose_frame_form(accept, frames.transfer_syntax(ds))
     as_stored = as_stored or not frames.transfer_syntax(ds).is_compressed  # the same bytes
     try:
         parts = [
@@ -151,4 +165,29 @@ def retrieve_frames(
             "Content-Type": multipart.content_type(boundary, media_type, ts),
             "Cache-Control": "private, max-age=300",
         },
+    )
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frame_list}",
+    responses=_FRAMES,
+)
+@viewer_route
+async def retrieve_frames(
+    study_uid: str, series_uid: str, sop_uid: str, frame_list: str, request: Request
+) -> Response:
+    frames = frames_of(request)
+    accept = request.headers.get("accept")
+    return await serve(
+        request,
+        lambda session, viewer: _frames(
+            session,
+            viewer,
+            frames=frames,
+            accept=accept,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            sop_uid=sop_uid,
+            frame_list=frame_list,
+        ),
     )

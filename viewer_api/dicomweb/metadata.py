@@ -24,11 +24,18 @@ from sqlalchemy import Text, cast
 from sqlalchemy.orm import Session
 
 from storage.base import ObjectStore
-from viewer_api.deps import SessionDep, StoreDep, ViewerUser
 from viewer_api.dicomweb import dicom_json as dj
-from viewer_api.dicomweb.access import DICOM_JSON, base_url, instances_query
-from worklist.errors import StudyNotFound
-from worklist.models import Instance, Series, User
+from viewer_api.dicomweb.access import (
+    DICOM_JSON,
+    Viewer,
+    base_url,
+    instances_query,
+    level,
+    serve,
+    viewer_route,
+)
+from worklist.audit import AuditAction
+from worklist.models import Instance, Series
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +105,7 @@ def splice(
 def metadata_json(
     *,
     session: Session,
-    viewer: User,
+    viewer: Viewer,
     study_uid: str,
     series_uid: str | None,
     sop_uid: str | None,
@@ -107,7 +114,7 @@ def metadata_json(
 ) -> bytes:
     """The metadata array for a study, series or instance, as a JSON body. ``fallback``
     (instance -> header dict) serves instances announced without a header."""
-    base = instances_query(viewer, study_uid, series_uid, sop_uid)
+    base = instances_query(viewer.user, study_uid, series_uid, sop_uid)
     stmt = base.with_only_columns(
         Instance.id,
         Instance.sop_instance_uid,
@@ -118,8 +125,7 @@ def metadata_json(
     )
     rows = session.execute(stmt).all()
     if not rows:
-        what = "instance" if sop_uid else "series" if series_uid else "study"
-        raise StudyNotFound(f"No such {what} visible to you")
+        raise viewer.not_visible(session, study_uid, level(series_uid, sop_uid))
     pieces = []
     for instance_id, sop, sop_class, ts, raw, series in rows:
         piece = None
@@ -198,16 +204,15 @@ def instance_metadata(
 
 
 def _metadata(
-    request: Request,
-    session: SessionDep,
+    session: Session,
+    viewer: Viewer,
+    *,
     store: ObjectStore,
-    user: User,
+    url: str,
     study_uid: str,
     series_uid: str | None = None,
     sop_uid: str | None = None,
 ) -> Response:
-    url = base_url(request)
-
     def fallback(instance: Instance, series: str) -> dict[str, Any]:
         return instance_metadata(
             instance, study_uid=study_uid, series_uid=series, url=url, store=store
@@ -215,48 +220,57 @@ def _metadata(
 
     body = metadata_json(
         session=session,
-        viewer=user,
+        viewer=viewer,
         study_uid=study_uid,
         series_uid=series_uid,
         sop_uid=sop_uid,
         url=url,
         fallback=fallback,
     )
+    session.commit()  # read-only, done
+    viewer.viewed(AuditAction.DICOMWEB_METADATA_VIEWED, study_uid=study_uid, once=True)
     return Response(body, media_type=DICOM_JSON, headers={"Cache-Control": "private, no-store"})
+
+
+async def _serve_metadata(
+    request: Request, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+) -> Response:
+    store: ObjectStore = request.app.state.store
+    url = base_url(request)
+    return await serve(
+        request,
+        lambda session, viewer: _metadata(
+            session,
+            viewer,
+            store=store,
+            url=url,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            sop_uid=sop_uid,
+        ),
+    )
 
 
 _JSON: dict[int | str, dict[str, Any]] = {200: {"content": {"application/dicom+json": {}}}}
 
 
 @router.get("/studies/{study_uid}/metadata", responses=_JSON)
-def study_metadata(
-    study_uid: str, request: Request, session: SessionDep, store: StoreDep, user: ViewerUser
-) -> Response:
-    return _metadata(request, session, store, user, study_uid)
+@viewer_route
+async def study_metadata(study_uid: str, request: Request) -> Response:
+    return await _serve_metadata(request, study_uid)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/metadata", responses=_JSON)
-def series_metadata(
-    study_uid: str,
-    series_uid: str,
-    request: Request,
-    session: SessionDep,
-    store: StoreDep,
-    user: ViewerUser,
-) -> Response:
-    return _metadata(request, session, store, user, study_uid, series_uid)
+@viewer_route
+async def series_metadata(study_uid: str, series_uid: str, request: Request) -> Response:
+    return await _serve_metadata(request, study_uid, series_uid)
 
 
 @router.get(
     "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata", responses=_JSON
 )
-def instance_metadata_route(
-    study_uid: str,
-    series_uid: str,
-    sop_uid: str,
-    request: Request,
-    session: SessionDep,
-    store: StoreDep,
-    user: ViewerUser,
+@viewer_route
+async def instance_metadata_route(
+    study_uid: str, series_uid: str, sop_uid: str, request: Request
 ) -> Response:
-    return _metadata(request, session, store, user, study_uid, series_uid, sop_uid)
+    return await _serve_metadata(request, study_uid, series_uid, sop_uid)

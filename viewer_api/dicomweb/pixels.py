@@ -3,10 +3,13 @@
 Objects are content-addressed (``Instance.sha256``), so parsed datasets and decoded frames
 are cached by digest in small per-app LRU caches; a cached entry can never be stale.
 
-The fast path (``Frames.native_frame_from_header``) skips the DICOM parse: for a native
+The native path (``Frames.native_frame_from_header``) skips the DICOM parse: for a native
 little-endian greyscale instance whose header the index holds (``Instance.dicom_json``),
 the frame is read straight from the object's tail, where its Pixel Data element must sit
-with exactly the length the header implies; anything else is left to pydicom.
+with exactly the length the header implies; anything else is left to pydicom, the stock
+path. Scrolling a series renders each slice once, and the parse costs more than the
+render. ``TELEREAD_API_NATIVE_FRAMES=false`` turns the native path off (every frame
+through pydicom); the tests give both paths the same objects and expect the same pixels.
 """
 
 from __future__ import annotations
@@ -254,9 +257,15 @@ class Frames:
     """Frames of stored instances, with the caches."""
 
     def __init__(
-        self, store: ObjectStore, *, dataset_bytes: int = 96 << 20, frame_bytes: int = 96 << 20
+        self,
+        store: ObjectStore,
+        *,
+        native_frames: bool = True,
+        dataset_bytes: int = 96 << 20,
+        frame_bytes: int = 96 << 20,
     ) -> None:
         self.store = store
+        self.native_frames = native_frames
         self._datasets: LRU[str, Dataset] = LRU(dataset_bytes, _dataset_weight)
         self._decoded: LRU[tuple[str, int], np.ndarray] = LRU(frame_bytes, lambda a: a.nbytes)
 
@@ -308,7 +317,7 @@ class Frames:
     ) -> tuple[np.ndarray, JsonHeader] | None:
         """Frame ``index`` (0-based) and the header it was decoded with, read without a DICOM
         parse (see the module's docstring); None when this instance needs the parse."""
-        if not isinstance(instance.dicom_json, dict):
+        if not self.native_frames or not isinstance(instance.dicom_json, dict):
             return None
         header = JsonHeader(instance.dicom_json)
         layout = native_layout(header, instance.transfer_syntax_uid)

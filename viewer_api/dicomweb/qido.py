@@ -4,6 +4,7 @@ the conditions ``qido_query.parse_query`` makes of the query parameters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -11,12 +12,12 @@ from fastapi.responses import Response
 from sqlalchemy import Select, func, select, true
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from viewer_api.deps import SessionDep, ViewerUser
 from viewer_api.dicomweb import dicom_json as dj
-from viewer_api.dicomweb.access import base_url, json_response
+from viewer_api.dicomweb.access import Viewer, base_url, json_response, serve, viewer_route
 from viewer_api.dicomweb.qido_query import INSTANCE, SERIES, STUDY, Query, parse_query
+from worklist.audit import AuditAction
 from worklist.models import Instance, Series, Study, User
-from worklist.repository import visible_studies_filter
+from worklist.visibility import visible_studies_filter
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 
@@ -189,68 +190,117 @@ _JSON: dict[int | str, dict[str, Any]] = {
     200: {"content": {"application/dicom+json": {}}},
     204: {"description": "No match"},
 }
+LEVELS = {STUDY: "studies", SERIES: "series", INSTANCE: "instances"}
+# what the audit keeps of a query: its parameters, each cut to this
+MAX_AUDITED_PARAMS, MAX_AUDITED_VALUE = 32, 256
+Search = Callable[[Session, User, Query, str], list[dict[str, Any]]]
+
+
+def _search(
+    session: Session, viewer: Viewer, *, request: Request, level: int, search: Search, scope: str
+) -> Response:
+    query = parse_query(request, level)
+    data = search(session, viewer.user, query, base_url(request))
+    session.commit()  # read-only, done
+    asked = list(request.query_params.multi_items())[:MAX_AUDITED_PARAMS]
+    viewer.viewed(
+        AuditAction.DICOMWEB_SEARCHED,
+        study_uid=scope,
+        detail={
+            "level": LEVELS[level],
+            "query": [[key, value[:MAX_AUDITED_VALUE]] for key, value in asked],
+            "results": len(data),
+        },
+    )
+    return json_response(data, query.headers())
+
+
+async def _serve_search(request: Request, level: int, search: Search, scope: str = "") -> Response:
+    """A QIDO search; audited with what was asked and how many matched (``scope``: the
+    study UID of a study-scoped search)."""
+    return await serve(
+        request,
+        lambda session, viewer: _search(
+            session, viewer, request=request, level=level, search=search, scope=scope
+        ),
+    )
 
 
 @router.get("/studies", responses=_JSON)
-def qido_studies(request: Request, session: SessionDep, user: ViewerUser) -> Response:
-    query = parse_query(request, STUDY)
-    data = search_studies(session=session, viewer=user, query=query, url=base_url(request))
-    session.commit()  # read-only: see deps.get_db
-    return json_response(data, query.headers())
+@viewer_route
+async def qido_studies(request: Request) -> Response:
+    return await _serve_search(
+        request,
+        STUDY,
+        lambda session, user, query, url: search_studies(
+            session=session, viewer=user, query=query, url=url
+        ),
+    )
 
 
 @router.get("/series", responses=_JSON)
-def qido_series(request: Request, session: SessionDep, user: ViewerUser) -> Response:
-    query = parse_query(request, SERIES)
-    data = search_series(session=session, viewer=user, query=query, url=base_url(request))
-    session.commit()  # read-only: see deps.get_db
-    return json_response(data, query.headers())
+@viewer_route
+async def qido_series(request: Request) -> Response:
+    return await _serve_search(
+        request,
+        SERIES,
+        lambda session, user, query, url: search_series(
+            session=session, viewer=user, query=query, url=url
+        ),
+    )
 
 
 @router.get("/studies/{study_uid}/series", responses=_JSON)
-def qido_study_series(
-    study_uid: str, request: Request, session: SessionDep, user: ViewerUser
-) -> Response:
-    query = parse_query(request, SERIES)
-    data = search_series(
-        session=session, viewer=user, query=query, url=base_url(request), study_uid=study_uid
+@viewer_route
+async def qido_study_series(study_uid: str, request: Request) -> Response:
+    return await _serve_search(
+        request,
+        SERIES,
+        lambda session, user, query, url: search_series(
+            session=session, viewer=user, query=query, url=url, study_uid=study_uid
+        ),
+        study_uid,
     )
-    session.commit()  # read-only: see deps.get_db
-    return json_response(data, query.headers())
 
 
 @router.get("/instances", responses=_JSON)
-def qido_instances(request: Request, session: SessionDep, user: ViewerUser) -> Response:
-    query = parse_query(request, INSTANCE)
-    data = search_instances(session=session, viewer=user, query=query, url=base_url(request))
-    session.commit()  # read-only: see deps.get_db
-    return json_response(data, query.headers())
+@viewer_route
+async def qido_instances(request: Request) -> Response:
+    return await _serve_search(
+        request,
+        INSTANCE,
+        lambda session, user, query, url: search_instances(
+            session=session, viewer=user, query=query, url=url
+        ),
+    )
 
 
 @router.get("/studies/{study_uid}/instances", responses=_JSON)
-def qido_study_instances(
-    study_uid: str, request: Request, session: SessionDep, user: ViewerUser
-) -> Response:
-    query = parse_query(request, INSTANCE)
-    data = search_instances(
-        session=session, viewer=user, query=query, url=base_url(request), study_uid=study_uid
+@viewer_route
+async def qido_study_instances(study_uid: str, request: Request) -> Response:
+    return await _serve_search(
+        request,
+        INSTANCE,
+        lambda session, user, query, url: search_instances(
+            session=session, viewer=user, query=query, url=url, study_uid=study_uid
+        ),
+        study_uid,
     )
-    session.commit()  # read-only: see deps.get_db
-    return json_response(data, query.headers())
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances", responses=_JSON)
-def qido_series_instances(
-    study_uid: str, series_uid: str, request: Request, session: SessionDep, user: ViewerUser
-) -> Response:
-    query = parse_query(request, INSTANCE)
-    data = search_instances(
-        session=session,
-        viewer=user,
-        query=query,
-        url=base_url(request),
-        study_uid=study_uid,
-        series_uid=series_uid,
+@viewer_route
+async def qido_series_instances(study_uid: str, series_uid: str, request: Request) -> Response:
+    return await _serve_search(
+        request,
+        INSTANCE,
+        lambda session, user, query, url: search_instances(
+            session=session,
+            viewer=user,
+            query=query,
+            url=url,
+            study_uid=study_uid,
+            series_uid=series_uid,
+        ),
+        study_uid,
     )
-    session.commit()  # read-only: see deps.get_db
-    return json_response(data, query.headers())

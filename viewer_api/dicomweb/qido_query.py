@@ -31,7 +31,7 @@ _CONTROL = {"limit", "offset", "fuzzymatching", "includefield"}
 Matcher = Callable[[str], ColumnElement[bool] | None]
 
 
-def _escape_like(value: str) -> str:
+def escape_like(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return escaped.replace("*", "%").replace("?", "_")
 
@@ -45,7 +45,7 @@ def _text(column: InstrumentedAttribute[str]) -> Matcher:
         if value.strip("*") == "":
             return None
         if _has_wildcard(value):
-            return column.like(_escape_like(value), escape="\\")
+            return column.like(escape_like(value), escape="\\")
         return column == value
 
     return match
@@ -57,7 +57,7 @@ def _person_name(column: InstrumentedAttribute[str]) -> Matcher:
     def match(value: str) -> ColumnElement[bool] | None:
         if value.strip("*") == "":
             return None
-        pattern = _escape_like(value)
+        pattern = escape_like(value)
         return or_(
             *(
                 column.ilike(p, escape="\\")

@@ -14,15 +14,21 @@ import numpy as np
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
-from starlette.routing import Route
 
-from viewer_api.deps import SessionDep, ViewerUser
-from viewer_api.dicomweb import fast
-from viewer_api.dicomweb.access import bad_request, find_instance, not_acceptable, unreadable
+from viewer_api.dicomweb.access import (
+    Viewer,
+    bad_request,
+    find_instance,
+    not_acceptable,
+    serve,
+    unreadable,
+    viewer_route,
+)
 from viewer_api.dicomweb.display import JPEG, PNG, Window, encode, parse_window, to_display
 from viewer_api.dicomweb.frames import frames_of, parse_frame_list
 from viewer_api.dicomweb.multipart import parse_accept
 from viewer_api.dicomweb.pixels import Frames, PixelError, StoredInstance
+from worklist.audit import AuditAction
 
 logger = logging.getLogger(__name__)
 
@@ -53,30 +59,41 @@ def choose_media_type(accept: str | None) -> str:
 
 
 def _render(
-    request: Request,
-    session: SessionDep,
-    user: ViewerUser,
+    session: Session,
+    viewer: Viewer,
+    *,
+    frames: Frames,
     study_uid: str,
     series_uid: str,
     sop_uid: str,
-    frame: int,
+    frame_list: str | None,
     window: str | None,
     quality: int,
     viewport: str | None,
     accept: str | None,
 ) -> Response:
-    media_type = choose_media_type(request.query_params.get("accept") or accept)
+    frame = 1
+    if frame_list is not None:
+        numbers = parse_frame_list(frame_list)
+        if len(numbers) != 1:
+            raise bad_request("render one frame at a time")
+        frame = numbers[0]
+    media_type = choose_media_type(accept)
     chosen = parse_window(window) if window else None
     size = parse_viewport(viewport) if viewport else None
     instance = find_instance(
-        session=session, viewer=user, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid
+        session=session,
+        viewer=viewer,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_uid=sop_uid,
     )
     session.commit()  # done with the database: its connection is not held while rendering
-    frames: Frames = frames_of(request)
-    fast = frames.native_frame_from_header(instance, frame - 1)
+    viewer.viewed(AuditAction.DICOMWEB_IMAGES_VIEWED, study_uid=study_uid, once=True)
+    native = frames.native_frame_from_header(instance, frame - 1)
     try:
-        if fast is not None:
-            arr, header = fast
+        if native is not None:
+            arr, header = native
             pixels = to_display(arr, header, chosen)
         else:
             pixels = _parsed_display(frames, instance, sop_uid, frame, chosen)
@@ -112,122 +129,90 @@ def _parsed_display(
     return to_display(arr, ds, chosen)
 
 
-def _quality(value: str | None) -> int:
-    if value is None:
-        return 90
-    try:
-        quality = int(value)
-    except ValueError:
-        quality = 0
-    if not 1 <= quality <= 100:
-        raise bad_request("quality must be a whole number from 1 to 100")
-    return quality
-
-
-async def _serve_rendered(request: Request) -> Response:
-    """Both rendered routes, without FastAPI's per-request machinery (``dicomweb.fast``).
-    The checks are the documented routes' (below), in the same order: ``check_url_inputs``
-    (NUL 400, UID grammar 422), the bearer token (401), a viewer role (403), the parameters
-    (400), a study the caller may see (404); one session, rolled back on failure."""
-    path = request.path_params
-    session: Session = request.app.state.session_factory()
-    try:
-        user = await fast.viewer(request, session)
-        frame = 1
-        if "frame" in path:
-            numbers = parse_frame_list(path["frame"])
-            if len(numbers) != 1:
-                raise bad_request("render one frame at a time")
-            frame = numbers[0]
-        query = request.query_params
-        quality = _quality(query.get("quality"))
-        return await fast.in_thread(
-            session,
-            lambda: _render(
-                request,
-                session,
-                user,
-                path["study_uid"],
-                path["series_uid"],
-                path["sop_uid"],
-                frame,
-                query.get("window"),
-                quality,
-                query.get("viewport"),
-                request.headers.get("accept"),
-            ),
-        )
-    finally:
-        session.close()  # no I/O: the worker closed it, or no query ran
-
-
 _IMAGES: dict[int | str, dict[str, Any]] = {200: {"content": {PNG: {}, JPEG: {}}}}
 Quality = Annotated[int, Query(ge=1, le=100)]
 AcceptHeader = Annotated[str | None, Header()]
+_INSTANCE = "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
 
 
-_INSTANCE = "/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
-# Both rendered paths served by _serve_rendered. ``create_app`` puts these first in the
-# app's routes (matching a request through every included router costs more than the route
-# itself); the FastAPI routes below behave the same and document the parameters in the
-# OpenAPI schema, and answer where these are not installed.
-FAST_ROUTES = [
-    Route(path, _serve_rendered, methods=["GET"], include_in_schema=False)
-    for path in (_INSTANCE + "/rendered", _INSTANCE + "/frames/{frame}/rendered")
-]
+async def _serve_rendered(
+    request: Request,
+    *,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    frame_list: str | None,
+    window: str | None,
+    quality: int,
+    viewport: str | None,
+    accept: str | None,
+) -> Response:
+    frames = frames_of(request)
+    accept = request.query_params.get("accept") or accept  # the query's wins (PS3.18 8.3.3)
+    return await serve(
+        request,
+        lambda session, viewer: _render(
+            session,
+            viewer,
+            frames=frames,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            sop_uid=sop_uid,
+            frame_list=frame_list,
+            window=window,
+            quality=quality,
+            viewport=viewport,
+            accept=accept,
+        ),
+    )
 
 
-@router.get(
-    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered",
-    responses=_IMAGES,
-)
-def rendered_instance(
+@router.get(_INSTANCE + "/rendered", responses=_IMAGES)
+@viewer_route
+async def rendered_instance(
     study_uid: str,
     series_uid: str,
     sop_uid: str,
     request: Request,
-    session: SessionDep,
-    user: ViewerUser,
     window: str | None = None,
     quality: Quality = 90,
     viewport: str | None = None,
     accept: AcceptHeader = None,
 ) -> Response:
-    return _render(
-        request, session, user, study_uid, series_uid, sop_uid, 1, window, quality, viewport, accept
+    return await _serve_rendered(
+        request,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_uid=sop_uid,
+        frame_list=None,
+        window=window,
+        quality=quality,
+        viewport=viewport,
+        accept=accept,
     )
 
 
-@router.get(
-    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frame}/rendered",
-    responses=_IMAGES,
-)
-def rendered_frame(
+@router.get(_INSTANCE + "/frames/{frame}/rendered", responses=_IMAGES)
+@viewer_route
+async def rendered_frame(
     study_uid: str,
     series_uid: str,
     sop_uid: str,
     frame: str,
     request: Request,
-    session: SessionDep,
-    user: ViewerUser,
     window: str | None = None,
     quality: Quality = 90,
     viewport: str | None = None,
     accept: AcceptHeader = None,
 ) -> Response:
-    numbers = parse_frame_list(frame)
-    if len(numbers) != 1:
-        raise bad_request("render one frame at a time")
-    return _render(
+    return await _serve_rendered(
         request,
-        session,
-        user,
-        study_uid,
-        series_uid,
-        sop_uid,
-        numbers[0],
-        window,
-        quality,
-        viewport,
-        accept,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_uid=sop_uid,
+        frame_list=frame,
+        window=window,
+        quality=quality,
+        viewport=viewport,
+        accept=accept,
     )

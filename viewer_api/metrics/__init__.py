@@ -21,13 +21,14 @@ Who may scrape: with ``TELEREAD_API_METRICS_TOKEN`` unset, a client on the loopb
 <token>`` or an admin's bearer token; loopback alone is no longer enough. Otherwise 401 (no or
 an invalid credential) or 403 (a valid token of another role).
 
-Written without a client library: the format is a few lines of text, and the middleware is
-the part that must be cheap: about 3 microseconds of bookkeeping per request
-(``bench/metrics.py``), against the 2-4 ms the hot routes take.
+``prometheus-client`` keeps the figures (one ``CollectorRegistry`` per app, not the
+library's global one) and writes the text format; counters and histograms carry its
+``_created`` series too. The middleware is the part that must be cheap: a few microseconds
+of bookkeeping per request (``bench/metrics.py``), against the 2-4 ms the hot routes take.
 
-Layout: ``exposition`` (the text format), ``http_requests`` (request figures and the
-middleware), ``database`` (the cached worklist figures), ``authorization`` (who may scrape);
-this module holds the route and ``install``, and re-exports the names above.
+Layout: ``http_requests`` (request figures and the middleware), ``database`` (the app's
+registry and the cached worklist figures), ``authorization`` (who may scrape); this module
+holds the route and ``install``.
 """
 
 from __future__ import annotations
@@ -38,43 +39,33 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
+from prometheus_client.exposition import generate_latest
 
-from viewer_api.metrics.authorization import authorize, is_local
-from viewer_api.metrics.database import (
-    CATEGORIES,
-    DEFAULT_CACHE_SECONDS,
-    DEFAULT_LATE_CACHE_SECONDS,
-    ApiMetrics,
-    render_worklist,
-)
-from viewer_api.metrics.exposition import CONTENT_TYPE, PREFIX, Exposition
-from viewer_api.metrics.http_requests import (
-    BUCKETS,
-    METHODS,
-    STATUS_CLASSES,
-    UNMATCHED,
-    HttpMetrics,
-    RequestMetrics,
-    route_template,
-)
+from viewer_api.deps import declare_roles
+from viewer_api.metrics.authorization import authorize
+from viewer_api.metrics.database import ApiMetrics
+from viewer_api.metrics.http_requests import HttpMetrics, RequestMetrics
+from worklist.models import ROLE_ADMIN
 
 PATH = "/metrics"
-
-# --- the route ---------------------------------------------------------------------------------
+# the text format, version 0.0.4 (what generate_latest writes)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 router = APIRouter(tags=["metrics"])
 
 
 @router.get(PATH, include_in_schema=False)
 async def metrics(request: Request) -> Response:
+    """Admins may scrape (also the metrics token or a loopback client: no account)."""
     await authorize(request)
     state: ApiMetrics = request.app.state.metrics
     clock: Callable[[], datetime] = request.app.state.clock
-    figures, late, _ = await state.database_figures(request.app.state.session_factory, clock())
-    out = Exposition()
-    state.http.render(out)
-    state.render_database(out, figures, late)
-    return Response(out.text(), media_type=None, headers={"Content-Type": CONTENT_TYPE})
+    await state.database_figures(request.app.state.session_factory, clock())
+    body = generate_latest(state.registry)
+    return Response(body, media_type=None, headers={"Content-Type": CONTENT_TYPE})
+
+
+declare_roles(metrics, (ROLE_ADMIN,))  # published as x-teleread-roles (viewer_api.access)
 
 
 def install(app: FastAPI, **options: Any) -> ApiMetrics:
@@ -83,28 +74,8 @@ def install(app: FastAPI, **options: Any) -> ApiMetrics:
     state = ApiMetrics(**options)
     app.state.metrics = state
     app.include_router(router)
-    app.add_middleware(RequestMetrics, registry=state.http)
+    app.add_middleware(RequestMetrics, metrics=state.http)
     return state
 
 
-__all__ = [
-    "BUCKETS",
-    "CATEGORIES",
-    "CONTENT_TYPE",
-    "DEFAULT_CACHE_SECONDS",
-    "DEFAULT_LATE_CACHE_SECONDS",
-    "METHODS",
-    "PATH",
-    "PREFIX",
-    "STATUS_CLASSES",
-    "UNMATCHED",
-    "ApiMetrics",
-    "Exposition",
-    "HttpMetrics",
-    "RequestMetrics",
-    "authorize",
-    "install",
-    "is_local",
-    "render_worklist",
-    "route_template",
-]
+__all__ = ["CONTENT_TYPE", "PATH", "ApiMetrics", "HttpMetrics", "RequestMetrics", "install"]

@@ -1,19 +1,21 @@
-"""The worklist's figures, read from the database at scrape time and cached
-(``ApiMetrics``), and their rendering as gauges and counters."""
+"""What ``/metrics`` serves for one app (``ApiMetrics``): its registry, with the request
+figures and the worklist's figures, read from the database at scrape time and cached, as
+gauges and counters (``WorklistCollector``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from viewer_api.metrics.exposition import Exposition
-from viewer_api.metrics.http_requests import HttpMetrics
+from viewer_api.metrics.http_requests import PREFIX, HttpMetrics
 from worklist.metrics_queries import (
     PRIORITIES,
     ROUTINE,
@@ -31,8 +33,8 @@ DEFAULT_LATE_CACHE_SECONDS = 300.0
 
 
 class ApiMetrics:
-    """What ``/metrics`` serves for one app: its request figures and the cached database
-    figures."""
+    """What ``/metrics`` serves for one app: one registry holding its request figures
+    (``http``) and the cached database figures."""
 
     def __init__(
         self,
@@ -41,7 +43,9 @@ class ApiMetrics:
         late_cache_seconds: float = DEFAULT_LATE_CACHE_SECONDS,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.http = HttpMetrics()
+        self.registry = CollectorRegistry()
+        self.http = HttpMetrics(self.registry)
+        self.registry.register(WorklistCollector(self))
         self.cache_seconds = cache_seconds
         self.late_cache_seconds = late_cache_seconds
         self._monotonic = monotonic
@@ -85,30 +89,40 @@ class ApiMetrics:
                 self._refresh_seconds = time.perf_counter() - started
             return self._figures, self._late, self._database_up
 
-    def render_database(
-        self, out: Exposition, figures: WorklistFigures | None, late: dict[str, int] | None
-    ) -> None:
-        out.family(
-            "database_up",
-            "gauge",
-            "1 if the last read of the worklist figures succeeded",
-            [((), 1 if self._database_up else 0)],
-        )
-        out.family(
+    def collect_database(self) -> Iterator[Metric]:
+        """The cached figures as metric families (read by ``database_figures`` first)."""
+        yield _gauge("database_up", "1 if the last read of the worklist figures succeeded",
+                     1 if self._database_up else 0)  # fmt: skip
+        yield _gauge(
             "metrics_database_seconds",
-            "gauge",
             "time the last read of the worklist figures took",
-            [((), round(self._refresh_seconds, 6))],
+            round(self._refresh_seconds, 6),
         )
-        if figures is not None:
-            render_worklist(out, figures)
-        if late is not None:
-            out.family(
-                "studies_finalised_late_total",
-                "counter",
+        if self._figures is not None:
+            yield from worklist_families(self._figures)
+        if self._late is not None:
+            late = CounterMetricFamily(
+                PREFIX + "studies_finalised_late",
                 "studies whose report was signed final after their deadline, by category",
-                [((("category", c),), n) for c, n in _by_category(late)],
+                labels=["category"],
             )
+            for category, n in _by_category(self._late):
+                late.add_metric([category], n)
+            yield late
+
+
+class WorklistCollector:
+    """The worklist's figures in the app's registry, as ``ApiMetrics`` cached them."""
+
+    def __init__(self, metrics: ApiMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return self.metrics.collect_database()
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(PREFIX + name, documentation, value=value)
 
 
 def _read(
@@ -128,51 +142,45 @@ def _by_category(counts: dict[str, int]) -> list[tuple[str, int]]:
     return [(c, counts.get(c, 0)) for c in names]
 
 
-def render_worklist(out: Exposition, f: WorklistFigures) -> None:
+def worklist_families(f: WorklistFigures) -> Iterator[Metric]:
     categories = [*CATEGORIES, *sorted({c for c, _ in f.open_studies} - set(CATEGORIES))]
-    out.family(
-        "worklist_open_studies",
-        "gauge",
+    open_studies = GaugeMetricFamily(
+        PREFIX + "worklist_open_studies",
         "studies on the worklist (not final, amended or cancelled) by category and priority",
-        [
-            ((("category", c), ("priority", p)), f.open_studies.get((c, p), 0))
-            for c in categories
-            for p in PRIORITIES.values()
-        ],
+        labels=["category", "priority"],
     )
-    out.family(
-        "worklist_past_deadline_studies",
-        "gauge",
+    for c in categories:
+        for p in PRIORITIES.values():
+            open_studies.add_metric([c, p], f.open_studies.get((c, p), 0))
+    yield open_studies
+    past = GaugeMetricFamily(
+        PREFIX + "worklist_past_deadline_studies",
         "studies on the worklist past their reading deadline, by category",
-        [((("category", c),), n) for c, n in _by_category(f.open_past_deadline)],
+        labels=["category"],
     )
-    out.family(
+    for c, n in _by_category(f.open_past_deadline):
+        past.add_metric([c], n)
+    yield past
+    yield _gauge(
         "oldest_unclaimed_urgent_study_age_seconds",
-        "gauge",
         "age of the oldest urgent study nobody has claimed (0: none waits)",
-        [((), round(f.oldest_unclaimed_urgent_age or 0.0, 3))],
+        round(f.oldest_unclaimed_urgent_age or 0.0, 3),
     )
-    out.family(
+    yield _gauge(
         "oldest_open_urgent_study_age_seconds",
-        "gauge",
         "age of the oldest urgent study not yet finalised, claimed or not (0: none)",
-        [((), round(f.oldest_open_urgent_age or 0.0, 3))],
+        round(f.oldest_open_urgent_age or 0.0, 3),
     )
-    out.family(
-        "claims_active",
-        "gauge",
-        "studies on the worklist a reader holds a claim on",
-        [((), f.claims_active)],
+    yield _gauge(
+        "claims_active", "studies on the worklist a reader holds a claim on", f.claims_active
     )
-    out.family(
-        "studies_ingested_total",
-        "counter",
+    yield CounterMetricFamily(
+        PREFIX + "studies_ingested",
         "studies ever indexed (the highest study id)",
-        [((), f.studies_indexed)],
+        value=f.studies_indexed,
     )
-    out.family(
-        "instances_ingested_total",
-        "counter",
+    yield CounterMetricFamily(
+        PREFIX + "instances_ingested",
         "instances ever indexed (the highest instance id)",
-        [((), f.instances_indexed)],
+        value=f.instances_indexed,
     )

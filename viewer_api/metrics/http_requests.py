@@ -3,13 +3,12 @@ and status class, and the pure ASGI middleware (``RequestMetrics``) that records
 
 from __future__ import annotations
 
-import threading
 import time
-from bisect import bisect_left
 
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from viewer_api.metrics.exposition import Exposition, format_labels, format_number
+PREFIX = "teleread_api_"
 
 # seconds; the hot routes answer in a few milliseconds, DICOM retrieves take longer
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -19,66 +18,29 @@ STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 _EVENT_STREAM = b"text/event-stream"
 
 
-class _Series:
-    __slots__ = ("buckets", "count", "sum")
-
-    def __init__(self, size: int) -> None:
-        self.buckets = [0] * size  # per bucket (not cumulative); the last is +Inf
-        self.count = 0
-        self.sum = 0.0
-
-
 class HttpMetrics:
-    """Request counts and latency histograms of one process, by (method, route, status)."""
+    """Request counts and latency histograms of one process, by (method, route, status),
+    in ``registry``."""
 
-    def __init__(self, buckets: tuple[float, ...] = BUCKETS) -> None:
-        self.bounds = buckets
-        self._series: dict[tuple[str, str, str], _Series] = {}
-        self._lock = threading.Lock()
+    def __init__(self, registry: CollectorRegistry, buckets: tuple[float, ...] = BUCKETS) -> None:
+        labels = ("method", "route", "status")
+        self.requests = Counter(
+            PREFIX + "http_requests",
+            "HTTP requests answered, by method, route template and status class",
+            labels,
+            registry=registry,
+        )
+        self.duration = Histogram(
+            PREFIX + "http_request_duration_seconds",
+            "time to answer a request (an event stream: to its first byte)",
+            labels,
+            buckets=buckets,
+            registry=registry,
+        )
 
     def observe(self, method: str, route: str, status_class: str, seconds: float) -> None:
-        key = (method, route, status_class)
-        index = bisect_left(self.bounds, seconds)  # the first bound >= seconds ("le")
-        with self._lock:
-            series = self._series.get(key)
-            if series is None:
-                series = self._series[key] = _Series(len(self.bounds) + 1)
-            series.buckets[index] += 1
-            series.count += 1
-            series.sum += seconds
-
-    def snapshot(self) -> list[tuple[tuple[str, str, str], list[int], int, float]]:
-        with self._lock:
-            return [(k, list(s.buckets), s.count, s.sum) for k, s in sorted(self._series.items())]
-
-    def render(self, out: Exposition) -> None:
-        snap = self.snapshot()
-        out.family(
-            "http_requests_total",
-            "counter",
-            "HTTP requests answered, by method, route template and status class",
-            [(_request_labels(key), count) for key, _, count, _ in snap],
-        )
-        name = out.prefix + "http_request_duration_seconds"
-        out.lines.append(
-            f"# HELP {name} time to answer a request (an event stream: to its first byte)"
-        )
-        out.lines.append(f"# TYPE {name} histogram")
-        bounds = [*(format_number(b) for b in self.bounds), "+Inf"]
-        for key, buckets, count, total in snap:
-            labels = _request_labels(key)
-            cumulative = 0
-            for bound, n in zip(bounds, buckets, strict=True):
-                cumulative += n
-                out.lines.append(
-                    f"{name}_bucket{format_labels([*labels, ('le', bound)])} {cumulative}"
-                )
-            out.lines.append(f"{name}_sum{format_labels(labels)} {format_number(total)}")
-            out.lines.append(f"{name}_count{format_labels(labels)} {count}")
-
-
-def _request_labels(key: tuple[str, str, str]) -> list[tuple[str, str]]:
-    return [("method", key[0]), ("route", key[1]), ("status", key[2])]
+        self.requests.labels(method, route, status_class).inc()
+        self.duration.labels(method, route, status_class).observe(seconds)
 
 
 def route_template(scope: Scope) -> str:
@@ -95,9 +57,9 @@ def route_template(scope: Scope) -> str:
 class RequestMetrics:
     """Pure ASGI middleware: times each HTTP request into an ``HttpMetrics``."""
 
-    def __init__(self, app: ASGIApp, *, registry: HttpMetrics) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: HttpMetrics) -> None:
         self.app = app
-        self.registry = registry
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -122,7 +84,7 @@ class RequestMetrics:
         finally:
             ended = first_byte if first_byte is not None else time.perf_counter()
             method = scope.get("method", "")
-            self.registry.observe(
+            self.metrics.observe(
                 method if method in METHODS else "other",
                 route_template(scope),
                 STATUS_CLASSES.get(code // 100, "other"),

@@ -24,7 +24,7 @@ from viewer_api.deps import (
 )
 from viewer_api.errors import InvalidAssignee
 from viewer_api.schemas import AssignIn, FlagIn, ReasonIn, WorkflowItem
-from worklist import events, repository
+from worklist import claims, events, triage_override, visibility
 from worklist.accounts import get_user_by_username
 from worklist.audit import AuditAction
 from worklist.models import PRIORITY_ROUTINE, PRIORITY_STAT
@@ -46,9 +46,9 @@ def assign(
 ) -> WorkflowItem:
     """Give the study (and a fresh lease) to ``username``, taking it from any holder."""
     assignee = get_user_by_username(session=session, username=body.username)
-    if assignee is None or not assignee.is_active or assignee.role not in repository.READER_ROLES:
+    if assignee is None or not assignee.is_active or assignee.role not in visibility.READER_ROLES:
         raise InvalidAssignee(f"{body.username!r} is not an active radiologist or admin")
-    study, previous_id = repository.assign_study(
+    study, previous_id = claims.assign_study(
         session=session,
         study_uid=study_uid,
         assignee=assignee,
@@ -82,7 +82,7 @@ def cancel(
     now: NowDep,
 ) -> WorkflowItem:
     """Take the study off the worklist; it stays listed under ``status=cancelled``."""
-    study = repository.cancel_study(
+    study = claims.cancel_study(
         session=session, study_uid=study_uid, by=user, reason=body.reason, now=now
     )
     audit(
@@ -104,7 +104,7 @@ def flag(
     wl_settings: WorklistSettingsDep,
 ) -> WorkflowItem:
     """Mark the study urgent (stroke / chest pain); its deadline shortens accordingly."""
-    study = repository.override_triage(
+    study = triage_override.override_triage(
         session=session,
         study_uid=study_uid,
         user=user,
@@ -142,7 +142,7 @@ def unflag(
     wl_settings: WorklistSettingsDep,
 ) -> WorkflowItem:
     """A radiologist or admin downgrades the study to routine, with a reason."""
-    study = repository.override_triage(
+    study = triage_override.override_triage(
         session=session,
         study_uid=study_uid,
         user=user,

@@ -12,6 +12,7 @@ from storage.errors import InvalidKey
 from storage.keys import instance_key, legacy_instance_key
 from viewer_api.deps import Audit, GatewayUser, NowDep, SessionDep, WorklistSettingsDep
 from viewer_api.errors import ObjectKeyMismatch, SiteNotAllowed
+from viewer_api.limits import ThreadedJSONRoute
 from viewer_api.schemas import (
     GatewayConfig,
     GatewaySite,
@@ -29,7 +30,8 @@ from worklist.models import Site, User
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/api/v1", tags=["gateway"])
+# a batch of announced instances runs to megabytes: its JSON is parsed off the event loop
+router = APIRouter(prefix="/api/v1", tags=["gateway"], route_class=ThreadedJSONRoute)
 
 
 def _allowed_sites(session: Session, user: User) -> list[Site]:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, status
 from fastapi.responses import StreamingResponse
 
 from storage import recompressed
+from storage.verified import open_verified
 from viewer_api.deps import Audit, StoreDep, ViewerUser, VisibleStudy
 from viewer_api.schemas import StudyDetail
 from worklist.audit import AuditAction
@@ -64,10 +65,15 @@ def get_instance(
     instance = _find_instance(study, sop_uid)
     if instance is None:
         raise StudyNotFound("No such instance in this study")
-    stream = store.open(instance.object_key)  # ObjectNotFound -> 404 via the handlers
+    where = {"study_uid": study.study_instance_uid, "sop_uid": sop_uid}
+    with audit.corrupt_objects(object_id=sop_uid, detail=where):
+        stream = open_verified(  # ObjectNotFound -> 404 via the handlers
+            store, instance.object_key, sha256=instance.sha256, size=instance.size
+        )
     body, length, etag = _chunks(stream), instance.size, instance.sha256
     if instance.transfer_syntax_uid in recompressed.SYNTAXES:
-        # maybe recompressed by the gateway: the file the modality sent, rebuilt and checked
+        # maybe recompressed by the gateway: the file the modality sent, rebuilt from the
+        # stored object just verified, and checked against the sha256 its note records
         with stream:
             original = recompressed.original_of(stream.read())
         body, length = iter((original,)), len(original)

@@ -19,7 +19,7 @@ from viewer_api.deps import (
     WorklistSettingsDep,
 )
 from viewer_api.schemas import MAX_OFFSET, WorkflowItem
-from worklist import events, repository
+from worklist import claims, events, repository
 from worklist.audit import AuditAction
 from worklist.models import Study, User
 
@@ -104,7 +104,7 @@ def claim_next(
     wl_settings: WorklistSettingsDep,
 ) -> WorkflowItem | Response:
     """Claim the most urgent, then oldest, free study; 204 when nothing waits."""
-    study = repository.claim_next(session=session, reader=user, now=now, lease=wl_settings.lease)
+    study = claims.claim_next(session=session, reader=user, now=now, lease=wl_settings.lease)
     if study is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     audit(AuditAction.STUDY_CLAIMED, object_id=study.study_instance_uid, detail={"next": True})
@@ -127,7 +127,7 @@ def claim(
     now: NowDep,
     wl_settings: WorklistSettingsDep,
 ) -> WorkflowItem:
-    study = repository.claim_study(
+    study = claims.claim_study(
         session=session, study_uid=study_uid, reader=user, now=now, lease=wl_settings.lease
     )
     audit(AuditAction.STUDY_CLAIMED, object_id=study.study_instance_uid)
@@ -151,7 +151,7 @@ def renew(
     wl_settings: WorklistSettingsDep,
 ) -> WorkflowItem:
     """Extend your lease (the reader calls this while it works on the study)."""
-    study = repository.renew_claim(
+    study = claims.renew_claim(
         session=session, study_uid=study_uid, reader=user, now=now, lease=wl_settings.lease
     )
     expires_at = study.claim_expires_at.isoformat() if study.claim_expires_at else ""
@@ -172,7 +172,7 @@ def release(
     now: NowDep,
     wl_settings: WorklistSettingsDep,
 ) -> WorkflowItem:
-    study = repository.release_study(
+    study = claims.release_study(
         session=session,
         study_uid=study_uid,
         reader=user,

@@ -76,7 +76,7 @@ class ReportOut(BaseModel):
         )
 
 
-# --- report addenda, critical results, templates (issue 5) --------------------------------
+# --- report addenda, critical results, templates --------------------------------
 class AddendumIn(Input):
     model_config = ConfigDict(extra="forbid")
 

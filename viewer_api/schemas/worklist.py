@@ -114,7 +114,7 @@ class StudyDetail(WorklistItem):
         )
 
 
-# --- workflow (issue 5): leases, assign/cancel, flags, events -----------------------------
+# --- workflow: leases, assign/cancel, flags, events -----------------------------
 class WorkflowItem(WorklistItem):
     """A worklist row with its clock: time left to the read deadline, escalation, cancel."""
 

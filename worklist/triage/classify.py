@@ -482,6 +482,12 @@ def classify(
     return result
 
 
+def clear_memo() -> None:
+    """Forget every remembered result (a benchmark's first-instance cost, say)."""
+    with _memo_lock:
+        _memo.clear()
+
+
 MEMO_SIZE = 1024
 _memo: dict[tuple[Any, ...], TriageResult] = {}
 _memo_rules: Rules | None = None

@@ -8,7 +8,7 @@ gives two positive cases and one case of each negative polarity; the choices (fr
 field, prefix, exam, character set) rotate with a stable hash of the term, so a grammar always
 expands to the same cases. Coded entries (``codes:``) give two cases per code.
 
-``expand(data, source)`` -> list of ``evaluate.Case`` (with ``family``, ``part``, ``form``).
+``expand(data, source)`` -> list of ``cases.Case`` (with ``family``, ``part``, ``form``).
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
+from worklist.triage.cases import PROFILES, Case, encode_text
 from worklist.triage.rules import CATEGORIES, Category
 
 POLARITIES = ("positive", "negated", "historical", "follow_up", "chronic")
 KINDS = ("diagnosis", "symptom", "sign", "pathway")
-# character-set profiles (evaluate.PROFILES) a case's text is written in, in turn
+# character-set profiles (cases.PROFILES) a case's text is written in, in turn
 ZH_PROFILES = (
     "gb18030",
     "gbk",
@@ -60,8 +61,6 @@ def _strings(value: Any, where: str) -> list[str]:
 
 
 def _encodable(text: str, profile: str) -> bool:
-    from worklist.triage.evaluate import PROFILES, encode_text
-
     try:
         encode_text(text, PROFILES[profile][1])
     except (UnicodeEncodeError, LookupError):
@@ -89,9 +88,6 @@ def _modality(exam: str) -> str:
 
 class _Builder:
     def __init__(self, data: Mapping[str, Any], source: str) -> None:
-        from worklist.triage.evaluate import Case
-
-        self.case = Case
         self.source = source
         self.exams = data.get("exams") or {}
         self.fields = _strings(data.get("fields"), "fields")
@@ -144,7 +140,7 @@ class _Builder:
         fields["Modality"] = _modality(exam)
         texts = [*fields.values(), *request.values()]
         self.cases.append(
-            self.case(
+            Case(
                 id=cid,
                 expect=cast(Category, category) if polarity == "positive" else None,
                 enc=_profile(texts, lang, key + "enc"),
@@ -220,7 +216,7 @@ class _Builder:
                         codes[where] = [text]
                     polarity = "positive" if category else "coded_routine"
                     self.cases.append(
-                        self.case(
+                        Case(
                             id=f"g-codes-{category or 'routine'}-{part}-{i}-{j}",
                             expect=cast(Category | None, category),
                             enc=_profile([exam, meaning], "zh", key),
@@ -236,7 +232,7 @@ class _Builder:
 
 
 def expand(data: Mapping[str, Any], source: str = "grammar") -> list[Any]:
-    """The grammar's cases (``evaluate.Case``), in a stable order."""
+    """The grammar's cases (``cases.Case``), in a stable order."""
     builder = _Builder(data, source)
     families = data.get("families")
     if not isinstance(families, Mapping) or not families:

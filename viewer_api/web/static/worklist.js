@@ -4,6 +4,7 @@ import { fmtTime, t } from "./i18n.js";
 import { startPage } from "./shell.js";
 
 const POLL_MS = 5000;
+const RECONNECT_MS = 30000; // a refused event stream is tried again after this long
 const me = await startPage({ roles: ["radiologist", "admin"], onLang: () => render() });
 let items = [];
 let live = false;
@@ -259,8 +260,11 @@ async function connectEvents() {
   source.onerror = () => {
     // EventSource retries by itself; while it is down, poll
     if (source.readyState === EventSource.CLOSED) {
+      // refused (429: this account has as many streams open as it may; 503: the server
+      // is busy or restarting): poll meanwhile, and try the stream again a little later
       source = null;
       setLive(false);
+      setTimeout(connectEvents, RECONNECT_MS);
     } else if (live) setLive(false);
   };
 }

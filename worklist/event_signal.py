@@ -1,0 +1,115 @@
+"""Knowing at once that events were committed, without polling the table per reader.
+
+A ``CommitSignal`` calls its subscribers (cheap callbacks: set a ``threading.Event``, or
+schedule on an event loop) when new events may be in the ``events`` table:
+
+- at once, after a commit of a session made by its ``sessionmaker`` that inserted events
+  (``worklist.events.COMMITTED``);
+- on PostgreSQL, on every ``NOTIFY`` of ``worklist.events.CHANNEL``, from any process: a
+  thread holds one dedicated connection (outside the pool) that ``LISTEN``s, reconnects
+  after an error and fires once after each (re)connection, to catch up.
+
+Readers still wake every few seconds on their own (a commit by a process that did not
+notify, a notification lost with a dropped connection): the signal makes them prompt, the
+gap-safe ids (``worklist.events``) make them correct.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from sqlalchemy import event
+from sqlalchemy.orm import Session, sessionmaker
+
+from worklist.events import CHANNEL, COMMITTED
+
+logger = logging.getLogger(__name__)
+
+LISTEN_POLL_SECONDS = 1.0  # how often the listener checks whether it should stop
+RECONNECT_SECONDS = 2.0
+
+
+class CommitSignal:
+    """Calls each subscriber when events were committed (see the module docstring).
+    ``start`` begins listening; ``stop`` ends it and closes the connection."""
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self._factory = factory
+        self._subscribers: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listening = False
+        engine = factory.kw.get("bind")
+        self._engine: Any = engine
+        self.postgres = engine is not None and engine.dialect.name == "postgresql"
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` on every signal (from any thread); returns the unsubscribe."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def fire(self) -> None:
+        with self._lock:
+            callbacks = list(self._subscribers)
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                logger.exception("event signal subscriber failed")
+
+    def _after_commit(self, session: Session) -> None:
+        if session.info.get(COMMITTED):
+            self.fire()
+
+    def start(self) -> None:
+        if self._listening:
+            return
+        self._listening = True
+        event.listen(self._factory, "after_commit", self._after_commit)
+        if self.postgres:
+            self._thread = threading.Thread(target=self._listen, name="event-listen", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        if not self._listening:
+            return
+        self._listening = False
+        event.remove(self._factory, "after_commit", self._after_commit)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=LISTEN_POLL_SECONDS + 5)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        cargs, cparams = self._engine.dialect.create_connect_args(self._engine.url)
+        return psycopg.connect(*cargs, **{**cparams, "autocommit": True})
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with self._connect() as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self.fire()  # whatever was committed while not listening
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=LISTEN_POLL_SECONDS, stop_after=1):
+                            self.fire()
+            except psycopg.Error as exc:
+                logger.warning(
+                    "event listener lost its connection; reconnecting",
+                    extra={"action": "event_listen_failed", "error": type(exc).__name__},
+                )
+                self._stop.wait(RECONNECT_SECONDS)
+
+
+__all__ = ["CommitSignal"]
