@@ -85,6 +85,13 @@ def test_the_original_or_the_stored_object_as_the_client_asks(served: Served) ->
         ((ctype, body),) = _parts(_get(served, instance, _accept(syntax)))
         assert body == stored[0]
         assert f"transfer-syntax={JPEG_LS}" in ctype
+    # a single-part Accept on one instance: the body is the file itself
+    single = _get(served, instance, f"application/dicom; transfer-syntax={EXPLICIT}")
+    assert single.status_code == 200
+    assert single.headers["content-type"] == f"application/dicom; transfer-syntax={EXPLICIT}"
+    assert single.content == originals[0]
+    single = _get(served, instance, f"application/dicom; transfer-syntax={JPEG_LS}")
+    assert single.content == stored[0]
     # the client's order decides; a syntax neither form has is skipped
     both = f"{_accept(IMPLICIT)}, {_accept(JPEG_LS)};q=0.9, {_accept(EXPLICIT)};q=0.5"
     assert _parts(_get(served, instance, both))[0][1] == stored[0]

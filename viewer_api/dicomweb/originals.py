@@ -30,21 +30,33 @@ Form = Literal["stored", "original"]
 
 
 @dataclass(frozen=True, slots=True)
+class Wanted:
+    """One Accept range that takes DICOM instances."""
+
+    transfer_syntax: str | None  # a UID, "*", or None (the range names none)
+    single: bool  # a bare application/dicom: one instance as a single-part body
+
+
+@dataclass(frozen=True, slots=True)
 class Choice:
     form: Form
     transfer_syntax: str  # of the part sent
+    single: bool  # as the single-part body (PS3.18 8.7.3), not a part of multipart/related
 
 
-def wanted_syntaxes(accept: str | None) -> list[str | None]:
-    """The transfer syntaxes the Accept header takes DICOM instances in, best first: a UID,
-    ``"*"``, or None (a range without the parameter)."""
-    wanted: list[str | None] = []
+def wanted_syntaxes(accept: str | None, count: int = 1) -> list[Wanted]:
+    """The Accept header's ranges that take ``count`` DICOM instances, best first (a bare
+    ``application/dicom`` takes one instance only)."""
+    wanted: list[Wanted] = []
     for media in multipart.parse_accept(accept):
         if media.media_type not in ("multipart/related", "*/*", DICOM):
             continue
         if media.part_type not in (DICOM, "*/*", "application/*"):
             continue
-        wanted.append(media.transfer_syntax)
+        single = media.media_type == DICOM
+        if single and count > 1:
+            continue
+        wanted.append(Wanted(media.transfer_syntax, single))
     return wanted
 
 
@@ -60,20 +72,21 @@ def original_syntax(store: ObjectStore, key: str, stored: str) -> str | None:
     return str(note.get("original_transfer_syntax") or "") or None
 
 
-def choose(store: ObjectStore, key: str, stored: str, wanted: list[str | None]) -> Choice | None:
+def choose(store: ObjectStore, key: str, stored: str, wanted: list[Wanted]) -> Choice | None:
     """What to send for the object under ``key`` (stored in ``stored``); None: nothing the
     client accepts. The object is read only when the answer depends on its note."""
     original: str | None = None
     looked = False
-    for ts in wanted:
+    for w in wanted:
+        ts = w.transfer_syntax
         if ts in ("*", stored):
-            return Choice("stored", stored)
+            return Choice("stored", stored, w.single)
         if not looked:
             original, looked = original_syntax(store, key, stored), True
         if original is not None and ts in (None, original):
-            return Choice("original", original)
+            return Choice("original", original, w.single)
         if ts is None:
-            return Choice("stored", stored)
+            return Choice("stored", stored, w.single)
     return None
 
 
