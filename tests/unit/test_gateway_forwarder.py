@@ -313,3 +313,24 @@ def test_headers_read_after_the_response_set_the_priority(
         assert sum(t.name == "gateway-forwarder" for t in threading.enumerate()) == 1
     finally:
         fw.stop()
+
+
+def test_an_urgent_study_is_shown_from_its_first_instance_and_complete_with_its_last(
+    parts: tuple[Spool, SwitchableStore, RecordingCounty],
+) -> None:
+    spool, store, county = parts
+    routine = [_put(spool, make_dx()) for _ in range(2)]
+    study = make_ct().StudyInstanceUID
+    urgent = [_put(spool, make_ct(study, instance_number=i + 1)) for i in range(3)]
+    fw = _forwarder(spool, store, county, announce_delay=60.0)  # no waiting it out here
+    assert fw.step()  # the first stroke slice goes up first ...
+    assert fw.step()  # ... and is announced at once, not in 60 s
+    assert county.sops == urgent[:1]
+    assert fw.step() and fw.step()  # the next two go up, batched for the delay ...
+    assert county.sops == urgent[:1]
+    assert fw.step()  # ... until routine uploads come next: the study is complete now
+    assert county.sops == urgent
+    assert fw.step() and fw.step()  # routine ones wait for their batch
+    states = _states(spool)
+    assert [states[s] for s in routine] == [UPLOADED, UPLOADED]
+    assert county.sops == urgent
