@@ -21,6 +21,7 @@ from viewer_api.routes import (
     admin,
     audit,
     auth,
+    conflicts,
     critical_results,
     events,
     gateway,
@@ -107,6 +108,7 @@ def create_app(
         users,
         stats,
         gateway,
+        conflicts,
         health,
         web,
     ):

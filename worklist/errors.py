@@ -53,6 +53,18 @@ class InconsistentHierarchy(WorklistError):
     """A series UID already belongs to another study."""
 
 
+class ConflictNotFound(WorklistError):
+    """No such ingest conflict."""
+
+
+class ConflictAlreadyResolved(WorklistError):
+    """This ingest conflict is already resolved."""
+
+
+class ConflictNotFileable(WorklistError):
+    """This held instance cannot be filed as a separate study."""
+
+
 # Reading work
 class StudyNotFound(WorklistError):
     """No such study (or it is not visible to you)."""
@@ -86,6 +98,9 @@ class NoReport(WorklistError):
 __all__ = [
     "AETitleTaken",
     "ClaimConflict",
+    "ConflictAlreadyResolved",
+    "ConflictNotFileable",
+    "ConflictNotFound",
     "InconsistentHierarchy",
     "InvalidAETitle",
     "InvalidRole",
