@@ -23,10 +23,13 @@ from sqlalchemy.orm import Session
 from worklist.errors import ConflictAlreadyResolved, ConflictNotFileable, ConflictNotFound
 from worklist.ingest import (
     arrival_from_json,
+    arrival_text_fields,
     normalise_person_name,
     record_instances,
 )
 from worklist.models import (
+    PRIORITY_ROUTINE,
+    PRIORITY_STAT,
     RESOLUTION_DISCARD,
     RESOLUTION_SEPARATE_STUDY,
     RESOLUTIONS,
@@ -34,6 +37,7 @@ from worklist.models import (
     User,
 )
 from worklist.settings import DEFAULT_DEADLINES, Deadlines
+from worklist.triage import classify
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +63,20 @@ def list_conflicts(
         query = query.where(IngestConflict.resolved_at.is_not(None))
     query = query.order_by(IngestConflict.held_at.desc(), IngestConflict.id.desc()).limit(limit)
     return session.scalars(query).all()
+
+
+def conflict_triage(conflict: IngestConflict) -> tuple[str, str | None]:
+    """(priority, category) of the held instance's own text and the gateway's urgent flag:
+    a held stroke study is on no worklist, so the admin must see that it is urgent."""
+    arrival = arrival_from_json(conflict.arrival)
+    hint = arrival.urgent_hint or {}
+    result = classify(arrival_text_fields(arrival), modality=arrival.modality or None)
+    if hint.get("priority") == PRIORITY_STAT:
+        category = hint.get("category")
+        return PRIORITY_STAT, str(category) if category else result.category
+    if result.priority == PRIORITY_STAT:
+        return PRIORITY_STAT, result.category
+    return PRIORITY_ROUTINE, None
 
 
 def get_conflict(*, session: Session, conflict_id: int) -> IngestConflict:
@@ -157,6 +175,7 @@ __all__ = [
     "RESOLUTION_DISCARD",
     "RESOLUTION_SEPARATE_STUDY",
     "RESOLVED",
+    "conflict_triage",
     "derived_uid",
     "get_conflict",
     "list_conflicts",

@@ -129,7 +129,7 @@ def merge_text_fields(existing: Mapping[str, Any], new: Mapping[str, str]) -> di
     return merged
 
 
-def _arrival_fields(a: InstanceArrival) -> dict[str, str]:
+def arrival_text_fields(a: InstanceArrival) -> dict[str, str]:
     fields = {
         "StudyDescription": a.study_description,
         "SeriesDescription": a.series_description,
@@ -376,7 +376,7 @@ def _record_study(
         _merge_header(study, arrivals, calling_ae)
         new_fields: dict[str, Any] = dict(study.text_fields)
         for a in arrivals:
-            new_fields = merge_text_fields(new_fields, _arrival_fields(a))
+            new_fields = merge_text_fields(new_fields, arrival_text_fields(a))
         study.text_fields = new_fields
     was_stat = study.priority == PRIORITY_STAT
     _apply_triage(study, arrivals, deadlines)
@@ -584,6 +584,7 @@ __all__ = [
     "InstanceArrival",
     "arrival_from_json",
     "arrival_json",
+    "arrival_text_fields",
     "merge_text_fields",
     "normalise_person_name",
     "record_instances",

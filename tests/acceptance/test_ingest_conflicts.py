@@ -67,6 +67,8 @@ def test_squatted_study_uid_and_another_patient_are_held_for_an_admin(
     squatted, mismatch = rows["study_other_site"], rows["patient_mismatch"]
     assert (squatted["site"], squatted["existing_site"]) == ("TS02", "TS01")
     assert squatted["sop_instance_uid"] == squat.SOPInstanceUID
+    # a held stroke CT is on no worklist until decided: the admin sees that it is urgent
+    assert (squatted["priority"], squatted["category"]) == ("stat", "stroke")
     assert (squatted["patient_id"], squatted["existing_patient_id"]) == ("TS02-0007", "TS01-0042")
     assert (mismatch["site"], mismatch["sop_instance_uid"]) == ("TS01", stray.SOPInstanceUID)
     assert (mismatch["patient_id"], mismatch["existing_patient_id"]) == ("TS01-0999", "TS01-0042")

@@ -92,6 +92,7 @@ def test_held_conflicts_are_listed_audited_and_resolved_by_admins(world: World) 
     assert mismatch["sop_instance_uid"] == other.sop_uids[0]
     assert squatted["object_key"].startswith("TS02/")
     assert squatted["resolution"] is None and squatted["resolved_at"] is None
+    assert (squatted["priority"], squatted["category"]) == ("routine", None)
 
     # the original study is untouched
     detail = world.get("dr_li", f"/api/v1/studies/{owner.uid}").json()

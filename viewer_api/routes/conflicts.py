@@ -28,6 +28,9 @@ class ConflictOut(BaseModel):
     series_instance_uid: str
     sop_instance_uid: str
     object_key: str
+    # the held instance's own triage: a held stroke study is on no worklist until decided
+    priority: str
+    category: str | None
     # the study it clashed with, that study's site, and both sides' patient values
     existing_study_uid: str
     existing_site: str | None
@@ -43,7 +46,10 @@ class ConflictOut(BaseModel):
 
     @classmethod
     def of(cls, c: IngestConflict) -> ConflictOut:
+        priority, category = conflicts.conflict_triage(c)
         return cls(
+            priority=priority,
+            category=category,
             id=c.id,
             site=c.site.code,
             calling_ae=c.calling_ae,
