@@ -36,7 +36,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pydicom.uid import generate_uid
-from sqlalchemy import text
 
 from tests.cluster import ADMIN, ADMIN_PASSWORD, Cluster, Watcher, run_cluster
 from tests.dicom_factory import make_ct, write
@@ -150,22 +149,14 @@ def main() -> int:
 
 
 def failover(cluster: Cluster, work: Path) -> dict[str, float]:
-    minio = cluster.minio()
     engine = make_engine(cluster.database_url, pool_size=1, max_overflow=0)
 
-    def uploaded() -> set[str]:
-        return {
-            str(o.object_name).rsplit("/", 1)[-1].removesuffix(".dcm")
-            for o in minio.list_objects(cluster.bucket, recursive=True)
-        }
-
     def announced() -> set[str]:
-        with engine.connect() as conn:
-            return set(conn.scalars(text("SELECT sop_instance_uid FROM instances")))
+        return cluster.announced_sops(engine)
 
     _, routine = study(work / f"failover-{uuid.uuid4().hex[:6]}", 300, stroke=False)
     sops = {f.stem for f in routine}
-    watchers = [Watcher(uploaded, 0.02), Watcher(announced, 0.02)]
+    watchers = [Watcher(cluster.uploaded_sops, 0.02), Watcher(announced, 0.02)]
     for w in watchers:
         w.start()
     try:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 from minio import Minio
+from sqlalchemy import Engine, text
 
 from tests.processes import Proc, free_port, start_api, teleread_env, wait_healthy
 from tests.servers.seaweed import S3Server
@@ -64,6 +65,19 @@ class Cluster:
             region="us-east-1",
         )
 
+    def uploaded_sops(self) -> set[str]:
+        """The SOP Instance UIDs whose objects are in the bucket."""
+        return {
+            str(o.object_name).rsplit("/", 1)[-1].removesuffix(".dcm")
+            for o in self.minio().list_objects(self.bucket, recursive=True)
+        }
+
+    @staticmethod
+    def announced_sops(engine: Engine) -> set[str]:
+        """The SOP Instance UIDs the county's database knows."""
+        with engine.connect() as conn:
+            return set(conn.scalars(text("SELECT sop_instance_uid FROM instances")))
+
     def storescu(self, files: list[Path], *, called_ae: str = GATEWAY_AE) -> subprocess.Popen[str]:
         """dcmtk's storescu sending ``files`` to the gateway as the township's CT."""
         return subprocess.Popen(
@@ -104,33 +118,20 @@ def _accounts(database_url: str) -> None:
             accounts.create_site(
                 session=session, code=SITE, name="青山镇卫生院", ae_titles=[MODALITY_AE], now=now
             )
-            accounts.create_user(
-                session=session,
-                username=GATEWAY_USER,
-                password=GATEWAY_PASSWORD,
-                role="gateway",
-                site_code=SITE,
-                display_name="",
-                now=now,
-            )
-            accounts.create_user(
-                session=session,
-                username=ADMIN,
-                password=ADMIN_PASSWORD,
-                role="admin",
-                site_code=None,
-                display_name="",
-                now=now,
-            )
-            accounts.create_user(
-                session=session,
-                username=READER,
-                password=READER_PASSWORD,
-                role="radiologist",
-                site_code=None,
-                display_name="",
-                now=now,
-            )
+            for username, password, role, site in (
+                (GATEWAY_USER, GATEWAY_PASSWORD, "gateway", SITE),
+                (ADMIN, ADMIN_PASSWORD, "admin", None),
+                (READER, READER_PASSWORD, "radiologist", None),
+            ):
+                accounts.create_user(
+                    session=session,
+                    username=username,
+                    password=password,
+                    role=role,
+                    site_code=site,
+                    display_name="",
+                    now=now,
+                )
     finally:
         engine.dispose()
 

@@ -13,6 +13,7 @@ import csv
 import io
 import ipaddress
 import json
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,8 +39,11 @@ CSV_COLUMNS = (
     "detail",
 )
 # A cell that starts with one of these is a formula to Excel ("CSV injection"): a failed
-# log-in records the user name an attacker typed. Such cells get a leading apostrophe.
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# log-in records the user name an attacker typed. Such cells get a leading apostrophe. Excel and
+# LibreOffice also read a formula after leading blanks, and a full-width ＝＋－＠ (what a Chinese
+# input method types) as its ASCII form, so the check looks past blanks at the NFKC form.
+FORMULA_PREFIXES = ("=", "+", "-", "@")
+_LEADING_BLANKS = " \t\r\n\u3000"
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 DICOM_UID_SYSTEM = "urn:dicom:uid"
@@ -284,8 +288,12 @@ def fhir_bundle_chunks(pages: Iterable[list[AuditEvent]], *, now: datetime) -> I
     yield "]}\n"
 
 
-def _cell(value: str) -> str:
-    return "'" + value if value.startswith(FORMULA_PREFIXES) else value
+def formula_safe(value: str) -> str:
+    """``value`` as a spreadsheet shows it as text, never evaluates it."""
+    first = unicodedata.normalize("NFKC", value.lstrip(_LEADING_BLANKS)[:1])
+    if value.startswith(("\t", "\r", "\n")) or first.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
 
 
 def csv_row(event: AuditEvent) -> list[str]:
@@ -293,15 +301,15 @@ def csv_row(event: AuditEvent) -> list[str]:
     return [
         str(event.id),
         _instant(event.at),
-        _cell(event.username),
-        _cell(event.role),
-        _cell(event.site_code),
-        _cell(event.action),
-        _cell(event.object_type),
-        _cell(event.object_id),
-        _cell(event.client_addr),
-        _cell(event.outcome),
-        _cell(_json_text(event.detail) if event.detail else ""),
+        formula_safe(event.username),
+        formula_safe(event.role),
+        formula_safe(event.site_code),
+        formula_safe(event.action),
+        formula_safe(event.object_type),
+        formula_safe(event.object_id),
+        formula_safe(event.client_addr),
+        formula_safe(event.outcome),
+        formula_safe(_json_text(event.detail) if event.detail else ""),
     ]
 
 

@@ -98,21 +98,13 @@ def test_a_replica_killed_mid_send_loses_nothing_and_a_stroke_goes_first(
 ) -> None:
     _, routine = _study_files(tmp_path / "routine", ROUTINE_INSTANCES, stroke=False)
     stroke_uid, stroke = _study_files(tmp_path / "stroke", STROKE_INSTANCES, stroke=True)
-    minio = cluster.minio()
     engine = make_engine(cluster.database_url, pool_size=1, max_overflow=0)
 
-    def uploaded() -> set[str]:
-        return {
-            str(o.object_name).rsplit("/", 1)[-1].removesuffix(".dcm")
-            for o in minio.list_objects(cluster.bucket, recursive=True)
-        }
-
     def announced() -> set[str]:
-        with engine.connect() as conn:
-            return set(conn.scalars(text("SELECT sop_instance_uid FROM instances")))
+        return cluster.announced_sops(engine)
 
     survivor = cluster.reader(1)
-    watchers = [Watcher(uploaded), Watcher(announced)]
+    watchers = [Watcher(cluster.uploaded_sops), Watcher(announced)]
     for watcher in watchers:
         watcher.start()
     try:

@@ -4,13 +4,11 @@ fails. Real HTTP servers on 127.0.0.1 playing the replicas' log-in and configura
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import ThreadingHTTPServer
 
 import pytest
 from pydantic import ValidationError
@@ -18,6 +16,7 @@ from pydantic import ValidationError
 from gateway.config import GatewaySettings
 from gateway.county import CountyClient, county_urls
 from gateway.errors import CountyUnavailable
+from tests.integration.test_gateway_support import JsonHandler
 from tests.processes import free_port
 
 TOKEN = "replica-test-token"
@@ -36,19 +35,8 @@ class Replica:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class _ReplicaHandler(BaseHTTPRequestHandler):
+class _ReplicaHandler(JsonHandler):
     replica: Replica
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _reply(self, code: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _failing(self) -> bool:
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
@@ -56,21 +44,21 @@ class _ReplicaHandler(BaseHTTPRequestHandler):
             self.replica.requests += 1
             bad_gateway = self.replica.requests <= self.replica.fail_first
         if self.replica.down or bad_gateway:
-            self._reply(503 if self.replica.down else 502, {"detail": "unavailable"})
+            self.reply(503 if self.replica.down else 502, {"detail": "unavailable"})
             return True
         return False
 
     def do_POST(self) -> None:
         if not self._failing():
-            self._reply(200, {"access_token": TOKEN, "token_type": "bearer"})
+            self.reply(200, {"access_token": TOKEN, "token_type": "bearer"})
 
     def do_GET(self) -> None:
         if self._failing():
             return
         if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-            self._reply(401, {"detail": "not authenticated"})
+            self.reply(401, {"detail": "not authenticated"})
         else:
-            self._reply(200, {"sites": SITES})
+            self.reply(200, {"sites": SITES})
 
 
 def _serve(replica: Replica) -> ThreadingHTTPServer:

@@ -75,13 +75,13 @@ class CountyState:
             return [i for c in self.calls for i in c["instances"]]
 
 
-class CountyHandler(BaseHTTPRequestHandler):
-    state: CountyState
+class JsonHandler(BaseHTTPRequestHandler):
+    """A quiet HTTP handler answering JSON: the base of the stand-in county servers."""
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def _reply(self, code: int, body: Any) -> None:
+    def reply(self, code: int, body: Any) -> None:
         data = json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
@@ -89,23 +89,27 @@ class CountyHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+
+class CountyHandler(JsonHandler):
+    state: CountyState
+
     def _authorised(self) -> bool:
         if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-            self._reply(401, {"detail": "not authenticated"})
+            self.reply(401, {"detail": "not authenticated"})
             return False
         return True
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         if self.state.down:
-            self._reply(503, {"detail": "down"})
+            self.reply(503, {"detail": "down"})
             return
         if self.path == "/api/v1/auth/token":
-            self._reply(200, {"access_token": TOKEN, "token_type": "bearer"})
+            self.reply(200, {"access_token": TOKEN, "token_type": "bearer"})
             return
         if self.path != "/api/v1/ingest/instances" or not self._authorised():
             if self.path != "/api/v1/ingest/instances":
-                self._reply(404, {"detail": "not found"})
+                self.reply(404, {"detail": "not found"})
             return
         from viewer_api.schemas import IngestIn  # the API's own contract
 
@@ -113,27 +117,27 @@ class CountyHandler(BaseHTTPRequestHandler):
         try:
             IngestIn.model_validate(payload)
         except Exception as exc:
-            self._reply(422, {"detail": str(exc)[:2000]})
+            self.reply(422, {"detail": str(exc)[:2000]})
             return
         with self.state.lock:
             if payload["site"] not in {s["code"] for s in self.state.sites}:
-                self._reply(422, {"detail": "unknown site"})
+                self.reply(422, {"detail": "unknown site"})
                 return
             dup = sum(1 for i in payload["instances"] if i["sop_instance_uid"] in self.state.seen)
             self.state.seen.update(i["sop_instance_uid"] for i in payload["instances"])
             self.state.calls.append(payload)
-        self._reply(200, {"accepted": len(payload["instances"]) - dup, "duplicates": dup})
+        self.reply(200, {"accepted": len(payload["instances"]) - dup, "duplicates": dup})
 
     def do_GET(self) -> None:
         if self.state.down:
-            self._reply(503, {"detail": "down"})
+            self.reply(503, {"detail": "down"})
             return
         if self.path != "/api/v1/gateway/config":
-            self._reply(404, {"detail": "not found"})
+            self.reply(404, {"detail": "not found"})
             return
         if self._authorised():
             with self.state.lock:
-                self._reply(200, {"sites": list(self.state.sites)})
+                self.reply(200, {"sites": list(self.state.sites)})
 
 
 @dataclass
