@@ -44,15 +44,7 @@ class SiteRequired(WorklistError):
     """Clinic users must be bound to a site."""
 
 
-# Ingest
-class StudySiteMismatch(WorklistError):
-    """This study UID already belongs to another site."""
-
-
-class InconsistentHierarchy(WorklistError):
-    """A series UID already belongs to another study."""
-
-
+# Ingest: announced instances held as conflicts (worklist.conflicts)
 class ConflictNotFound(WorklistError):
     """No such ingest conflict."""
 
@@ -101,7 +93,6 @@ __all__ = [
     "ConflictAlreadyResolved",
     "ConflictNotFileable",
     "ConflictNotFound",
-    "InconsistentHierarchy",
     "InvalidAETitle",
     "InvalidRole",
     "NoReport",
@@ -112,7 +103,6 @@ __all__ = [
     "SiteExists",
     "SiteRequired",
     "StudyNotFound",
-    "StudySiteMismatch",
     "UnknownSite",
     "UserExists",
     "WorklistError",
