@@ -4,10 +4,11 @@
 site (a township reusing a UID must not hide another site's study), its series UID to
 another study, or its Patient ID or name differs from its study's. The instance is never
 merged into that study and never dropped: its object stays in storage, the conflict row
-keeps the announcement, and an admin either files it as a study of its own
-(``separate_study``: new study and series UIDs, derived from the conflict so every instance
-of the same clash lands in the same new study) or discards it (``discard``: the object stays
-in storage, the instance is not listed). The study it clashed with is never touched.
+keeps the announcement, and an admin decides each clash (its held instances of one kind,
+sending site, study UID and patient) once: files them as a study of their own
+(``separate_study``: new study and series UIDs, derived from the clash) or discards them
+(``discard``: the objects stay in storage, unlisted). The study they clashed with is never
+touched.
 """
 
 from __future__ import annotations
@@ -91,6 +92,17 @@ def get_conflict(*, session: Session, conflict_id: int) -> IngestConflict:
     return conflict
 
 
+def _clash(conflict: IngestConflict) -> tuple[str, ...]:
+    """What makes held instances one clash: kind, sending site, study UID, patient."""
+    return (
+        conflict.kind,
+        conflict.site.code,
+        conflict.study_instance_uid,
+        conflict.patient_id,
+        normalise_person_name(conflict.patient_name),
+    )
+
+
 def resolve_conflict(
     *,
     session: Session,
@@ -99,72 +111,89 @@ def resolve_conflict(
     by: User,
     now: datetime,
     deadlines: Deadlines = DEFAULT_DEADLINES,
-) -> IngestConflict:
-    """Decide one conflict once: ``separate_study`` files the instance under a study UID of
-    its own at its sending site; ``discard`` leaves it unfiled. Raises ``ConflictNotFound``,
-    ``ConflictAlreadyResolved``, ``ConflictNotFileable`` (it would clash again, or its SOP
-    Instance UID is already filed)."""
+) -> list[IngestConflict]:
+    """Decide a conflict once, and with it every open conflict of the same clash (same kind,
+    sending site, study UID and patient: a 300-slice CT is one decision). The decided
+    conflicts, ``conflict_id``'s first. ``separate_study`` files the instances under one
+    study UID of their own at their sending site; ``discard`` leaves them unfiled. Raises
+    ``ConflictNotFound``, ``ConflictAlreadyResolved``, ``ConflictNotFileable`` (it would clash
+    again, or a SOP Instance UID is already filed)."""
     if resolution not in RESOLUTIONS:
         raise ValueError(f"unknown resolution {resolution!r}")
     conflict = get_conflict(session=session, conflict_id=conflict_id)
     if conflict.resolved_at is not None:
         raise ConflictAlreadyResolved(f"ingest conflict {conflict_id} is already resolved")
-    if resolution == RESOLUTION_SEPARATE_STUDY:
-        conflict.resolved_study_uid = _file_separately(
-            session=session, conflict=conflict, now=now, deadlines=deadlines
+    clash = _clash(conflict)
+    others = session.scalars(
+        select(IngestConflict)
+        .where(
+            IngestConflict.kind == conflict.kind,
+            IngestConflict.site_id == conflict.site_id,
+            IngestConflict.study_instance_uid == conflict.study_instance_uid,
+            IngestConflict.resolved_at.is_(None),
+            IngestConflict.id != conflict.id,
         )
-    conflict.resolution = resolution
-    conflict.resolved_by_id = by.id
-    conflict.resolved_at = now
+        .order_by(IngestConflict.id)
+        .with_for_update()
+    ).all()
+    group = [conflict, *(c for c in others if _clash(c) == clash)]
+    if resolution == RESOLUTION_SEPARATE_STUDY:
+        study_uid = _file_separately(session=session, group=group, now=now, deadlines=deadlines)
+        for c in group:
+            c.resolved_study_uid = study_uid
+    for c in group:
+        c.resolution = resolution
+        c.resolved_by_id = by.id
+        c.resolved_at = now
     session.flush()
     logger.info(
         "ingest conflict resolved",
         extra={
             "action": "ingest_conflict_resolved",
             "conflict_id": conflict.id,
+            "conflicts": len(group),
             "resolution": resolution,
             "study_uid": conflict.study_instance_uid,
-            "sop_uid": conflict.sop_instance_uid,
             "resolved_study_uid": conflict.resolved_study_uid,
         },
     )
-    return conflict
+    return group
 
 
 def _file_separately(
-    *, session: Session, conflict: IngestConflict, now: datetime, deadlines: Deadlines
+    *, session: Session, group: list[IngestConflict], now: datetime, deadlines: Deadlines
 ) -> str:
-    """File the held instance under new study and series UIDs; return the study's."""
-    arrival = arrival_from_json(conflict.arrival)
-    # the same clash (site, study, patient) always gives the same new study
-    key = (
-        conflict.kind,
-        conflict.site.code,
-        arrival.patient_id,
-        normalise_person_name(arrival.patient_name),
-    )
-    study_uid = derived_uid("study", *key, arrival.study_instance_uid)
-    series_uid = derived_uid("series", *key, arrival.series_instance_uid)
-    arrival.study_instance_uid = study_uid
-    arrival.series_instance_uid = series_uid
-    if arrival.dicom_json is not None:  # the index's header agrees with where it is filed
-        header = dict(arrival.dicom_json)
-        for tag, value in (("0020000D", study_uid), ("0020000E", series_uid)):
-            if isinstance(header.get(tag), dict):
-                header[tag] = {**header[tag], "Value": [value]}
-        arrival.dicom_json = header
+    """File the held instances of one clash under new study and series UIDs (derived from
+    the clash, so the same clash always gives the same study); return the study's."""
+    head = group[0]
+    key = _clash(head)
+    study_uid = derived_uid("study", *key)
+    arrivals = []
+    for c in group:
+        arrival = arrival_from_json(c.arrival)
+        series_uid = derived_uid("series", *key, arrival.series_instance_uid)
+        arrival.study_instance_uid = study_uid
+        arrival.series_instance_uid = series_uid
+        if arrival.dicom_json is not None:  # the index's header agrees with where it is filed
+            header = dict(arrival.dicom_json)
+            for tag, value in (("0020000D", study_uid), ("0020000E", series_uid)):
+                if isinstance(header.get(tag), dict):
+                    header[tag] = {**header[tag], "Value": [value]}
+            arrival.dicom_json = header
+        arrivals.append(arrival)
     outcome = record_instances(
         session=session,
-        site_code=conflict.site.code,
-        calling_ae=conflict.calling_ae,
-        instances=[arrival],
+        site_code=head.site.code,
+        calling_ae=head.calling_ae,
+        instances=arrivals,
         now=now,
         deadlines=deadlines,
     )
-    if outcome.conflicts or outcome.accepted != 1:
+    if outcome.conflicts or outcome.accepted != len(group):
         raise ConflictNotFileable(
-            f"ingest conflict {conflict.id}: instance {conflict.sop_instance_uid} cannot be "
-            "filed as a separate study (it clashes again, or is already filed)"
+            f"ingest conflict {head.id}: {len(group) - outcome.accepted} of its "
+            f"{len(group)} instances cannot be filed as a separate study (they clash again, "
+            "or are already filed)"
         )
     return study_uid
 

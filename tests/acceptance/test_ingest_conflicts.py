@@ -47,7 +47,18 @@ def test_squatted_study_uid_and_another_patient_are_held_for_an_admin(
     before = study(study_uid)
 
     # TS02's CT reuses the UID; TS01's CT sends another patient into the same series
-    squat = make_ct(study_uid, patient_id="TS02-0007", patient_name="李^四", instance_number=1)
+    squat_series = generate_uid()
+    squats = [
+        make_ct(
+            study_uid,
+            series_uid=squat_series,
+            patient_id="TS02-0007",
+            patient_name="李^四",
+            instance_number=i,
+        )
+        for i in (1, 2)
+    ]
+    squat = squats[0]
     stray = make_ct(
         study_uid,
         series_uid=series_uid,
@@ -55,16 +66,18 @@ def test_squatted_study_uid_and_another_patient_are_held_for_an_admin(
         patient_name="王^小明",
         instance_number=4,
     )
-    for ae, folder, ds in (("CT_TS02", "squat", squat), ("CT_TS01", "stray", stray)):
-        sent = storescu(pipeline, ae, _write(tmp_path / folder, [ds]))
+    for ae, folder, sent_ds in (("CT_TS02", "squat", squats), ("CT_TS01", "stray", [stray])):
+        sent = storescu(pipeline, ae, _write(tmp_path / folder, sent_ds))
         assert sent.returncode == 0, sent.stderr
 
     def conflicts() -> list[dict[str, Any]] | None:
         rows: list[dict[str, Any]] = admin.get("/api/v1/ingest-conflicts").json()
-        return rows if len(rows) == 2 else None
+        return rows if len(rows) == 3 else None
 
-    rows = {c["kind"]: c for c in wait_for(conflicts, timeout=60)}
-    squatted, mismatch = rows["study_other_site"], rows["patient_mismatch"]
+    rows = {(c["kind"], c["sop_instance_uid"]): c for c in wait_for(conflicts, timeout=60)}
+    squatted = rows["study_other_site", squat.SOPInstanceUID]
+    mismatch = rows["patient_mismatch", stray.SOPInstanceUID]
+    assert ("study_other_site", squats[1].SOPInstanceUID) in rows
     assert (squatted["site"], squatted["existing_site"]) == ("TS02", "TS01")
     assert squatted["sop_instance_uid"] == squat.SOPInstanceUID
     # a held stroke CT is on no worklist until decided: the admin sees that it is urgent
@@ -108,20 +121,23 @@ def test_squatted_study_uid_and_another_patient_are_held_for_an_admin(
     # the audit trail has both
     audited = admin.get("/api/v1/audit", params={"action": "ingest_conflict_held"}).json()
     assert {e["detail"]["sop_instance_uid"] for e in audited} == {
-        squat.SOPInstanceUID,
+        *(ds.SOPInstanceUID for ds in squats),
         stray.SOPInstanceUID,
     }
 
-    # the admin files TS02's instance as a study of its own, at TS02
+    # one decision files TS02's clash (both instances) as a study of its own, at TS02
     r = admin.post(
         f"/api/v1/ingest-conflicts/{squatted['id']}/resolve", json={"resolution": "separate_study"}
     )
     assert r.status_code == 200, r.text
-    new_uid = r.json()["resolved_study_uid"]
+    decided = r.json()
+    assert [c["sop_instance_uid"] for c in decided] == [ds.SOPInstanceUID for ds in squats]
+    new_uid = decided[0]["resolved_study_uid"]
+    assert {c["resolved_study_uid"] for c in decided} == {new_uid}
     refiled = study(new_uid)
     assert (refiled["site"], refiled["num_instances"], refiled["patient_id"]) == (
         "TS02",
-        1,
+        2,
         "TS02-0007",
     )
     nurse_ts01, nurse_ts02 = pipeline.client("nurse_ts01"), pipeline.client("nurse_ts02")

@@ -104,7 +104,7 @@ def test_held_conflicts_are_listed_audited_and_resolved_by_admins(world: World) 
         json={"resolution": "separate_study"},
     )
     assert resolved.status_code == 200, resolved.text
-    out = resolved.json()
+    [out] = resolved.json()
     assert out["resolution"] == "separate_study" and out["resolved_by"] == "boss"
     new_uid = out["resolved_study_uid"]
     assert new_uid and new_uid != owner.uid and new_uid.startswith("2.25.")
@@ -126,7 +126,7 @@ def test_held_conflicts_are_listed_audited_and_resolved_by_admins(world: World) 
         "boss", f"/api/v1/ingest-conflicts/{mismatch['id']}/resolve", json={"resolution": "x"}
     )
     assert bad.status_code == 422
-    discarded = world.post(
+    [discarded] = world.post(
         "boss",
         f"/api/v1/ingest-conflicts/{mismatch['id']}/resolve",
         json={"resolution": "discard"},

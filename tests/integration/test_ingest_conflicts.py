@@ -60,15 +60,13 @@ def test_a_study_uid_of_another_site_is_held_and_the_owner_untouched(
         assert c.sop_instance_uid == "1.5.9.0" and c.object_key.startswith("TS02/")
         ids = [r.id for r in rows]
 
-    # filed as a study of its own: both instances land in the same new study at TS02
+    # one decision files the clash (both instances) as a study of its own at TS02
     with session_factory.begin() as s:
         admin = fast_user(s, "boss", "admin")
-        done = [
-            resolve_conflict(
-                session=s, conflict_id=i, resolution="separate_study", by=admin, now=NOW
-            )
-            for i in ids
-        ]
+        done = resolve_conflict(
+            session=s, conflict_id=ids[1], resolution="separate_study", by=admin, now=NOW
+        )
+        assert [d.id for d in done] == [ids[1], ids[0]]
         new_uid = done[0].resolved_study_uid
         assert new_uid is not None and {d.resolved_study_uid for d in done} == {new_uid}
         with pytest.raises(ConflictAlreadyResolved):

@@ -73,9 +73,8 @@ class ConflictOut(BaseModel):
 
 
 class ResolveIn(Input):
-    """``separate_study``: file the instance under a study UID of its own at its sending
-    site (every instance of the same clash lands in the same new study); ``discard``: leave
-    it unfiled (its object stays in storage)."""
+    """``separate_study``: file the instances of the clash under a study UID of their own at
+    their sending site; ``discard``: leave them unfiled (their objects stay in storage)."""
 
     resolution: Literal["separate_study", "discard"]
 
@@ -97,7 +96,7 @@ def list_ingest_conflicts(
     return [ConflictOut.of(c) for c in rows]
 
 
-@router.post("/{conflict_id}/resolve", response_model=ConflictOut)
+@router.post("/{conflict_id}/resolve", response_model=list[ConflictOut])
 def resolve_ingest_conflict(
     conflict_id: ConflictId,
     body: ResolveIn,
@@ -106,10 +105,12 @@ def resolve_ingest_conflict(
     audit: Audit,
     now: NowDep,
     wl_settings: WorklistSettingsDep,
-) -> ConflictOut:
-    """Decide one open conflict (409 ``conflict_resolved`` once decided)."""
+) -> list[ConflictOut]:
+    """Decide an open conflict and every open one of the same clash (kind, sending site,
+    study UID, patient); the decided ones, this one first. 409 ``conflict_resolved`` once
+    decided."""
     with audit.refusals(AuditAction.INGEST_CONFLICT_RESOLVED, object_id=str(conflict_id)):
-        conflict = conflicts.resolve_conflict(
+        group = conflicts.resolve_conflict(
             session=session,
             conflict_id=conflict_id,
             resolution=body.resolution,
@@ -117,15 +118,17 @@ def resolve_ingest_conflict(
             now=now,
             deadlines=wl_settings.deadlines,
         )
+    head = group[0]
     audit(
         AuditAction.INGEST_CONFLICT_RESOLVED,
-        object_id=conflict.study_instance_uid,
+        object_id=head.study_instance_uid,
         detail={
-            "conflict_id": conflict.id,
-            "kind": conflict.kind,
-            "resolution": conflict.resolution,
-            "sop_instance_uid": conflict.sop_instance_uid,
-            "resolved_study_uid": conflict.resolved_study_uid,
+            "conflict_id": head.id,
+            "kind": head.kind,
+            "resolution": head.resolution,
+            "resolved_study_uid": head.resolved_study_uid,
+            "count": len(group),
+            "sop_instance_uids": [c.sop_instance_uid for c in group][:200],
         },
     )
-    return ConflictOut.of(conflict)
+    return [ConflictOut.of(c) for c in group]
