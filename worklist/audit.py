@@ -42,6 +42,7 @@ class AuditAction(StrEnum):
     # the worklist
     WORKLIST_VIEW = "worklist_view"
     STUDY_VIEWED = "study_viewed"
+    PRIORS_VIEWED = "priors_viewed"
     INSTANCE_VIEWED = "instance_viewed"
     STUDY_CLAIMED = "study_claimed"
     CLAIM_RENEWED = "claim_renewed"
@@ -59,6 +60,7 @@ class AuditAction(StrEnum):
     REPORT_VIEWED = "report_viewed"
     REPORT_PDF_VIEWED = "report_pdf_viewed"
     REPORT_FHIR_VIEWED = "report_fhir_viewed"
+    REPORT_HTML_VIEWED = "report_html_viewed"  # the print view
     REPORT_FIRST_READ = "report_first_read"
     REPORTS_LISTED = "reports_listed"
     REPORT_DRAFT_SAVED = "report_draft_saved"
@@ -67,10 +69,14 @@ class AuditAction(StrEnum):
     REPORT_TEMPLATE_VIEWED = "report_template_viewed"
     CRITICAL_RESULT_RECORDED = "critical_result_recorded"
     CRITICAL_RESULTS_VIEWED = "critical_results_viewed"
+    CRITICAL_RESULT_ACKNOWLEDGED = "critical_result_acknowledged"  # the clinic's read-back
     REPORT_SR_GENERATED = "report_sr_generated"
     REPORT_SR_SENT = "report_sr_sent"
     REPORT_SHARE_LINK_ISSUED = "report_share_link_issued"
     REPORT_SHARE_VIEWED = "report_share_viewed"
+    # the clinic announces an urgent patient before the images
+    CALL_AHEAD_ANNOUNCED = "call_ahead_announced"
+    CALL_AHEAD_CANCELLED = "call_ahead_cancelled"
     # operations
     STATS_VIEWED = "stats_viewed"
     AUDIT_VIEWED = "audit_viewed"
@@ -114,6 +120,7 @@ _OBJECT_TYPES: dict[AuditAction, str] = {
             AuditAction.INGEST_CONFLICT_HELD,
             AuditAction.INGEST_CONFLICT_RESOLVED,
             AuditAction.STUDY_VIEWED,
+            AuditAction.PRIORS_VIEWED,
             AuditAction.STUDY_CLAIMED,
             AuditAction.CLAIM_RENEWED,
             AuditAction.STUDY_RELEASED,
@@ -140,6 +147,7 @@ _OBJECT_TYPES: dict[AuditAction, str] = {
             AuditAction.REPORT_VIEWED,
             AuditAction.REPORT_PDF_VIEWED,
             AuditAction.REPORT_FHIR_VIEWED,
+            AuditAction.REPORT_HTML_VIEWED,
             AuditAction.REPORT_FIRST_READ,
             AuditAction.REPORTS_LISTED,
             AuditAction.REPORT_DRAFT_SAVED,
@@ -148,12 +156,17 @@ _OBJECT_TYPES: dict[AuditAction, str] = {
             AuditAction.REPORT_TEMPLATE_VIEWED,
             AuditAction.CRITICAL_RESULT_RECORDED,
             AuditAction.CRITICAL_RESULTS_VIEWED,
+            AuditAction.CRITICAL_RESULT_ACKNOWLEDGED,
             AuditAction.REPORT_SR_GENERATED,
             AuditAction.REPORT_SR_SENT,
             AuditAction.REPORT_SHARE_LINK_ISSUED,
             AuditAction.REPORT_SHARE_VIEWED,
         ),
         "report",
+    ),
+    **dict.fromkeys(
+        (AuditAction.CALL_AHEAD_ANNOUNCED, AuditAction.CALL_AHEAD_CANCELLED),
+        "call_ahead",
     ),
     **dict.fromkeys(
         (AuditAction.STATS_VIEWED,),

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
 from storage.base import ObjectStore
@@ -30,7 +31,10 @@ from viewer_api.deps import (
 from viewer_api.errors import NoDestination, RoleDenied
 from viewer_api.outputs.content import ReportContent, ReportNotSigned, gather
 from viewer_api.outputs.fhir import SeriesSummary, diagnostic_report
-from viewer_api.outputs.pdf import render_pdf
+from viewer_api.outputs.fonts import report_font
+from viewer_api.outputs.html import render_html
+from viewer_api.outputs.layout import LANGS, Lang, document
+from viewer_api.outputs.pdf import ShareLink, render_pdf
 from viewer_api.outputs.send import Destination, SRSendFailed, send_sr
 from viewer_api.outputs.settings import OutputSettings, get_output_settings
 from viewer_api.outputs.share import make_share_token
@@ -71,13 +75,7 @@ def signed_content(
     if user is not None and not reports.report_visible_to(report, user):
         raise NoReport()
     try:
-        content = gather(
-            session=session,
-            study=study,
-            report=report,
-            hospital=settings.hospital_name,
-            display_offset_hours=settings.display_utc_offset_hours,
-        )
+        content = gather(session=session, study=study, report=report, settings=settings)
     except ReportNotSigned as exc:
         if user is None or user.role == ROLE_CLINIC:
             raise NoReport() from exc
@@ -86,21 +84,48 @@ def signed_content(
 
 
 def base_url(request: Request, settings: OutputSettings) -> str:
+    """Where patients and clinics reach the API: ``TELEREAD_API_PUBLIC_URL``, else the
+    address this request came to."""
     return (settings.public_url or str(request.base_url)).rstrip("/")
+
+
+def share_url(request: Request, settings: OutputSettings, token: str) -> str:
+    """The address of a share link's page (what a report's QR code opens)."""
+    return f"{base_url(request, settings)}/api/v1/share/{token}"
 
 
 def share_link(
     *, request: Request, study_uid: str, now: datetime, api: ApiSettings, out: OutputSettings
-) -> tuple[str, datetime]:
-    """A new share link to ``study_uid`` and when it expires."""
+) -> ShareLink:
+    """A new share link to ``study_uid``: the one place links and QR codes are made."""
     expires_at = now + timedelta(seconds=out.share_ttl_seconds)
     token = make_share_token(
         study_uid=study_uid, expires_at=expires_at, secret=api.secret_key.get_secret_value()
     )
-    return f"{base_url(request, out)}/api/v1/share/{token}", expires_at
+    return ShareLink(url=share_url(request, out, token), expires_at=expires_at)
 
 
-_OPENED = {"pdf": AuditAction.REPORT_PDF_VIEWED, "fhir": AuditAction.REPORT_FHIR_VIEWED}
+LangQuery = Annotated[Lang, Query(description=f"the report's language: {' or '.join(LANGS)}")]
+
+
+def pdf_bytes(
+    content: ReportContent, *, lang: Lang, share: ShareLink | None, out: OutputSettings
+) -> bytes:
+    """The report PDF in the packaged font (``ReportFontMissing``, 503, when none is
+    installed)."""
+    return render_pdf(
+        document(content, lang),
+        font=report_font(out.report_font),
+        share=share,
+        offset_hours=content.display_offset_hours,
+    )
+
+
+_OPENED = {
+    "pdf": AuditAction.REPORT_PDF_VIEWED,
+    "fhir": AuditAction.REPORT_FHIR_VIEWED,
+    "html": AuditAction.REPORT_HTML_VIEWED,
+}
 
 
 def _opened(
@@ -144,10 +169,11 @@ def report_pdf(
     now: NowDep,
     api: SettingsDep,
     out: OutputSettingsDep,
+    lang: LangQuery = "zh-CN",
 ) -> Response:
     report, content = signed_content(session=session, study=study, user=user, settings=out)
-    link, expires_at = share_link(request=request, study_uid=study_uid, now=now, api=api, out=out)
-    pdf = render_pdf(content, share_url=link, share_expires_at=expires_at)
+    share = share_link(request=request, study_uid=study_uid, now=now, api=api, out=out)
+    pdf = pdf_bytes(content, lang=lang, share=share, out=out)
     _opened(session=session, audit=audit, user=user, study=study, report=report, via="pdf")
     return Response(
         pdf,
@@ -157,6 +183,26 @@ def report_pdf(
             "Content-Disposition": f'inline; filename="{report_filename(content, "pdf")}"',
         },
     )
+
+
+@router.get(
+    "/studies/{study_uid}/report.html",
+    response_class=HTMLResponse,
+    responses={**_ERRORS, status.HTTP_200_OK: {"content": {"text/html": {}}}},
+)
+def report_html(
+    study_uid: str,
+    session: SessionDep,
+    user: ViewerUser,
+    study: VisibleStudy,
+    audit: Audit,
+    out: OutputSettingsDep,
+    lang: LangQuery = "zh-CN",
+) -> HTMLResponse:
+    """The signed report as an HTML fragment, laid out as the PDF is (the print view)."""
+    report, content = signed_content(session=session, study=study, user=user, settings=out)
+    _opened(session=session, audit=audit, user=user, study=study, report=report, via="html")
+    return HTMLResponse(render_html(document(content, lang)), headers=NO_STORE)
 
 
 def _series(study: Study) -> list[SeriesSummary]:
@@ -188,7 +234,7 @@ def report_fhir(
 ) -> Response:
     report, content = signed_content(session=session, study=study, user=user, settings=out)
     pdf_url = f"{base_url(request, out)}/api/v1/studies/{study_uid}/report.pdf"
-    resource = diagnostic_report(content, series=_series(study), pdf_url=pdf_url)
+    resource = diagnostic_report(content, document(content), series=_series(study), pdf_url=pdf_url)
     _opened(session=session, audit=audit, user=user, study=study, report=report, via="fhir")
     return Response(
         json.dumps(resource, ensure_ascii=False),
@@ -308,13 +354,13 @@ def report_share_link(
 ) -> dict[str, Any]:
     """A fresh share link (the one the PDF's QR code carries) for a web page to show."""
     signed_content(session=session, study=study, user=user, settings=out)
-    link, expires_at = share_link(request=request, study_uid=study_uid, now=now, api=api, out=out)
+    share = share_link(request=request, study_uid=study_uid, now=now, api=api, out=out)
     audit(
         AuditAction.REPORT_SHARE_LINK_ISSUED,
         object_id=study_uid,
-        detail={"expires_at": expires_at.isoformat()},
+        detail={"expires_at": share.expires_at.isoformat()},
     )
-    return {"url": link, "expires_at": expires_at.astimezone(UTC).isoformat()}
+    return {"url": share.url, "expires_at": share.expires_at.astimezone(UTC).isoformat()}
 
 
 @router.get("/studies/{study_uid}/report/receipt", responses=_ERRORS)
@@ -342,11 +388,14 @@ def read_object(store: ObjectStore, key: str) -> bytes:
 
 __all__ = [
     "NO_STORE",
+    "LangQuery",
     "OutputSettingsDep",
     "base_url",
+    "pdf_bytes",
     "read_object",
     "report_filename",
     "router",
     "share_link",
+    "share_url",
     "signed_content",
 ]
