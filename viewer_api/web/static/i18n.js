@@ -119,8 +119,7 @@ const STRINGS = {
   ingest_conflicts: ["待处理的冲突图像", "Held images (conflicts)"],
   ingest_conflicts_hint: [
     "这些图像的检查号属于其他站点，或患者与所属检查不符：未进入工作列表，等待处理。",
-    "Their study UID belongs to another site, or their patient differs from their " +
-      "study's: on no worklist until decided.",
+    "Study UID of another site, or another patient than the study's: on no worklist until decided.",
   ],
   no_conflicts: ["没有待处理的冲突", "No conflicts to decide"],
   conflict_kind: ["冲突类型", "Conflict"],
@@ -279,7 +278,12 @@ const STRINGS = {
   ],
   err_forbidden: ["无权访问", "Not allowed"],
   err_gone: ["已失效", "No longer available"],
-  err_inconsistent_hierarchy: ["序列与检查不一致", "A series belongs to another study"],
+  err_conflict_not_found: ["没有此冲突记录", "No such held image"],
+  err_conflict_resolved: ["此冲突已处理", "This held image was already decided"],
+  err_conflict_not_fileable: [
+    "无法另建检查：该图像已归档或再次冲突",
+    "Cannot file it as a separate study: already filed, or it clashes again",
+  ],
   err_internal_error: ["服务器内部错误", "Internal server error"],
   err_invalid_ae_title: ["AE 名称无效", "Invalid AE title"],
   err_invalid_assignee: ["只能指派给在职的阅片医生", "Assign to an active radiologist"],
@@ -348,7 +352,6 @@ const STRINGS = {
     "Image storage is unavailable; try again shortly",
   ],
   err_study_not_found: ["未找到该检查", "No such study"],
-  err_study_site_mismatch: ["该检查属于其他站点", "This study belongs to another site"],
   err_too_large: ["内容过大", "Too large"],
   err_too_many_requests: ["尝试次数过多，请稍后再试", "Too many attempts; try again later"],
   err_unavailable: ["服务暂时不可用，请稍后重试", "The service is unavailable; try again shortly"],
