@@ -383,7 +383,7 @@ class Forwarder:
     def announce(self, rows: list[OutboxRow]) -> None:
         head = rows[0]
         try:
-            self.county.announce(
+            answer = self.county.announce(
                 site=head.site,
                 calling_ae=head.calling_ae,
                 called_ae=head.called_ae,
@@ -428,6 +428,31 @@ class Forwarder:
             return
         self._announce_failures = 0
         self.announce_blocked_until = 0.0  # the county answered: the rest may follow
+        held = {
+            str(c.get("sop_instance_uid")): str(c.get("kind", ""))
+            for c in answer.get("conflicts") or []
+            if isinstance(c, dict)
+        }
+        for row in rows:
+            if row.sop_instance_uid in held:
+                # the county holds it for an admin: kept here too, listed as a conflict
+                kind = held[row.sop_instance_uid]
+                self.spool.mark_state(row, CONFLICT, f"county held it as a conflict: {kind}")
+                logger.warning(
+                    "county held the instance as a conflict (not in the worklist)",
+                    extra={
+                        "action": "county_conflict",
+                        "kind": kind,
+                        "site": row.site,
+                        "study_uid": row.study_instance_uid,
+                        "sop_uid": row.sop_instance_uid,
+                    },
+                )
+        if held:
+            self.spool.outbox.count(instances_held_by_county=len(held))
+        rows = [r for r in rows if r.sop_instance_uid not in held]
+        if not rows:
+            return
         self.spool.mark_announced(rows, self.clock())
         if len(self._shown_urgent) > 10_000:
             self._shown_urgent.clear()

@@ -92,6 +92,7 @@ COUNTERS = (
     "upload_failures",
     "announce_failures",
     "instances_announced",
+    "instances_held_by_county",
     "bytes_uploaded",
     "bytes_saved_recompression",
 )
