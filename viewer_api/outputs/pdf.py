@@ -166,7 +166,7 @@ def _addenda(c: ReportContent) -> list[Flowable]:
 
 
 def _signature_block(
-    c: ReportContent, share_url: str, share_expires_at: datetime | None, width: float
+    c: ReportContent, share_url: str | None, share_expires_at: datetime | None, width: float
 ) -> Table:
     zh, en = c.status_words
     colour = STATUS_COLOURS.get(c.status, colors.black)
@@ -180,17 +180,22 @@ def _signature_block(
         _p(f"签发时间：{c.local(c.signed_at)}（UTC{c.display_offset_hours:+d}）"),
         _p(f"内容校验 sha256：{c.content_sha256}", "small"),
         _p(f"检查实例 UID：{c.study_uid}", "small"),
-        _p(
-            "扫码查看影像与报告"
-            + (f"（有效期至 {c.local(share_expires_at)}）：" if share_expires_at else "："),
-            "small",
-        ),
-        _p(share_url, "link"),
     ]
-    qr_size = 32 * mm
-    table = Table(
-        [[left, QRCode(share_url, qr_size)]], colWidths=[width - qr_size - 4, qr_size + 4]
-    )
+    if share_url is None:
+        table = Table([[left]], colWidths=[width])
+    else:
+        left += [
+            _p(
+                "扫码查看影像与报告"
+                + (f"（有效期至 {c.local(share_expires_at)}）：" if share_expires_at else "："),
+                "small",
+            ),
+            _p(share_url, "link"),
+        ]
+        qr_size = 32 * mm
+        table = Table(
+            [[left, QRCode(share_url, qr_size)]], colWidths=[width - qr_size - 4, qr_size + 4]
+        )
     table.setStyle(
         TableStyle(
             [
@@ -232,10 +237,10 @@ def _footer(c: ReportContent) -> Any:
 
 
 def render_pdf(
-    content: ReportContent, *, share_url: str, share_expires_at: datetime | None = None
+    content: ReportContent, *, share_url: str | None, share_expires_at: datetime | None = None
 ) -> bytes:
-    """The report as PDF bytes; ``share_url`` goes into the QR code (and is printed, with
-    ``share_expires_at``, under it)."""
+    """The report as PDF bytes; ``share_url`` (if any) goes into the QR code (and is
+    printed, with ``share_expires_at``, under it)."""
     buffer = BytesIO()
     doc = SimpleDocTemplate(
         buffer,

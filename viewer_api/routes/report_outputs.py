@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -21,7 +21,6 @@ from viewer_api.deps import (
     Audit,
     NowDep,
     SessionDep,
-    SettingsDep,
     StoreDep,
     ViewerUser,
     VisibleStudy,
@@ -33,11 +32,10 @@ from viewer_api.outputs.fhir import SeriesSummary, diagnostic_report
 from viewer_api.outputs.pdf import render_pdf
 from viewer_api.outputs.send import Destination, SRSendFailed, send_sr
 from viewer_api.outputs.settings import OutputSettings, get_output_settings
-from viewer_api.outputs.share import make_share_token
 from viewer_api.outputs.sr import BASIC_TEXT_SR
 from viewer_api.outputs.sr_store import StoredSR, store_report_sr
-from viewer_api.settings import ApiSettings
-from worklist import receipts, reports
+from viewer_api.schemas.share_links import ShareLinkOut
+from worklist import receipts, reports, share_links
 from worklist.audit import AuditAction
 from worklist.errors import NoReport
 from worklist.models import ROLE_CLINIC, Report, Study, User
@@ -89,15 +87,9 @@ def base_url(request: Request, settings: OutputSettings) -> str:
     return (settings.public_url or str(request.base_url)).rstrip("/")
 
 
-def share_link(
-    *, request: Request, study_uid: str, now: datetime, api: ApiSettings, out: OutputSettings
-) -> tuple[str, datetime]:
-    """A new share link to ``study_uid`` and when it expires."""
-    expires_at = now + timedelta(seconds=out.share_ttl_seconds)
-    token = make_share_token(
-        study_uid=study_uid, expires_at=expires_at, secret=api.secret_key.get_secret_value()
-    )
-    return f"{base_url(request, out)}/api/v1/share/{token}", expires_at
+def share_url(request: Request, settings: OutputSettings, token: str) -> str:
+    """The address of a share link's page (what the QR code of the PDF it serves opens)."""
+    return f"{base_url(request, settings)}/api/v1/share/{token}"
 
 
 _OPENED = {"pdf": AuditAction.REPORT_PDF_VIEWED, "fhir": AuditAction.REPORT_FHIR_VIEWED}
@@ -136,18 +128,15 @@ def report_filename(content: ReportContent, ext: str) -> str:
 )
 def report_pdf(
     study_uid: str,
-    request: Request,
     session: SessionDep,
     user: ViewerUser,
     study: VisibleStudy,
     audit: Audit,
-    now: NowDep,
-    api: SettingsDep,
     out: OutputSettingsDep,
 ) -> Response:
     report, content = signed_content(session=session, study=study, user=user, settings=out)
-    link, expires_at = share_link(request=request, study_uid=study_uid, now=now, api=api, out=out)
-    pdf = render_pdf(content, share_url=link, share_expires_at=expires_at)
+    # no share link: links are made on purpose (POST .../share-links), never by a download
+    pdf = render_pdf(content, share_url=None)
     _opened(session=session, audit=audit, user=user, study=study, report=report, via="pdf")
     return Response(
         pdf,
@@ -294,27 +283,85 @@ def _send(
     }
 
 
-@router.post("/studies/{study_uid}/report/share-link", responses=_ERRORS)
-def report_share_link(
+@router.post(
+    "/studies/{study_uid}/report/share-links",
+    response_model=ShareLinkOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=_ERRORS,
+)
+def create_share_link(
     study_uid: str,
     request: Request,
     session: SessionDep,
     user: ViewerUser,
     study: VisibleStudy,
     audit: Audit,
-    now: NowDep,
-    api: SettingsDep,
     out: OutputSettingsDep,
-) -> dict[str, Any]:
-    """A fresh share link (the one the PDF's QR code carries) for a web page to show."""
+) -> ShareLinkOut:
+    """A new link that opens the signed report and its images without a log-in, for
+    ``TELEREAD_API_SHARE_TTL_SECONDS``. Its ``url`` is in this answer only."""
     signed_content(session=session, study=study, user=user, settings=out)
-    link, expires_at = share_link(request=request, study_uid=study_uid, now=now, api=api, out=out)
+    link, token = share_links.create_share_link(
+        session=session, study=study, creator=user, now=audit.now, ttl_seconds=out.share_ttl_seconds
+    )
     audit(
         AuditAction.REPORT_SHARE_LINK_ISSUED,
         object_id=study_uid,
-        detail={"expires_at": expires_at.isoformat()},
+        detail={"share_link_id": link.id, "expires_at": link.expires_at.isoformat()},
     )
-    return {"url": link, "expires_at": expires_at.astimezone(UTC).isoformat()}
+    logger.info(
+        "share link made",
+        extra={"action": "share_link_created", "study_uid": study_uid, "share_link_id": link.id},
+    )
+    return ShareLinkOut.from_link(
+        link, state=share_links.STATE_ACTIVE, url=share_url(request, out, token)
+    )
+
+
+@router.get(
+    "/studies/{study_uid}/report/share-links",
+    response_model=list[ShareLinkOut],
+    responses=_ERRORS,
+)
+def list_share_links(
+    study_uid: str, session: SessionDep, user: ViewerUser, study: VisibleStudy, audit: Audit
+) -> list[ShareLinkOut]:
+    """The study's share links, newest first, with their state (never their tokens)."""
+    links = share_links.list_share_links(session=session, study=study)
+    audit(AuditAction.REPORT_SHARE_LINKS_LISTED, object_id=study_uid)
+    return [
+        ShareLinkOut.from_link(link, state=share_links.link_state(link, now=audit.now))
+        for link in links
+    ]
+
+
+@router.delete(
+    "/studies/{study_uid}/report/share-links/{link_id}",
+    response_model=ShareLinkOut,
+    responses={status.HTTP_404_NOT_FOUND: {"description": "No such link to this study"}},
+)
+def revoke_share_link(
+    study_uid: str,
+    link_id: int,
+    session: SessionDep,
+    user: ViewerUser,
+    study: VisibleStudy,
+    audit: Audit,
+) -> ShareLinkOut:
+    """Revoke one share link: from now on it answers 410 ``share_link_revoked``."""
+    link = share_links.revoke_share_link(
+        session=session, study=study, link_id=link_id, actor=user, now=audit.now
+    )
+    audit(
+        AuditAction.REPORT_SHARE_LINK_REVOKED,
+        object_id=study_uid,
+        detail={"share_link_id": link.id},
+    )
+    logger.info(
+        "share link revoked",
+        extra={"action": "share_link_revoked", "study_uid": study_uid, "share_link_id": link.id},
+    )
+    return ShareLinkOut.from_link(link, state=share_links.link_state(link, now=audit.now))
 
 
 @router.get("/studies/{study_uid}/report/receipt", responses=_ERRORS)
@@ -347,6 +394,6 @@ __all__ = [
     "read_object",
     "report_filename",
     "router",
-    "share_link",
+    "share_url",
     "signed_content",
 ]

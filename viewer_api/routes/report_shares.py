@@ -1,5 +1,7 @@
 """The pages a report's share link opens: the report with image thumbnails, its PDF and the
-rendered images. No login: the HMAC-signed, time-limited token is the credential.
+rendered images. No login: the link's token is the credential (``worklist.share_links``:
+stored as a hash, revocable, dying with its creator's access). Every use is audited
+anonymously as ``report_share_viewed`` with the link's id.
 """
 
 from __future__ import annotations
@@ -13,35 +15,34 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from viewer_api.deps import AnonymousAudit, NowDep, SessionDep, SettingsDep, StoreDep
+from viewer_api.auditing import Auditor, AuditWriter
+from viewer_api.deps import AnonymousAudit, NowDep, SessionDep, StoreDep, client_addr_of
 from viewer_api.outputs.content import ReportContent
 from viewer_api.outputs.fhir import report_text
 from viewer_api.outputs.images import render_png
 from viewer_api.outputs.pdf import render_pdf
 from viewer_api.outputs.qr import qr_svg
-from viewer_api.outputs.share import read_share_token
 from viewer_api.outputs.sr import BASIC_TEXT_SR
 from viewer_api.routes.report_outputs import (
     NO_STORE,
     OutputSettingsDep,
-    base_url,
     read_object,
     report_filename,
+    share_url,
     signed_content,
 )
-from viewer_api.settings import ApiSettings
-from worklist.audit import AuditAction
+from worklist import share_links
+from worklist.audit import AuditAction, PendingEvent
 from worklist.errors import StudyNotFound
-from worklist.models import Series, Study
+from worklist.models import Series, ShareLink, Study
 
 router = APIRouter(prefix="/api/v1", tags=["report outputs"])
 
 THUMBNAIL_EDGE = 192
 THUMBNAILS_PER_SERIES = 12
 _SHARE_ERRORS: dict[int | str, dict[str, Any]] = {
-    status.HTTP_403_FORBIDDEN: {"description": "The link is not valid"},
-    status.HTTP_404_NOT_FOUND: {"description": "No signed report for this link"},
-    status.HTTP_410_GONE: {"description": "The link has expired"},
+    status.HTTP_404_NOT_FOUND: {"description": "No such link, or no signed report for it"},
+    status.HTTP_410_GONE: {"description": "The link has expired or was revoked"},
 }
 # the share page has no scripts and loads only its own images
 SHARE_HEADERS = {
@@ -52,21 +53,29 @@ SHARE_HEADERS = {
 }
 
 
-def _shared_study(
-    *, token: str, session: Session, api: ApiSettings, now: datetime
-) -> tuple[Study, datetime]:
-    # ShareTokenExpired: 410, ShareTokenInvalid: 403 (viewer_api.errors)
-    study_uid, expires_at = read_share_token(
-        token, secret=api.secret_key.get_secret_value(), now=now
-    )
+def _link_study(*, token: str, session: Session, now: datetime) -> tuple[Study, ShareLink]:
+    """The study a working link opens: ``ShareLinkNotFound`` (404), ``ShareLinkRevoked`` /
+    ``ShareLinkExpired`` (410)."""
+    link = share_links.open_share_link(session=session, token=token, now=now)
     study = session.scalars(
         select(Study)
-        .where(Study.study_instance_uid == study_uid)
+        .where(Study.id == link.study_id)
         .options(selectinload(Study.series).selectinload(Series.instances))
-    ).one_or_none()
-    if study is None:
-        raise StudyNotFound()
-    return study, expires_at
+    ).one()
+    return study, link
+
+
+def _shared_study(
+    *, token: str, session: Session, audit: Auditor, via: str
+) -> tuple[Study, ShareLink]:
+    """The study a working link opens, its use audited (anonymously, with the link's id)."""
+    study, link = _link_study(token=token, session=session, now=audit.now)
+    audit(
+        AuditAction.REPORT_SHARE_VIEWED,
+        object_id=study.study_instance_uid,
+        detail={"share_link_id": link.id, "via": via},
+    )
+    return study, link
 
 
 def _image_series(study: Study) -> list[Series]:
@@ -137,22 +146,13 @@ def share_page(
     token: str,
     request: Request,
     session: SessionDep,
-    api: SettingsDep,
     out: OutputSettingsDep,
     audit: AnonymousAudit,
 ) -> HTMLResponse:
-    study, expires_at = _shared_study(token=token, session=session, api=api, now=audit.now)
+    study, link = _shared_study(token=token, session=session, audit=audit, via="page")
     _, content = signed_content(session=session, study=study, user=None, settings=out)
-    # a share link is a credential without an account: its views are audited anonymously
-    audit(
-        AuditAction.REPORT_SHARE_VIEWED,
-        object_id=study.study_instance_uid,
-        detail={"status": content.status, "expires_at": expires_at.isoformat()},
-    )
-    page_url = f"{base_url(request, out)}/api/v1/share/{token}"
-    return HTMLResponse(
-        _share_page(content, study, token, expires_at, page_url), headers=SHARE_HEADERS
-    )
+    page = _share_page(content, study, token, link.expires_at, share_url(request, out, token))
+    return HTMLResponse(page, headers=SHARE_HEADERS)
 
 
 @router.get(
@@ -164,16 +164,14 @@ def share_pdf(
     token: str,
     request: Request,
     session: SessionDep,
-    api: SettingsDep,
     out: OutputSettingsDep,
-    now: NowDep,
+    audit: AnonymousAudit,
 ) -> Response:
-    study, expires_at = _shared_study(token=token, session=session, api=api, now=now)
+    """The report PDF, carrying this link in its QR code."""
+    study, link = _shared_study(token=token, session=session, audit=audit, via="pdf")
     _, content = signed_content(session=session, study=study, user=None, settings=out)
     pdf = render_pdf(
-        content,
-        share_url=f"{base_url(request, out)}/api/v1/share/{token}",
-        share_expires_at=expires_at,
+        content, share_url=share_url(request, out, token), share_expires_at=link.expires_at
     )
     return Response(
         pdf,
@@ -193,20 +191,33 @@ def share_pdf(
 def share_rendered(
     token: str,
     sop_uid: str,
+    request: Request,
     session: SessionDep,
     store: StoreDep,
-    api: SettingsDep,
     out: OutputSettingsDep,
     now: NowDep,
     size: Annotated[int, Query(ge=32, le=2048)] = 1024,
 ) -> Response:
-    study, _ = _shared_study(token=token, session=session, api=api, now=now)
+    study, link = _link_study(token=token, session=session, now=now)
     signed_content(session=session, study=study, user=None, settings=out)  # a signed report only
     instance = next(
         (i for s in study.series for i in s.instances if i.sop_instance_uid == sop_uid), None
     )
     if instance is None or instance.sop_class_uid == BASIC_TEXT_SR:
         raise StudyNotFound("No such image in this study")
+    # images come by the dozen per page: one row per link per few minutes, off the request
+    writer: AuditWriter = request.app.state.audit_writer
+    writer.add(
+        PendingEvent.of(
+            actor=None,
+            action=AuditAction.REPORT_SHARE_VIEWED,
+            object_id=study.study_instance_uid,
+            client_addr=client_addr_of(request),
+            detail={"share_link_id": link.id, "via": "images"},
+            now=now,
+        ),
+        once_per=("share", link.id),
+    )
     png = render_png(read_object(store, instance.object_key), max_edge=size)  # 415
     return Response(png, media_type="image/png", headers=SHARE_HEADERS)
 

@@ -26,6 +26,7 @@ from viewer_api.schemas.reports import (
     SignIn,
 )
 from viewer_api.schemas.service import AuditEventOut, Health, SessionOut, Token
+from viewer_api.schemas.share_links import ShareLinkOut
 from viewer_api.schemas.worklist import (
     AssignIn,
     EventOut,
@@ -86,6 +87,7 @@ __all__ = [
     "ReportTemplateOut",
     "SeriesOut",
     "SessionOut",
+    "ShareLinkOut",
     "SignIn",
     "StudyDetail",
     "Token",
