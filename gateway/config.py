@@ -72,6 +72,9 @@ class GatewaySettings(BaseSettings):
     api_tls_insecure_skip_verify: bool = False
     api_timeout_seconds: float = 30.0
     config_refresh_seconds: float = Field(default=5.0, gt=0)
+    # how often the gateway tells the county its queue and last error (gateway.heartbeat);
+    # 0: never
+    status_report_seconds: float = Field(default=30.0, ge=0)
 
     # forwarder
     announce_batch_size: int = Field(default=100, ge=1, le=1000)

@@ -216,6 +216,10 @@ class CountyClient:
         ).json()
         return result
 
+    def report_status(self, status: dict[str, Any]) -> None:
+        """``POST /api/v1/gateway/status``: the spool's summary (gateway.heartbeat)."""
+        self._authorised("POST", "/api/v1/gateway/status", json=status)
+
     def study_complete(
         self, *, site: str, study_instance_uid: str, expected_instances: int
     ) -> dict[str, Any]:

@@ -176,7 +176,7 @@ def triaged_instance(
     payload["urgent_hint"] = {
         "category": triage.category,
         "priority": triage.priority,
-        "reasons": list(triage.reasons),
+        "reasons": [r.to_json() for r in triage.reasons],
     }
     return ReceivedInstance(
         sop_class_uid=payload["sop_class_uid"],

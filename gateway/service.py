@@ -28,6 +28,7 @@ from gateway.control import Doorbell
 from gateway.county import CountyClient
 from gateway.errors import GatewayError
 from gateway.forwarder import Forwarder
+from gateway.heartbeat import StatusReporter
 from gateway.instance import VERIFIED_PYDICOM, pydicom_free_reads
 from gateway.intake import Intake, IntakeLimits
 from gateway.metrics import MetricsServer, start_metrics_server
@@ -116,6 +117,11 @@ class Gateway:
             poll_seconds=settings.mpps_poll_seconds,
             backoff_initial=settings.backoff_initial_seconds,
             backoff_max=settings.backoff_max_seconds,
+        )
+        self.reporter = (
+            StatusReporter(self.county, self.spool, seconds=settings.status_report_seconds)
+            if settings.status_report_seconds > 0
+            else None
         )
         self.host: AssociationHost | None = None  # receiving in this process
         self.pool: AcceptorPool | None = None  # receiving in acceptor processes
@@ -219,6 +225,8 @@ class Gateway:
         if forward:
             self.forwarder.start(nice=nice)
             self.completion.start()
+            if self.reporter is not None:
+                self.reporter.start()
         else:  # still read the headers the acceptors left for after the response
             self.forwarder.start(index_only=True, nice=nice)
         if self.settings.metrics_port is not None:
@@ -317,6 +325,8 @@ class Gateway:
             self.metrics = None
         self.forwarder.stop()
         self.completion.stop()
+        if self.reporter is not None:
+            self.reporter.stop()
         self.mpps.close()
         if self._county_sites is not None:
             self._county_sites.stop()

@@ -25,15 +25,16 @@ class Login:
 
 
 DEMO_SITES = (
-    ("TS01", "青山镇卫生院 Qingshan Township Health Centre", ("CT_TS01", "DR_TS01")),
-    ("TS02", "白水镇卫生院 Baishui Township Health Centre", ("CT_TS02", "DR_TS02")),
+    ("TS01", "青山镇卫生院", ("CT_TS01", "DR_TS01")),
+    ("TS02", "白水镇卫生院", ("CT_TS02", "DR_TS02")),
 )
+# user name, role, site, display name, professional title
 DEMO_USERS = (
-    ("admin", ROLE_ADMIN, None, "IT 管理员"),
-    ("dr_li", ROLE_RADIOLOGIST, None, "李医生 Dr Li"),
-    ("dr_wang", ROLE_RADIOLOGIST, None, "王医生 Dr Wang"),
-    ("nurse_ts01", ROLE_CLINIC, "TS01", "青山镇护士"),
-    ("nurse_ts02", ROLE_CLINIC, "TS02", "白水镇护士"),
+    ("admin", ROLE_ADMIN, None, "信息科管理员", ""),
+    ("dr_li", ROLE_RADIOLOGIST, None, "李医生", "主治医师"),
+    ("dr_wang", ROLE_RADIOLOGIST, None, "王医生", "副主任医师"),
+    ("nurse_ts01", ROLE_CLINIC, "TS01", "青山镇护士", "护士"),
+    ("nurse_ts02", ROLE_CLINIC, "TS02", "白水镇护士", "护士"),
 )
 
 
@@ -46,7 +47,7 @@ def ensure_demo_accounts(factory: sessionmaker[Session], data_dir: DataDir) -> l
         for code, name, aes in DEMO_SITES:
             accounts.create_site(session=session, code=code, name=name, ae_titles=aes, now=now)
         logins = []
-        for username, role, site, display in DEMO_USERS:
+        for username, role, site, display, title in DEMO_USERS:
             password = secrets.token_urlsafe(9)
             accounts.create_user(
                 session=session,
@@ -55,6 +56,7 @@ def ensure_demo_accounts(factory: sessionmaker[Session], data_dir: DataDir) -> l
                 role=role,
                 site_code=site,
                 display_name=display,
+                title=title,
                 now=now,
             )
             logins.append(Login(username, password, role, site))

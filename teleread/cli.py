@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--role", required=True, choices=["radiologist", "clinic", "admin", "gateway"]
     )
     uadd.add_argument("--site", help="site code (clinic and township gateway accounts)")
-    uadd.add_argument("--display-name", default="")
+    uadd.add_argument("--display-name", default="", help="the name reports print (李医生)")
+    uadd.add_argument("--title", default="", help="professional title reports print (主治医师)")
     uadd.add_argument(
         "--password-stdin", action="store_true", required=True, help="read the password from stdin"
     )
@@ -162,6 +163,19 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.add_argument("--timeout", type=float, default=5.0, help="seconds per network step")
     _add_db_args(doctor)
+
+    ohif = sub.add_parser("ohif", help="the OHIF viewer served at /ohif/")
+    ohif_sub = ohif.add_subparsers(dest="ohif_command", required=True)
+    oinst = ohif_sub.add_parser(
+        "install", help="install the pinned @ohif/app build (npm pack, or --tarball)"
+    )
+    oinst.add_argument("--tarball", type=Path, help="an @ohif/app tarball from `npm pack`")
+    oinst.add_argument(
+        "--dest", type=Path, help="where (default viewer_api/web/ohif; else TELEREAD_API_OHIF_DIR)"
+    )
+    oinst.add_argument(
+        "--if-missing", action="store_true", help="do nothing when that version is there"
+    )
 
     verify = sub.add_parser(
         "verify", help="read every stored object back and check it against the index (sha256)"
@@ -342,6 +356,7 @@ def _cmd_users(args: argparse.Namespace) -> int:
                 role=args.role,
                 site_code=args.site,
                 display_name=args.display_name,
+                title=args.title,
                 now=utcnow(),
             )
             print(f"user {user.username} ({user.role}{', site ' + args.site if args.site else ''})")
@@ -550,6 +565,23 @@ def _cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ohif(args: argparse.Namespace) -> int:
+    from viewer_api.errors import OhifUnavailable
+    from viewer_api.web import ohif
+
+    dest = args.dest or ohif.default_dir()
+    if args.if_missing and ohif.installed(dest):
+        print(f"OHIF {ohif.VERSION} is installed in {dest}")
+        return 0
+    try:
+        ohif.install(dest, args.tarball)
+    except OhifUnavailable as exc:
+        sys.stderr.write(f"teleread: {exc}\n")
+        return 1
+    print(f"OHIF {ohif.VERSION} installed in {dest}: served at /ohif/")
+    return 0
+
+
 def _cmd_triage(args: argparse.Namespace) -> int:
     from worklist.triage.api import read_paths
 
@@ -571,6 +603,7 @@ COMMANDS = {
     "demo-studies": _cmd_demo,
     "triage": _cmd_triage,
     "doctor": _cmd_doctor,
+    "ohif": _cmd_ohif,
     "verify": _cmd_verify,
     "backup": _cmd_backup,
     "restore": _cmd_backup,

@@ -89,6 +89,8 @@ FEATURES: dict[str, tuple[str, str]] = {
     "addenda": ("POST", "/api/v1/studies/{study_uid}/report/addenda"),
     "receipt": ("GET", "/api/v1/studies/{study_uid}/report/receipt"),
     "pdf": ("GET", "/api/v1/studies/{study_uid}/report.pdf"),
+    # OHIF at /ohif/ reads through DICOMweb (offered only when its build is installed)
+    "ohif": ("GET", "/dicomweb/studies"),
 }
 
 
@@ -103,6 +105,8 @@ def capabilities(app: FastAPI, role: str) -> list[str]:
             r: sorted(name for name, op in FEATURES.items() if r in roles.get(op, ()))
             for r in every
         }
+        if getattr(app.state, "ohif_dir", None) is None:
+            table = {r: [f for f in features if f != "ohif"] for r, features in table.items()}
         app.state.capabilities = table
     return table.get(role, [])
 

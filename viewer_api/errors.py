@@ -25,8 +25,8 @@ from starlette.exceptions import HTTPException
 
 from storage import errors as storage_errors
 from storage.verified import ObjectCorrupt
-from viewer_api.outputs import content, images
-from worklist import critical, report_templates, reports, share_links
+from viewer_api.outputs import content, fonts, images
+from worklist import call_ahead, critical, report_templates, reports, share_links
 from worklist import errors as wl
 
 logger = logging.getLogger(__name__)
@@ -121,6 +121,12 @@ class Misconfigured(ApiError):
     """The server is misconfigured"""
 
 
+class OhifUnavailable(ApiError):
+    """OHIF could not be installed: it comes from the npm package @ohif/app, fetched with
+    `npm pack` (install node and npm, e.g. `apt-get install -y nodejs npm`, then run
+    `./dev` or `teleread ohif install`). The built-in viewer works without it."""
+
+
 BEARER = {"WWW-Authenticate": "Bearer"}
 RETRY_SOON = {"Retry-After": "1"}
 
@@ -160,6 +166,7 @@ ERRORS: dict[type[Exception], Problem] = {
     Misconfigured: Problem(503, "misconfigured"),
     # the report outputs'
     content.ReportNotSigned: Problem(409, "report_not_signed", "The report is not signed yet"),
+    fonts.ReportFontMissing: Problem(503, "report_font_missing"),
     images.NotRenderable: Problem(415, "not_renderable", "This image cannot be rendered"),
     share_links.ShareLinkNotFound: Problem(404, "share_link_not_found"),
     share_links.ShareLinkRevoked: Problem(410, "share_link_revoked"),
@@ -178,6 +185,8 @@ ERRORS: dict[type[Exception], Problem] = {
     wl.InconsistentHierarchy: Problem(409, "inconsistent_hierarchy"),
     reports.AddendumNotAllowed: Problem(409, "addendum_not_allowed"),
     critical.CriticalResultNotAllowed: Problem(409, "critical_result_not_allowed"),
+    call_ahead.CallAheadNotAllowed: Problem(403, "call_ahead_not_allowed"),
+    critical.NotTheCaseReader: Problem(403, "not_the_case_reader"),
     wl.NotClaimHolder: Problem(403, "not_claim_holder"),
     wl.NotAReader: Problem(403, "not_a_reader"),
     reports.NotARadiologist: Problem(403, "not_a_radiologist"),
@@ -187,8 +196,10 @@ ERRORS: dict[type[Exception], Problem] = {
     wl.InvalidRole: Problem(422, "invalid_role"),
     wl.SiteRequired: Problem(422, "site_required"),
     reports.CriticalResultRequired: Problem(422, "critical_result_required"),
+    reports.UnresolvedChoices: Problem(422, "unresolved_choices"),
     reports.InvalidReportInput: Problem(422, "invalid_report_input"),
     critical.InvalidCriticalResult: Problem(422, "invalid_critical_result"),
+    call_ahead.InvalidCallAhead: Problem(422, "invalid_call_ahead"),
     wl.WorklistError: Problem(400, "worklist_error"),
     # the store's
     storage_errors.ObjectNotFound: Problem(404, "object_not_found"),
@@ -355,6 +366,7 @@ __all__ = [
     "NotAuthenticated",
     "NotFound",
     "ObjectKeyMismatch",
+    "OhifUnavailable",
     "Problem",
     "RoleDenied",
     "SessionEnded",

@@ -10,6 +10,7 @@ from datetime import datetime
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.base import ObjectStore
@@ -21,10 +22,12 @@ from viewer_api.routes import (
     admin,
     audit,
     auth,
+    clinic,
     critical_results,
     events,
     gateway,
     health,
+    operations,
     report_outputs,
     report_shares,
     report_templates,
@@ -36,6 +39,7 @@ from viewer_api.routes import (
 )
 from viewer_api.security import LoginThrottle, UserCache
 from viewer_api.settings import ApiSettings
+from viewer_api.web import ohif
 from worklist.db import utcnow
 from worklist.settings import WorklistSettings
 from worklist.settings import get_settings as get_worklist_settings
@@ -86,6 +90,14 @@ def create_app(
         max_per_account=settings.max_streams_per_account,
         max_streams=settings.max_streams,
     )
+    ohif_dir = (settings.ohif_dir or ohif.default_dir()).resolve()
+    app.state.ohif_dir = ohif_dir if ohif.installed(ohif_dir) else None
+    if app.state.ohif_dir is None:
+        logger.info(
+            "OHIF is not installed (%s): /ohif/ answers 404; the built-in viewer works",
+            ohif_dir,
+            extra={"action": "ohif_missing"},
+        )
 
     errors.install(app)  # every error answers as the one table in viewer_api.errors says
 
@@ -100,19 +112,31 @@ def create_app(
         studies,
         reports,
         critical_results,
+        clinic,
         report_templates,
         report_outputs,
         report_shares,
         audit,
         users,
         stats,
+        operations,
         gateway,
         health,
         web,
+        ohif,
     ):
         app.include_router(module.router)
     access.install(app)  # x-teleread-roles on every operation of the OpenAPI schema
     app.add_middleware(RequestGate, settings=settings)
+    if settings.cors_origins:  # off unless a site hosts a viewer (OHIF) on another origin
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Accept", "Content-Type", "X-CSRF-Token"],
+            expose_headers=["Content-Type", "Content-Length", "Warning"],
+            max_age=600,
+        )
     document_url_rules(app)
     metrics.install(app)  # outermost: times and counts every answer, 413s included
     return app

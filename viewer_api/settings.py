@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from viewer_api.errors import InsecureSecretKey
 
@@ -33,6 +36,7 @@ DEFAULT_LOGIN_MAX_FAILURES_PER_ADDRESS = 50
 DEFAULT_LOGIN_WINDOW_SECONDS = 300.0
 # HS256 wants a key at least as long as its 256-bit output (RFC 7518 3.2)
 MIN_SECRET_KEY_LENGTH = 32
+_ORIGIN = re.compile(r"https?://[^/\s?#]+")
 _KNOWN_DEFAULTS = frozenset(
     {"", "changethis", "changeme", "change-me", "secret", "secret-key", "secretkey", "default"}
 )
@@ -63,6 +67,12 @@ class ApiSettings(BaseSettings):
     # GET /metrics (viewer_api.metrics): unset, loopback clients and admins may scrape; set,
     # only "Authorization: Bearer <this>" and admins may
     metrics_token: SecretStr | None = None
+    # the OHIF build served at /ohif/ (``teleread ohif install --dest``); unset:
+    # viewer_api/web/ohif, where ``./dev`` and the Docker image put it
+    ohif_dir: Path | None = None
+    # origins (scheme://host[:port]) whose pages may call the API and DICOMweb from the
+    # browser (CORS), e.g. an OHIF hosted elsewhere; empty: none (the default)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # addresses (or networks, "10.0.0.0/8") of the reverse proxies whose X-Forwarded-For and
     # X-Forwarded-Proto are believed: the client address of audit events, log-in limits and
     # /metrics comes from the header only when the connection comes from one of them.
@@ -109,6 +119,18 @@ class ApiSettings(BaseSettings):
             # not a ValueError: pydantic lets it through unwrapped, so start-up fails with
             # this message rather than a generic validation error
             raise InsecureSecretKey()
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        """A comma- or space-separated list (``TELEREAD_API_CORS_ORIGINS``), or a list."""
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split() if v]
+        if isinstance(value, list):
+            for origin in value:
+                if not (isinstance(origin, str) and _ORIGIN.fullmatch(origin)):
+                    raise ValueError(f"not an origin (scheme://host[:port]): {origin!r}")
         return value
 
     @field_validator("token_ttl_seconds", "max_request_bytes", mode="after")

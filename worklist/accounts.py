@@ -128,6 +128,7 @@ def create_user(
     role: str,
     site_code: str | None = None,
     display_name: str = "",
+    title: str = "",
     now: datetime,
 ) -> User:
     """A new user. Raises ``InvalidRole``, ``SiteRequired`` (clinic), ``UnknownSite``,
@@ -150,6 +151,7 @@ def create_user(
     user = User(
         username=username,
         display_name=display_name,
+        title=title,
         password_hash=hash_password(password),
         role=role,
         site_id=site_id,

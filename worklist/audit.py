@@ -38,6 +38,7 @@ class AuditAction(StrEnum):
     # the worklist
     WORKLIST_VIEW = "worklist_view"
     STUDY_VIEWED = "study_viewed"
+    PRIORS_VIEWED = "priors_viewed"
     INSTANCE_VIEWED = "instance_viewed"
     STUDY_CLAIMED = "study_claimed"
     CLAIM_RENEWED = "claim_renewed"
@@ -55,6 +56,7 @@ class AuditAction(StrEnum):
     REPORT_VIEWED = "report_viewed"
     REPORT_PDF_VIEWED = "report_pdf_viewed"
     REPORT_FHIR_VIEWED = "report_fhir_viewed"
+    REPORT_HTML_VIEWED = "report_html_viewed"  # the print view
     REPORT_FIRST_READ = "report_first_read"
     REPORTS_LISTED = "reports_listed"
     REPORT_DRAFT_SAVED = "report_draft_saved"
@@ -63,6 +65,7 @@ class AuditAction(StrEnum):
     REPORT_TEMPLATE_VIEWED = "report_template_viewed"
     CRITICAL_RESULT_RECORDED = "critical_result_recorded"
     CRITICAL_RESULTS_VIEWED = "critical_results_viewed"
+    CRITICAL_RESULT_ACKNOWLEDGED = "critical_result_acknowledged"  # the clinic's read-back
     REPORT_SR_GENERATED = "report_sr_generated"
     REPORT_SR_SENT = "report_sr_sent"
     REPORT_SHARE_LINK_ISSUED = "report_share_link_issued"
@@ -70,6 +73,9 @@ class AuditAction(StrEnum):
     REPORT_SHARE_LINK_REVOKED = "report_share_link_revoked"
     # a use of a share link (anonymous; the detail names the link): its page, PDF, images
     REPORT_SHARE_VIEWED = "report_share_viewed"
+    # the clinic announces an urgent patient before the images
+    CALL_AHEAD_ANNOUNCED = "call_ahead_announced"
+    CALL_AHEAD_CANCELLED = "call_ahead_cancelled"
     # operations
     STATS_VIEWED = "stats_viewed"
     AUDIT_VIEWED = "audit_viewed"
@@ -111,6 +117,7 @@ _OBJECT_TYPES: dict[AuditAction, str] = {
             AuditAction.STUDY_ACCESS_REFUSED,
             AuditAction.STUDY_COMPLETE,
             AuditAction.STUDY_VIEWED,
+            AuditAction.PRIORS_VIEWED,
             AuditAction.STUDY_CLAIMED,
             AuditAction.CLAIM_RENEWED,
             AuditAction.STUDY_RELEASED,
@@ -137,6 +144,7 @@ _OBJECT_TYPES: dict[AuditAction, str] = {
             AuditAction.REPORT_VIEWED,
             AuditAction.REPORT_PDF_VIEWED,
             AuditAction.REPORT_FHIR_VIEWED,
+            AuditAction.REPORT_HTML_VIEWED,
             AuditAction.REPORT_FIRST_READ,
             AuditAction.REPORTS_LISTED,
             AuditAction.REPORT_DRAFT_SAVED,
@@ -145,6 +153,7 @@ _OBJECT_TYPES: dict[AuditAction, str] = {
             AuditAction.REPORT_TEMPLATE_VIEWED,
             AuditAction.CRITICAL_RESULT_RECORDED,
             AuditAction.CRITICAL_RESULTS_VIEWED,
+            AuditAction.CRITICAL_RESULT_ACKNOWLEDGED,
             AuditAction.REPORT_SR_GENERATED,
             AuditAction.REPORT_SR_SENT,
             AuditAction.REPORT_SHARE_LINK_ISSUED,
@@ -153,6 +162,10 @@ _OBJECT_TYPES: dict[AuditAction, str] = {
             AuditAction.REPORT_SHARE_VIEWED,
         ),
         "report",
+    ),
+    **dict.fromkeys(
+        (AuditAction.CALL_AHEAD_ANNOUNCED, AuditAction.CALL_AHEAD_CANCELLED),
+        "call_ahead",
     ),
     **dict.fromkeys(
         (AuditAction.STATS_VIEWED,),

@@ -108,7 +108,7 @@ ENTITY_ROLES = {
     "site": (("3", "Organization"), ("2", "Location")),
 }
 QUERY_ROLE = ("24", "Query")
-PATIENT_OBJECTS = frozenset({"study", "instance", "report"})
+PATIENT_OBJECTS = frozenset({"study", "instance", "report", "call_ahead"})
 
 
 @dataclass(frozen=True, slots=True)

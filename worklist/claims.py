@@ -23,7 +23,7 @@ from worklist.errors import (
     StudyNotFound,
     WorklistError,
 )
-from worklist.events import KIND_STUDY_RELEASED, publish_study_event
+from worklist.events import KIND_CLAIM_EXPIRING, KIND_STUDY_RELEASED, publish_study_event
 from worklist.models import (
     ROLE_ADMIN,
     STATUS_CANCELLED,
@@ -44,6 +44,8 @@ from worklist.visibility import TERMINAL_STATUSES, require_reader
 logger = logging.getLogger(__name__)
 
 _SQLITE_CANDIDATES = 16
+# a claim's holder is warned this long before the lease runs out
+CLAIM_WARNING = timedelta(minutes=2)
 
 
 def _load(session: Session, study_id: int) -> Study:
@@ -60,6 +62,9 @@ def _claim_values(reader: User, now: datetime, lease: timedelta) -> dict[str, An
         "claimed_by_id": reader.id,
         "claimed_at": now,
         "claim_expires_at": now + lease,
+        "claim_warned_at": None,
+        "claim_expired_by_id": None,
+        "claim_expired_at": None,
         # a draft or preliminary report keeps its status; otherwise the study is 'claimed'
         "status": case(
             (Study.status.in_((STATUS_DRAFT, STATUS_PRELIMINARY)), Study.status),
@@ -244,12 +249,49 @@ def claim_next(
     return study
 
 
+def warn_expiring_claims(
+    *, session: Session, now: datetime, ahead: timedelta = CLAIM_WARNING
+) -> int:
+    """Tell each holder whose claim runs out within ``ahead`` (a ``claim_expiring`` event
+    naming them, once per lease: renewing or claiming again re-arms it)."""
+    rows = session.execute(
+        update(Study)
+        .where(
+            Study.claimed_by_id.is_not(None),
+            Study.claim_expires_at >= now,
+            Study.claim_expires_at <= now + ahead,
+            Study.claim_warned_at.is_(None),
+            Study.status.not_in(TERMINAL_STATUSES),
+        )
+        .values(claim_warned_at=now)
+        .returning(Study.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    for (study_id,) in rows:
+        study = _load(session, study_id)
+        assert study.claimed_by is not None and study.claim_expires_at is not None
+        publish_study_event(
+            session=session,
+            kind=KIND_CLAIM_EXPIRING,
+            study=study,
+            site_code=study.site.code,
+            now=now,
+            extra={
+                "by": study.claimed_by.username,
+                "expires_at": study.claim_expires_at.isoformat(),
+                "seconds_left": int((study.claim_expires_at - now).total_seconds()),
+            },
+        )
+    return len(rows)
+
+
 def expire_claims(
     *, session: Session, now: datetime, stable_seconds: int = DEFAULT_STABLE_SECONDS
 ) -> int:
     """Clear claims whose lease ran out; their studies wait for a reader again (each with a
-    ``study_released`` event)."""
-    ids = session.scalars(
+    ``study_released`` event naming the former holder, who stays on the study as
+    ``claim_expired_by`` for every reader to see until someone claims it)."""
+    rows = session.execute(
         update(Study)
         .where(
             Study.claimed_by_id.is_not(None),
@@ -260,20 +302,25 @@ def expire_claims(
             claimed_by_id=None,
             claimed_at=None,
             claim_expires_at=None,
+            claim_warned_at=None,
+            claim_expired_by_id=Study.claimed_by_id,
+            claim_expired_at=now,
             status=_unclaimed_status(now, stable_seconds),
         )
         .returning(Study.id)
         .execution_options(synchronize_session="fetch")
     ).all()
-    for study_id in ids:  # readers' pages learn the study is free again
+    ids = [row.id for row in rows]
+    for study_id in ids:  # readers' pages learn the study is free again, and whose it was
         study = _load(session, study_id)
+        holder = study.claim_expired_by.username if study.claim_expired_by else None
         publish_study_event(
             session=session,
             kind=KIND_STUDY_RELEASED,
             study=study,
             site_code=study.site.code,
             now=now,
-            extra={"reason": "lease expired"},
+            extra={"reason": "lease expired", "by": holder},
         )
     if ids:
         logger.info("claims expired", extra={"action": "claims_expired", "count": len(ids)})
@@ -301,7 +348,7 @@ def renew_claim(
             Study.claimed_by_id == reader.id,
             Study.status.not_in(TERMINAL_STATUSES),
         )
-        .values(claim_expires_at=now + lease)
+        .values(claim_expires_at=now + lease, claim_warned_at=None)
         .returning(Study.id)
         .execution_options(synchronize_session=False)
     ).first()
@@ -396,4 +443,5 @@ __all__ = [
     "expire_claims",
     "release_study",
     "renew_claim",
+    "warn_expiring_claims",
 ]

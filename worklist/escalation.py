@@ -1,5 +1,6 @@
 """Deadlines and escalation: a study nobody has claimed by half its read deadline escalates
-(level 1), an overdue one escalates again (level 2).
+(level 1), an overdue one escalates again (level 2). A study whose report is signed (a
+preliminary report met the read deadline) no longer escalates, whether claimed or not.
 
 Each level is raised once: the level is kept on the study row and raised by a conditional
 ``UPDATE ... WHERE escalation_level < n``, so two housekeeping threads (or API replicas)
@@ -16,7 +17,7 @@ from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from worklist.events import KIND_ESCALATION, publish_study_event
-from worklist.models import Event, Study
+from worklist.models import STATUS_PRELIMINARY, Event, Study
 from worklist.visibility import TERMINAL_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def scan(*, session: Session, now: datetime) -> list[Event]:
     candidates = session.scalars(
         select(Study)
         .where(
-            Study.status.not_in(TERMINAL_STATUSES),
+            Study.status.not_in((*TERMINAL_STATUSES, STATUS_PRELIMINARY)),
             Study.deadline_at.is_not(None),
             Study.escalation_level < LEVEL_OVERDUE,
             _unclaimed(now),

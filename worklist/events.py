@@ -51,6 +51,13 @@ KIND_STUDY_RELEASED = "study_released"
 KIND_REPORT_SIGNED = "report_signed"
 KIND_REPORT_AMENDED = "report_amended"
 KIND_CRITICAL_RESULT = "critical_result"
+# the clinic's side: its acknowledgement (read-back) of a critical result, a study past its
+# deadline with no report, a patient announced before the images
+KIND_CRITICAL_RESULT_ACKNOWLEDGED = "critical_result_acknowledged"
+KIND_STUDY_OVERDUE = "study_overdue"
+KIND_CALL_AHEAD = "call_ahead"
+# the holder's claim runs out soon (``claims.warn_expiring_claims``)
+KIND_CLAIM_EXPIRING = "claim_expiring"
 
 # what a receiver must act on first (webhooks deliver these before the rest)
 URGENT_KINDS = frozenset({KIND_STUDY_URGENT, KIND_ESCALATION, KIND_CRITICAL_RESULT})
@@ -248,11 +255,15 @@ __all__ = [
     "COMMITTED",
     "EVENT_LOCK",
     "EVERYTHING",
+    "KIND_CALL_AHEAD",
+    "KIND_CLAIM_EXPIRING",
     "KIND_CRITICAL_RESULT",
+    "KIND_CRITICAL_RESULT_ACKNOWLEDGED",
     "KIND_ESCALATION",
     "KIND_REPORT_AMENDED",
     "KIND_REPORT_SIGNED",
     "KIND_STUDY_CLAIMED",
+    "KIND_STUDY_OVERDUE",
     "KIND_STUDY_RELEASED",
     "KIND_STUDY_URGENT",
     "NOTHING",

@@ -8,8 +8,8 @@ import time
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from worklist import escalation, retention, webhooks
-from worklist.claims import expire_claims
+from worklist import escalation, overdue, retention, webhooks
+from worklist.claims import expire_claims, warn_expiring_claims
 from worklist.completion import mark_stable_studies
 from worklist.db import utcnow
 from worklist.settings import WorklistSettings
@@ -21,8 +21,9 @@ RETENTION_SECONDS = 3600.0  # how often expired audit events, events, deliveries
 
 
 class Housekeeping(threading.Thread):
-    """Every ``interval`` seconds: studies that went quiet become ready; abandoned claims
-    expire; late unclaimed studies escalate. Hourly (and every pass while a backlog lasts):
+    """Every ``interval`` seconds: studies that went quiet become ready; claims about to run
+    out warn their holders, abandoned ones expire; late unclaimed studies escalate; the
+    clinics hear of studies past their deadline. Hourly (and every pass while a backlog lasts):
     rows past their retention are purged. Alongside, for as long as it runs, events go out
     to the configured webhooks as they are committed (``worklist.webhooks.WebhookDispatcher``).
     One per county API process; ``stop`` ends it after the pass under way."""
@@ -61,8 +62,10 @@ class Housekeeping(threading.Thread):
                         mark_stable_studies(
                             session=session, now=now, stable_seconds=wl.stable_seconds
                         )
+                        warn_expiring_claims(session=session, now=now)
                         expire_claims(session=session, now=now)
                         escalation.scan(session=session, now=now)
+                        overdue.scan(session=session, now=now)
                     if time.monotonic() >= next_purge:
                         next_purge = time.monotonic() + RETENTION_SECONDS
                         with self.factory.begin() as session:

@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from worklist.call_ahead import match_arrival
 from worklist.errors import InconsistentHierarchy, StudySiteMismatch, UnknownSite
 from worklist.events import KIND_STUDY_URGENT, publish_study_event
 from worklist.models import (
@@ -32,7 +33,7 @@ from worklist.models import (
     Study,
 )
 from worklist.settings import DEFAULT_DEADLINES, Deadlines
-from worklist.triage import classify
+from worklist.triage import Reason, classify
 
 logger = logging.getLogger(__name__)
 
@@ -123,12 +124,13 @@ def _arrival_fields(a: InstanceArrival) -> dict[str, str]:
     return {k: v for k, v in fields.items() if v}
 
 
-def _hint_stat(arrivals: Sequence[InstanceArrival]) -> tuple[str | None, list[str]] | None:
+def _hint_stat(arrivals: Sequence[InstanceArrival]) -> tuple[str | None, list[Reason]] | None:
     """The gateway's explicit urgent flag, if any arrival carries one."""
     for a in arrivals:
         hint = a.urgent_hint or {}
         if hint.get("priority") == PRIORITY_STAT:
-            reasons = [str(r) for r in hint.get("reasons") or []] or ["urgent flag from gateway"]
+            sent = hint.get("reasons") or []
+            reasons = [Reason.from_json(r) for r in sent] or [Reason("gateway_flag")]
             category = hint.get("category")
             return (str(category) if category else None), reasons
     return None
@@ -150,13 +152,14 @@ def _apply_triage(study: Study, arrivals: Sequence[InstanceArrival], deadlines: 
     if study.priority == PRIORITY_STAT:
         # never silently downgraded; the first urgent category keeps its deadline
         category = study.category or category
-        reasons = list(study.triage_reasons) + [r for r in reasons if r not in study.triage_reasons]
+        before = [Reason.from_json(r) for r in study.triage_reasons or []]
+        reasons = before + [r for r in reasons if r not in before]
         is_stat = True
     if is_stat:
         study.priority = PRIORITY_STAT
         study.priority_rank = 0
         study.category = category
-        study.triage_reasons = reasons[:MAX_REASONS]
+        study.triage_reasons = [r.to_json() for r in reasons[:MAX_REASONS]]
     else:
         study.priority = PRIORITY_ROUTINE
         study.priority_rank = 1
@@ -306,6 +309,8 @@ def _record_study(
             new_fields = merge_text_fields(new_fields, _arrival_fields(a))
         study.text_fields = new_fields
     was_stat = study.priority == PRIORITY_STAT
+    if accepted and study.num_instances == accepted:  # the study's first instances
+        match_arrival(session=session, study=study, now=now, deadlines=deadlines)
     _apply_triage(study, arrivals, deadlines)
     allowed = deadlines.for_category(study.category)
     if study.priority == PRIORITY_STAT and study.category is None:

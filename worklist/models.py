@@ -126,6 +126,8 @@ class User(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     display_name: Mapped[str] = mapped_column(String(200), default="")
+    # professional title printed under the signer's name ("主治医师") (0007)
+    title: Mapped[str] = mapped_column(String(100), default="", server_default="")
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16))
     # clinic users and township gateways are bound to one site; None for the others
@@ -214,7 +216,8 @@ class Study(Base):
     # 0 = stat, 1 = routine: the queue sorts on it ascending
     priority_rank: Mapped[int] = mapped_column(Integer, default=1)
     category: Mapped[str | None] = mapped_column(String(32), default=None)
-    triage_reasons: Mapped[list[str]] = mapped_column(default=list)
+    # each a worklist.triage.Reason's to_json() (rows written before hold English strings)
+    triage_reasons: Mapped[list[Any]] = mapped_column(JSON, default=list)
     # set when a person flagged or downgraded the study; automatic triage then stops
     triage_override_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
     triage_override_reason: Mapped[str | None] = mapped_column(Text, default=None)
@@ -228,15 +231,26 @@ class Study(Base):
     claimed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
     claimed_at: Mapped[datetime | None] = mapped_column(default=None)
     claim_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    # deadlines and claims (0009): when the holder was warned that the claim runs out; who
+    # held a claim that ran out, and when (shown to every reader until someone claims it);
+    # the final report's deadline, set when a preliminary report meets the read deadline
+    claim_warned_at: Mapped[datetime | None] = mapped_column(default=None)
+    claim_expired_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    claim_expired_at: Mapped[datetime | None] = mapped_column(default=None)
+    final_deadline_at: Mapped[datetime | None] = mapped_column(default=None)
     # --- Workflow (migration 0002): escalation state and cancellation ---
     # 0 = none, 1 = unclaimed at half its deadline, 2 = overdue; each level is raised once
     escalation_level: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     cancelled_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
     cancelled_at: Mapped[datetime | None] = mapped_column(default=None)
     cancel_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # clinic alerts (0008): when the study was found past its deadline with no report (the
+    # site's clinic was told once); cleared when a person sets a new deadline
+    overdue_at: Mapped[datetime | None] = mapped_column(default=None)
 
     site: Mapped[Site] = relationship()
     claimed_by: Mapped[User | None] = relationship(foreign_keys=[claimed_by_id])
+    claim_expired_by: Mapped[User | None] = relationship(foreign_keys=[claim_expired_by_id])
     series: Mapped[list[Series]] = relationship(
         back_populates="study", cascade="all, delete-orphan", order_by="Series.series_number"
     )
@@ -333,6 +347,12 @@ EVENT_KINDS = (
     "report_signed",
     "report_amended",
     "critical_result",
+    # clinic alerts (0008)
+    "critical_result_acknowledged",
+    "study_overdue",
+    "call_ahead",
+    # a claim about to run out (0009)
+    "claim_expiring",
 )
 DELIVERY_PENDING = "pending"
 DELIVERY_DELIVERED = "delivered"
@@ -423,8 +443,55 @@ class CriticalResult(Base):
     read_back_confirmed: Mapped[bool] = mapped_column(default=False)
     recorded_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     recorded_at: Mapped[datetime]
+    # clinic alerts (0008): the clinic user who acknowledged it on the clinic page (the
+    # read-back, which also sets read_back_confirmed), and when
+    acknowledged_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(default=None)
 
-    recorded_by: Mapped[User] = relationship()
+    recorded_by: Mapped[User] = relationship(foreign_keys=[recorded_by_id])
+    acknowledged_by: Mapped[User | None] = relationship(foreign_keys=[acknowledged_by_id])
+
+
+# --- Clinic alerts: call-ahead and gateway status (migration 0008) -------------------------
+class CallAhead(Base):
+    """A clinic announced an urgent patient before the images came (worklist.call_ahead)."""
+
+    __tablename__ = "call_aheads"
+    __table_args__ = (Index("ix_call_aheads_site_pending", "site_id", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    patient_name: Mapped[str] = mapped_column(String(200), default="")
+    category: Mapped[str] = mapped_column(String(32))
+    onset_at: Mapped[datetime | None] = mapped_column(default=None)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    # the study it made urgent (set once)
+    study_id: Mapped[int | None] = mapped_column(
+        ForeignKey("studies.id", ondelete="SET NULL"), default=None, unique=True
+    )
+    matched_at: Mapped[datetime | None] = mapped_column(default=None)
+    cancelled_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    cancelled_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    site: Mapped[Site] = relationship()
+    created_by: Mapped[User] = relationship(foreign_keys=[created_by_id])
+    study: Mapped[Study | None] = relationship()
+
+
+class GatewayStatus(Base):
+    """A township gateway's latest report of its spool (gateway.heartbeat), one per account."""
+
+    __tablename__ = "gateway_status"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    reported_at: Mapped[datetime]
+    status: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 class ShareLink(Base):
@@ -454,8 +521,10 @@ __all__ = [
     "EVENT_KINDS",
     "AuditEvent",
     "Base",
+    "CallAhead",
     "CriticalResult",
     "Event",
+    "GatewayStatus",
     "Instance",
     "Report",
     "ReportAddendum",

@@ -6,6 +6,12 @@ series descriptions) and prefilled ``findings`` / ``impression`` / ``recommendat
 built-in ones live in ``worklist/templates/``; a county adds or replaces templates (same
 key) with its own directory, ``TELEREAD_WORKLIST_REPORT_TEMPLATES_DIR``.
 
+Choices: where a finding must be read, not assumed, the text offers the alternatives in
+square brackets, ``[未见/可见]`` or ``[无/有（左）/有（右）]``; the radiologist keeps one
+(and deletes the brackets). ``unresolved_choices`` finds those left, and a report that has
+any cannot be signed (``worklist.reports.sign_report``). The stroke and chest-pain templates
+pre-fill no normal finding: each is a choice.
+
 Matching: a template that names modalities or categories applies only to studies that have
 one of them, and one that names keywords but no category needs at least one of them found;
 among those that apply, a category match counts most, then the modality, then each keyword
@@ -36,6 +42,22 @@ CATEGORY_WEIGHT = 100
 MODALITY_WEIGHT = 10
 KEYWORD_WEIGHT = 1
 MAX_TEMPLATE_BYTES = 256 * 1024
+
+
+# a choice left in a report: alternatives separated by "/" in square brackets
+CHOICE = re.compile(r"\[([^\[\]\n/]*(?:/[^\[\]\n/]*)+)\]")
+REPORT_FIELDS = ("findings", "impression", "recommendation")
+
+
+def unresolved_choices(*, findings: str, impression: str, recommendation: str) -> list[str]:
+    """Where a report still offers a choice: ``"findings line 2: [未见/可见]"``, in reading
+    order; empty when every choice is made."""
+    places: list[str] = []
+    texts = {"findings": findings, "impression": impression, "recommendation": recommendation}
+    for field in REPORT_FIELDS:
+        for number, line in enumerate(texts[field].splitlines(), start=1):
+            places.extend(f"{field} line {number}: {m.group(0)}" for m in CHOICE.finditer(line))
+    return places
 
 
 class TemplateError(WorklistError):
@@ -210,6 +232,8 @@ def best_template(templates: Sequence[ReportTemplate], *, study: Study) -> Repor
 
 
 __all__ = [
+    "CHOICE",
+    "REPORT_FIELDS",
     "NoTemplate",
     "ReportTemplate",
     "TemplateError",
@@ -220,4 +244,5 @@ __all__ = [
     "load_templates",
     "parse_template",
     "rank_templates",
+    "unresolved_choices",
 ]

@@ -51,7 +51,8 @@ from worklist.models import (
     User,
 )
 from worklist.report_hashes import addendum_hash, report_content_hash
-from worklist.settings import DEFAULT_LEASE
+from worklist.report_templates import unresolved_choices
+from worklist.settings import DEFAULT_DEADLINES, DEFAULT_LEASE
 from worklist.visibility import TERMINAL_STATUSES, visible_studies_filter
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,14 @@ class NotARadiologist(WorklistError):
 
 class InvalidReportInput(WorklistError, ValueError):
     """A report request is incomplete (an empty addendum) or names an unknown status."""
+
+
+class UnresolvedChoices(WorklistError):
+    """The report still offers a choice ([未见/可见]): pick one at each place first."""
+
+    def __init__(self, places: list[str]) -> None:
+        self.places = places
+        super().__init__("Choose one option at each place before signing: " + "; ".join(places))
 
 
 class CriticalResultRequired(WorklistError):
@@ -115,7 +124,7 @@ def _hold_claim(
             Study.claimed_by_id == user.id,
             Study.status.not_in(TERMINAL_STATUSES),
         )
-        .values(claim_expires_at=now + lease)
+        .values(claim_expires_at=now + lease, claim_warned_at=None)
         .returning(Study.id)
         .execution_options(synchronize_session=False)
     ).first()
@@ -202,13 +211,17 @@ def sign_report(
     now: datetime,
     lease: timedelta = DEFAULT_LEASE,
     no_critical_result_reason: str | None = None,
+    final_after: timedelta = DEFAULT_DEADLINES.final,
 ) -> Report:
     """Sign the report 'preliminary' or 'final' (the signer must hold the claim).
 
-    The study follows: 'preliminary' (still claimed, for the final read) or 'final' (claim
-    cleared). A stroke / chest-pain report signed final with no critical result recorded
-    needs ``no_critical_result_reason`` (kept on the report). Raises ``NoReport``,
-    ``ReportSigned``, ``NotClaimHolder``, ``CriticalResultRequired``, ``InvalidReportInput``.
+    The study follows: 'preliminary' (still claimed, for the final read; the read deadline
+    is met, and the final report is due ``final_after`` after the study arrived, or at the
+    read deadline if that is later) or 'final' (claim cleared). A report that still offers
+    a template's choice (``[未见/可见]``) cannot be signed. A stroke / chest-pain report
+    signed final with no critical result recorded needs ``no_critical_result_reason`` (kept
+    on the report). Raises ``NoReport``, ``ReportSigned``, ``NotClaimHolder``,
+    ``UnresolvedChoices``, ``CriticalResultRequired``, ``InvalidReportInput``.
     """
     if status not in (REPORT_PRELIMINARY, REPORT_FINAL):
         raise InvalidReportInput(f"cannot sign a report as {status!r}")
@@ -223,6 +236,11 @@ def sign_report(
         raise NoReport()
     if report.status in IMMUTABLE_STATUSES:
         raise ReportSigned()
+    places = unresolved_choices(
+        findings=report.findings, impression=report.impression, recommendation=report.recommendation
+    )
+    if places:
+        raise UnresolvedChoices(places)
     reason = (no_critical_result_reason or "").strip() or None
     if status == REPORT_FINAL and critical_result_expected(study):
         recorded = session.scalar(
@@ -249,6 +267,10 @@ def sign_report(
         _set_study_status(session, study, STATUS_FINAL, clear_claim=True)
     else:
         _set_study_status(session, study, STATUS_PRELIMINARY, clear_claim=False)
+        if study.final_deadline_at is None:
+            due = study.received_at + final_after
+            study.final_deadline_at = max(due, study.deadline_at) if study.deadline_at else due
+            session.flush()
     session.refresh(report)
     logger.info(
         "report signed",
@@ -370,6 +392,7 @@ __all__ = [
     "CriticalResultRequired",
     "InvalidReportInput",
     "NotARadiologist",
+    "UnresolvedChoices",
     "add_addendum",
     "addenda_for",
     "critical_result_expected",

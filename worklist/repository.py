@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Select, exists, false, func, or_, select
+from sqlalchemy import ColumnElement, Select, exists, false, func, or_, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from worklist.models import (
@@ -32,10 +32,14 @@ def _worklist_query(
     category: str | None,
     status: str | Sequence[str] | None,
     reader: str | None,
+    search: str | None = None,
 ) -> Select[Study]:
     stmt = select(Study).where(visible_studies_filter(viewer))
+    if search:
+        stmt = stmt.where(_search_filter(search))
     if status is None:
-        stmt = stmt.where(Study.status.not_in(TERMINAL_STATUSES))
+        if not search:  # a search for a patient looks at their finished studies too
+            stmt = stmt.where(Study.status.not_in(TERMINAL_STATUSES))
     elif isinstance(status, str):
         stmt = stmt.where(Study.status == status)
     else:
@@ -61,6 +65,19 @@ def _worklist_query(
     return stmt
 
 
+def _search_filter(search: str) -> ColumnElement[bool]:
+    """A study whose patient name, patient ID or accession number holds ``search``, case
+    aside; a name is compared without its ``^`` and spaces, so "王小明" finds "王^小明"
+    and "wang xiaoming" finds "WANG^XIAOMING"."""
+    text = search.strip().lower()
+    name = func.lower(func.replace(func.replace(Study.patient_name, "^", ""), " ", ""))
+    return or_(
+        name.contains(text.replace(" ", ""), autoescape=True),
+        func.lower(Study.patient_id).contains(text, autoescape=True),
+        func.lower(Study.accession_number).contains(text, autoescape=True),
+    )
+
+
 def list_worklist(
     *,
     session: Session,
@@ -71,17 +88,24 @@ def list_worklist(
     category: str | None = None,
     status: str | Sequence[str] | None = None,
     reader: str | None = None,
+    search: str | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> list[Study]:
     """Visible studies, most urgent then oldest first.
 
-    Cancelled, final and amended studies are left out unless ``status`` asks for them.
+    Cancelled, final and amended studies are left out unless ``status`` asks for them or
+    ``search`` (patient name, patient ID or accession number) looks for a patient.
     ``reader`` is the username holding the claim.
     """
-    stmt = _worklist_query(session, viewer, site_code, modality, category, status, reader)
+    stmt = _worklist_query(session, viewer, site_code, modality, category, status, reader, search)
     stmt = (
-        stmt.options(joinedload(Study.site), joinedload(Study.claimed_by))
+        stmt.options(
+            joinedload(Study.site),
+            joinedload(Study.claimed_by),
+            joinedload(Study.claim_expired_by),
+            selectinload(Study.series),
+        )
         .order_by(Study.priority_rank, Study.received_at, Study.id)
         .limit(limit)
         .offset(offset)
@@ -98,15 +122,51 @@ def count_worklist(
     category: str | None = None,
     status: str | Sequence[str] | None = None,
     reader: str | None = None,
+    search: str | None = None,
     cap: int | None = COUNT_CAP,
 ) -> int:
     """How many studies ``list_worklist`` would page through with the same filters, counting
     at most ``cap`` (a backlog beyond it reads as ``cap``; None counts everything)."""
-    stmt = _worklist_query(session, viewer, site_code, modality, category, status, reader)
+    stmt = _worklist_query(session, viewer, site_code, modality, category, status, reader, search)
     ids = stmt.with_only_columns(Study.id).order_by(None)
     if cap is not None:
         ids = ids.limit(cap)
     return int(session.scalar(select(func.count()).select_from(ids.subquery())) or 0)
+
+
+MAX_PRIORS = 20
+
+
+def list_priors(
+    *, session: Session, study: Study, viewer: User, linked_sites: Sequence[str] = ()
+) -> list[Study]:
+    """The same patient's other studies the viewer may see, newest first (at most
+    ``MAX_PRIORS``), with their reports: the same patient ID at the same site, or at any of
+    ``linked_sites`` when the study's site is one of them (their IDs are one scheme)."""
+    if not study.patient_id.strip():
+        return []
+    sites = [study.site_id]
+    if study.site.code in linked_sites:
+        sites = list(session.scalars(select(Site.id).where(Site.code.in_(list(linked_sites)))))
+    return list(
+        session.scalars(
+            select(Study)
+            .where(
+                Study.patient_id == study.patient_id,
+                Study.site_id.in_(sites),
+                Study.id != study.id,
+                visible_studies_filter(viewer),
+            )
+            .options(
+                joinedload(Study.site),
+                joinedload(Study.claimed_by),
+                joinedload(Study.report),
+                selectinload(Study.series),
+            )
+            .order_by(Study.received_at.desc(), Study.id.desc())
+            .limit(MAX_PRIORS)
+        )
+    )
 
 
 def get_study(*, session: Session, study_uid: str, viewer: User) -> Study | None:
@@ -129,4 +189,11 @@ def study_exists(*, session: Session, study_uid: str) -> bool:
     return bool(session.scalar(select(exists().where(Study.study_instance_uid == study_uid))))
 
 
-__all__ = ["COUNT_CAP", "count_worklist", "get_study", "list_worklist", "study_exists"]
+__all__ = [
+    "COUNT_CAP",
+    "count_worklist",
+    "get_study",
+    "list_priors",
+    "list_worklist",
+    "study_exists",
+]

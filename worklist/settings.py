@@ -17,6 +17,9 @@ DEFAULT_STABLE_SECONDS = 90
 DEFAULT_DEADLINE_STROKE_MINUTES = 20
 DEFAULT_DEADLINE_CHEST_PAIN_MINUTES = 30
 DEFAULT_DEADLINE_ROUTINE_MINUTES = 1440
+# a stroke / chest-pain study read in time (preliminary report) is due final this long
+# after it arrived
+DEFAULT_DEADLINE_FINAL_MINUTES = 1440
 MIN_WEBHOOK_SECRET = 16
 # Retention (0 = keep forever). Audit: six years by default; China's medical-record rules
 # expect long retention, so the admin sets this to the rule that applies to the hospital.
@@ -33,6 +36,7 @@ class Deadlines:
     stroke: timedelta = timedelta(minutes=DEFAULT_DEADLINE_STROKE_MINUTES)
     chest_pain: timedelta = timedelta(minutes=DEFAULT_DEADLINE_CHEST_PAIN_MINUTES)
     routine: timedelta = timedelta(minutes=DEFAULT_DEADLINE_ROUTINE_MINUTES)
+    final: timedelta = timedelta(minutes=DEFAULT_DEADLINE_FINAL_MINUTES)
 
     def for_category(self, category: str | None) -> timedelta:
         if category == "stroke":
@@ -55,6 +59,11 @@ class WorklistSettings(BaseSettings):
     deadline_stroke_minutes: int = DEFAULT_DEADLINE_STROKE_MINUTES
     deadline_chest_pain_minutes: int = DEFAULT_DEADLINE_CHEST_PAIN_MINUTES
     deadline_routine_minutes: int = DEFAULT_DEADLINE_ROUTINE_MINUTES
+    deadline_final_minutes: int = DEFAULT_DEADLINE_FINAL_MINUTES
+    # sites whose patient IDs are one county-wide scheme (a resident health card number, a
+    # county MPI): a patient's prior studies are looked for across them; elsewhere, priors
+    # are the same patient ID at the same site. Comma-separated site codes.
+    linked_sites: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # --- workflow: webhooks receive every event, signed with the shared secret ---
     # a JSON list or comma-separated: TELEREAD_WORKLIST_WEBHOOK_URLS=https://a/hook,https://b/x
     webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -84,6 +93,13 @@ class WorklistSettings(BaseSettings):
             return [u.strip() for u in text.split(",") if u.strip()]
         return value
 
+    @field_validator("linked_sites", mode="before")
+    @classmethod
+    def _split_sites(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [code.strip() for code in value.replace(" ", ",").split(",") if code.strip()]
+        return value
+
     @model_validator(mode="after")
     def _webhooks_need_a_secret(self) -> WorklistSettings:
         if self.webhook_urls and len(self.webhook_secret) < MIN_WEBHOOK_SECRET:
@@ -106,6 +122,7 @@ class WorklistSettings(BaseSettings):
             stroke=timedelta(minutes=self.deadline_stroke_minutes),
             chest_pain=timedelta(minutes=self.deadline_chest_pain_minutes),
             routine=timedelta(minutes=self.deadline_routine_minutes),
+            final=timedelta(minutes=self.deadline_final_minutes),
         )
 
 

@@ -23,6 +23,7 @@ from worklist.settings import (
     DEFAULT_DEADLINES,
     Deadlines,
 )
+from worklist.triage import Reason
 from worklist.visibility import TERMINAL_STATUSES, require_reader, visible_studies_filter
 
 logger = logging.getLogger(__name__)
@@ -65,11 +66,14 @@ def override_triage(
     study.priority = priority
     study.priority_rank = 0 if stat else 1
     study.category = category if stat else None
-    study.triage_reasons = [f"set by {user.username}: {reason}"[:500]]
+    who = user.display_name or user.username
+    set_by = Reason("set_by", category=study.category, by=who, note=reason[:500])
+    study.triage_reasons = [set_by.to_json()]
     study.triage_override_by_id = user.id
     study.triage_override_reason = reason
     study.deadline_at = study.received_at + deadlines.for_category(study.category)
     study.escalation_level = 0
+    study.overdue_at = None
     session.flush()
     logger.info(
         "triage overridden",

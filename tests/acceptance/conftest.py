@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,15 @@ class Pipeline:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    with running_pipeline(tmp_path_factory) as started:
+        yield started
+
+
+@contextmanager
+def running_pipeline(
+    tmp_path_factory: pytest.TempPathFactory, env: dict[str, str] | None = None
+) -> Iterator[Pipeline]:
+    """``teleread serve`` on free loopback ports, with ``env`` added to its environment."""
     data_dir = tmp_path_factory.mktemp("teleread-data")
     dicom_port, http_port = free_port(), free_port()
     log_path = data_dir / "serve.log"
@@ -66,6 +76,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         **os.environ,
         "TELEREAD_WORKLIST_STABLE_SECONDS": "3",
         "PYTHONUNBUFFERED": "1",
+        **(env or {}),
     }
     env.pop("TELEREAD_STORAGE_ROOT", None)
     with log_path.open("wb") as log:

@@ -161,10 +161,28 @@ def test_radiologist_reads_and_signs_then_clinic_prints(
     expect(first.locator(".badge.stroke")).to_have_text("卒中")
     assert first.locator(".badge").get_attribute("title"), "triage reasons on hover"
     countdown = first.locator("td.countdown")
-    before = countdown.inner_text()
-    assert re.fullmatch(r"1?\d:\d\d", before), before  # a 20-minute stroke deadline
-    # the deadline countdown ticks: wait for the change (a fixed 1.1 s wait flakes under load)
-    expect(countdown).not_to_have_text(before, timeout=15_000)
+    text = countdown.inner_text()
+    assert re.fullmatch(r"剩 (20|1\d) 分", text), text  # a 20-minute stroke deadline
+    assert countdown.get_attribute("data-state") == "ok"
+    before = countdown.get_attribute("data-left") or ""
+    # the deadline countdown ticks: wait for the change (a fixed wait flakes under load)
+    expect(countdown).not_to_have_attribute("data-left", before, timeout=15_000)
+    # the patient: name as read (no caret, no space), sex, age, ID; the accession number
+    expect(first.locator("td.patient .name")).to_have_text("王小明")
+    expect(first.locator("td.patient")).to_contain_text("男")
+    expect(first.locator("td.patient")).to_contain_text("岁")
+    accession = first.locator("td.accession").inner_text()
+    assert accession
+    # search by name finds the stroke patient (and the other site's namesake), by accession
+    # number only the stroke study
+    page.fill("#f-q", "王小明")
+    expect(rows).to_have_count(2)
+    expect(page.locator(f'#worklist-body tr[data-uid="{dr.study_uid}"]')).to_have_count(0)
+    page.fill("#f-q", accession)
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-uid", stroke.study_uid)
+    page.fill("#f-q", "")
+    expect(page.locator(f'#worklist-body tr[data-uid="{dr.study_uid}"]')).to_be_visible()
     assert page.locator("#live").get_attribute("data-mode") in ("live", "polling")
     page.screenshot(path=str(ARTIFACTS / "01-worklist.png"))
 
@@ -230,7 +248,7 @@ def test_radiologist_reads_and_signs_then_clinic_prints(
     nurse = login(browser, pipeline, "nurse_ts01")
     nurse.wait_for_url("**/ui/clinic")
     row = nurse.locator(f'#studies-body tr[data-uid="{stroke.study_uid}"]')
-    expect(row).to_have_attribute("data-state", "state_reported")
+    expect(row).to_have_attribute("data-state", "final")
     expect(nurse.locator(f'#studies-body tr[data-uid="{dr.study_uid}"]')).to_be_visible()
     first_report = nurse.locator("#reports-body tr").first
     expect(first_report).to_have_attribute("data-uid", stroke.study_uid)
@@ -238,9 +256,9 @@ def test_radiologist_reads_and_signs_then_clinic_prints(
     nurse.screenshot(path=str(ARTIFACTS / "04-clinic.png"))
     first_report.locator("a.print-link").click()
     nurse.wait_for_url("**/ui/print?study=*")
-    expect(nurse.locator("#p-impression")).to_have_text(impression)
-    expect(nurse.locator("#p-status")).to_have_text("最终报告")
-    expect(nurse.locator("#p-sign")).to_contain_text("dr_li")
+    expect(nurse.locator('.rd-section[data-key="impression"] .rd-text')).to_have_text(impression)
+    expect(nurse.locator(".rd-status")).to_have_text("正式报告")
+    expect(nurse.locator(".rd-sign")).to_contain_text("李医生")
     nurse.emulate_media(media="print")
     expect(nurse.locator("#print-button")).to_be_hidden()
     nurse.screenshot(path=str(ARTIFACTS / "05-print.png"), full_page=True)
@@ -330,9 +348,92 @@ def test_worklist_polls_when_the_server_has_no_event_stream(
     reader = pipeline.client("dr_wang")
     assert reader.post(f"/api/v1/worklist/{dr.study_uid}/claim").status_code == 200
     try:
-        expect(row).to_contain_text("dr_wang", timeout=8_000)
+        expect(row).to_contain_text("王医生", timeout=8_000)  # the display name
     finally:
         reader.post(f"/api/v1/worklist/{dr.study_uid}/release")
+
+
+def test_the_viewer_zooms_pans_and_shows_values_orientation_and_presets(
+    browser: Browser, pipeline: Pipeline, studies: dict[str, Any]
+) -> None:
+    page = login(browser, pipeline, "dr_wang")
+    page.wait_for_url("**/ui/worklist")
+    page.goto(f"{pipeline.base_url}/ui/reading?study={studies['stroke'].study_uid}")
+    image = page.locator("#image")
+    expect(image).to_have_attribute("data-drawn", re.compile(r"\d"))
+
+    # orientation from Image Orientation (Patient) of an axial slice, text in the corners
+    sides = {side: page.locator(f"#orient-{side}") for side in ("left", "right", "top", "bottom")}
+    for side, letter in {"left": "R", "right": "L", "top": "A", "bottom": "P"}.items():
+        expect(sides[side]).to_have_text(letter)
+    expect(page.locator("#corner-tl")).to_contain_text("ID P")
+    expect(page.locator("#corner-bl-text")).to_contain_text("层厚 5")
+    expect(page.locator("#corner-bl-text")).to_contain_text("位置")
+    expect(page.locator("#corner-tr")).to_contain_text("CT S")
+
+    # the value under the cursor, in HU: brain in the middle of the head
+    box = image.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    probe = page.locator("#probe")
+    expect(probe).to_contain_text("HU")
+    assert -20 < float(probe.get_attribute("data-value") or "nan") < 80
+
+    # head CT presets (no lung window), the active one highlighted
+    presets = page.locator("#presets button")
+    expect(presets).to_have_count(5)
+    expect(page.locator('#presets button[data-preset="lung"]')).to_have_count(0)
+    expect(page.locator('#presets button[data-preset="default"]')).to_have_class(
+        re.compile("active")
+    )
+    page.click('#presets button[data-preset="subdural"]')
+    expect(page.locator('#presets button[data-preset="subdural"]')).to_have_class(
+        re.compile("active")
+    )
+    expect(page.locator("#presets button.active")).to_have_count(1)
+
+    # zoom, pan, fit
+    fitted = image.screenshot()
+    image.focus()
+    page.keyboard.press("+")
+    page.keyboard.press("+")
+    expect(image).to_have_attribute("data-zoom", "1.56")
+    expect(page.locator("#zoom-info")).to_contain_text("156%")
+    assert image.screenshot() != fitted
+    before = image.get_attribute("data-center") or ""
+    page.click('#tools button[data-tool="pan"]')
+    expect(page.locator('#tools button[data-tool="pan"]')).to_have_class(re.compile("active"))
+    page.mouse.move(box["x"] + 200, box["y"] + 200)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 300, box["y"] + 250, steps=4)
+    page.mouse.up()
+    after = image.get_attribute("data-center") or ""
+    assert float(after.split(",")[0]) < float(before.split(",")[0]), (before, after)
+    page.screenshot(path=str(ARTIFACTS / "09-viewer-zoomed.png"))
+    page.keyboard.press("f")
+    expect(image).to_have_attribute("data-zoom", "1.00")
+
+    # a stable layout: the report panel grows, the viewer stays where it is
+    page.locator("#critical-box summary").click()
+    page.evaluate(
+        """() => document.getElementById("report-panel").append(
+          Object.assign(document.createElement("p"), {textContent: "补充\\n".repeat(200),
+          className: "pre"}))"""
+    )
+    assert image.bounding_box() == box
+    assert page.evaluate("() => window.scrollY") == 0
+
+    # a radiograph: its own window only, no slice counter, letters from Patient Orientation
+    page.goto(f"{pipeline.base_url}/ui/reading?study={studies['dr'].study_uid}")
+    expect(image).to_have_attribute("data-drawn", re.compile(r"\d"))
+    for side, letter in {"left": "R", "right": "L", "top": "H", "bottom": "F"}.items():
+        expect(sides[side]).to_have_text(letter)
+    expect(presets).to_have_count(1)
+    expect(page.locator("#slice-index")).to_have_text("")
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    expect(probe).to_contain_text("像素值")
+    page.screenshot(path=str(ARTIFACTS / "10-viewer-radiograph.png"))
+    assert not page.errors, page.errors  # type: ignore[attr-defined]
 
 
 def test_a_new_tab_is_signed_in_and_logging_out_ends_every_tab(
@@ -345,7 +446,7 @@ def test_a_new_tab_is_signed_in_and_logging_out_ends_every_tab(
     assert page.evaluate("() => document.cookie") == "", "scripts cannot read the session"
     tab = page.context.new_page()
     tab.goto(f"{pipeline.base_url}/ui/reading?study={studies['dr'].study_uid}")
-    expect(tab.locator("#who")).to_have_text("dr_wang")
+    expect(tab.locator("#who")).to_have_text("王医生")  # the display name
     expect(tab.locator("#slice-index")).to_have_attribute("data-count", "1")
     assert "token" not in tab.url
 

@@ -38,6 +38,7 @@ from viewer_api.access import PUBLIC, ROLES_EXTENSION, route_roles
 from viewer_api.routes.events import stop_streams
 from viewer_api.security import create_access_token
 from viewer_api.settings import ApiSettings
+from viewer_api.web import ohif
 from worklist.accounts import get_site
 from worklist.models import User
 
@@ -50,6 +51,8 @@ VIEWERS = frozenset({"admin", "radiologist", "clinic"})
 GATEWAY = frozenset({"gateway"})
 SIGNED_IN = frozenset({"admin", "radiologist", "clinic", "gateway"})
 ANYONE = frozenset({PUBLIC})
+CLINIC = frozenset({"clinic"})
+CLINIC_DESK = frozenset({"clinic", "admin"})
 
 # caller -> (account, role); None: no account behind the token
 CALLERS: dict[str, tuple[str | None, str | None]] = {
@@ -161,6 +164,30 @@ def critical(ctx: Ctx) -> dict[str, Any]:
         "method": "phone",
         "read_back_confirmed": True,
     }
+
+
+def acknowledge(ctx: Ctx, caller: str) -> Req:
+    """A site-A critical result to acknowledge (the clinic's read-back)."""
+    uid = ctx.fresh(claimed_by="dr_li", draft=True)
+    r = ctx.world.post(
+        "dr_li", f"/api/v1/studies/{uid}/report/critical-results", json=critical(ctx)
+    )
+    assert r.status_code == 201, r.text
+    return Req(
+        "POST", f"/api/v1/studies/{uid}/report/critical-results/{r.json()['id']}/acknowledge"
+    )
+
+
+def call_ahead(ctx: Ctx, caller: str) -> Req:
+    body = {"site": "TS01", "patient_id": "CA1", "category": "stroke", "note": "发病30分钟"}
+    return Req("POST", "/api/v1/call-aheads", json=body)
+
+
+def cancel_call_ahead(ctx: Ctx, caller: str) -> Req:
+    body = {"patient_name": "预告^患者", "category": "chest_pain"}
+    r = ctx.world.post("nurse_ts01", "/api/v1/call-aheads", json=body)
+    assert r.status_code == 201, r.text
+    return Req("POST", f"/api/v1/call-aheads/{r.json()['id']}/cancel")
 
 
 def login(ctx: Ctx, caller: str) -> Req:
@@ -288,6 +315,9 @@ ACCESS: dict[tuple[str, str], Access] = {
     ("GET", "/api/v1/studies/{study_uid}/instances/{sop_uid}"): Access(
         VIEWERS, "site", get("/api/v1/studies/{study}/instances/{sop}")
     ),
+    ("GET", "/api/v1/studies/{study_uid}/priors"): Access(
+        READERS, "site", get("/api/v1/studies/{study}/priors")
+    ),
     ("GET", "/api/v1/studies/{study_uid}/report"): Access(VIEWERS, "site", get(REPORT)),
     ("PUT", "/api/v1/studies/{study_uid}/report"): Access(
         READERS,
@@ -323,6 +353,9 @@ ACCESS: dict[tuple[str, str], Access] = {
     ("GET", "/api/v1/reports"): Access(VIEWERS, "list", get("/api/v1/reports")),
     ("GET", "/api/v1/studies/{study_uid}/report.pdf"): Access(
         VIEWERS, "site", get("/api/v1/studies/{study}/report.pdf")
+    ),
+    ("GET", "/api/v1/studies/{study_uid}/report.html"): Access(
+        VIEWERS, "site", get("/api/v1/studies/{study}/report.html")
     ),
     ("GET", "/api/v1/studies/{study_uid}/report.fhir.json"): Access(
         VIEWERS, "site", get("/api/v1/studies/{study}/report.fhir.json")
@@ -360,7 +393,21 @@ ACCESS: dict[tuple[str, str], Access] = {
     ("POST", "/api/v1/users/{username}/revoke"): Access(
         ADMIN, "none", on_spare("revoke", role="gateway")
     ),
+    # the clinic hears back
+    ("GET", "/api/v1/clinic/alerts"): Access(CLINIC_DESK, "list", get("/api/v1/clinic/alerts")),
+    ("POST", "/api/v1/studies/{study_uid}/report/critical-results/{result_id}/acknowledge"): (
+        Access(CLINIC, "site", acknowledge)
+    ),
+    ("POST", "/api/v1/call-aheads"): Access(VIEWERS, "site_body", call_ahead),
+    ("GET", "/api/v1/call-aheads"): Access(VIEWERS, "list", get("/api/v1/call-aheads")),
+    ("POST", "/api/v1/call-aheads/{call_ahead_id}/cancel"): Access(
+        VIEWERS, "site", cancel_call_ahead
+    ),
+    ("GET", "/api/v1/ops/now"): Access(ADMIN, "none", get("/api/v1/ops/now")),
     # township gateways
+    ("POST", "/api/v1/gateway/status"): Access(
+        GATEWAY, "none", post("/api/v1/gateway/status", {"pending_urgent": 0})
+    ),
     ("GET", "/api/v1/gateway/config"): Access(GATEWAY, "none", get("/api/v1/gateway/config")),
     ("POST", "/api/v1/ingest/instances"): Access(GATEWAY, "site_body", ingest),
     ("POST", "/api/v1/ingest/study-complete"): Access(GATEWAY, "site_body", study_complete),
@@ -408,6 +455,21 @@ ACCESS: dict[tuple[str, str], Access] = {
         "GET",
         "/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frame}/rendered",
     ): Access(VIEWERS, "site", get(WADO + "/frames/1/rendered")),
+    ("GET", "/dicomweb/studies/{study_uid}/thumbnail"): Access(
+        VIEWERS, "site", get("/dicomweb/studies/{study}/thumbnail")
+    ),
+    ("GET", "/dicomweb/studies/{study_uid}/series/{series_uid}/thumbnail"): Access(
+        VIEWERS, "site", get("/dicomweb/studies/{study}/series/{series}/thumbnail")
+    ),
+    (
+        "GET",
+        "/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/thumbnail",
+    ): Access(VIEWERS, "site", get(WADO + "/thumbnail")),
+    # OHIF's static build (its pages send a caller without a session to the log-in page;
+    # its data comes through DICOMweb above), 404 where it is not installed
+    ("GET", "/ohif"): Access(ANYONE, "none", get("/ohif")),
+    ("GET", "/ohif/app-config.js"): Access(ANYONE, "none", get("/ohif/app-config.js")),
+    ("GET", "/ohif/{path}"): Access(ANYONE, "none", get("/ohif/")),
     # outside the schema: the web UI's pages (they hold no data; their scripts call the
     # API with the user's token), and the API's own description
     ("GET", "/"): Access(ANYONE, "none", get("/")),
@@ -534,7 +596,11 @@ def _matrix(world: World) -> Matrix:
 
 @pytest.fixture
 def matrix(session_factory: sessionmaker[Session], tmp_path: Path) -> Iterator[Matrix]:
-    for world in build_world(session_factory, tmp_path):
+    build = tmp_path / "ohif"  # an installed OHIF, as far as the routes can tell
+    build.mkdir()
+    (build / "index.html").write_text("<!doctype html><title>OHIF</title>")
+    (build / ohif.MARKER).write_text(ohif.VERSION)
+    for world in build_world(session_factory, tmp_path, ohif_dir=build):
         yield _matrix(world)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import StarletteDeprecationWarning
 
@@ -21,6 +22,7 @@ from viewer_api.main import create_app
 from viewer_api.settings import ApiSettings
 from worklist.audit import list_events
 from worklist.completion import mark_stable_studies
+from worklist.models import Study as Study_
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -110,7 +112,10 @@ def test_full_path_from_ingest_to_clinic(world: World) -> None:
     assert first["triage_reasons"]
     assert first["site"] == "TS01" and first["modality"] == "CT"
     assert first["num_instances"] == 3 and first["claimed_by"] is None
-    assert first["patient_name"] == "王^小明"
+    assert first["patient_name"] == "王小明"  # as a person reads it
+    assert first["patient_id"] == "P001" and first["patient_sex"] == "M"
+    assert first["patient_age"] == f"{world.clock.now.year - 1960:03d}Y"
+    assert first["accession_number"] == "A1" and first["body_part"] == "HEAD"
     assert first["deadline_at"] is not None
     routine = next(i for i in items if i["study_instance_uid"] == dr.uid)
     assert routine["priority"] == "routine" and routine["category"] is None
@@ -118,7 +123,7 @@ def test_full_path_from_ingest_to_clinic(world: World) -> None:
 
     # detail
     detail = world.get("dr_li", f"/api/v1/studies/{stroke.uid}").json()
-    assert detail["patient_name"] == "王^小明" and detail["patient_sex"] == "M"
+    assert detail["patient_name"] == "王小明" and detail["patient_sex"] == "M"
     assert detail["patient_birth_date"] == "19600101"
     assert detail["triage"]["category"] == "stroke"
     [series] = detail["series"]
@@ -282,6 +287,39 @@ def test_worklist_filters(world: World) -> None:
     assert world.get("dr_li", "/api/v1/worklist", params={"offset": -1}).status_code == 422
     # a clinic asking for another site's worklist gets nothing of it
     assert world.get("nurse_ts01", "/api/v1/worklist", params={"site": "TS02"}).json() == []
+
+
+def test_the_worklist_finds_a_patient_by_name_id_or_accession(world: World) -> None:
+    wang = Study(site="TS01", modality="CT", description="头颅CT平扫", patient_name="王^小明")
+    doe = Study(site="TS01", modality="DX", description="胸部正位", patient_name="DOE^JOHN")
+    for study in (wang, doe):
+        assert world.announce(study).status_code == 200
+    with world.factory.begin() as session:  # different IDs and accession numbers
+        for study, pid, acc in ((wang, "P-2024-0815", "ACC77"), (doe, "Q9", "B%_1")):
+            row = session.scalars(select(Study_).where(Study_.study_instance_uid == study.uid))
+            found = row.one()
+            found.patient_id, found.accession_number = pid, acc
+
+    def search(q: str) -> set[str]:
+        r = world.get("dr_li", "/api/v1/worklist", params={"q": q})
+        assert r.status_code == 200, r.text
+        return {i["study_instance_uid"] for i in r.json()}
+
+    assert search("王小明") == search("王") == search("小明") == {wang.uid}
+    assert search("doe john") == search("John") == {doe.uid}
+    assert search("2024-0815") == search("acc77") == {wang.uid}
+    assert search("B%_") == {doe.uid} and search("A%7") == set()  # no wildcards
+    assert search("nobody") == set()
+    # a finished study is found too
+    world.post("dr_li", f"/api/v1/worklist/{doe.uid}/claim")
+    world.put("dr_li", f"/api/v1/studies/{doe.uid}/report", json={"findings": "未见异常"})
+    world.post("dr_li", f"/api/v1/studies/{doe.uid}/report/sign", json={"status": "final"})
+    assert search("Q9") == {doe.uid}
+    items = world.get("dr_li", "/api/v1/worklist").json()
+    assert doe.uid not in {i["study_instance_uid"] for i in items}
+    # another site's clinic finds nothing of site A
+    other = world.get("nurse_ts02", "/api/v1/worklist", params={"q": "王"}).json()
+    assert other == []
 
 
 def test_readyz_names_an_object_store_that_does_not_answer(

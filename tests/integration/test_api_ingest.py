@@ -218,9 +218,13 @@ def test_the_gateways_urgent_flag_reaches_the_worklist(world: World) -> None:
     payload["instances"][0]["urgent_hint"] = {
         "category": "chest_pain",
         "priority": "stat",
-        "reasons": ["called AE title TELEREAD_CP"],
+        # a reason as data (this gateway) and one in words (an older gateway)
+        "reasons": [{"code": "explicit_flag", "category": "chest_pain"}, "called AE TELEREAD_CP"],
     }
     assert world.post("gw_ts01", "/api/v1/ingest/instances", json=payload).status_code == 200
     [item] = world.get("dr_li", "/api/v1/worklist").json()
     assert item["priority"] == "stat" and item["category"] == "chest_pain"
-    assert "called AE title TELEREAD_CP" in item["triage_reasons"]
+    flag, words = item["triage_reasons"][:2]
+    assert (flag["code"], flag["category"]) == ("explicit_flag", "chest_pain")
+    assert flag["text"] == "explicit flag: chest_pain (wins over text)"
+    assert (words["code"], words["note"]) == ("text", "called AE TELEREAD_CP")

@@ -1,9 +1,10 @@
 """Report outputs through the real API on SQLite and PostgreSQL: PDF, FHIR, SR, the read
-receipt and the share link, and who may see which."""
+receipt, and who may see which (share links: test_share_links)."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from html import unescape
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.keys import instance_key
 from tests.dicom_factory import make_ct, part10_bytes
 from tests.integration.test_api_world import Study, World, build_world
+from tests.pdf_checks import missing_glyphs, qr_codes, unembedded_fonts
 from viewer_api.outputs.settings import OutputSettings
 from viewer_api.outputs.sr import BASIC_TEXT_SR
 
@@ -80,7 +83,8 @@ def write_report(world: World, uid: str, *, sign: str | None = "final") -> None:
 
 
 def pdf_text(data: bytes) -> str:
-    return "".join(p.extract_text() for p in PdfReader(BytesIO(data)).pages).replace("\n", "")
+    """The PDF's text without white space (its lines wrap anywhere)."""
+    return re.sub(r"\s+", "", "".join(p.extract_text() for p in PdfReader(BytesIO(data)).pages))
 
 
 def test_pdf_for_clinic_and_readers(world: World) -> None:
@@ -89,8 +93,10 @@ def test_pdf_for_clinic_and_readers(world: World) -> None:
     r = world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/report.pdf")
     assert r.status_code == 200 and r.headers["content-type"] == "application/pdf"
     text = pdf_text(r.content)
-    assert IMPRESSION in text and "PRELIMINARY" in text
+    assert IMPRESSION in text and "初步报告" in text
     assert "某某县人民医院" in text and "一号乡镇卫生院" in text and "王小明" in text
+    assert unembedded_fonts(r.content) == [] and missing_glyphs(r.content) == []
+    assert qr_codes(r.content) == []  # no share link: a download makes none
 
     # finalise: the same route now prints FINAL
     assert (
@@ -104,16 +110,39 @@ def test_pdf_for_clinic_and_readers(world: World) -> None:
     r = world.post("dr_li", f"/api/v1/studies/{study.uid}/report/sign", json={"status": "final"})
     assert r.status_code == 200
     text = pdf_text(world.get("dr_wang", f"/api/v1/studies/{study.uid}/report.pdf").content)
-    assert "FINAL" in text and "PRELIMINARY" not in text
+    assert "正式报告" in text and "初步报告" not in text
     assert r.json()["content_sha256"] in text
+
+
+def test_print_view_and_pdf_carry_the_same_fields(world: World) -> None:
+    study = announce_ct(world)
+    write_report(world, study.uid, sign="final")
+    for lang in ("zh-CN", "en"):
+        html = world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/report.html?lang={lang}")
+        assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+        assert "<script" not in html.text and "style=" not in html.text
+        pdf = world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/report.pdf?lang={lang}")
+        text = pdf_text(pdf.content)
+        lines = re.findall(
+            r'<span class="rd-label">(.*?)</span><span class="rd-colon">(.*?)</span>'
+            r'<span class="rd-value">(.*?)</span>',
+            html.text,
+        )
+        assert len(lines) == 13  # 9 patient and study fields, 4 of the signature
+        for label, colon, value in lines:
+            assert re.sub(r"\s+", "", unescape(f"{label}{colon}{value}")) in text
+    assert (
+        world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/report.pdf?lang=fr").status_code
+        == 422
+    )
 
 
 def test_drafts_are_404_for_clinic_and_409_for_readers(world: World) -> None:
     study = announce_ct(world)
-    for path in ("report.pdf", "report.fhir.json"):
+    for path in ("report.pdf", "report.fhir.json", "report.html"):
         assert world.get("dr_li", f"/api/v1/studies/{study.uid}/{path}").status_code == 404
     write_report(world, study.uid, sign=None)
-    for path in ("report.pdf", "report.fhir.json"):
+    for path in ("report.pdf", "report.fhir.json", "report.html"):
         assert world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/{path}").status_code == 404
         r = world.get("dr_wang", f"/api/v1/studies/{study.uid}/{path}")
         assert r.status_code == 409 and "not signed" in r.json()["detail"]
@@ -141,7 +170,7 @@ def test_fhir_validates_and_follows_status(world: World) -> None:
     )
     r = world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/report.fhir.json")
     assert DiagnosticReport.model_validate(r.json()).status == "amended"
-    assert "AMENDED" in pdf_text(
+    assert "已修订报告" in pdf_text(
         world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/report.pdf").content
     )
 

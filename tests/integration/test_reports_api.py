@@ -148,6 +148,11 @@ def test_addenda_keep_the_original_and_its_hash(world: World) -> None:
     assert world.post("dr_wang", _url(study, "/addenda"), json={"text": "x"}).status_code == 422
 
     world.clock.tick(600)
+    with world.factory() as s:  # the author as people know him
+        wang = s.scalars(select(User).where(User.username == "dr_wang")).one()
+        wang.display_name = "王医生"
+        s.commit()
+        world.client.app.state.user_cache.discard_user(wang.id)  # type: ignore[attr-defined]
     r = world.post("dr_wang", _url(study, "/addenda"), json=body)
     assert r.status_code == 201, r.text
     amended = r.json()
@@ -157,6 +162,7 @@ def test_addenda_keep_the_original_and_its_hash(world: World) -> None:
     assert amended["updated_at"] > amended["signed_at"]  # when it was last amended
     [first] = amended["addenda"]
     assert first["author"] == "dr_wang" and first["reason"] == "复阅发现遗漏"
+    assert first["author_name"] == "王医生"
     assert first["text"] == body["text"] and len(first["content_sha256"]) == 64
     assert first["created_at"].startswith(world.clock.now.isoformat()[:19])
     assert _report_row(world, study.uid) == ("所见", "amended", sha, True, "amended")
@@ -223,11 +229,13 @@ def test_critical_results_and_the_prompt(world: World) -> None:
         assert r.status_code == 422, (body, r.text)
     assert world.get("dr_li", url).json() == []
 
-    # any radiologist records it (the one on the phone need not hold the claim)
-    r = world.post("dr_wang", url, json=_critical(world))
+    # it belongs to the case: while dr_li holds the claim, another radiologist may not
+    refused = world.post("dr_wang", url, json=_critical(world))
+    assert refused.status_code == 403 and refused.json()["code"] == "not_the_case_reader"
+    r = world.post("dr_li", url, json=_critical(world))
     assert r.status_code == 201, r.text
     recorded = r.json()
-    assert recorded["recorded_by"] == "dr_wang" and recorded["method"] == "phone"
+    assert recorded["recorded_by"] == "dr_li" and recorded["method"] == "phone"
     assert recorded["read_back_confirmed"] is True
     assert recorded["communicated_to_role"] == "急诊科医生"
     assert recorded["recorded_at"].startswith(world.clock.now.isoformat()[:19])

@@ -18,6 +18,7 @@ from tests.integration.test_report_outputs_api import (
     pdf_text,
     write_report,
 )
+from tests.pdf_checks import qr_codes
 from viewer_api.outputs.settings import OutputSettings
 from worklist.models import AuditEvent, ShareLink
 
@@ -62,6 +63,7 @@ def test_a_pdf_download_makes_no_link(world: World) -> None:
         assert r.status_code == 200
         text = pdf_text(r.content)
         assert IMPRESSION in text and "/api/v1/share/" not in text
+        assert qr_codes(r.content) == []
     with world.factory() as session:
         assert session.scalars(select(ShareLink)).all() == []
     listed = world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/report/share-links")
@@ -78,10 +80,10 @@ def test_a_link_opens_is_listed_revoked_then_gone(world: World) -> None:
 
     page = world.client.get(path)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert IMPRESSION in page.text and "FINAL" in page.text and "<script" not in page.text
+    assert IMPRESSION in page.text and "正式报告" in page.text and "<script" not in page.text
     pdf = world.client.get(f"{path}/report.pdf")
     assert pdf.status_code == 200 and IMPRESSION in pdf_text(pdf.content)
-    assert str(link["url"]) in pdf_text(pdf.content)  # its own QR code and address
+    assert qr_codes(pdf.content) == [link["url"]]  # its own QR code
     png = world.client.get(f"{path}/instances/{study.sop_uids[0]}/rendered?size=64")
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
     other = announce_ct(world, site="TS02")

@@ -14,6 +14,7 @@ import pytest
 
 from gateway.errors import SpoolFull
 from gateway.forwarder import Forwarder
+from gateway.heartbeat import StatusReporter, summary
 from gateway.metrics import forward_lag, render, start_metrics_server
 from gateway.ops import format_status, spool_status
 from gateway.spool import Spool
@@ -175,6 +176,34 @@ def test_render_prints_large_counters_exactly(tmp_path: Path) -> None:
     assert _sample(text, "bytes_uploaded_total") == 12_345_678_901  # exactly, in any notation
     assert _sample(text, "spool_bytes") == 1_234_567
     assert "forward_lag" not in text  # not asked for
+
+
+class StatusCounty:
+    """Records the status reports a gateway sends to the county."""
+
+    def __init__(self) -> None:
+        self.reports: list[dict[str, object]] = []
+
+    def report_status(self, status: dict[str, object]) -> None:
+        self.reports.append(status)
+
+
+def test_the_county_hears_the_queue_and_the_last_upload_error(tmp_path: Path) -> None:
+    """What gateway.heartbeat posts to ``/api/v1/gateway/status``: no UIDs, no paths."""
+    spool, store, county = _fill(tmp_path)
+    fwd = Forwarder(spool, store, county, announce_delay=1e6)  # type: ignore[arg-type]
+    store.down = True
+    assert fwd.step()  # an upload failure
+    listener = StatusCounty()
+    reporter = StatusReporter(listener, spool, seconds=60)  # type: ignore[arg-type]
+    assert reporter.report_once()
+    (sent,) = listener.reports
+    assert (sent["pending_urgent"], sent["pending_routine"]) == (2, 4)
+    assert "test store is down" in sent["last_error"]["error"]  # type: ignore[index]
+    assert sent["upload_failures"] == 1
+    assert isinstance(sent["oldest_unsent_age_seconds"], float)
+    assert "1.2." not in str(sent) and str(tmp_path) not in str(sent)
+    assert summary(spool_status(Spool(tmp_path / "empty")))["last_error"] is None
 
 
 def test_error_comment_is_a_valid_lo() -> None:

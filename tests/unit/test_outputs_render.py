@@ -4,6 +4,7 @@ the Basic Text SR against dicom3tools' dciodvfy, the share-page rendering."""
 from __future__ import annotations
 
 import base64
+import re
 import shutil
 import subprocess
 from dataclasses import replace
@@ -17,10 +18,14 @@ from pydicom import dcmread
 from pypdf import PdfReader
 
 from tests.dicom_factory import make_ct, part10_bytes
+from tests.pdf_checks import missing_glyphs, pdf_text, qr_codes, unembedded_fonts
 from viewer_api.outputs.content import AddendumNote, CriticalNote, ReportContent, readable_name
 from viewer_api.outputs.fhir import SeriesSummary, diagnostic_report
+from viewer_api.outputs.fonts import MISSING, ReportFontMissing, report_font
+from viewer_api.outputs.html import render_html
 from viewer_api.outputs.images import NotRenderable, render_png
-from viewer_api.outputs.pdf import render_pdf
+from viewer_api.outputs.layout import Lang, document
+from viewer_api.outputs.pdf import ShareLink, render_pdf
 from viewer_api.outputs.qr import qr_matrix
 from viewer_api.outputs.send import Destination
 from viewer_api.outputs.settings import OutputSettings
@@ -36,6 +41,7 @@ def _content(status: str = "final", **kw: object) -> ReportContent:
     ct = make_ct()
     base = ReportContent(
         hospital="某某县人民医院",
+        centre="远程影像诊断中心",
         site_code="TS01",
         site_name="一号乡镇卫生院",
         study_uid=ct.StudyInstanceUID,
@@ -56,15 +62,28 @@ def _content(status: str = "final", **kw: object) -> ReportContent:
         recommendation="建议复查。",
         signer_username="dr_li",
         signer_name="李医生",
+        signer_title="主治医师",
         signed_at=SIGNED,
         content_sha256="ab" * 32,
     )
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
+SHARE = ShareLink("https://county.example/api/v1/share/abc.def", SIGNED + timedelta(days=7))
+
+
+def _pdf(content: ReportContent, lang: Lang = "zh-CN", share: ShareLink | None = SHARE) -> bytes:
+    return render_pdf(document(content, lang), font=report_font(), share=share)
+
+
 def _pdf_text(data: bytes) -> str:
     reader = PdfReader(BytesIO(data))
     return "".join(page.extract_text() for page in reader.pages)
+
+
+def _flat(text: str) -> str:
+    """Without white space: lines wrap anywhere in a PDF."""
+    return re.sub(r"\s+", "", text)
 
 
 def test_readable_names() -> None:
@@ -78,20 +97,89 @@ def test_readable_names() -> None:
 
 @pytest.mark.parametrize(
     ("status", "word"),
-    [("preliminary", "PRELIMINARY"), ("final", "FINAL"), ("amended", "AMENDED")],
+    [("preliminary", "初步报告"), ("final", "正式报告"), ("amended", "已修订报告")],
 )
 def test_pdf_has_chinese_impression_and_status(status: str, word: str) -> None:
     content = _content(status)
-    pdf = render_pdf(content, share_url="https://county.example/api/v1/share/abc.def")
+    pdf = _pdf(content)
     assert pdf.startswith(b"%PDF-")
     text = _pdf_text(pdf)
-    flat = text.replace("\n", "")
+    flat = _flat(text)
     assert IMPRESSION in flat
     assert word in text
-    assert "某某县人民医院" in text and "王小明" in text and "A001" in text
+    for field in ("某某县人民医院", "远程影像诊断中心", "姓名：王小明", "性别：男", "年龄：66岁"):
+        assert field in flat
+    for field in ("患者ID：P001", "检查号：A001", "检查时间：2026年11月25日10:00"):
+        assert field in flat
+    assert "报告医师：李医生" in flat and "职称：主治医师" in flat
+    assert "报告时间：2026年11月25日10:30" in flat  # 02:30 UTC at UTC+8
     assert content.content_sha256 in flat
-    if status == "preliminary":  # the watermark, besides the status line
-        assert flat.count("PRELIMINARY") >= 3
+    assert "dr_li" not in flat and "PRELIMINARY" not in flat  # one language, display names
+    if status == "preliminary":  # the watermark and the footer, besides the status line
+        assert flat.count(word) >= 3
+
+
+def test_pdf_embeds_its_font_and_has_every_glyph() -> None:
+    pdf = _pdf(_content("preliminary"))
+    assert unembedded_fonts(pdf) == []
+    assert missing_glyphs(pdf) == []
+    assert "某某县人民医院 · 远程影像诊断中心 · 初步报告" in pdf_text(pdf)  # the footer, "·" too
+    assert qr_codes(pdf) == [SHARE.url]
+
+
+def test_the_glyph_check_sees_a_missing_glyph() -> None:
+    """The check itself: a character the font lacks is found (and printed as MISSING)."""
+    font = report_font()
+    rare = "\U0002a6b6"  # CJK extension B: not in the report font
+    assert not font.has(rare)
+    pdf = _pdf(_content(findings=f"罕见字{rare}"))
+    assert missing_glyphs(pdf) == []  # replaced, so still drawn with a real glyph
+    assert f"罕见字{MISSING}" in pdf_text(pdf)
+    from reportlab.pdfgen import canvas
+
+    raw = BytesIO()
+    page = canvas.Canvas(raw, initialFontName=font.name)
+    page.setFont(font.name, 12)
+    page.drawString(50, 700, f"县{rare}")
+    page.save()
+    assert missing_glyphs(raw.getvalue()) != []
+
+
+def test_missing_font_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ReportFontMissing, match="fonts-wqy-microhei"):
+        report_font(str(tmp_path / "none.ttc"))
+
+
+def test_english_layout_is_english_throughout() -> None:
+    content = _content("preliminary")
+    flat = _flat(_pdf_text(_pdf(content, "en")))
+    for field in ("Sex: Male", "Age: 66y", "Examined: 25 Nov 2026 10:00", "Radiologist: 李医生"):
+        assert _flat(field) in flat
+    assert _flat("Reported: 25 Nov 2026 10:30") in flat and "Preliminaryreport" in flat
+    for chinese_label in ("性别", "年龄", "报告医师", "初步报告"):
+        assert chinese_label not in flat
+
+
+def test_html_and_pdf_carry_the_same_fields() -> None:
+    content = _content(
+        "amended",
+        critical_results=(
+            CriticalNote(
+                "急性脑梗死", "张护士", "急诊护士", "13800000000", SIGNED, "phone", True, "李医生"
+            ),
+        ),
+        addenda=(AddendumNote("补充。", "复阅", "王医生", SIGNED + timedelta(hours=1), "cd" * 32),),
+    )
+    doc = document(content)
+    html = render_html(doc)
+    flat = _flat(_pdf_text(_pdf(content)))
+    for item in doc.items():
+        assert f'data-key="{item.key}"' in html
+        assert _flat(doc.line(item)) in flat
+    for section in (*doc.sections, *doc.critical, *doc.addenda):
+        assert section.heading in html and _flat(section.heading) in flat
+        for text in section.paragraphs:
+            assert _flat(text) in flat
 
 
 def test_pdf_prints_critical_results_and_addenda() -> None:
@@ -100,7 +188,9 @@ def test_pdf_prints_critical_results_and_addenda() -> None:
         critical_results=(
             CriticalNote(
                 finding="急性脑梗死",
-                communicated_to="张护士（急诊护士，13800000000）",
+                to_name="张护士",
+                to_role="急诊护士",
+                to_phone="13800000000",
                 communicated_at=SIGNED - timedelta(minutes=5),
                 method="phone",
                 read_back_confirmed=True,
@@ -117,7 +207,7 @@ def test_pdf_prints_critical_results_and_addenda() -> None:
             ),
         ),
     )
-    flat = _pdf_text(render_pdf(content, share_url="https://x/s")).replace("\n", "")
+    flat = _pdf_text(_pdf(content)).replace("\n", "")
     assert "危急值通报" in flat and "张护士" in flat and "已复述确认" in flat
     assert "补充：右侧额叶陈旧性梗死灶。" in flat
 
@@ -139,7 +229,9 @@ def test_fhir_validates_and_maps_status(status: str, fhir_status: str) -> None:
     series = [
         SeriesSummary(uid="1.2.3.4", modality="CT", number=1, description="轴位", num_instances=3)
     ]
-    resource = diagnostic_report(content, series=series, pdf_url="https://x/report.pdf")
+    resource = diagnostic_report(
+        content, document(content), series=series, pdf_url="https://x/report.pdf"
+    )
     model = DiagnosticReport.model_validate(resource)
     assert model.status == fhir_status
     assert model.conclusion == IMPRESSION
@@ -215,8 +307,10 @@ def test_sr_is_deterministic_per_version() -> None:
 
 
 def test_pdf_without_a_share_link_has_no_qr_code() -> None:
-    flat = _pdf_text(render_pdf(_content("final"), share_url=None)).replace("\n", "")
+    pdf = _pdf(_content("final"), share=None)
+    flat = _pdf_text(pdf).replace("\n", "")
     assert IMPRESSION in flat and "扫码" not in flat and "/share/" not in flat
+    assert qr_codes(pdf) == []
 
 
 def test_render_png_uses_the_file_window() -> None:

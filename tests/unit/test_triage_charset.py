@@ -41,9 +41,9 @@ def test_each_chinese_charset_decodes_cleanly(enc: str, notes_expected: bool) ->
     assert bool(text.notes) is notes_expected
     result = triage_dataset(ds)
     assert result.category == "stroke"
-    assert result.reasons[0] == "StudyDescription: '脑梗死' (stroke: 脑梗)"
+    assert str(result.reasons[0]) == "StudyDescription: '脑梗死' (stroke: 脑梗)"
     if notes_expected:
-        assert any(r.startswith("charset: StudyDescription:") for r in result.reasons)
+        assert any(str(r).startswith("charset: StudyDescription:") for r in result.reasons)
 
 
 def test_latin1_decodes_cleanly() -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from worklist.triage import (
+    Reason,
     TriageResult,
     category_for_called_ae,
     classify,
@@ -55,7 +57,10 @@ def test_stroke_rule_fires(field: str, text: str, rule: str) -> None:
     result = classify({field: text})
     assert result.category == "stroke", result
     assert result.priority == "stat"
-    assert any(f"(stroke: {rule})" in r and r.startswith(f"{field}: '") for r in result.reasons)
+    assert any(
+        (r.code, r.category, r.term, r.field) == ("term", "stroke", rule, field)
+        for r in result.reasons
+    )
 
 
 @pytest.mark.parametrize(
@@ -98,7 +103,7 @@ def test_stroke_rule_fires(field: str, text: str, rule: str) -> None:
 def test_chest_pain_rule_fires(field: str, text: str, rule: str) -> None:
     result = classify({field: text})
     assert result.category == "chest_pain", result
-    assert any(f"(chest_pain: {rule})" in r for r in result.reasons)
+    assert any((r.category, r.term) == ("chest_pain", rule) for r in result.reasons)
 
 
 @pytest.mark.parametrize(
@@ -133,7 +138,7 @@ def test_chest_pain_rule_fires(field: str, text: str, rule: str) -> None:
 def test_hard_negative_stays_routine(fields: dict[str, str]) -> None:
     result = classify(fields)
     assert result == TriageResult(None, "routine", result.reasons), result
-    assert all(r.startswith("not urgent: ") for r in result.reasons)
+    assert all(r.code == "not_counted" for r in result.reasons)
 
 
 def test_negation_scope_ends_at_clause_break() -> None:
@@ -157,7 +162,7 @@ def test_abbreviations_need_word_boundaries_and_case() -> None:
 def test_stat_priority_without_category() -> None:
     result = classify({S: "腹部CT", "RequestedProcedurePriority": "STAT"})
     assert result.category is None and result.priority == "stat"
-    assert result.reasons[0] == "RequestedProcedurePriority: 'STAT' (stat: STAT priority)"
+    assert str(result.reasons[0]) == "RequestedProcedurePriority: 'STAT' (stat: STAT priority)"
     assert classify({"RequestedProcedurePriority": "ROUTINE"}).priority == "routine"
     # STAT in another field means nothing
     assert classify({S: "STAT"}).priority == "routine"
@@ -166,8 +171,8 @@ def test_stat_priority_without_category() -> None:
 def test_explicit_flag_wins_over_text() -> None:
     result = classify({R: "胸痛"}, explicit="stroke")
     assert result.category == "stroke" and result.priority == "stat"
-    assert result.reasons[0] == "explicit flag: stroke (wins over text)"
-    assert "text alone suggested chest_pain" in result.reasons
+    assert result.reasons[0] == Reason("explicit_flag", category="stroke")
+    assert Reason("text_suggested", category="chest_pain") in result.reasons
     assert classify({R: "无胸痛"}, explicit="chest_pain").category == "chest_pain"
     with pytest.raises(UnknownCategory):
         classify({}, explicit="trauma")  # type: ignore[arg-type]
@@ -197,7 +202,7 @@ def test_merge_never_silently_downgrades() -> None:
 
 def test_reason_names_field_phrase_rule() -> None:
     result = classify({S: "脑梗死"})
-    assert result.reasons == ("StudyDescription: '脑梗死' (stroke: 脑梗)",)
+    assert [str(r) for r in result.reasons] == ["StudyDescription: '脑梗死' (stroke: 脑梗)"]
 
 
 def test_county_rules_file_extends_builtin(tmp_path: Path) -> None:
@@ -262,7 +267,7 @@ def test_codes_are_read_and_named_as_the_reason(
 ) -> None:
     result = classify(fields)
     assert (result.category, result.priority) == (category, "stat"), result
-    assert result.reasons[0].startswith(reason), result.reasons
+    assert str(result.reasons[0]).startswith(reason), result.reasons
 
 
 @pytest.mark.parametrize(
@@ -287,7 +292,7 @@ def test_codes_that_are_not_urgent(fields: dict[str, str]) -> None:
 def test_stat_order_for_a_head_ct_is_flagged_with_the_order_as_reason() -> None:
     result = classify({S: "CT HEAD", "RequestedProcedurePriority": "STAT", "Modality": "CT"})
     assert result.priority == "stat"
-    assert result.reasons[0] == "RequestedProcedurePriority: 'STAT' (stat: STAT priority)"
+    assert str(result.reasons[0]) == "RequestedProcedurePriority: 'STAT' (stat: STAT priority)"
 
 
 @pytest.mark.parametrize(
@@ -320,14 +325,17 @@ def test_signs_count_as_a_family(fields: dict[str, str], category: str | None) -
 
 def test_sign_reasons_name_the_onset_and_the_order() -> None:
     result = classify({R: "突发走路不稳"})
-    assert result.reasons == (
+    assert [str(r) for r in result.reasons] == [
         "ReasonForTheRequestedProcedure: '走路不稳' (stroke: 平衡/步态障碍; sudden onset '突发')",
-    )
+    ]
+    assert result.reasons[0].onset == "突发"
     result = classify({R: "复视", "RequestedProcedurePriority": "STAT"})
-    assert result.reasons[:2] == (
+    assert [str(r) for r in result.reasons[:2]] == [
         "ReasonForTheRequestedProcedure: '复视' (stroke: 复视/视物障碍)",
         "RequestedProcedurePriority: 'STAT' (urgent order: +1 to stroke signs, balance_eyes)",
-    )
+    ]
+    order = result.reasons[1]
+    assert (order.code, order.category, order.family) == ("urgent_order", "stroke", "balance_eyes")
 
 
 def test_explain_lists_every_match_with_family_and_source() -> None:
@@ -356,3 +364,20 @@ def test_history_and_follow_up_reach_over_the_rest_of_a_clause() -> None:
     assert classify({R: "车祸致颅内出血"}).priority == "routine"  # trauma, not stroke
     assert classify({R: "非外伤性蛛网膜下腔出血"}).category == "stroke"
     assert classify({R: "nontraumatic intracranial hemorrhage"}).category == "stroke"
+
+
+def test_a_reason_is_data_that_survives_storage_and_reads_in_english() -> None:
+    """What the pages word in the reader's language: the code and its parts, never the
+    English; an older gateway's or row's plain string is kept as words."""
+    result = classify({R: "突发胸痛 code stroke"}, explicit="chest_pain")
+    for reason in result.reasons:
+        stored = json.loads(json.dumps(reason.to_json()))
+        assert Reason.from_json(stored) == reason
+    term = next(r for r in result.reasons if r.code == "term")
+    assert term.field == R and term.category and term.term and term.found
+    assert term.found in "突发胸痛 code stroke"
+    assert str(result.reasons[0]) == "explicit flag: chest_pain (wins over text)"
+    assert Reason.from_json("called AE URGENT") == Reason("text", note="called AE URGENT")
+    assert Reason.from_json({"code": "no such code", "x": 1}).code == "text"
+    long = Reason.from_json({"code": "set_by", "by": "李医生", "note": "x" * 9000})
+    assert long.note == "x" * 500

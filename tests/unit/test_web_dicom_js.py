@@ -131,3 +131,40 @@ def test_garbage_is_an_error_not_a_hang(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("error"), done.stdout
+
+
+ORIENTATION = """
+import { orientationLabels } from "%s";
+const cases = JSON.parse(process.argv[2]);
+console.log(JSON.stringify(cases.map((c) => orientationLabels(c))));
+"""
+
+
+def test_orientation_letters_at_the_image_edges(tmp_path: Path) -> None:
+    cases = [
+        {"orientation": [1, 0, 0, 0, 1, 0]},  # axial
+        {"orientation": [0, 1, 0, 0, 0, -1]},  # sagittal
+        {"orientation": [1, 0, 0, 0, 0, -1]},  # coronal
+        {"orientation": [0.8, 0.6, 0, 0, 0, -1]},  # oblique
+        {"orientation": None, "patientOrientation": ["L", "F"]},  # a PA chest film
+        {"orientation": None, "patientOrientation": None},
+    ]
+    script = tmp_path / "orient.mjs"
+    script.write_text(ORIENTATION % (STATIC_DIR / "dicom.js").as_uri(), encoding="utf-8")
+    done = subprocess.run(
+        [str(NODE), str(script), json.dumps(cases)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    got = json.loads(done.stdout)
+    edges = [None if g is None else [g[k] for k in ("left", "right", "top", "bottom")] for g in got]
+    assert edges == [
+        ["R", "L", "A", "P"],
+        ["A", "P", "H", "F"],
+        ["R", "L", "H", "F"],
+        ["RA", "LP", "H", "F"],
+        ["R", "L", "H", "F"],
+        None,
+    ]

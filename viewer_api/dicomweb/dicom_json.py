@@ -138,6 +138,10 @@ def study_attributes(
         "00201206": element("IS", num_series),
         "00201208": element("IS", num_instances),
     }
+    if not study.modalities:
+        # no series said its modality: left out rather than sent without a value (OHIF's
+        # study list cannot take an empty ModalitiesInStudy)
+        del data["00080061"]
     return data
 
 

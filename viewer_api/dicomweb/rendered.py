@@ -58,7 +58,7 @@ def choose_media_type(accept: str | None) -> str:
     raise not_acceptable("rendered frames are image/png or image/jpeg")
 
 
-def _render(
+def render(
     session: Session,
     viewer: Viewer,
     *,
@@ -72,6 +72,9 @@ def _render(
     viewport: str | None,
     accept: str | None,
 ) -> Response:
+    """One frame (``frame_list``, one number; the first when None) of a visible instance as
+    PNG or JPEG (``accept``): windowed (``window``, else the file's or the modality's),
+    fitted into ``viewport``."""
     frame = 1
     if frame_list is not None:
         numbers = parse_frame_list(frame_list)
@@ -151,7 +154,7 @@ async def _serve_rendered(
     accept = request.query_params.get("accept") or accept  # the query's wins (PS3.18 8.3.3)
     return await serve(
         request,
-        lambda session, viewer: _render(
+        lambda session, viewer: render(
             session,
             viewer,
             frames=frames,

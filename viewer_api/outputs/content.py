@@ -10,11 +10,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from viewer_api.outputs.settings import OutputSettings
 from worklist.critical import critical_results_for
 from worklist.models import (
     REPORT_AMENDED,
     REPORT_FINAL,
-    REPORT_PRELIMINARY,
     Instance,
     Report,
     Site,
@@ -22,13 +22,6 @@ from worklist.models import (
 )
 from worklist.reports import SIGNED_STATUSES, addenda_for
 
-# status -> (Chinese, English) as printed
-STATUS_WORDS = {
-    REPORT_PRELIMINARY: ("初步报告", "PRELIMINARY"),
-    REPORT_FINAL: ("正式报告", "FINAL"),
-    REPORT_AMENDED: ("已修订报告", "AMENDED"),
-}
-SEX_WORDS = {"M": "男", "F": "女", "O": "其他"}
 # DICOM JSON tags read from an instance's header
 PATIENT_AGE = "00101010"
 
@@ -40,7 +33,9 @@ class ReportNotSigned(Exception):
 @dataclass(frozen=True)
 class CriticalNote:
     finding: str
-    communicated_to: str  # "name (role, phone)"
+    to_name: str  # who was told
+    to_role: str
+    to_phone: str
     communicated_at: datetime
     method: str
     read_back_confirmed: bool
@@ -58,7 +53,10 @@ class AddendumNote:
 
 @dataclass(frozen=True)
 class ReportContent:
+    """The values of one signed report version; ``viewer_api.outputs.layout`` words them."""
+
     hospital: str
+    centre: str  # the reading centre at the hospital ("远程影像诊断中心")
     site_code: str
     site_name: str
     study_uid: str
@@ -78,7 +76,8 @@ class ReportContent:
     impression: str
     recommendation: str
     signer_username: str
-    signer_name: str
+    signer_name: str  # the display name, else the user name
+    signer_title: str  # "主治医师" or ""
     signed_at: datetime
     content_sha256: str
     addenda: tuple[AddendumNote, ...] = ()
@@ -93,41 +92,10 @@ class ReportContent:
             digest.update(b"|" + note.sha256.encode())
         return digest.hexdigest()
 
-    @property
-    def status_words(self) -> tuple[str, str]:
-        return STATUS_WORDS.get(self.status, (self.status, self.status.upper()))
-
-    @property
-    def sex_word(self) -> str:
-        return SEX_WORDS.get(self.patient_sex.upper()[:1], self.patient_sex)
-
     def local(self, when: datetime) -> str:
         """``when`` in the display time zone, to the minute."""
         zone = timezone(timedelta(hours=self.display_offset_hours))
         return when.astimezone(zone).strftime("%Y-%m-%d %H:%M")
-
-    @property
-    def study_date_text(self) -> str:
-        return _date_text(self.study_date)
-
-    @property
-    def birth_date_text(self) -> str:
-        return _date_text(self.patient_birth_date)
-
-    @property
-    def age_text(self) -> str:
-        """ "66岁" from DICOM's "066Y" (months, weeks, days likewise)."""
-        age = self.patient_age.strip()
-        units = {"Y": "岁", "M": "个月", "W": "周", "D": "天"}
-        if len(age) == 4 and age[:3].isdigit() and age[3] in units:
-            return f"{int(age[:3])}{units[age[3]]}"
-        return age
-
-
-def _date_text(value: str) -> str:
-    if len(value) == 8 and value.isdigit():
-        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
-    return value
 
 
 def readable_name(pn: str) -> str:
@@ -164,8 +132,7 @@ def gather(
     session: Session,
     study: Study,
     report: Report,
-    hospital: str,
-    display_offset_hours: int = 8,
+    settings: OutputSettings,
 ) -> ReportContent:
     """The printable content of ``study``'s signed ``report``; ``ReportNotSigned`` for a draft."""
     if (
@@ -181,7 +148,8 @@ def gather(
     signer = report.signed_by
     modality = next((m for m in study.modalities.split("\\") if m and m != "SR"), "")
     return ReportContent(
-        hospital=hospital,
+        hospital=settings.hospital_name,
+        centre=settings.centre_name,
         site_code=site.code if site else "",
         site_name=site.name if site else "",
         study_uid=study.study_instance_uid,
@@ -202,6 +170,7 @@ def gather(
         recommendation=report.recommendation,
         signer_username=signer.username if signer else "",
         signer_name=(signer.display_name or signer.username) if signer else "",
+        signer_title=signer.title if signer else "",
         signed_at=report.signed_at.astimezone(UTC),
         content_sha256=report.content_sha256,
         addenda=tuple(
@@ -217,9 +186,9 @@ def gather(
         critical_results=tuple(
             CriticalNote(
                 finding=c.finding,
-                communicated_to=_receiver(
-                    c.communicated_to_name, c.communicated_to_role, c.communicated_to_phone
-                ),
+                to_name=c.communicated_to_name,
+                to_role=c.communicated_to_role,
+                to_phone=c.communicated_to_phone,
                 communicated_at=c.communicated_at.astimezone(UTC),
                 method=c.method,
                 read_back_confirmed=c.read_back_confirmed,
@@ -227,13 +196,8 @@ def gather(
             )
             for c in criticals
         ),
-        display_offset_hours=display_offset_hours,
+        display_offset_hours=settings.display_utc_offset_hours,
     )
-
-
-def _receiver(name: str, role: str, phone: str) -> str:
-    extra = "，".join(x for x in (role, phone) if x)
-    return f"{name}（{extra}）" if extra else name
 
 
 def is_final(status: str) -> bool:
@@ -242,7 +206,6 @@ def is_final(status: str) -> bool:
 
 
 __all__ = [
-    "STATUS_WORDS",
     "AddendumNote",
     "CriticalNote",
     "ReportContent",

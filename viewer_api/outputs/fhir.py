@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from viewer_api.outputs.content import ReportContent
+from viewer_api.outputs.layout import ReportDocument, plain_text
 from worklist.models import REPORT_AMENDED, REPORT_FINAL, REPORT_PRELIMINARY
 
 LOINC = "http://loinc.org"
@@ -61,45 +62,6 @@ def _effective(content: ReportContent) -> str | None:
             return f"{date[:4]}-{date[4:6]}-{date[6:]}"
         return local.isoformat()
     return f"{date[:4]}-{date[4:6]}-{date[6:]}"
-
-
-def report_text(content: ReportContent) -> str:
-    """The whole report as plain text (FHIR's presentedForm, the share page)."""
-    zh, en = content.status_words
-    lines = [
-        content.hospital,
-        f"影像诊断报告 【{zh} {en}】",
-        f"患者：{content.patient_name}  性别：{content.sex_word}  患者ID：{content.patient_id}",
-        f"检查：{content.study_description}  {content.modality}  {content.study_date_text}"
-        f"  检查号：{content.accession}",
-        "",
-        "影像所见：",
-        content.findings,
-        "",
-        "诊断意见：",
-        content.impression,
-    ]
-    if content.recommendation.strip():
-        lines += ["", "建议：", content.recommendation]
-    for note in content.critical_results:
-        lines += [
-            "",
-            f"危急值：{note.finding}"
-            f"（已通知 {note.communicated_to}，{content.local(note.communicated_at)}）",
-        ]
-    for n, addendum in enumerate(content.addenda, start=1):
-        lines += [
-            "",
-            f"补充报告 {n}（{addendum.author}，{content.local(addendum.created_at)}）：",
-            addendum.text,
-            f"原因：{addendum.reason}",
-        ]
-    lines += [
-        "",
-        f"报告医师：{content.signer_name}  签发时间：{content.local(content.signed_at)}",
-        f"sha256：{content.content_sha256}",
-    ]
-    return "\n".join(lines)
 
 
 def _patient(content: ReportContent) -> dict[str, Any]:
@@ -168,27 +130,29 @@ def _drop_none(value: Any) -> Any:
 
 def diagnostic_report(
     content: ReportContent,
+    doc: ReportDocument,
     *,
     series: Sequence[SeriesSummary] = (),
     pdf_url: str | None = None,
 ) -> dict[str, Any]:
-    """The FHIR R4 DiagnosticReport (a JSON object) for a signed report."""
-    text = report_text(content).encode("utf-8")
+    """The FHIR R4 DiagnosticReport (a JSON object) for a signed report; ``doc`` (its
+    layout) is the presented text."""
+    text = plain_text(doc).encode("utf-8")
     forms: list[dict[str, Any]] = [
         {
             "contentType": "text/plain; charset=utf-8",
-            "language": "zh-CN",
+            "language": doc.lang,
             "data": base64.b64encode(text).decode("ascii"),
             "size": len(text),
             # FHIR Attachment.hash is the base64 SHA-1 of the data
             "hash": base64.b64encode(hashlib.sha1(text).digest()).decode("ascii"),
-            "title": "影像诊断报告",
+            "title": doc.title,
             "creation": _instant(content.signed_at),
         }
     ]
     if pdf_url:
         forms.append(
-            {"contentType": "application/pdf", "url": pdf_url, "title": "影像诊断报告 PDF"}
+            {"contentType": "application/pdf", "url": pdf_url, "title": f"{doc.title} PDF"}
         )
     identifiers: list[dict[str, Any]] = [
         {"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{content.study_uid}"}
@@ -227,4 +191,4 @@ def diagnostic_report(
     return _drop_none(report)
 
 
-__all__ = ["FHIR_STATUS", "SeriesSummary", "diagnostic_report", "report_text"]
+__all__ = ["FHIR_STATUS", "SeriesSummary", "diagnostic_report"]

@@ -22,13 +22,18 @@ MAX_SHARE_TTL_SECONDS = 90 * 24 * 3600
 class OutputSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TELEREAD_API_", extra="ignore")
 
-    # printed at the top of every report (the county hospital that reads for the townships)
-    hospital_name: str = "县人民医院 远程影像诊断中心"
+    # printed at the top of every report: the county hospital that reads for the townships,
+    # and its reading centre
+    hospital_name: str = "县人民医院"
+    centre_name: str = "远程影像诊断中心"
     # how long a share link made from now on works (TELEREAD_API_SHARE_TTL_SECONDS)
     share_ttl_seconds: int = DEFAULT_SHARE_TTL_SECONDS
     # the address patients and clinics reach the API at (for the QR code); empty: the
     # address of the request that asked for the PDF
     public_url: str = ""
+    # the TrueType (.ttf/.ttc) CJK font PDF reports embed; empty: Debian's fonts-wqy-microhei
+    # (or another packaged TrueType CJK font) found at run time
+    report_font: str = ""
     # report times are printed in this offset from UTC (China Standard Time: +8)
     display_utc_offset_hours: int = 8
     # AE title written into generated SR objects as the station and equipment name, and

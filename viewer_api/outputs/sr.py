@@ -24,6 +24,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from viewer_api.outputs.content import ReportContent
+from viewer_api.outputs.layout import document
 from worklist.models import REPORT_PRELIMINARY
 
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
@@ -229,21 +230,11 @@ def make_report_sr(
         children.append(
             _container(RECOMMENDATIONS, [_text(RECOMMENDATION, content.recommendation)])
         )
-    for critical in content.critical_results:
-        children.append(
-            _text(
-                CRITICAL,
-                f"{critical.finding}（已通知 {critical.communicated_to}，{critical.method}，"
-                f"{content.local(critical.communicated_at)}）",
-            )
-        )
-    for addendum in content.addenda:
-        children.append(
-            _text(
-                ADDENDUM,
-                f"{addendum.text}\n原因：{addendum.reason}（{addendum.author}，{content.local(addendum.created_at)}）",
-            )
-        )
+    doc = document(content)  # the critical calls and addenda worded as every output words them
+    for section in doc.critical:
+        children.append(_text(CRITICAL, "\n".join(section.paragraphs)))
+    for section in doc.addenda:
+        children.append(_text(ADDENDUM, "\n".join(section.paragraphs)))
     scheme = Dataset()
     scheme.CodingSchemeDesignator = LOCAL_SCHEME
     scheme.CodingSchemeName = "teleread local codes"

@@ -197,13 +197,7 @@ def store_signed_report_sr(
     Raises ``ReportNotSigned`` for a draft; storage errors propagate.
     """
     settings = settings or get_output_settings()
-    content = gather(
-        session=session,
-        study=study,
-        report=report,
-        hospital=settings.hospital_name,
-        display_offset_hours=settings.display_utc_offset_hours,
-    )
+    content = gather(session=session, study=study, report=report, settings=settings)
     return store_report_sr(
         content,
         session=session,

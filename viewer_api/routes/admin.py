@@ -59,7 +59,11 @@ def assign(
     audit(
         AuditAction.STUDY_ASSIGNED,
         object_id=study.study_instance_uid,
-        detail={"to": assignee.username, "previous_holder_id": previous_id},
+        detail={
+            "to": assignee.username,
+            "previous_holder_id": previous_id,
+            **({"reason": body.reason.strip()} if body.reason and body.reason.strip() else {}),
+        },
     )
     events.publish_study_event(
         session=session,
@@ -67,7 +71,7 @@ def assign(
         study=study,
         site_code=study.site.code,
         now=now,
-        extra={"by": assignee.username, "assigned_by": user.username},
+        extra={"by": assignee.username, "assigned_by": user.username, "reason": body.reason},
     )
     return WorkflowItem.from_study_at(study, now)
 

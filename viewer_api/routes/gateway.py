@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
@@ -27,6 +27,7 @@ from worklist.completion import mark_study_complete
 from worklist.errors import UnknownSite
 from worklist.ingest import InstanceArrival, record_instances
 from worklist.models import Site, User
+from worklist.operations import record_gateway_status
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,38 @@ def ingest_instances(
         },
     )
     return IngestOut(accepted=outcome.accepted, duplicates=outcome.duplicates)
+
+
+class GatewayStatusIn(Input):
+    """A summary of the gateway's spool (``gateway.heartbeat.summary``)."""
+
+    pending_urgent: int = Field(default=0, ge=0)
+    pending_routine: int = Field(default=0, ge=0)
+    oldest_unsent_age_seconds: float | None = Field(default=None, ge=0, le=1e9)
+    oldest_urgent_unsent_age_seconds: float | None = Field(default=None, ge=0, le=1e9)
+    last_error: dict[str, str | int] | None = None
+    spool_bytes: int = Field(default=0, ge=0)
+    upload_failures: int = Field(default=0, ge=0)
+
+
+@router.post(
+    "/gateway/status",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+)
+def gateway_status(
+    body: GatewayStatusIn, session: SessionDep, user: GatewayUser, now: NowDep
+) -> Response:
+    """The gateway's heartbeat: its queue and last upload error, for the operations page."""
+    last = body.last_error or {}
+    status_json = body.model_dump(exclude={"last_error"})
+    status_json["last_error"] = (
+        {"error": str(last.get("error", ""))[:500], "attempts": int(last.get("attempts") or 0)}
+        if last
+        else None
+    )
+    record_gateway_status(session=session, gateway=user, status=status_json, now=now)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 class StudyCompleteIn(Input):

@@ -13,6 +13,7 @@ from datetime import UTC
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
 from storage.base import ObjectStore
@@ -29,7 +30,10 @@ from viewer_api.deps import (
 from viewer_api.errors import NoDestination, RoleDenied
 from viewer_api.outputs.content import ReportContent, ReportNotSigned, gather
 from viewer_api.outputs.fhir import SeriesSummary, diagnostic_report
-from viewer_api.outputs.pdf import render_pdf
+from viewer_api.outputs.fonts import report_font
+from viewer_api.outputs.html import render_html
+from viewer_api.outputs.layout import LANGS, Lang, document
+from viewer_api.outputs.pdf import ShareLink, render_pdf
 from viewer_api.outputs.send import Destination, SRSendFailed, send_sr
 from viewer_api.outputs.settings import OutputSettings, get_output_settings
 from viewer_api.outputs.sr import BASIC_TEXT_SR
@@ -69,13 +73,7 @@ def signed_content(
     if user is not None and not reports.report_visible_to(report, user):
         raise NoReport()
     try:
-        content = gather(
-            session=session,
-            study=study,
-            report=report,
-            hospital=settings.hospital_name,
-            display_offset_hours=settings.display_utc_offset_hours,
-        )
+        content = gather(session=session, study=study, report=report, settings=settings)
     except ReportNotSigned as exc:
         if user is None or user.role == ROLE_CLINIC:
             raise NoReport() from exc
@@ -84,6 +82,8 @@ def signed_content(
 
 
 def base_url(request: Request, settings: OutputSettings) -> str:
+    """Where patients and clinics reach the API: ``TELEREAD_API_PUBLIC_URL``, else the
+    address this request came to."""
     return (settings.public_url or str(request.base_url)).rstrip("/")
 
 
@@ -92,7 +92,27 @@ def share_url(request: Request, settings: OutputSettings, token: str) -> str:
     return f"{base_url(request, settings)}/api/v1/share/{token}"
 
 
-_OPENED = {"pdf": AuditAction.REPORT_PDF_VIEWED, "fhir": AuditAction.REPORT_FHIR_VIEWED}
+LangQuery = Annotated[Lang, Query(description=f"the report's language: {' or '.join(LANGS)}")]
+
+
+def pdf_bytes(
+    content: ReportContent, *, lang: Lang, share: ShareLink | None, out: OutputSettings
+) -> bytes:
+    """The report PDF in the packaged font (``ReportFontMissing``, 503, when none is
+    installed)."""
+    return render_pdf(
+        document(content, lang),
+        font=report_font(out.report_font),
+        share=share,
+        offset_hours=content.display_offset_hours,
+    )
+
+
+_OPENED = {
+    "pdf": AuditAction.REPORT_PDF_VIEWED,
+    "fhir": AuditAction.REPORT_FHIR_VIEWED,
+    "html": AuditAction.REPORT_HTML_VIEWED,
+}
 
 
 def _opened(
@@ -133,10 +153,11 @@ def report_pdf(
     study: VisibleStudy,
     audit: Audit,
     out: OutputSettingsDep,
+    lang: LangQuery = "zh-CN",
 ) -> Response:
     report, content = signed_content(session=session, study=study, user=user, settings=out)
     # no share link: links are made on purpose (POST .../share-links), never by a download
-    pdf = render_pdf(content, share_url=None)
+    pdf = pdf_bytes(content, lang=lang, share=None, out=out)
     _opened(session=session, audit=audit, user=user, study=study, report=report, via="pdf")
     return Response(
         pdf,
@@ -146,6 +167,26 @@ def report_pdf(
             "Content-Disposition": f'inline; filename="{report_filename(content, "pdf")}"',
         },
     )
+
+
+@router.get(
+    "/studies/{study_uid}/report.html",
+    response_class=HTMLResponse,
+    responses={**_ERRORS, status.HTTP_200_OK: {"content": {"text/html": {}}}},
+)
+def report_html(
+    study_uid: str,
+    session: SessionDep,
+    user: ViewerUser,
+    study: VisibleStudy,
+    audit: Audit,
+    out: OutputSettingsDep,
+    lang: LangQuery = "zh-CN",
+) -> HTMLResponse:
+    """The signed report as an HTML fragment, laid out as the PDF is (the print view)."""
+    report, content = signed_content(session=session, study=study, user=user, settings=out)
+    _opened(session=session, audit=audit, user=user, study=study, report=report, via="html")
+    return HTMLResponse(render_html(document(content, lang)), headers=NO_STORE)
 
 
 def _series(study: Study) -> list[SeriesSummary]:
@@ -177,7 +218,7 @@ def report_fhir(
 ) -> Response:
     report, content = signed_content(session=session, study=study, user=user, settings=out)
     pdf_url = f"{base_url(request, out)}/api/v1/studies/{study_uid}/report.pdf"
-    resource = diagnostic_report(content, series=_series(study), pdf_url=pdf_url)
+    resource = diagnostic_report(content, document(content), series=_series(study), pdf_url=pdf_url)
     _opened(session=session, audit=audit, user=user, study=study, report=report, via="fhir")
     return Response(
         json.dumps(resource, ensure_ascii=False),
@@ -389,8 +430,10 @@ def read_object(store: ObjectStore, key: str) -> bytes:
 
 __all__ = [
     "NO_STORE",
+    "LangQuery",
     "OutputSettingsDep",
     "base_url",
+    "pdf_bytes",
     "read_object",
     "report_filename",
     "router",

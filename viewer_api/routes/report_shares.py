@@ -18,19 +18,23 @@ from sqlalchemy.orm import Session, selectinload
 from viewer_api.auditing import Auditor, AuditWriter
 from viewer_api.deps import AnonymousAudit, NowDep, SessionDep, StoreDep, client_addr_of
 from viewer_api.outputs.content import ReportContent
-from viewer_api.outputs.fhir import report_text
+from viewer_api.outputs.html import render_html
 from viewer_api.outputs.images import render_png
-from viewer_api.outputs.pdf import render_pdf
+from viewer_api.outputs.layout import Lang, document, format_time
+from viewer_api.outputs.pdf import ShareLink as PrintedLink
 from viewer_api.outputs.qr import qr_svg
 from viewer_api.outputs.sr import BASIC_TEXT_SR
 from viewer_api.routes.report_outputs import (
     NO_STORE,
+    LangQuery,
     OutputSettingsDep,
+    pdf_bytes,
     read_object,
     report_filename,
     share_url,
     signed_content,
 )
+from viewer_api.web.pages import STATIC_DIR
 from worklist import share_links
 from worklist.audit import AuditAction, PendingEvent
 from worklist.errors import StudyNotFound
@@ -96,19 +100,39 @@ def _spread(items: list[Any], count: int) -> list[Any]:
 
 
 SHARE_CSS = """
-body{font-family:"Noto Sans CJK SC","Microsoft YaHei",sans-serif;max-width:56em;
-  margin:1em auto;padding:0 1em;color:#222}
-pre{white-space:pre-wrap;font:inherit;background:#fafafa;border:1px solid #ddd;padding:1em}
-.status{font-weight:bold;font-size:1.2em} .thumbs img{margin:2px;background:#000}
-.meta{color:#666;font-size:.85em}
-"""
+body{font-family:"WenQuanYi Micro Hei","Noto Sans CJK SC","Microsoft YaHei",sans-serif;
+  max-width:56em;margin:1em auto;padding:0 1em;color:#222}
+.thumbs img{margin:2px;background:#000} .meta{color:#666;font-size:.85em}
+""" + (STATIC_DIR / "report.css").read_text(encoding="utf-8")
+# the share page's own words (the report itself is worded by its layout)
+SHARE_WORDS = {
+    "zh-CN": {
+        "pdf": "下载 PDF 报告",
+        "images": "影像",
+        "none": "暂无可显示的影像",
+        "count": "幅",
+        "until": "链接有效期至",
+    },
+    "en": {
+        "pdf": "Download the PDF report",
+        "images": "Images",
+        "none": "No images to show",
+        "count": "images",
+        "until": "This link works until",
+    },
+}
 
 
 def _share_page(
-    content: ReportContent, study: Study, token: str, expires_at: datetime, page_url: str
+    content: ReportContent,
+    study: Study,
+    token: str,
+    expires_at: datetime,
+    lang: Lang,
+    page_url: str,
 ) -> str:
-    zh, en = content.status_words
-    zone = f"（UTC{content.display_offset_hours:+d}）"
+    doc = document(content, lang)
+    words = SHARE_WORDS[lang]
     base = f"/api/v1/share/{token}"
     series_html = []
     for series in _image_series(study):
@@ -121,22 +145,21 @@ def _share_page(
         )
         title = escape(f"{series.modality} {series.series_description}".strip())
         series_html.append(
-            f"<section><h3>{title}（{series.num_instances} 幅）</h3>"
+            f"<section><h3>{title} ({series.num_instances} {words['count']})</h3>"
             f'<div class="thumbs">{images}</div></section>'
         )
+    until = format_time(expires_at, lang, content.display_offset_hours)
     return f"""<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8">
+<html lang="{lang}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex">
-<title>影像诊断报告 {escape(content.status_words[0])}</title>
+<title>{escape(doc.title)} {escape(doc.status_label)}</title>
 <style>{SHARE_CSS}</style></head><body>
-<h1>{escape(content.hospital)}</h1>
-<p class="status">影像诊断报告 【{escape(zh)} {escape(en)}】</p>
-<pre>{escape(report_text(content))}</pre>
-<p><a href="{base}/report.pdf">下载 PDF 报告</a></p>
-<h2>影像 Images</h2>
-{"".join(series_html) or "<p>暂无可显示的影像</p>"}
-<p class="meta">链接有效期至 {escape(content.local(expires_at))}{escape(zone)}。
+{render_html(doc)}
+<p><a href="{base}/report.pdf?lang={lang}">{escape(words["pdf"])}</a></p>
+<h2>{escape(words["images"])}</h2>
+{"".join(series_html) or f"<p>{escape(words['none'])}</p>"}
+<p class="meta">{escape(words["until"])} {escape(until)}
 {qr_svg(page_url, scale=3)}</p>
 </body></html>"""
 
@@ -148,10 +171,11 @@ def share_page(
     session: SessionDep,
     out: OutputSettingsDep,
     audit: AnonymousAudit,
+    lang: LangQuery = "zh-CN",
 ) -> HTMLResponse:
     study, link = _shared_study(token=token, session=session, audit=audit, via="page")
     _, content = signed_content(session=session, study=study, user=None, settings=out)
-    page = _share_page(content, study, token, link.expires_at, share_url(request, out, token))
+    page = _share_page(content, study, token, link.expires_at, lang, share_url(request, out, token))
     return HTMLResponse(page, headers=SHARE_HEADERS)
 
 
@@ -166,13 +190,13 @@ def share_pdf(
     session: SessionDep,
     out: OutputSettingsDep,
     audit: AnonymousAudit,
+    lang: LangQuery = "zh-CN",
 ) -> Response:
     """The report PDF, carrying this link in its QR code."""
     study, link = _shared_study(token=token, session=session, audit=audit, via="pdf")
     _, content = signed_content(session=session, study=study, user=None, settings=out)
-    pdf = render_pdf(
-        content, share_url=share_url(request, out, token), share_expires_at=link.expires_at
-    )
+    printed = PrintedLink(url=share_url(request, out, token), expires_at=link.expires_at)
+    pdf = pdf_bytes(content, lang=lang, share=printed, out=out)
     return Response(
         pdf,
         media_type="application/pdf",

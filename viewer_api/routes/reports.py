@@ -142,6 +142,7 @@ def sign(
             now=now,
             lease=wl_settings.lease,
             no_critical_result_reason=body.no_critical_result_reason,
+            final_after=wl_settings.deadlines.final,
         )
     detail: dict[str, Any] = {"status": report.status, "content_sha256": report.content_sha256}
     if report.no_critical_result_reason:

@@ -13,8 +13,17 @@ from fastapi.responses import StreamingResponse
 
 from storage import recompressed
 from storage.verified import open_verified
-from viewer_api.deps import Audit, StoreDep, ViewerUser, VisibleStudy
-from viewer_api.schemas import StudyDetail
+from viewer_api.deps import (
+    Audit,
+    ReaderUser,
+    SessionDep,
+    StoreDep,
+    ViewerUser,
+    VisibleStudy,
+    WorklistSettingsDep,
+)
+from viewer_api.schemas import PriorStudy, StudyDetail
+from worklist import repository
 from worklist.audit import AuditAction
 from worklist.errors import StudyNotFound
 from worklist.models import Instance, Study
@@ -33,6 +42,28 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 def get_study(user: ViewerUser, study: VisibleStudy, audit: Audit) -> StudyDetail:
     audit(AuditAction.STUDY_VIEWED, object_id=study.study_instance_uid)
     return StudyDetail.from_study(study)
+
+
+@router.get("/{study_uid}/priors", response_model=list[PriorStudy], responses=_NOT_FOUND)
+def get_priors(
+    user: ReaderUser,
+    study: VisibleStudy,
+    session: SessionDep,
+    audit: Audit,
+    wl_settings: WorklistSettingsDep,
+) -> list[PriorStudy]:
+    """The patient's other studies, newest first, with their signed reports: the same
+    patient ID at the same site, or across the sites whose IDs the county links
+    (``TELEREAD_WORKLIST_LINKED_SITES``)."""
+    priors = repository.list_priors(
+        session=session, study=study, viewer=user, linked_sites=wl_settings.linked_sites
+    )
+    audit(
+        AuditAction.PRIORS_VIEWED,
+        object_id=study.study_instance_uid,
+        detail={"priors": [p.study_instance_uid for p in priors]},
+    )
+    return [PriorStudy.from_prior(p) for p in priors]
 
 
 def _chunks(stream: BinaryIO) -> Iterator[bytes]:

@@ -53,6 +53,7 @@ Text = Annotated[str, AfterValidator(_storable)]
 class UserOut(BaseModel):
     username: str
     display_name: str
+    title: str
     role: str
     site: str | None
     is_active: bool
@@ -65,6 +66,7 @@ class UserOut(BaseModel):
         return cls(
             username=user.username,
             display_name=user.display_name,
+            title=user.title,
             role=user.role,
             site=user.site.code if user.site is not None else None,
             is_active=user.is_active,
@@ -82,6 +84,8 @@ class UserCreateIn(Input):
     # clinic accounts need one; a township gateway is bound to one (none: every site)
     site: Text | None = Field(default=None, min_length=1, max_length=32)
     display_name: Text = Field(default="", max_length=200)
+    # professional title printed under the signer's name on reports ("主治医师")
+    title: Text = Field(default="", max_length=100)
 
 
 class PasswordIn(Input):
@@ -137,6 +141,7 @@ def create_account(
         role=body.role,
         site_code=body.site,
         display_name=body.display_name,
+        title=body.title,
         now=now,
     )
     _audit(audit, AuditAction.USER_CREATED, user, site=body.site)

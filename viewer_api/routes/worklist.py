@@ -58,17 +58,21 @@ def list_worklist(
     category: Annotated[str | None, Query(max_length=32)] = None,
     study_status: Annotated[str | None, Query(alias="status", max_length=16)] = None,
     reader: Annotated[str | None, Query(max_length=64)] = None,
+    q: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[WorkflowItem]:
     """Visible studies, most urgent then oldest; the total (all pages) in ``X-Total-Count``
-    (at most ``COUNT_CAP``; ``X-Total-Count-Capped: true`` when there are more)."""
+    (at most ``COUNT_CAP``; ``X-Total-Count-Capped: true`` when there are more). ``q``
+    finds a patient by name ("王小明" or "王"), patient ID or accession number, in any
+    status unless ``status`` narrows it."""
     filters = {
         "site_code": site,
         "modality": modality,
         "category": category,
         "status": study_status,
         "reader": reader,
+        "search": q.strip() if q and q.strip() else None,
     }
     studies = repository.list_worklist(
         session=session, viewer=user, now=now, limit=limit, offset=offset, **filters

@@ -29,7 +29,8 @@ class GatewayConfig(BaseModel):
 class UrgentHint(Input):
     category: Literal["stroke", "chest_pain"] | None = None
     priority: Literal["stat", "routine"] | None = None
-    reasons: list[str] = Field(default_factory=list)
+    # each a worklist.triage.Reason's to_json() (an older gateway sends English strings)
+    reasons: list[dict[str, str] | str] = Field(default_factory=list, max_length=50)
 
 
 class InstanceIn(Input):

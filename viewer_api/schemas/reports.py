@@ -37,6 +37,8 @@ class ReportOut(BaseModel):
     recommendation: str
     author: str
     signed_by: str | None
+    # the signer as people know them (display name, else user name)
+    signed_by_name: str | None = None
     signed_at: datetime | None
     content_sha256: str | None
     created_at: datetime
@@ -65,6 +67,11 @@ class ReportOut(BaseModel):
             recommendation=report.recommendation,
             author=report.author.username,
             signed_by=report.signed_by.username if report.signed_by is not None else None,
+            signed_by_name=(
+                (report.signed_by.display_name or report.signed_by.username)
+                if report.signed_by is not None
+                else None
+            ),
             signed_at=report.signed_at,
             content_sha256=report.content_sha256,
             created_at=report.created_at,
@@ -86,6 +93,8 @@ class AddendumIn(Input):
 
 class AddendumOut(BaseModel):
     author: str
+    # the author as people know them (display name, else user name)
+    author_name: str
     created_at: datetime
     text: str
     reason: str
@@ -95,6 +104,7 @@ class AddendumOut(BaseModel):
     def from_addendum(cls, addendum: ReportAddendum) -> AddendumOut:
         return cls(
             author=addendum.author.username,
+            author_name=addendum.author.display_name or addendum.author.username,
             created_at=addendum.created_at,
             text=addendum.text,
             reason=addendum.reason,
@@ -116,6 +126,7 @@ class CriticalResultIn(Input):
 
 
 class CriticalResultOut(BaseModel):
+    id: int
     finding: str
     identified_at: datetime
     communicated_to_name: str
@@ -126,10 +137,15 @@ class CriticalResultOut(BaseModel):
     read_back_confirmed: bool
     recorded_by: str
     recorded_at: datetime
+    # the clinic's acknowledgement on its page (the read-back): user name and time
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
 
     @classmethod
     def from_result(cls, result: CriticalResult) -> CriticalResultOut:
+        acknowledged = result.acknowledged_by
         return cls(
+            id=result.id,
             finding=result.finding,
             identified_at=result.identified_at,
             communicated_to_name=result.communicated_to_name,
@@ -140,6 +156,8 @@ class CriticalResultOut(BaseModel):
             read_back_confirmed=result.read_back_confirmed,
             recorded_by=result.recorded_by.username,
             recorded_at=result.recorded_at,
+            acknowledged_by=acknowledged.username if acknowledged is not None else None,
+            acknowledged_at=result.acknowledged_at,
         )
 
 

@@ -11,6 +11,9 @@ Public API (stable; the gateway and the worklist both use it):
 - ``classify(fields, *, modality=None, explicit=None) -> TriageResult``: decide from
   decoded text fields (keyword -> text).
 - ``triage_dataset(ds, *, explicit=None) -> TriageResult``: both steps.
+- ``Reason``: one reason as data (code, category, family, term, found, field, by, note);
+  ``to_json()`` / ``Reason.from_json(value)`` are its stored and sent form, ``str()`` its
+  English wording. The pages word reasons in the reader's language from the code.
 - ``decode_text(raw, declared_charsets) -> tuple[str, list[str]]``: one value's bytes to
   clean Unicode, with notes (used for patient names too).
 
@@ -27,6 +30,7 @@ from worklist.triage.api import (
     TRIAGE_KEYWORDS,
     Category,
     ExtractedText,
+    Reason,
     TriageResult,
     category_for_called_ae,
     classify,
@@ -48,6 +52,7 @@ __all__ = [
     "TRIAGE_KEYWORDS",
     "Category",
     "ExtractedText",
+    "Reason",
     "TriageResult",
     "category_for_called_ae",
     "classify",

@@ -33,6 +33,7 @@ from worklist.triage.result import (
     TRIAGE_KEYWORDS,
     ExtractedText,
     Priority,
+    Reason,
     TriageResult,
 )
 from worklist.triage.rules import CATEGORIES, Category, Rules, default_rules, load_rules
@@ -50,6 +51,7 @@ __all__ = [
     "Category",
     "ExtractedText",
     "Priority",
+    "Reason",
     "Rules",
     "RulesError",
     "TriageError",

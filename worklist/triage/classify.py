@@ -37,7 +37,7 @@ from typing import Any
 from worklist.triage.codes import ITEM_SEPARATOR, Code, is_code_field, normalise_code, parse_codes
 from worklist.triage.errors import UnknownCategory
 from worklist.triage.normalise import normalise
-from worklist.triage.result import ROUTINE, STAT, TriageResult
+from worklist.triage.result import ROUTINE, STAT, Reason, TriageResult
 from worklist.triage.rules import (
     CATEGORIES,
     CODE_KIND,
@@ -75,7 +75,7 @@ class Matches:
     """Everything the rules found in a study's text fields."""
 
     hits: list[Hit] = field(default_factory=list)  # category matches, counted or not
-    notes: list[str] = field(default_factory=list)  # look-alikes
+    notes: list[Reason] = field(default_factory=list)  # look-alikes
     stat: list[Hit] = field(default_factory=list)  # priority-only matches
     order: list[Hit] = field(default_factory=list)  # urgent-order matches
 
@@ -84,7 +84,7 @@ class Matches:
 class Scored:
     scores: dict[Category, int]
     counted: list[Hit]  # hits that count towards a category, in order (codes first)
-    sign_notes: list[str]  # signs that reached their family's threshold with help
+    sign_notes: list[Reason]  # signs that reached their family's threshold with help
     sign_alone: list[Hit]  # signs whose family stayed below the threshold
 
 
@@ -213,19 +213,28 @@ def _onset(text: str, start: int, end: int, rules: Rules) -> str:
     return cue.group().strip() if cue else ""
 
 
-def _explain(hit: Hit) -> str:
-    if hit.rule.kind == CODE_KIND:
-        return f"{hit.field}: code {hit.phrase} ({hit.rule.category}: {hit.rule.name})"
-    onset = f"; sudden onset '{hit.onset}'" if hit.onset else ""
-    return f"{hit.field}: '{hit.phrase}' ({hit.rule.category}: {hit.rule.name}{onset})"
+def _explain(hit: Hit) -> Reason:
+    return Reason(
+        "code" if hit.rule.kind == CODE_KIND else "term",
+        category=hit.rule.category,
+        family=hit.rule.family or None,
+        term=hit.rule.name,
+        found=hit.phrase,
+        field=hit.field,
+        onset=hit.onset or None,
+    )
 
 
-def _not_counted(hit: Hit) -> str:
-    if hit.rule.kind == CODE_KIND and hit.rule.category is None:
-        return f"not urgent: {hit.field}: code {hit.phrase} ({hit.rule.name})"
-    if hit.rule.kind == CODE_KIND:
-        return f"not urgent: {hit.field}: code {hit.phrase} ({hit.rule.category}: {hit.why_not})"
-    return f"not urgent: {hit.field}: '{hit.phrase}' ({hit.rule.category}: {hit.why_not})"
+def _not_counted(hit: Hit, why: str | None = None) -> Reason:
+    return Reason(
+        "not_counted",
+        category=hit.rule.category,
+        family=hit.rule.family or None,
+        term=hit.rule.name,
+        found=hit.phrase,
+        field=hit.field,
+        note=why or (hit.rule.name if hit.rule.category is None else hit.why_not),
+    )
 
 
 def _scheme_of(code: Code, field: str, rules: Rules) -> CodingScheme | None:
@@ -292,7 +301,10 @@ def find_matches(
             coded.extend(code_hits)
         masked, looks = _mask(normalise(str(value)), rules)
         texts[kw] = masked
-        found.notes.extend(f"not urgent: {kw}: '{p.strip()}' (look-alike: {n})" for p, n in looks)
+        found.notes.extend(
+            Reason("not_counted", found=p.strip(), field=kw, note=f"look-alike: {n}")
+            for p, n in looks
+        )
     context = " | ".join([*texts.values(), modality or ""])
     exam_follow_up: tuple[str, str] | None = None
     for kw in FOLLOW_UP_FIELDS:
@@ -352,7 +364,7 @@ def _score(found: Matches, rules: Rules) -> Scored:
             weights.setdefault(cat, {})[h.rule.name] = h.rule.weight
     order = found.order[0] if found.order else None
     passed: set[tuple[Category, str]] = set()
-    sign_notes: list[str] = []
+    sign_notes: list[Reason] = []
     for (cat, family), by_rule in signs.items():
         total = sum(by_rule.values()) + (1 if order else 0)
         if total >= rules.threshold:
@@ -360,7 +372,14 @@ def _score(found: Matches, rules: Rules) -> Scored:
             weights.setdefault(cat, {})[f"signs: {family}"] = total
             if order:
                 sign_notes.append(
-                    f"{order.field}: '{order.phrase}' (urgent order: +1 to {cat} signs, {family})"
+                    Reason(
+                        "urgent_order",
+                        category=cat,
+                        family=family,
+                        term=order.rule.name,
+                        found=order.phrase,
+                        field=order.field,
+                    )
                 )
     scores = {
         cat: sum(by_rule.values())
@@ -425,7 +444,7 @@ def explain(
                 "counted": True,
             }
         )
-    rows.extend({"note": n} for n in found.notes)
+    rows.extend({"note": str(n)} for n in found.notes)
     return rows
 
 
@@ -505,22 +524,20 @@ def _classify(
             [
                 *found.notes,
                 *(_not_counted(h) for h in found.hits if h.why_not is not None),
-                *(
-                    f"not urgent: {h.field}: '{h.phrase}' ({h.rule.category}: a sign alone: "
-                    f"{h.rule.name})"
-                    for h in scored.sign_alone
-                ),
+                *(_not_counted(h, f"a sign alone: {h.rule.name}") for h in scored.sign_alone),
             ]
         )
     )
     ordered_hits = list(dict.fromkeys([*(_explain(h) for h in hits), *scored.sign_notes]))
     stat_hits = found.stat
-    stat_reasons = [f"{h.field}: '{h.phrase}' (stat: {h.rule.name})" for h in stat_hits]
+    stat_reasons = [
+        Reason("stat_order", term=h.rule.name, found=h.phrase, field=h.field) for h in stat_hits
+    ]
     if flag is not None:
-        reasons = [f"explicit flag: {flag} (wins over text)"]
+        reasons = [Reason("explicit_flag", category=flag)]
         text_cat = _best(scores)
         if text_cat is not None and text_cat != flag:
-            reasons.append(f"text alone suggested {text_cat}")
+            reasons.append(Reason("text_suggested", category=text_cat))
         return TriageResult(
             flag, STAT, tuple([*reasons, *ordered_hits, *stat_reasons][:MAX_REASONS])
         )
@@ -530,7 +547,7 @@ def _classify(
         reasons = list(dict.fromkeys([*first, *ordered_hits, *stat_reasons]))
         return TriageResult(best, STAT, tuple(reasons[:MAX_REASONS]))
     if stat_hits:
-        reasons = [*stat_reasons, "priority only: no stroke or chest-pain finding in the text"]
+        reasons = [*stat_reasons, Reason("priority_only")]
         return TriageResult(None, STAT, tuple(reasons[:MAX_REASONS]))
     return TriageResult(None, ROUTINE, tuple(ignored[:MAX_REASONS]))
 
@@ -545,7 +562,7 @@ def merge_results(previous: TriageResult | None, new: TriageResult) -> TriageRes
     if previous is None or previous.priority == ROUTINE:
         return new
     if new.priority == ROUTINE:
-        note = "kept stat: later series alone would be routine"
+        note = Reason("kept_stat")
         reasons = previous.reasons if note in previous.reasons else (*previous.reasons, note)
         return TriageResult(previous.category, STAT, reasons[:MAX_REASONS])
     category = previous.category or new.category

@@ -15,7 +15,7 @@ Character Set, which may be missing or wrong), read back with pydicom and triage
 
     - id: zs001
       expect: stroke              # stroke | chest_pain | null (routine)
-      enc: gbk-as-latin1          # a key of PROFILES
+      enc: gbk-as-latin1          # a key of PROFILES (worklist.triage.cases)
       fields: {StudyDescription: 头颅CT平扫, ReasonForTheRequestedProcedure: 突发偏瘫}
       request: {ReasonForTheRequestedProcedure: ...}   # optional: Request Attributes item
       codes: {AdmittingDiagnosesCodeSequence: ['I63.9^I10^脑梗死']}  # optional: code
@@ -326,7 +326,7 @@ def format_report(report: Report, *, verbose: bool = False, by_family: bool = Fa
     if verbose:
         lines.extend(
             f"  {c.source}:{c.id} expected {c.expect} got {r.category}/{r.priority}: "
-            f"{list(r.reasons)}"
+            f"{[str(x) for x in r.reasons]}"
             for c, r in report.wrong
         )
     lines.append(f"text not decoded cleanly: {len(report.decode_errors)}")

@@ -28,7 +28,7 @@ from worklist.triage.codes import (
     code_text,
 )
 from worklist.triage.normalise import normalise
-from worklist.triage.result import TRIAGE_KEYWORDS, ExtractedText, TriageResult
+from worklist.triage.result import TRIAGE_KEYWORDS, ExtractedText, Reason, TriageResult
 from worklist.triage.rules import Category
 
 logger = logging.getLogger(__name__)
@@ -256,7 +256,7 @@ def _triage_text(text: ExtractedText, explicit: Category | None) -> TriageResult
     result = classify(text.fields, modality=text.fields.get("Modality"), explicit=explicit)
     if not text.notes:
         return result
-    notes = tuple(f"charset: {n}" for n in text.notes)
+    notes = tuple(Reason("charset", note=n) for n in text.notes)
     reasons = (*result.reasons[: MAX_REASONS - len(notes)], *notes)
     return TriageResult(result.category, result.priority, reasons)
 
@@ -320,7 +320,8 @@ def triage_file(path: str | Path, *, explain_terms: bool = False) -> dict[str, A
     ) as exc:
         row["error"] = f"unreadable: {type(exc).__name__}: {str(exc)[:200]}"
         return row
-    row.update(category=result.category, priority=result.priority, reasons=list(result.reasons))
+    reasons = [str(r) for r in result.reasons]
+    row.update(category=result.category, priority=result.priority, reasons=reasons)
     if explain_terms:
         row["explain"] = explain(text.fields, modality=text.fields.get("Modality"))
     return row

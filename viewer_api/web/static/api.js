@@ -7,9 +7,11 @@ const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 let csrf = null;
 
 export class ApiError extends Error {
-  constructor(status, detail) {
+  // code: the server's stable error code (viewer_api/errors.py), which pages translate
+  constructor(status, detail, code = "") {
     super(typeof detail === "string" ? detail : JSON.stringify(detail));
     this.status = status;
+    this.code = code;
   }
 }
 
@@ -23,12 +25,15 @@ export function toLogin() {
 
 export async function failure(r) {
   let detail = r.statusText;
+  let code = "";
   try {
-    detail = (await r.json()).detail ?? detail;
+    const body = await r.json();
+    detail = body.detail ?? detail;
+    code = body.code ?? "";
   } catch {
     // not JSON
   }
-  return new ApiError(r.status, detail);
+  return new ApiError(r.status, detail, code);
 }
 
 // fetch with the credentials; JSON in and out. 401 sends the user back to the log-in page.
@@ -43,7 +48,7 @@ export async function api(path, { method = "GET", json, raw = false, signal } = 
   const r = await fetch(path, { method, headers, signal, body });
   if (r.status === 401) {
     toLogin();
-    throw new ApiError(401, "not authenticated");
+    throw new ApiError(401, "not authenticated", "not_authenticated");
   }
   if (!r.ok) throw await failure(r);
   if (raw) return r;
@@ -66,9 +71,22 @@ export function toast(message, kind = "info") {
   }, 4000);
 }
 
+// the study in OHIF (served at /ohif/ when installed: the session's "ohif" capability)
+export function ohifUrl(studyUid) {
+  return `/ohif/viewer?StudyInstanceUIDs=${encodeURIComponent(studyUid)}`;
+}
+
+// An error in the page's language: the server's code translated (never its English
+// detail), else what kind of failure it was.
 export function errorText(err) {
-  if (err instanceof ApiError && err.status === 403) return `${t("forbidden")}: ${err.message}`;
-  return `${t("error")}: ${err.message || err}`;
+  if (err instanceof ApiError) {
+    const key = `err_${err.code}`;
+    const known = t(key);
+    if (known !== key) return known;
+    if (err.status === 403) return t("forbidden");
+    return `${t("error")} (${err.status})`;
+  }
+  return t(navigator.onLine === false ? "offline" : "error");
 }
 
 // Create an element: h("td", {className: "x"}, "text", child)

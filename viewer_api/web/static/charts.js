@@ -101,7 +101,14 @@ export function stackedBars(rows, keys, { title = "", width = 640, barHeight = 2
 export function histogram(
   buckets,
   deadline,
-  { title = "", width = 320, height = 200, colour = "#2563eb", deadlineLabel = "deadline" } = {},
+  {
+    title = "",
+    width = 320,
+    height = 200,
+    colour = "#2563eb",
+    deadlineLabel = "deadline",
+    deadlineText = (minutes) => minutes,
+  } = {},
 ) {
   const s = svg(width, height, title);
   const pad = { l: 30, r: 10, t: 24, b: 36 };
@@ -157,11 +164,18 @@ export function histogram(
   }
   if (dx !== null) {
     s.append(el("line", { x1: dx, y1: pad.t - 4, x2: dx, y2: pad.t + ph, class: "deadline-line" }));
+    // right of the line, or left of it in the chart's right half: never cut off
+    const right = dx > pad.l + (width - pad.l - pad.r) / 2;
     s.append(
       el(
         "text",
-        { x: dx + 3, y: pad.t + 6, class: "deadline-label" },
-        `${deadlineLabel} ${deadline}`,
+        {
+          x: right ? dx - 3 : dx + 3,
+          y: pad.t + 6,
+          "text-anchor": right ? "end" : "start",
+          class: "deadline-label",
+        },
+        `${deadlineLabel} ${deadlineText(deadline)}`,
       ),
     );
   }
@@ -207,7 +221,7 @@ export function dayColumns(
         height: h,
         fill: colours[j % colours.length],
       });
-      rect.append(el("title", {}, `${r.day} ${k}: ${r[k]}`));
+      rect.append(el("title", {}, `${r.day} ${labels[j]}: ${r[k]}`));
       s.append(rect);
     });
     if (i === 0 || i === rows.length - 1) {

@@ -28,7 +28,11 @@ const PIXEL_DATA = 0x7fe00010;
 const WANTED = {
   0x00020010: "str", // TransferSyntaxUID
   0x00080060: "str", // Modality
+  0x00180050: "ds", // SliceThickness
+  0x00181164: "ds", // ImagerPixelSpacing
   0x00200013: "str", // InstanceNumber
+  0x00200020: "str", // PatientOrientation
+  0x00200037: "ds", // ImageOrientationPatient
   0x00201041: "ds", // SliceLocation
   0x00280002: "us", // SamplesPerPixel
   0x00280004: "str", // PhotometricInterpretation
@@ -36,6 +40,7 @@ const WANTED = {
   0x00280008: "str", // NumberOfFrames
   0x00280010: "us", // Rows
   0x00280011: "us", // Columns
+  0x00280030: "ds", // PixelSpacing
   0x00280100: "us", // BitsAllocated
   0x00280101: "us", // BitsStored
   0x00280103: "us", // PixelRepresentation
@@ -196,7 +201,47 @@ function describe(tags, ts) {
     intercept: (tags[0x00281052] || [0])[0] || 0,
     windowCenter: wc.length ? wc[0] : null,
     windowWidth: ww.length ? ww[0] : null,
+    sliceLocation: (tags[0x00201041] || [null])[0],
+    sliceThickness: (tags[0x00180050] || [null])[0],
+    pixelSpacing: tags[0x00280030] || tags[0x00181164] || null,
+    orientation: (tags[0x00200037] || []).length === 6 ? tags[0x00200037] : null,
+    patientOrientation: tags[0x00200020] ? tags[0x00200020].split("\\") : null,
   };
+}
+
+const OPPOSITE = { L: "R", R: "L", A: "P", P: "A", H: "F", F: "H" };
+
+// The patient direction of a vector in patient coordinates (x to the left, y to the back,
+// z to the head): its main axes' letters, strongest first ("L", "LP" when oblique).
+function direction([x, y, z]) {
+  const axes = [
+    [Math.abs(x), x > 0 ? "L" : "R"],
+    [Math.abs(y), y > 0 ? "P" : "A"],
+    [Math.abs(z), z > 0 ? "H" : "F"],
+  ].sort((a, b) => b[0] - a[0]);
+  return axes
+    .filter(([size], i) => i === 0 || size > 0.25)
+    .map(([, letter]) => letter)
+    .join("")
+    .slice(0, 2);
+}
+
+// The letters at the image's edges: {left, right, top, bottom}, from Image Orientation
+// (Patient) (CT, MR) or Patient Orientation (projection images); null when neither says.
+export function orientationLabels(image) {
+  let right;
+  let bottom;
+  if (image.orientation) {
+    right = direction(image.orientation.slice(0, 3));
+    bottom = direction(image.orientation.slice(3, 6));
+  } else if (image.patientOrientation?.length === 2) {
+    [right, bottom] = image.patientOrientation;
+  } else {
+    return null;
+  }
+  const flip = (label) => [...label].map((c) => OPPOSITE[c] || "").join("");
+  if (!right || !bottom) return null;
+  return { right, bottom, left: flip(right), top: flip(bottom) };
 }
 
 // Default window for an image: its own, else one for the modality, else min/max.

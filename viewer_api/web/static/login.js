@@ -1,5 +1,17 @@
 import { currentSession, landingFor, login } from "./shell.js";
+import { errorText } from "./api.js";
 import { applyI18n, setupLangToggle, t } from "./i18n.js";
+
+// where to go once signed in: ?next= (a path of this server, e.g. /ohif/...), else the
+// role's landing page
+function destination(role) {
+  const next = new URLSearchParams(location.search).get("next");
+  if (next?.startsWith("/")) {
+    const url = new URL(next, location.origin);
+    if (url.origin === location.origin) return url.pathname + url.search + url.hash;
+  }
+  return landingFor(role);
+}
 
 applyI18n();
 setupLangToggle();
@@ -12,11 +24,11 @@ document.getElementById("login-form").addEventListener("submit", async (e) => {
       document.getElementById("username").value.trim(),
       document.getElementById("password").value,
     );
-    location.href = landingFor(data.role);
+    location.href = destination(data.role);
   } catch (err) {
-    error.textContent = err.status === 401 ? t("login_failed") : `${t("error")}: ${err.message}`;
+    error.textContent = err.status === 401 ? t("login_failed") : errorText(err);
   }
 });
 
 const existing = await currentSession().catch(() => null);
-if (existing) location.href = landingFor(existing.role);
+if (existing) location.href = destination(existing.role);

@@ -1,15 +1,23 @@
 // The operations picture (admin): volumes, turnaround against the deadline, urgent finds.
 import { api, errorText, h, toast } from "./api.js";
-import { t } from "./i18n.js";
+import { fmtDuration, t } from "./i18n.js";
 import { startPage } from "./shell.js";
 import { dayColumns, histogram, stackedBars } from "./charts.js";
+import { drawNow, loadNow } from "./opsnow.js";
 
-const me = await startPage({ roles: ["admin"], onLang: () => draw() });
+const me = await startPage({
+  roles: ["admin"],
+  onLang: () => {
+    drawNow();
+    draw();
+  },
+});
 let stats = null;
 const CAT_COLOURS = { stroke: "#dc2626", chest_pain: "#ea580c", routine: "#2563eb" };
 
 async function reload() {
   try {
+    await loadNow();
     stats = await api(`/api/v1/stats?days=${document.getElementById("days").value}`);
     draw();
   } catch (err) {
@@ -56,6 +64,7 @@ function draw() {
           title: `${t(ta.category)} (n=${ta.count})`,
           colour: CAT_COLOURS[ta.category],
           deadlineLabel: t("deadline_line"),
+          deadlineText: (minutes) => fmtDuration(minutes * 60),
         }),
       );
       box.append(

@@ -1,6 +1,8 @@
 // The reading page: viewer on the left, the report editor (template, sign, critical
 // result, addenda) on the right.
-import { api, ApiError, errorText, h, toast } from "./api.js";
+import { api, ApiError, errorText, h, ohifUrl, toast } from "./api.js";
+import { personName, sexText } from "./names.js";
+import { reasonText } from "./reasons.js";
 import { fmtTime, t } from "./i18n.js";
 import { startPage } from "./shell.js";
 import { Viewer } from "./viewer.js";
@@ -11,12 +13,12 @@ const reportUrl = (suffix = "") =>
   `/api/v1/studies/${encodeURIComponent(studyUid)}/report${suffix}`;
 let study = null;
 let report = null;
+let criticals = [];
 let viewer = null;
 const me = await startPage({ roles: ["radiologist", "admin"], onLang: relabel });
 
 function relabel() {
-  viewer?.drawPresets();
-  viewer?.updateInfo();
+  viewer?.relabel();
   showTitle();
   showState();
 }
@@ -55,9 +57,9 @@ function showState() {
   if (study) {
     const reasons = study.triage?.reasons || [];
     $("triage").hidden = !study.category && !reasons.length;
-    const label = study.category ? t(study.category) : "STAT";
+    const label = study.category ? t(study.category) : t("stat_badge");
     $("triage-summary").textContent = `${label} (${reasons.length})`;
-    $("triage-reasons").replaceChildren(...reasons.map((r) => h("li", {}, r)));
+    $("triage-reasons").replaceChildren(...reasons.map((r) => h("li", {}, reasonText(r))));
     $("triage").className = `triage ${study.category || ""}`;
   }
   drawCritical();
@@ -81,22 +83,42 @@ async function showReceipt(signed) {
   }
 }
 
+// the case's critical results, and the box's summary: how many, and the latest one's state
 function drawCritical() {
   const list = $("critical-list");
   list.replaceChildren();
-  for (const c of report?.critical_results || []) {
-    const told = `${c.communicated_to_name} ${c.communicated_to_role} ${c.communicated_to_phone}`;
+  for (const c of criticals) {
+    const who = [c.communicated_to_name, c.communicated_to_role, c.communicated_to_phone];
+    const told = who.filter(Boolean).join(" ");
     const readBack = c.read_back_confirmed ? ` · ${t("read_back")}` : "";
     const when = fmtTime(c.communicated_at);
     list.append(h("li", {}, `${c.finding} — ${told} · ${t(c.method)} · ${when}${readBack}`));
   }
+  const summary = $("critical-summary");
+  summary.dataset.count = String(criticals.length);
+  const latest = criticals.at(-1);
+  if (!latest) {
+    summary.textContent = `${t("critical_result")} · ${t("none_recorded")}`;
+    return;
+  }
+  const state = latest.read_back_confirmed ? t("read_back") : t("not_read_back");
+  summary.textContent =
+    `${t("critical_result")} (${criticals.length}) · ${t("latest")}: ` +
+    `${latest.communicated_to_name} · ${t(latest.method)} · ` +
+    `${fmtTime(latest.communicated_at)} · ${state}`;
+}
+
+async function loadCritical() {
+  if (!me.can("critical")) return;
+  criticals =
+    report?.critical_results ?? (await api(reportUrl("/critical-results")).catch(() => []));
 }
 
 function drawAddenda() {
   const list = $("addenda-list");
   list.replaceChildren();
   for (const a of report?.addenda || []) {
-    const by = h("strong", {}, `${a.author} ${fmtTime(a.created_at)}: `);
+    const by = h("strong", {}, `${a.author_name} ${fmtTime(a.created_at)}${t("colon")}`);
     list.append(h("li", {}, by, a.text, h("em", {}, ` (${a.reason})`)));
   }
 }
@@ -109,8 +131,8 @@ function fill(r) {
 
 function showTitle() {
   if (!study) return;
-  const name = study.patient_name.replaceAll("^", " ");
-  const parts = [name, study.patient_sex, study.study_description, study.site];
+  const name = personName(study.patient_name);
+  const parts = [name, sexText(study.patient_sex), study.study_description, study.site];
   $("study-title").textContent = parts.join(" · ");
   document.title = `${study.study_description} · ${t("app")}`;
 }
@@ -128,6 +150,7 @@ async function loadReport() {
     if (!(err instanceof ApiError && err.status === 404)) throw err;
     report = null;
   }
+  await loadCritical();
 }
 
 async function applyTemplate(onlyIfEmpty) {
@@ -158,7 +181,9 @@ async function sign(status) {
     await loadStudy();
     message(`${t("signed")}: ${t(report.status)}`, "ok");
   } catch (err) {
-    if (err.status === 422 && status === "final") {
+    if (err.code === "unresolved_choices") {
+      message(`${t("unresolved_choices")} ${err.message.replace(/^[^:]*: /, "")}`, "error");
+    } else if (err.code === "critical_result_required") {
       message(t("critical_required"), "error");
       $("no-critical-box").hidden = false;
       if (me.can("critical")) $("critical-box").open = true;
@@ -196,15 +221,12 @@ async function recordCritical(e) {
     const typed = fields();
     await loadReport();
     if (!report || !["final", "amended"].includes(report.status)) fill(typed);
-    if (!report) {
-      const list = await api(reportUrl("/critical-results")).catch(() => []);
-      const items = list.map((c) => h("li", {}, `${c.finding} — ${c.communicated_to_name}`));
-      $("critical-list").replaceChildren(...items);
-      return;
-    }
     showState();
   } catch (err) {
-    toast(errorText(err), "error");
+    // another radiologist's case: say whose, as people know them
+    const holder = study?.claimed_by_name || study?.claimed_by;
+    const whose = err.code === "not_the_case_reader" && holder ? `${t("colon")}${holder}` : "";
+    toast(`${errorText(err)}${whose}`, "error");
   }
 }
 
@@ -222,6 +244,119 @@ async function addAddendum(e) {
   } catch (err) {
     toast(errorText(err), "error");
   }
+}
+
+// The claim's warnings: the server tells the holder two minutes before the lease runs out
+// (claim_expiring) and when it ran out (study_released, "lease expired"); the page says so
+// at the top of the report panel, with a button that extends the claim.
+function banner(text, kind) {
+  $("claim-banner-text").textContent = text;
+  $("claim-banner").className = `banner ${kind}`;
+  $("claim-banner").hidden = !text;
+  $("renew-claim").hidden = kind !== "warning";
+}
+
+function watchClaim() {
+  if (!me.can("events")) return;
+  const events = new EventSource("/api/v1/events");
+  const mine = (e) => {
+    const event = JSON.parse(e.data);
+    return event.study_uid === studyUid && event.payload.by === me.username ? event : null;
+  };
+  events.addEventListener("claim_expiring", (e) => {
+    const event = mine(e);
+    if (!event) return;
+    const minutes = Math.max(1, Math.round(event.payload.seconds_left / 60));
+    banner(t("claim_expiring").replace("{m}", minutes), "warning");
+  });
+  events.addEventListener("study_released", async (e) => {
+    const event = mine(e);
+    if (!event || event.payload.reason !== "lease expired") return;
+    banner(t("claim_expired"), "expired");
+    await loadStudy();
+    showState();
+  });
+}
+
+async function renewIt() {
+  try {
+    await api(`/api/v1/worklist/${encodeURIComponent(studyUid)}/renew`, { method: "POST" });
+    banner("", "");
+    await loadStudy();
+  } catch (err) {
+    toast(errorText(err), "error");
+  }
+  showState();
+}
+
+// The patient's prior studies: listed in the report panel; one opens beside the current
+// study (a second viewer pane) and its signed report shows above the editor.
+let priorViewer = null;
+
+async function loadPriors() {
+  let priors;
+  try {
+    priors = await api(`/api/v1/studies/${encodeURIComponent(studyUid)}/priors`);
+  } catch {
+    return;
+  }
+  $("priors-box").hidden = false;
+  $("priors-summary").textContent = priors.length
+    ? `${t("priors")} (${priors.length})`
+    : `${t("priors")} · ${t("no_priors")}`;
+  $("priors-box").open = priors.length > 0;
+  $("priors-list").replaceChildren(
+    ...priors.map((p) => {
+      const when = p.study_date ? formatDa(p.study_date) : fmtTime(p.received_at);
+      const what = `${when} · ${p.modality} · ${p.study_description} · ${p.site}`;
+      const state = p.report ? t(p.report.status) : t(p.status);
+      const open = h("button", { type: "button", className: "compare" }, t("compare"));
+      open.addEventListener("click", () => showPrior(p));
+      return h("li", { dataset: { uid: p.study_instance_uid } }, `${what} · ${state} `, open);
+    }),
+  );
+}
+
+async function showPrior(prior) {
+  closePrior();
+  const detail = await api(`/api/v1/studies/${encodeURIComponent(prior.study_instance_uid)}`);
+  const pane = $("viewer").cloneNode(true);
+  for (const el of [pane, ...pane.querySelectorAll("[id]")]) el.removeAttribute("id");
+  pane.classList.add("prior");
+  pane.dataset.uid = prior.study_instance_uid;
+  pane.querySelector('[data-v="study-title"]').textContent =
+    `${t("priors")}: ${prior.study_date ? formatDa(prior.study_date) : ""} ` +
+    `${prior.study_description} · ${prior.site}`;
+  pane.querySelector(".viewer-top a")?.remove();
+  const close = pane.querySelector('[data-v="close"]');
+  close.hidden = false;
+  close.addEventListener("click", closePrior);
+  $("viewer").after(pane);
+  document.querySelector("main.reading").classList.add("comparing");
+  priorViewer = new Viewer(pane, detail);
+  await priorViewer.start();
+  const box = $("prior-report");
+  box.hidden = false;
+  $("prior-report-title").textContent = `${t("prior_report")} · ${prior.study_description}`;
+  $("prior-report-text").textContent = prior.report
+    ? [
+        `${t("findings")}：${prior.report.findings}`,
+        `${t("impression")}：${prior.report.impression}`,
+        `${t("signed_by")}：${prior.report.signed_by || ""} ${fmtTime(prior.report.signed_at)}`,
+      ].join("\n")
+    : t("not_reported");
+}
+
+function closePrior() {
+  document.querySelector("section.viewer.prior")?.remove();
+  document.querySelector("main.reading").classList.remove("comparing");
+  $("prior-report").hidden = true;
+  priorViewer = null;
+}
+
+// "20261125" -> "2026-11-25"
+function formatDa(da) {
+  return /^\d{8}$/.test(da) ? `${da.slice(0, 4)}-${da.slice(4, 6)}-${da.slice(6)}` : da;
 }
 
 async function claimIt() {
@@ -258,6 +393,10 @@ async function main() {
   }
   $("cr-identified").value = localNow();
   $("cr-told").value = localNow();
+  if (me.can("ohif")) {
+    $("open-ohif").href = ohifUrl(studyUid);
+    $("open-ohif").hidden = false;
+  }
   if (!report && study.claimed_by === me.username) await applyTemplate(true);
   showState();
   $("save-draft").addEventListener("click", async () => {
@@ -277,7 +416,11 @@ async function main() {
   $("use-template").addEventListener("click", () => applyTemplate(false));
   $("critical-form").addEventListener("submit", recordCritical);
   $("addendum-form").addEventListener("submit", addAddendum);
+  $("renew-claim").addEventListener("click", renewIt);
+  watchClaim();
   viewer = new Viewer($("viewer"), study);
+  loadPriors();
+  document.body.dataset.ready = "1";
   await viewer.start();
   $("image").focus();
 }

@@ -62,7 +62,7 @@ function drawHeader(me) {
     }
   }
   const who = document.getElementById("who");
-  if (who) who.textContent = `${me.username}${me.site ? " · " + me.site : ""}`;
+  if (who) who.textContent = `${me.display_name || me.username}${me.site ? " · " + me.site : ""}`;
   document.getElementById("logout")?.addEventListener("click", logout);
 }
 

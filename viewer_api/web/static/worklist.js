@@ -1,16 +1,21 @@
 // The reading worklist: urgent first, deadline countdown, live updates, claim / next case.
-import { api, errorText, h, toast } from "./api.js";
+import { api, errorText, h, ohifUrl, toast } from "./api.js";
+import { ageText, timeLeft } from "./format.js";
 import { fmtTime, t } from "./i18n.js";
 import { startPage } from "./shell.js";
+import { drawCallAheads, loadCallAheads } from "./callaheads.js";
+import { sexText } from "./names.js";
+import { reasonText } from "./reasons.js";
 
 const POLL_MS = 5000;
 const RECONNECT_MS = 30000; // a refused event stream is tried again after this long
-const me = await startPage({ roles: ["radiologist", "admin"], onLang: () => render() });
+const me = await startPage({ roles: ["radiologist", "admin"], onLang: () => redraw() });
 let items = [];
 let live = false;
 let pollTimer = null;
 let source = null;
 let reloadPending = null;
+let clocks = new Map(); // countdown cell -> its worklist item
 
 const filters = ["site", "modality", "category", "status"];
 
@@ -20,6 +25,8 @@ function query() {
     const v = document.getElementById(`f-${f}`).value;
     if (v) p.set(f, v);
   }
+  const q = document.getElementById("f-q").value.trim();
+  if (q) p.set("q", q);
   return p.toString();
 }
 
@@ -27,14 +34,14 @@ async function reload() {
   try {
     const q = query();
     const fetched = Date.now();
-    items = await api(`/api/v1/worklist${q ? "?" + q : ""}`);
+    [items] = await Promise.all([api(`/api/v1/worklist${q ? "?" + q : ""}`), loadCallAheads()]);
     for (const item of items) {
-      // the server's own "time left" (when it sends one) makes the countdown immune to a
-      // wrong clock on this computer
-      item.localDeadline =
-        typeof item.time_left_seconds === "number"
-          ? new Date(fetched + item.time_left_seconds * 1000).toISOString()
-          : item.deadline_at;
+      // the server's own "time left" makes the countdown immune to a wrong clock on this
+      // computer; the whole time the study had sets the colours
+      if (typeof item.time_left_seconds === "number") {
+        item.localDeadline = fetched + item.time_left_seconds * 1000;
+        item.window = (Date.parse(item.due_at) - Date.parse(item.received_at)) / 1000;
+      }
     }
     fillSites();
     render();
@@ -56,16 +63,11 @@ function fillSites() {
   }
 }
 
-export function timeLeft(deadlineIso, now = Date.now()) {
-  if (!deadlineIso) return { text: "", overdue: false, seconds: null };
-  const seconds = Math.round((Date.parse(deadlineIso) - now) / 1000);
-  const abs = Math.abs(seconds);
-  const hh = Math.floor(abs / 3600);
-  const mm = Math.floor((abs % 3600) / 60);
-  const ss = abs % 60;
-  const pad = (n) => String(n).padStart(2, "0");
-  const text = (hh ? `${hh}:${pad(mm)}` : `${mm}`) + `:${pad(ss)}`;
-  return { text: seconds < 0 ? `${t("overdue")} ${text}` : text, overdue: seconds < 0, seconds };
+// the countdown cell's text, state and seconds, now
+function countdown(item, now = Date.now()) {
+  if (item.localDeadline === undefined) return { text: "", state: "none", seconds: "" };
+  const seconds = Math.round((item.localDeadline - now) / 1000);
+  return { ...timeLeft(seconds, item.window), seconds };
 }
 
 function badge(item) {
@@ -73,11 +75,12 @@ function badge(item) {
   if (item.category === "chest_pain") {
     return h("span", { className: "badge chest" }, t("chest_pain"));
   }
-  if (item.priority === "stat") return h("span", { className: "badge stat" }, "STAT");
+  if (item.priority === "stat") return h("span", { className: "badge stat" }, t("stat_badge"));
   return h("span", { className: "badge routine" }, t("routine"));
 }
 
 function render() {
+  clocks = new Map();
   const body = document.getElementById("worklist-body");
   body.replaceChildren();
   document.getElementById("empty").hidden = items.length > 0;
@@ -91,7 +94,7 @@ function render() {
       catCell.append(h("span", { className: "escalated", title: t("escalated") }, mark));
     }
     if (reasons.length) {
-      cat.title = reasons.join("\n");
+      cat.title = reasons.map(reasonText).join("\n");
       catCell.append(
         h(
           "details",
@@ -100,12 +103,11 @@ function render() {
           h(
             "ul",
             {},
-            reasons.map((r) => h("li", {}, r)),
+            reasons.map((r) => h("li", {}, reasonText(r))),
           ),
         ),
       );
     }
-    const left = timeLeft(item.localDeadline);
     const actions = h("td", { className: "actions" });
     const button = (className, label, onclick) =>
       h("button", { type: "button", className, onclick }, t(label));
@@ -119,9 +121,23 @@ function render() {
     } else {
       actions.append(button("view", "open", () => openStudy(item)));
     }
+    if (me.can("ohif")) {
+      const href = ohifUrl(item.study_instance_uid);
+      actions.append(h("a", { className: "button ohif", href, target: "_blank" }, "OHIF"));
+    }
     if (me.can("assign")) actions.append(button("assign", "assign", () => assign(item)));
     if (me.can("cancel")) actions.append(button("cancel", "cancel", () => cancel(item)));
-    const reader = item.claimed_by ? `${item.claimed_by}${mine ? ` (${t("reader_me")})` : ""}` : "";
+    const reader = h("td", { className: "reader" });
+    if (item.claimed_by) {
+      const holder = item.claimed_by_name || item.claimed_by;
+      reader.append(`${holder}${mine ? ` (${t("reader_me")})` : ""}`);
+    } else if (item.claim_expired_by) {
+      // a claim that ran out stays visible to every reader until someone takes the study
+      const when = fmtTime(item.claim_expired_at);
+      const whose = item.claim_expired_by_name || item.claim_expired_by;
+      const text = `${t("claim_expired_by")}: ${whose} · ${when}`;
+      reader.append(h("span", { className: "claim-expired" }, text));
+    }
     const row = h("tr", {
       className: `row ${item.category || item.priority}${mine ? " mine" : ""}`,
       dataset: {
@@ -130,35 +146,48 @@ function render() {
         priority: item.priority,
       },
     });
+    const who = [sexText(item.patient_sex), ageText(item.patient_age)].filter(Boolean);
+    const patient = h(
+      "td",
+      { className: "patient" },
+      h("div", { className: "name" }, item.patient_name),
+      h("div", { className: "muted small" }, [...who, item.patient_id].filter(Boolean).join(" · ")),
+    );
+    const description = h(
+      "td",
+      {},
+      item.study_description,
+      item.body_part ? h("div", { className: "muted small" }, item.body_part) : null,
+    );
+    const clock = h("td", { className: "countdown" });
+    clocks.set(clock, item);
     row.append(
       catCell,
-      h("td", {}, item.patient_name.replaceAll("^", " ")),
-      h("td", {}, item.study_description),
+      patient,
+      h("td", { className: "accession" }, item.accession_number),
+      description,
       h("td", {}, item.site),
       h("td", {}, item.modality),
       h("td", { className: "num" }, item.num_instances),
       h("td", {}, fmtTime(item.received_at)),
-      h(
-        "td",
-        {
-          className: `countdown${left.overdue ? " overdue" : ""}`,
-          dataset: { deadline: item.localDeadline || "" },
-        },
-        left.text,
-      ),
+      clock,
       h("td", {}, h("span", { className: `status-tag ${item.status}` }, t(item.status))),
-      h("td", {}, reader),
+      reader,
       actions,
     );
     body.append(row);
   }
+  tick();
 }
 
+// every countdown, now: its words, its colour (data-state) and the seconds left (data-left)
 function tick() {
-  for (const cell of document.querySelectorAll("td.countdown")) {
-    const left = timeLeft(cell.dataset.deadline);
-    cell.textContent = left.text;
-    cell.classList.toggle("overdue", left.overdue);
+  for (const [cell, item] of clocks) {
+    const left = countdown(item);
+    cell.textContent = item.due === "final" ? `${t("final_due")} ${left.text}` : left.text;
+    cell.dataset.due = item.due || "";
+    cell.dataset.state = left.state;
+    cell.dataset.left = String(left.seconds);
   }
 }
 
@@ -186,28 +215,54 @@ async function release(item) {
   reload();
 }
 
-async function assign(item) {
-  const username = prompt(t("assign_to"));
-  if (!username) return;
-  try {
-    const url = `/api/v1/worklist/${item.study_instance_uid}/assign`;
-    await api(url, { method: "POST", json: { username } });
-  } catch (err) {
-    toast(errorText(err), "error");
+// The admin's dialog: hand a study to a radiologist (picked from the active readers), or
+// cancel it; a reason either way (required to cancel).
+let readers = null;
+
+async function adminDialog(item, action) {
+  const dialog = document.getElementById("admin-dialog");
+  const who = document.getElementById("admin-who");
+  const reason = document.getElementById("admin-reason");
+  if (action === "assign" && readers === null) {
+    const users = await api("/api/v1/users");
+    readers = users.filter((u) => u.is_active && u.role === "radiologist");
   }
-  reload();
+  document.getElementById("admin-title").textContent = t(`${action}_title`);
+  const what = [item.patient_name, item.study_description, item.site].filter(Boolean);
+  document.getElementById("admin-study").textContent = what.join(" · ");
+  document.getElementById("admin-who-box").hidden = action !== "assign";
+  who.required = action === "assign";
+  who.replaceChildren(
+    ...(readers || []).map((u) => {
+      const label = u.display_name ? `${u.display_name} (${u.username})` : u.username;
+      return h("option", { value: u.username, selected: u.username === item.claimed_by }, label);
+    }),
+  );
+  reason.value = "";
+  reason.required = action === "cancel";
+  dialog.onclose = async () => {
+    if (dialog.returnValue !== "ok") return;
+    const url = `/api/v1/worklist/${item.study_instance_uid}/${action}`;
+    const text = reason.value.trim();
+    const json =
+      action === "assign" ? { username: who.value, reason: text || null } : { reason: text };
+    try {
+      await api(url, { method: "POST", json });
+    } catch (err) {
+      toast(errorText(err), "error");
+    }
+    reload();
+  };
+  dialog.returnValue = "";
+  dialog.showModal();
 }
 
-async function cancel(item) {
-  const reason = prompt(t("cancel_reason"));
-  if (!reason) return;
-  try {
-    const url = `/api/v1/worklist/${item.study_instance_uid}/cancel`;
-    await api(url, { method: "POST", json: { reason } });
-  } catch (err) {
-    toast(errorText(err), "error");
-  }
-  reload();
+function assign(item) {
+  adminDialog(item, "assign").catch((err) => toast(errorText(err), "error"));
+}
+
+function cancel(item) {
+  adminDialog(item, "cancel").catch((err) => toast(errorText(err), "error"));
 }
 
 async function nextCase() {
@@ -220,12 +275,21 @@ async function nextCase() {
   }
 }
 
+function drawLive() {
+  const el = document.getElementById("live");
+  el.textContent = live ? `● ${t("live")}` : `○ ${t("polling")}`;
+  el.className = `live ${live ? "on" : "off"}`;
+  el.dataset.mode = live ? "live" : "polling";
+}
+
+function redraw() {
+  render();
+  drawLive();
+}
+
 function setLive(on) {
   live = on;
-  const el = document.getElementById("live");
-  el.textContent = on ? `● ${t("live")}` : `○ ${t("polling")}`;
-  el.className = `live ${on ? "on" : "off"}`;
-  el.dataset.mode = on ? "live" : "polling";
+  drawLive();
   clearInterval(pollTimer);
   // with the stream, a slow safety poll; without it, every 5 s
   pollTimer = setInterval(reload, on ? 30000 : POLL_MS);
@@ -254,6 +318,7 @@ async function connectEvents() {
     "study_assigned",
     "escalation",
     "critical_result",
+    "call_ahead",
   ]) {
     source.addEventListener(kind, scheduleReload);
   }
@@ -271,6 +336,11 @@ async function connectEvents() {
 
 if (me) {
   for (const f of filters) document.getElementById(`f-${f}`).addEventListener("change", reload);
+  let typing = null;
+  document.getElementById("f-q").addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(reload, 250);
+  });
   document.getElementById("next-case").addEventListener("click", nextCase);
   reload();
   setInterval(tick, 1000);
