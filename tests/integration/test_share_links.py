@@ -120,6 +120,8 @@ def test_a_link_opens_is_listed_revoked_then_gone(world: World) -> None:
     assert [x["state"] for x in listed] == ["active", "revoked"]
     missing = f"/api/v1/studies/{study.uid}/report/share-links/{int(str(second['id'])) + 99}"
     assert world.client.delete(missing, headers=world.headers("dr_li")).status_code == 404
+    huge = f"/api/v1/studies/{study.uid}/report/share-links/{2**40}"
+    assert world.client.delete(huge, headers=world.headers("dr_li")).status_code == 422
 
     # unknown: 404; expired: 410 (the default lifetime is 24 h)
     unknown = world.client.get("/api/v1/share/" + "A" * 43)

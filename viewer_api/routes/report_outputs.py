@@ -12,7 +12,7 @@ import logging
 from datetime import UTC
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
@@ -39,6 +39,7 @@ from viewer_api.outputs.settings import OutputSettings, get_output_settings
 from viewer_api.outputs.sr import BASIC_TEXT_SR
 from viewer_api.outputs.sr_store import StoredSR, store_report_sr
 from viewer_api.schemas.share_links import ShareLinkOut
+from viewer_api.validation import MAX_INT32
 from worklist import receipts, reports, share_links
 from worklist.audit import AuditAction
 from worklist.errors import NoReport
@@ -383,7 +384,7 @@ def list_share_links(
 )
 def revoke_share_link(
     study_uid: str,
-    link_id: int,
+    link_id: Annotated[int, Path(ge=1, le=MAX_INT32)],
     session: SessionDep,
     user: ViewerUser,
     study: VisibleStudy,
