@@ -162,13 +162,21 @@ def test_print_view_and_pdf_carry_the_same_fields(
             assert any(when.fullmatch(i) for i in items)
         assert unembedded_fonts(pdf.content) == [] and missing_glyphs(pdf.content) == []
         assert qr_codes(pdf.content) == []  # a download makes no share link
-    # a link made on purpose: the PDF it opens carries it in its QR code
-    made = nurse_api.post(f"/api/v1/studies/{stroke.study_uid}/report/share-links")
-    assert made.status_code == 201, made.text
-    url = made.json()["url"]
-    assert url.startswith(f"{PUBLIC_URL}/api/v1/share/")
-    shared = pipeline.client().get(url.removeprefix(PUBLIC_URL) + "/report.pdf")
+    # a link made on purpose in the print view: shown once, listed, revoked there; the PDF
+    # it opens carries it in its QR code
+    nurse.click("#share-make")
+    box = nurse.locator("#share-url")
+    expect(box).to_have_value(re.compile(re.escape(f"{PUBLIC_URL}/api/v1/share/") + ".+"))
+    url = box.input_value()
+    row = nurse.locator("#share-body tr[data-state]")
+    expect(row).to_have_count(1)
+    expect(row).to_have_attribute("data-state", "active")
+    anyone = pipeline.client()
+    shared = anyone.get(url.removeprefix(PUBLIC_URL) + "/report.pdf")
     assert shared.status_code == 200 and qr_codes(shared.content) == [url]
+    row.locator("button").click()
+    expect(row).to_have_attribute("data-state", "revoked")
+    assert anyone.get(url.removeprefix(PUBLIC_URL)).status_code == 410
     assert not nurse.errors, nurse.errors  # type: ignore[attr-defined]
 
 
