@@ -32,6 +32,15 @@ STATE_CREATOR_REVOKED = "creator_revoked"
 class ShareLinkError(WorklistError):
     """The share link does not work."""
 
+    # the link a refused use named, when there is one (for the audit trail)
+    link_id: int | None = None
+    study_uid: str = ""
+
+    def of(self, link: ShareLink) -> ShareLinkError:
+        self.link_id = link.id
+        self.study_uid = link.study.study_instance_uid
+        return self
+
 
 class ShareLinkNotFound(ShareLinkError):
     """No such share link."""
@@ -95,9 +104,9 @@ def open_share_link(*, session: Session, token: str, now: datetime) -> ShareLink
         raise ShareLinkNotFound()
     state = link_state(link, now=now)
     if state == STATE_EXPIRED:
-        raise ShareLinkExpired()
+        raise ShareLinkExpired().of(link)
     if state != STATE_ACTIVE:
-        raise ShareLinkRevoked()
+        raise ShareLinkRevoked().of(link)
     return link
 
 

@@ -116,6 +116,8 @@ def test_a_link_opens_is_listed_revoked_then_gone(world: World) -> None:
         assert answer.status_code == 410, gone
         assert answer.json()["code"] == "share_link_revoked"
     assert world.client.get(local(second)).status_code == 200
+    refused = [e for e in share_views(world, link["id"]) if e.outcome == "refused"]
+    assert len(refused) == 3 and all(e.object_id == study.uid for e in refused)
     listed = world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/report/share-links").json()
     assert [x["state"] for x in listed] == ["active", "revoked"]
     missing = f"/api/v1/studies/{study.uid}/report/share-links/{int(str(second['id'])) + 99}"

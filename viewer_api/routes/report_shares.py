@@ -6,6 +6,7 @@ anonymously as ``report_share_viewed`` with the link's id.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from datetime import datetime
 from html import escape
 from typing import Annotated, Any
@@ -15,7 +16,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from viewer_api.auditing import Auditor, AuditWriter
+from viewer_api.auditing import REFUSED, Auditor, AuditWriter
 from viewer_api.deps import AnonymousAudit, NowDep, SessionDep, StoreDep, client_addr_of
 from viewer_api.outputs.content import ReportContent
 from viewer_api.outputs.html import render_html
@@ -57,10 +58,24 @@ SHARE_HEADERS = {
 }
 
 
-def _link_study(*, token: str, session: Session, now: datetime) -> tuple[Study, ShareLink]:
+def _link_study(
+    *, token: str, session: Session, request: Request, now: datetime
+) -> tuple[Study, ShareLink]:
     """The study a working link opens: ``ShareLinkNotFound`` (404), ``ShareLinkRevoked`` /
-    ``ShareLinkExpired`` (410)."""
-    link = share_links.open_share_link(session=session, token=token, now=now)
+    ``ShareLinkExpired`` (410; the refused use is audited with the link's id, off the
+    request's transaction, which is rolled back)."""
+    try:
+        link = share_links.open_share_link(session=session, token=token, now=now)
+    except share_links.ShareLinkError as exc:
+        if exc.link_id is not None:
+            _audit_off_path(
+                request,
+                study_uid=exc.study_uid,
+                detail={"share_link_id": exc.link_id, "refused": type(exc).__name__},
+                outcome=REFUSED,
+                now=now,
+            )
+        raise
     study = session.scalars(
         select(Study)
         .where(Study.id == link.study_id)
@@ -69,11 +84,35 @@ def _link_study(*, token: str, session: Session, now: datetime) -> tuple[Study, 
     return study, link
 
 
+def _audit_off_path(
+    request: Request,
+    *,
+    study_uid: str,
+    detail: dict[str, Any],
+    now: datetime,
+    outcome: str = "success",
+    once_per: Hashable | None = None,
+) -> None:
+    writer: AuditWriter = request.app.state.audit_writer
+    writer.add(
+        PendingEvent.of(
+            actor=None,
+            action=AuditAction.REPORT_SHARE_VIEWED,
+            object_id=study_uid,
+            client_addr=client_addr_of(request),
+            outcome=outcome,
+            detail=detail,
+            now=now,
+        ),
+        once_per=once_per,
+    )
+
+
 def _shared_study(
-    *, token: str, session: Session, audit: Auditor, via: str
+    *, token: str, session: Session, request: Request, audit: Auditor, via: str
 ) -> tuple[Study, ShareLink]:
     """The study a working link opens, its use audited (anonymously, with the link's id)."""
-    study, link = _link_study(token=token, session=session, now=audit.now)
+    study, link = _link_study(token=token, session=session, request=request, now=audit.now)
     audit(
         AuditAction.REPORT_SHARE_VIEWED,
         object_id=study.study_instance_uid,
@@ -173,7 +212,9 @@ def share_page(
     audit: AnonymousAudit,
     lang: LangQuery = "zh-CN",
 ) -> HTMLResponse:
-    study, link = _shared_study(token=token, session=session, audit=audit, via="page")
+    study, link = _shared_study(
+        token=token, session=session, request=request, audit=audit, via="page"
+    )
     _, content = signed_content(session=session, study=study, user=None, settings=out)
     page = _share_page(content, study, token, link.expires_at, lang, share_url(request, out, token))
     return HTMLResponse(page, headers=SHARE_HEADERS)
@@ -193,7 +234,9 @@ def share_pdf(
     lang: LangQuery = "zh-CN",
 ) -> Response:
     """The report PDF, carrying this link in its QR code."""
-    study, link = _shared_study(token=token, session=session, audit=audit, via="pdf")
+    study, link = _shared_study(
+        token=token, session=session, request=request, audit=audit, via="pdf"
+    )
     _, content = signed_content(session=session, study=study, user=None, settings=out)
     printed = PrintedLink(url=share_url(request, out, token), expires_at=link.expires_at)
     pdf = pdf_bytes(content, lang=lang, share=printed, out=out)
@@ -222,7 +265,7 @@ def share_rendered(
     now: NowDep,
     size: Annotated[int, Query(ge=32, le=2048)] = 1024,
 ) -> Response:
-    study, link = _link_study(token=token, session=session, now=now)
+    study, link = _link_study(token=token, session=session, request=request, now=now)
     signed_content(session=session, study=study, user=None, settings=out)  # a signed report only
     instance = next(
         (i for s in study.series for i in s.instances if i.sop_instance_uid == sop_uid), None
@@ -230,16 +273,11 @@ def share_rendered(
     if instance is None or instance.sop_class_uid == BASIC_TEXT_SR:
         raise StudyNotFound("No such image in this study")
     # images come by the dozen per page: one row per link per few minutes, off the request
-    writer: AuditWriter = request.app.state.audit_writer
-    writer.add(
-        PendingEvent.of(
-            actor=None,
-            action=AuditAction.REPORT_SHARE_VIEWED,
-            object_id=study.study_instance_uid,
-            client_addr=client_addr_of(request),
-            detail={"share_link_id": link.id, "via": "images"},
-            now=now,
-        ),
+    _audit_off_path(
+        request,
+        study_uid=study.study_instance_uid,
+        detail={"share_link_id": link.id, "via": "images"},
+        now=now,
         once_per=("share", link.id),
     )
     png = render_png(read_object(store, instance.object_key), max_edge=size)  # 415
