@@ -56,7 +56,7 @@ def real_ct_slices(count: int, *, noise_hu: float = 12.0, seed: int = 0) -> list
 
 
 def write_real_ct(
-    folder: Path, count: int, *, description: str = "头颅CT平扫 急性脑卒中"
+    folder: Path, count: int, *, description: str = "头颅CT平扫 急性脑卒中", noise_hu: float = 12.0
 ) -> tuple[str, int]:
     """Write a ``count``-slice series of ``real_ct_slices`` as one study; (study UID, bytes)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -75,7 +75,7 @@ def write_real_ct(
     )
     series = SeriesInfo(generate_uid(), 1, "5mm STANDARD", "CT", generate_uid())
     total = 0
-    for i, stored in enumerate(real_ct_slices(count)):
+    for i, stored in enumerate(real_ct_slices(count, noise_hu=noise_hu)):
         ds = ct_image(
             study,
             series,

@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--ct-slices", type=int, default=20)
     parser.add_argument("--dx-size", type=int, default=2048)
     parser.add_argument("--real-ct-slices", type=int, default=20)
+    parser.add_argument("--noise-hu", type=float, default=12.0, help="the real CT's added noise")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         studies = write_demo_studies(
@@ -44,7 +45,7 @@ def main() -> None:
             "real CT 512": [],
             f"DR {args.dx_size}": [],
         }
-        write_real_ct(Path(tmp) / "real", args.real_ct_slices)
+        write_real_ct(Path(tmp) / "real", args.real_ct_slices, noise_hu=args.noise_hu)
         sets["real CT 512"] = [f.read_bytes() for f in sorted((Path(tmp) / "real").iterdir())]
         for study in studies:
             for f in study.files:

@@ -102,8 +102,9 @@ class GatewaySettings(BaseSettings):
     # the deferred header read (gateway.instance): auto = without pydicom on the pydicom
     # version gateway.header_read mirrors, else pydicom; pydicom = always pydicom
     header_reader: Literal["auto", "pydicom"] = "auto"
-    # with workers > 1: the nice value of this process's forwarder thread (header reading,
-    # uploads), so that a burst from the modalities is received first; 0: no change
+    # with workers > 1: the nice value of this process's forwarder threads (header reading,
+    # recompression, uploads), so that a burst from the modalities is received first;
+    # 0: no change
     forwarder_nice: int = Field(default=10, ge=0, le=19)
     # MPPS study-complete announcements (gateway/mpps.py)
     mpps_poll_seconds: float = Field(default=1.0, gt=0)

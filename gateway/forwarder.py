@@ -1,9 +1,12 @@
 """Upload spooled instances to the object store and announce them to the county, urgent first.
 
-One thread. Each step either uploads the most urgent due ``received`` row (so an urgent study
-that lands behind a routine backlog goes out next, instance by instance) or announces a batch
-of ``uploaded`` rows (same site and AE titles) once enough have gathered, the oldest has waited
-``announce_delay`` or there is nothing left to upload.
+Two threads. One uploads the most urgent due ``received`` row, again and again (so an urgent
+study that lands behind a routine backlog goes out next, instance by instance); the other
+announces batches of ``uploaded`` rows (same site and AE titles) once enough have gathered,
+the oldest has waited ``announce_delay`` or there is nothing left to upload; an urgent
+study's first instance, and its last ones when less urgent uploads come next, at once.
+Announcing does not hold up the next upload, so the uplink stays busy while the county
+records what arrived. (``step`` does either, for ``drain`` and tests.)
 
 Failures never give up. Outages (``StoreUnavailable``, network errors, county 5xx) pause the
 whole upload or announce path with exponential backoff and jitter, capped, so the queue order
@@ -92,6 +95,9 @@ class Forwarder:
         self._last_prune = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._announcer: threading.Thread | None = None
+        self._uploaded = threading.Event()  # wakes the announcer
+        self._shown_urgent: set[str] = set()  # urgent studies announced (their first rows)
         self._index_only = False
         self._nice = 0
 
@@ -106,6 +112,11 @@ class Forwarder:
         self._nice = nice
         if not index_only:
             self.ahead.start(nice=nice)
+            if self._announcer is None or not self._announcer.is_alive():
+                self._announcer = threading.Thread(
+                    target=self._run_announcer, name="gateway-announcer", daemon=True
+                )
+                self._announcer.start()
         if self._thread is not None and self._thread.is_alive():
             self.spool.outbox.new_work.set()
             return
@@ -115,8 +126,10 @@ class Forwarder:
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
         self.spool.outbox.new_work.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._uploaded.set()
+        for thread in (self._thread, self._announcer):
+            if thread is not None:
+                thread.join(timeout)
         self.ahead.stop(timeout)
 
     def _run(self) -> None:
@@ -127,7 +140,7 @@ class Forwarder:
                 pass
         while not self._stop.is_set():
             try:
-                worked = self.index_pending() if self._index_only else self.step()
+                worked = self.index_pending() if self._index_only else self.step(announce=False)
             except Exception:  # a bug must not stop forwarding for good
                 logger.exception("forwarder step failed", extra={"action": "forwarder_error"})
                 worked = False
@@ -135,6 +148,25 @@ class Forwarder:
             if not worked:
                 self.spool.outbox.new_work.wait(self._idle_wait())
                 self.spool.outbox.new_work.clear()
+
+    def _run_announcer(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = self.step(upload=False)
+            except Exception:  # a bug must not stop announcing for good
+                logger.exception("announcer step failed", extra={"action": "forwarder_error"})
+                worked = False
+                self._stop.wait(self.backoff_initial)
+            if not worked:
+                self._uploaded.wait(self._announce_wait())
+                self._uploaded.clear()
+
+    def _announce_wait(self) -> float:
+        now = self.clock()
+        if not self.spool.outbox.uploaded_backlog()[0]:
+            return 1.0
+        due_at = min(self.announce_blocked_until, max(self.urgent_announce_at, now))
+        return max(0.01, min(now + 1.0, max(now + self.announce_delay / 2, due_at)) - now)
 
     def _idle_wait(self) -> float:
         now = self.clock()
@@ -153,23 +185,30 @@ class Forwarder:
 
     # -- one step ------------------------------------------------------------------------
 
-    def step(self) -> bool:
-        """Do one upload or one announcement; False when nothing is due."""
+    def step(self, *, upload: bool = True, announce: bool = True) -> bool:
+        """Do one upload or one announcement (only the one asked for); False when nothing is
+        due."""
         now = self.clock()
-        if now - self._last_prune > PRUNE_EVERY_SECONDS:
-            self._last_prune = now
-            self.spool.outbox.prune(now - self.prune_after)
-        if self.index_pending():  # priorities are known before the next pick
-            self.ahead.wake()
+        if upload:
+            if now - self._last_prune > PRUNE_EVERY_SECONDS:
+                self._last_prune = now
+                self.spool.outbox.prune(now - self.prune_after)
+            if self.index_pending():  # priorities are known before the next pick
+                self.ahead.wake()
         can_upload = now >= self.upload_blocked_until
         head = self.spool.outbox.next_to_upload(now) if can_upload else None
         backing_off = now < self.announce_blocked_until
-        if not backing_off or now >= self.urgent_announce_at:
-            count, oldest = self.spool.outbox.uploaded_backlog()
+        if announce and (not backing_off or now >= self.urgent_announce_at):
+            count, oldest, rank = self.spool.outbox.uploaded_summary()
             if count and (
                 head is None
                 or count >= self.batch_size
                 or (oldest is not None and now - oldest >= self.announce_delay)
+                # an urgent study's last instances are up and less urgent ones come next:
+                # the county sees it complete now, not after the delay and more uploads
+                or (rank is not None and rank < head.priority_rank)
+                # ... and it shows the study from its first instance
+                or (rank == URGENT_RANK and self._first_of_urgent_study(now))
             ):
                 rows = self.spool.outbox.to_announce(now, self.batch_size)
                 if rows and backing_off and rows[0].priority_rank != URGENT_RANK:
@@ -179,10 +218,16 @@ class Forwarder:
                 if rows:
                     self.announce(rows)
                     return True
-        if head is not None:
+        if upload and head is not None:
             self.upload(head)
             return True
         return False
+
+    def _first_of_urgent_study(self, now: float) -> bool:
+        """The most urgent uploaded row is of an urgent study not announced yet (since this
+        forwarder started: after a restart a study may be shown early once more)."""
+        head = self.spool.outbox.to_announce(now, 1)
+        return bool(head) and head[0].study_instance_uid not in self._shown_urgent
 
     def drain(self, timeout: float = 30.0) -> None:
         """Run steps in this thread until nothing is due (tests, ``teleread gateway``)."""
@@ -318,6 +363,7 @@ class Forwarder:
         self.spool.outbox.mark_uploaded(
             row.id, self.clock(), uploaded_bytes=size, saved_bytes=saved
         )
+        self._uploaded.set()
         logger.debug("instance uploaded", extra={"action": "instance_uploaded", **log})
 
     # -- announcing ----------------------------------------------------------------------
@@ -337,7 +383,7 @@ class Forwarder:
     def announce(self, rows: list[OutboxRow]) -> None:
         head = rows[0]
         try:
-            self.county.announce(
+            answer = self.county.announce(
                 site=head.site,
                 calling_ae=head.calling_ae,
                 called_ae=head.called_ae,
@@ -382,7 +428,37 @@ class Forwarder:
             return
         self._announce_failures = 0
         self.announce_blocked_until = 0.0  # the county answered: the rest may follow
+        held = {
+            str(c.get("sop_instance_uid")): str(c.get("kind", ""))
+            for c in answer.get("conflicts") or []
+            if isinstance(c, dict)
+        }
+        for row in rows:
+            if row.sop_instance_uid in held:
+                # the county holds it for an admin: kept here too, listed as a conflict
+                kind = held[row.sop_instance_uid]
+                self.spool.mark_state(row, CONFLICT, f"county held it as a conflict: {kind}")
+                logger.warning(
+                    "county held the instance as a conflict (not in the worklist)",
+                    extra={
+                        "action": "county_conflict",
+                        "kind": kind,
+                        "site": row.site,
+                        "study_uid": row.study_instance_uid,
+                        "sop_uid": row.sop_instance_uid,
+                    },
+                )
+        if held:
+            self.spool.outbox.count(instances_held_by_county=len(held))
+        rows = [r for r in rows if r.sop_instance_uid not in held]
+        if not rows:
+            return
         self.spool.mark_announced(rows, self.clock())
+        if len(self._shown_urgent) > 10_000:
+            self._shown_urgent.clear()
+        self._shown_urgent.update(
+            r.study_instance_uid for r in rows if r.priority_rank == URGENT_RANK
+        )
         logger.info(
             "instances announced",
             extra={

@@ -70,6 +70,8 @@ _COUNTER_HELP = {
     "upload_failures": "failed upload attempts",
     "announce_failures": "failed announcement calls to the county API",
     "instances_announced": "instances announced to the county API",
+    "instances_held_by_county": "instances the county held as conflicts (study of another "
+    "site, another patient): kept here, not in the worklist",
     "bytes_uploaded": "bytes uploaded to the object store",
     "bytes_saved_recompression": "bytes not sent thanks to lossless recompression",
 }

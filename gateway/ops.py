@@ -221,7 +221,8 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(
             "since start of the spool: received {r}, stored {s}, duplicates {d}, conflicts {x}, "
             "refused (spool full) {f}; uploads {u} ({mb:.1f} MB, {saved:.1f} MB saved by "
-            "recompression), upload failures {uf}, announce failures {af}".format(
+            "recompression), upload failures {uf}, announce failures {af}, held by the county as "
+            "conflicts {h}".format(
                 r=c.get("instances_received", 0),
                 s=c.get("instances_stored", 0),
                 d=c.get("instances_duplicate", 0),
@@ -232,6 +233,7 @@ def format_status(status: dict[str, Any]) -> str:
                 saved=c.get("bytes_saved_recompression", 0) / 1e6,
                 uf=c.get("upload_failures", 0),
                 af=c.get("announce_failures", 0),
+                h=c.get("instances_held_by_county", 0),
             )
         )
     if status["last_error"]:

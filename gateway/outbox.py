@@ -92,6 +92,7 @@ COUNTERS = (
     "upload_failures",
     "announce_failures",
     "instances_announced",
+    "instances_held_by_county",
     "bytes_uploaded",
     "bytes_saved_recompression",
 )
@@ -398,11 +399,17 @@ class Outbox:
 
     def uploaded_backlog(self) -> tuple[int, float | None]:
         """(uploaded rows waiting for announcement, the oldest one's upload time)."""
+        count, oldest, _ = self.uploaded_summary()
+        return count, oldest
+
+    def uploaded_summary(self) -> tuple[int, float | None, int | None]:
+        """``uploaded_backlog`` and the most urgent waiting row's priority rank."""
         with self._lock:
-            count, oldest = self._db.execute(
-                "SELECT COUNT(*), MIN(uploaded_at) FROM outbox WHERE state = ?", (UPLOADED,)
+            count, oldest, rank = self._db.execute(
+                "SELECT COUNT(*), MIN(uploaded_at), MIN(priority_rank) FROM outbox WHERE state = ?",
+                (UPLOADED,),
             ).fetchone()
-        return int(count), oldest
+        return int(count), oldest, rank
 
     def next_due_at(self) -> float | None:
         with self._lock:

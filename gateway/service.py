@@ -1,5 +1,6 @@
 """The running gateway: intake + SCP (in this process, or acceptor processes, see
-``gateway.workers``) + forwarder thread + MPPS study-completion thread + site refresh, with
+``gateway.workers``) + forwarder threads (uploads, recompression ahead, announcements) + MPPS
+study-completion thread + site refresh, with
 ``stop()``.
 
 Why a receiver of our own rather than dcmtk's ``storescp`` (as mercure runs): an instance is

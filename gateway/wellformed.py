@@ -9,7 +9,9 @@ not there, or explicit-VR bytes sent under an implicit-VR context would all be s
 uploaded and fail only in the radiologist's viewer. ``check_structure`` walks the element
 headers (values are skipped by their length, never decoded) and raises ``InvalidInstance``
 (CANNOT_UNDERSTAND) when they do not add up; sequences deeper than ``MAX_SEQUENCE_DEPTH``
-are refused too (recursive readers downstream would overflow their stack).
+are refused too (recursive readers downstream would overflow their stack), and so is native
+(uncompressed) Pixel Data shorter than its image attributes say (Rows x Columns x samples x
+frames x Bits Allocated), or a Number of Frames that is not a number: no viewer could show it.
 
 The same pass gives the C-STORE fast path what it needs before the response
 (``gateway.received.quick_instance``): the top-level values of ``UID_TAGS``, and whether the
@@ -49,6 +51,45 @@ UID_TAGS = {
 }
 
 
+# top-level values the Pixel Data check reads: Samples per Pixel, Photometric Interpretation,
+# Number of Frames, Rows, Columns, Bits Allocated
+SAMPLES, PHOTOMETRIC, FRAMES, ROWS, COLUMNS, BITS = (
+    0x00280002,
+    0x00280004,
+    0x00280008,
+    0x00280010,
+    0x00280011,
+    0x00280100,
+)
+IMAGE_TAGS = frozenset((SAMPLES, PHOTOMETRIC, FRAMES, ROWS, COLUMNS, BITS))
+NATIVE = frozenset(
+    (uid.ImplicitVRLittleEndian, uid.ExplicitVRLittleEndian, uid.ExplicitVRBigEndian)
+)
+
+
+def pixel_bytes_needed(image: dict[int, bytes], order: str) -> int | None:
+    """How many bytes native Pixel Data needs by the top-level image attributes ``image``
+    (raw values; ``order``: ``<`` or ``>``); None when they do not say (no Rows, ...)."""
+
+    def us(tag: int) -> int | None:
+        value = image.get(tag, b"")
+        return struct.unpack_from(f"{order}H", value)[0] if len(value) >= 2 else None
+
+    rows, columns, bits = us(ROWS), us(COLUMNS), us(BITS)
+    if not rows or not columns or not bits:
+        return None
+    text = image.get(FRAMES, b"").strip(b" \0")
+    try:
+        frames = max(1, int(text)) if text else 1
+    except ValueError:
+        shown = text[:16].decode("ascii", "replace")
+        raise InvalidInstance(f"NumberOfFrames {shown!r} is not a number") from None
+    samples = us(SAMPLES) or 1
+    if image.get(PHOTOMETRIC, b"").strip(b" \0").endswith(b"_422"):
+        samples = 2  # YBR_FULL_422 / YBR_PARTIAL_422: chroma for every second pixel
+    return (rows * columns * frames * samples * bits + 7) // 8
+
+
 def check_structure(
     data: bytes | memoryview, transfer_syntax: str, uids: dict[int, bytes] | None = None
 ) -> bool:
@@ -71,6 +112,8 @@ def check_structure(
     # pixel data, after which the fast path reads nothing
     last: list[int] = [-1]
     watching = plain = True
+    image: dict[int, bytes] = {}  # the top-level values of IMAGE_TAGS
+    native = transfer_syntax in NATIVE
     pos = 0
     while True:
         limit = end
@@ -159,8 +202,18 @@ def check_structure(
         elif vr == b"SQ":
             stack.append((pos + length, "seq", implicit_here))
         else:
-            if uids is not None and not stack and ((group << 16) | element) in UID_TAGS:
-                uids[(group << 16) | element] = bytes(view[pos : pos + length])
+            tag = (group << 16) | element
+            if not stack:
+                if uids is not None and tag in UID_TAGS:
+                    uids[tag] = bytes(view[pos : pos + length])
+                elif tag in IMAGE_TAGS:
+                    image[tag] = bytes(view[pos : pos + length])
+                elif tag == PIXEL_DATA and native:
+                    needed = pixel_bytes_needed(image, order)
+                    if needed is not None and length < needed:
+                        raise InvalidInstance(
+                            f"Pixel Data has {length} bytes, its image attributes need {needed}"
+                        )
             pos += length
         if len(stack) > 2 * MAX_SEQUENCE_DEPTH + 1:
             raise _bad(f"sequences nested deeper than {MAX_SEQUENCE_DEPTH}")

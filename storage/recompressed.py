@@ -5,7 +5,7 @@ The gateway may upload a smaller file than the one the modality sent (``gateway.
 the same instance with its pixel data re-encoded losslessly (JPEG-LS, JPEG 2000), or its whole
 dataset deflated. The promise that the store holds what the modality sent still holds, because
 the stored object carries a *note* from which the received Part-10 file is rebuilt exactly, and
-the note's sha256 of that file checks the result.
+the note's sha256 of that file checks the result (``ObjectCorrupt`` when it differs).
 
 Where the note lives: the stored object's own File Meta Information, as Private Information
 (0002,0102) under Private Information Creator UID (0002,0100) ``CREATOR_UID``. PS3.10 7.1 gives
@@ -34,7 +34,7 @@ any element after it. The payload is got back from the stored object:
   the received dataset bytes themselves).
 
 The received file is ``residual[:insert_at] + payload + residual[insert_at:]``; its sha256 must
-equal ``original_sha256`` or ``rebuild_original`` raises ``IntegrityError``. The gateway
+equal ``original_sha256`` or ``rebuild_original`` raises ``ObjectCorrupt``. The gateway
 rebuilds every file this way before it uploads it, and uploads the original whenever the
 rebuild is not bit-identical.
 """
@@ -48,14 +48,15 @@ import threading
 import warnings
 import zlib
 from io import BytesIO
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import generate_uid
 
-from storage.errors import IntegrityError, StorageError
+from storage.errors import StorageError
+from storage.verified import ObjectCorrupt
 
 CREATOR_UID = generate_uid(entropy_srcs=["teleread gateway lossless recompression"])
 # the transfer syntaxes a recompressed object may have (JPEG-LS Lossless, JPEG 2000 Lossless,
@@ -98,6 +99,18 @@ def read_note(stored: bytes) -> dict[str, Any] | None:
     except (ValueError, AttributeError):
         return None
     return note
+
+
+def read_note_head(stream: BinaryIO, limit: int = 1 << 20) -> dict[str, Any] | None:
+    """``read_note`` from the start of an open object, reading its file meta only (at most
+    ``limit`` bytes)."""
+    head = stream.read(144)
+    if len(head) < 144 or head[128:132] != b"DICM":
+        return None
+    rest = int.from_bytes(head[140:144], "little")
+    if rest > limit:
+        return None
+    return read_note(head + stream.read(rest))
 
 
 def make_note(
@@ -150,7 +163,8 @@ def native_pixels(part10: bytes) -> bytes:
 
 def rebuild_original(stored: bytes, note: dict[str, Any] | None = None) -> bytes:
     """The received Part-10 file, bit for bit, from a recompressed stored object; checked
-    against the note's sha256 (``IntegrityError``). ``NotRebuildable``: no usable note."""
+    against the note's sha256 (``storage.verified.ObjectCorrupt``, an ``IntegrityError``,
+    when it differs or the payload does not decode). ``NotRebuildable``: no usable note."""
     note = note if note is not None else read_note(stored)
     if note is None or note.get("format") != NOTE_FORMAT:
         raise NotRebuildable()
@@ -168,10 +182,10 @@ def rebuild_original(stored: bytes, note: dict[str, Any] | None = None) -> bytes
     try:
         payload = inflate(stored[split[1] :]) if rebuild == "inflate" else native_pixels(stored)
     except Exception as exc:  # the decoders raise what they like on a damaged stream
-        raise IntegrityError(f"the stored payload does not decode: {exc!r}"[:300]) from exc
+        raise ObjectCorrupt(f"the stored payload does not decode: {exc!r}"[:300]) from exc
     original = b"".join((residual[:at], payload, residual[at:]))
     if hashlib.sha256(original).hexdigest() != note.get("original_sha256"):
-        raise IntegrityError("the rebuilt file's sha256 differs from the received file's")
+        raise ObjectCorrupt("the rebuilt file's sha256 differs from the received file's")
     return original
 
 

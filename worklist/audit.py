@@ -35,6 +35,10 @@ class AuditAction(StrEnum):
     # arrivals from the township gateways
     INSTANCES_INGESTED = "instances_ingested"
     STUDY_COMPLETE = "study_complete"
+    # an announced instance held for an admin (study of another site, another patient)
+    INGEST_CONFLICT_HELD = "ingest_conflict_held"
+    INGEST_CONFLICT_RESOLVED = "ingest_conflict_resolved"
+    INGEST_CONFLICTS_VIEWED = "ingest_conflicts_viewed"
     # the worklist
     WORKLIST_VIEW = "worklist_view"
     STUDY_VIEWED = "study_viewed"
@@ -109,13 +113,15 @@ _OBJECT_TYPES: dict[AuditAction, str] = {
         "site",
     ),
     **dict.fromkeys(
-        (AuditAction.WORKLIST_VIEW,),
+        (AuditAction.WORKLIST_VIEW, AuditAction.INGEST_CONFLICTS_VIEWED),
         "worklist",
     ),
     **dict.fromkeys(
         (
             AuditAction.STUDY_ACCESS_REFUSED,
             AuditAction.STUDY_COMPLETE,
+            AuditAction.INGEST_CONFLICT_HELD,
+            AuditAction.INGEST_CONFLICT_RESOLVED,
             AuditAction.STUDY_VIEWED,
             AuditAction.PRIORS_VIEWED,
             AuditAction.STUDY_CLAIMED,

@@ -90,6 +90,7 @@ QUERY_ACTIONS = frozenset(
         "critical_results_viewed",
         "stats_viewed",
         "dicomweb_searched",
+        "ingest_conflicts_viewed",
     }
 )
 # which verb an action ends in -> FHIR AuditEvent.action (C/R/U/D/E)

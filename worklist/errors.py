@@ -44,13 +44,17 @@ class SiteRequired(WorklistError):
     """Clinic users must be bound to a site."""
 
 
-# Ingest
-class StudySiteMismatch(WorklistError):
-    """This study UID already belongs to another site."""
+# Ingest: announced instances held as conflicts (worklist.conflicts)
+class ConflictNotFound(WorklistError):
+    """No such ingest conflict."""
 
 
-class InconsistentHierarchy(WorklistError):
-    """A series UID already belongs to another study."""
+class ConflictAlreadyResolved(WorklistError):
+    """This ingest conflict is already resolved."""
+
+
+class ConflictNotFileable(WorklistError):
+    """This held instance cannot be filed as a separate study."""
 
 
 # Reading work
@@ -86,7 +90,9 @@ class NoReport(WorklistError):
 __all__ = [
     "AETitleTaken",
     "ClaimConflict",
-    "InconsistentHierarchy",
+    "ConflictAlreadyResolved",
+    "ConflictNotFileable",
+    "ConflictNotFound",
     "InvalidAETitle",
     "InvalidRole",
     "NoReport",
@@ -97,7 +103,6 @@ __all__ = [
     "SiteExists",
     "SiteRequired",
     "StudyNotFound",
-    "StudySiteMismatch",
     "UnknownSite",
     "UserExists",
     "WorklistError",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
@@ -20,13 +20,17 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from worklist.call_ahead import match_arrival
-from worklist.errors import InconsistentHierarchy, StudySiteMismatch, UnknownSite
+from worklist.errors import UnknownSite
 from worklist.events import KIND_STUDY_URGENT, publish_study_event
 from worklist.models import (
+    CONFLICT_PATIENT_MISMATCH,
+    CONFLICT_SERIES_OTHER_STUDY,
+    CONFLICT_STUDY_OTHER_SITE,
     PRIORITY_ROUTINE,
     PRIORITY_STAT,
     STATUS_READY,
     STATUS_RECEIVING,
+    IngestConflict,
     Instance,
     Series,
     Site,
@@ -74,11 +78,24 @@ class InstanceArrival:
     dicom_json: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class HeldConflict:
+    """An announced instance held back for an admin (``worklist.conflicts``), not filed.
+    ``new`` is false when an earlier announcement of the same object already held it."""
+
+    conflict_id: int
+    kind: str
+    study_instance_uid: str
+    sop_instance_uid: str
+    new: bool
+
+
 @dataclass
 class IngestOutcome:
     accepted: int = 0
     duplicates: int = 0
     study_uids: list[str] = field(default_factory=list)
+    conflicts: list[HeldConflict] = field(default_factory=list)
 
 
 def _table(model: type[Any]) -> Table:
@@ -113,7 +130,7 @@ def merge_text_fields(existing: Mapping[str, Any], new: Mapping[str, str]) -> di
     return merged
 
 
-def _arrival_fields(a: InstanceArrival) -> dict[str, str]:
+def arrival_text_fields(a: InstanceArrival) -> dict[str, str]:
     fields = {
         "StudyDescription": a.study_description,
         "SeriesDescription": a.series_description,
@@ -185,7 +202,7 @@ def _record_study(
     arrivals: Sequence[InstanceArrival],
     deadlines: Deadlines,
     now: datetime,
-) -> tuple[int, int]:
+) -> tuple[int, int, list[HeldConflict]]:
     first = arrivals[0]
     earliest = min(a.received_at for a in arrivals)
     latest = max(a.received_at for a in arrivals)
@@ -218,7 +235,40 @@ def _record_study(
     )
     study = _lock_study(session, uid)
     if study.site_id != site.id:
-        raise StudySiteMismatch(f"study {uid} belongs to another site")
+        # never merged into the other site's study, never dropped: held for an admin
+        held = [
+            _hold(
+                session=session,
+                site=site,
+                calling_ae=calling_ae,
+                arrival=a,
+                kind=CONFLICT_STUDY_OTHER_SITE,
+                study=study,
+                now=now,
+            )
+            for a in arrivals
+        ]
+        return 0, 0, held
+    held = []
+    kept = []
+    for a in arrivals:
+        if _patient_differs(study, a):
+            held.append(
+                _hold(
+                    session=session,
+                    site=site,
+                    calling_ae=calling_ae,
+                    arrival=a,
+                    kind=CONFLICT_PATIENT_MISMATCH,
+                    study=study,
+                    now=now,
+                )
+            )
+        else:
+            kept.append(a)
+    arrivals = kept
+    if not arrivals:
+        return 0, 0, held
 
     # series rows
     by_series: dict[str, InstanceArrival] = {}
@@ -240,14 +290,37 @@ def _record_study(
             .on_conflict_do_nothing(index_elements=["series_instance_uid"])
         )
     series_ids: dict[str, int] = {}
+    foreign_series: set[str] = set()
     for s_id, s_uid, s_study in session.execute(
         select(Series.id, Series.series_instance_uid, Series.study_id).where(
             Series.series_instance_uid.in_(list(by_series))
         )
     ):
         if s_study != study.id:
-            raise InconsistentHierarchy(f"series {s_uid} belongs to another study than {uid}")
+            foreign_series.add(s_uid)
         series_ids[s_uid] = s_id
+    if foreign_series:
+        for a in arrivals:
+            if a.series_instance_uid in foreign_series:
+                held.append(
+                    _hold(
+                        session=session,
+                        site=site,
+                        calling_ae=calling_ae,
+                        arrival=a,
+                        kind=CONFLICT_SERIES_OTHER_STUDY,
+                        study=study,
+                        now=now,
+                    )
+                )
+        arrivals = [a for a in arrivals if a.series_instance_uid not in foreign_series]
+        if not arrivals:
+            if study.num_instances == 0:  # created by this call only to find nothing fits
+                session.delete(study)
+                session.flush()
+            return 0, 0, held
+    earliest = min(a.received_at for a in arrivals)  # of the instances filed
+    latest = max(a.received_at for a in arrivals)
 
     # instance rows: the ones RETURNING gives back are new, the rest are duplicates
     unique: dict[str, InstanceArrival] = {}
@@ -306,7 +379,7 @@ def _record_study(
         _merge_header(study, arrivals, calling_ae)
         new_fields: dict[str, Any] = dict(study.text_fields)
         for a in arrivals:
-            new_fields = merge_text_fields(new_fields, _arrival_fields(a))
+            new_fields = merge_text_fields(new_fields, arrival_text_fields(a))
         study.text_fields = new_fields
     was_stat = study.priority == PRIORITY_STAT
     if accepted and study.num_instances == accepted:  # the study's first instances
@@ -332,9 +405,108 @@ def _record_study(
             "duplicates": duplicates,
             "priority": study.priority,
             "category": study.category,
+            "held": len(held),
         },
     )
-    return accepted, duplicates
+    return accepted, duplicates, held
+
+
+def normalise_person_name(value: str) -> str:
+    """A DICOM PN compared as a person would: case and spacing aside, empty trailing
+    components (``Wang^Fang^^^``) and an ideographic/phonetic group that is absent on one
+    side do not make two names differ (only the first group is compared)."""
+    alphabetic = value.split("=")[0]
+    parts = [" ".join(p.split()).casefold() for p in alphabetic.split("^")]
+    while parts and not parts[-1]:
+        parts.pop()
+    return "^".join(parts)
+
+
+def _patient_differs(study: Study, a: InstanceArrival) -> bool:
+    """The arrival names another patient than its study: both sides carry a Patient ID (or
+    a name) and they differ. An empty value on either side is not a difference."""
+    own_id, new_id = study.patient_id.strip(), a.patient_id[:64].strip()
+    if own_id and new_id and own_id != new_id:
+        return True
+    own_name = normalise_person_name(study.patient_name)
+    new_name = normalise_person_name(a.patient_name[:200])
+    return bool(own_name and new_name and own_name != new_name)
+
+
+def arrival_json(a: InstanceArrival) -> dict[str, Any]:
+    """The announcement as JSON, to be filed later (``arrival_from_json``)."""
+    data = asdict(a)
+    data["received_at"] = a.received_at.isoformat()
+    return data
+
+
+def arrival_from_json(data: Mapping[str, Any]) -> InstanceArrival:
+    fields = dict(data)
+    fields["received_at"] = datetime.fromisoformat(str(fields["received_at"]))
+    return InstanceArrival(**fields)
+
+
+def _hold(
+    *,
+    session: Session,
+    site: Site,
+    calling_ae: str,
+    arrival: InstanceArrival,
+    kind: str,
+    study: Study,
+    now: datetime,
+) -> HeldConflict:
+    """Record the arrival as a conflict (once per stored object) and say so in the log."""
+    table = _table(IngestConflict)
+    row = session.execute(
+        _insert(session, table)
+        .values(
+            site_id=site.id,
+            calling_ae=calling_ae[:16],
+            kind=kind,
+            study_instance_uid=arrival.study_instance_uid,
+            series_instance_uid=arrival.series_instance_uid,
+            sop_instance_uid=arrival.sop_instance_uid,
+            object_key=arrival.object_key,
+            existing_study_uid=study.study_instance_uid,
+            existing_site_id=study.site_id,
+            patient_id=arrival.patient_id[:64],
+            patient_name=arrival.patient_name[:200],
+            existing_patient_id=study.patient_id,
+            existing_patient_name=study.patient_name,
+            arrival=arrival_json(arrival),
+            held_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["object_key"])
+        .returning(table.c.id)
+    ).first()
+    new = row is not None
+    if row is None:
+        conflict_id = session.scalars(
+            select(IngestConflict.id).where(IngestConflict.object_key == arrival.object_key)
+        ).one()
+    else:
+        conflict_id = int(row[0])
+    logger.warning(
+        "instance held as an ingest conflict",
+        extra={
+            "action": "ingest_conflict_held",
+            "kind": kind,
+            "conflict_id": conflict_id,
+            "new": new,
+            "site": site.code,
+            "study_uid": arrival.study_instance_uid,
+            "series_uid": arrival.series_instance_uid,
+            "sop_uid": arrival.sop_instance_uid,
+        },
+    )
+    return HeldConflict(
+        conflict_id=conflict_id,
+        kind=kind,
+        study_instance_uid=arrival.study_instance_uid,
+        sop_instance_uid=arrival.sop_instance_uid,
+        new=new,
+    )
 
 
 _HEADER = (
@@ -381,7 +553,10 @@ def record_instances(
 ) -> IngestOutcome:
     """Record announced instances; idempotent by SOP Instance UID.
 
-    Raises ``UnknownSite`` and ``StudySiteMismatch`` (the caller rolls back).
+    An instance that cannot be filed where it says (its study UID belongs to another site,
+    its series to another study, or its patient differs from its study's) is held as a
+    conflict (``IngestOutcome.conflicts``), never merged and never dropped. Raises
+    ``UnknownSite`` (the caller rolls back).
     """
     site = session.scalars(select(Site).where(Site.code == site_code)).one_or_none()
     if site is None:
@@ -393,7 +568,7 @@ def record_instances(
             outcome.study_uids.append(a.study_instance_uid)
         by_study.setdefault(a.study_instance_uid, []).append(a)
     for uid in sorted(by_study):
-        accepted, duplicates = _record_study(
+        accepted, duplicates, held = _record_study(
             session=session,
             site=site,
             calling_ae=calling_ae,
@@ -404,12 +579,18 @@ def record_instances(
         )
         outcome.accepted += accepted
         outcome.duplicates += duplicates
+        outcome.conflicts.extend(held)
     return outcome
 
 
 __all__ = [
+    "HeldConflict",
     "IngestOutcome",
     "InstanceArrival",
+    "arrival_from_json",
+    "arrival_json",
+    "arrival_text_fields",
     "merge_text_fields",
+    "normalise_person_name",
     "record_instances",
 ]

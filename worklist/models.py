@@ -516,15 +516,73 @@ class GatewayStatus(Base):
     status: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+# An announced instance the county held back instead of filing it (``worklist.conflicts``)
+CONFLICT_STUDY_OTHER_SITE = "study_other_site"  # its study UID belongs to another site
+CONFLICT_SERIES_OTHER_STUDY = "series_other_study"  # its series UID belongs to another study
+CONFLICT_PATIENT_MISMATCH = "patient_mismatch"  # its patient ID or name differs from its study's
+CONFLICT_KINDS = (
+    CONFLICT_STUDY_OTHER_SITE,
+    CONFLICT_SERIES_OTHER_STUDY,
+    CONFLICT_PATIENT_MISMATCH,
+)
+RESOLUTION_SEPARATE_STUDY = "separate_study"  # filed under a study UID of its own
+RESOLUTION_DISCARD = "discard"  # never filed; the object stays in storage
+RESOLUTIONS = (RESOLUTION_SEPARATE_STUDY, RESOLUTION_DISCARD)
+
+
+class IngestConflict(Base):
+    """An announced instance held for an admin: never merged into the study it names, never
+    dropped. ``arrival`` is the announcement as received, so a resolution can file it."""
+
+    __tablename__ = "ingest_conflicts"
+    __table_args__ = (Index("ix_ingest_conflicts_open", "resolved_at", "held_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    kind: Mapped[str] = mapped_column(String(32))
+    study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    # one conflict per stored object: a gateway re-announcing it holds nothing twice
+    object_key: Mapped[str] = mapped_column(String(255), unique=True)
+    # the study (or series) it clashed with, and that side's identifying values
+    existing_study_uid: Mapped[str] = mapped_column(String(64), default="")
+    existing_site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), default=None)
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    patient_name: Mapped[str] = mapped_column(String(200), default="")
+    existing_patient_id: Mapped[str] = mapped_column(String(64), default="")
+    existing_patient_name: Mapped[str] = mapped_column(String(200), default="")
+    arrival: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    held_at: Mapped[datetime]
+    resolution: Mapped[str | None] = mapped_column(String(16), default=None)
+    resolved_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    resolved_at: Mapped[datetime | None] = mapped_column(default=None)
+    # the study it was filed under (``separate_study``)
+    resolved_study_uid: Mapped[str | None] = mapped_column(String(64), default=None)
+
+    site: Mapped[Site] = relationship(foreign_keys=[site_id])
+    existing_site: Mapped[Site | None] = relationship(foreign_keys=[existing_site_id])
+    resolved_by: Mapped[User | None] = relationship()
+
+
 __all__ = [
+    "CONFLICT_KINDS",
+    "CONFLICT_PATIENT_MISMATCH",
+    "CONFLICT_SERIES_OTHER_STUDY",
+    "CONFLICT_STUDY_OTHER_SITE",
     "CRITICAL_METHODS",
     "EVENT_KINDS",
+    "RESOLUTIONS",
+    "RESOLUTION_DISCARD",
+    "RESOLUTION_SEPARATE_STUDY",
     "AuditEvent",
     "Base",
     "CallAhead",
     "CriticalResult",
     "Event",
     "GatewayStatus",
+    "IngestConflict",
     "Instance",
     "Report",
     "ReportAddendum",

@@ -300,12 +300,27 @@ def test_radiologist_reads_and_signs_then_clinic_prints(
 
 
 def test_admin_sees_the_operations_charts(
-    browser: Browser, pipeline: Pipeline, studies: dict[str, Any]
+    browser: Browser, pipeline: Pipeline, studies: dict[str, Any], tmp_path: Path
 ) -> None:
+    # TS02's CT reusing the stroke study's UID: held, and listed on the ops page to decide
+    squat = make_ct(study_uid=studies["stroke"].study_uid, patient_id="TS02-0007")
+    squat_dir = tmp_path / "squat"
+    write(squat, squat_dir / "1.dcm")
+    sent = storescu(pipeline, "CT_TS02", squat_dir)
+    assert sent.returncode == 0, sent.stderr
+    admin_api = pipeline.client("admin")
+    wait_for(lambda: admin_api.get("/api/v1/ingest-conflicts").json())
+
     page = login(browser, pipeline, "admin")
     page.wait_for_url("**/ui/worklist")
     page.click('#nav a[href="/ui/ops"]')
     page.wait_for_url("**/ui/ops")
+    held = page.locator(f'#conflicts-body tr[data-sop="{squat.SOPInstanceUID}"]')
+    expect(held).to_be_visible()
+    expect(held).to_contain_text("TS02-0007")
+    held.locator("button.discard").click()
+    expect(held).to_have_count(0)
+    assert admin_api.get("/api/v1/ingest-conflicts").json() == []
     expect(page.locator("#chart-volumes svg rect").first).to_be_visible()
     expect(page.locator("#chart-turnaround .turnaround")).to_have_count(3)
     expect(page.locator('.card[data-category="stroke"] .big')).to_have_text("1")

@@ -245,6 +245,17 @@ def on_spare(action: str, body: Any = None, *, role: str = "radiologist") -> Bui
     return build
 
 
+def resolve_conflict(ctx: Ctx, caller: str) -> Req:
+    """An admin's decision on a fresh conflict: a site-B gateway reusing a site-A study UID."""
+    uid = ctx.fresh()
+    squat = Study(site="TS02", modality="CT", description="腹部CT", count=1, uid=uid)
+    r = ctx.world.announce(squat, gateway="gw_all")
+    assert r.status_code == 200, r.text
+    [held] = r.json()["conflicts"]
+    body = {"resolution": "discard"}
+    return Req("POST", f"/api/v1/ingest-conflicts/{held['conflict_id']}/resolve", json=body)
+
+
 # a clinic may not use this readers' tool (the route refuses it), but another site's clinic
 # gets 404 first, as everywhere
 CLINIC_REFUSED_IN_ROUTE = {"clinic_a": 403}
@@ -377,6 +388,10 @@ ACCESS: dict[tuple[str, str], Access] = {
     ),
     # administration
     ("GET", "/api/v1/audit"): Access(ADMIN, "none", get("/api/v1/audit")),
+    ("GET", "/api/v1/ingest-conflicts"): Access(ADMIN, "none", get("/api/v1/ingest-conflicts")),
+    ("POST", "/api/v1/ingest-conflicts/{conflict_id}/resolve"): Access(
+        ADMIN, "none", resolve_conflict
+    ),
     ("GET", "/api/v1/audit/export.csv"): Access(ADMIN, "none", get("/api/v1/audit/export.csv")),
     ("GET", "/api/v1/audit/export.fhir.json"): Access(
         ADMIN, "none", get("/api/v1/audit/export.fhir.json")

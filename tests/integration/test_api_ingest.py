@@ -30,11 +30,11 @@ def test_gateway_config_lists_the_sites_it_may_send_for(world: World) -> None:
 
 def test_ingest_is_idempotent(world: World) -> None:
     study = Study("TS01", "CT", "头颅CT平扫", count=3)
-    assert world.announce(study).json() == {"accepted": 3, "duplicates": 0}
-    assert world.announce(study).json() == {"accepted": 0, "duplicates": 3}
+    assert world.announce(study).json() == {"accepted": 3, "duplicates": 0, "conflicts": []}
+    assert world.announce(study).json() == {"accepted": 0, "duplicates": 3, "conflicts": []}
     # a partial repeat plus one new instance
     study.sop_uids = [*study.sop_uids[:1], "1.2.826.0.1.3680043.8.498.99"]
-    assert world.announce(study).json() == {"accepted": 1, "duplicates": 1}
+    assert world.announce(study).json() == {"accepted": 1, "duplicates": 1, "conflicts": []}
     detail = world.get("dr_li", f"/api/v1/studies/{study.uid}").json()
     assert detail["num_instances"] == 4
     with world.factory() as session:
@@ -58,7 +58,97 @@ def test_a_study_cannot_move_to_another_site(world: World) -> None:
     study = Study("TS01", "CT", "头颅CT", count=1)
     world.announce(study)
     moved = Study("TS02", "CT", "头颅CT", count=1, uid=study.uid)
-    assert world.announce(moved, gateway="gw_all").status_code == 409
+    answer = world.announce(moved, gateway="gw_all")
+    assert answer.status_code == 200
+    body = answer.json()
+    assert (body["accepted"], body["duplicates"]) == (0, 0)
+    [held] = body["conflicts"]
+    assert held["kind"] == "study_other_site"
+    assert held["sop_instance_uid"] == moved.sop_uids[0]
+    detail = world.get("dr_li", f"/api/v1/studies/{study.uid}").json()
+    assert (detail["site"], detail["num_instances"]) == ("TS01", 1)
+
+
+def test_held_conflicts_are_listed_audited_and_resolved_by_admins(world: World) -> None:
+    owner = Study("TS01", "CT", "头颅CT", count=2)
+    world.announce(owner)
+    before = world.get("dr_li", f"/api/v1/studies/{owner.uid}").json()
+    squat = Study("TS02", "CT", "腹部CT", count=1, uid=owner.uid, patient_name="李^四")
+    other = Study("TS01", "CT", "头颅CT", count=1, uid=owner.uid, patient_name="赵^六")
+    other.series_uid = owner.series_uid
+    for study, gateway in ((squat, "gw_all"), (other, "gw_ts01")):
+        assert world.announce(study, gateway=gateway).json()["conflicts"]
+        # a re-announcement (the gateway retrying) holds nothing twice
+        assert world.announce(study, gateway=gateway).json()["conflicts"]
+
+    for user in ("dr_li", "nurse_ts01", "gw_ts01"):
+        assert world.get(user, "/api/v1/ingest-conflicts").status_code == 403, user
+    listed = world.get("boss", "/api/v1/ingest-conflicts").json()
+    assert [(c["kind"], c["site"], c["existing_site"]) for c in listed] == [
+        ("patient_mismatch", "TS01", "TS01"),
+        ("study_other_site", "TS02", "TS01"),
+    ]
+    mismatch, squatted = listed
+    assert (mismatch["patient_name"], mismatch["existing_patient_name"]) == ("赵^六", "张^三")
+    assert mismatch["sop_instance_uid"] == other.sop_uids[0]
+    assert squatted["object_key"].startswith("TS02/")
+    assert squatted["resolution"] is None and squatted["resolved_at"] is None
+    assert (squatted["priority"], squatted["category"]) == ("routine", None)
+
+    # the original study is untouched
+    assert world.get("dr_li", f"/api/v1/studies/{owner.uid}").json() == before
+
+    resolved = world.post(
+        "boss",
+        f"/api/v1/ingest-conflicts/{squatted['id']}/resolve",
+        json={"resolution": "separate_study"},
+    )
+    assert resolved.status_code == 200, resolved.text
+    [out] = resolved.json()
+    assert out["resolution"] == "separate_study" and out["resolved_by"] == "boss"
+    new_uid = out["resolved_study_uid"]
+    assert new_uid and new_uid != owner.uid and new_uid.startswith("2.25.")
+    refiled = world.get("dr_li", f"/api/v1/studies/{new_uid}").json()
+    assert (refiled["site"], refiled["num_instances"]) == ("TS02", 1)
+    assert world.get("dr_li", f"/api/v1/studies/{owner.uid}").json()["num_instances"] == 2
+
+    again = world.post(
+        "boss",
+        f"/api/v1/ingest-conflicts/{squatted['id']}/resolve",
+        json={"resolution": "discard"},
+    )
+    assert (again.status_code, again.json()["code"]) == (409, "conflict_resolved")
+    missing = world.post(
+        "boss", "/api/v1/ingest-conflicts/999999/resolve", json={"resolution": "discard"}
+    )
+    assert (missing.status_code, missing.json()["code"]) == (404, "conflict_not_found")
+    bad = world.post(
+        "boss", f"/api/v1/ingest-conflicts/{mismatch['id']}/resolve", json={"resolution": "x"}
+    )
+    assert bad.status_code == 422
+    [discarded] = world.post(
+        "boss",
+        f"/api/v1/ingest-conflicts/{mismatch['id']}/resolve",
+        json={"resolution": "discard"},
+    ).json()
+    assert discarded["resolution"] == "discard" and discarded["resolved_study_uid"] is None
+    assert world.get("boss", "/api/v1/ingest-conflicts").json() == []
+    assert len(world.get("boss", "/api/v1/ingest-conflicts?state=all").json()) == 2
+    assert world.get("dr_li", f"/api/v1/studies/{owner.uid}").json()["num_instances"] == 2
+
+    with world.factory() as session:
+        held = list_events(session=session, action="ingest_conflict_held")
+        done = list_events(session=session, action="ingest_conflict_resolved")
+        viewed = list_events(session=session, action="ingest_conflicts_viewed")
+    assert sorted(e.detail["kind"] for e in held) == ["patient_mismatch", "study_other_site"]
+    assert {e.object_id for e in held} == {owner.uid}
+    assert sorted((e.outcome, e.detail.get("resolution")) for e in done) == [
+        ("refused", None),
+        ("refused", None),
+        ("success", "discard"),
+        ("success", "separate_study"),
+    ]
+    assert viewed and all(e.username == "boss" for e in viewed)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 from pydicom.encaps import get_frame
+from pydicom.pixels import pixel_array
 from pydicom.uid import generate_uid
 from requests import HTTPError
 from sqlalchemy import select
@@ -259,7 +260,9 @@ def test_frames_native_compressed_and_multiframe(served: Served) -> None:
     assert frames(jpeg, [1]) == [stored]
     assert frames(jpeg, [1], media_types=("image/jpeg",)) == [stored]
     (native,) = frames(jpeg, [1], media_types=("application/octet-stream",))
-    assert native == jpeg.pixel_array.tobytes()
+    # decoded as the metadata says: YBR_FULL stays YBR_FULL (a client converts it)
+    assert jpeg.PhotometricInterpretation == "YBR_FULL"
+    assert native == pixel_array(jpeg, raw=True).tobytes() != jpeg.pixel_array.tobytes()
 
     pixels = rle.pixel_array
     decoded = frames(rle, [2, 1], media_types=("application/octet-stream",))

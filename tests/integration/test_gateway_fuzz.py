@@ -179,7 +179,7 @@ def test_unknown_sop_class_never_stored(harness: Harness) -> None:
 
 def test_structure_check_on_pydicom_test_files() -> None:
     """Every well-formed file pydicom ships passes ``check_structure``; its truncated ones
-    do not."""
+    and the one whose Number of Frames is not a number (``1A``) do not."""
     import pydicom.data
     from pydicom import dcmread
 
@@ -202,5 +202,5 @@ def test_structure_check_on_pydicom_test_files() -> None:
             passed += 1
         except InvalidInstance:
             refused.add(Path(path).name)
-    assert refused == {"MR_truncated.dcm", "rtplan_truncated.dcm"}
+    assert refused == {"MR_truncated.dcm", "rtplan_truncated.dcm", "badVR.dcm"}
     assert passed > 50

@@ -284,6 +284,42 @@ def test_idle_and_half_sent_connections_do_not_block_intake(
             s.close()
 
 
+def test_limits_per_source_address(make_gateway: Callable[..., Gateway]) -> None:
+    """One address may hold ``max_associations_per_address`` associations: one more is
+    rejected at once (A-ASSOCIATE-RJ, transient, local limit exceeded) and is accepted again
+    when one ends. Of its waiting connections the oldest beyond ``max_pending_per_address``
+    is closed, so the newest still gets its chance."""
+    gw = make_gateway(max_associations_per_address=2, max_pending_per_address=3)
+    ae = AE(ae_title=CALLING)
+    ae.add_requested_context(CT_STORAGE, [ExplicitVRLittleEndian])
+    first, second = (ae.associate("127.0.0.1", gw.port, ae_title="TELEREAD") for _ in range(2))
+    try:
+        assert first.is_established and second.is_established
+        third = ae.associate("127.0.0.1", gw.port, ae_title="TELEREAD")
+        assert third.is_rejected
+        rejection = third.acceptor.primitive
+        assert rejection is not None
+        assert (rejection.result, rejection.result_source, rejection.diagnostic) == (2, 3, 2)
+        first.release()
+        _wait_for(lambda: gw.intake is None or gw.intake.counts().associations < 2, 20, "end")
+        fourth = ae.associate("127.0.0.1", gw.port, ae_title="TELEREAD")
+        assert fourth.is_established
+        fourth.release()
+    finally:
+        second.release()
+    idle = _hold(gw.port, 5, 0)
+    try:
+        # the two oldest are closed by the gateway (EOF), the three newest still wait
+        for s in idle[:2]:
+            assert s.recv(1) == b""
+        _wait_for(
+            lambda: gw.intake is not None and gw.intake.counts().waiting == 3, 20, "3 waiting"
+        )
+    finally:
+        for s in idle:
+            s.close()
+
+
 # --- the switch -----------------------------------------------------------------------------
 
 

@@ -95,7 +95,7 @@ def test_expired_tampered_and_foreign_tokens_are_refused() -> None:
         (wl.ClaimConflict(), 409),
         (wl.NotClaimable(), 409),
         (wl.ReportSigned(), 409),
-        (wl.StudySiteMismatch(), 409),
+        (wl.ConflictAlreadyResolved(), 409),
         (wl.NotClaimHolder(), 403),
         (wl.NotAReader(), 403),
         (wl.UnknownSite(), 422),

@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 
 from gateway.errors import CountyRejected, CountyUnavailable
 from gateway.forwarder import Forwarder
+from gateway.ops import format_status, spool_status
 from gateway.outbox import ANNOUNCED, CONFLICT, MISSING, UPLOADED
 from gateway.part10 import StoreMeta
 from gateway.received import ROUTINE_RANK, URGENT_RANK, quick_instance
@@ -31,6 +32,7 @@ class RecordingCounty:
         self.calls: list[dict[str, Any]] = []
         self.down = False
         self.reject: set[str] = set()
+        self.hold: dict[str, str] = {}  # SOP Instance UID -> the conflict kind the county holds
 
     def announce(
         self, *, site: str, calling_ae: str, called_ae: str, instances: list[dict[str, Any]]
@@ -40,7 +42,17 @@ class RecordingCounty:
         if any(i["sop_instance_uid"] in self.reject for i in instances):
             raise CountyRejected("unknown site", status_code=422)
         self.calls.append({"site": site, "instances": instances})
-        return {"accepted": len(instances), "duplicates": 0}
+        held = [
+            {
+                "conflict_id": n,
+                "kind": self.hold[i["sop_instance_uid"]],
+                "study_instance_uid": "",
+                "sop_instance_uid": i["sop_instance_uid"],
+            }
+            for n, i in enumerate(instances, start=1)
+            if i["sop_instance_uid"] in self.hold
+        ]
+        return {"accepted": len(instances) - len(held), "duplicates": 0, "conflicts": held}
 
     @property
     def sops(self) -> list[str]:
@@ -182,6 +194,26 @@ def test_refused_row_does_not_block_the_batch(
     assert state == UPLOADED and "unknown site" in error and attempts >= 1
 
 
+def test_an_instance_the_county_holds_is_a_conflict_here_too(
+    parts: tuple[Spool, SwitchableStore, RecordingCounty],
+) -> None:
+    spool, store, county = parts
+    sops = [_put(spool, make_dx()) for _ in range(3)]
+    county.hold = {sops[1]: "study_other_site"}
+    _forwarder(spool, store, county).drain(timeout=2.0)
+    states = _states(spool)
+    assert [states[s] for s in sops] == [ANNOUNCED, CONFLICT, ANNOUNCED]
+    status = spool_status(spool)
+    [problem] = status["problems"]
+    assert problem["sop_instance_uid"] == sops[1]
+    assert "study_other_site" in problem["error"]
+    assert status["counters"]["instances_held_by_county"] == 1
+    text = format_status(status)
+    assert f"conflict: {sops[1]}" in text and "held by the county as conflicts 1" in text
+    [(path,)] = spool.outbox.query("SELECT path FROM outbox WHERE state = ?", (CONFLICT,))
+    assert spool.read_at(path)  # the file is kept here
+
+
 def test_existing_object_with_other_bytes_is_a_conflict(
     parts: tuple[Spool, SwitchableStore, RecordingCounty],
 ) -> None:
@@ -313,3 +345,24 @@ def test_headers_read_after_the_response_set_the_priority(
         assert sum(t.name == "gateway-forwarder" for t in threading.enumerate()) == 1
     finally:
         fw.stop()
+
+
+def test_an_urgent_study_is_shown_from_its_first_instance_and_complete_with_its_last(
+    parts: tuple[Spool, SwitchableStore, RecordingCounty],
+) -> None:
+    spool, store, county = parts
+    routine = [_put(spool, make_dx()) for _ in range(2)]
+    study = make_ct().StudyInstanceUID
+    urgent = [_put(spool, make_ct(study, instance_number=i + 1)) for i in range(3)]
+    fw = _forwarder(spool, store, county, announce_delay=60.0)  # no waiting it out here
+    assert fw.step()  # the first stroke slice goes up first ...
+    assert fw.step()  # ... and is announced at once, not in 60 s
+    assert county.sops == urgent[:1]
+    assert fw.step() and fw.step()  # the next two go up, batched for the delay ...
+    assert county.sops == urgent[:1]
+    assert fw.step()  # ... until routine uploads come next: the study is complete now
+    assert county.sops == urgent
+    assert fw.step() and fw.step()  # routine ones wait for their batch
+    states = _states(spool)
+    assert [states[s] for s in routine] == [UPLOADED, UPLOADED]
+    assert county.sops == urgent

@@ -45,9 +45,9 @@ def _fill(tmp_path: Path) -> tuple[Spool, SwitchableStore, RecordingCounty]:
 def test_status_counts_queue_errors_and_counters(tmp_path: Path) -> None:
     spool, store, county = _fill(tmp_path)
     fwd = Forwarder(spool, store, county, announce_delay=1e6)  # type: ignore[arg-type]
-    assert fwd.step()  # one upload: the most urgent row
+    assert fwd.step(announce=False)  # one upload: the most urgent row
     store.down = True
-    assert fwd.step()  # an upload failure
+    assert fwd.step(announce=False)  # an upload failure
     st = spool_status(tmp_path / "spool")  # read-only, as `teleread gateway status` does
     assert st["pending"] == 6
     assert st["queue"]["pending_by_priority"] == {"urgent": 2, "routine": 4}

@@ -37,6 +37,7 @@ from storage.recompressed import (
     inflate,
     original_of,
     read_note,
+    read_note_head,
     rebuild_original,
     split_part10,
 )
@@ -196,6 +197,8 @@ def test_a_damaged_object_or_note_is_refused() -> None:
         original_of(bytes(damaged))
     note = read_note(out.data)
     assert note is not None
+    assert read_note_head(BytesIO(out.data)) == note  # from the file meta alone
+    assert read_note_head(BytesIO(original)) is None
     note["original_sha256"] = "0" * 64
     with pytest.raises(IntegrityError):
         rebuild_original(out.data, note)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import ImplicitVRLittleEndian
+from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from gateway.errors import InvalidInstance, SpoolFull
 from gateway.instance import read_instance, spooled_header_json
@@ -304,6 +304,22 @@ def test_one_pass_checks_the_structure_and_collects_the_uids() -> None:
     # after the pixel data nothing is read before the response: order is not looked at there
     trailing = dataset + b"\x08\x00\x16\x00UI\x02\x001\x00"
     assert check_structure(trailing, syntax) is True
+
+
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRBigEndian])
+def test_native_pixel_data_shorter_than_the_image_is_refused(syntax: str) -> None:
+    """Well formed, but 2 bytes short of Rows x Columns x 16 bits: no viewer can show it."""
+    ds = make_ct(rows=8, cols=8)
+    ds.file_meta.TransferSyntaxUID = syntax
+    whole = after_meta(part10_bytes(ds))
+    assert check_structure(whole, syntax) is True
+    ds.PixelData = ds.PixelData[:-2]
+    with pytest.raises(InvalidInstance, match=r"Pixel Data has 126 bytes, .* need 128"):
+        check_structure(after_meta(part10_bytes(ds)), syntax)
+    ds.PixelData += b"\0\0"
+    ds.add_new(0x00280008, "LO", "1A")  # as an IS, pydicom would not write it
+    with pytest.raises(InvalidInstance, match="NumberOfFrames '1A' is not a number"):
+        check_structure(after_meta(part10_bytes(ds)), syntax)
 
 
 def test_the_spool_is_readable_by_its_user_only(tmp_path: Path) -> None:

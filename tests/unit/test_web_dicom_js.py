@@ -114,6 +114,23 @@ def test_compressed_data_is_reported_not_decoded(tmp_path: Path) -> None:
     assert got["rows"] == 16 and got["transferSyntax"] == str(RLELossless)
 
 
+def test_palette_ybr_and_lookup_tables_are_left_to_the_server(tmp_path: Path) -> None:
+    palette = make_dx(rows=8, cols=8, PhotometricInterpretation="PALETTE COLOR")
+    ybr = make_dx(rows=8, cols=8, PhotometricInterpretation="YBR_FULL")
+    voi = make_dx(rows=8, cols=8)
+    lut = Dataset()
+    lut.LUTDescriptor = [256, 0, 8]
+    lut.add_new("LUTData", "US", list(range(256)))
+    voi.VOILUTSequence = Sequence([lut])
+    plain = make_dx(rows=8, cols=8)
+    paths = [
+        write(ds, tmp_path / f"{name}.dcm")
+        for name, ds in (("palette", palette), ("ybr", ybr), ("voi", voi), ("plain", plain))
+    ]
+    decoded = run_decoder(tmp_path, *paths)
+    assert [d["compressed"] for d in decoded] == [True, True, True, False]
+
+
 def test_garbage_is_an_error_not_a_hang(tmp_path: Path) -> None:
     path = tmp_path / "junk.dcm"
     path.write_bytes(b"\0" * 128 + b"DICM" + bytes(range(256)) * 4)

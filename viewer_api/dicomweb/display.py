@@ -1,9 +1,14 @@
 """A decoded frame made fit for a screen, and encoded as PNG or JPEG (the rendered routes).
 
-Values pass the modality LUT (RescaleSlope / RescaleIntercept), then a VOI window: the
-requested one, else the file's own first WindowCenter / WindowWidth, else a modality default
+Greyscale values pass the modality transform (the Modality LUT Sequence, else RescaleSlope /
+RescaleIntercept), then the VOI transform: the requested window, else the file's VOI LUT
+Sequence (its first LUT), else its first WindowCenter / WindowWidth, else a modality default
 (CT: brain 40/80 for a head, soft tissue 40/400 otherwise). Only an image with none of these
 is stretched min..max. MONOCHROME1 is inverted so that it looks like MONOCHROME2.
+
+Colour: PALETTE COLOR goes through its lookup tables (segmented ones too; 16-bit entries
+keep their high byte), YBR_FULL / YBR_FULL_422 / YBR_ICT / YBR_RCT arrive decoded as RGB
+(``Frames.decoded``), more than 8 bits per sample are scaled to 8.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi
 
 from viewer_api.dicomweb.access import bad_request
 from viewer_api.dicomweb.pixels import Attributes
@@ -104,17 +111,30 @@ def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
 
 
 def to_display(arr: np.ndarray, ds: Attributes, window: Window | None) -> np.ndarray:
-    """A decoded frame -> uint8 grey (H x W) or RGB (H x W x 3)."""
+    """A decoded frame (colour as RGB, ``Frames.decoded``) -> uint8 grey (H x W) or RGB
+    (H x W x 3). The lookup-table sequences are read from a parsed ``Dataset`` only (a
+    ``JsonHeader`` never carries them: ``pixels.native_layout`` leaves such instances to
+    pydicom)."""
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    if photometric == "PALETTE COLOR" and isinstance(ds, Dataset):
+        rgb = apply_color_lut(arr, ds)
+        return rgb if rgb.dtype == np.uint8 else (rgb >> 8).astype(np.uint8)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if samples == 3 or arr.ndim == 3:
         if arr.dtype == np.uint8:
             return arr
         top = float(2 ** int(ds.get("BitsStored", 8) or 8) - 1)
         return np.clip(arr.astype(np.float32) * (255.0 / top), 0, 255).astype(np.uint8)
-    slope = _first_number(ds.get("RescaleSlope")) or 1.0
-    intercept = _first_number(ds.get("RescaleIntercept")) or 0.0
+    invert = photometric == "MONOCHROME1"
+    if isinstance(ds, Dataset) and ds.get("ModalityLUTSequence"):
+        arr = apply_modality_lut(arr, ds)
+        slope, intercept = 1.0, 0.0
+    else:
+        slope = _first_number(ds.get("RescaleSlope")) or 1.0
+        intercept = _first_number(ds.get("RescaleIntercept")) or 0.0
+    if window is None and isinstance(ds, Dataset) and ds.get("VOILUTSequence"):
+        return voi_lut(arr * slope + intercept if slope != 1 or intercept else arr, ds, invert)
     window = window or file_window(ds) or default_window(ds)
-    invert = str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1"
     if arr.dtype.kind in "iu" and arr.size > LUT_MIN_PIXELS:
         # integer pixels: window each distinct stored value once, then look them up
         low, high = int(arr.min()), int(arr.max())
@@ -122,6 +142,18 @@ def to_display(arr: np.ndarray, ds: Attributes, window: Window | None) -> np.nda
             stored = np.arange(low, high + 1, dtype=np.float32)
             return look_up(_grey(stored * slope + intercept, window, invert), arr, low)
     return _grey(arr.astype(np.float32) * slope + intercept, window, invert)
+
+
+def voi_lut(values: np.ndarray, ds: Dataset, invert: bool) -> np.ndarray:
+    """Modality values through the file's first VOI LUT, its output range (0 .. 2**bits - 1,
+    bits from the LUT Descriptor) mapped to 0..255."""
+    bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+    if values.dtype.kind not in "iu":  # the LUT is indexed by whole values
+        values = np.rint(values).astype(np.int64)
+    out = apply_voi(values, ds).astype(np.float32) * (255.0 / (2**bits - 1))
+    if invert:
+        out = 255.0 - out
+    return (out + 0.5).astype(np.uint8)
 
 
 def look_up(lut: np.ndarray, arr: np.ndarray, low: int) -> np.ndarray:

@@ -195,11 +195,14 @@ def _int(value: Any) -> int | None:
 
 def native_layout(header: JsonHeader, transfer_syntax: str) -> NativeLayout | None:
     """The frame layout when the fast path handles this instance: native little endian,
-    one sample per pixel, MONOCHROME1/2, 8 or 16 bits allocated. None otherwise."""
+    one sample per pixel, MONOCHROME1/2, 8 or 16 bits allocated, no Modality or VOI LUT
+    Sequence. None otherwise."""
     if transfer_syntax not in (IMPLICIT_LE, EXPLICIT_LE):
         return None
     if header.get("PhotometricInterpretation") not in ("MONOCHROME1", "MONOCHROME2"):
         return None
+    if header.get("ModalityLUTSequence") or header.get("VOILUTSequence"):
+        return None  # their tables are bulk data the header leaves out: pydicom reads them
     rows, columns = _int(header.get("Rows")), _int(header.get("Columns"))
     allocated, stored = _int(header.get("BitsAllocated")), _int(header.get("BitsStored"))
     signed = _int(header.get("PixelRepresentation"))
@@ -267,7 +270,7 @@ class Frames:
         self.store = store
         self.native_frames = native_frames
         self._datasets: LRU[str, Dataset] = LRU(dataset_bytes, _dataset_weight)
-        self._decoded: LRU[tuple[str, int], np.ndarray] = LRU(frame_bytes, lambda a: a.nbytes)
+        self._decoded: LRU[tuple[str, int, bool], np.ndarray] = LRU(frame_bytes, lambda a: a.nbytes)
 
     def dataset(self, instance: StoredInstance) -> Dataset:
         def load() -> Dataset:
@@ -323,7 +326,7 @@ class Frames:
         layout = native_layout(header, instance.transfer_syntax_uid)
         if layout is None or not 0 <= index < layout.frames:
             return None
-        key = (instance.sha256 or instance.object_key, index)
+        key = (instance.sha256 or instance.object_key, index, False)  # as ``decoded`` keys it
         arr = self._decoded.get(key)
         if arr is None:
             data = _frame_bytes(self.store, instance.object_key, layout, index)
@@ -332,24 +335,34 @@ class Frames:
             arr = self._decoded.put(key, native_array(data, layout))
         return arr, header
 
-    def decoded(self, instance: StoredInstance, ds: Dataset, index: int) -> np.ndarray:
-        """Frame ``index`` decoded to an array (colour as RGB)."""
+    def decoded(
+        self, instance: StoredInstance, ds: Dataset, index: int, *, raw: bool = False
+    ) -> np.ndarray:
+        """Frame ``index`` decoded to an array, samples last; YBR colour as RGB (for a
+        screen) or, ``raw``, as stored (for raw frames: what the metadata says)."""
 
         def decode() -> np.ndarray:
             decoder = get_decoder(self.transfer_syntax(ds))
-            arr, _meta = decoder.as_array(ds, index=index)
+            arr, _meta = decoder.as_array(ds, index=index, raw=raw)
             return arr
 
-        return self._decoded.get_or_make((instance.sha256 or instance.object_key, index), decode)
+        key = (instance.sha256 or instance.object_key, index, raw)
+        return self._decoded.get_or_make(key, decode)
 
     def native_frame(
         self, ds: Dataset, index: int, instance: StoredInstance | None = None
     ) -> bytes:
-        """Frame ``index`` decoded to native little-endian bytes."""
+        """Frame ``index`` decoded to native little-endian bytes as the instance's metadata
+        describes them: its Photometric Interpretation (YBR stays YBR; a JPEG 2000 YBR_ICT /
+        YBR_RCT codestream decodes to RGB) and its Planar Configuration (colour by plane
+        when it says 1, as a big-endian file may store it)."""
         if instance is not None:
-            arr = self.decoded(instance, ds, index)
+            arr = self.decoded(instance, ds, index, raw=True)
         else:
-            arr, _meta = get_decoder(self.transfer_syntax(ds)).as_array(ds, index=index)
+            decoder = get_decoder(self.transfer_syntax(ds))
+            arr, _meta = decoder.as_array(ds, index=index, raw=True)
         if int(ds.BitsAllocated) == 1:
             return np.packbits(arr.astype(np.uint8).ravel(), bitorder="little").tobytes()
+        if arr.ndim == 3 and int(ds.get("PlanarConfiguration", 0) or 0) == 1:
+            arr = arr.transpose(2, 0, 1)  # rows x columns x samples -> samples x rows x columns
         return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()

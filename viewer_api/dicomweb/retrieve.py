@@ -1,5 +1,8 @@
 """WADO-RS retrieve (PS3.18 10.4): a study, series or instance as multipart/related
-``application/dicom``, each instance the stored Part-10 bytes, untouched.
+``application/dicom``, each instance the stored Part-10 bytes, untouched, or, for an object
+the gateway recompressed losslessly, the file as received, rebuilt and checked, when the
+client's Accept asks for it (``viewer_api.dicomweb.originals``); one instance asked for as
+``application/dicom`` (a single-part Accept) as a single-part body (PS3.18 8.7.3).
 
 Instances summing to at most ``BUFFER_BYTES`` are read whole and sent in one piece; more are
 streamed. Each retrieve is audited (``dicomweb_retrieved``, off the request path).
@@ -16,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from storage.base import ObjectStore
 from storage.errors import ObjectNotFound
-from viewer_api.dicomweb import multipart
+from viewer_api.dicomweb import multipart, originals
 from viewer_api.dicomweb.access import (
     Viewer,
     instances_query,
@@ -37,20 +40,14 @@ BUFFER_BYTES = 8 * 1024 * 1024
 DICOM = "application/dicom"
 
 
-def _check_retrieve_accept(accept: str | None, syntaxes: set[str]) -> None:
-    """Instances are sent as stored: acceptable unless the client names only other
-    transfer syntaxes (we do not transcode) or another media type."""
-    for media in multipart.parse_accept(accept):
-        if media.media_type not in ("multipart/related", "*/*", DICOM):
-            continue
-        if media.part_type not in (DICOM, "*/*", "application/*"):
-            continue
-        wanted = media.transfer_syntax
-        if wanted in (None, "*") or syntaxes <= {wanted}:
-            return
-    raise not_acceptable(
-        'instances are sent as stored: accept multipart/related; type="application/dicom"'
-        "; transfer-syntax=* (stored syntaxes: " + ", ".join(sorted(syntaxes)) + ")"
+def _not_acceptable(syntaxes: set[str], count: int) -> Exception:
+    return not_acceptable(
+        "instances are sent as stored, or as received when the gateway recompressed them: "
+        'accept multipart/related; type="application/dicom"; transfer-syntax=* '
+        "(stored syntaxes: "
+        + ", ".join(sorted(syntaxes))
+        + ")"
+        + ("; application/dicom alone is for one instance" if count > 1 else "")
     )
 
 
@@ -83,16 +80,27 @@ def _retrieve(
     if not instances:  # another site's study looks like none at all
         raise viewer.not_visible(session, study_uid, what)
     session.commit()  # done with the database: its connection is not held while reading
-    _check_retrieve_accept(accept, {i.transfer_syntax_uid or "" for i in instances})
+    wanted = originals.wanted_syntaxes(accept, len(instances))
     small = sum(i.size or 0 for i in instances) <= BUFFER_BYTES
     blobs: list[bytes] = []
     try:
+        found = [
+            originals.choose(store, i.object_key, i.transfer_syntax_uid or "", wanted)
+            for i in instances
+        ]
+        choices = [c for c in found if c is not None]
+        if len(choices) < len(found):
+            raise _not_acceptable({i.transfer_syntax_uid or "" for i in instances}, len(found))
         if small:  # read here, in one piece: no thread-pool hop per streamed chunk
-            blobs = [store.get(i.object_key) for i in instances]
+            blobs = [
+                originals.body(store, i.object_key, c)
+                for i, c in zip(instances, choices, strict=True)
+            ]
         elif not store.exists(instances[0].object_key):  # fail before the 200 goes out
             raise ObjectNotFound()
     except ObjectNotFound:
         raise StudyNotFound("The stored object is missing") from None
+    single = len(choices) == 1 and choices[0].single
     viewer.viewed(
         AuditAction.DICOMWEB_RETRIEVED,
         study_uid=study_uid,
@@ -100,15 +108,26 @@ def _retrieve(
         object_id=sop_uid or series_uid or study_uid,
         detail={"study_uid": study_uid, "instances": len(instances)},
     )
+    part_types = [
+        f"{DICOM}; transfer-syntax={c.transfer_syntax}" if c.transfer_syntax else DICOM
+        for c in choices
+    ]
+    bodies = (
+        _object_chunks(store, i.object_key)
+        if c.form == "stored"
+        else iter((originals.body(store, i.object_key, c),))
+        for i, c in zip(instances, choices, strict=True)
+    )
+    if single:
+        headers = {"Content-Type": part_types[0], "Cache-Control": "private, no-store"}
+        if small:
+            return Response(blobs[0], media_type=None, headers=headers)
+        return StreamingResponse(next(bodies), media_type=None, headers=headers)
     boundary = multipart.new_boundary()
     headers = {
         "Content-Type": multipart.content_type(boundary, DICOM),
         "Cache-Control": "private, no-store",
     }
-    part_types = [
-        f"{DICOM}; transfer-syntax={i.transfer_syntax_uid}" if i.transfer_syntax_uid else DICOM
-        for i in instances
-    ]
     if small:
         return Response(
             multipart.encode(boundary, zip(part_types, blobs, strict=True)),
@@ -117,16 +136,16 @@ def _retrieve(
         )
     body = multipart.stream(
         boundary,
-        (
-            (part_type, _object_chunks(store, i.object_key))
-            for part_type, i in zip(part_types, instances, strict=True)
-        ),
+        ((part_type, part_body) for part_type, part_body in zip(part_types, bodies, strict=True)),
     )
     return StreamingResponse(body, media_type=None, headers=headers)
 
 
 _MULTIPART: dict[int | str, dict[str, Any]] = {
     200: {"content": {'multipart/related; type="application/dicom"': {}}}
+}
+_ONE_OR_MULTIPART: dict[int | str, dict[str, Any]] = {
+    200: {"content": {'multipart/related; type="application/dicom"': {}, DICOM: {}}}
 }
 
 
@@ -161,7 +180,9 @@ async def retrieve_series(study_uid: str, series_uid: str, request: Request) -> 
     return await _serve_retrieve(request, study_uid, series_uid)
 
 
-@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}", responses=_MULTIPART)
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}", responses=_ONE_OR_MULTIPART
+)
 @viewer_route
 async def retrieve_instance(
     study_uid: str, series_uid: str, sop_uid: str, request: Request

@@ -16,6 +16,7 @@ from viewer_api.limits import ThreadedJSONRoute
 from viewer_api.schemas import (
     GatewayConfig,
     GatewaySite,
+    HeldOut,
     IngestIn,
     IngestOut,
     Input,
@@ -112,8 +113,22 @@ def ingest_instances(
             "accepted": outcome.accepted,
             "duplicates": outcome.duplicates,
             "study_uids": outcome.study_uids,
+            "held": len(outcome.conflicts),
         },
     )
+    for held in outcome.conflicts:
+        if held.new:
+            audit(
+                AuditAction.INGEST_CONFLICT_HELD,
+                object_id=held.study_instance_uid,
+                detail={
+                    "conflict_id": held.conflict_id,
+                    "kind": held.kind,
+                    "site": body.site,
+                    "calling_ae": body.calling_ae,
+                    "sop_instance_uid": held.sop_instance_uid,
+                },
+            )
     logger.info(
         "instances ingested",
         extra={
@@ -121,10 +136,23 @@ def ingest_instances(
             "site": body.site,
             "accepted": outcome.accepted,
             "duplicates": outcome.duplicates,
+            "held": len(outcome.conflicts),
             "study_uids": outcome.study_uids,
         },
     )
-    return IngestOut(accepted=outcome.accepted, duplicates=outcome.duplicates)
+    return IngestOut(
+        accepted=outcome.accepted,
+        duplicates=outcome.duplicates,
+        conflicts=[
+            HeldOut(
+                conflict_id=h.conflict_id,
+                kind=h.kind,
+                study_instance_uid=h.study_instance_uid,
+                sop_instance_uid=h.sop_instance_uid,
+            )
+            for h in outcome.conflicts
+        ],
+    )
 
 
 class GatewayStatusIn(Input):

@@ -101,14 +101,14 @@ def get_instance(
         stream = open_verified(  # ObjectNotFound -> 404 via the handlers
             store, instance.object_key, sha256=instance.sha256, size=instance.size
         )
-    body, length, etag = _chunks(stream), instance.size, instance.sha256
-    if instance.transfer_syntax_uid in recompressed.SYNTAXES:
-        # maybe recompressed by the gateway: the file the modality sent, rebuilt from the
-        # stored object just verified, and checked against the sha256 its note records
-        with stream:
-            original = recompressed.original_of(stream.read())
-        body, length = iter((original,)), len(original)
-        etag = hashlib.sha256(original).hexdigest()
+        body, length, etag = _chunks(stream), instance.size, instance.sha256
+        if instance.transfer_syntax_uid in recompressed.SYNTAXES:
+            # maybe recompressed by the gateway: the file the modality sent, rebuilt from the
+            # stored object just verified, and checked against the sha256 its note records
+            with stream:
+                original = recompressed.original_of(stream.read())
+            body, length = iter((original,)), len(original)
+            etag = hashlib.sha256(original).hexdigest()
     audit(
         AuditAction.INSTANCE_VIEWED,
         object_id=instance.sop_instance_uid,

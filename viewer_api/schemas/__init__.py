@@ -10,6 +10,7 @@ name stays importable from here."""
 from viewer_api.schemas.gateway import (
     GatewayConfig,
     GatewaySite,
+    HeldOut,
     IngestIn,
     IngestOut,
     InstanceIn,
@@ -77,6 +78,7 @@ __all__ = [
     "GatewayConfig",
     "GatewaySite",
     "Health",
+    "HeldOut",
     "IngestIn",
     "IngestOut",
     "Input",

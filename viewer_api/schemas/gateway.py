@@ -83,6 +83,18 @@ class IngestIn(Input):
     instances: list[InstanceIn] = Field(min_length=1, max_length=MAX_INSTANCES_PER_CALL)
 
 
+class HeldOut(BaseModel):
+    """An announced instance the county held as a conflict for an admin, not filed."""
+
+    conflict_id: int
+    kind: str  # study_other_site, series_other_study or patient_mismatch
+    study_instance_uid: str
+    sop_instance_uid: str
+
+
 class IngestOut(BaseModel):
     accepted: int
     duplicates: int
+    # instances held for an admin (their study UID belongs to another site, their series to
+    # another study, or their patient differs from their study's): not in the worklist
+    conflicts: list[HeldOut] = []

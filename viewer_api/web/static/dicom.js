@@ -1,6 +1,7 @@
 // A small DICOM Part-10 reader for the viewer: little-endian transfer syntaxes with native
-// (uncompressed) pixel data. Anything else is reported as `compressed` so the caller can
-// ask the server to render it instead.
+// (uncompressed) greyscale or RGB pixel data. Anything else (compressed, palette or YBR
+// colour, a Modality or VOI LUT Sequence) is reported as `compressed` so the caller can ask
+// the server to render it instead.
 
 export const IMPLICIT_LE = "1.2.840.10008.1.2";
 export const EXPLICIT_LE = "1.2.840.10008.1.2.1";
@@ -50,6 +51,10 @@ const WANTED = {
   0x00281053: "ds", // RescaleSlope
 };
 
+// tags whose presence (at the top level) is enough to know: the server renders such images
+const LUT_SEQUENCES = new Set([0x00283000, 0x00283010]); // Modality, VOI LUT Sequence
+const SHOWN_HERE = new Set(["MONOCHROME1", "MONOCHROME2", "RGB"]);
+
 export class DicomError extends Error {}
 
 const text = new TextDecoder("latin1");
@@ -96,6 +101,7 @@ function walk(view, offset, end, implicit, out, topLevel) {
       }
     }
     const valueOffset = offset + header;
+    if (topLevel && LUT_SEQUENCES.has(tag)) out.tags[tag] = true;
     if (topLevel && tag === PIXEL_DATA) {
       out.pixelOffset = valueOffset;
       out.pixelLength = length;
@@ -157,6 +163,10 @@ export function parseDicom(buffer) {
   Object.assign(info, describe(out.tags, ts));
   // encapsulated (JPEG, JPEG 2000, RLE...) pixel data: described, not decoded
   if (ts !== IMPLICIT_LE && ts !== EXPLICIT_LE) return { ...info, compressed: true };
+  // colour spaces, palettes and lookup tables: rendered by the server
+  if (!SHOWN_HERE.has(info.photometric) || [...LUT_SEQUENCES].some((t) => out.tags[t])) {
+    return { ...info, compressed: true };
+  }
   if (out.pixelOffset < 0) throw new DicomError("no pixel data");
   if (out.pixelLength === UNDEFINED) return { ...info, compressed: true };
   const frameBytes = info.rows * info.columns * info.samples * (info.bitsAllocated / 8);

@@ -1,4 +1,5 @@
-// The operations picture (admin): volumes, turnaround against the deadline, urgent finds.
+// The operations picture (admin): held images to decide, volumes, turnaround against the
+// deadline, urgent finds.
 import { api, errorText, h, toast } from "./api.js";
 import { fmtDuration, t } from "./i18n.js";
 import { startPage } from "./shell.js";
@@ -13,20 +14,73 @@ const me = await startPage({
   },
 });
 let stats = null;
+let conflicts = [];
 const CAT_COLOURS = { stroke: "#dc2626", chest_pain: "#ea580c", routine: "#2563eb" };
 
 async function reload() {
   try {
     await loadNow();
-    stats = await api(`/api/v1/stats?days=${document.getElementById("days").value}`);
+    [stats, conflicts] = await Promise.all([
+      api(`/api/v1/stats?days=${document.getElementById("days").value}`),
+      api("/api/v1/ingest-conflicts"),
+    ]);
     draw();
   } catch (err) {
     toast(errorText(err), "error");
   }
 }
 
+async function resolve(id, resolution) {
+  try {
+    await api(`/api/v1/ingest-conflicts/${id}/resolve`, { method: "POST", json: { resolution } });
+    toast(t("conflict_resolved"));
+    await reload();
+  } catch (err) {
+    toast(errorText(err), "error");
+  }
+}
+
+function drawConflicts() {
+  const body = document.getElementById("conflicts-body");
+  if (!conflicts.length) {
+    const empty = h("td", { colSpan: 7, className: "muted" }, t("no_conflicts"));
+    body.replaceChildren(h("tr", {}, empty));
+    return;
+  }
+  body.replaceChildren(
+    ...conflicts.map((c) =>
+      h(
+        "tr",
+        { dataset: { id: String(c.id), kind: c.kind, sop: c.sop_instance_uid } },
+        h("td", {}, t(c.kind)),
+        h("td", {}, `${c.site} (${c.calling_ae})`),
+        h("td", { className: c.category || "" }, c.category ? t(c.category) : t("routine")),
+        h("td", {}, `${c.patient_name} ${c.patient_id}`),
+        h(
+          "td",
+          {},
+          `${c.existing_site ?? ""}: ${c.existing_patient_name} ${c.existing_patient_id}`,
+        ),
+        h("td", {}, new Date(c.held_at).toLocaleString()),
+        h(
+          "td",
+          {},
+          ...["separate_study", "discard"].map((resolution) =>
+            h(
+              "button",
+              { type: "button", className: resolution, onclick: () => resolve(c.id, resolution) },
+              t(resolution),
+            ),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
 function draw() {
   if (!stats) return;
+  drawConflicts();
   document.getElementById("ops-total").textContent = `${t("total")}: ${stats.total_studies}`;
   const cards = document.getElementById("urgent-cards");
   cards.replaceChildren(
