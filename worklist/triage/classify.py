@@ -57,7 +57,8 @@ FOLLOW_UP_FIELDS = (
 )
 _FIELD_FOLLOW_UP = ("diagnosis", "exam")
 _BREAK_PUNCTUATION = re.compile(r"[\s,;.!?:。;、]+")
-_CLAUSE_BREAK = re.compile(r"[,;.!?:。;!?\n|]")
+# a full stop ends a clause, a decimal point (4.5小时) does not
+_CLAUSE_BREAK = re.compile(r"[,;!?:。;!?\n|]|(?<!\d)\.|\.(?!\d)")
 MAX_REASONS = 12
 
 
