@@ -1,6 +1,6 @@
 """The API's documentation pages work on an intranet with no internet: `/docs` (Swagger UI)
 and `/redoc` name only same-origin scripts, styles and icons, each of which loads from a
-real `teleread serve`, and headless Chromium, refused every request that leaves the server,
+real `teleread api`, and headless Chromium, refused every request that leaves the server,
 renders the operations (what else a page asks for, ReDoc's attribution logo, its own
 Content-Security-Policy stops inside the browser)."""
 
@@ -15,8 +15,9 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import pytest
 
-from tests.acceptance.conftest import Pipeline, running_pipeline
 from tests.acceptance.test_browser_reading_room import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.processes import free_port, start_api, wait_healthy
+from worklist.db import upgrade
 
 try:
     from playwright.sync_api import Browser, Request, Route, sync_playwright
@@ -54,9 +55,20 @@ def page_assets(html: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    with running_pipeline(tmp_path_factory) as started:
-        yield started
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A county API alone (the docs need no data), its base URL."""
+    tmp = tmp_path_factory.mktemp("docs")
+    url = f"sqlite:///{tmp / 'teleread.db'}"
+    upgrade(url)
+    env = {"TELEREAD_STORAGE_BACKEND": "filesystem", "TELEREAD_STORAGE_ROOT": str(tmp / "objects")}
+    port = free_port()
+    proc = start_api(database_url=url, port=port, env=env, log=tmp / "api.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, proc)
+        yield base
+    finally:
+        proc.stop()
 
 
 @pytest.mark.parametrize(
@@ -67,17 +79,18 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     ],
 )
 def test_a_docs_page_names_only_same_origin_assets_and_each_loads(
-    pipeline: Pipeline, page: str, kinds: set[str]
+    api: str, page: str, kinds: set[str]
 ) -> None:
-    with httpx.Client(base_url=pipeline.base_url, timeout=30) as client:
+    with httpx.Client(base_url=api, timeout=30) as client:
         r = client.get(page)
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        assert "default-src 'self'" in r.headers["content-security-policy"]
         assets = page_assets(r.text)
         assert assets, f"{page} names no script or style"
-        origin = urlsplit(pipeline.base_url)
+        origin = urlsplit(api)
         seen: set[str] = set()
         for url in assets:
-            absolute = urlsplit(urljoin(pipeline.base_url + page, url))
+            absolute = urlsplit(urljoin(api + page, url))
             assert (absolute.scheme, absolute.netloc) == (origin.scheme, origin.netloc), (
                 f"{page} loads {url} from another origin"
             )
@@ -90,7 +103,7 @@ def test_a_docs_page_names_only_same_origin_assets_and_each_loads(
 
 
 @pytest.fixture(scope="module")
-def browser(pipeline: Pipeline) -> Iterator[Browser]:
+def browser(api: str) -> Iterator[Browser]:
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -111,13 +124,13 @@ def browser(pipeline: Pipeline) -> Iterator[Browser]:
 @BROWSER[0]
 @BROWSER[1]
 def test_a_docs_page_renders_with_everything_but_the_server_blocked(
-    pipeline: Pipeline, browser: Browser, page: str, rendered: str
+    api: str, browser: Browser, page: str, rendered: str
 ) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     blocked: list[str] = []  # outside requests that left the page (refused here)
     failed: list[tuple[str, str | None]] = []
-    origin = pipeline.base_url + "/"
+    origin = api + "/"
 
     def only_the_server(route: Route) -> None:
         if route.request.url.startswith(origin):
@@ -133,7 +146,7 @@ def test_a_docs_page_renders_with_everything_but_the_server_blocked(
     try:
         tab = context.new_page()
         tab.on("requestfailed", on_failed)
-        tab.goto(pipeline.base_url + page)
+        tab.goto(api + page)
         tab.wait_for_selector(rendered, state="attached", timeout=TIMEOUT_MS)
         tab.screenshot(path=str(ARTIFACTS / f"docs{page.replace('/', '-')}.png"))
     finally:
