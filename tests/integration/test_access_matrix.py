@@ -322,6 +322,9 @@ ACCESS: dict[tuple[str, str], Access] = {
     ("GET", "/api/v1/studies/{study_uid}/priors"): Access(
         READERS, "site", get("/api/v1/studies/{study}/priors")
     ),
+    ("GET", "/api/v1/studies/{study_uid}/timeline"): Access(
+        VIEWERS, "site", get("/api/v1/studies/{study}/timeline")
+    ),
     ("GET", "/api/v1/studies/{study_uid}/report"): Access(VIEWERS, "site", get(REPORT)),
     ("PUT", "/api/v1/studies/{study_uid}/report"): Access(
         READERS,

@@ -50,6 +50,7 @@ class GatewayHealthOut(BaseModel):
     oldest_unsent_age_seconds: float | None
     last_error: str | None
     last_error_attempts: int | None
+    clock_offset_seconds: float | None  # county minus gateway, at its last report
 
 
 class OperationsNow(BaseModel):

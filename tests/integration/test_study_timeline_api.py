@@ -1,0 +1,119 @@
+"""The study timeline through the real API on SQLite and PostgreSQL: a gateway whose clock
+runs behind the county's is measured by its status report and its hops are put on the
+county's clock; an older gateway's announcement (no upload time) still files and lists the
+study; the deadlines are followed as they run; who may see a study may see its timeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.integration.test_api_world import Study, World, build_world
+
+STROKE = "头颅CT平扫 急性脑卒中"
+CHINA = timezone(timedelta(hours=8))
+
+
+@pytest.fixture
+def world(session_factory: sessionmaker[Session], tmp_path: Path) -> Iterator[World]:
+    yield from build_world(session_factory, tmp_path)
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_gateway_hops_are_put_on_the_county_clock(world: World) -> None:
+    behind = timedelta(seconds=90)  # the township's clock
+    sent_at = (world.clock.now - behind).isoformat()
+    status = {"pending_urgent": 0, "pending_routine": 0, "sent_at": sent_at}
+    assert world.post("gw_ts01", "/api/v1/gateway/status", json=status).status_code == 204
+    gateways = world.get("boss", "/api/v1/ops/now").json()["gateways"]
+    assert next(g for g in gateways if g["gateway"] == "gw_ts01")["clock_offset_seconds"] == 90
+
+    study = Study(site="TS01", modality="CT", description=STROKE, count=3)
+    body = world.payload(study)
+    gateway_now = world.clock.now - behind
+    scanned = world.clock.now - timedelta(minutes=4)
+    for i, item in enumerate(body["instances"]):
+        item["received_at"] = (gateway_now - timedelta(seconds=30 - i)).isoformat()
+        item["uploaded_at"] = (gateway_now - timedelta(seconds=20 - i)).isoformat()
+        local = (scanned + timedelta(seconds=i)).astimezone(CHINA)
+        item["dicom_json"] = {
+            "00080022": {"vr": "DA", "Value": [local.strftime("%Y%m%d")]},
+            "00080032": {"vr": "TM", "Value": [local.strftime("%H%M%S")]},
+        }
+    assert world.post("gw_ts01", "/api/v1/ingest/instances", json=body).status_code == 200
+
+    timeline = world.get("dr_li", f"/api/v1/studies/{study.uid}/timeline").json()
+    assert timeline["gateway_clock_offset_seconds"] == 90
+    assert timeline["gateway_clock_corrected"] is True
+    hops = {h["hop"]: h for h in timeline["hops"]}
+    assert _at(hops["acquired"]["at"]) == scanned
+    assert _at(hops["acquired_last"]["at"]) == scanned + timedelta(seconds=2)
+    for name, recorded in (
+        ("received_first", gateway_now - timedelta(seconds=30)),
+        ("received_last", gateway_now - timedelta(seconds=28)),
+        ("uploaded_first", gateway_now - timedelta(seconds=20)),
+        ("uploaded_last", gateway_now - timedelta(seconds=18)),
+    ):
+        assert hops[name]["clock"] == "gateway"
+        assert _at(hops[name]["recorded_at"]) == recorded, name
+        assert _at(hops[name]["at"]) == recorded + behind, name
+    assert _at(hops["listed"]["at"]) == world.clock.now
+    assert _at(hops["flagged_urgent"]["at"]) == world.clock.now
+    assert [h["hop"] for h in timeline["hops"]] == [
+        "acquired",
+        "acquired_last",
+        "received_first",
+        "received_last",
+        "uploaded_first",
+        "uploaded_last",
+        "listed",
+        "flagged_urgent",
+        "arrived_last",
+    ]
+    targets = {t["target"]: t for t in timeline["targets"]}
+    assert targets["stroke_read_45min"]["state"] == "running"
+    assert targets["read_deadline"]["state"] == "running"
+    world.clock.tick(46 * 60)
+    timeline = world.get("dr_li", f"/api/v1/studies/{study.uid}/timeline").json()
+    targets = {t["target"]: t for t in timeline["targets"]}
+    assert targets["stroke_read_45min"]["state"] == "overdue"
+    assert targets["stroke_read_45min"]["elapsed_seconds"] == 46 * 60
+
+    # the study's own site's clinic sees it; another site's, a gateway: as for the study
+    assert world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/timeline").status_code == 200
+    assert world.get("nurse_ts02", f"/api/v1/studies/{study.uid}/timeline").status_code == 404
+    assert world.get("gw_ts01", f"/api/v1/studies/{study.uid}/timeline").status_code == 403
+    assert world.get("dr_li", "/api/v1/studies/1.2.3.4/timeline").status_code == 404
+    trail = world.get("boss", "/api/v1/audit", params={"object_id": study.uid}).json()
+    assert "study_timeline_viewed" in {e["action"] for e in trail}
+
+
+def test_an_older_gateways_study_has_no_upload_hops(world: World) -> None:
+    study = Study(site="TS01", modality="DX", description="胸部正位片")
+    assert world.announce(study).status_code == 200  # no uploaded_at, no status report
+    timeline = world.get("boss", f"/api/v1/studies/{study.uid}/timeline").json()
+    assert timeline["gateway_clock_offset_seconds"] is None
+    assert timeline["gateway_clock_corrected"] is False
+    assert [h["hop"] for h in timeline["hops"]] == [
+        "received_first",
+        "received_last",
+        "listed",
+        "arrived_last",
+    ]
+    assert timeline["stages"] == [
+        {"stage": "gateway_to_listed", "start": "received_first", "end": "listed", "seconds": 0.0},
+        {
+            "stage": "last_image_to_county",
+            "start": "received_last",
+            "end": "arrived_last",
+            "seconds": 0.0,
+        },
+    ]
+    assert [t["target"] for t in timeline["targets"]] == ["read_deadline"]
