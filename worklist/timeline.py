@@ -290,11 +290,15 @@ def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
 
 def _from_audit(session: Session, found: dict[str, _Found], uids: Sequence[str]) -> None:
     for chunk in _chunks(uids):
-        # views come by the hundred: the first of each action and role only (the action
-        # kept apart, so a reader's look at the report is no "opened")
+        # views come by the hundred: the first of each action by each account only (the
+        # action kept apart, so a reader's look at the report is no "opened")
         actions = session.execute(
             select(
-                AuditEvent.object_id, AuditEvent.action, AuditEvent.role, func.min(AuditEvent.at)
+                AuditEvent.object_id,
+                AuditEvent.action,
+                AuditEvent.role,
+                AuditEvent.username,
+                func.min(AuditEvent.at),
             )
             .where(
                 AuditEvent.object_type.in_(("study", "report")),
@@ -303,13 +307,13 @@ def _from_audit(session: Session, found: dict[str, _Found], uids: Sequence[str])
                 AuditEvent.outcome == "success",
                 AuditEvent.role.in_((*READER_ROLES, ROLE_CLINIC)),
             )
-            .group_by(AuditEvent.object_id, AuditEvent.action, AuditEvent.role)
+            .group_by(AuditEvent.object_id, AuditEvent.action, AuditEvent.role, AuditEvent.username)
         ).all()
-        for uid, action, role, at in actions:
+        for uid, action, role, username, at in actions:
             if role == ROLE_CLINIC and action in _CLINIC_READ_ACTIONS:
-                found[uid].earliest("clinic_opened", at, f"audit:{action}")
+                found[uid].earliest("clinic_opened", at, f"audit:{action}", username)
             elif role in READER_ROLES and action in _OPENED_ACTIONS:
-                found[uid].earliest("opened", at, f"audit:{action}")
+                found[uid].earliest("opened", at, f"audit:{action}", username)
         rows = session.execute(
             select(
                 AuditEvent.object_id,

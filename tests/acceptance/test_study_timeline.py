@@ -171,6 +171,7 @@ def test_stroke_timeline_has_every_hop_in_order_at_its_recorded_time(
     assert _at(hops["opened"]["at"]) == audited("study_viewed", username="dr_li")
     assert _at(hops["preliminary_signed"]["at"]) == audited("report_signed")
     assert _at(hops["clinic_opened"]["at"]) == audited("report_viewed", username="nurse_ts01")
+    assert (hops["opened"]["by"], hops["clinic_opened"]["by"]) == ("dr_li", "nurse_ts01")
     assert _at(hops["critical_result_communicated"]["at"]) == _at(critical["communicated_at"])
     assert _at(hops["critical_result_acknowledged"]["at"]) == acknowledged_at
     # the clinic was told when the signature was committed (no webhook here)

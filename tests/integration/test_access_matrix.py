@@ -409,6 +409,7 @@ ACCESS: dict[tuple[str, str], Access] = {
         VIEWERS, "site", cancel_call_ahead
     ),
     ("GET", "/api/v1/ops/now"): Access(ADMIN, "none", get("/api/v1/ops/now")),
+    ("GET", "/api/v1/ops/turnaround"): Access(ADMIN, "none", get("/api/v1/ops/turnaround")),
     # township gateways
     ("POST", "/api/v1/gateway/status"): Access(
         GATEWAY, "none", post("/api/v1/gateway/status", {"pending_urgent": 0})

@@ -117,3 +117,55 @@ def test_an_older_gateways_study_has_no_upload_hops(world: World) -> None:
         },
     ]
     assert [t["target"] for t in timeline["targets"]] == ["read_deadline"]
+
+
+def test_the_periods_turnaround_per_category_and_the_urgent_studies_overdue(
+    world: World,
+) -> None:
+    read = Study(site="TS01", modality="CT", description=STROKE)
+    waiting = Study(site="TS02", modality="CT", description=STROKE)
+    routine = Study(site="TS01", modality="DX", description="胸部正位片")
+    for study in (read, waiting, routine):
+        assert world.announce(study, gateway="gw_all").status_code == 200
+    came_in = world.clock.now
+    world.clock.tick(90)
+    assert world.post("dr_li", f"/api/v1/worklist/{read.uid}/claim").status_code == 200
+    body = {"findings": "右侧基底节区高密度影。", "impression": "急性脑出血。"}
+    assert world.put("dr_li", f"/api/v1/studies/{read.uid}/report", json=body).status_code == 200
+    world.clock.tick(300)
+    sign = {"status": "preliminary"}
+    r = world.post("dr_li", f"/api/v1/studies/{read.uid}/report/sign", json=sign)
+    assert r.status_code == 200, r.text
+    world.clock.tick(50 * 60)
+
+    assert world.get("dr_li", "/api/v1/ops/turnaround").status_code == 403
+    # "today" starts at local midnight: unless the hour this took crossed it
+    same_day = came_in.astimezone(CHINA).date() == world.clock.now.astimezone(CHINA).date()
+    for window in ("today", "7d") if same_day else ("7d",):
+        r = world.get("boss", "/api/v1/ops/turnaround", params={"window": window})
+        assert r.status_code == 200, r.text
+        figures = r.json()
+        assert figures["window"] == window and figures["studies"] == 3
+        by = {c["category"]: c for c in figures["categories"]}
+        assert [c["category"] for c in figures["categories"]] == [
+            "stroke",
+            "chest_pain",
+            "routine",
+        ]
+        assert (by["stroke"]["studies"], by["chest_pain"]["studies"]) == (2, 0)
+        assert by["routine"]["studies"] == 1
+        stages = {s["stage"]: s for s in by["stroke"]["stages"]}
+        claimed = stages["listed_to_claimed"]
+        assert (claimed["count"], claimed["p50_seconds"], claimed["p95_seconds"]) == (1, 90, 90)
+        assert stages["claimed_to_report"]["p90_seconds"] == 300
+        assert stages["listed_to_report"]["p50_seconds"] == 390
+        assert stages["gateway_to_listed"]["count"] == 2
+        targets = by["stroke"]["targets"]["stroke_read_45min"]
+        assert (targets["met"], targets["overdue"]) == (1, 1)
+        overdue = figures["overdue_urgent"]
+        assert [o["study_instance_uid"] for o in overdue] == [waiting.uid]
+        assert overdue[0]["site"] == "TS02" and overdue[0]["waiting_after"] == "arrived_last"
+        assert set(overdue[0]["targets"]) == {"read_deadline", "stroke_read_45min"}
+    one_site = world.get("boss", "/api/v1/ops/turnaround", params={"site": "TS02"}).json()
+    assert one_site["studies"] == 1
+    assert world.get("boss", "/api/v1/ops/turnaround?window=30d").status_code == 422

@@ -1,4 +1,5 @@
-"""The study timeline's pure parts: an image's acquisition time from its header."""
+"""The study timeline's pure parts: an image's acquisition time from its header; the
+pages' words for every hop, stage and deadline."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from worklist.timeline import acquisition_time
+from tests.unit.test_page_strings import strings
+from worklist.timeline import HOPS, STAGE_NAMES, acquisition_time
+from worklist.turnaround import TARGET_STATES
 
 CST = timedelta(hours=8)
 
@@ -62,3 +65,11 @@ def test_acquisition_time_is_none_when_the_header_says_nothing_usable(
 ) -> None:
     assert acquisition_time(header(**tags), default_offset=CST) is None
     assert acquisition_time(None, default_offset=CST) is None
+
+
+def test_every_hop_stage_and_target_has_words_in_both_languages() -> None:
+    table = strings()
+    named = [f"hop_{h}" for h in HOPS] + [f"stage_{s}" for s in STAGE_NAMES]
+    named += [f"tstate_{s}" for s in TARGET_STATES]
+    named += [f"target_{t}" for t in ("read_deadline", "stroke_read_45min", "cta_read_10min")]
+    assert sorted(n for n in named if n not in table) == []
