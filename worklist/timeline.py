@@ -129,7 +129,7 @@ _CLINIC_READ_ACTIONS = (
 _ROW_ACTIONS = ("study_claimed", "report_signed", "study_flagged")
 _CHUNK = 500
 # words that make a CT study an angiogram (the CTA target applies)
-_CTA = re.compile(r"\bCTA\b|ANGIO|血管成像|血管造影", re.IGNORECASE)
+_CTA = re.compile(r"(?<![A-Z])CTA(?![A-Z])|ANGIO|血管成像|血管造影", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,6 +117,13 @@ def test_an_older_gateways_study_has_no_upload_hops(world: World) -> None:
         },
     ]
     assert [t["target"] for t in timeline["targets"]] == ["read_deadline"]
+    # a chest pain CT angiogram is held to the CTA target too (the acquisition is unknown)
+    cta = Study(site="TS01", modality="CT", description="胸腹主动脉CTA 突发撕裂样胸背痛1小时")
+    assert world.announce(cta).status_code == 200
+    timeline = world.get("boss", f"/api/v1/studies/{cta.uid}/timeline").json()
+    assert timeline["category"] == "chest_pain"
+    targets = {t["target"]: t["state"] for t in timeline["targets"]}
+    assert targets == {"read_deadline": "running", "cta_read_10min": "unknown"}
 
 
 def test_the_periods_turnaround_per_category_and_the_urgent_studies_overdue(
