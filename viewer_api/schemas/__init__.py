@@ -27,6 +27,7 @@ from viewer_api.schemas.reports import (
     SignIn,
 )
 from viewer_api.schemas.service import AuditEventOut, Health, SessionOut, Token
+from viewer_api.schemas.share_links import ShareLinkOut
 from viewer_api.schemas.worklist import (
     AssignIn,
     EventOut,
@@ -92,6 +93,7 @@ __all__ = [
     "ReportTemplateOut",
     "SeriesOut",
     "SessionOut",
+    "ShareLinkOut",
     "SignIn",
     "StudyDetail",
     "Token",
