@@ -445,6 +445,9 @@ def test_operations_page_shows_trouble_without_clipping(
     failing = page.locator('#gateways-body tr[data-gateway="gw_ts02"]')
     expect(failing).to_have_attribute("data-state", "failing")
     expect(failing).to_contain_text("connection refused")
+    # the embedded gateway says when it sends its status: its clock against the county's
+    embedded = page.locator('#gateways-body tr[data-gateway="gateway-embedded"] td.clock')
+    expect(embedded).to_have_text(re.compile(r"^[+-]?\d+\.\d s$"))
     # and among the urgent studies overdue today: a reader looked (above), nobody claimed it
     overdue = page.locator(f'#overdue-urgent-body tr[data-uid="{uid}"]')
     expect(overdue).to_contain_text("阅片时限")

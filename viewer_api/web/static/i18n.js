@@ -474,6 +474,7 @@ const STRINGS = {
   tstate_unknown: ["无法计算", "unknown"],
   timeline_title: ["检查时间线", "Study timeline"],
   clock_offset: ["网关时钟偏差", "Gateway clock offset"],
+  clock_skew: ["时钟偏差", "Clock offset"],
   clock_corrected: ["已校正", "corrected"],
   turnaround_hops: ["各环节周转时间", "Turnaround hop by hop"],
   time_window: ["时间范围", "Period"],

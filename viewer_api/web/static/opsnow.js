@@ -86,6 +86,12 @@ function drawGateways(gateways, now) {
           g.oldest_unsent_age_seconds === null ? "—" : fmtDuration(g.oldest_unsent_age_seconds),
           "num",
         ),
+        cell(
+          g.clock_offset_seconds === null
+            ? "—"
+            : `${g.clock_offset_seconds > 0 ? "+" : ""}${g.clock_offset_seconds.toFixed(1)} s`,
+          "num clock",
+        ),
         h(
           "td",
           { className: "error-text" },
