@@ -279,11 +279,18 @@ def provision(data_dir: Path, sites: int, readers: int) -> None:
 
 
 def client(base: str, username: str, password: str) -> httpx.Client:
+    """A signed-in client; a busy API (503, 429: every simulated person logs in at the
+    start, and argon2 is slow on purpose) is asked again after its Retry-After."""
     c = httpx.Client(base_url=base, timeout=60)
-    r = c.post("/api/v1/auth/token", data={"username": username, "password": password})
-    r.raise_for_status()
-    c.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
-    return c
+    for _ in range(60):
+        r = c.post("/api/v1/auth/token", data={"username": username, "password": password})
+        if r.status_code in (429, 503):
+            time.sleep(float(r.headers.get("Retry-After", "1")))
+            continue
+        r.raise_for_status()
+        c.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+        return c
+    raise SystemExit(f"{username} could not log in: the API stayed busy")
 
 
 def read_minutes(rng: np.random.Generator, item: dict[str, Any]) -> float:
