@@ -221,6 +221,9 @@ class CountyClient:
         """``POST /api/v1/gateway/status``: the spool's summary (gateway.heartbeat), and
         ``sent_at``, this clock now: a small request, so the county measures this clock
         against its own with it (its study timelines put this gateway's times on its clock)."""
+        with self._lock:  # signed in first: the log-in's time is no part of the measurement
+            if self._token is None:
+                self._login()
         body = {**status, "sent_at": datetime.now(UTC).isoformat()}
         self._authorised("POST", "/api/v1/gateway/status", json=body)
 

@@ -33,8 +33,11 @@ MAX_LATE = 200
 # a gateway that has not reported for this long has lost contact
 STALE_AFTER = timedelta(seconds=120)
 CLAIM = "study_claimed"
-# the gateway's status report's clock measurement (county minus gateway, seconds)
+# the gateway's status report's clock measurement (county minus gateway, seconds), when it
+# was taken, and how long the smallest one stands (a report's delay only ever adds to it)
 CLOCK_OFFSET_KEY = "clock_offset_seconds"
+CLOCK_MEASURED_KEY = "clock_measured_at"
+CLOCK_WINDOW = timedelta(minutes=10)
 SIGN = "report_signed"
 
 
@@ -185,16 +188,34 @@ def reader_workload(*, session: Session, now: datetime, day_start: datetime) -> 
 
 
 def record_gateway_status(
-    *, session: Session, gateway: User, status: dict[str, Any], now: datetime
+    *,
+    session: Session,
+    gateway: User,
+    status: dict[str, Any],
+    now: datetime,
+    sent_at: datetime | None = None,
 ) -> GatewayStatus:
-    """Keep a gateway's latest report (one row per gateway account)."""
+    """Keep a gateway's latest report (one row per gateway account). ``sent_at``, when the
+    gateway stamped the report on its clock, measures its clock against ours: ``now -
+    sent_at`` is the offset plus the report's delay (never less than the offset), so the
+    smallest measurement of the last ``CLOCK_WINDOW`` is kept as the offset."""
     row = session.get(GatewayStatus, gateway.id)
+    status = dict(status)
+    if sent_at is not None:
+        measured = round((now - sent_at).total_seconds(), 3)
+        before = row.status if row is not None else {}
+        kept, kept_at = before.get(CLOCK_OFFSET_KEY), before.get(CLOCK_MEASURED_KEY)
+        recent = isinstance(kept_at, str) and now - datetime.fromisoformat(kept_at) < CLOCK_WINDOW
+        if isinstance(kept, int | float) and recent and kept <= measured:
+            status[CLOCK_OFFSET_KEY], status[CLOCK_MEASURED_KEY] = kept, kept_at
+        else:
+            status[CLOCK_OFFSET_KEY], status[CLOCK_MEASURED_KEY] = measured, now.isoformat()
     if row is None:
-        row = GatewayStatus(user_id=gateway.id, reported_at=now, status=dict(status))
+        row = GatewayStatus(user_id=gateway.id, reported_at=now, status=status)
         session.add(row)
     else:
         row.reported_at = now
-        row.status = dict(status)
+        row.status = status
     session.flush()
     return row
 

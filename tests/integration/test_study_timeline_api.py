@@ -32,6 +32,10 @@ def test_gateway_hops_are_put_on_the_county_clock(world: World) -> None:
     sent_at = (world.clock.now - behind).isoformat()
     status = {"pending_urgent": 0, "pending_routine": 0, "sent_at": sent_at}
     assert world.post("gw_ts01", "/api/v1/gateway/status", json=status).status_code == 204
+    # a report held up on its way says nothing new: the smallest of the last minutes stands
+    world.clock.tick(30)
+    slow = {**status, "sent_at": (world.clock.now - behind - timedelta(seconds=4)).isoformat()}
+    assert world.post("gw_ts01", "/api/v1/gateway/status", json=slow).status_code == 204
     gateways = world.get("boss", "/api/v1/ops/now").json()["gateways"]
     assert next(g for g in gateways if g["gateway"] == "gw_ts01")["clock_offset_seconds"] == 90
 

@@ -29,11 +29,7 @@ from worklist.completion import mark_study_complete
 from worklist.errors import UnknownSite
 from worklist.ingest import InstanceArrival, record_instances
 from worklist.models import Site, User
-from worklist.operations import (
-    CLOCK_OFFSET_KEY,
-    gateway_clock_offset,
-    record_gateway_status,
-)
+from worklist.operations import gateway_clock_offset, record_gateway_status
 
 logger = logging.getLogger(__name__)
 
@@ -187,15 +183,14 @@ def gateway_status(
     """The gateway's heartbeat: its queue and last upload error, for the operations page."""
     last = body.last_error or {}
     status_json = body.model_dump(exclude={"last_error", "sent_at"})
-    if body.sent_at is not None:
-        # the county's clock minus the gateway's (the request's own delay included)
-        status_json[CLOCK_OFFSET_KEY] = round((now - body.sent_at).total_seconds(), 3)
     status_json["last_error"] = (
         {"error": str(last.get("error", ""))[:500], "attempts": int(last.get("attempts") or 0)}
         if last
         else None
     )
-    record_gateway_status(session=session, gateway=user, status=status_json, now=now)
+    record_gateway_status(
+        session=session, gateway=user, status=status_json, now=now, sent_at=body.sent_at
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
