@@ -270,6 +270,10 @@ def test_radiologist_reads_and_signs_then_clinic_prints(
     nurse.wait_for_url("**/ui/clinic")
     row = nurse.locator(f'#studies-body tr[data-uid="{stroke.study_uid}"]')
     expect(row).to_have_attribute("data-state", "final")
+    # the study's timeline under its row: the clinic sees the path of its own patient
+    row.locator("button.timeline").click()
+    detail = nurse.locator(f'#studies-body tr.timeline-row[data-uid="{stroke.study_uid}"]')
+    expect(detail.locator('li[data-hop="final_signed"]')).to_be_visible()
     expect(nurse.locator(f'#studies-body tr[data-uid="{dr.study_uid}"]')).to_be_visible()
     first_report = nurse.locator("#reports-body tr").first
     expect(first_report).to_have_attribute("data-uid", stroke.study_uid)

@@ -6,6 +6,7 @@ import { api, errorText, h, toast } from "./api.js";
 import { fmtTime, lang, t } from "./i18n.js";
 import { personName } from "./names.js";
 import { startPage } from "./shell.js";
+import { drawTimeline } from "./timeline.js";
 
 const me = await startPage({ roles: ["clinic", "admin"], onLang: () => render() });
 const $ = (id) => document.getElementById(id);
@@ -203,6 +204,36 @@ function connectEvents() {
   }
 }
 
+// --- a study's timeline, under its row (open ones stay open through a re-render) ---------
+const openTimelines = new Set();
+
+async function showTimeline(uid, row) {
+  const list = h("ol", { className: "timeline-hops" });
+  const targets = h("p", { className: "targets" });
+  const detail = h(
+    "tr",
+    { className: "timeline-row", dataset: { uid } },
+    h("td", { colSpan: 7 }, h("div", { className: "timeline" }, list, targets)),
+  );
+  row.after(detail);
+  try {
+    drawTimeline(list, targets, await api(`/api/v1/studies/${encodeURIComponent(uid)}/timeline`));
+  } catch (err) {
+    targets.textContent = errorText(err);
+  }
+}
+
+function toggleTimeline(uid, row) {
+  const open = row.nextElementSibling?.classList.contains("timeline-row");
+  if (open) {
+    row.nextElementSibling.remove();
+    openTimelines.delete(uid);
+  } else {
+    openTimelines.add(uid);
+    showTimeline(uid, row);
+  }
+}
+
 // --- lists -------------------------------------------------------------------------------
 function render() {
   setLive(source !== null && source.readyState === EventSource.OPEN);
@@ -221,6 +252,8 @@ function render() {
       b.disabled = !me.can("flag");
       actions.append(b);
     }
+    const timelineButton = h("button", { type: "button", className: "timeline" }, t("timeline"));
+    actions.append(timelineButton);
     const tags = [h("span", { className: `status-tag ${state}` }, t(state))];
     if (overdue.has(s.study_instance_uid))
       tags.push(h("span", { className: "status-tag overdue" }, t("overdue")));
@@ -257,6 +290,9 @@ function render() {
         actions,
       ),
     );
+    const row = body.lastElementChild;
+    timelineButton.addEventListener("click", () => toggleTimeline(s.study_instance_uid, row));
+    if (openTimelines.has(s.study_instance_uid)) showTimeline(s.study_instance_uid, row);
   }
   const byUid = new Map(studies.map((s) => [s.study_instance_uid, s]));
   const rbody = $("reports-body");

@@ -473,6 +473,7 @@ const STRINGS = {
   tstate_overdue: ["已超时", "overdue"],
   tstate_unknown: ["无法计算", "unknown"],
   timeline_title: ["检查时间线", "Study timeline"],
+  timeline: ["时间线", "Timeline"],
   clock_offset: ["网关时钟偏差", "Gateway clock offset"],
   clock_skew: ["时钟偏差", "Clock offset"],
   clock_corrected: ["已校正", "corrected"],
