@@ -7,8 +7,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import mmap
+import ssl
 import struct
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -37,25 +38,51 @@ def _called_ae(event: Event) -> str:
     return str(called).strip()
 
 
-def handle_association_request(event: Event, sites: Sites) -> None:
-    """EVT_REQUESTED: reject (permanent, calling AE title not recognised) unknown AEs."""
+def _peer_certificate_sha256(event: Event) -> str | None:
+    """The SHA-256 of the DICOM TLS client certificate the peer presented (verified by the
+    gateway's CA during the handshake), or None (plain connection, no certificate)."""
+    raw = getattr(event.assoc.dul.socket, "socket", None)
+    if not isinstance(raw, ssl.SSLSocket):
+        return None
+    try:
+        der = raw.getpeercert(binary_form=True)
+    except (OSError, ValueError):
+        return None
+    return hashlib.sha256(der).hexdigest() if der else None
+
+
+def handle_association_request(
+    event: Event, sites: Sites, called_aes: Collection[str] | None = None
+) -> None:
+    """EVT_REQUESTED: reject (permanent) a request to an AE title that is not ours
+    (``called_aes``, upper case; None: any), from an unknown calling AE, or from a device
+    its site does not have there (an address outside the site's networks without one of its
+    certificates, or a certificate of another site; ``gateway.sites``)."""
     primitive: Any = event.assoc.requestor.primitive
     calling = str(getattr(primitive, "calling_ae_title", "")).strip()
-    if sites.site_for(calling) is not None:
+    called = str(getattr(primitive, "called_ae_title", "")).strip()
+    address = str(event.assoc.requestor.address)
+    log: dict[str, Any] = {"calling_ae": calling, "called_ae": called, "peer": address}
+    if called_aes is not None and called.upper() not in called_aes:
+        _reject(event, status.REASON_CALLED_AE_NOT_RECOGNISED, "called AE title not ours", log)
         return
+    site = sites.site_for(calling)
+    if site is None:
+        _reject(event, status.REASON_CALLING_AE_NOT_RECOGNISED, "unknown calling AE", log)
+        return
+    certificate = _peer_certificate_sha256(event)
+    refusal = sites.device_refusal(site, address=address, certificate_sha256=certificate)
+    if refusal is not None:
+        log.update(site=site, certificate_sha256=certificate or "")
+        _reject(event, status.REASON_CALLING_AE_NOT_RECOGNISED, f"device: {refusal}", log)
+
+
+def _reject(event: Event, reason: int, why: str, log: dict[str, Any]) -> None:
     logger.warning(
-        "association from unknown calling AE rejected",
-        extra={
-            "action": "association_rejected",
-            "calling_ae": calling,
-            "peer": event.assoc.requestor.address,
-        },
+        f"association rejected: {why}",
+        extra={"action": "association_rejected", "reason": why, **log},
     )
-    event.assoc.acse.send_reject(
-        status.REJECTED_PERMANENT,
-        status.SOURCE_SERVICE_USER,
-        status.REASON_CALLING_AE_NOT_RECOGNISED,
-    )
+    event.assoc.acse.send_reject(status.REJECTED_PERMANENT, status.SOURCE_SERVICE_USER, reason)
     event.assoc.kill()  # as pynetdicom's own rejection does: lets the DUL send the A-ASSOCIATE-RJ
 
 

@@ -54,7 +54,13 @@ def _allowed_sites(session: Session, user: User) -> list[Site]:
 def gateway_config(session: SessionDep, user: GatewayUser) -> GatewayConfig:
     return GatewayConfig(
         sites=[
-            GatewaySite(code=s.code, name=s.name, ae_titles=[a.ae_title for a in s.ae_titles])
+            GatewaySite(
+                code=s.code,
+                name=s.name,
+                ae_titles=[a.ae_title for a in s.ae_titles],
+                networks=[n.network for n in s.networks],
+                certificates=[c.sha256 for c in s.certificates],
+            )
             for s in _allowed_sites(session, user)
         ]
     )

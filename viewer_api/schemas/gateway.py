@@ -20,6 +20,10 @@ class GatewaySite(BaseModel):
     code: str
     name: str
     ae_titles: list[str]
+    # where the site's modalities may call from: CIDR blocks, and the SHA-256 (hex) of their
+    # DICOM TLS client certificates; both empty: any address (docs/contracts.md)
+    networks: list[str] = []
+    certificates: list[str] = []
 
 
 class GatewayConfig(BaseModel):
