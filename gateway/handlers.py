@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import mmap
+import sqlite3
 import ssl
 import struct
 from collections.abc import Collection, Mapping
@@ -172,11 +173,16 @@ class IncomingStore:
 
     ``finish()`` spools it as received and returns the DIMSE status: SUCCESS only once it is
     durable; after a failure ``error_comment`` holds the reason (the response's Error
-    Comment). Re-sent identical instances are a no-op SUCCESS; different bytes under a known
-    SOP Instance UID are kept as a conflict (never overwriting the first) and also answered
-    SUCCESS, since the modality cannot fix it and must not keep retrying; the conflict is
-    logged and shown by ``teleread gateway status``. ``abandon()``: the association ended
-    mid-message."""
+    Comment). Re-sent identical instances are a no-op SUCCESS. An instance kept but not
+    simply filed, as far as the spool knows at this moment, is answered the warning
+    STORED_BUT_HELD with the reason as Error Comment (a warning: it is kept, and the modality
+    must not keep retrying): different bytes under a known SOP Instance UID (kept here as a
+    conflict, never overwriting the first), a re-send of an instance the county held, or a
+    study UID another site sent first (through this gateway, or held by the county for an
+    earlier instance of the study). What only the county finds out (the first instance of a
+    squatted study, a patient mismatch, a SOP Instance UID filed elsewhere) reaches the
+    modality as SUCCESS and is listed by ``teleread gateway status``. ``abandon()``: the
+    association ended mid-message."""
 
     def __init__(
         self,
@@ -286,13 +292,35 @@ class IncomingStore:
             return self._refuse(status.PROCESSING_FAILURE, f"gateway failure: {type(exc).__name__}")
         finally:
             self.abandon()  # whatever is left: the parts, a temp file not placed
-        level = logging.WARNING if outcome == "conflict" else logging.DEBUG
+        held = self._held(row_id, inst.study_instance_uid)
+        level = logging.WARNING if outcome == "conflict" or held else logging.DEBUG
         logger.log(
             level,
-            f"instance {outcome}",
-            extra={"action": f"instance_{outcome}", "row_id": row_id, "site": self.site, **log},
+            f"instance {outcome}" + (f" ({held})" if held else ""),
+            extra={
+                "action": f"instance_{outcome}",
+                "row_id": row_id,
+                "site": self.site,
+                "held": held,
+                **log,
+            },
         )
+        if held:  # kept, but the modality hears that it will not simply be filed
+            self.error_comment = status.error_comment(held)
+            return status.STORED_BUT_HELD
         return status.SUCCESS
+
+    def _held(self, row_id: int, study_uid: str) -> str:
+        """Why the durable instance will not simply be filed, as far as the spool knows now
+        (``""``: nothing known; the county may still hold it, ``docs/contracts.md``)."""
+        assert self.site is not None
+        try:
+            return self._spool.outbox.held_reason(row_id, study_uid=study_uid, site=self.site)
+        except sqlite3.Error as exc:  # durable already: never fail the answer for this
+            logger.warning(
+                "held check failed", extra={"action": "held_check_failed", "error": str(exc)}
+            )
+            return ""
 
     def _spool_it(self) -> tuple[str, int, ReceivedInstance]:
         """Check the dataset (the UIDs and its structure now; the header's text and triage

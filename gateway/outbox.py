@@ -38,6 +38,11 @@ INVALID = "invalid"  # acknowledged, but its header turned out unreadable (kept,
 PENDING_STATES = (RECEIVED, UPLOADED)
 HELD_STATES = (RECEIVED, UPLOADED, CONFLICT, INVALID)  # states whose file is still held
 StoreOutcome = Literal["stored", "duplicate", "conflict"]
+# last_error of a row the county held for an admin (the kind follows), and of a row kept
+# here because other bytes came under its SOP Instance UID before
+COUNTY_HELD = "county held it as a conflict: "
+LOCAL_CONFLICT = "conflicts with outbox row "
+STUDY_OTHER_SITE = "study_other_site"  # the county's conflict kind (docs/contracts.md)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -67,6 +72,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_sop ON outbox (sop_instance_uid);
+CREATE INDEX IF NOT EXISTS outbox_study ON outbox (study_instance_uid);
 CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (state, priority_rank, received_ts, id);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
@@ -230,6 +236,37 @@ class Outbox:
                 )
             )
 
+    def held_reason(self, row_id: int, *, study_uid: str, site: str) -> str:
+        """Why the instance of row ``row_id`` (just stored, or the earlier row of a
+        duplicate) will not simply be filed, as far as this gateway knows at C-STORE time
+        (``""``: nothing known): kept here as a conflict (other bytes under its SOP
+        Instance UID), held by the county already (a re-send), or its study UID is another
+        site's (received here for that site, or held by the county as another site's for
+        an instance of the same study before)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT state, last_error FROM outbox WHERE id = ?", (row_id,)
+            ).fetchone()
+            first = self._db.execute(
+                "SELECT site FROM outbox WHERE study_instance_uid = ? ORDER BY id LIMIT 1",
+                (study_uid,),
+            ).fetchone()
+            county_held = self._db.execute(
+                "SELECT 1 FROM outbox WHERE study_instance_uid = ? AND site = ? AND state = ? "
+                "AND last_error = ? LIMIT 1",
+                (study_uid, site, CONFLICT, COUNTY_HELD + STUDY_OTHER_SITE),
+            ).fetchone()
+        if row is not None and row[0] == CONFLICT:
+            error = str(row[1] or "")
+            if error.startswith(COUNTY_HELD):
+                return f"held by the county: {error[len(COUNTY_HELD) :]}"
+            return "SOP Instance UID already received with other content: kept"
+        if first is not None and first[0] != site:
+            return f"study UID belongs to site {first[0]}: held for the county"
+        if county_held is not None:
+            return "study UID is another site's: held by the county"
+        return ""
+
     def record(
         self,
         inst: ReceivedInstance,
@@ -283,7 +320,7 @@ class Outbox:
                         inst.category,
                         state,
                         now,
-                        f"conflicts with outbox row {same[0][0]}" if same else None,
+                        f"{LOCAL_CONFLICT}{same[0][0]}" if same else None,
                         received_at,
                         now,
                         json.dumps(inst.payload, ensure_ascii=False),

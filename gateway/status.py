@@ -5,6 +5,9 @@ from __future__ import annotations
 SUCCESS = 0x0000
 # C-STORE warnings
 COERCION_OF_DATA_ELEMENTS = 0xB000
+# C-STORE has no warning of its own for "stored, but not filed as sent": the gateway answers
+# the general one, 0xB000, with an Error Comment saying why (no element is coerced)
+STORED_BUT_HELD = COERCION_OF_DATA_ELEMENTS
 ELEMENTS_DISCARDED = 0xB007
 DATASET_DOES_NOT_MATCH_SOP_CLASS_WARNING = 0xB006
 # C-STORE failures

@@ -570,10 +570,12 @@ class GatewayStatus(Base):
 CONFLICT_STUDY_OTHER_SITE = "study_other_site"  # its study UID belongs to another site
 CONFLICT_SERIES_OTHER_STUDY = "series_other_study"  # its series UID belongs to another study
 CONFLICT_PATIENT_MISMATCH = "patient_mismatch"  # its patient ID or name differs from its study's
+CONFLICT_SOP_OTHER_STUDY = "sop_other_study"  # its SOP Instance UID is filed in another study
 CONFLICT_KINDS = (
     CONFLICT_STUDY_OTHER_SITE,
     CONFLICT_SERIES_OTHER_STUDY,
     CONFLICT_PATIENT_MISMATCH,
+    CONFLICT_SOP_OTHER_STUDY,
 )
 RESOLUTION_SEPARATE_STUDY = "separate_study"  # filed under a study UID of its own
 RESOLUTION_DISCARD = "discard"  # never filed; the object stays in storage
@@ -620,6 +622,7 @@ __all__ = [
     "CONFLICT_KINDS",
     "CONFLICT_PATIENT_MISMATCH",
     "CONFLICT_SERIES_OTHER_STUDY",
+    "CONFLICT_SOP_OTHER_STUDY",
     "CONFLICT_STUDY_OTHER_SITE",
     "CRITICAL_METHODS",
     "EVENT_KINDS",

@@ -93,7 +93,7 @@ class HeldOut(BaseModel):
     """An announced instance the county held as a conflict for an admin, not filed."""
 
     conflict_id: int
-    kind: str  # study_other_site, series_other_study or patient_mismatch
+    kind: str  # study_other_site, series_other_study, patient_mismatch or sop_other_study
     study_instance_uid: str
     sop_instance_uid: str
 
