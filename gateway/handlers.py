@@ -10,7 +10,7 @@ import mmap
 import sqlite3
 import ssl
 import struct
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -53,32 +53,41 @@ def _peer_certificate_sha256(event: Event) -> str | None:
 
 
 def handle_association_request(
-    event: Event, sites: Sites, called_aes: Collection[str] | None = None
+    event: Event,
+    sites: Sites,
+    called_aes: Collection[str] | None = None,
+    refused: Callable[[dict[str, str]], None] | None = None,
 ) -> None:
     """EVT_REQUESTED: reject (permanent) a request to an AE title that is not ours
     (``called_aes``, upper case; None: any), from an unknown calling AE, or from a device
     its site does not have there (an address outside the site's networks without one of its
-    certificates, or a certificate of another site; ``gateway.sites``)."""
+    certificates, or a certificate of another site; ``gateway.sites``). ``refused(what)`` is
+    told each refusal (``gateway.outbox.REFUSAL_FIELDS``: counted, and reported to the
+    county's audit trail)."""
     primitive: Any = event.assoc.requestor.primitive
     calling = str(getattr(primitive, "calling_ae_title", "")).strip()
     called = str(getattr(primitive, "called_ae_title", "")).strip()
     address = str(event.assoc.requestor.address)
-    log: dict[str, Any] = {"calling_ae": calling, "called_ae": called, "peer": address}
+    log: dict[str, str] = {"calling_ae": calling, "called_ae": called, "peer": address}
     if called_aes is not None and called.upper() not in called_aes:
-        _reject(event, status.REASON_CALLED_AE_NOT_RECOGNISED, "called AE title not ours", log)
-        return
-    site = sites.site_for(calling)
-    if site is None:
-        _reject(event, status.REASON_CALLING_AE_NOT_RECOGNISED, "unknown calling AE", log)
-        return
-    certificate = _peer_certificate_sha256(event)
-    refusal = sites.device_refusal(site, address=address, certificate_sha256=certificate)
-    if refusal is not None:
+        why = "called AE title not ours"
+        _reject(event, status.REASON_CALLED_AE_NOT_RECOGNISED, why, log)
+    elif (site := sites.site_for(calling)) is None:
+        why = "unknown calling AE"
+        _reject(event, status.REASON_CALLING_AE_NOT_RECOGNISED, why, log)
+    else:
+        certificate = _peer_certificate_sha256(event)
+        refusal = sites.device_refusal(site, address=address, certificate_sha256=certificate)
+        if refusal is None:
+            return
+        why = f"device: {refusal}"
         log.update(site=site, certificate_sha256=certificate or "")
-        _reject(event, status.REASON_CALLING_AE_NOT_RECOGNISED, f"device: {refusal}", log)
+        _reject(event, status.REASON_CALLING_AE_NOT_RECOGNISED, why, log)
+    if refused is not None:
+        refused({**log, "reason": why})
 
 
-def _reject(event: Event, reason: int, why: str, log: dict[str, Any]) -> None:
+def _reject(event: Event, reason: int, why: str, log: dict[str, str]) -> None:
     logger.warning(
         f"association rejected: {why}",
         extra={"action": "association_rejected", "reason": why, **log},
@@ -306,6 +315,7 @@ class IncomingStore:
             },
         )
         if held:  # kept, but the modality hears that it will not simply be filed
+            self._spool.outbox.count(instances_answered_held=1)
             self.error_comment = status.error_comment(held)
             return status.STORED_BUT_HELD
         return status.SUCCESS

@@ -20,6 +20,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -75,6 +76,16 @@ CREATE INDEX IF NOT EXISTS outbox_sop ON outbox (sop_instance_uid);
 CREATE INDEX IF NOT EXISTS outbox_study ON outbox (study_instance_uid);
 CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (state, priority_rank, received_ts, id);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS refusals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    calling_ae TEXT NOT NULL,
+    called_ae TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    site TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    certificate_sha256 TEXT NOT NULL
+);
 """
 # columns added after the first release: (name, SQL type); added to older spools at open
 _ADDED_COLUMNS = (
@@ -99,6 +110,8 @@ COUNTERS = (
     "announce_failures",
     "instances_announced",
     "instances_held_by_county",
+    "instances_answered_held",
+    "associations_refused",
     "bytes_uploaded",
     "bytes_saved_recompression",
 )
@@ -109,6 +122,10 @@ COLUMNS = (
     "upload_transfer_syntax, upload_method, dataset_sha256, uploaded_at"
 )
 _ORDER = "ORDER BY priority_rank, received_ts, id"
+# refused associations kept for the county's audit trail until reported (gateway.heartbeat);
+# beyond this many unreported, only counted (a flood must not grow the spool database)
+MAX_REFUSALS_KEPT = 1000
+REFUSAL_FIELDS = ("calling_ae", "called_ae", "peer", "site", "reason", "certificate_sha256")
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +239,48 @@ class Outbox:
         with self._lock:
             rows = dict(self._db.execute("SELECT name, value FROM counters"))
         return {name: int(rows.get(name, 0)) for name in COUNTERS}
+
+    # -- refused associations -------------------------------------------------------------
+
+    def note_refusal(self, refusal: dict[str, str], *, now: float | None = None) -> None:
+        """Count a refused association and keep it (``REFUSAL_FIELDS``) for the county's
+        audit trail, up to ``MAX_REFUSALS_KEPT`` unreported. Never raises."""
+        at = datetime.fromtimestamp(time.time() if now is None else now, UTC).isoformat()
+        values = [str(refusal.get(name, ""))[:200] for name in REFUSAL_FIELDS]
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                (kept,) = self._db.execute("SELECT COUNT(*) FROM refusals").fetchone()
+                if kept < MAX_REFUSALS_KEPT:
+                    self._db.execute(
+                        f"INSERT INTO refusals (at, {', '.join(REFUSAL_FIELDS)}) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (at, *values),
+                    )
+                self._count_sql({"associations_refused": 1})
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:  # bookkeeping: never fail the refusal itself
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                logger.warning(
+                    "refusal not recorded", extra={"action": "refusal_failed", "error": str(exc)}
+                )
+
+    def pending_refusals(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The oldest refusals not yet reported, each with its ``id`` and ``at``."""
+        with self._lock:
+            rows = list(
+                self._db.execute(
+                    f"SELECT id, at, {', '.join(REFUSAL_FIELDS)} FROM refusals ORDER BY id LIMIT ?",
+                    (limit,),
+                )
+            )
+        return [dict(zip(("id", "at", *REFUSAL_FIELDS), row, strict=True)) for row in rows]
+
+    def forget_refusals(self, ids: list[int]) -> None:
+        """Reported: drop them."""
+        with self._lock:
+            self._db.executemany("DELETE FROM refusals WHERE id = ?", [(i,) for i in ids])
 
     # -- receiving -----------------------------------------------------------------------
 

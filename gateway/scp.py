@@ -98,7 +98,11 @@ def event_handlers(
         called = called | {ae.strip().upper() for ae in urgent}
     handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, on_connection_open, [ConnectionLimits.from_settings(settings)]),
-        (evt.EVT_REQUESTED, handle_association_request, [sites, called]),
+        (
+            evt.EVT_REQUESTED,
+            handle_association_request,
+            [sites, called, spool.outbox.note_refusal],
+        ),
         (evt.EVT_C_ECHO, handle_echo),
         (
             evt.EVT_C_STORE,

@@ -35,6 +35,7 @@ from tests.integration.test_gateway_support import (  # noqa: F401
     county,
 )
 from worklist import accounts
+from worklist.audit import list_events
 from worklist.db import make_engine, make_sessionmaker, utcnow
 
 pytestmark = [
@@ -136,6 +137,8 @@ def test_site_networks_bind_its_ae_titles(
         assert "network" in record.__dict__["reason"]
     # a site without networks is accepted from anywhere, as before
     assert echo(gw.port, "DR_TS02").returncode == 0
+    # counted for `teleread gateway status` and /metrics, from any receiving process
+    assert gw.spool.outbox.counters()["associations_refused"] == 1
 
     # the loopback network registered to TS01: stores at once (a refusal looks again first)
     _bind(county, "TS01", [ELSEWHERE, "127.0.0.0/8"])
@@ -276,6 +279,7 @@ def test_bound_site_from_the_county_database(world: World, api_url: str, tmp_pat
         api_password=PASSWORDS["gw_all"],
         announce_delay_seconds=0.05,
         spool_min_free_bytes=0,
+        status_report_seconds=0.2,
         workers=1,
     )
     gw = Gateway(settings=settings, store=FilesystemStore(tmp_path / "objects"))
@@ -286,6 +290,19 @@ def test_bound_site_from_the_county_database(world: World, api_url: str, tmp_pat
         send = ("storescu", "-aet", "CT_TS01", "-aec", "TELEREAD", "127.0.0.1", str(gw.port))
         run = _run(*send, str(path))
         assert refused(run, "Calling AE Title Not Recognized"), run.stdout + run.stderr
+
+        # the refusal reaches the county's audit trail with the gateway's next status report
+        def audited() -> list[Any]:
+            with world.factory() as session:
+                return list(list_events(session=session, action="association_refused"))
+
+        _wait(lambda: bool(audited()))
+        [event] = audited()
+        assert (event.username, event.outcome, event.object_id) == ("gw_all", "refused", "TS01")
+        assert event.detail is not None
+        assert (event.detail["calling_ae"], event.detail["peer"]) == ("CT_TS01", "127.0.0.1")
+        assert "network" in event.detail["reason"]
+        assert not gw.spool.outbox.pending_refusals()
         with world.factory.begin() as session:
             accounts.bind_site_devices(
                 session=session, code="TS01", networks=["127.0.0.1"], now=utcnow()

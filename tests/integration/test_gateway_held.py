@@ -13,7 +13,7 @@ from pathlib import Path
 from pydicom.uid import generate_uid
 
 from gateway.config import GatewaySettings
-from gateway.ops import spool_status
+from gateway.ops import format_status, spool_status
 from gateway.outbox import ANNOUNCED, CONFLICT, RECEIVED
 from gateway.service import Gateway
 from storage import FilesystemStore
@@ -73,6 +73,8 @@ def test_another_sites_study_uid_and_another_version_are_answered_a_warning(
     assert answered(run) == "warning"
     rows = gw.spool.outbox.query("SELECT site, state FROM outbox ORDER BY id")
     assert rows == [("TS01", RECEIVED), ("TS02", RECEIVED), ("TS01", RECEIVED), ("TS01", CONFLICT)]
+    assert gw.spool.outbox.counters()["instances_answered_held"] == 2
+    assert "answered the held warning 2" in format_status(spool_status(gw.spool))
 
 
 def test_a_study_the_county_held_as_another_sites(

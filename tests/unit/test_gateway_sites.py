@@ -125,3 +125,22 @@ def test_county_file_sites_may_name_their_networks(tmp_path: Path) -> None:
     path = tmp_path / "county.yaml"
     path.write_text("sites: [{code: TS01, name: x, networks: [10.1.2.3/24, '::1']}]")
     assert load_spec(path).sites[0].networks == ("10.1.2.0/24", "::1/128")
+
+
+def test_refusals_are_kept_for_the_county_up_to_a_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway import outbox as outbox_module
+
+    monkeypatch.setattr(outbox_module, "MAX_REFUSALS_KEPT", 2)
+    box = outbox_module.Outbox(tmp_path / "outbox.db")
+    try:
+        for i in range(3):
+            box.note_refusal({"calling_ae": f"AE{i}", "peer": "192.0.2.1", "reason": "r"})
+        kept = box.pending_refusals()
+        assert [r["calling_ae"] for r in kept] == ["AE0", "AE1"]
+        assert box.counters()["associations_refused"] == 3  # all counted
+        box.forget_refusals([int(kept[0]["id"])])
+        assert [r["calling_ae"] for r in box.pending_refusals()] == ["AE1"]
+    finally:
+        box.close()
