@@ -254,7 +254,9 @@ def test_duplicate_is_noop_and_conflict_is_kept(
     assert _send(gw.port, first) == [status.SUCCESS]  # after announcement too
     ds.StudyDescription = "changed"
     second = write(ds, tmp_path / "b.dcm")
-    assert _send(gw.port, second) == [status.SUCCESS]
+    # kept, never sent over the first, and the modality told so (a warning, not a success)
+    assert _send(gw.port, second) == [status.STORED_BUT_HELD]
+    assert _send(gw.port, second) == [status.STORED_BUT_HELD]  # re-sent: the same answer
     rows = gw.spool.outbox.query("SELECT state FROM outbox ORDER BY id")
     assert [r[0] for r in rows] == [ANNOUNCED, CONFLICT]
     key = f"TS01/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
