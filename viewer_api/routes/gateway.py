@@ -21,6 +21,7 @@ from viewer_api.schemas import (
     IngestOut,
     Input,
     InstanceIn,
+    Instant,
 )
 from worklist.accounts import list_sites
 from worklist.audit import AuditAction
@@ -28,7 +29,11 @@ from worklist.completion import mark_study_complete
 from worklist.errors import UnknownSite
 from worklist.ingest import InstanceArrival, record_instances
 from worklist.models import Site, User
-from worklist.operations import record_gateway_status
+from worklist.operations import (
+    CLOCK_OFFSET_KEY,
+    gateway_clock_offset,
+    record_gateway_status,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +109,8 @@ def ingest_instances(
         instances=arrivals,
         now=now,
         deadlines=wl_settings.deadlines,
+        gateway_offset_seconds=gateway_clock_offset(session=session, gateway=user),
+        modality_utc_offset=wl_settings.modality_utc_offset,
     )
     audit(
         AuditAction.INSTANCES_INGESTED,
@@ -165,6 +172,8 @@ class GatewayStatusIn(Input):
     last_error: dict[str, str | int] | None = None
     spool_bytes: int = Field(default=0, ge=0)
     upload_failures: int = Field(default=0, ge=0)
+    # when the gateway sent it, on its clock (an older gateway: absent): its clock offset
+    sent_at: Instant | None = None
 
 
 @router.post(
@@ -177,7 +186,10 @@ def gateway_status(
 ) -> Response:
     """The gateway's heartbeat: its queue and last upload error, for the operations page."""
     last = body.last_error or {}
-    status_json = body.model_dump(exclude={"last_error"})
+    status_json = body.model_dump(exclude={"last_error", "sent_at"})
+    if body.sent_at is not None:
+        # the county's clock minus the gateway's (the request's own delay included)
+        status_json[CLOCK_OFFSET_KEY] = round((now - body.sent_at).total_seconds(), 3)
     status_json["last_error"] = (
         {"error": str(last.get("error", ""))[:500], "attempts": int(last.get("attempts") or 0)}
         if last
