@@ -146,10 +146,9 @@ class IncomingStore:
     ``finish()`` spools it as received and returns the DIMSE status: SUCCESS only once it is
     durable; after a failure ``error_comment`` holds the reason (the response's Error
     Comment). Re-sent identical instances are a no-op SUCCESS; different bytes under a known
-    SOP Instance UID are kept as a conflict (never overwriting the first) and also answered
-    SUCCESS, since the modality cannot fix it and must not keep retrying; the conflict is
-    logged and shown by ``teleread gateway status``. ``abandon()``: the association ended
-    mid-message."""
+    SOP Instance UID (a corrected re-send) are spooled and forwarded as a new version beside
+    the first (never over it), and the county's re-send policy decides which version it
+    serves (``worklist.resends``). ``abandon()``: the association ended mid-message."""
 
     def __init__(
         self,
@@ -259,7 +258,7 @@ class IncomingStore:
             return self._refuse(status.PROCESSING_FAILURE, f"gateway failure: {type(exc).__name__}")
         finally:
             self.abandon()  # whatever is left: the parts, a temp file not placed
-        level = logging.WARNING if outcome == "conflict" else logging.DEBUG
+        level = logging.INFO if outcome == "resent" else logging.DEBUG
         logger.log(
             level,
             f"instance {outcome}",

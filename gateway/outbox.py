@@ -4,8 +4,11 @@ forwarder, the MPPS completion thread and the status report use its public metho
 
 Row states: ``received`` -> ``uploaded`` (in the object store, sha256 verified) ->
 ``announced`` (the county API knows; the spool file is deleted, the row kept for dedup until
-pruned). ``conflict``: same SOP Instance UID as an earlier instance with different bytes, kept
-here and never uploaded over the first. ``missing``: the spool file vanished (reported).
+pruned). A re-send with other bytes under a SOP Instance UID already received is queued like
+any instance, under its own key (``storage.keys.version_key``: the first version is never
+overwritten); the county's re-send policy decides which version it serves. ``conflict``: the
+county held the instance (or kept the first version), kept here and listed by the status
+report. ``missing``: the spool file vanished (reported).
 ``invalid``: acknowledged, but its header turned out unreadable (kept, reported).
 
 The connection is WAL with ``synchronous=NORMAL`` (the spool file is the durable record, see
@@ -29,6 +32,7 @@ from typing import Any, Literal
 from gateway.errors import SpoolError
 from gateway.private_files import private_file
 from gateway.received import ReceivedInstance
+from storage.keys import version_key
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +41,7 @@ CONFLICT, MISSING = "conflict", "missing"
 INVALID = "invalid"  # acknowledged, but its header turned out unreadable (kept, reported)
 PENDING_STATES = (RECEIVED, UPLOADED)
 HELD_STATES = (RECEIVED, UPLOADED, CONFLICT, INVALID)  # states whose file is still held
-StoreOutcome = Literal["stored", "duplicate", "conflict"]
+StoreOutcome = Literal["stored", "duplicate", "resent"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -86,7 +90,7 @@ COUNTERS = (
     "instances_received",
     "instances_stored",
     "instances_duplicate",
-    "instances_conflict",
+    "instances_resent",
     "instances_refused_spool_full",
     "uploads",
     "upload_failures",
@@ -136,6 +140,7 @@ class OutboxRow:
         """The ingest JSON's per-instance object: size and sha256 of the uploaded object."""
         item: dict[str, Any] = json.loads(self.payload)
         item.update(
+            object_key=self.object_key,  # a re-send's version key, not the payload's first
             size=self.upload_size if self.upload_sha256 else self.size,
             sha256=self.upload_sha256 or self.sha256,
             received_at=self.received_at,
@@ -235,10 +240,11 @@ class Outbox:
         dataset_sha256: str,
         now: float,
     ) -> Recorded:
-        """The row of a durable spool file: ``received``, or ``conflict`` when other bytes
-        came under the same SOP Instance UID before; nothing new for a duplicate. Dedup is
-        decided inside the insert's write transaction, so two processes storing the same
-        instance at once make one row. Raises ``SpoolError``."""
+        """The row of a durable spool file, ``received``: ``stored``, or ``resent`` when
+        other bytes came under the same SOP Instance UID before (then uploaded under its own
+        version key); nothing new for a duplicate. Dedup is decided inside the insert's write
+        transaction, so two processes storing the same instance at once make one row. Raises
+        ``SpoolError``."""
         received_at = datetime.fromtimestamp(now, UTC).isoformat()
         with self._lock:
             try:
@@ -255,7 +261,15 @@ class Outbox:
                     self._count_sql({"instances_received": 1, "instances_duplicate": 1})
                     self._db.execute("COMMIT")
                     return Recorded("duplicate", dup[0], dup[1] in HELD_STATES)
-                state = CONFLICT if same else RECEIVED
+                key = inst.object_key
+                if same:  # a re-send with other bytes: beside the first, never over it
+                    key = version_key(
+                        inst.site,
+                        inst.study_instance_uid,
+                        inst.series_instance_uid,
+                        inst.sop_instance_uid,
+                        dataset_sha256,
+                    )
                 cur = self._db.execute(
                     "INSERT INTO outbox (sop_instance_uid, series_instance_uid, "
                     "study_instance_uid, sop_class_uid, site, calling_ae, called_ae, object_key, "
@@ -270,34 +284,32 @@ class Outbox:
                         inst.site,
                         inst.calling_ae,
                         inst.called_ae,
-                        inst.object_key,
+                        key,
                         path,
                         size,
                         "",  # the whole file's sha256: the forwarder's to compute
                         dataset_sha256,
                         inst.priority_rank,
                         inst.category,
-                        state,
+                        RECEIVED,
                         now,
-                        f"conflicts with outbox row {same[0][0]}" if same else None,
+                        None,
                         received_at,
                         now,
                         json.dumps(inst.payload, ensure_ascii=False),
                         int(inst.indexed),
                     ),
                 )
-                outcome = "instances_stored" if state == RECEIVED else "instances_conflict"
-                self._count_sql({"instances_received": 1, outcome: 1})
+                counter = "instances_resent" if same else "instances_stored"
+                self._count_sql({"instances_received": 1, counter: 1})
                 self._db.execute("COMMIT")  # row and counters: one transaction
             except sqlite3.Error as exc:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise SpoolError(f"cannot record outbox row: {exc}") from exc
             row_id = int(cur.lastrowid or 0)
-        if state == RECEIVED:
-            self.new_work.set()
-            return Recorded("stored", row_id)
-        return Recorded("conflict", row_id)
+        self.new_work.set()
+        return Recorded("resent" if same else "stored", row_id)
 
     def held_bytes(self) -> int:
         """Bytes of the spool files the rows still hold."""
@@ -417,6 +429,11 @@ class Outbox:
                 f"SELECT MIN(next_attempt_at) FROM outbox WHERE state IN {PENDING_STATES}"
             ).fetchone()
         return due
+
+    def set_object_key(self, row_id: int, key: str) -> None:
+        """Upload the row under ``key`` (a re-send found other bytes under its first key)."""
+        with self._lock:
+            self._db.execute("UPDATE outbox SET object_key = ? WHERE id = ?", (key, row_id))
 
     def set_sha256(self, row_id: int, sha256: str) -> None:
         """Record the spooled file's sha256 (computed by the forwarder before its upload)."""

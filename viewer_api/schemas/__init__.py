@@ -14,6 +14,7 @@ from viewer_api.schemas.gateway import (
     IngestIn,
     IngestOut,
     InstanceIn,
+    ResendOut,
     UrgentHint,
 )
 from viewer_api.schemas.reports import (
@@ -31,6 +32,7 @@ from viewer_api.schemas.worklist import (
     AssignIn,
     EventOut,
     FlagIn,
+    InstanceVersionOut,
     PriorReport,
     PriorStudy,
     ReasonIn,
@@ -82,6 +84,7 @@ __all__ = [
     "IngestOut",
     "Input",
     "InstanceIn",
+    "InstanceVersionOut",
     "Instant",
     "Int32",
     "PriorReport",
@@ -90,6 +93,7 @@ __all__ = [
     "ReportDraftIn",
     "ReportOut",
     "ReportTemplateOut",
+    "ResendOut",
     "SeriesOut",
     "SessionOut",
     "SignIn",
