@@ -89,6 +89,7 @@ FEATURES: dict[str, tuple[str, str]] = {
     "addenda": ("POST", "/api/v1/studies/{study_uid}/report/addenda"),
     "receipt": ("GET", "/api/v1/studies/{study_uid}/report/receipt"),
     "pdf": ("GET", "/api/v1/studies/{study_uid}/report.pdf"),
+    "share": ("POST", "/api/v1/studies/{study_uid}/report/share-links"),
     # OHIF at /ohif/ reads through DICOMweb (offered only when its build is installed)
     "ohif": ("GET", "/dicomweb/studies"),
 }

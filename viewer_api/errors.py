@@ -25,8 +25,8 @@ from starlette.exceptions import HTTPException
 
 from storage import errors as storage_errors
 from storage.verified import ObjectCorrupt
-from viewer_api.outputs import content, fonts, images, share
-from worklist import call_ahead, critical, report_templates, reports
+from viewer_api.outputs import content, fonts, images
+from worklist import call_ahead, critical, report_templates, reports, share_links
 from worklist import errors as wl
 
 logger = logging.getLogger(__name__)
@@ -168,8 +168,9 @@ ERRORS: dict[type[Exception], Problem] = {
     content.ReportNotSigned: Problem(409, "report_not_signed", "The report is not signed yet"),
     fonts.ReportFontMissing: Problem(503, "report_font_missing"),
     images.NotRenderable: Problem(415, "not_renderable", "This image cannot be rendered"),
-    share.ShareTokenExpired: Problem(410, "share_link_expired"),
-    share.ShareTokenError: Problem(403, "share_link_invalid"),
+    share_links.ShareLinkNotFound: Problem(404, "share_link_not_found"),
+    share_links.ShareLinkRevoked: Problem(410, "share_link_revoked"),
+    share_links.ShareLinkExpired: Problem(410, "share_link_expired"),
     # the worklist's
     wl.StudyNotFound: Problem(404, "study_not_found"),
     wl.NoReport: Problem(404, "no_report"),

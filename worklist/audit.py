@@ -78,6 +78,9 @@ class AuditAction(StrEnum):
     REPORT_SR_GENERATED = "report_sr_generated"
     REPORT_SR_SENT = "report_sr_sent"
     REPORT_SHARE_LINK_ISSUED = "report_share_link_issued"
+    REPORT_SHARE_LINKS_LISTED = "report_share_links_listed"
+    REPORT_SHARE_LINK_REVOKED = "report_share_link_revoked"
+    # a use of a share link (anonymous; the detail names the link): its page, PDF, images
     REPORT_SHARE_VIEWED = "report_share_viewed"
     # the clinic announces an urgent patient before the images
     CALL_AHEAD_ANNOUNCED = "call_ahead_announced"
@@ -169,6 +172,8 @@ _OBJECT_TYPES: dict[AuditAction, str] = {
             AuditAction.REPORT_SR_GENERATED,
             AuditAction.REPORT_SR_SENT,
             AuditAction.REPORT_SHARE_LINK_ISSUED,
+            AuditAction.REPORT_SHARE_LINKS_LISTED,
+            AuditAction.REPORT_SHARE_LINK_REVOKED,
             AuditAction.REPORT_SHARE_VIEWED,
         ),
         "report",

@@ -156,6 +156,28 @@ class WebSession(Base):
     ended_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+class ShareLink(Base):
+    """A link that opens one study's signed report and images without a log-in, made by a
+    signed-in user on purpose. Only the sha256 of its token is stored: the token is shown
+    once, at creation. It works until ``expires_at``, its revocation, or its creator's
+    account being disabled or its tokens revoked (``users.tokens_valid_after``)."""
+
+    __tablename__ = "share_links"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+
+    study: Mapped[Study] = relationship()
+    created_by: Mapped[User] = relationship(foreign_keys=[created_by_id])
+    revoked_by: Mapped[User | None] = relationship(foreign_keys=[revoked_by_id])
+
+
 class Study(Base):
     __tablename__ = "studies"
     __table_args__ = (
@@ -615,6 +637,7 @@ __all__ = [
     "Report",
     "ReportAddendum",
     "Series",
+    "ShareLink",
     "Site",
     "SiteAE",
     "Study",

@@ -161,8 +161,22 @@ def test_print_view_and_pdf_carry_the_same_fields(
             when = re.compile(r"报告时间：\d{4}年\d{1,2}月\d{1,2}日 \d\d:\d\d")
             assert any(when.fullmatch(i) for i in items)
         assert unembedded_fonts(pdf.content) == [] and missing_glyphs(pdf.content) == []
-        (qr,) = qr_codes(pdf.content)
-        assert qr.startswith(f"{PUBLIC_URL}/api/v1/share/")
+        assert qr_codes(pdf.content) == []  # a download makes no share link
+    # a link made on purpose in the print view: shown once, listed, revoked there; the PDF
+    # it opens carries it in its QR code
+    nurse.click("#share-make")
+    box = nurse.locator("#share-url")
+    expect(box).to_have_value(re.compile(re.escape(f"{PUBLIC_URL}/api/v1/share/") + ".+"))
+    url = box.input_value()
+    row = nurse.locator("#share-body tr[data-state]")
+    expect(row).to_have_count(1)
+    expect(row).to_have_attribute("data-state", "active")
+    anyone = pipeline.client()
+    shared = anyone.get(url.removeprefix(PUBLIC_URL) + "/report.pdf")
+    assert shared.status_code == 200 and qr_codes(shared.content) == [url]
+    row.locator("button").click()
+    expect(row).to_have_attribute("data-state", "revoked")
+    assert anyone.get(url.removeprefix(PUBLIC_URL)).status_code == 410
     assert not nurse.errors, nurse.errors  # type: ignore[attr-defined]
 
 

@@ -234,6 +234,13 @@ def create_user(ctx: Ctx, caller: str) -> Req:
     return Req("POST", "/api/v1/users", json=body)
 
 
+def revoke_share_link(ctx: Ctx, caller: str) -> Req:
+    """Revoke a link made for this request (the world's own link stays)."""
+    r = ctx.world.post("nurse_ts01", f"/api/v1/studies/{ctx.study.uid}/report/share-links")
+    assert r.status_code == 201, r.text
+    return Req("DELETE", f"/api/v1/studies/{ctx.study.uid}/report/share-links/{r.json()['id']}")
+
+
 def on_spare(action: str, body: Any = None, *, role: str = "radiologist") -> Build:
     """An admin action on a throwaway account (so the world's own accounts stay as they are)."""
 
@@ -385,8 +392,14 @@ ACCESS: dict[tuple[str, str], Access] = {
     ("POST", "/api/v1/studies/{study_uid}/report/sr"): Access(
         VIEWERS, "site", post(REPORT + "/sr"), overrides=CLINIC_REFUSED_IN_ROUTE
     ),
-    ("POST", "/api/v1/studies/{study_uid}/report/share-link"): Access(
-        VIEWERS, "site", post(REPORT + "/share-link")
+    ("POST", "/api/v1/studies/{study_uid}/report/share-links"): Access(
+        VIEWERS, "site", post(REPORT + "/share-links")
+    ),
+    ("GET", "/api/v1/studies/{study_uid}/report/share-links"): Access(
+        VIEWERS, "site", get(REPORT + "/share-links")
+    ),
+    ("DELETE", "/api/v1/studies/{study_uid}/report/share-links/{link_id}"): Access(
+        VIEWERS, "site", revoke_share_link
     ),
     ("GET", "/api/v1/studies/{study_uid}/report/receipt"): Access(
         VIEWERS, "site", get(REPORT + "/receipt"), overrides=CLINIC_REFUSED_IN_ROUTE
@@ -611,8 +624,8 @@ def _reported_ct(world: World) -> Study:
 def _matrix(world: World) -> Matrix:
     tokens = _make_tokens(world)
     study = _reported_ct(world)
-    r = world.post("nurse_ts01", f"/api/v1/studies/{study.uid}/report/share-link")
-    assert r.status_code == 200, r.text
+    r = world.post("nurse_ts01", f"/api/v1/studies/{study.uid}/report/share-links")
+    assert r.status_code == 201, r.text
     share_token = r.json()["url"].rsplit("/share/", 1)[1]
     ctx = Ctx(world, study, share_token, uids={study.uid, study.series_uid, *study.sop_uids})
     # the event stream answers at once when told to stop (else it runs for minutes)

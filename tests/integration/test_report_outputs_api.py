@@ -1,5 +1,5 @@
 """Report outputs through the real API on SQLite and PostgreSQL: PDF, FHIR, SR, the read
-receipt and the share link, and who may see which."""
+receipt, and who may see which (share links: test_share_links)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ from tests.dicom_factory import make_ct, part10_bytes
 from tests.integration.test_api_world import Study, World, build_world
 from tests.pdf_checks import missing_glyphs, qr_codes, unembedded_fonts
 from viewer_api.outputs.settings import OutputSettings
-from viewer_api.outputs.share import make_share_token
 from viewer_api.outputs.sr import BASIC_TEXT_SR
 
 IMPRESSION = "右侧顶叶急性脑梗死，建议尽快完善CT血管成像。"
@@ -88,18 +87,6 @@ def pdf_text(data: bytes) -> str:
     return re.sub(r"\s+", "", "".join(p.extract_text() for p in PdfReader(BytesIO(data)).pages))
 
 
-def share_link_of(world: World, uid: str) -> str:
-    """The share link printed (and QR-coded) on the clinic's PDF, as a local path."""
-    r = world.get("nurse_ts01", f"/api/v1/studies/{uid}/report.pdf")
-    assert r.status_code == 200
-    found = re.search(
-        r"https://county\.example(/api/v1/share/[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)",
-        pdf_text(r.content),
-    )
-    assert found is not None
-    return found.group(1)
-
-
 def test_pdf_for_clinic_and_readers(world: World) -> None:
     study = announce_ct(world)
     write_report(world, study.uid, sign="preliminary")
@@ -109,8 +96,7 @@ def test_pdf_for_clinic_and_readers(world: World) -> None:
     assert IMPRESSION in text and "初步报告" in text
     assert "某某县人民医院" in text and "一号乡镇卫生院" in text and "王小明" in text
     assert unembedded_fonts(r.content) == [] and missing_glyphs(r.content) == []
-    (qr,) = qr_codes(r.content)
-    assert qr.startswith("https://county.example/api/v1/share/") and qr in text
+    assert qr_codes(r.content) == []  # no share link: a download makes none
 
     # finalise: the same route now prints FINAL
     assert (
@@ -341,7 +327,8 @@ def test_another_site_gets_404_everywhere(world: World) -> None:
         ("get", "report.fhir.json"),
         ("get", "report/receipt"),
         ("post", "report/sr"),
-        ("post", "report/share-link"),
+        ("post", "report/share-links"),
+        ("get", "report/share-links"),
     ]
     for method, path in paths:
         call: Any = getattr(world, method)
@@ -351,46 +338,6 @@ def test_another_site_gets_404_everywhere(world: World) -> None:
         assert r.status_code == 404, (path, r.status_code)
     assert world.get(None, f"/api/v1/studies/{study.uid}/report.pdf").status_code == 401
     assert world.get("gw_all", f"/api/v1/studies/{study.uid}/report.pdf").status_code == 403
-
-
-def test_share_link(world: World) -> None:
-    study = announce_ct(world)
-    write_report(world, study.uid, sign="final")
-    link = share_link_of(world, study.uid)
-    page = world.client.get(link)
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert IMPRESSION in page.text and "正式报告" in page.text
-    assert "report.pdf" in page.text and "/rendered" in page.text
-    assert "<script" not in page.text
-    issued = world.post("nurse_ts01", f"/api/v1/studies/{study.uid}/report/share-link").json()
-    assert issued["url"].startswith("https://county.example/api/v1/share/")
-    assert world.client.get(issued["url"].removeprefix("https://county.example")).status_code == 200
-
-    pdf = world.client.get(f"{link}/report.pdf")
-    assert pdf.status_code == 200 and IMPRESSION in pdf_text(pdf.content)
-    png = world.client.get(f"{link}/instances/{study.sop_uids[0]}/rendered?size=64")
-    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
-    other = announce_ct(world, site="TS02")
-    assert world.client.get(f"{link}/instances/{other.sop_uids[0]}/rendered").status_code == 404
-
-    # tampered: 403; expired: 410
-    payload, mac = link.rsplit("/", 1)[1].split(".")
-    assert world.client.get(f"/api/v1/share/{payload}.{mac[::-1]}").status_code == 403
-    assert world.client.get("/api/v1/share/not-a-token").status_code == 403
-    world.clock.tick(7 * 24 * 3600 + 1)
-    assert world.client.get(link).status_code == 410
-    assert world.client.get(f"{link}/report.pdf").status_code == 410
-
-
-def test_share_link_needs_a_signed_report(world: World) -> None:
-    study = announce_ct(world)
-    write_report(world, study.uid, sign=None)
-    token = make_share_token(
-        study_uid=study.uid,
-        expires_at=world.clock.now + timedelta(days=1),
-        secret=world.settings.secret_key.get_secret_value(),
-    )
-    assert world.client.get(f"/api/v1/share/{token}").status_code == 404
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The report renderers as pure functions: PDF text, FHIR validity and status mapping,
-the Basic Text SR against dicom3tools' dciodvfy, share tokens, the share-page rendering."""
+the Basic Text SR against dicom3tools' dciodvfy, the share-page rendering."""
 
 from __future__ import annotations
 
@@ -29,12 +29,6 @@ from viewer_api.outputs.pdf import ShareLink, render_pdf
 from viewer_api.outputs.qr import qr_matrix
 from viewer_api.outputs.send import Destination
 from viewer_api.outputs.settings import OutputSettings
-from viewer_api.outputs.share import (
-    ShareTokenExpired,
-    ShareTokenInvalid,
-    make_share_token,
-    read_share_token,
-)
 from viewer_api.outputs.sr import ImageRef, make_report_sr, sop_uid_for, sr_bytes
 
 SIGNED = datetime(2026, 11, 25, 2, 30, tzinfo=UTC)
@@ -312,20 +306,11 @@ def test_sr_is_deterministic_per_version() -> None:
     )
 
 
-def test_share_token_round_trip_expiry_and_tampering() -> None:
-    uid = make_ct().StudyInstanceUID
-    now = datetime(2026, 11, 25, tzinfo=UTC)
-    token = make_share_token(study_uid=uid, expires_at=now + timedelta(days=7), secret=SECRET)
-    assert read_share_token(token, secret=SECRET, now=now)[0] == uid
-    with pytest.raises(ShareTokenExpired):
-        read_share_token(token, secret=SECRET, now=now + timedelta(days=7))
-    with pytest.raises(ShareTokenInvalid):
-        read_share_token(token, secret=SECRET + "x", now=now)
-    payload, mac = token.split(".")
-    forged = base64.urlsafe_b64encode(f"{uid}.{10**10}".encode()).rstrip(b"=").decode()
-    for bad in (f"{forged}.{mac}", f"{payload}.{mac[:-2]}AA", "", "a.b.c", "%%%.%%%", "x" * 300):
-        with pytest.raises(ShareTokenInvalid):
-            read_share_token(bad, secret=SECRET, now=now)
+def test_pdf_without_a_share_link_has_no_qr_code() -> None:
+    pdf = _pdf(_content("final"), share=None)
+    flat = _pdf_text(pdf).replace("\n", "")
+    assert IMPRESSION in flat and "扫码" not in flat and "/share/" not in flat
+    assert qr_codes(pdf) == []
 
 
 def test_render_png_uses_the_file_window() -> None:

@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from viewer_api.outputs.send import Destination
 
-DEFAULT_SHARE_TTL_SECONDS = 7 * 24 * 3600
+DEFAULT_SHARE_TTL_SECONDS = 24 * 3600
 # a share link may not live longer than this, whatever the setting says
 MAX_SHARE_TTL_SECONDS = 90 * 24 * 3600
 
@@ -26,7 +26,7 @@ class OutputSettings(BaseSettings):
     # and its reading centre
     hospital_name: str = "县人民医院"
     centre_name: str = "远程影像诊断中心"
-    # how long the link behind a report's QR code works
+    # how long a share link made from now on works (TELEREAD_API_SHARE_TTL_SECONDS)
     share_ttl_seconds: int = DEFAULT_SHARE_TTL_SECONDS
     # the address patients and clinics reach the API at (for the QR code); empty: the
     # address of the request that asked for the PDF

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
@@ -22,7 +22,6 @@ from viewer_api.deps import (
     Audit,
     NowDep,
     SessionDep,
-    SettingsDep,
     StoreDep,
     ViewerUser,
     VisibleStudy,
@@ -37,11 +36,11 @@ from viewer_api.outputs.layout import LANGS, Lang, document
 from viewer_api.outputs.pdf import ShareLink, render_pdf
 from viewer_api.outputs.send import Destination, SRSendFailed, send_sr
 from viewer_api.outputs.settings import OutputSettings, get_output_settings
-from viewer_api.outputs.share import make_share_token
 from viewer_api.outputs.sr import BASIC_TEXT_SR
 from viewer_api.outputs.sr_store import StoredSR, store_report_sr
-from viewer_api.settings import ApiSettings
-from worklist import receipts, reports
+from viewer_api.schemas.share_links import ShareLinkOut
+from viewer_api.validation import MAX_INT32
+from worklist import receipts, reports, share_links
 from worklist.audit import AuditAction
 from worklist.errors import NoReport
 from worklist.models import ROLE_CLINIC, Report, Study, User
@@ -90,19 +89,8 @@ def base_url(request: Request, settings: OutputSettings) -> str:
 
 
 def share_url(request: Request, settings: OutputSettings, token: str) -> str:
-    """The address of a share link's page (what a report's QR code opens)."""
+    """The address of a share link's page (what the QR code of the PDF it serves opens)."""
     return f"{base_url(request, settings)}/api/v1/share/{token}"
-
-
-def share_link(
-    *, request: Request, study_uid: str, now: datetime, api: ApiSettings, out: OutputSettings
-) -> ShareLink:
-    """A new share link to ``study_uid``: the one place links and QR codes are made."""
-    expires_at = now + timedelta(seconds=out.share_ttl_seconds)
-    token = make_share_token(
-        study_uid=study_uid, expires_at=expires_at, secret=api.secret_key.get_secret_value()
-    )
-    return ShareLink(url=share_url(request, out, token), expires_at=expires_at)
 
 
 LangQuery = Annotated[Lang, Query(description=f"the report's language: {' or '.join(LANGS)}")]
@@ -161,19 +149,16 @@ def report_filename(content: ReportContent, ext: str) -> str:
 )
 def report_pdf(
     study_uid: str,
-    request: Request,
     session: SessionDep,
     user: ViewerUser,
     study: VisibleStudy,
     audit: Audit,
-    now: NowDep,
-    api: SettingsDep,
     out: OutputSettingsDep,
     lang: LangQuery = "zh-CN",
 ) -> Response:
     report, content = signed_content(session=session, study=study, user=user, settings=out)
-    share = share_link(request=request, study_uid=study_uid, now=now, api=api, out=out)
-    pdf = pdf_bytes(content, lang=lang, share=share, out=out)
+    # no share link: links are made on purpose (POST .../share-links), never by a download
+    pdf = pdf_bytes(content, lang=lang, share=None, out=out)
     _opened(session=session, audit=audit, user=user, study=study, report=report, via="pdf")
     return Response(
         pdf,
@@ -340,27 +325,85 @@ def _send(
     }
 
 
-@router.post("/studies/{study_uid}/report/share-link", responses=_ERRORS)
-def report_share_link(
+@router.post(
+    "/studies/{study_uid}/report/share-links",
+    response_model=ShareLinkOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=_ERRORS,
+)
+def create_share_link(
     study_uid: str,
     request: Request,
     session: SessionDep,
     user: ViewerUser,
     study: VisibleStudy,
     audit: Audit,
-    now: NowDep,
-    api: SettingsDep,
     out: OutputSettingsDep,
-) -> dict[str, Any]:
-    """A fresh share link (the one the PDF's QR code carries) for a web page to show."""
+) -> ShareLinkOut:
+    """A new link that opens the signed report and its images without a log-in, for
+    ``TELEREAD_API_SHARE_TTL_SECONDS``. Its ``url`` is in this answer only."""
     signed_content(session=session, study=study, user=user, settings=out)
-    share = share_link(request=request, study_uid=study_uid, now=now, api=api, out=out)
+    link, token = share_links.create_share_link(
+        session=session, study=study, creator=user, now=audit.now, ttl_seconds=out.share_ttl_seconds
+    )
     audit(
         AuditAction.REPORT_SHARE_LINK_ISSUED,
         object_id=study_uid,
-        detail={"expires_at": share.expires_at.isoformat()},
+        detail={"share_link_id": link.id, "expires_at": link.expires_at.isoformat()},
     )
-    return {"url": share.url, "expires_at": share.expires_at.astimezone(UTC).isoformat()}
+    logger.info(
+        "share link made",
+        extra={"action": "share_link_created", "study_uid": study_uid, "share_link_id": link.id},
+    )
+    return ShareLinkOut.from_link(
+        link, state=share_links.STATE_ACTIVE, url=share_url(request, out, token)
+    )
+
+
+@router.get(
+    "/studies/{study_uid}/report/share-links",
+    response_model=list[ShareLinkOut],
+    responses=_ERRORS,
+)
+def list_share_links(
+    study_uid: str, session: SessionDep, user: ViewerUser, study: VisibleStudy, audit: Audit
+) -> list[ShareLinkOut]:
+    """The study's share links, newest first, with their state (never their tokens)."""
+    links = share_links.list_share_links(session=session, study=study)
+    audit(AuditAction.REPORT_SHARE_LINKS_LISTED, object_id=study_uid)
+    return [
+        ShareLinkOut.from_link(link, state=share_links.link_state(link, now=audit.now))
+        for link in links
+    ]
+
+
+@router.delete(
+    "/studies/{study_uid}/report/share-links/{link_id}",
+    response_model=ShareLinkOut,
+    responses={status.HTTP_404_NOT_FOUND: {"description": "No such link to this study"}},
+)
+def revoke_share_link(
+    study_uid: str,
+    link_id: Annotated[int, Path(ge=1, le=MAX_INT32)],
+    session: SessionDep,
+    user: ViewerUser,
+    study: VisibleStudy,
+    audit: Audit,
+) -> ShareLinkOut:
+    """Revoke one share link: from now on it answers 410 ``share_link_revoked``."""
+    link = share_links.revoke_share_link(
+        session=session, study=study, link_id=link_id, actor=user, now=audit.now
+    )
+    audit(
+        AuditAction.REPORT_SHARE_LINK_REVOKED,
+        object_id=study_uid,
+        detail={"share_link_id": link.id},
+    )
+    logger.info(
+        "share link revoked",
+        extra={"action": "share_link_revoked", "study_uid": study_uid, "share_link_id": link.id},
+    )
+    return ShareLinkOut.from_link(link, state=share_links.link_state(link, now=audit.now))
 
 
 @router.get("/studies/{study_uid}/report/receipt", responses=_ERRORS)
@@ -395,7 +438,6 @@ __all__ = [
     "read_object",
     "report_filename",
     "router",
-    "share_link",
     "share_url",
     "signed_content",
 ]

@@ -1,9 +1,12 @@
 """The pages a report's share link opens: the report with image thumbnails, its PDF and the
-rendered images. No login: the HMAC-signed, time-limited token is the credential.
+rendered images. No login: the link's token is the credential (``worklist.share_links``:
+stored as a hash, revocable, dying with its creator's access). Every use is audited
+anonymously as ``report_share_viewed`` with the link's id.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from datetime import datetime
 from html import escape
 from typing import Annotated, Any
@@ -13,14 +16,14 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from viewer_api.deps import AnonymousAudit, NowDep, SessionDep, SettingsDep, StoreDep
+from viewer_api.auditing import REFUSED, Auditor, AuditWriter
+from viewer_api.deps import AnonymousAudit, NowDep, SessionDep, StoreDep, client_addr_of
 from viewer_api.outputs.content import ReportContent
 from viewer_api.outputs.html import render_html
 from viewer_api.outputs.images import render_png
 from viewer_api.outputs.layout import Lang, document, format_time
-from viewer_api.outputs.pdf import ShareLink
+from viewer_api.outputs.pdf import ShareLink as PrintedLink
 from viewer_api.outputs.qr import qr_svg
-from viewer_api.outputs.share import read_share_token
 from viewer_api.outputs.sr import BASIC_TEXT_SR
 from viewer_api.routes.report_outputs import (
     NO_STORE,
@@ -32,20 +35,19 @@ from viewer_api.routes.report_outputs import (
     share_url,
     signed_content,
 )
-from viewer_api.settings import ApiSettings
 from viewer_api.web.pages import STATIC_DIR
-from worklist.audit import AuditAction
+from worklist import share_links
+from worklist.audit import AuditAction, PendingEvent
 from worklist.errors import StudyNotFound
-from worklist.models import Series, Study
+from worklist.models import Series, ShareLink, Study
 
 router = APIRouter(prefix="/api/v1", tags=["report outputs"])
 
 THUMBNAIL_EDGE = 192
 THUMBNAILS_PER_SERIES = 12
 _SHARE_ERRORS: dict[int | str, dict[str, Any]] = {
-    status.HTTP_403_FORBIDDEN: {"description": "The link is not valid"},
-    status.HTTP_404_NOT_FOUND: {"description": "No signed report for this link"},
-    status.HTTP_410_GONE: {"description": "The link has expired"},
+    status.HTTP_404_NOT_FOUND: {"description": "No such link, or no signed report for it"},
+    status.HTTP_410_GONE: {"description": "The link has expired or was revoked"},
 }
 # the share page has no scripts and loads only its own images
 SHARE_HEADERS = {
@@ -56,21 +58,67 @@ SHARE_HEADERS = {
 }
 
 
-def _shared_study(
-    *, token: str, session: Session, api: ApiSettings, now: datetime
-) -> tuple[Study, datetime]:
-    # ShareTokenExpired: 410, ShareTokenInvalid: 403 (viewer_api.errors)
-    study_uid, expires_at = read_share_token(
-        token, secret=api.secret_key.get_secret_value(), now=now
-    )
+def _link_study(
+    *, token: str, session: Session, request: Request, now: datetime
+) -> tuple[Study, ShareLink]:
+    """The study a working link opens: ``ShareLinkNotFound`` (404), ``ShareLinkRevoked`` /
+    ``ShareLinkExpired`` (410; the refused use is audited with the link's id, off the
+    request's transaction, which is rolled back)."""
+    try:
+        link = share_links.open_share_link(session=session, token=token, now=now)
+    except share_links.ShareLinkError as exc:
+        if exc.link_id is not None:
+            _audit_off_path(
+                request,
+                study_uid=exc.study_uid,
+                detail={"share_link_id": exc.link_id, "refused": type(exc).__name__},
+                outcome=REFUSED,
+                now=now,
+            )
+        raise
     study = session.scalars(
         select(Study)
-        .where(Study.study_instance_uid == study_uid)
+        .where(Study.id == link.study_id)
         .options(selectinload(Study.series).selectinload(Series.instances))
-    ).one_or_none()
-    if study is None:
-        raise StudyNotFound()
-    return study, expires_at
+    ).one()
+    return study, link
+
+
+def _audit_off_path(
+    request: Request,
+    *,
+    study_uid: str,
+    detail: dict[str, Any],
+    now: datetime,
+    outcome: str = "success",
+    once_per: Hashable | None = None,
+) -> None:
+    writer: AuditWriter = request.app.state.audit_writer
+    writer.add(
+        PendingEvent.of(
+            actor=None,
+            action=AuditAction.REPORT_SHARE_VIEWED,
+            object_id=study_uid,
+            client_addr=client_addr_of(request),
+            outcome=outcome,
+            detail=detail,
+            now=now,
+        ),
+        once_per=once_per,
+    )
+
+
+def _shared_study(
+    *, token: str, session: Session, request: Request, audit: Auditor, via: str
+) -> tuple[Study, ShareLink]:
+    """The study a working link opens, its use audited (anonymously, with the link's id)."""
+    study, link = _link_study(token=token, session=session, request=request, now=audit.now)
+    audit(
+        AuditAction.REPORT_SHARE_VIEWED,
+        object_id=study.study_instance_uid,
+        detail={"share_link_id": link.id, "via": via},
+    )
+    return study, link
 
 
 def _image_series(study: Study) -> list[Series]:
@@ -160,23 +208,16 @@ def share_page(
     token: str,
     request: Request,
     session: SessionDep,
-    api: SettingsDep,
     out: OutputSettingsDep,
     audit: AnonymousAudit,
     lang: LangQuery = "zh-CN",
 ) -> HTMLResponse:
-    study, expires_at = _shared_study(token=token, session=session, api=api, now=audit.now)
+    study, link = _shared_study(
+        token=token, session=session, request=request, audit=audit, via="page"
+    )
     _, content = signed_content(session=session, study=study, user=None, settings=out)
-    # a share link is a credential without an account: its views are audited anonymously
-    audit(
-        AuditAction.REPORT_SHARE_VIEWED,
-        object_id=study.study_instance_uid,
-        detail={"status": content.status, "expires_at": expires_at.isoformat()},
-    )
-    return HTMLResponse(
-        _share_page(content, study, token, expires_at, lang, share_url(request, out, token)),
-        headers=SHARE_HEADERS,
-    )
+    page = _share_page(content, study, token, link.expires_at, lang, share_url(request, out, token))
+    return HTMLResponse(page, headers=SHARE_HEADERS)
 
 
 @router.get(
@@ -188,15 +229,17 @@ def share_pdf(
     token: str,
     request: Request,
     session: SessionDep,
-    api: SettingsDep,
     out: OutputSettingsDep,
-    now: NowDep,
+    audit: AnonymousAudit,
     lang: LangQuery = "zh-CN",
 ) -> Response:
-    study, expires_at = _shared_study(token=token, session=session, api=api, now=now)
+    """The report PDF, carrying this link in its QR code."""
+    study, link = _shared_study(
+        token=token, session=session, request=request, audit=audit, via="pdf"
+    )
     _, content = signed_content(session=session, study=study, user=None, settings=out)
-    share = ShareLink(url=share_url(request, out, token), expires_at=expires_at)
-    pdf = pdf_bytes(content, lang=lang, share=share, out=out)
+    printed = PrintedLink(url=share_url(request, out, token), expires_at=link.expires_at)
+    pdf = pdf_bytes(content, lang=lang, share=printed, out=out)
     return Response(
         pdf,
         media_type="application/pdf",
@@ -215,20 +258,28 @@ def share_pdf(
 def share_rendered(
     token: str,
     sop_uid: str,
+    request: Request,
     session: SessionDep,
     store: StoreDep,
-    api: SettingsDep,
     out: OutputSettingsDep,
     now: NowDep,
     size: Annotated[int, Query(ge=32, le=2048)] = 1024,
 ) -> Response:
-    study, _ = _shared_study(token=token, session=session, api=api, now=now)
+    study, link = _link_study(token=token, session=session, request=request, now=now)
     signed_content(session=session, study=study, user=None, settings=out)  # a signed report only
     instance = next(
         (i for s in study.series for i in s.instances if i.sop_instance_uid == sop_uid), None
     )
     if instance is None or instance.sop_class_uid == BASIC_TEXT_SR:
         raise StudyNotFound("No such image in this study")
+    # images come by the dozen per page: one row per link per few minutes, off the request
+    _audit_off_path(
+        request,
+        study_uid=study.study_instance_uid,
+        detail={"share_link_id": link.id, "via": "images"},
+        now=now,
+        once_per=("share", link.id),
+    )
     png = render_png(read_object(store, instance.object_key), max_edge=size)  # 415
     return Response(png, media_type="image/png", headers=SHARE_HEADERS)
 

@@ -28,6 +28,7 @@ from viewer_api.schemas.reports import (
     SignIn,
 )
 from viewer_api.schemas.service import AuditEventOut, Health, SessionOut, Token
+from viewer_api.schemas.share_links import ShareLinkOut
 from viewer_api.schemas.worklist import (
     AssignIn,
     EventOut,
@@ -96,6 +97,7 @@ __all__ = [
     "ResendOut",
     "SeriesOut",
     "SessionOut",
+    "ShareLinkOut",
     "SignIn",
     "StudyDetail",
     "Token",
