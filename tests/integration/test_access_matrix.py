@@ -504,6 +504,10 @@ ACCESS: dict[tuple[str, str], Access] = {
         "GET",
         "/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/thumbnail",
     ): Access(VIEWERS, "site", get(WADO + "/thumbnail")),
+    (
+        "GET",
+        "/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/bulkdata/{path}",
+    ): Access(VIEWERS, "site", get(WADO + "/bulkdata/7FE00010")),
     # OHIF's static build (its pages send a caller without a session to the log-in page;
     # its data comes through DICOMweb above), 404 where it is not installed
     ("GET", "/ohif"): Access(ANYONE, "none", get("/ohif")),
