@@ -162,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--role", choices=["county", "gateway", "all"], default="all")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.add_argument("--timeout", type=float, default=5.0, help="seconds per network step")
+    doctor.add_argument(
+        "--host",
+        help="the address the API listens on, as given to serve/api --host "
+        "(default: TELEREAD_HOST for all, TELEREAD_API_HOST for county, else 127.0.0.1)",
+    )
     _add_db_args(doctor)
 
     ohif = sub.add_parser("ohif", help="the OHIF viewer served at /ohif/")
@@ -495,6 +500,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         as_json=args.json,
         timeout=args.timeout,
         write=print,
+        api_host=args.host,
     )
 
 

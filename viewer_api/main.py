@@ -40,7 +40,7 @@ from viewer_api.routes import (
 )
 from viewer_api.security import LoginThrottle, UserCache
 from viewer_api.settings import ApiSettings
-from viewer_api.web import ohif
+from viewer_api.web import docs, ohif
 from worklist.db import utcnow
 from worklist.settings import WorklistSettings
 from worklist.settings import get_settings as get_worklist_settings
@@ -76,6 +76,9 @@ def create_app(
         version="1",
         dependencies=[Depends(check_url_inputs)],
         lifespan=_lifespan,
+        # /docs and /redoc: viewer_api.web.docs (the same pages, nothing from a CDN)
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.session_factory = session_factory
     app.state.store = store
@@ -124,6 +127,7 @@ def create_app(
         gateway,
         conflicts,
         health,
+        docs,
         web,
         ohif,
     ):

@@ -31,6 +31,9 @@ class DoctorConfig:
     api_secret_key: str | None = None
     api_secret_source: str = "TELEREAD_API_SECRET_KEY"
     api_tls: list[TLSFile] = field(default_factory=list)
+    # TELEREAD_API_PUBLIC_URL (None: unset), and the address the API listens on
+    public_url: str | None = None
+    api_host: str = "127.0.0.1"
     settings_errors: list[tuple[str, str]] = field(default_factory=list)
     timeout: float = DEFAULT_TIMEOUT_SECONDS
 
@@ -42,9 +45,12 @@ class DoctorConfig:
         data_dir: str | None = None,
         database_url: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        api_host: str | None = None,
     ) -> DoctorConfig:
         """Settings as `teleread serve|api|gateway` would read them. For ``all`` (the
-        embedded mode) the data directory supplies what `teleread serve` puts there."""
+        embedded mode) the data directory supplies what `teleread serve` puts there.
+        ``api_host``: the address the API listens on (`serve`/`api` ``--host``); default
+        ``TELEREAD_HOST`` (all) or ``TELEREAD_API_HOST`` (county), else 127.0.0.1."""
         from teleread.embedded import database_url as resolve_url
 
         cfg = cls(role=role, timeout=timeout)
@@ -58,6 +64,14 @@ class DoctorConfig:
             elif embedded and root is not None and (root.root / "api.secret").is_file():
                 cfg.api_secret_key = (root.root / "api.secret").read_text("ascii").strip()
                 cfg.api_secret_source = str(root.root / "api.secret")
+            host_variable = "TELEREAD_HOST" if embedded else "TELEREAD_API_HOST"
+            cfg.api_host = api_host or os.environ.get(host_variable) or "127.0.0.1"
+            try:
+                from viewer_api.outputs.settings import OutputSettings
+
+                cfg.public_url = OutputSettings().public_url or None
+            except ValidationError as exc:
+                cfg.settings_errors.append(("TELEREAD_API_*", _pydantic_message(exc)))
         storage_overrides: dict[str, Any] = {}
         if embedded and root is not None and "TELEREAD_STORAGE_ROOT" not in os.environ:
             storage_overrides["root"] = root.objects

@@ -1,4 +1,5 @@
-"""County checks: the database and its migration, the API secret key, the object store."""
+"""County checks: the database and its migration, the API secret key, the public URL, the
+object store."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr, ValidationError
 
@@ -168,6 +170,115 @@ def check_secret_key(cfg: DoctorConfig) -> list[CheckResult]:
             )
         ]
     return [ok("secret_key", f"the API secret key ({cfg.api_secret_source}) is strong enough")]
+
+
+# -- public URL ----------------------------------------------------------------------------
+
+PUBLIC_URL_HINT = (
+    "set TELEREAD_API_PUBLIC_URL to the address phones and clinic PCs reach the API at "
+    "(the reverse proxy's name, e.g. https://pacs.xx-county.cn) and restart the API"
+)
+
+
+def check_public_url(cfg: DoctorConfig) -> list[CheckResult]:
+    """TELEREAD_API_PUBLIC_URL, the base of share links and QR codes: set when the API is
+    reached from other machines, not a loopback address then, and answering ``/healthz``."""
+    import httpx
+
+    name = "public_url"
+    wide = not is_loopback(cfg.api_host)  # the API listens beyond this machine
+    url = cfg.public_url
+    if not url:
+        if cfg.role == "all" and not wide:
+            return [
+                ok(
+                    name,
+                    f"TELEREAD_API_PUBLIC_URL is unset; the API listens on {cfg.api_host} only, "
+                    "so links can only be opened on this machine anyway",
+                    "未设置对外地址（仅本机访问）",
+                )
+            ]
+        where = f"listens on {cfg.api_host}" if wide else "runs behind a proxy"
+        return [
+            warn(
+                name,
+                f"TELEREAD_API_PUBLIC_URL is unset while the API {where}: share links and QR "
+                "codes carry whatever address a request came in on (the proxy's internal one, "
+                "or 127.0.0.1), which a phone cannot open",
+                PUBLIC_URL_HINT,
+                "未设置对外地址 TELEREAD_API_PUBLIC_URL：分享链接和二维码可能无法在手机上打开",
+            )
+        ]
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        return [
+            fail(
+                name,
+                f"TELEREAD_API_PUBLIC_URL={url!r} is not an http(s) address without query",
+                PUBLIC_URL_HINT,
+                "对外地址格式错误",
+            )
+        ]
+    out: list[CheckResult] = []
+    if is_loopback(parts.hostname) and (wide or cfg.role == "county"):
+        out.append(
+            warn(
+                name,
+                f"TELEREAD_API_PUBLIC_URL={url} is a loopback address: every link and QR code "
+                "would send the phone that opens it to itself",
+                PUBLIC_URL_HINT,
+                "对外地址是本机回环地址：手机无法打开",
+            )
+        )
+    elif parts.scheme == "http" and not is_loopback(parts.hostname):
+        out.append(
+            warn(
+                name,
+                f"TELEREAD_API_PUBLIC_URL={url} is plain http: reports opened through share "
+                "links cross the network unencrypted",
+                "put the API behind the TLS proxy (docker-compose.yml) and use its https address",
+                "对外地址未加密（http）",
+            )
+        )
+    probe = url.rstrip("/") + "/healthz"
+    try:
+        with httpx.Client(timeout=cfg.timeout, follow_redirects=True) as http:
+            r = http.get(probe)
+    except httpx.HTTPError as exc:
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        if "certificate" in reason.lower():
+            hint = (
+                "its certificate is not trusted here, and phones will not trust it either: "
+                "use a certificate for this name from a CA they know, or install the CA "
+                "(Caddy's internal one: docs/deploy.md) where the links are opened"
+            )
+        else:
+            hint = (
+                "check that the name resolves and the proxy forwards it to the API; a phone on "
+                "the clinic's network must reach it too"
+            )
+        return [
+            *out,
+            warn(name, f"{probe} is not reachable from here: {reason}", hint, "对外地址无法访问"),
+        ]
+    try:
+        healthy = r.status_code == 200 and r.json() == {"status": "ok"}
+    except ValueError:
+        healthy = False
+    if not healthy:
+        return [
+            *out,
+            warn(
+                name,
+                f"{probe} answered {r.status_code}, not the county API's health answer: the "
+                "address leads somewhere else",
+                "point the proxy (or TELEREAD_API_PUBLIC_URL) at the county API",
+                "对外地址指向的不是本系统",
+            ),
+        ]
+    if not out:
+        out.append(ok(name, f"{url} reaches the county API", "对外地址可以访问"))
+    return out
 
 
 # -- object store --------------------------------------------------------------------------

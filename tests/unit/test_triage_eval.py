@@ -13,11 +13,11 @@ from worklist.triage.evaluate import DEFAULT_CASES, Report, evaluate, load_cases
 from worklist.triage.grammar import POLARITIES
 
 GRAMMAR = Path(__file__).resolve().parents[1] / "triage_eval" / "grammar.yaml"
-# the grammar's cases (measured 2026-12: stroke recall 0.984, precision 1.000; chest pain
-# recall 1.000, precision 0.956; held-out part 0.967 / 0.988): floors a little below
+# the grammar's cases (measured 2026-12: stroke recall 0.997, precision 1.000; chest pain
+# recall 1.000, precision 0.962; held-out part 0.993 / 1.000): floors a little below
 GRAMMAR_MIN_RECALL = 0.98
 GRAMMAR_MIN_PRECISION = 0.93
-HELD_OUT_MIN_RECALL = 0.95
+HELD_OUT_MIN_RECALL = 0.98  # the goal holds for the terms not looked at too
 MAX_FALSE_ALARM_RATE = 0.03  # per negative form
 
 # measured: 1.000 / 1.000 for both categories on 186 cases; the floor leaves a little room

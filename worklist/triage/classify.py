@@ -57,7 +57,8 @@ FOLLOW_UP_FIELDS = (
 )
 _FIELD_FOLLOW_UP = ("diagnosis", "exam")
 _BREAK_PUNCTUATION = re.compile(r"[\s,;.!?:。;、]+")
-_CLAUSE_BREAK = re.compile(r"[,;.!?:。;!?\n|]")
+# a full stop ends a clause, a decimal point (4.5小时) does not
+_CLAUSE_BREAK = re.compile(r"[,;!?:。;!?\n|]|(?<!\d)\.|\.(?!\d)")
 MAX_REASONS = 12
 
 
@@ -88,46 +89,8 @@ class Scored:
     sign_alone: list[Hit]  # signs whose family stayed below the threshold
 
 
-# patterns whose meaning changes when joined into one alternation (group references,
-# conditionals, named groups that could clash, global flags)
-_NOT_JOINABLE = re.compile(r"\\[1-9]|\(\?P[=<]|\(\?\(|\(\?[aiLmsux]+\)")
-
-
-def _any_of(patterns: list[re.Pattern[str]]) -> re.Pattern[str] | None:
-    """One regex that finds a match wherever one of ``patterns`` would (None: cannot be
-    joined safely). No match for it in a text: none for any of them, so the loop over them
-    can be skipped."""
-    if any(_NOT_JOINABLE.search(p.pattern) for p in patterns):
-        return None
-    try:
-        return re.compile("|".join(f"(?:{p.pattern})" for p in patterns) or r"(?!x)x")
-    except re.error:
-        return None
-
-
-_prefilters: dict[int, tuple[Rules, re.Pattern[str] | None, re.Pattern[str] | None]] = {}
-
-
-def _prefilter(rules: Rules) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
-    """(any category rule, any look-alike) of a rule set, compiled once per rule set."""
-    entry = _prefilters.get(id(rules))
-    if entry is None or entry[0] is not rules:
-        if len(_prefilters) > 16:
-            _prefilters.clear()
-        entry = (
-            rules,
-            _any_of([r.regex for r in rules.rules]),
-            _any_of([regex for _, regex in rules.lookalikes]),
-        )
-        _prefilters[id(rules)] = entry
-    return entry[1], entry[2]
-
-
 def _mask(text: str, rules: Rules) -> tuple[str, list[tuple[str, str]]]:
     masked: list[tuple[str, str]] = []
-    any_lookalike = _prefilter(rules)[1]
-    if any_lookalike is not None and any_lookalike.search(text) is None:
-        return text, masked
     for name, regex in rules.lookalikes:
 
         def blank(m: re.Match[str], name: str = name) -> str:
@@ -316,10 +279,9 @@ def find_matches(
             said = f"follow-up: {exam_follow_up[0]} says '{exam_follow_up[1]}'"
             hit = Hit(hit.field, hit.phrase, hit.rule, why_not=said)
         found.hits.append(hit)
-    any_rule = _prefilter(rules)[0]
+    # each rule on its own: re does not optimise an alternation of many patterns, so one
+    # joined "any rule" regex to skip texts cost more than the rules it skipped
     for kw, text in texts.items():
-        if any_rule is not None and any_rule.search(text) is None:
-            continue  # no rule matches anywhere in this text
         for rule in rules.rules:
             if rule.fields and kw not in rule.fields:
                 continue

@@ -192,10 +192,16 @@ async function sign(status) {
   showState();
 }
 
+// Times typed as 2026-12-06 14:30 (local): the same in either language, unlike a
+// datetime-local picker, which follows the browser's locale rather than the page's
 function localNow() {
   const d = new Date();
   d.setMinutes(d.getMinutes() - d.getTimezoneOffset());
-  return d.toISOString().slice(0, 16);
+  return d.toISOString().slice(0, 16).replace("T", " ");
+}
+
+function typedTime(id) {
+  return new Date($(id).value.trim().replace(" ", "T")).toISOString();
 }
 
 async function recordCritical(e) {
@@ -205,11 +211,11 @@ async function recordCritical(e) {
       method: "POST",
       json: {
         finding: $("cr-finding").value,
-        identified_at: new Date($("cr-identified").value).toISOString(),
+        identified_at: typedTime("cr-identified"),
         communicated_to_name: $("cr-name").value,
         communicated_to_role: $("cr-role").value,
         communicated_to_phone: $("cr-phone").value,
-        communicated_at: new Date($("cr-told").value).toISOString(),
+        communicated_at: typedTime("cr-told"),
         method: $("cr-method").value,
         read_back_confirmed: $("cr-readback").checked,
       },
