@@ -10,8 +10,7 @@
   JSON at all is kept as ``UN`` with its bytes as ``InlineBinary``. ``HeaderJson.invalid``
   names the tag paths so (for the log: never the values).
 
-The Pixel Data is not here (the caller reads the header with ``stop_before_pixels``; the API
-gives it as the frames' BulkDataURI).
+The top-level Pixel Data is not here (the API gives the frames' URI for it); an icon's is.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from pydicom.tag import Tag
 
 BULK_THRESHOLD = 1024  # bytes of base64: pydicom's own default
 BULK_PREFIX = "bulkdata/"  # a stored header's BulkDataURI, relative to its instance
+_PIXEL_DATA = ("7FE00008", "7FE00009", "7FE00010")  # float, double, (integer) Pixel Data
 
 
 @dataclass
@@ -64,6 +64,8 @@ def header_json(ds: Dataset) -> HeaderJson:
     Call it with pydicom's warnings silenced: an invalid value only warns."""
     result = HeaderJson({})
     result.data = _dataset(ds, [], result.invalid)
+    for tag in _PIXEL_DATA:  # the frames' (the API gives their URI), when ``ds`` holds them
+        result.data.pop(tag, None)
     return result
 
 
