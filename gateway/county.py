@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -217,8 +218,11 @@ class CountyClient:
         return result
 
     def report_status(self, status: dict[str, Any]) -> None:
-        """``POST /api/v1/gateway/status``: the spool's summary (gateway.heartbeat)."""
-        self._authorised("POST", "/api/v1/gateway/status", json=status)
+        """``POST /api/v1/gateway/status``: the spool's summary (gateway.heartbeat), and
+        ``sent_at``, this clock now: a small request, so the county measures this clock
+        against its own with it (its study timelines put this gateway's times on its clock)."""
+        body = {**status, "sent_at": datetime.now(UTC).isoformat()}
+        self._authorised("POST", "/api/v1/gateway/status", json=body)
 
     def study_complete(
         self, *, site: str, study_instance_uid: str, expected_instances: int

@@ -104,7 +104,7 @@ COLUMNS = (
     "id, sop_instance_uid, series_instance_uid, study_instance_uid, site, calling_ae, "
     "called_ae, object_key, path, size, sha256, priority_rank, category, state, attempts, "
     "next_attempt_at, last_error, received_at, payload, upload_size, upload_sha256, "
-    "upload_transfer_syntax, upload_method, dataset_sha256"
+    "upload_transfer_syntax, upload_method, dataset_sha256, uploaded_at"
 )
 _ORDER = "ORDER BY priority_rank, received_ts, id"
 
@@ -135,9 +135,11 @@ class OutboxRow:
     upload_transfer_syntax: str | None = None
     upload_method: str | None = None
     dataset_sha256: str = ""
+    uploaded_at: float | None = None  # unix time, the gateway's clock
 
     def announcement(self) -> dict[str, Any]:
-        """The ingest JSON's per-instance object: size and sha256 of the uploaded object."""
+        """The ingest JSON's per-instance object: size and sha256 of the uploaded object,
+        when it was received and uploaded (the study's timeline at the county)."""
         item: dict[str, Any] = json.loads(self.payload)
         item.update(
             object_key=self.object_key,  # a re-send's version key, not the payload's first
@@ -145,6 +147,8 @@ class OutboxRow:
             sha256=self.upload_sha256 or self.sha256,
             received_at=self.received_at,
         )
+        if self.uploaded_at is not None:
+            item["uploaded_at"] = datetime.fromtimestamp(self.uploaded_at, UTC).isoformat()
         if self.upload_sha256 and self.upload_transfer_syntax:
             item["transfer_syntax_uid"] = self.upload_transfer_syntax
         return item

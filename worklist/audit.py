@@ -48,6 +48,7 @@ class AuditAction(StrEnum):
     WORKLIST_VIEW = "worklist_view"
     STUDY_VIEWED = "study_viewed"
     PRIORS_VIEWED = "priors_viewed"
+    STUDY_TIMELINE_VIEWED = "study_timeline_viewed"
     INSTANCE_VIEWED = "instance_viewed"
     STUDY_CLAIMED = "study_claimed"
     CLAIM_RENEWED = "claim_renewed"
@@ -133,6 +134,7 @@ _OBJECT_TYPES: dict[AuditAction, str] = {
             AuditAction.INSTANCE_VERSION_RETRIEVED,
             AuditAction.STUDY_VIEWED,
             AuditAction.PRIORS_VIEWED,
+            AuditAction.STUDY_TIMELINE_VIEWED,
             AuditAction.STUDY_CLAIMED,
             AuditAction.CLAIM_RENEWED,
             AuditAction.STUDY_RELEASED,

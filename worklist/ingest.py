@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, case, select, update
@@ -38,7 +38,8 @@ from worklist.models import (
     Study,
 )
 from worklist.resends import REPLACED, Resend, apply_resends, split_resends
-from worklist.settings import DEFAULT_DEADLINES, Deadlines
+from worklist.settings import DEFAULT_DEADLINES, DEFAULT_MODALITY_UTC_OFFSET, Deadlines
+from worklist.timeline import acquisition_time
 from worklist.triage import Reason, classify
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,13 @@ class InstanceArrival:
     charset_notes: list[str] | None = None
     urgent_hint: dict[str, Any] | None = None
     dicom_json: dict[str, Any] | None = None
+    # when the gateway had it in the object store (its clock; None: an older gateway)
+    uploaded_at: datetime | None = None
+
+
+# objects that are no image of the examination (a report as DICOM SR, a key-object note,
+# a presentation state): they say nothing about when the images were taken or came in
+NON_IMAGE_MODALITIES = frozenset({"SR", "KO", "PR", "DOC"})
 
 
 @dataclass(frozen=True)
@@ -206,6 +214,7 @@ def _record_study(
     arrivals: Sequence[InstanceArrival],
     deadlines: Deadlines,
     now: datetime,
+    clocks: ArrivalClocks,
     policy: str,
 ) -> tuple[int, int, list[HeldConflict], list[Resend]]:
     first = arrivals[0]
@@ -404,6 +413,7 @@ def _record_study(
             .execution_options(synchronize_session=False)
         )
         session.refresh(study)
+        _note_times(study, arrivals, clocks)
         _merge_header(study, arrivals, calling_ae)
         new_fields: dict[str, Any] = dict(study.text_fields)
         for a in arrivals:
@@ -439,6 +449,56 @@ def _record_study(
     return accepted, duplicates + split.known_versions, held, resends
 
 
+@dataclass(frozen=True, slots=True)
+class ArrivalClocks:
+    """The clocks an announcement's times are read with: the county's ``now``, the
+    gateway's clock against it (county minus gateway, seconds; None when the gateway did not
+    say when it sent) and the UTC offset of a modality's local time when its headers carry
+    none (``TimezoneOffsetFromUTC``)."""
+
+    now: datetime
+    gateway_offset_seconds: float | None = None
+    modality_utc_offset: timedelta = DEFAULT_MODALITY_UTC_OFFSET
+
+
+def _earlier(current: datetime | None, new: datetime | None) -> datetime | None:
+    if new is None:
+        return current
+    return new if current is None or new < current else current
+
+
+def _later(current: datetime | None, new: datetime | None) -> datetime | None:
+    if new is None:
+        return current
+    return new if current is None or new > current else current
+
+
+def _note_times(study: Study, arrivals: Sequence[InstanceArrival], clocks: ArrivalClocks) -> None:
+    """The study's timeline columns (``worklist.timeline``) from newly filed images: when
+    they were acquired (headers), uploaded (the gateway's word) and arrived here (now).
+    Called with the study row locked, so earliest and latest are read and written safely."""
+    images = [a for a in arrivals if a.modality.upper() not in NON_IMAGE_MODALITIES]
+    if not images:
+        return
+    acquired = [
+        t
+        for a in images
+        if (t := acquisition_time(a.dicom_json, default_offset=clocks.modality_utc_offset))
+        is not None
+    ]
+    if acquired:
+        study.acquired_at = _earlier(study.acquired_at, min(acquired))
+        study.acquired_last_at = _later(study.acquired_last_at, max(acquired))
+    uploaded = [a.uploaded_at for a in images if a.uploaded_at is not None]
+    if uploaded:
+        study.uploaded_first_at = _earlier(study.uploaded_first_at, min(uploaded))
+        study.uploaded_last_at = _later(study.uploaded_last_at, max(uploaded))
+    study.arrived_at = _earlier(study.arrived_at, clocks.now)
+    study.arrived_last_at = _later(study.arrived_last_at, clocks.now)
+    if clocks.gateway_offset_seconds is not None:
+        study.gateway_clock_offset_seconds = round(clocks.gateway_offset_seconds, 3)
+
+
 def normalise_person_name(value: str) -> str:
     """A DICOM PN compared as a person would: case and spacing aside, empty trailing
     components (``Wang^Fang^^^``) and an ideographic/phonetic group that is absent on one
@@ -465,12 +525,15 @@ def arrival_json(a: InstanceArrival) -> dict[str, Any]:
     """The announcement as JSON, to be filed later (``arrival_from_json``)."""
     data = asdict(a)
     data["received_at"] = a.received_at.isoformat()
+    data["uploaded_at"] = a.uploaded_at.isoformat() if a.uploaded_at is not None else None
     return data
 
 
 def arrival_from_json(data: Mapping[str, Any]) -> InstanceArrival:
     fields = dict(data)
     fields["received_at"] = datetime.fromisoformat(str(fields["received_at"]))
+    if fields.get("uploaded_at"):
+        fields["uploaded_at"] = datetime.fromisoformat(str(fields["uploaded_at"]))
     return InstanceArrival(**fields)
 
 
@@ -578,6 +641,8 @@ def record_instances(
     instances: Sequence[InstanceArrival],
     now: datetime,
     deadlines: Deadlines = DEFAULT_DEADLINES,
+    gateway_offset_seconds: float | None = None,
+    modality_utc_offset: timedelta = DEFAULT_MODALITY_UTC_OFFSET,
     overwrite_policy: str = OVERWRITE_SAME_SOURCE,
 ) -> IngestOutcome:
     """Record announced instances; idempotent by SOP Instance UID and object.
@@ -585,6 +650,10 @@ def record_instances(
     Other bytes under a SOP Instance UID filed in the same study (a corrected re-send, under
     its own object key) replace the served version or are kept beside it, by
     ``overwrite_policy`` (``worklist.resends``).
+
+    ``gateway_offset_seconds``: the sending gateway's clock against the county's (county
+    minus gateway), kept on the study for its timeline; ``modality_utc_offset``: the UTC
+    offset of a header's local acquisition time that carries none.
 
     An instance that cannot be filed where it says (its study UID belongs to another site,
     its series to another study, or its patient differs from its study's) is held as a
@@ -595,6 +664,11 @@ def record_instances(
     if site is None:
         raise UnknownSite(f"no site {site_code!r}")
     outcome = IngestOutcome()
+    clocks = ArrivalClocks(
+        now=now,
+        gateway_offset_seconds=gateway_offset_seconds,
+        modality_utc_offset=modality_utc_offset,
+    )
     by_study: dict[str, list[InstanceArrival]] = {}
     for a in instances:
         if a.study_instance_uid not in by_study:
@@ -620,6 +694,7 @@ def record_instances(
                 arrivals=list(first.values()),
                 deadlines=deadlines,
                 now=now,
+                clocks=clocks,
                 policy=overwrite_policy,
             )
             outcome.accepted += accepted
@@ -631,6 +706,8 @@ def record_instances(
 
 
 __all__ = [
+    "NON_IMAGE_MODALITIES",
+    "ArrivalClocks",
     "HeldConflict",
     "IngestOutcome",
     "InstanceArrival",

@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -269,6 +270,19 @@ class Study(Base):
     # clinic alerts (0008): when the study was found past its deadline with no report (the
     # site's clinic was told once); cleared when a person sets a new deadline
     overdue_at: Mapped[datetime | None] = mapped_column(default=None)
+    # study timeline (0012), each time on the clock that took it down (``worklist.timeline``):
+    # the first and last image's acquisition (the modality's clock, from the headers); the
+    # first and last instance uploaded to the object store (the gateway's clock, announced);
+    # the first and last instance announced to the county (the county's clock: listed on the
+    # worklist from the first); the county's clock minus the gateway's, measured at its last
+    # announcement (None: a gateway that does not say when it sent)
+    acquired_at: Mapped[datetime | None] = mapped_column(default=None)
+    acquired_last_at: Mapped[datetime | None] = mapped_column(default=None)
+    uploaded_first_at: Mapped[datetime | None] = mapped_column(default=None)
+    uploaded_last_at: Mapped[datetime | None] = mapped_column(default=None)
+    arrived_at: Mapped[datetime | None] = mapped_column(default=None)
+    arrived_last_at: Mapped[datetime | None] = mapped_column(default=None)
+    gateway_clock_offset_seconds: Mapped[float | None] = mapped_column(Float, default=None)
     # a re-sent instance replaced a served one after the study's report was signed
     # (``worklist.resends``): the report may describe images no longer served
     updated_after_report_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -316,7 +330,7 @@ class Instance(Base):
     received_at: Mapped[datetime]
     # header as DICOM JSON (no bulk data), for metadata requests without reading objects
     dicom_json: Mapped[dict[str, Any] | None] = mapped_column(default=None)
-    # the calling AE title of the version served ("" before 0012: the study's then)
+    # the calling AE title of the version served ("" before 0013: the study's then)
     calling_ae: Mapped[str] = mapped_column(String(16), default="", server_default="")
 
     series: Mapped[Series] = relationship(back_populates="instances")
@@ -380,7 +394,7 @@ EVENT_KINDS = (
     "call_ahead",
     # a claim about to run out (0009)
     "claim_expiring",
-    # a re-sent instance replaced a served one after the report was signed (0012)
+    # a re-sent instance replaced a served one after the report was signed (0013)
     "study_updated_after_report",
 )
 DELIVERY_PENDING = "pending"
@@ -396,7 +410,11 @@ class Event(Base):
     """
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_site_id", "site_code", "id"),)
+    __table_args__ = (
+        Index("ix_events_site_id", "site_code", "id"),
+        # a study's events (its timeline, 0012)
+        Index("ix_events_study_uid", "study_uid", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))

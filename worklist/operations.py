@@ -33,6 +33,8 @@ MAX_LATE = 200
 # a gateway that has not reported for this long has lost contact
 STALE_AFTER = timedelta(seconds=120)
 CLAIM = "study_claimed"
+# the gateway's status report's clock measurement (county minus gateway, seconds)
+CLOCK_OFFSET_KEY = "clock_offset_seconds"
 SIGN = "report_signed"
 
 
@@ -73,6 +75,8 @@ class GatewayHealth:
     oldest_unsent_age_seconds: float | None
     last_error: str | None
     last_error_attempts: int | None
+    # county minus gateway clock, seconds, at its last report (None: not measured)
+    clock_offset_seconds: float | None = None
 
 
 def _name(user: User | None) -> str | None:
@@ -195,6 +199,16 @@ def record_gateway_status(
     return row
 
 
+def gateway_clock_offset(*, session: Session, gateway: User) -> float | None:
+    """The gateway's clock against the county's (county minus gateway, seconds) as measured
+    at its last status report; None before one that said when it was sent."""
+    row = session.get(GatewayStatus, gateway.id)
+    if row is None:
+        return None
+    offset = row.status.get(CLOCK_OFFSET_KEY)
+    return float(offset) if isinstance(offset, int | float) else None
+
+
 def _int(value: Any) -> int:
     return int(value) if isinstance(value, int | float) else 0
 
@@ -225,15 +239,22 @@ def gateway_health(*, session: Session, now: datetime) -> list[GatewayHealth]:
                 else None,
                 last_error=str(error.get("error"))[:500] if error.get("error") else None,
                 last_error_attempts=_int(error.get("attempts")) if error else None,
+                clock_offset_seconds=(
+                    float(status[CLOCK_OFFSET_KEY])
+                    if isinstance(status.get(CLOCK_OFFSET_KEY), int | float)
+                    else None
+                ),
             )
         )
     return out
 
 
 __all__ = [
+    "CLOCK_OFFSET_KEY",
     "GatewayHealth",
     "LateStudy",
     "ReaderLoad",
+    "gateway_clock_offset",
     "gateway_health",
     "late_studies",
     "reader_workload",

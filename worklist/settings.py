@@ -20,6 +20,10 @@ DEFAULT_DEADLINE_ROUTINE_MINUTES = 1440
 # a stroke / chest-pain study read in time (preliminary report) is due final this long
 # after it arrived
 DEFAULT_DEADLINE_FINAL_MINUTES = 1440
+# a modality's clock: the UTC offset of a header's local date and time when it carries no
+# TimezoneOffsetFromUTC (China Standard Time)
+DEFAULT_MODALITY_UTC_OFFSET_HOURS = 8.0
+DEFAULT_MODALITY_UTC_OFFSET = timedelta(hours=DEFAULT_MODALITY_UTC_OFFSET_HOURS)
 MIN_WEBHOOK_SECRET = 16
 # Retention (0 = keep forever). Audit: six years by default; China's medical-record rules
 # expect long retention, so the admin sets this to the rule that applies to the hospital.
@@ -64,6 +68,11 @@ class WorklistSettings(BaseSettings):
     # county MPI): a patient's prior studies are looked for across them; elsewhere, priors
     # are the same patient ID at the same site. Comma-separated site codes.
     linked_sites: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # the UTC offset of the modalities' clocks, for acquisition times whose headers carry
+    # no TimezoneOffsetFromUTC (the study timeline)
+    modality_utc_offset_hours: float = Field(
+        default=DEFAULT_MODALITY_UTC_OFFSET_HOURS, ge=-14, le=14
+    )
     # --- workflow: webhooks receive every event, signed with the shared secret ---
     # a JSON list or comma-separated: TELEREAD_WORKLIST_WEBHOOK_URLS=https://a/hook,https://b/x
     webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -122,6 +131,10 @@ class WorklistSettings(BaseSettings):
         return timedelta(seconds=self.claim_lease_seconds)
 
     @property
+    def modality_utc_offset(self) -> timedelta:
+        return timedelta(hours=self.modality_utc_offset_hours)
+
+    @property
     def deadlines(self) -> Deadlines:
         return Deadlines(
             stroke=timedelta(minutes=self.deadline_stroke_minutes),
@@ -139,6 +152,7 @@ def get_settings() -> WorklistSettings:
 __all__ = [
     "DEFAULT_DEADLINES",
     "DEFAULT_LEASE",
+    "DEFAULT_MODALITY_UTC_OFFSET",
     "Deadlines",
     "WorklistSettings",
     "get_settings",

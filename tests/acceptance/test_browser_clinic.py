@@ -445,6 +445,10 @@ def test_operations_page_shows_trouble_without_clipping(
     failing = page.locator('#gateways-body tr[data-gateway="gw_ts02"]')
     expect(failing).to_have_attribute("data-state", "failing")
     expect(failing).to_contain_text("connection refused")
+    # and among the urgent studies overdue today: a reader looked (above), nobody claimed it
+    overdue = page.locator(f'#overdue-urgent-body tr[data-uid="{uid}"]')
+    expect(overdue).to_contain_text("阅片时限")
+    expect(overdue.locator("td[data-hop]")).to_have_attribute("data-hop", "opened")
     page.screenshot(path=str(ARTIFACTS / "ops-now-zh.png"), full_page=True)
 
     page.click("#lang-toggle")

@@ -255,6 +255,13 @@ def test_radiologist_reads_and_signs_then_clinic_prints(
     page.click("#sign-final")
     expect(page.locator("#report-status")).to_have_attribute("data-status", "final")
     expect(page.locator("#impression")).to_have_js_property("readOnly", True)
+    # the study's timeline: its path so far, up to the signature, against its deadlines
+    page.locator("#timeline-box summary").click()
+    expect(page.locator('#timeline li[data-hop="final_signed"]')).to_be_visible()
+    for hop in ("received_first", "listed", "flagged_urgent", "claimed"):
+        expect(page.locator(f'#timeline li[data-hop="{hop}"]')).to_have_count(1)
+    stroke_target = page.locator('#timeline-targets [data-target="stroke_read_45min"]')
+    expect(stroke_target).to_have_attribute("data-state", "met")
     page.screenshot(path=str(ARTIFACTS / "03-signed.png"))
     assert not page.errors, page.errors  # type: ignore[attr-defined]
 
@@ -285,6 +292,8 @@ def test_radiologist_reads_and_signs_then_clinic_prints(
         page.reload()
         expect(page.locator("#receipt")).to_have_attribute("data-read", "1")
         expect(page.locator("#receipt")).to_contain_text("nurse_ts01")
+    page.locator("#timeline-box summary").click()
+    expect(page.locator('#timeline li[data-hop="clinic_opened"]')).to_contain_text("nurse_ts01")
 
     # green channel: the nurse flags the routine DR as suspected chest pain; a reader's
     # open worklist shows it as urgent without a reload (event stream, or the 5 s poll)
@@ -339,6 +348,13 @@ def test_admin_sees_the_operations_charts(
     expect(page.locator("#chart-turnaround .turnaround")).to_have_count(3)
     expect(page.locator('.card[data-category="stroke"] .big')).to_have_text("1")
     expect(page.locator("#chart-days svg rect").first).to_be_visible()
+    # turnaround hop by hop: the stroke CT came in today, from the gateway to the worklist
+    listed = page.locator('#ta-body td[data-category="stroke"][data-stage="gateway_to_listed"]')
+    expect(listed).to_have_attribute("data-count", "1")
+    assert float(listed.get_attribute("data-p95") or "nan") >= 0
+    expect(page.locator("#ta-head th.stroke")).to_contain_text("p95")
+    page.select_option("#ta-window", "7d")
+    expect(listed).to_have_attribute("data-count", "1")
     page.screenshot(path=str(ARTIFACTS / "06-ops.png"), full_page=True)
     assert not page.errors, page.errors  # type: ignore[attr-defined]
 

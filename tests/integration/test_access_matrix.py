@@ -347,6 +347,9 @@ ACCESS: dict[tuple[str, str], Access] = {
     ("GET", "/api/v1/studies/{study_uid}/priors"): Access(
         READERS, "site", get("/api/v1/studies/{study}/priors")
     ),
+    ("GET", "/api/v1/studies/{study_uid}/timeline"): Access(
+        VIEWERS, "site", get("/api/v1/studies/{study}/timeline")
+    ),
     ("GET", "/api/v1/studies/{study_uid}/report"): Access(VIEWERS, "site", get(REPORT)),
     ("PUT", "/api/v1/studies/{study_uid}/report"): Access(
         READERS,
@@ -443,6 +446,7 @@ ACCESS: dict[tuple[str, str], Access] = {
         VIEWERS, "site", cancel_call_ahead
     ),
     ("GET", "/api/v1/ops/now"): Access(ADMIN, "none", get("/api/v1/ops/now")),
+    ("GET", "/api/v1/ops/turnaround"): Access(ADMIN, "none", get("/api/v1/ops/turnaround")),
     # township gateways
     ("POST", "/api/v1/gateway/status"): Access(
         GATEWAY, "none", post("/api/v1/gateway/status", {"pending_urgent": 0})

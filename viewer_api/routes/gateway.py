@@ -21,6 +21,7 @@ from viewer_api.schemas import (
     IngestOut,
     Input,
     InstanceIn,
+    Instant,
     ResendOut,
 )
 from worklist.accounts import list_sites
@@ -29,7 +30,11 @@ from worklist.completion import mark_study_complete
 from worklist.errors import UnknownSite
 from worklist.ingest import InstanceArrival, record_instances
 from worklist.models import Site, User
-from worklist.operations import record_gateway_status
+from worklist.operations import (
+    CLOCK_OFFSET_KEY,
+    gateway_clock_offset,
+    record_gateway_status,
+)
 from worklist.resends import REPLACED
 
 logger = logging.getLogger(__name__)
@@ -107,6 +112,8 @@ def ingest_instances(
         instances=arrivals,
         now=now,
         deadlines=wl_settings.deadlines,
+        gateway_offset_seconds=gateway_clock_offset(session=session, gateway=user),
+        modality_utc_offset=wl_settings.modality_utc_offset,
         overwrite_policy=wl_settings.overwrite_policy,
     )
     audit(
@@ -197,6 +204,8 @@ class GatewayStatusIn(Input):
     last_error: dict[str, str | int] | None = None
     spool_bytes: int = Field(default=0, ge=0)
     upload_failures: int = Field(default=0, ge=0)
+    # when the gateway sent it, on its clock (an older gateway: absent): its clock offset
+    sent_at: Instant | None = None
 
 
 @router.post(
@@ -209,7 +218,10 @@ def gateway_status(
 ) -> Response:
     """The gateway's heartbeat: its queue and last upload error, for the operations page."""
     last = body.last_error or {}
-    status_json = body.model_dump(exclude={"last_error"})
+    status_json = body.model_dump(exclude={"last_error", "sent_at"})
+    if body.sent_at is not None:
+        # the county's clock minus the gateway's (the request's own delay included)
+        status_json[CLOCK_OFFSET_KEY] = round((now - body.sent_at).total_seconds(), 3)
     status_json["last_error"] = (
         {"error": str(last.get("error", ""))[:500], "attempts": int(last.get("attempts") or 0)}
         if last

@@ -5,13 +5,16 @@ figures (volumes, turnaround) are ``routes/stats.py``."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from viewer_api.deps import AdminUser, NowDep, SessionDep
+from viewer_api.outputs.settings import OutputSettings
 from viewer_api.routes.report_outputs import OutputSettingsDep
 from worklist import operations
+from worklist.turnaround import period_turnaround
 
 router = APIRouter(prefix="/api/v1/ops", tags=["operations"])
 
@@ -50,6 +53,7 @@ class GatewayHealthOut(BaseModel):
     oldest_unsent_age_seconds: float | None
     last_error: str | None
     last_error_attempts: int | None
+    clock_offset_seconds: float | None  # county minus gateway, at its last report
 
 
 class OperationsNow(BaseModel):
@@ -60,12 +64,17 @@ class OperationsNow(BaseModel):
     gateways: list[GatewayHealthOut]
 
 
+def local_day_start(now: datetime, out: OutputSettings) -> datetime:
+    """Local midnight (the display time zone) before ``now``: where "today" starts."""
+    zone = timezone(timedelta(hours=out.display_utc_offset_hours))
+    return now.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 @router.get("/now", response_model=OperationsNow)
 def operations_now(
     session: SessionDep, user: AdminUser, now: NowDep, out: OutputSettingsDep
 ) -> OperationsNow:
-    zone = timezone(timedelta(hours=out.display_utc_offset_hours))
-    day_start = now.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+    day_start = local_day_start(now, out)
     return OperationsNow(
         at=now,
         day_start=day_start,
@@ -82,6 +91,29 @@ def operations_now(
             for g in operations.gateway_health(session=session, now=now)
         ],
     )
+
+
+WINDOWS = {"today": None, "7d": timedelta(days=7)}
+
+
+@router.get("/turnaround")
+def operations_turnaround(
+    session: SessionDep,
+    user: AdminUser,
+    now: NowDep,
+    out: OutputSettingsDep,
+    window: Annotated[Literal["today", "7d"], Query()] = "today",
+    site: Annotated[str | None, Query(max_length=32)] = None,
+) -> dict[str, Any]:
+    """Turnaround hop by hop for the studies that came in today (local midnight on) or in
+    the last 7 days, optionally one site's: per category (stroke, chest pain, routine) each
+    timeline stage's p50/p90/p95 in seconds and count, how their deadlines went, and the
+    urgent studies still unanswered past a deadline (``worklist.turnaround``). Aggregates
+    and study UIDs only, no patient data."""
+    span = WINDOWS[window]
+    since = local_day_start(now, out) if span is None else now - span
+    figures = period_turnaround(session=session, now=now, since=since, site_code=site)
+    return {"window": window, **figures.as_dict()}
 
 
 __all__ = ["router"]

@@ -17,6 +17,7 @@ from storage.verified import open_verified
 from viewer_api.deps import (
     AdminUser,
     Audit,
+    NowDep,
     ReaderUser,
     SessionDep,
     StoreDep,
@@ -25,11 +26,13 @@ from viewer_api.deps import (
     WorklistSettingsDep,
 )
 from viewer_api.schemas import InstanceVersionOut, PriorStudy, StudyDetail
+from viewer_api.schemas.timeline import TimelineOut
 from viewer_api.validation import MAX_INT32
 from worklist import repository, resends
 from worklist.audit import AuditAction
 from worklist.errors import StudyNotFound
 from worklist.models import Instance, Study
+from worklist.timeline import study_timeline
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +70,18 @@ def get_priors(
         detail={"priors": [p.study_instance_uid for p in priors]},
     )
     return [PriorStudy.from_prior(p) for p in priors]
+
+
+@router.get("/{study_uid}/timeline", response_model=TimelineOut, responses=_NOT_FOUND)
+def get_timeline(
+    user: ViewerUser, study: VisibleStudy, session: SessionDep, audit: Audit, now: NowDep
+) -> TimelineOut:
+    """The study's path from the scanner to the clinic, hop by hop (``worklist.timeline``):
+    each hop's time, clock and source, the durations between them, and the deadlines it is
+    held to. Seen by whoever may see the study (a clinic: its own site's)."""
+    timeline = study_timeline(session=session, study=study, now=now)
+    audit(AuditAction.STUDY_TIMELINE_VIEWED, object_id=study.study_instance_uid)
+    return TimelineOut.from_timeline(timeline)
 
 
 def _chunks(stream: BinaryIO) -> Iterator[bytes]:

@@ -62,6 +62,8 @@ class InstanceIn(Input):
     charset_notes: list[str] | None = None
     urgent_hint: UrgentHint | None = None
     dicom_json: dict[str, Any] | None = None
+    # when the gateway had it in the object store, on its clock (an older gateway: absent)
+    uploaded_at: Instant | None = None
 
     @field_validator(
         "study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid"

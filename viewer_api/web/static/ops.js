@@ -5,11 +5,13 @@ import { fmtDuration, t } from "./i18n.js";
 import { startPage } from "./shell.js";
 import { dayColumns, histogram, stackedBars } from "./charts.js";
 import { drawNow, loadNow } from "./opsnow.js";
+import { drawTurnaround, loadTurnaround } from "./turnaround.js";
 
 const me = await startPage({
   roles: ["admin"],
   onLang: () => {
     drawNow();
+    drawTurnaround();
     draw();
   },
 });
@@ -20,6 +22,7 @@ const CAT_COLOURS = { stroke: "#dc2626", chest_pain: "#ea580c", routine: "#2563e
 async function reload() {
   try {
     await loadNow();
+    await loadTurnaround();
     [stats, conflicts] = await Promise.all([
       api(`/api/v1/stats?days=${document.getElementById("days").value}`),
       api("/api/v1/ingest-conflicts"),
@@ -147,5 +150,7 @@ function draw() {
 if (me) {
   document.getElementById("refresh").addEventListener("click", reload);
   document.getElementById("days").addEventListener("change", reload);
+  const shown = () => loadTurnaround().catch((err) => toast(errorText(err), "error"));
+  document.getElementById("ta-window").addEventListener("change", shown);
   reload();
 }

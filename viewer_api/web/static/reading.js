@@ -5,6 +5,7 @@ import { personName, sexText } from "./names.js";
 import { reasonText } from "./reasons.js";
 import { fmtTime, t } from "./i18n.js";
 import { startPage } from "./shell.js";
+import { drawTimeline } from "./timeline.js";
 import { Viewer } from "./viewer.js";
 
 const studyUid = new URLSearchParams(location.search).get("study");
@@ -15,12 +16,14 @@ let study = null;
 let report = null;
 let criticals = [];
 let viewer = null;
+let timeline = null; // the study's path so far (GET .../timeline)
 const me = await startPage({ roles: ["radiologist", "admin"], onLang: relabel });
 
 function relabel() {
   viewer?.relabel();
   showTitle();
   showState();
+  showTimeline();
 }
 
 function message(text, kind = "info") {
@@ -144,9 +147,20 @@ function showTitle() {
   document.title = `${study.study_description} · ${t("app")}`;
 }
 
+function showTimeline() {
+  if (timeline) drawTimeline($("timeline"), $("timeline-targets"), timeline);
+}
+
 async function loadStudy() {
   study = await api(`/api/v1/studies/${encodeURIComponent(studyUid)}`);
   showTitle();
+  // the study's path so far; a page without it still reads and signs
+  api(`/api/v1/studies/${encodeURIComponent(studyUid)}/timeline`)
+    .then((found) => {
+      timeline = found;
+      showTimeline();
+    })
+    .catch(() => {});
 }
 
 async function loadReport() {
