@@ -173,7 +173,7 @@ def main(ctrl_fd: int) -> None:
     from gateway.fastpath import PathChoice, installed_pynetdicom
     from gateway.mpps import MppsStore
     from gateway.scp import build_host
-    from gateway.sites import PushedSites
+    from gateway.sites import PushedSites, split_table
 
     config = json.loads(sys.stdin.read())
     apply_logging(config.get("logging"), int(config.get("log_level", logging.WARNING)))
@@ -190,7 +190,8 @@ def main(ctrl_fd: int) -> None:
     )
     spool.open_slots()
     mpps = MppsStore(spool.root / "mpps.db")
-    sites = PushedSites(config.get("sites") or {}, ask=lambda: notify(ASK_SITES))
+    mapping, devices = split_table(config.get("sites") or {})
+    sites = PushedSites(mapping, devices=devices, ask=lambda: notify(ASK_SITES))
     tls = tls_context_for(settings)
     path = PathChoice(settings.fast_path, bool(config.get("fast")), installed_pynetdicom())
     host = build_host(
@@ -230,7 +231,7 @@ def main(ctrl_fd: int) -> None:
                 break
             data = json.loads(message)
             if "sites" in data:
-                sites.replace(data["sites"])
+                sites.replace(*split_table(data["sites"]))
             peer = tuple(data.get("peer") or ("", 0))
             for fd in fds:
                 conn = socket.socket(fileno=fd)

@@ -19,6 +19,10 @@ class GatewaySettings(BaseSettings):
 
     # DICOM side
     ae_title: str = Field(default="TELEREAD", min_length=1, max_length=16)
+    # called AE titles answered besides ae_title and the urgent_called_aes; any other is
+    # refused (A-ASSOCIATE-RJ, called AE title not recognised) unless accept_any_called_ae
+    called_ae_titles: list[str] = Field(default_factory=list)
+    accept_any_called_ae: bool = False
     host: str = "0.0.0.0"
     port: int = Field(default=11112, ge=0, le=65535)
     max_pdu: int = Field(default=262_144, ge=0)  # 0: unlimited
@@ -132,6 +136,14 @@ class GatewaySettings(BaseSettings):
                 "(the CA that signs the modalities' certificates)"
             )
         return self
+
+
+def accepted_called_aes(settings: GatewaySettings) -> frozenset[str] | None:
+    """The called AE titles the gateway answers to (upper case), or None: any."""
+    if settings.accept_any_called_ae:
+        return None
+    titles = [settings.ae_title, *settings.called_ae_titles, *settings.urgent_called_aes]
+    return frozenset(t.strip().upper() for t in titles if t.strip())
 
 
 @lru_cache(maxsize=1)

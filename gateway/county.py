@@ -51,6 +51,8 @@ class SiteConfig:
     code: str
     name: str
     ae_titles: tuple[str, ...]
+    networks: tuple[str, ...] = ()  # CIDR blocks its modalities call from
+    certificates: tuple[str, ...] = ()  # SHA-256 (hex) of their TLS client certificates
 
 
 def tls_verify(
@@ -198,6 +200,8 @@ class CountyClient:
                 code=str(s["code"]),
                 name=str(s.get("name", "")),
                 ae_titles=tuple(str(a) for a in s.get("ae_titles", [])),
+                networks=tuple(str(n) for n in s.get("networks") or []),
+                certificates=tuple(str(c).lower() for c in s.get("certificates") or []),
             )
             for s in data.get("sites", [])
         ]

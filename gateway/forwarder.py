@@ -37,7 +37,7 @@ from gateway.county import CountyClient
 from gateway.errors import CountyRejected, CountyUnavailable, InvalidInstance
 from gateway.instance import HeaderReader, read_instance, spooled_header_json
 from gateway.lookahead import RecompressAhead
-from gateway.outbox import CONFLICT, MISSING, OutboxRow
+from gateway.outbox import CONFLICT, COUNTY_HELD, MISSING, OutboxRow
 from gateway.received import URGENT_RANK, ReceivedInstance
 from gateway.spool import Spool
 from gateway.upload import (
@@ -460,7 +460,7 @@ class Forwarder:
             if row.sop_instance_uid in held:
                 # the county holds it for an admin: kept here too, listed as a conflict
                 kind = held[row.sop_instance_uid]
-                self.spool.mark_state(row, CONFLICT, f"county held it as a conflict: {kind}")
+                self.spool.mark_state(row, CONFLICT, f"{COUNTY_HELD}{kind}")
                 logger.warning(
                     "county held the instance as a conflict (not in the worklist)",
                     extra={

@@ -7,8 +7,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import mmap
+import sqlite3
+import ssl
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -37,25 +39,60 @@ def _called_ae(event: Event) -> str:
     return str(called).strip()
 
 
-def handle_association_request(event: Event, sites: Sites) -> None:
-    """EVT_REQUESTED: reject (permanent, calling AE title not recognised) unknown AEs."""
+def _peer_certificate_sha256(event: Event) -> str | None:
+    """The SHA-256 of the DICOM TLS client certificate the peer presented (verified by the
+    gateway's CA during the handshake), or None (plain connection, no certificate)."""
+    raw = getattr(event.assoc.dul.socket, "socket", None)
+    if not isinstance(raw, ssl.SSLSocket):
+        return None
+    try:
+        der = raw.getpeercert(binary_form=True)
+    except (OSError, ValueError):
+        return None
+    return hashlib.sha256(der).hexdigest() if der else None
+
+
+def handle_association_request(
+    event: Event,
+    sites: Sites,
+    called_aes: Collection[str] | None = None,
+    refused: Callable[[dict[str, str]], None] | None = None,
+) -> None:
+    """EVT_REQUESTED: reject (permanent) a request to an AE title that is not ours
+    (``called_aes``, upper case; None: any), from an unknown calling AE, or from a device
+    its site does not have there (an address outside the site's networks without one of its
+    certificates, or a certificate of another site; ``gateway.sites``). ``refused(what)`` is
+    told each refusal (``gateway.outbox.REFUSAL_FIELDS``: counted, and reported to the
+    county's audit trail)."""
     primitive: Any = event.assoc.requestor.primitive
     calling = str(getattr(primitive, "calling_ae_title", "")).strip()
-    if sites.site_for(calling) is not None:
-        return
+    called = str(getattr(primitive, "called_ae_title", "")).strip()
+    address = str(event.assoc.requestor.address)
+    log: dict[str, str] = {"calling_ae": calling, "called_ae": called, "peer": address}
+    if called_aes is not None and called.upper() not in called_aes:
+        why = "called AE title not ours"
+        _reject(event, status.REASON_CALLED_AE_NOT_RECOGNISED, why, log)
+    elif (site := sites.site_for(calling)) is None:
+        why = "unknown calling AE"
+        _reject(event, status.REASON_CALLING_AE_NOT_RECOGNISED, why, log)
+    else:
+        certificate = _peer_certificate_sha256(event)
+        refusal = sites.device_refusal(site, address=address, certificate_sha256=certificate)
+        if refusal is None:
+            return
+        why = f"device: {refusal}"
+        log.update(site=site, certificate_sha256=certificate or "")
+        _reject(event, status.REASON_CALLING_AE_NOT_RECOGNISED, why, log)
+    if refused is not None:
+        refused({**log, "reason": why})
+
+
+def _reject(event: Event, reason: int, why: str, log: dict[str, str]) -> None:
     logger.warning(
-        "association from unknown calling AE rejected",
-        extra={
-            "action": "association_rejected",
-            "calling_ae": calling,
-            "peer": event.assoc.requestor.address,
-        },
+        f"association rejected: {why}",
+        extra={"action": "association_rejected", "reason": why, **log},
     )
-    event.assoc.acse.send_reject(
-        status.REJECTED_PERMANENT,
-        status.SOURCE_SERVICE_USER,
-        status.REASON_CALLING_AE_NOT_RECOGNISED,
-    )
+    event.assoc.acse.send_reject(status.REJECTED_PERMANENT, status.SOURCE_SERVICE_USER, reason)
     event.assoc.kill()  # as pynetdicom's own rejection does: lets the DUL send the A-ASSOCIATE-RJ
 
 
@@ -148,7 +185,15 @@ class IncomingStore:
     Comment). Re-sent identical instances are a no-op SUCCESS; different bytes under a known
     SOP Instance UID (a corrected re-send) are spooled and forwarded as a new version beside
     the first (never over it), and the county's re-send policy decides which version it
-    serves (``worklist.resends``). ``abandon()``: the association ended mid-message."""
+    serves (``worklist.resends``). An instance kept but not simply filed, as far as the
+    spool knows at this moment, is answered the warning STORED_BUT_HELD with the reason as
+    Error Comment (a warning: it is kept, and the modality must not keep retrying): a
+    re-send of an instance the county held or did not serve, or a study UID another site
+    sent first (through this gateway, or held by the county for an earlier instance of the
+    study). What only the county finds out (the first instance of a squatted study, a
+    patient mismatch, a SOP Instance UID filed elsewhere) reaches the modality as SUCCESS and
+    is listed by ``teleread gateway status``. ``abandon()``: the association ended
+    mid-message."""
 
     def __init__(
         self,
@@ -258,13 +303,36 @@ class IncomingStore:
             return self._refuse(status.PROCESSING_FAILURE, f"gateway failure: {type(exc).__name__}")
         finally:
             self.abandon()  # whatever is left: the parts, a temp file not placed
-        level = logging.INFO if outcome == "resent" else logging.DEBUG
+        held = self._held(row_id, inst.study_instance_uid)
+        level = logging.WARNING if held else logging.INFO if outcome == "resent" else logging.DEBUG
         logger.log(
             level,
-            f"instance {outcome}",
-            extra={"action": f"instance_{outcome}", "row_id": row_id, "site": self.site, **log},
+            f"instance {outcome}" + (f" ({held})" if held else ""),
+            extra={
+                "action": f"instance_{outcome}",
+                "row_id": row_id,
+                "site": self.site,
+                "held": held,
+                **log,
+            },
         )
+        if held:  # kept, but the modality hears that it will not simply be filed
+            self._spool.outbox.count(instances_answered_held=1)
+            self.error_comment = status.error_comment(held)
+            return status.STORED_BUT_HELD
         return status.SUCCESS
+
+    def _held(self, row_id: int, study_uid: str) -> str:
+        """Why the durable instance will not simply be filed, as far as the spool knows now
+        (``""``: nothing known; the county may still hold it, ``docs/contracts.md``)."""
+        assert self.site is not None
+        try:
+            return self._spool.outbox.held_reason(row_id, study_uid=study_uid, site=self.site)
+        except sqlite3.Error as exc:  # durable already: never fail the answer for this
+            logger.warning(
+                "held check failed", extra={"action": "held_check_failed", "error": str(exc)}
+            )
+            return ""
 
     def _spool_it(self) -> tuple[str, int, ReceivedInstance]:
         """Check the dataset (the UIDs and its structure now; the header's text and triage

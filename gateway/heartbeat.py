@@ -1,7 +1,8 @@
 """The gateway tells the county how it is: every ``status_report_seconds`` it posts a summary
 of its spool (queue depth by priority, the oldest unsent instance's age, the last upload
 error) to ``POST /api/v1/gateway/status``, where the county's operations page shows it and
-the time it last heard from the township.
+the time it last heard from the township; with it the associations it refused since the
+last report (``refusals``), which the county records in its audit trail.
 
 A failed report is logged and tried again at the next beat: forwarding never waits for it.
 """
@@ -52,14 +53,19 @@ class StatusReporter:
         self._thread: threading.Thread | None = None
 
     def report_once(self) -> bool:
+        body = summary(spool_status(self._spool))
+        refusals = self._spool.outbox.pending_refusals()
+        if refusals:  # an older county does not know the field: only sent when there are some
+            body["refusals"] = [{k: v for k, v in r.items() if k != "id"} for r in refusals]
         try:
-            self._county.report_status(summary(spool_status(self._spool)))
+            self._county.report_status(body)
         except CountyError as exc:
             logger.warning(
                 "gateway status not reported",
                 extra={"action": "gateway_status_failed", "error": str(exc)[:300]},
             )
             return False
+        self._spool.outbox.forget_refusals([int(r["id"]) for r in refusals])
         return True
 
     def start(self) -> None:

@@ -72,6 +72,10 @@ _COUNTER_HELP = {
     "instances_announced": "instances announced to the county API",
     "instances_held_by_county": "instances the county held as conflicts (study of another "
     "site, another patient): kept here, not in the worklist",
+    "instances_answered_held": "C-STOREs answered the held warning 0xB000 (kept, but not "
+    "filed as sent: another version, another site's study UID, held by the county)",
+    "associations_refused": "associations refused: a called AE title not the gateway's, an "
+    "unknown calling AE title, a device not of its site (address, certificate)",
     "bytes_uploaded": "bytes uploaded to the object store",
     "bytes_saved_recompression": "bytes not sent thanks to lossless recompression",
 }

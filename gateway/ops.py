@@ -222,7 +222,7 @@ def format_status(status: dict[str, Any]) -> str:
             "since start of the spool: received {r}, stored {s}, duplicates {d}, re-sent {x}, "
             "refused (spool full) {f}; uploads {u} ({mb:.1f} MB, {saved:.1f} MB saved by "
             "recompression), upload failures {uf}, announce failures {af}, held by the county as "
-            "conflicts {h}".format(
+            "conflicts {h}, answered the held warning {w}; associations refused {ar}".format(
                 r=c.get("instances_received", 0),
                 s=c.get("instances_stored", 0),
                 d=c.get("instances_duplicate", 0),
@@ -234,6 +234,8 @@ def format_status(status: dict[str, Any]) -> str:
                 uf=c.get("upload_failures", 0),
                 af=c.get("announce_failures", 0),
                 h=c.get("instances_held_by_county", 0),
+                w=c.get("instances_answered_held", 0),
+                ar=c.get("associations_refused", 0),
             )
         )
     if status["last_error"]:

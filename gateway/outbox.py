@@ -23,6 +23,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +43,9 @@ INVALID = "invalid"  # acknowledged, but its header turned out unreadable (kept,
 PENDING_STATES = (RECEIVED, UPLOADED)
 HELD_STATES = (RECEIVED, UPLOADED, CONFLICT, INVALID)  # states whose file is still held
 StoreOutcome = Literal["stored", "duplicate", "resent"]
+# last_error of a row the county held for an admin (the kind follows)
+COUNTY_HELD = "county held it as a conflict: "
+STUDY_OTHER_SITE = "study_other_site"  # the county's conflict kind (docs/contracts.md)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -71,8 +75,19 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_sop ON outbox (sop_instance_uid);
+CREATE INDEX IF NOT EXISTS outbox_study ON outbox (study_instance_uid);
 CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (state, priority_rank, received_ts, id);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS refusals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    calling_ae TEXT NOT NULL,
+    called_ae TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    site TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    certificate_sha256 TEXT NOT NULL
+);
 """
 # columns added after the first release: (name, SQL type); added to older spools at open
 _ADDED_COLUMNS = (
@@ -97,6 +112,8 @@ COUNTERS = (
     "announce_failures",
     "instances_announced",
     "instances_held_by_county",
+    "instances_answered_held",
+    "associations_refused",
     "bytes_uploaded",
     "bytes_saved_recompression",
 )
@@ -107,6 +124,10 @@ COLUMNS = (
     "upload_transfer_syntax, upload_method, dataset_sha256, uploaded_at"
 )
 _ORDER = "ORDER BY priority_rank, received_ts, id"
+# refused associations kept for the county's audit trail until reported (gateway.heartbeat);
+# beyond this many unreported, only counted (a flood must not grow the spool database)
+MAX_REFUSALS_KEPT = 1000
+REFUSAL_FIELDS = ("calling_ae", "called_ae", "peer", "site", "reason", "certificate_sha256")
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +243,48 @@ class Outbox:
             rows = dict(self._db.execute("SELECT name, value FROM counters"))
         return {name: int(rows.get(name, 0)) for name in COUNTERS}
 
+    # -- refused associations -------------------------------------------------------------
+
+    def note_refusal(self, refusal: dict[str, str], *, now: float | None = None) -> None:
+        """Count a refused association and keep it (``REFUSAL_FIELDS``) for the county's
+        audit trail, up to ``MAX_REFUSALS_KEPT`` unreported. Never raises."""
+        at = datetime.fromtimestamp(time.time() if now is None else now, UTC).isoformat()
+        values = [str(refusal.get(name, ""))[:200] for name in REFUSAL_FIELDS]
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                (kept,) = self._db.execute("SELECT COUNT(*) FROM refusals").fetchone()
+                if kept < MAX_REFUSALS_KEPT:
+                    self._db.execute(
+                        f"INSERT INTO refusals (at, {', '.join(REFUSAL_FIELDS)}) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (at, *values),
+                    )
+                self._count_sql({"associations_refused": 1})
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:  # bookkeeping: never fail the refusal itself
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                logger.warning(
+                    "refusal not recorded", extra={"action": "refusal_failed", "error": str(exc)}
+                )
+
+    def pending_refusals(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The oldest refusals not yet reported, each with its ``id`` and ``at``."""
+        with self._lock:
+            rows = list(
+                self._db.execute(
+                    f"SELECT id, at, {', '.join(REFUSAL_FIELDS)} FROM refusals ORDER BY id LIMIT ?",
+                    (limit,),
+                )
+            )
+        return [dict(zip(("id", "at", *REFUSAL_FIELDS), row, strict=True)) for row in rows]
+
+    def forget_refusals(self, ids: list[int]) -> None:
+        """Reported: drop them."""
+        with self._lock:
+            self._db.executemany("DELETE FROM refusals WHERE id = ?", [(i,) for i in ids])
+
     # -- receiving -----------------------------------------------------------------------
 
     def same_sop(self, sop: str) -> list[tuple[int, str, str]]:
@@ -234,6 +297,38 @@ class Outbox:
                     (sop, MISSING),
                 )
             )
+
+    def held_reason(self, row_id: int, *, study_uid: str, site: str) -> str:
+        """Why the instance of row ``row_id`` (just stored, or the earlier row of a
+        duplicate) will not simply be filed, as far as this gateway knows at C-STORE time
+        (``""``: nothing known): held by the county already, or a version the county did
+        not serve (a re-send of either), or its study UID is another
+        site's (received here for that site, or held by the county as another site's for
+        an instance of the same study before)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT state, last_error FROM outbox WHERE id = ?", (row_id,)
+            ).fetchone()
+            first = self._db.execute(
+                "SELECT site FROM outbox WHERE study_instance_uid = ? ORDER BY id LIMIT 1",
+                (study_uid,),
+            ).fetchone()
+            county_held = self._db.execute(
+                "SELECT 1 FROM outbox WHERE study_instance_uid = ? AND site = ? AND state = ? "
+                "AND last_error = ? LIMIT 1",
+                (study_uid, site, CONFLICT, COUNTY_HELD + STUDY_OTHER_SITE),
+            ).fetchone()
+        if row is not None and row[0] == CONFLICT:
+            error = str(row[1] or "")
+            if error.startswith(COUNTY_HELD):
+                return f"held by the county: {error[len(COUNTY_HELD) :]}"
+            # the county kept the version it serves (``worklist.resends``), or the file went
+            return f"kept, not filed: {error[:120]}"
+        if first is not None and first[0] != site:
+            return f"study UID belongs to site {first[0]}: held for the county"
+        if county_held is not None:
+            return "study UID is another site's: held by the county"
+        return ""
 
     def record(
         self,

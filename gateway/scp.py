@@ -17,7 +17,7 @@ from pydicom import uid
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from gateway.config import GatewaySettings
+from gateway.config import GatewaySettings, accepted_called_aes
 from gateway.fastpath import FastStore, PathChoice
 from gateway.handlers import (
     begin_store,
@@ -92,14 +92,22 @@ def event_handlers(
 ) -> list[Any]:
     """The SCP's handlers (the same in this process and in acceptor processes, on either
     path), the transport guard included."""
+    urgent = dict(urgent_called_aes or settings.urgent_called_aes)
+    called = accepted_called_aes(settings)
+    if called is not None:
+        called = called | {ae.strip().upper() for ae in urgent}
     handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, on_connection_open, [ConnectionLimits.from_settings(settings)]),
-        (evt.EVT_REQUESTED, handle_association_request, [sites]),
+        (
+            evt.EVT_REQUESTED,
+            handle_association_request,
+            [sites, called, spool.outbox.note_refusal],
+        ),
         (evt.EVT_C_ECHO, handle_echo),
         (
             evt.EVT_C_STORE,
             handle_store,
-            [spool, sites, dict(urgent_called_aes or settings.urgent_called_aes)],
+            [spool, sites, urgent],
         ),
     ]
     if mpps is not None:

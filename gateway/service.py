@@ -182,15 +182,15 @@ class Gateway:
         self.intake = Intake(listeners, self._deliver, IntakeLimits.from_settings(self.settings))
         address = (self.settings.host, self._port)
         if workers > 1:
-            snapshot = getattr(self.sites, "snapshot", None)
-            if snapshot is None:
+            table = getattr(self.sites, "table", None)
+            if table is None:
                 raise GatewayError("workers > 1 needs a SiteDirectory (an AE -> site mapping)")
             self.pool = AcceptorPool(
                 self.settings,
                 n=workers,
                 fast=self.path.fast,
                 address=address,
-                sites=snapshot,
+                sites=table,
                 ask_sites=self._ask_sites,
                 on_work=self._acceptor_stored,
                 on_done=self.intake.association_ended,

@@ -5,6 +5,9 @@ from __future__ import annotations
 SUCCESS = 0x0000
 # C-STORE warnings
 COERCION_OF_DATA_ELEMENTS = 0xB000
+# C-STORE has no warning of its own for "stored, but not filed as sent": the gateway answers
+# the general one, 0xB000, with an Error Comment saying why (no element is coerced)
+STORED_BUT_HELD = COERCION_OF_DATA_ELEMENTS
 ELEMENTS_DISCARDED = 0xB007
 DATASET_DOES_NOT_MATCH_SOP_CLASS_WARNING = 0xB006
 # C-STORE failures
@@ -19,6 +22,7 @@ SOP_CLASS_NOT_SUPPORTED = 0x0122
 REJECTED_PERMANENT = 0x01
 SOURCE_SERVICE_USER = 0x01
 REASON_CALLING_AE_NOT_RECOGNISED = 0x03
+REASON_CALLED_AE_NOT_RECOGNISED = 0x07
 
 
 ERROR_COMMENT_MAX = 64  # Error Comment (0000,0902) is an LO: 64 characters, no backslash

@@ -42,6 +42,7 @@ from pathlib import Path
 from gateway.acceptor import ASK_SITES, DONE, READY, WORK, describe_logging
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError
+from gateway.sites import SiteTable
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +82,10 @@ class _Acceptor:
 class AcceptorPool:
     """``n`` acceptor processes for connections ``deliver``-ed to them.
 
-    ``sites()`` returns the current AE title -> site allow-list; ``ask_sites()`` asks for it
-    to be looked at again (the answer comes through ``push_sites``); ``on_work`` is called
-    when an acceptor has stored an instance (wake the forwarder); ``on_done(host)`` when an
-    association from ``host`` ended.
+    ``sites()`` returns the current allow-list (``gateway.sites.SiteTable``); ``ask_sites()``
+    asks for it to be looked at again (the answer comes through ``push_sites``); ``on_work``
+    is called when an acceptor has stored an instance (wake the forwarder); ``on_done(host)``
+    when an association from ``host`` ended.
     """
 
     def __init__(
@@ -94,7 +95,7 @@ class AcceptorPool:
         n: int,
         fast: bool,
         address: tuple[str, int],
-        sites: Callable[[], dict[str, str]],
+        sites: Callable[[], SiteTable],
         ask_sites: Callable[[], None],
         on_work: Callable[[], None],
         on_done: Callable[[str], None],
@@ -218,9 +219,9 @@ class AcceptorPool:
         finally:
             conn.close()
 
-    def push_sites(self, mapping: dict[str, str]) -> None:
+    def push_sites(self, table: SiteTable) -> None:
         """Send the allow-list to every acceptor process (they use it from then on)."""
-        message = json.dumps({"sites": mapping}).encode()
+        message = json.dumps({"sites": table}).encode()
         with self._lock:
             acceptors = [a for a in self._acceptors if a.ready]
         for acceptor in acceptors:

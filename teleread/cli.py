@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from teleread.embedded import DataDir, database_url
 
@@ -103,11 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
     sadd.add_argument("code")
     sadd.add_argument("--name", required=True)
     sadd.add_argument("--ae", action="append", default=[], help="calling AE title (repeat)")
+    _add_device_args(sadd)
     _add_db_args(sadd)
     sae = sites_sub.add_parser("add-ae", help="allow more calling AE titles for a site")
     sae.add_argument("code")
     sae.add_argument("--ae", action="append", required=True)
     _add_db_args(sae)
+    sbind = sites_sub.add_parser(
+        "bind", help="accept the site's AE titles only from these networks or certificates"
+    )
+    sbind.add_argument("code")
+    _add_device_args(sbind)
+    _add_db_args(sbind)
+    sunbind = sites_sub.add_parser(
+        "unbind", help="forget networks or certificates of a site (none left: any address)"
+    )
+    sunbind.add_argument("code")
+    sunbind.add_argument("--from", dest="networks", action="append", default=[], metavar="CIDR")
+    sunbind.add_argument("--cert", dest="certs", action="append", default=[], metavar="FILE|SHA256")
+    _add_db_args(sunbind)
     slist = sites_sub.add_parser("list", help="list sites")
     _add_db_args(slist)
 
@@ -301,7 +316,57 @@ def _cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_device_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--from",
+        dest="networks",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="a network the site's modalities call from (repeat); with any, other addresses "
+        "are refused",
+    )
+    parser.add_argument(
+        "--cert",
+        dest="certs",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a modality's DICOM TLS client certificate (PEM; repeat): accepted for this site "
+        "from any address, refused for another site's AE titles",
+    )
+
+
+def _certificates(paths: list[str]) -> list[tuple[str, str]]:
+    """(SHA-256 of the DER, file name) of each PEM certificate file."""
+    from gateway.sites import certificate_sha256
+
+    return [(certificate_sha256(Path(p)), Path(p).name) for p in paths]
+
+
+def _fingerprint_or_file(value: str) -> str:
+    path = Path(value)
+    if path.is_file():
+        return _certificates([value])[0][0]
+    return value
+
+
+def _site_line(site: Any) -> str:
+    aes = ", ".join(a.ae_title for a in site.ae_titles) or "none"
+    networks = ", ".join(n.network for n in site.networks)
+    certs = ", ".join(f"{c.sha256[:16]}... ({c.label})" for c in site.certificates)
+    devices = "any address"
+    if networks or certs:
+        devices = "; ".join(
+            part
+            for part in (networks and f"from {networks}", certs and f"certificates {certs}")
+            if part
+        )
+    return f"site {site.code} ({site.name}); calling AE titles: {aes}; devices: {devices}"
+
+
 def _cmd_sites(args: argparse.Namespace) -> int:
+    from gateway.errors import GatewayError
     from worklist import accounts
     from worklist.db import utcnow
     from worklist.errors import WorklistError
@@ -311,20 +376,42 @@ def _cmd_sites(args: argparse.Namespace) -> int:
         with factory.begin() as session:
             if args.sites_command == "add":
                 site = accounts.create_site(
-                    session=session, code=args.code, name=args.name, ae_titles=args.ae, now=utcnow()
+                    session=session,
+                    code=args.code,
+                    name=args.name,
+                    ae_titles=args.ae,
+                    networks=args.networks,
+                    certificates=_certificates(args.certs),
+                    now=utcnow(),
                 )
             elif args.sites_command == "add-ae":
                 site = accounts.add_site_ae_titles(
                     session=session, code=args.code, ae_titles=args.ae, now=utcnow()
                 )
+            elif args.sites_command == "bind":
+                site = accounts.bind_site_devices(
+                    session=session,
+                    code=args.code,
+                    networks=args.networks,
+                    certificates=_certificates(args.certs),
+                    now=utcnow(),
+                )
+            elif args.sites_command == "unbind":
+                site = accounts.unbind_site_devices(
+                    session=session,
+                    code=args.code,
+                    networks=args.networks,
+                    certificates=[_fingerprint_or_file(c) for c in args.certs],
+                    now=utcnow(),
+                )
             else:
                 for s in accounts.list_sites(session=session):
                     aes = " ".join(a.ae_title for a in s.ae_titles)
-                    print(f"{s.code}\t{s.name}\t{aes}")
+                    networks = " ".join(n.network for n in s.networks) or "*"
+                    print(f"{s.code}\t{s.name}\t{aes}\t{networks}\t{len(s.certificates)} cert(s)")
                 return 0
-            aes = ", ".join(a.ae_title for a in site.ae_titles) or "none"
-            print(f"site {site.code} ({site.name}); calling AE titles: {aes}")
-    except WorklistError as exc:
+            print(_site_line(site))
+    except (WorklistError, GatewayError) as exc:
         print(f"teleread: {exc}", file=sys.stderr)
         return 1
     _tell_local_gateway(args)

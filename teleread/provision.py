@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worklist import accounts
 from worklist.db import utcnow
+from worklist.errors import WorklistError
 from worklist.models import ROLE_GATEWAY, ROLES
 
 S3_CONFIG = "s3.json"
@@ -55,6 +56,7 @@ class SiteSpec:
     name: str
     ae_titles: tuple[str, ...] = ()
     gateway: GatewaySpec | None = None
+    networks: tuple[str, ...] = ()  # where its modalities call from (empty: anywhere)
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,13 @@ def load_spec(path: Path) -> CountySpec:
         aes = item.get("ae_titles") or []
         if not isinstance(aes, list) or not all(isinstance(a, str) for a in aes):
             raise ProvisionError(f"{where}: 'ae_titles' is a list of AE titles")
+        networks = item.get("networks") or []
+        if not isinstance(networks, list) or not all(isinstance(n, str) for n in networks):
+            raise ProvisionError(f"{where}: 'networks' is a list of addresses or CIDR blocks")
+        try:
+            networks = [accounts.clean_network(n) for n in networks]
+        except WorklistError as exc:
+            raise ProvisionError(f"{where}: {exc}") from None
         gateway = None
         if item.get("gateway") is not None:
             gw = _mapping(item["gateway"], f"{where}.gateway")
@@ -150,7 +159,8 @@ def load_spec(path: Path) -> CountySpec:
                     f"{where}.gateway: give both s3_access_key_file and s3_secret_key_file, "
                     "or neither (then a key is made)"
                 )
-        sites.append(SiteSpec(code, _str(item, "name", where), tuple(aes), gateway))
+        name = _str(item, "name", where)
+        sites.append(SiteSpec(code, name, tuple(aes), gateway, tuple(networks)))
     people = []
     for i, raw in enumerate(data.get("accounts") or []):
         where = f"accounts[{i}]"
@@ -302,6 +312,7 @@ def provision(
                     code=site.code,
                     name=site.name,
                     ae_titles=site.ae_titles,
+                    networks=site.networks,
                     now=utcnow(),
                 )
                 outcome.say(f"site {site.code} created ({', '.join(site.ae_titles) or 'no AE'})")
@@ -313,6 +324,13 @@ def provision(
                         session=session, code=site.code, ae_titles=missing, now=utcnow()
                     )
                     outcome.say(f"site {site.code}: AE titles added: {', '.join(missing)}")
+                bound = {n.network for n in existing.networks}
+                new_networks = [n for n in site.networks if n not in bound]
+                if new_networks:
+                    accounts.bind_site_devices(
+                        session=session, code=site.code, networks=new_networks, now=utcnow()
+                    )
+                    outcome.say(f"site {site.code}: networks added: {', '.join(new_networks)}")
             if site.gateway is not None:
                 made = _account(
                     session,

@@ -1,7 +1,9 @@
-"""Sites (with their calling AE titles) and users (argon2 password hashes)."""
+"""Sites (with their calling AE titles, and where their devices may call from) and users
+(argon2 password hashes)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import secrets
@@ -15,7 +17,10 @@ from sqlalchemy.orm import Session, selectinload
 
 from worklist.errors import (
     AETitleTaken,
+    CertificateTaken,
     InvalidAETitle,
+    InvalidCertificate,
+    InvalidNetwork,
     InvalidRole,
     InvalidSiteCode,
     SiteExists,
@@ -23,7 +28,17 @@ from worklist.errors import (
     UnknownSite,
     UserExists,
 )
-from worklist.models import ROLE_CLINIC, ROLE_GATEWAY, ROLES, Site, SiteAE, User, WebSession
+from worklist.models import (
+    ROLE_CLINIC,
+    ROLE_GATEWAY,
+    ROLES,
+    Site,
+    SiteAE,
+    SiteCertificate,
+    SiteNetwork,
+    User,
+    WebSession,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,16 +70,110 @@ def _clean_ae(ae: str) -> str:
     return title
 
 
+def clean_network(value: str) -> str:
+    """``value`` (an address or CIDR block) as its network's normal form: ``10.1.2.7/24`` is
+    ``10.1.2.0/24``, an address alone is its /32 (/128). Raises ``InvalidNetwork``."""
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise InvalidNetwork(f"invalid network {value[:60]!r}: {InvalidNetwork.__doc__}") from None
+
+
+def _clean_fingerprint(value: str) -> str:
+    hexed = value.strip().replace(":", "").lower()
+    if len(hexed) != 64 or any(c not in "0123456789abcdef" for c in hexed):
+        raise InvalidCertificate(f"invalid certificate fingerprint {value[:100]!r}")
+    return hexed
+
+
+_SITE_LOADS = (
+    selectinload(Site.ae_titles),
+    selectinload(Site.networks),
+    selectinload(Site.certificates),
+)
+
+
 def get_site(*, session: Session, code: str) -> Site | None:
-    return session.scalars(
-        select(Site).where(Site.code == code).options(selectinload(Site.ae_titles))
-    ).one_or_none()
+    query = select(Site).where(Site.code == code).options(*_SITE_LOADS)
+    return session.scalars(query).one_or_none()
 
 
 def list_sites(*, session: Session) -> list[Site]:
-    return list(
-        session.scalars(select(Site).order_by(Site.code).options(selectinload(Site.ae_titles)))
+    return list(session.scalars(select(Site).order_by(Site.code).options(*_SITE_LOADS)))
+
+
+def _attach_networks(*, site: Site, networks: Sequence[str]) -> None:
+    for raw in networks:
+        network = clean_network(raw)
+        if not any(n.network == network for n in site.networks):
+            site.networks.append(SiteNetwork(network=network))
+
+
+def _attach_certificates(
+    *, session: Session, site: Site, certificates: Sequence[tuple[str, str]]
+) -> None:
+    for raw, label in certificates:
+        sha256 = _clean_fingerprint(raw)
+        owner = session.scalars(
+            select(SiteCertificate).where(SiteCertificate.sha256 == sha256)
+        ).one_or_none()
+        if owner is not None:
+            if owner.site_id == site.id:
+                continue
+            raise CertificateTaken(f"certificate {sha256[:16]}... belongs to another site")
+        if not any(c.sha256 == sha256 for c in site.certificates):
+            site.certificates.append(SiteCertificate(sha256=sha256, label=label[:200]))
+
+
+def bind_site_devices(
+    *,
+    session: Session,
+    code: str,
+    networks: Sequence[str] = (),
+    certificates: Sequence[tuple[str, str]] = (),
+    now: datetime,
+) -> Site:
+    """Let the site's modalities call from ``networks`` (addresses or CIDR blocks) and with
+    ``certificates`` (``(sha256 of the DER, label)``, DICOM TLS): from then on its AE titles
+    are accepted only from one of its networks or with one of its certificates. Raises
+    ``UnknownSite``, ``InvalidNetwork``, ``InvalidCertificate``, ``CertificateTaken``."""
+    site = get_site(session=session, code=code)
+    if site is None:
+        raise UnknownSite(f"no site {code!r}")
+    _attach_networks(site=site, networks=networks)
+    _attach_certificates(session=session, site=site, certificates=certificates)
+    session.flush()
+    logger.info(
+        "site devices bound",
+        extra={"action": "site_devices_bound", "site": code, "networks": list(networks)},
     )
+    return site
+
+
+def unbind_site_devices(
+    *,
+    session: Session,
+    code: str,
+    networks: Sequence[str] = (),
+    certificates: Sequence[str] = (),
+    now: datetime,
+) -> Site:
+    """Forget networks and certificates (by fingerprint) of the site; with none left, its AE
+    titles are accepted from any address again. Raises ``UnknownSite``, ``InvalidNetwork``,
+    ``InvalidCertificate``."""
+    site = get_site(session=session, code=code)
+    if site is None:
+        raise UnknownSite(f"no site {code!r}")
+    gone_networks = {clean_network(n) for n in networks}
+    gone_certs = {_clean_fingerprint(c) for c in certificates}
+    site.networks[:] = [n for n in site.networks if n.network not in gone_networks]
+    site.certificates[:] = [c for c in site.certificates if c.sha256 not in gone_certs]
+    session.flush()
+    logger.info(
+        "site devices unbound",
+        extra={"action": "site_devices_unbound", "site": code, "networks": sorted(gone_networks)},
+    )
+    return site
 
 
 def _attach_ae_titles(*, session: Session, site: Site, ae_titles: Sequence[str]) -> None:
@@ -86,19 +195,25 @@ def create_site(
     code: str,
     name: str,
     ae_titles: Sequence[str] = (),
+    networks: Sequence[str] = (),
+    certificates: Sequence[tuple[str, str]] = (),
     now: datetime,
 ) -> Site:
-    """A new site. Raises ``InvalidSiteCode``, ``SiteExists``, ``AETitleTaken``,
-    ``InvalidAETitle``."""
+    """A new site, with its modalities' AE titles and, optionally, the networks and TLS
+    certificates they call from (``bind_site_devices``). Raises ``InvalidSiteCode``,
+    ``SiteExists``, ``AETitleTaken``, ``InvalidAETitle``, ``InvalidNetwork``,
+    ``InvalidCertificate``, ``CertificateTaken``."""
     code = code.strip()
     if SITE_CODE.fullmatch(code) is None:
         raise InvalidSiteCode(f"site code {code[:40]!r}: {InvalidSiteCode.__doc__}")
     if session.scalars(select(Site.id).where(Site.code == code)).first() is not None:
         raise SiteExists(f"site {code!r} already exists")
-    site = Site(code=code, name=name, created_at=now)
+    site = Site(code=code, name=name, created_at=now, ae_titles=[], networks=[], certificates=[])
     session.add(site)
     session.flush()
     _attach_ae_titles(session=session, site=site, ae_titles=ae_titles)
+    _attach_networks(site=site, networks=networks)
+    _attach_certificates(session=session, site=site, certificates=certificates)
     session.flush()
     logger.info("site created", extra={"action": "site_created", "site": code})
     return site
@@ -294,6 +409,8 @@ def end_web_session(*, session: Session, session_id: str, now: datetime) -> bool
 __all__ = [
     "add_site_ae_titles",
     "authenticate",
+    "bind_site_devices",
+    "clean_network",
     "count_users",
     "create_site",
     "create_user",
@@ -313,6 +430,7 @@ __all__ = [
     "rotate_password",
     "set_password",
     "start_web_session",
+    "unbind_site_devices",
     "verify_password",
     "web_session_open",
 ]

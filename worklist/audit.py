@@ -34,6 +34,9 @@ class AuditAction(StrEnum):
     STUDY_ACCESS_REFUSED = "study_access_refused"
     # arrivals from the township gateways
     INSTANCES_INGESTED = "instances_ingested"
+    # a gateway refused a DICOM association (called or calling AE title, or a device not of
+    # its site); reported with the gateway's status, the modality's address in the detail
+    ASSOCIATION_REFUSED = "association_refused"
     STUDY_COMPLETE = "study_complete"
     # an announced instance held for an admin (study of another site, another patient)
     INGEST_CONFLICT_HELD = "ingest_conflict_held"
@@ -115,7 +118,7 @@ _OBJECT_TYPES: dict[AuditAction, str] = {
         "user",
     ),
     **dict.fromkeys(
-        (AuditAction.INSTANCES_INGESTED,),
+        (AuditAction.INSTANCES_INGESTED, AuditAction.ASSOCIATION_REFUSED),
         "site",
     ),
     **dict.fromkeys(

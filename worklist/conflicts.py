@@ -2,7 +2,8 @@
 
 ``worklist.ingest`` holds an instance as a conflict when its study UID belongs to another
 site (a township reusing a UID must not hide another site's study), its series UID to
-another study, or its Patient ID or name differs from its study's. The instance is never
+another study, its Patient ID or name differs from its study's, or its SOP Instance UID is
+already filed in another study. The instance is never
 merged into that study and never dropped: its object stays in storage, the conflict row
 keeps the announcement, and an admin decides each clash (its held instances of one kind,
 sending site, study UID and patient) once: files them as a study of their own
@@ -29,6 +30,7 @@ from worklist.ingest import (
     record_instances,
 )
 from worklist.models import (
+    CONFLICT_SOP_OTHER_STUDY,
     PRIORITY_ROUTINE,
     PRIORITY_STAT,
     RESOLUTION_DISCARD,
@@ -174,9 +176,13 @@ def _file_separately(
         series_uid = derived_uid("series", *key, arrival.series_instance_uid)
         arrival.study_instance_uid = study_uid
         arrival.series_instance_uid = series_uid
+        uids = [("0020000D", study_uid), ("0020000E", series_uid)]
+        if head.kind == CONFLICT_SOP_OTHER_STUDY:  # its own UID is taken: one of its own too
+            arrival.sop_instance_uid = derived_uid("sop", *key, arrival.sop_instance_uid)
+            uids.append(("00080018", arrival.sop_instance_uid))
         if arrival.dicom_json is not None:  # the index's header agrees with where it is filed
             header = dict(arrival.dicom_json)
-            for tag, value in (("0020000D", study_uid), ("0020000E", series_uid)):
+            for tag, value in uids:
                 if isinstance(header.get(tag), dict):
                     header[tag] = {**header[tag], "Value": [value]}
             arrival.dicom_json = header

@@ -28,6 +28,18 @@ class InvalidAETitle(WorklistError):
     """An AE title is 1 to 16 printable characters without a backslash."""
 
 
+class InvalidNetwork(WorklistError):
+    """A network is an IPv4 or IPv6 address or CIDR block, such as 10.1.2.0/24."""
+
+
+class InvalidCertificate(WorklistError):
+    """A certificate is given as the SHA-256 of its DER encoding (64 hex digits)."""
+
+
+class CertificateTaken(WorklistError):
+    """This certificate already belongs to another site."""
+
+
 class UnknownSite(WorklistError):
     """No site has this code."""
 
@@ -89,11 +101,14 @@ class NoReport(WorklistError):
 
 __all__ = [
     "AETitleTaken",
+    "CertificateTaken",
     "ClaimConflict",
     "ConflictAlreadyResolved",
     "ConflictNotFileable",
     "ConflictNotFound",
     "InvalidAETitle",
+    "InvalidCertificate",
+    "InvalidNetwork",
     "InvalidRole",
     "NoReport",
     "NotAReader",

@@ -25,6 +25,7 @@ from worklist.events import KIND_STUDY_URGENT, publish_study_event
 from worklist.models import (
     CONFLICT_PATIENT_MISMATCH,
     CONFLICT_SERIES_OTHER_STUDY,
+    CONFLICT_SOP_OTHER_STUDY,
     CONFLICT_STUDY_OTHER_SITE,
     OVERWRITE_SAME_SOURCE,
     PRIORITY_ROUTINE,
@@ -305,6 +306,40 @@ def _record_study(
     arrivals = kept
     if not arrivals:
         return 0, split.known_versions, held, resends
+    # a SOP Instance UID already filed in another study (this site's or another's): the
+    # instance index would count it a duplicate and drop it; held instead
+    found = session.execute(
+        select(Instance.sop_instance_uid, Instance.study_id).where(
+            Instance.sop_instance_uid.in_(sorted({a.sop_instance_uid for a in arrivals})),
+            Instance.study_id != study.id,
+        )
+    )
+    elsewhere: dict[str, int] = dict(found.all())
+    if elsewhere:
+        owners = {
+            s.id: s
+            for s in session.scalars(select(Study).where(Study.id.in_(set(elsewhere.values()))))
+        }
+        for a in arrivals:
+            if a.sop_instance_uid in elsewhere:
+                owner = owners[elsewhere[a.sop_instance_uid]]
+                held.append(
+                    _hold(
+                        session=session,
+                        site=site,
+                        calling_ae=calling_ae,
+                        arrival=a,
+                        kind=CONFLICT_SOP_OTHER_STUDY,
+                        study=owner,
+                        now=now,
+                    )
+                )
+        arrivals = [a for a in arrivals if a.sop_instance_uid not in elsewhere]
+        if not arrivals:
+            if study.num_instances == 0:  # created by this call only to find nothing fits
+                session.delete(study)
+                session.flush()
+            return 0, split.known_versions, held, resends
 
     # series rows
     by_series: dict[str, InstanceArrival] = {}
@@ -656,9 +691,9 @@ def record_instances(
     offset of a header's local acquisition time that carries none.
 
     An instance that cannot be filed where it says (its study UID belongs to another site,
-    its series to another study, or its patient differs from its study's) is held as a
-    conflict (``IngestOutcome.conflicts``), never merged and never dropped. Raises
-    ``UnknownSite`` (the caller rolls back).
+    its series to another study, its patient differs from its study's, or its SOP Instance
+    UID is filed in another study) is held as a conflict (``IngestOutcome.conflicts``),
+    never merged and never dropped. Raises ``UnknownSite`` (the caller rolls back).
     """
     site = session.scalars(select(Site).where(Site.code == site_code)).one_or_none()
     if site is None:

@@ -107,6 +107,13 @@ class Site(Base):
     ae_titles: Mapped[list[SiteAE]] = relationship(
         back_populates="site", cascade="all, delete-orphan", order_by="SiteAE.ae_title"
     )
+    # where the site's devices may call from (migration 0013); none of either: any address
+    networks: Mapped[list[SiteNetwork]] = relationship(
+        cascade="all, delete-orphan", order_by="SiteNetwork.network"
+    )
+    certificates: Mapped[list[SiteCertificate]] = relationship(
+        cascade="all, delete-orphan", order_by="SiteCertificate.sha256"
+    )
 
 
 class SiteAE(Base):
@@ -119,6 +126,31 @@ class SiteAE(Base):
     ae_title: Mapped[str] = mapped_column(String(16), unique=True)
 
     site: Mapped[Site] = relationship(back_populates="ae_titles")
+
+
+class SiteNetwork(Base):
+    """A network (CIDR) the site's modalities call the gateway from. A site with networks or
+    certificates accepts an association for its AE titles only from one of its networks or
+    over DICOM TLS with one of its certificates."""
+
+    __tablename__ = "site_networks"
+    __table_args__ = (UniqueConstraint("site_id", "network"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    network: Mapped[str] = mapped_column(String(49))  # normalised, e.g. 10.1.2.0/24
+
+
+class SiteCertificate(Base):
+    """A DICOM TLS client certificate of one of the site's modalities, by the SHA-256 of its
+    DER encoding; a certificate belongs to one site."""
+
+    __tablename__ = "site_certificates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)  # lowercase hex
+    label: Mapped[str] = mapped_column(String(200), default="")  # e.g. the file it came from
 
 
 class User(Base):
@@ -330,7 +362,7 @@ class Instance(Base):
     received_at: Mapped[datetime]
     # header as DICOM JSON (no bulk data), for metadata requests without reading objects
     dicom_json: Mapped[dict[str, Any] | None] = mapped_column(default=None)
-    # the calling AE title of the version served ("" before 0013: the study's then)
+    # the calling AE title of the version served ("" before 0014: the study's then)
     calling_ae: Mapped[str] = mapped_column(String(16), default="", server_default="")
 
     series: Mapped[Series] = relationship(back_populates="instances")
@@ -394,7 +426,7 @@ EVENT_KINDS = (
     "call_ahead",
     # a claim about to run out (0009)
     "claim_expiring",
-    # a re-sent instance replaced a served one after the report was signed (0013)
+    # a re-sent instance replaced a served one after the report was signed (0014)
     "study_updated_after_report",
 )
 DELIVERY_PENDING = "pending"
@@ -545,10 +577,12 @@ class GatewayStatus(Base):
 CONFLICT_STUDY_OTHER_SITE = "study_other_site"  # its study UID belongs to another site
 CONFLICT_SERIES_OTHER_STUDY = "series_other_study"  # its series UID belongs to another study
 CONFLICT_PATIENT_MISMATCH = "patient_mismatch"  # its patient ID or name differs from its study's
+CONFLICT_SOP_OTHER_STUDY = "sop_other_study"  # its SOP Instance UID is filed in another study
 CONFLICT_KINDS = (
     CONFLICT_STUDY_OTHER_SITE,
     CONFLICT_SERIES_OTHER_STUDY,
     CONFLICT_PATIENT_MISMATCH,
+    CONFLICT_SOP_OTHER_STUDY,
 )
 RESOLUTION_SEPARATE_STUDY = "separate_study"  # filed under a study UID of its own
 RESOLUTION_DISCARD = "discard"  # never filed; the object stays in storage
@@ -631,6 +665,7 @@ __all__ = [
     "CONFLICT_KINDS",
     "CONFLICT_PATIENT_MISMATCH",
     "CONFLICT_SERIES_OTHER_STUDY",
+    "CONFLICT_SOP_OTHER_STUDY",
     "CONFLICT_STUDY_OTHER_SITE",
     "CRITICAL_METHODS",
     "EVENT_KINDS",
@@ -658,6 +693,8 @@ __all__ = [
     "ShareLink",
     "Site",
     "SiteAE",
+    "SiteCertificate",
+    "SiteNetwork",
     "Study",
     "UTCDateTime",
     "User",

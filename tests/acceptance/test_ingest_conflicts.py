@@ -66,9 +66,14 @@ def test_squatted_study_uid_and_another_patient_are_held_for_an_admin(
         patient_name="王^小明",
         instance_number=4,
     )
+    said = {}
     for ae, folder, sent_ds in (("CT_TS02", "squat", squats), ("CT_TS01", "stray", [stray])):
         sent = storescu(pipeline, ae, _write(tmp_path / folder, sent_ds))
         assert sent.returncode == 0, sent.stderr
+        said[ae] = (sent.stdout + sent.stderr).count("Received Store Response (Warning")
+    # the gateway saw TS01 send that study UID first: TS02's CT hears a warning, not success;
+    # another patient only the county can see (after the answer)
+    assert said == {"CT_TS02": 2, "CT_TS01": 0}, said
 
     def conflicts() -> list[dict[str, Any]] | None:
         rows: list[dict[str, Any]] = admin.get("/api/v1/ingest-conflicts").json()

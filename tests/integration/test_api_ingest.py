@@ -19,9 +19,9 @@ def world(session_factory: sessionmaker[Session], tmp_path: Path) -> Iterator[Wo
 
 def test_gateway_config_lists_the_sites_it_may_send_for(world: World) -> None:
     bound = world.get("gw_ts01", "/api/v1/gateway/config").json()
-    assert bound == {
-        "sites": [{"code": "TS01", "name": "一号乡镇卫生院", "ae_titles": ["CT_TS01", "DX_TS01"]}]
-    }
+    ts01 = {"code": "TS01", "name": "一号乡镇卫生院", "ae_titles": ["CT_TS01", "DX_TS01"]}
+    # not bound to networks or certificates: from any address
+    assert bound == {"sites": [{**ts01, "networks": [], "certificates": []}]}
     unbound = world.get("gw_all", "/api/v1/gateway/config").json()
     assert [s["code"] for s in unbound["sites"]] == ["TS01", "TS02"]
     for user in ("dr_li", "boss", "nurse_ts01"):

@@ -1,6 +1,6 @@
 """Announced instances held as conflicts instead of filed (a study UID of another site, a
-series of another study, another patient than the study's), and their resolution — on
-SQLite and PostgreSQL."""
+series of another study, another patient than the study's, a SOP Instance UID filed in
+another study), and their resolution — on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -186,6 +186,66 @@ def test_a_conflict_whose_instance_is_already_filed_is_not_fileable(
             resolve_conflict(
                 session=s, conflict_id=c.id, resolution="separate_study", by=admin, now=NOW
             )
+
+
+def test_a_sop_instance_uid_filed_in_another_study_is_held(
+    session_factory: sessionmaker[Session],
+) -> None:
+    with session_factory.begin() as s:
+        seed(s)
+        record_instances(
+            session=s,
+            site_code="TS01",
+            calling_ae="CT_TS01",
+            instances=[arrival("2.1", "2.1.1", "2.1.1.1", patient_id="P1")],
+            now=NOW,
+        )
+    # TS02's own study, one of whose SOP Instance UIDs TS01 filed first; then a study of
+    # reused UIDs only
+    reused = arrival(
+        "2.2",
+        "2.2.1",
+        "2.1.1.1",
+        object_key="TS02/2.2/2.2.1/2.1.1.1.dcm",
+        dicom_json={"00080018": {"vr": "UI", "Value": ["2.1.1.1"]}},
+    )
+    fresh = arrival("2.2", "2.2.1", "2.2.1.2", object_key="TS02/2.2/2.2.1/2.2.1.2.dcm")
+    alone = arrival("2.3", "2.3.1", "2.1.1.1", object_key="TS02/2.3/2.3.1/2.1.1.1.dcm")
+    for attempt in range(2):  # the gateway retrying holds nothing twice
+        with session_factory.begin() as s:
+            out = record_instances(
+                session=s,
+                site_code="TS02",
+                calling_ae="CT_TS02",
+                instances=[reused, fresh, alone],
+                now=NOW,
+            )
+            assert out.accepted == (1 if attempt == 0 else 0)
+            assert [(c.kind, c.sop_instance_uid, c.new) for c in out.conflicts] == [
+                ("sop_other_study", "2.1.1.1", attempt == 0)
+            ] * 2
+    with session_factory() as s:
+        assert (study(s, "2.1").num_instances, study(s, "2.1").site.code) == (1, "TS01")
+        assert (study(s, "2.2").num_instances, study(s, "2.2").site.code) == (1, "TS02")
+        assert s.scalars(select(Study).where(Study.study_instance_uid == "2.3")).first() is None
+        [filed] = s.scalars(select(Instance).where(Instance.sop_instance_uid == "2.1.1.1")).all()
+        assert filed.study_id == study(s, "2.1").id  # untouched
+        conflicts = list_conflicts(session=s)
+        assert {
+            (c.existing_study_uid, c.existing_site and c.existing_site.code) for c in conflicts
+        } == {("2.1", "TS01")}
+        held = next(c for c in conflicts if c.study_instance_uid == "2.2")
+        admin = fast_user(s, "boss", "admin")
+        [done] = resolve_conflict(
+            session=s, conflict_id=held.id, resolution="separate_study", by=admin, now=NOW
+        )
+        # filed as a study of its own, under a SOP Instance UID of its own
+        moved = s.scalars(select(Instance).where(Instance.object_key == held.object_key)).one()
+        assert moved.study_id == study(s, str(done.resolved_study_uid)).id
+        assert moved.sop_instance_uid not in ("2.1.1.1", "") and moved.sop_instance_uid.startswith(
+            "2.25."
+        )
+        assert moved.dicom_json == {"00080018": {"vr": "UI", "Value": [moved.sop_instance_uid]}}
 
 
 @pytest.mark.parametrize(

@@ -177,6 +177,7 @@ def test_init_makes_and_converges_the_county(
         ("accounts: [{username: gw, role: gateway}]", "gateway accounts"),
         ("accounts: [{username: c, role: clinic, site: TS09}]", "TS09"),
         ("sites: [{code: TS01, name: x, gateway: {username: g, s3_access_key_file: /k}}]", "both"),
+        ("sites: [{code: TS01, name: x, networks: [10.0.0.0/33]}]", "invalid network"),
     ],
 )
 def test_a_wrong_file_says_what_and_where(tmp_path: Path, yaml_text: str, complaint: str) -> None:

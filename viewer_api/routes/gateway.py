@@ -56,7 +56,13 @@ def _allowed_sites(session: Session, user: User) -> list[Site]:
 def gateway_config(session: SessionDep, user: GatewayUser) -> GatewayConfig:
     return GatewayConfig(
         sites=[
-            GatewaySite(code=s.code, name=s.name, ae_titles=[a.ae_title for a in s.ae_titles])
+            GatewaySite(
+                code=s.code,
+                name=s.name,
+                ae_titles=[a.ae_title for a in s.ae_titles],
+                networks=[n.network for n in s.networks],
+                certificates=[c.sha256 for c in s.certificates],
+            )
             for s in _allowed_sites(session, user)
         ]
     )
@@ -194,8 +200,21 @@ def ingest_instances(
     )
 
 
+class RefusalIn(Input):
+    """A DICOM association the gateway refused (``gateway.outbox.REFUSAL_FIELDS``)."""
+
+    at: Instant
+    calling_ae: str = Field(default="", max_length=64)
+    called_ae: str = Field(default="", max_length=64)
+    peer: str = Field(default="", max_length=64)
+    site: str = Field(default="", max_length=32)
+    reason: str = Field(default="", max_length=200)
+    certificate_sha256: str = Field(default="", max_length=64)
+
+
 class GatewayStatusIn(Input):
-    """A summary of the gateway's spool (``gateway.heartbeat.summary``)."""
+    """A summary of the gateway's spool (``gateway.heartbeat.summary``), and the associations
+    it refused since its last report."""
 
     pending_urgent: int = Field(default=0, ge=0)
     pending_routine: int = Field(default=0, ge=0)
@@ -206,6 +225,7 @@ class GatewayStatusIn(Input):
     upload_failures: int = Field(default=0, ge=0)
     # when the gateway sent it, on its clock (an older gateway: absent): its clock offset
     sent_at: Instant | None = None
+    refusals: list[RefusalIn] = Field(default_factory=list, max_length=200)
 
 
 @router.post(
@@ -214,11 +234,19 @@ class GatewayStatusIn(Input):
     response_class=Response,
 )
 def gateway_status(
-    body: GatewayStatusIn, session: SessionDep, user: GatewayUser, now: NowDep
+    body: GatewayStatusIn, session: SessionDep, user: GatewayUser, audit: Audit, now: NowDep
 ) -> Response:
-    """The gateway's heartbeat: its queue and last upload error, for the operations page."""
+    """The gateway's heartbeat: its queue and last upload error, for the operations page;
+    each association it refused becomes an audit event (``association_refused``)."""
+    for refusal in body.refusals:
+        audit(
+            AuditAction.ASSOCIATION_REFUSED,
+            object_id=refusal.site or refusal.calling_ae,
+            outcome="refused",
+            detail=refusal.model_dump(mode="json"),
+        )
     last = body.last_error or {}
-    status_json = body.model_dump(exclude={"last_error", "sent_at"})
+    status_json = body.model_dump(exclude={"last_error", "sent_at", "refusals"})
     if body.sent_at is not None:
         # the county's clock minus the gateway's (the request's own delay included)
         status_json[CLOCK_OFFSET_KEY] = round((now - body.sent_at).total_seconds(), 3)

@@ -20,6 +20,10 @@ class GatewaySite(BaseModel):
     code: str
     name: str
     ae_titles: list[str]
+    # where the site's modalities may call from: CIDR blocks, and the SHA-256 (hex) of their
+    # DICOM TLS client certificates; both empty: any address (docs/contracts.md)
+    networks: list[str] = []
+    certificates: list[str] = []
 
 
 class GatewayConfig(BaseModel):
@@ -89,7 +93,7 @@ class HeldOut(BaseModel):
     """An announced instance the county held as a conflict for an admin, not filed."""
 
     conflict_id: int
-    kind: str  # study_other_site, series_other_study or patient_mismatch
+    kind: str  # study_other_site, series_other_study, patient_mismatch or sop_other_study
     study_instance_uid: str
     sop_instance_uid: str
 

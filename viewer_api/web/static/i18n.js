@@ -145,6 +145,7 @@ const STRINGS = {
   study_other_site: ["检查号属于其他站点", "Study UID of another site"],
   series_other_study: ["序列属于其他检查", "Series of another study"],
   patient_mismatch: ["患者与检查不符", "Another patient"],
+  sop_other_study: ["图像号属于其他检查", "Image UID of another study"],
   separate_study: ["另建检查", "File as separate study"],
   discard: ["不予归档", "Discard"],
   conflict_resolved: ["已处理", "Decided"],
