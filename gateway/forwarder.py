@@ -23,6 +23,7 @@ A row's upload itself (file check, store check, recompression, put and verify) i
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -46,7 +47,8 @@ from gateway.upload import (
     put_verified,
 )
 from storage.base import ObjectStore
-from storage.errors import StoreUnavailable
+from storage.errors import StorageError, StoreUnavailable
+from storage.keys import version_key
 
 logger = logging.getLogger(__name__)
 
@@ -312,12 +314,25 @@ class Forwarder:
         try:
             present = already_stored(self.spool, self.store, row)
             if present is False:
-                self.spool.mark_state(row, CONFLICT, "the object store holds other bytes")
-                logger.warning(
-                    "object store holds other bytes for this instance; kept as conflict",
-                    extra={"action": "upload_conflict", **log},
+                # other bytes under the key (a re-send whose first version's row was
+                # pruned): this version goes beside it; the county's policy decides
+                key = version_key(
+                    row.site,
+                    row.study_instance_uid,
+                    row.series_instance_uid,
+                    row.sop_instance_uid,
+                    row.dataset_sha256,
                 )
-                return
+                self.spool.outbox.set_object_key(row.id, key)
+                row = dataclasses.replace(row, object_key=key)
+                log["key"] = key
+                logger.warning(
+                    "object store holds other bytes for this instance; uploading a new version",
+                    extra={"action": "upload_resent_version", **log},
+                )
+                present = already_stored(self.spool, self.store, row)
+                if present is False:
+                    raise StorageError(f"other bytes under the version key {key} too")
             if present is None:
                 size, saved = put_verified(
                     self.spool,
@@ -433,6 +448,14 @@ class Forwarder:
             for c in answer.get("conflicts") or []
             if isinstance(c, dict)
         }
+        # re-sends the county keeps beside the version it serves (its overwrite policy, or
+        # older than that one): kept here too, listed as conflicts
+        not_served = {
+            str(r.get("object_key")): str(r.get("outcome"))
+            for r in answer.get("resends") or []
+            if isinstance(r, dict) and r.get("outcome") != "replaced"
+        }
+        kept = 0
         for row in rows:
             if row.sop_instance_uid in held:
                 # the county holds it for an admin: kept here too, listed as a conflict
@@ -448,9 +471,27 @@ class Forwarder:
                         "sop_uid": row.sop_instance_uid,
                     },
                 )
-        if held:
-            self.spool.outbox.count(instances_held_by_county=len(held))
-        rows = [r for r in rows if r.sop_instance_uid not in held]
+            elif row.object_key in not_served:
+                outcome = not_served[row.object_key]
+                kept += 1
+                self.spool.mark_state(
+                    row, CONFLICT, f"county kept the version it serves: {outcome}"
+                )
+                logger.warning(
+                    "county kept the version it serves; this re-send is kept beside it",
+                    extra={
+                        "action": "county_resend_not_served",
+                        "outcome": outcome,
+                        "site": row.site,
+                        "study_uid": row.study_instance_uid,
+                        "sop_uid": row.sop_instance_uid,
+                    },
+                )
+        if held or kept:
+            self.spool.outbox.count(instances_held_by_county=len(held) + kept)
+        rows = [
+            r for r in rows if r.sop_instance_uid not in held and r.object_key not in not_served
+        ]
         if not rows:
             return
         self.spool.mark_announced(rows, self.clock())

@@ -182,16 +182,18 @@ class IncomingStore:
 
     ``finish()`` spools it as received and returns the DIMSE status: SUCCESS only once it is
     durable; after a failure ``error_comment`` holds the reason (the response's Error
-    Comment). Re-sent identical instances are a no-op SUCCESS. An instance kept but not
-    simply filed, as far as the spool knows at this moment, is answered the warning
-    STORED_BUT_HELD with the reason as Error Comment (a warning: it is kept, and the modality
-    must not keep retrying): different bytes under a known SOP Instance UID (kept here as a
-    conflict, never overwriting the first), a re-send of an instance the county held, or a
-    study UID another site sent first (through this gateway, or held by the county for an
-    earlier instance of the study). What only the county finds out (the first instance of a
-    squatted study, a patient mismatch, a SOP Instance UID filed elsewhere) reaches the
-    modality as SUCCESS and is listed by ``teleread gateway status``. ``abandon()``: the
-    association ended mid-message."""
+    Comment). Re-sent identical instances are a no-op SUCCESS; different bytes under a known
+    SOP Instance UID (a corrected re-send) are spooled and forwarded as a new version beside
+    the first (never over it), and the county's re-send policy decides which version it
+    serves (``worklist.resends``). An instance kept but not simply filed, as far as the
+    spool knows at this moment, is answered the warning STORED_BUT_HELD with the reason as
+    Error Comment (a warning: it is kept, and the modality must not keep retrying): a
+    re-send of an instance the county held or did not serve, or a study UID another site
+    sent first (through this gateway, or held by the county for an earlier instance of the
+    study). What only the county finds out (the first instance of a squatted study, a
+    patient mismatch, a SOP Instance UID filed elsewhere) reaches the modality as SUCCESS and
+    is listed by ``teleread gateway status``. ``abandon()``: the association ended
+    mid-message."""
 
     def __init__(
         self,
@@ -302,7 +304,7 @@ class IncomingStore:
         finally:
             self.abandon()  # whatever is left: the parts, a temp file not placed
         held = self._held(row_id, inst.study_instance_uid)
-        level = logging.WARNING if outcome == "conflict" or held else logging.DEBUG
+        level = logging.WARNING if held else logging.INFO if outcome == "resent" else logging.DEBUG
         logger.log(
             level,
             f"instance {outcome}" + (f" ({held})" if held else ""),

@@ -50,6 +50,7 @@ from gateway.received import (
 )
 from gateway.spooled_header import read_spooled
 from gateway.wellformed import check_structure
+from storage.header_json import header_json as dicom_header_json
 from storage.keys import instance_key, is_valid_uid
 from worklist.triage import extract_text
 
@@ -124,32 +125,28 @@ def _int(ds: Dataset, keyword: str) -> int | None:
     return int_of(text)
 
 
-def _drop_bulk(data: dict[str, Any]) -> None:
-    for tag in list(data):
-        element = data[tag]
-        if "BulkDataURI" in element:
-            del data[tag]
-            continue
-        for item in element.get("Value", []) if element.get("vr") == "SQ" else []:
-            if isinstance(item, dict):
-                _drop_bulk(item)
-
-
 def header_json(ds: Dataset, patient_name: str) -> dict[str, Any] | None:
-    """The header as DICOM JSON without bulk data (None when it cannot be made or is huge)."""
+    """The header as DICOM JSON, large binary values as relative BulkDataURIs and invalid
+    values kept (``storage.header_json``); None when it cannot be made or is huge. Call with
+    pydicom's warnings silenced (``_PARSE_LOCK``)."""
     try:
-        data = ds.to_json_dict(
-            bulk_data_threshold=1024,
-            bulk_data_element_handler=lambda _elem: "",
-            suppress_invalid_tags=True,
-        )
+        made = dicom_header_json(ds)
     except Exception as exc:
         logger.info(
             "header not convertible to DICOM JSON",
             extra={"action": "dicom_json_skipped", "error": type(exc).__name__},
         )
         return None
-    _drop_bulk(data)
+    data = made.data
+    if made.invalid:
+        logger.info(
+            "header values kept as they came (not valid for their VR)",
+            extra={
+                "action": "dicom_json_invalid_values",
+                "sop_uid": str(ds.get("SOPInstanceUID", "")),
+                "tags": made.invalid[:20],
+            },
+        )
     if "00100010" in data:  # our decoding of the name, not pydicom's guess
         data["00100010"] = {"vr": "PN", "Value": [{"Alphabetic": patient_name}]}
     if len(json.dumps(data, ensure_ascii=False)) > MAX_DICOM_JSON_BYTES:

@@ -3,9 +3,9 @@ HTTP port (``TELEREAD_GATEWAY_METRICS_HOST:PORT``, ``GET /metrics``).
 
 The same figures as ``teleread gateway status`` (``gateway.ops.spool_status``): spool bytes,
 queue by priority and state, oldest unsent item, whether an upload error is outstanding; the
-spool's monotonic counters (instances received, stored, duplicates, conflicts, refused for a
-full spool; uploads, upload failures, announce failures, bytes uploaded, bytes saved by
-recompression); and how the running gateway receives (``teleread_gateway_info``). A custom
+spool's monotonic counters (instances received, stored, duplicates, re-sent with other bytes,
+refused for a full spool; uploads, upload failures, announce failures, bytes uploaded, bytes
+saved by recompression); and how the running gateway receives (``teleread_gateway_info``). A custom
 collector (``SpoolCollector``) reads ``outbox.db`` read-only at every scrape: the figures add
 up across acceptor processes (each writes the same outbox) and survive restarts, with no
 per-process registry to merge; the counters only reset if the spool is deleted.
@@ -64,7 +64,7 @@ _COUNTER_HELP = {
     "instances_received": "C-STORE datasets the spool was asked to keep",
     "instances_stored": "new instances made durable in the spool",
     "instances_duplicate": "re-sent identical instances (no-op)",
-    "instances_conflict": "different bytes under a known SOP Instance UID (kept, not uploaded)",
+    "instances_resent": "other bytes under a known SOP Instance UID (forwarded as a new version)",
     "instances_refused_spool_full": "instances refused with OUT_OF_RESOURCES (spool full)",
     "uploads": "instances uploaded to the object store and verified",
     "upload_failures": "failed upload attempts",

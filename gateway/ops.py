@@ -219,14 +219,14 @@ def format_status(status: dict[str, Any]) -> str:
     c = status.get("counters") or {}
     if any(c.values()):
         lines.append(
-            "since start of the spool: received {r}, stored {s}, duplicates {d}, conflicts {x}, "
+            "since start of the spool: received {r}, stored {s}, duplicates {d}, re-sent {x}, "
             "refused (spool full) {f}; uploads {u} ({mb:.1f} MB, {saved:.1f} MB saved by "
             "recompression), upload failures {uf}, announce failures {af}, held by the county as "
             "conflicts {h}, answered the held warning {w}; associations refused {ar}".format(
                 r=c.get("instances_received", 0),
                 s=c.get("instances_stored", 0),
                 d=c.get("instances_duplicate", 0),
-                x=c.get("instances_conflict", 0),
+                x=c.get("instances_resent", 0),
                 f=c.get("instances_refused_spool_full", 0),
                 u=c.get("uploads", 0),
                 mb=c.get("bytes_uploaded", 0) / 1e6,

@@ -4,8 +4,11 @@ forwarder, the MPPS completion thread and the status report use its public metho
 
 Row states: ``received`` -> ``uploaded`` (in the object store, sha256 verified) ->
 ``announced`` (the county API knows; the spool file is deleted, the row kept for dedup until
-pruned). ``conflict``: same SOP Instance UID as an earlier instance with different bytes, kept
-here and never uploaded over the first. ``missing``: the spool file vanished (reported).
+pruned). A re-send with other bytes under a SOP Instance UID already received is queued like
+any instance, under its own key (``storage.keys.version_key``: the first version is never
+overwritten); the county's re-send policy decides which version it serves. ``conflict``: the
+county held the instance (or kept the first version), kept here and listed by the status
+report. ``missing``: the spool file vanished (reported).
 ``invalid``: acknowledged, but its header turned out unreadable (kept, reported).
 
 The connection is WAL with ``synchronous=NORMAL`` (the spool file is the durable record, see
@@ -30,6 +33,7 @@ from typing import Any, Literal
 from gateway.errors import SpoolError
 from gateway.private_files import private_file
 from gateway.received import ReceivedInstance
+from storage.keys import version_key
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +42,9 @@ CONFLICT, MISSING = "conflict", "missing"
 INVALID = "invalid"  # acknowledged, but its header turned out unreadable (kept, reported)
 PENDING_STATES = (RECEIVED, UPLOADED)
 HELD_STATES = (RECEIVED, UPLOADED, CONFLICT, INVALID)  # states whose file is still held
-StoreOutcome = Literal["stored", "duplicate", "conflict"]
-# last_error of a row the county held for an admin (the kind follows), and of a row kept
-# here because other bytes came under its SOP Instance UID before
+StoreOutcome = Literal["stored", "duplicate", "resent"]
+# last_error of a row the county held for an admin (the kind follows)
 COUNTY_HELD = "county held it as a conflict: "
-LOCAL_CONFLICT = "conflicts with outbox row "
 STUDY_OTHER_SITE = "study_other_site"  # the county's conflict kind (docs/contracts.md)
 
 _SCHEMA = """
@@ -103,7 +105,7 @@ COUNTERS = (
     "instances_received",
     "instances_stored",
     "instances_duplicate",
-    "instances_conflict",
+    "instances_resent",
     "instances_refused_spool_full",
     "uploads",
     "upload_failures",
@@ -161,6 +163,7 @@ class OutboxRow:
         when it was received and uploaded (the study's timeline at the county)."""
         item: dict[str, Any] = json.loads(self.payload)
         item.update(
+            object_key=self.object_key,  # a re-send's version key, not the payload's first
             size=self.upload_size if self.upload_sha256 else self.size,
             sha256=self.upload_sha256 or self.sha256,
             received_at=self.received_at,
@@ -298,8 +301,8 @@ class Outbox:
     def held_reason(self, row_id: int, *, study_uid: str, site: str) -> str:
         """Why the instance of row ``row_id`` (just stored, or the earlier row of a
         duplicate) will not simply be filed, as far as this gateway knows at C-STORE time
-        (``""``: nothing known): kept here as a conflict (other bytes under its SOP
-        Instance UID), held by the county already (a re-send), or its study UID is another
+        (``""``: nothing known): held by the county already, or a version the county did
+        not serve (a re-send of either), or its study UID is another
         site's (received here for that site, or held by the county as another site's for
         an instance of the same study before)."""
         with self._lock:
@@ -319,7 +322,8 @@ class Outbox:
             error = str(row[1] or "")
             if error.startswith(COUNTY_HELD):
                 return f"held by the county: {error[len(COUNTY_HELD) :]}"
-            return "SOP Instance UID already received with other content: kept"
+            # the county kept the version it serves (``worklist.resends``), or the file went
+            return f"kept, not filed: {error[:120]}"
         if first is not None and first[0] != site:
             return f"study UID belongs to site {first[0]}: held for the county"
         if county_held is not None:
@@ -335,10 +339,11 @@ class Outbox:
         dataset_sha256: str,
         now: float,
     ) -> Recorded:
-        """The row of a durable spool file: ``received``, or ``conflict`` when other bytes
-        came under the same SOP Instance UID before; nothing new for a duplicate. Dedup is
-        decided inside the insert's write transaction, so two processes storing the same
-        instance at once make one row. Raises ``SpoolError``."""
+        """The row of a durable spool file, ``received``: ``stored``, or ``resent`` when
+        other bytes came under the same SOP Instance UID before (then uploaded under its own
+        version key); nothing new for a duplicate. Dedup is decided inside the insert's write
+        transaction, so two processes storing the same instance at once make one row. Raises
+        ``SpoolError``."""
         received_at = datetime.fromtimestamp(now, UTC).isoformat()
         with self._lock:
             try:
@@ -355,7 +360,15 @@ class Outbox:
                     self._count_sql({"instances_received": 1, "instances_duplicate": 1})
                     self._db.execute("COMMIT")
                     return Recorded("duplicate", dup[0], dup[1] in HELD_STATES)
-                state = CONFLICT if same else RECEIVED
+                key = inst.object_key
+                if same:  # a re-send with other bytes: beside the first, never over it
+                    key = version_key(
+                        inst.site,
+                        inst.study_instance_uid,
+                        inst.series_instance_uid,
+                        inst.sop_instance_uid,
+                        dataset_sha256,
+                    )
                 cur = self._db.execute(
                     "INSERT INTO outbox (sop_instance_uid, series_instance_uid, "
                     "study_instance_uid, sop_class_uid, site, calling_ae, called_ae, object_key, "
@@ -370,34 +383,32 @@ class Outbox:
                         inst.site,
                         inst.calling_ae,
                         inst.called_ae,
-                        inst.object_key,
+                        key,
                         path,
                         size,
                         "",  # the whole file's sha256: the forwarder's to compute
                         dataset_sha256,
                         inst.priority_rank,
                         inst.category,
-                        state,
+                        RECEIVED,
                         now,
-                        f"{LOCAL_CONFLICT}{same[0][0]}" if same else None,
+                        None,
                         received_at,
                         now,
                         json.dumps(inst.payload, ensure_ascii=False),
                         int(inst.indexed),
                     ),
                 )
-                outcome = "instances_stored" if state == RECEIVED else "instances_conflict"
-                self._count_sql({"instances_received": 1, outcome: 1})
+                counter = "instances_resent" if same else "instances_stored"
+                self._count_sql({"instances_received": 1, counter: 1})
                 self._db.execute("COMMIT")  # row and counters: one transaction
             except sqlite3.Error as exc:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise SpoolError(f"cannot record outbox row: {exc}") from exc
             row_id = int(cur.lastrowid or 0)
-        if state == RECEIVED:
-            self.new_work.set()
-            return Recorded("stored", row_id)
-        return Recorded("conflict", row_id)
+        self.new_work.set()
+        return Recorded("resent" if same else "stored", row_id)
 
     def held_bytes(self) -> int:
         """Bytes of the spool files the rows still hold."""
@@ -517,6 +528,11 @@ class Outbox:
                 f"SELECT MIN(next_attempt_at) FROM outbox WHERE state IN {PENDING_STATES}"
             ).fetchone()
         return due
+
+    def set_object_key(self, row_id: int, key: str) -> None:
+        """Upload the row under ``key`` (a re-send found other bytes under its first key)."""
+        with self._lock:
+            self._db.execute("UPDATE outbox SET object_key = ? WHERE id = ?", (key, row_id))
 
     def set_sha256(self, row_id: int, sha256: str) -> None:
         """Record the spooled file's sha256 (computed by the forwarder before its upload)."""

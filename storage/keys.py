@@ -15,6 +15,7 @@ from storage.errors import InvalidKey
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 # a site code as it may lead a key: what worklist.accounts accepts for a site code
 _SITE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+_VERSION = re.compile(r"_[0-9a-f]{16}\.dcm")
 
 
 def is_valid_uid(uid: str) -> bool:
@@ -36,6 +37,29 @@ def check_site(site: str) -> str:
 def instance_key(site: str, study_uid: str, series_uid: str, sop_uid: str) -> str:
     uids = f"{check_uid(study_uid)}/{check_uid(series_uid)}/{check_uid(sop_uid)}.dcm"
     return f"{check_site(site)}/{uids}"
+
+
+def version_key(
+    site: str, study_uid: str, series_uid: str, sop_uid: str, dataset_sha256: str
+) -> str:
+    """The key of a re-sent version of an instance (other bytes under a SOP Instance UID
+    already stored): ``<site>/<study>/<series>/<sop>_<first 16 hex of the dataset's
+    sha256>.dcm``, beside the first version, which is never overwritten. The same content
+    always gets the same key, so retries and several gateways agree."""
+    tag = dataset_sha256[:16].lower()
+    if len(tag) != 16 or any(c not in "0123456789abcdef" for c in tag):
+        raise InvalidKey(f"not a sha256: {dataset_sha256[:80]!r}")
+    return instance_key(site, study_uid, series_uid, sop_uid).removesuffix(".dcm") + f"_{tag}.dcm"
+
+
+def is_instance_key(key: str, site: str, study_uid: str, series_uid: str, sop_uid: str) -> bool:
+    """Whether ``key`` is one of the keys these UIDs may have: the site-prefixed one, a
+    re-sent version of it (``version_key``), or the key before site prefixes."""
+    first = instance_key(site, study_uid, series_uid, sop_uid)
+    if key in (first, legacy_instance_key(study_uid, series_uid, sop_uid)):
+        return True
+    stem = first.removesuffix(".dcm")
+    return key.startswith(stem) and _VERSION.fullmatch(key[len(stem) :]) is not None
 
 
 def legacy_instance_key(study_uid: str, series_uid: str, sop_uid: str) -> str:

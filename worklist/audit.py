@@ -42,6 +42,11 @@ class AuditAction(StrEnum):
     INGEST_CONFLICT_HELD = "ingest_conflict_held"
     INGEST_CONFLICT_RESOLVED = "ingest_conflict_resolved"
     INGEST_CONFLICTS_VIEWED = "ingest_conflicts_viewed"
+    # a re-sent instance (other bytes under a filed SOP Instance UID, ``worklist.resends``)
+    INSTANCE_REPLACED = "instance_replaced"  # the re-send is served now
+    INSTANCE_VERSION_KEPT = "instance_version_kept"  # kept beside the version served
+    INSTANCE_VERSIONS_VIEWED = "instance_versions_viewed"
+    INSTANCE_VERSION_RETRIEVED = "instance_version_retrieved"
     # the worklist
     WORKLIST_VIEW = "worklist_view"
     STUDY_VIEWED = "study_viewed"
@@ -126,6 +131,10 @@ _OBJECT_TYPES: dict[AuditAction, str] = {
             AuditAction.STUDY_COMPLETE,
             AuditAction.INGEST_CONFLICT_HELD,
             AuditAction.INGEST_CONFLICT_RESOLVED,
+            AuditAction.INSTANCE_REPLACED,
+            AuditAction.INSTANCE_VERSION_KEPT,
+            AuditAction.INSTANCE_VERSIONS_VIEWED,
+            AuditAction.INSTANCE_VERSION_RETRIEVED,
             AuditAction.STUDY_VIEWED,
             AuditAction.PRIORS_VIEWED,
             AuditAction.STUDY_TIMELINE_VIEWED,

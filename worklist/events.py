@@ -58,6 +58,8 @@ KIND_STUDY_OVERDUE = "study_overdue"
 KIND_CALL_AHEAD = "call_ahead"
 # the holder's claim runs out soon (``claims.warn_expiring_claims``)
 KIND_CLAIM_EXPIRING = "claim_expiring"
+# a re-sent instance replaced a served one after the study's report was signed
+KIND_STUDY_UPDATED_AFTER_REPORT = "study_updated_after_report"
 
 # what a receiver must act on first (webhooks deliver these before the rest)
 URGENT_KINDS = frozenset({KIND_STUDY_URGENT, KIND_ESCALATION, KIND_CRITICAL_RESULT})
@@ -265,6 +267,7 @@ __all__ = [
     "KIND_STUDY_CLAIMED",
     "KIND_STUDY_OVERDUE",
     "KIND_STUDY_RELEASED",
+    "KIND_STUDY_UPDATED_AFTER_REPORT",
     "KIND_STUDY_URGENT",
     "NOTHING",
     "URGENT_KINDS",

@@ -27,6 +27,7 @@ from worklist.models import (
     CONFLICT_SERIES_OTHER_STUDY,
     CONFLICT_SOP_OTHER_STUDY,
     CONFLICT_STUDY_OTHER_SITE,
+    OVERWRITE_SAME_SOURCE,
     PRIORITY_ROUTINE,
     PRIORITY_STAT,
     STATUS_READY,
@@ -37,6 +38,7 @@ from worklist.models import (
     Site,
     Study,
 )
+from worklist.resends import REPLACED, Resend, apply_resends, split_resends
 from worklist.settings import DEFAULT_DEADLINES, DEFAULT_MODALITY_UTC_OFFSET, Deadlines
 from worklist.timeline import acquisition_time
 from worklist.triage import Reason, classify
@@ -105,6 +107,8 @@ class IngestOutcome:
     duplicates: int = 0
     study_uids: list[str] = field(default_factory=list)
     conflicts: list[HeldConflict] = field(default_factory=list)
+    # re-sent instances (other bytes under a filed SOP Instance UID): ``worklist.resends``
+    resends: list[Resend] = field(default_factory=list)
 
 
 def _table(model: type[Any]) -> Table:
@@ -212,7 +216,8 @@ def _record_study(
     deadlines: Deadlines,
     now: datetime,
     clocks: ArrivalClocks,
-) -> tuple[int, int, list[HeldConflict]]:
+    policy: str,
+) -> tuple[int, int, list[HeldConflict], list[Resend]]:
     first = arrivals[0]
     earliest = min(a.received_at for a in arrivals)
     latest = max(a.received_at for a in arrivals)
@@ -258,7 +263,29 @@ def _record_study(
             )
             for a in arrivals
         ]
-        return 0, 0, held
+        return 0, 0, held, []
+    split = split_resends(session=session, study=study, arrivals=arrivals)
+    resends: list[Resend] = []
+    if split.resent:
+        resends = apply_resends(
+            session=session,
+            study=study,
+            site_code=site.code,
+            calling_ae=calling_ae,
+            resent=split.resent,
+            policy=policy,
+            now=now,
+        )
+        replaced = {r.sop_instance_uid for r in resends if r.outcome == REPLACED}
+        if replaced:
+            fields: dict[str, Any] = dict(study.text_fields)
+            for a, _ in split.resent:
+                if a.sop_instance_uid in replaced:
+                    fields = merge_text_fields(fields, arrival_text_fields(a))
+            study.text_fields = fields
+            _apply_triage(study, [a for a, _ in split.resent], deadlines)
+            session.flush()
+    arrivals = split.rest
     held = []
     kept = []
     for a in arrivals:
@@ -278,7 +305,7 @@ def _record_study(
             kept.append(a)
     arrivals = kept
     if not arrivals:
-        return 0, 0, held
+        return 0, split.known_versions, held, resends
     # a SOP Instance UID already filed in another study (this site's or another's): the
     # instance index would count it a duplicate and drop it; held instead
     found = session.execute(
@@ -312,7 +339,7 @@ def _record_study(
             if study.num_instances == 0:  # created by this call only to find nothing fits
                 session.delete(study)
                 session.flush()
-            return 0, 0, held
+            return 0, split.known_versions, held, resends
 
     # series rows
     by_series: dict[str, InstanceArrival] = {}
@@ -362,7 +389,7 @@ def _record_study(
             if study.num_instances == 0:  # created by this call only to find nothing fits
                 session.delete(study)
                 session.flush()
-            return 0, 0, held
+            return 0, split.known_versions, held, resends
     earliest = min(a.received_at for a in arrivals)  # of the instances filed
     latest = max(a.received_at for a in arrivals)
 
@@ -383,6 +410,7 @@ def _record_study(
             "sha256": a.sha256,
             "received_at": a.received_at,
             "dicom_json": a.dicom_json,
+            "calling_ae": calling_ae[:16],
         }
         for a in unique.values()
     ]
@@ -453,7 +481,7 @@ def _record_study(
             "held": len(held),
         },
     )
-    return accepted, duplicates, held
+    return accepted, duplicates + split.known_versions, held, resends
 
 
 @dataclass(frozen=True, slots=True)
@@ -650,8 +678,13 @@ def record_instances(
     deadlines: Deadlines = DEFAULT_DEADLINES,
     gateway_offset_seconds: float | None = None,
     modality_utc_offset: timedelta = DEFAULT_MODALITY_UTC_OFFSET,
+    overwrite_policy: str = OVERWRITE_SAME_SOURCE,
 ) -> IngestOutcome:
-    """Record announced instances; idempotent by SOP Instance UID.
+    """Record announced instances; idempotent by SOP Instance UID and object.
+
+    Other bytes under a SOP Instance UID filed in the same study (a corrected re-send, under
+    its own object key) replace the served version or are kept beside it, by
+    ``overwrite_policy`` (``worklist.resends``).
 
     ``gateway_offset_seconds``: the sending gateway's clock against the county's (county
     minus gateway), kept on the study for its timeline; ``modality_utc_offset``: the UTC
@@ -677,19 +710,33 @@ def record_instances(
             outcome.study_uids.append(a.study_instance_uid)
         by_study.setdefault(a.study_instance_uid, []).append(a)
     for uid in sorted(by_study):
-        accepted, duplicates, held = _record_study(
-            session=session,
-            site=site,
-            calling_ae=calling_ae,
-            uid=uid,
-            arrivals=by_study[uid],
-            deadlines=deadlines,
-            now=now,
-            clocks=clocks,
-        )
-        outcome.accepted += accepted
-        outcome.duplicates += duplicates
-        outcome.conflicts.extend(held)
+        batch = by_study[uid]
+        while batch:
+            # one arrival per SOP Instance UID at a time: a re-send announced with its first
+            # version is filed after it (``worklist.resends``)
+            first: dict[str, InstanceArrival] = {}
+            later: list[InstanceArrival] = []
+            for a in batch:
+                if a.sop_instance_uid in first:
+                    later.append(a)
+                else:
+                    first[a.sop_instance_uid] = a
+            accepted, duplicates, held, resends = _record_study(
+                session=session,
+                site=site,
+                calling_ae=calling_ae,
+                uid=uid,
+                arrivals=list(first.values()),
+                deadlines=deadlines,
+                now=now,
+                clocks=clocks,
+                policy=overwrite_policy,
+            )
+            outcome.accepted += accepted
+            outcome.duplicates += duplicates
+            outcome.conflicts.extend(held)
+            outcome.resends.extend(resends)
+            batch = later
     return outcome
 
 

@@ -315,6 +315,9 @@ class Study(Base):
     arrived_at: Mapped[datetime | None] = mapped_column(default=None)
     arrived_last_at: Mapped[datetime | None] = mapped_column(default=None)
     gateway_clock_offset_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    # a re-sent instance replaced a served one after the study's report was signed
+    # (``worklist.resends``): the report may describe images no longer served
+    updated_after_report_at: Mapped[datetime | None] = mapped_column(default=None)
 
     site: Mapped[Site] = relationship()
     claimed_by: Mapped[User | None] = relationship(foreign_keys=[claimed_by_id])
@@ -359,6 +362,8 @@ class Instance(Base):
     received_at: Mapped[datetime]
     # header as DICOM JSON (no bulk data), for metadata requests without reading objects
     dicom_json: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    # the calling AE title of the version served ("" before 0014: the study's then)
+    calling_ae: Mapped[str] = mapped_column(String(16), default="", server_default="")
 
     series: Mapped[Series] = relationship(back_populates="instances")
 
@@ -421,6 +426,8 @@ EVENT_KINDS = (
     "call_ahead",
     # a claim about to run out (0009)
     "claim_expiring",
+    # a re-sent instance replaced a served one after the report was signed (0014)
+    "study_updated_after_report",
 )
 DELIVERY_PENDING = "pending"
 DELIVERY_DELIVERED = "delivered"
@@ -618,6 +625,42 @@ class IngestConflict(Base):
     resolved_by: Mapped[User | None] = relationship()
 
 
+# Re-sent instances (other bytes under a SOP Instance UID already filed, ``worklist.resends``)
+OVERWRITE_NEVER = "never"  # the first version stays served
+OVERWRITE_SAME_SOURCE = "same_source"  # the newest from the same site and calling AE is served
+OVERWRITE_ALWAYS = "always"  # the newest from the same site is served
+OVERWRITE_POLICIES = (OVERWRITE_NEVER, OVERWRITE_SAME_SOURCE, OVERWRITE_ALWAYS)
+VERSION_SUPERSEDED = "superseded"  # was served, replaced by a newer version
+VERSION_NOT_APPLIED = "not_applied"  # never served: the policy kept the served one, or older
+
+
+class InstanceVersion(Base):
+    """A version of an instance that is not (or no longer) the one served: the object stays
+    in storage under its own key, recoverable by an admin."""
+
+    __tablename__ = "instance_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(
+        ForeignKey("instances.id", ondelete="CASCADE"), index=True
+    )
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    object_key: Mapped[str] = mapped_column(String(255), unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64), default="")
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    received_at: Mapped[datetime]
+    dicom_json: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    recorded_at: Mapped[datetime]
+    # what the re-send changed (study-level fields by name), the other version's sha256
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
 __all__ = [
     "CONFLICT_KINDS",
     "CONFLICT_PATIENT_MISMATCH",
@@ -626,9 +669,15 @@ __all__ = [
     "CONFLICT_STUDY_OTHER_SITE",
     "CRITICAL_METHODS",
     "EVENT_KINDS",
+    "OVERWRITE_ALWAYS",
+    "OVERWRITE_NEVER",
+    "OVERWRITE_POLICIES",
+    "OVERWRITE_SAME_SOURCE",
     "RESOLUTIONS",
     "RESOLUTION_DISCARD",
     "RESOLUTION_SEPARATE_STUDY",
+    "VERSION_NOT_APPLIED",
+    "VERSION_SUPERSEDED",
     "AuditEvent",
     "Base",
     "CallAhead",
@@ -637,6 +686,7 @@ __all__ = [
     "GatewayStatus",
     "IngestConflict",
     "Instance",
+    "InstanceVersion",
     "Report",
     "ReportAddendum",
     "Series",

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -91,6 +91,11 @@ class WorklistSettings(BaseSettings):
     webhook_retention_days: int = Field(
         default=DEFAULT_WEBHOOK_RETENTION_DAYS, ge=0, le=MAX_RETENTION_DAYS
     )
+
+    # a re-sent instance with other bytes (``worklist.resends``): ``same_source`` serves the
+    # newest version from the same site and calling AE, ``always`` the newest from the same
+    # site, ``never`` keeps the first; every other version is kept for an admin either way
+    overwrite_policy: Literal["never", "same_source", "always"] = "same_source"
 
     @field_validator("webhook_urls", mode="before")
     @classmethod

@@ -31,7 +31,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.keys import instance_key
+from storage.keys import instance_key, version_key
 from tests.dicom_factory import make_ct, part10_bytes
 from tests.integration.test_api_world import PASSWORDS, Study, World, build_world
 from viewer_api.access import PUBLIC, ROLES_EXTENSION, route_roles
@@ -152,6 +152,24 @@ def on_fresh(
         return Req(method, path.format(uid=uid), json=payload)
 
     return build
+
+
+def resent_version(ctx: Ctx, caller: str) -> Req:
+    """A kept version of a site-A instance: its first version, replaced by a re-send."""
+    study = Study(site="TS01", modality="CT", description="头颅CT平扫")
+    payload = ctx.world.payload(study)
+    assert ctx.world.post("gw_ts01", "/api/v1/ingest/instances", json=payload).status_code == 200
+    blob = b"\0" * 128 + b"DICM" + b"corrected"
+    sha = hashlib.sha256(blob).hexdigest()
+    item = payload["instances"][0]
+    key = version_key("TS01", study.uid, study.series_uid, item["sop_instance_uid"], sha)
+    ctx.world.store.put(key, blob, sha256=sha)
+    item.update(object_key=key, size=len(blob), sha256=sha)
+    payload["instances"] = [item]
+    r = ctx.world.post("gw_ts01", "/api/v1/ingest/instances", json=payload)
+    assert r.status_code == 200 and r.json()["resends"][0]["outcome"] == "replaced", r.text
+    version_id = r.json()["resends"][0]["version_id"]
+    return Req("GET", f"/api/v1/studies/{study.uid}/versions/{version_id}")
 
 
 def critical(ctx: Ctx) -> dict[str, Any]:
@@ -392,6 +410,12 @@ ACCESS: dict[tuple[str, str], Access] = {
     # administration
     ("GET", "/api/v1/audit"): Access(ADMIN, "none", get("/api/v1/audit")),
     ("GET", "/api/v1/ingest-conflicts"): Access(ADMIN, "none", get("/api/v1/ingest-conflicts")),
+    ("GET", "/api/v1/studies/{study_uid}/versions"): Access(
+        ADMIN, "site", get("/api/v1/studies/{study}/versions")
+    ),
+    ("GET", "/api/v1/studies/{study_uid}/versions/{version_id}"): Access(
+        ADMIN, "site", resent_version
+    ),
     ("POST", "/api/v1/ingest-conflicts/{conflict_id}/resolve"): Access(
         ADMIN, "none", resolve_conflict
     ),
@@ -484,6 +508,10 @@ ACCESS: dict[tuple[str, str], Access] = {
         "GET",
         "/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/thumbnail",
     ): Access(VIEWERS, "site", get(WADO + "/thumbnail")),
+    (
+        "GET",
+        "/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/bulkdata/{path}",
+    ): Access(VIEWERS, "site", get(WADO + "/bulkdata/7FE00010")),
     # OHIF's static build (its pages send a caller without a session to the log-in page;
     # its data comes through DICOMweb above), 404 where it is not installed
     ("GET", "/ohif"): Access(ANYONE, "none", get("/ohif")),

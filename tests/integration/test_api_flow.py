@@ -100,9 +100,19 @@ def test_full_path_from_ingest_to_clinic(world: World) -> None:
     other_site = Study("TS02", "CT", "腹部CT", count=1)
 
     # the routine DR first, so the stroke CT is the newer arrival and must still lead
-    assert world.announce(dr).json() == {"accepted": 1, "duplicates": 0, "conflicts": []}
+    assert world.announce(dr).json() == {
+        "accepted": 1,
+        "duplicates": 0,
+        "conflicts": [],
+        "resends": [],
+    }
     world.clock.tick(30)
-    assert world.announce(stroke).json() == {"accepted": 3, "duplicates": 0, "conflicts": []}
+    assert world.announce(stroke).json() == {
+        "accepted": 3,
+        "duplicates": 0,
+        "conflicts": [],
+        "resends": [],
+    }
     assert world.announce(other_site, gateway="gw_all").status_code == 200
 
     items = world.get("dr_li", "/api/v1/worklist").json()

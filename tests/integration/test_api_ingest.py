@@ -30,11 +30,26 @@ def test_gateway_config_lists_the_sites_it_may_send_for(world: World) -> None:
 
 def test_ingest_is_idempotent(world: World) -> None:
     study = Study("TS01", "CT", "头颅CT平扫", count=3)
-    assert world.announce(study).json() == {"accepted": 3, "duplicates": 0, "conflicts": []}
-    assert world.announce(study).json() == {"accepted": 0, "duplicates": 3, "conflicts": []}
+    assert world.announce(study).json() == {
+        "accepted": 3,
+        "duplicates": 0,
+        "conflicts": [],
+        "resends": [],
+    }
+    assert world.announce(study).json() == {
+        "accepted": 0,
+        "duplicates": 3,
+        "conflicts": [],
+        "resends": [],
+    }
     # a partial repeat plus one new instance
     study.sop_uids = [*study.sop_uids[:1], "1.2.826.0.1.3680043.8.498.99"]
-    assert world.announce(study).json() == {"accepted": 1, "duplicates": 1, "conflicts": []}
+    assert world.announce(study).json() == {
+        "accepted": 1,
+        "duplicates": 1,
+        "conflicts": [],
+        "resends": [],
+    }
     detail = world.get("dr_li", f"/api/v1/studies/{study.uid}").json()
     assert detail["num_instances"] == 4
     with world.factory() as session:

@@ -3,6 +3,7 @@ FilesystemStore -> a small real county API."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ from gateway import status
 from gateway.config import GatewaySettings
 from gateway.county import CountyClient
 from gateway.ops import spool_status
-from gateway.outbox import ANNOUNCED, CONFLICT
+from gateway.outbox import ANNOUNCED
 from gateway.service import Gateway
 from storage.recompressed import original_of
 from tests.dicom_factory import make_ct, make_dx, write
@@ -242,7 +243,7 @@ def test_malformed_datasets_fail_and_the_server_keeps_serving(
     assert gw.spool.outbox.query("SELECT COUNT(*) FROM outbox")[0][0] == 1
 
 
-def test_duplicate_is_noop_and_conflict_is_kept(
+def test_duplicate_is_noop_and_a_resend_goes_beside_the_first(
     make_gateway: Callable[..., Gateway], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gw = make_gateway()
@@ -254,17 +255,17 @@ def test_duplicate_is_noop_and_conflict_is_kept(
     assert _send(gw.port, first) == [status.SUCCESS]  # after announcement too
     ds.StudyDescription = "changed"
     second = write(ds, tmp_path / "b.dcm")
-    # kept, never sent over the first, and the modality told so (a warning, not a success)
-    assert _send(gw.port, second) == [status.STORED_BUT_HELD]
-    assert _send(gw.port, second) == [status.STORED_BUT_HELD]  # re-sent: the same answer
-    rows = gw.spool.outbox.query("SELECT state FROM outbox ORDER BY id")
-    assert [r[0] for r in rows] == [ANNOUNCED, CONFLICT]
+    assert _send(gw.port, second) == [status.SUCCESS]
+    _wait(_announced(gw, 2))
+    rows = gw.spool.outbox.query("SELECT state, object_key FROM outbox ORDER BY id")
     key = f"TS01/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
-    time.sleep(0.3)
-    # never overwritten
+    tag = hashlib.sha256(after_meta(second.read_bytes())).hexdigest()[:16]
+    version = key.removesuffix(".dcm") + f"_{tag}.dcm"
+    assert rows == [(ANNOUNCED, key), (ANNOUNCED, version)]
+    # never overwritten: each version under its own key, for the county's policy to choose
     assert after_meta(original_of(gw.store.get(key))) == after_meta(first.read_bytes())
-    problems = spool_status(gw.spool)["problems"]
-    assert problems[0]["state"] == CONFLICT
+    assert after_meta(original_of(gw.store.get(version))) == after_meta(second.read_bytes())
+    assert spool_status(gw.spool)["counters"]["instances_resent"] == 1
 
 
 def test_unknown_ae_picked_up_after_site_added(

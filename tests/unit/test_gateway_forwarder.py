@@ -22,6 +22,7 @@ from gateway.part10 import StoreMeta
 from gateway.received import ROUTINE_RANK, URGENT_RANK, quick_instance
 from gateway.spool import Spool
 from gateway.upload import TokenBucket
+from storage.recompressed import original_of
 from tests.dicom_factory import make_ct, make_dx, part10_bytes
 from tests.integration.test_gateway_support import SwitchableStore, after_meta
 from tests.unit.test_gateway_spool import received
@@ -33,6 +34,7 @@ class RecordingCounty:
         self.down = False
         self.reject: set[str] = set()
         self.hold: dict[str, str] = {}  # SOP Instance UID -> the conflict kind the county holds
+        self.keep_first: set[str] = set()  # SOP Instance UIDs whose re-sends are not served
 
     def announce(
         self, *, site: str, calling_ae: str, called_ae: str, instances: list[dict[str, Any]]
@@ -52,7 +54,24 @@ class RecordingCounty:
             for n, i in enumerate(instances, start=1)
             if i["sop_instance_uid"] in self.hold
         ]
-        return {"accepted": len(instances) - len(held), "duplicates": 0, "conflicts": held}
+        resends = [
+            {
+                "sop_instance_uid": i["sop_instance_uid"],
+                "study_instance_uid": i["study_instance_uid"],
+                "object_key": i["object_key"],
+                "outcome": "kept_first",
+                "version_id": 1,
+            }
+            for i in instances
+            if i["sop_instance_uid"] in self.keep_first
+            and not i["object_key"].endswith(f"/{i['sop_instance_uid']}.dcm")
+        ]
+        return {
+            "accepted": len(instances) - len(held) - len(resends),
+            "duplicates": 0,
+            "conflicts": held,
+            "resends": resends,
+        }
 
     @property
     def sops(self) -> list[str]:
@@ -214,9 +233,12 @@ def test_an_instance_the_county_holds_is_a_conflict_here_too(
     assert spool.read_at(path)  # the file is kept here
 
 
-def test_existing_object_with_other_bytes_is_a_conflict(
+def test_existing_object_with_other_bytes_goes_up_beside_it(
     parts: tuple[Spool, SwitchableStore, RecordingCounty],
 ) -> None:
+    """Other bytes under the key (a re-send whose first version's row was pruned): this
+    version is uploaded under its version key, the first stays as it is; the county decides
+    which it serves, and one it does not serve is kept here as a conflict."""
     spool, store, county = parts
     ds = make_dx()
     sop = _put(spool, ds)
@@ -224,10 +246,19 @@ def test_existing_object_with_other_bytes_is_a_conflict(
     other = make_dx(ds.StudyInstanceUID, series_uid=ds.SeriesInstanceUID, sop_uid=sop)
     other.StudyDescription = "different"
     store.put(key, part10_bytes(other))
+    county.keep_first = {sop}
     _forwarder(spool, store, county).drain(timeout=2.0)
-    assert _states(spool)[sop] == CONFLICT
-    assert after_meta(store.get(key)) == after_meta(part10_bytes(other))
-    assert county.sops == []
+    assert after_meta(store.get(key)) == after_meta(part10_bytes(other))  # untouched
+    [announced] = county.calls[0]["instances"]
+    [(row_key, dataset_sha, error)] = spool.outbox.query(
+        "SELECT object_key, dataset_sha256, last_error FROM outbox WHERE sop_instance_uid = ?",
+        (sop,),
+    )
+    assert (
+        row_key == announced["object_key"] == key.removesuffix(".dcm") + f"_{dataset_sha[:16]}.dcm"
+    )
+    assert after_meta(original_of(store.get(row_key))) == after_meta(part10_bytes(ds))
+    assert _states(spool)[sop] == CONFLICT and "kept_first" in error
 
 
 def test_object_already_stored_is_not_put_again(

@@ -38,7 +38,8 @@ def _fill(tmp_path: Path) -> tuple[Spool, SwitchableStore, RecordingCounty]:
     spool.store(inst, data, dataset_offset=offset)  # duplicate
     dup.StudyDescription = "changed"
     inst2, data2, offset2 = received(dup)
-    spool.store(inst2, data2, dataset_offset=offset2)  # conflict
+    spool.store(inst2, data2, dataset_offset=offset2)  # a re-send with other bytes
+    county.keep_first = {dup.SOPInstanceUID}  # which the county does not serve
     return spool, store, county
 
 
@@ -49,23 +50,22 @@ def test_status_counts_queue_errors_and_counters(tmp_path: Path) -> None:
     store.down = True
     assert fwd.step(announce=False)  # an upload failure
     st = spool_status(tmp_path / "spool")  # read-only, as `teleread gateway status` does
-    assert st["pending"] == 6
-    assert st["queue"]["pending_by_priority"] == {"urgent": 2, "routine": 4}
+    assert st["pending"] == 7
+    assert st["queue"]["pending_by_priority"] == {"urgent": 2, "routine": 5}
     assert st["queue"]["by_priority_and_state"]["urgent"] == {"uploaded": 1, "received": 1}
-    assert st["queue"]["by_priority_and_state"]["routine"] == {"received": 4, "conflict": 1}
+    assert st["queue"]["by_priority_and_state"]["routine"] == {"received": 5}
     assert "test store is down" in st["last_error"]["error"]
     assert st["oldest_unsent"]["age_seconds"] >= 0
     assert st["oldest_urgent_unsent_age_seconds"] is not None
     assert st["spool_bytes"] > 0
     c = st["counters"]
     assert (c["instances_received"], c["instances_stored"]) == (8, 6)
-    assert (c["instances_duplicate"], c["instances_conflict"]) == (1, 1)
+    assert (c["instances_duplicate"], c["instances_resent"]) == (1, 1)
     assert (c["uploads"], c["upload_failures"]) == (1, 1)
     assert c["bytes_uploaded"] > 0
     text = format_status(st)
-    assert "urgent 2, routine 4" in text
-    assert "duplicates 1, conflicts 1" in text
-    assert "conflict:" in text
+    assert "urgent 2, routine 5" in text
+    assert "duplicates 1, re-sent 1" in text
     spool.close()
 
 
@@ -102,10 +102,11 @@ def test_metrics_endpoint(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert "# TYPE teleread_gateway_uploads_total counter" in text
-    assert _sample(text, "uploads_total") == 6
+    assert _sample(text, "uploads_total") == 7
     assert _sample(text, "instances_announced_total") == 6
     assert _sample(text, "instances_duplicate_total") == 1
-    assert _sample(text, "instances_conflict_total") == 1
+    assert _sample(text, "instances_resent_total") == 1
+    assert _sample(text, "instances_held_by_county_total") == 1
     assert _sample(text, "bytes_uploaded_total") > 0
     assert _sample(text, "pending_instances", '{priority="urgent"}') == 0
     assert _sample(text, "outbox_instances", '{priority="urgent",state="announced"}') == 2
@@ -115,7 +116,8 @@ def test_metrics_endpoint(tmp_path: Path) -> None:
     # spool depth: the conflict row's file is still held; free space on the spool's disk
     assert _sample(text, "spool_instances") == 1
     assert _sample(text, "spool_free_bytes") > 0
-    # forward lag over the instances received in the window: 2 urgent, 4 routine announced
+    # forward lag over the instances announced in the window: 2 urgent, 4 routine (the county
+    # kept the first version of the re-sent one)
     for priority, n in (("urgent", 2), ("routine", 4)):
         for stage in ("upload", "announce"):
             labels = f'{{priority="{priority}",stage="{stage}"}}'
@@ -198,7 +200,7 @@ def test_the_county_hears_the_queue_and_the_last_upload_error(tmp_path: Path) ->
     reporter = StatusReporter(listener, spool, seconds=60)  # type: ignore[arg-type]
     assert reporter.report_once()
     (sent,) = listener.reports
-    assert (sent["pending_urgent"], sent["pending_routine"]) == (2, 4)
+    assert (sent["pending_urgent"], sent["pending_routine"]) == (2, 5)
     assert "test store is down" in sent["last_error"]["error"]  # type: ignore[index]
     assert sent["upload_failures"] == 1
     assert isinstance(sent["oldest_unsent_age_seconds"], float)

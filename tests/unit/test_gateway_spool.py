@@ -16,7 +16,7 @@ from gateway.errors import InvalidInstance, SpoolFull
 from gateway.instance import read_instance, spooled_header_json
 from gateway.mpps import MppsStore
 from gateway.ops import format_status, spool_status
-from gateway.outbox import CONFLICT, MISSING, RECEIVED
+from gateway.outbox import MISSING, RECEIVED
 from gateway.part10 import PREAMBLE, StoreMeta, encode_meta
 from gateway.received import ROUTINE_RANK, URGENT_RANK, ReceivedInstance, quick_instance
 from gateway.spool import Spool
@@ -98,7 +98,7 @@ def test_read_instance_refuses_missing_uids() -> None:
         received(ds)
 
 
-def test_store_dedup_conflict_and_status(tmp_path: Path) -> None:
+def test_store_dedup_resend_and_status(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     ds = make_ct()
     inst, data, offset = received(ds)
@@ -113,16 +113,25 @@ def test_store_dedup_conflict_and_status(tmp_path: Path) -> None:
     assert spool.store(inst2, data2, dataset_offset=offset2) == ("duplicate", row)
     ds.StudyDescription = "changed"
     inst3, data3, offset3 = received(ds)
-    outcome, conflict_row = spool.store(inst3, data3, dataset_offset=offset3)
-    assert outcome == "conflict"
-    states = dict(spool.outbox.query("SELECT id, state FROM outbox"))
-    assert states == {row: RECEIVED, conflict_row: CONFLICT}
+    outcome, resent_row = spool.store(inst3, data3, dataset_offset=offset3)
+    assert outcome == "resent"  # queued too, under its own key beside the first
+    rows = {r[0]: r[1:] for r in spool.outbox.query("SELECT id, state, object_key FROM outbox")}
+    first_key = rows[row][1]
+    sha3 = hashlib.sha256(data3[offset3:]).hexdigest()
+    assert rows == {
+        row: (RECEIVED, first_key),
+        resent_row: (RECEIVED, first_key.removesuffix(".dcm") + f"_{sha3[:16]}.dcm"),
+    }
+    [second] = [r for r in spool.outbox.due_uploads(1e12, 10) if r.id == resent_row]
+    assert second.announcement()["object_key"] == rows[resent_row][1]
+    assert spool.store(inst3, data3, dataset_offset=offset3) == ("duplicate", resent_row)
     status = spool_status(spool)
-    assert status["pending"] == 1
-    assert status["queue"]["pending_by_priority"] == {"urgent": 1, "routine": 0}
-    assert status["problems"][0]["state"] == CONFLICT
+    assert status["pending"] == 2
+    assert status["queue"]["pending_by_priority"] == {"urgent": 1, "routine": 1}  # re-triaged
+    assert status["problems"] == []
+    assert status["counters"]["instances_resent"] == 1
     assert status["spool_bytes"] == len(data) + len(data3)
-    assert "pending: 1" in format_status(status)
+    assert "pending: 2" in format_status(status)
     # by path: read-only, safe next to a running gateway (no recovery run)
     assert spool_status(tmp_path)["queue"] == status["queue"]
     assert spool_status(tmp_path / "nowhere")["pending"] == 0

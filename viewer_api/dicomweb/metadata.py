@@ -2,7 +2,8 @@
 
 A 300-instance study is one query returning each header's stored JSON text; the few
 attributes a client needs changed or added (the character set is UTF-8 now; a name's ``=``
-groups become PN components; the available transfer syntax; the pixel data's BulkDataURI)
+groups become PN components; the available transfer syntax; the pixel data's BulkDataURI;
+the other bulk data's URIs, stored relative to the instance, made absolute: ``bulkdata.py``)
 are edited in the text. ``dicom_json.normalise_header`` + ``json.dumps`` is the reference
 this must agree with (the unit tests check it). An instance announced without a header has
 it read from the store as a fallback (``instance_metadata``).
@@ -24,6 +25,7 @@ from sqlalchemy import Text, cast
 from sqlalchemy.orm import Session
 
 from storage.base import ObjectStore
+from storage.header_json import BULK_PREFIX, header_json
 from viewer_api.dicomweb import dicom_json as dj
 from viewer_api.dicomweb.access import (
     DICOM_JSON,
@@ -46,6 +48,10 @@ _CHARSET = re.compile(r'"00080005"\s*:\s*\{[^{}]*\}')
 _PN = re.compile(r'"00100010"\s*:\s*(\{[^{}\[\]]*\[\s*\{[^{}]*\}\s*\][^{}\[\]]*\})')
 _BITS = re.compile(r'"00280100"\s*:\s*\{[^{}]*"Value"\s*:\s*\[\s*(\d+)')
 _UTF8_MEMBER = '"00080005": {"vr": "CS", "Value": ["ISO_IR 192"]}'
+# a top-level Pixel Data member is the last one (sorted tags); one inside a sequence item
+# (an icon's) is followed by the item's and the sequence's closing brackets
+_TOP_PIXEL_DATA = re.compile(r'"7FE00010"\s*:\s*\{[^{}]*\}\s*\}\s*$')
+_BULK = re.compile(r'"BulkDataURI"\s*:\s*"' + BULK_PREFIX)
 
 
 def pixel_data_element(
@@ -59,6 +65,27 @@ def pixel_data_element(
     }
 
 
+def instance_url(url: str, study_uid: str, series_uid: str, sop_uid: str) -> str:
+    return f"{url}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+
+
+def absolute_bulk(data: dict[str, Any], instance: str) -> dict[str, Any]:
+    """A header whose BulkDataURIs are relative to its instance (``storage.header_json``)
+    with them made this server's bulk data URLs (the stored header is not changed)."""
+    out: dict[str, Any] = {}
+    for tag, element in data.items():
+        uri = element.get("BulkDataURI") if isinstance(element, dict) else None
+        if isinstance(uri, str) and uri.startswith(BULK_PREFIX):
+            element = {**element, "BulkDataURI": f"{instance}/{uri}"}
+        elif isinstance(element, dict) and element.get("vr") == "SQ" and element.get("Value"):
+            items = [
+                absolute_bulk(i, instance) if isinstance(i, dict) else i for i in element["Value"]
+            ]
+            element = {**element, "Value": items}
+        out[tag] = element
+    return out
+
+
 def splice(
     raw: str, *, url: str, study_uid: str, series_uid: str, sop_uid: str, sop_class: str, ts: str
 ) -> str:
@@ -66,6 +93,11 @@ def splice(
     text = raw.strip()
     if not (text.startswith("{") and text.endswith("}")):
         raise ValueError("not a JSON object")
+    if '"' + BULK_PREFIX in text:
+        member = (
+            f'"BulkDataURI": "{instance_url(url, study_uid, series_uid, sop_uid)}/{BULK_PREFIX}'
+        )
+        text = _BULK.sub(lambda _m: member, text)
     extra: dict[str, Any] = {}
     if '"00080005"' in text:
         text = _CHARSET.sub(_UTF8_MEMBER, text, count=1)
@@ -86,7 +118,7 @@ def splice(
             extra[tag] = {"vr": "UI", "Value": [uid]}
     if ts and '"00083002"' not in text:
         extra["00083002"] = {"vr": "UI", "Value": [ts]}
-    if '"00280010"' in text and f'"{dj.PIXEL_DATA}"' not in text:
+    if '"00280010"' in text and _TOP_PIXEL_DATA.search(text) is None:
         bits = _BITS.search(text)
         extra[dj.PIXEL_DATA] = pixel_data_element(
             url=url,
@@ -159,11 +191,7 @@ def _header_from_store(store: ObjectStore, instance: Instance) -> dict[str, Any]
         with store.open(instance.object_key) as stream, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = dcmread(stream, stop_before_pixels=True, force=True)
-            data = ds.to_json_dict(
-                bulk_data_threshold=1024,
-                bulk_data_element_handler=lambda _elem: "",
-                suppress_invalid_tags=True,
-            )
+            data = header_json(ds).data
     except Exception as exc:  # a broken object still gets its index attributes
         logger.warning(
             "header unreadable for metadata",
@@ -174,7 +202,7 @@ def _header_from_store(store: ObjectStore, instance: Instance) -> dict[str, Any]
             },
         )
         return {}
-    return {tag: value for tag, value in data.items() if "BulkDataURI" not in value}
+    return data
 
 
 def instance_metadata(
@@ -184,6 +212,7 @@ def instance_metadata(
     if header is None:
         header = _header_from_store(store, instance)
     data = dj.normalise_header(header)
+    data = absolute_bulk(data, instance_url(url, study_uid, series_uid, instance.sop_instance_uid))
     data["0020000D"] = dj.element("UI", study_uid)
     data["0020000E"] = dj.element("UI", series_uid)
     data["00080018"] = dj.element("UI", instance.sop_instance_uid)

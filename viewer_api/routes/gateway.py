@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from storage.errors import InvalidKey
-from storage.keys import instance_key, legacy_instance_key
+from storage.keys import instance_key, is_instance_key
 from viewer_api.deps import Audit, GatewayUser, NowDep, SessionDep, WorklistSettingsDep
 from viewer_api.errors import ObjectKeyMismatch, SiteNotAllowed
 from viewer_api.limits import ThreadedJSONRoute
@@ -22,6 +22,7 @@ from viewer_api.schemas import (
     Input,
     InstanceIn,
     Instant,
+    ResendOut,
 )
 from worklist.accounts import list_sites
 from worklist.audit import AuditAction
@@ -30,6 +31,7 @@ from worklist.errors import UnknownSite
 from worklist.ingest import InstanceArrival, record_instances
 from worklist.models import Site, User
 from worklist.operations import gateway_clock_offset, record_gateway_status
+from worklist.resends import REPLACED
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +65,15 @@ def gateway_config(session: SessionDep, user: GatewayUser) -> GatewayConfig:
 
 
 def _arrival(item: InstanceIn, site: str) -> InstanceArrival:
-    """The announced instance; its key must be the site-prefixed one, or the key it had before
-    keys got their site prefix (a gateway not yet upgraded, or an instance spooled before)."""
+    """The announced instance; its key must be the site-prefixed one, a re-sent version of it
+    (``storage.keys.version_key``), or the key it had before keys got their site prefix (a
+    gateway not yet upgraded, or an instance spooled before)."""
     uids = (item.study_instance_uid, item.series_instance_uid, item.sop_instance_uid)
     try:
         expected = instance_key(site, *uids)
     except InvalidKey:
         raise UnknownSite(f"no site {site[:40]!r}") from None
-    if item.object_key not in (expected, legacy_instance_key(*uids)):
+    if not is_instance_key(item.object_key, site, *uids):
         raise ObjectKeyMismatch(
             f"object_key must be {expected!r} for instance {item.sop_instance_uid}"
         )
@@ -113,6 +116,7 @@ def ingest_instances(
         deadlines=wl_settings.deadlines,
         gateway_offset_seconds=gateway_clock_offset(session=session, gateway=user),
         modality_utc_offset=wl_settings.modality_utc_offset,
+        overwrite_policy=wl_settings.overwrite_policy,
     )
     audit(
         AuditAction.INSTANCES_INGESTED,
@@ -123,6 +127,7 @@ def ingest_instances(
             "duplicates": outcome.duplicates,
             "study_uids": outcome.study_uids,
             "held": len(outcome.conflicts),
+            "resent": len(outcome.resends),
         },
     )
     for held in outcome.conflicts:
@@ -138,6 +143,22 @@ def ingest_instances(
                     "sop_instance_uid": held.sop_instance_uid,
                 },
             )
+    for r in outcome.resends:
+        audit(
+            AuditAction.INSTANCE_REPLACED
+            if r.outcome == REPLACED
+            else AuditAction.INSTANCE_VERSION_KEPT,
+            object_id=r.study_instance_uid,
+            detail={
+                "sop_instance_uid": r.sop_instance_uid,
+                "outcome": r.outcome,
+                "version_id": r.version_id,
+                "policy": wl_settings.overwrite_policy,
+                "site": body.site,
+                "calling_ae": body.calling_ae,
+                "after_signed_report": r.after_signed_report,
+            },
+        )
     logger.info(
         "instances ingested",
         extra={
@@ -160,6 +181,17 @@ def ingest_instances(
                 sop_instance_uid=h.sop_instance_uid,
             )
             for h in outcome.conflicts
+        ],
+        resends=[
+            ResendOut(
+                sop_instance_uid=r.sop_instance_uid,
+                study_instance_uid=r.study_instance_uid,
+                object_key=r.object_key,
+                outcome=r.outcome,
+                version_id=r.version_id,
+                after_signed_report=r.after_signed_report,
+            )
+            for r in outcome.resends
         ],
     )
 

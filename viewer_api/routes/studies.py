@@ -6,14 +6,16 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Path, status
 from fastapi.responses import StreamingResponse
 
 from storage import recompressed
+from storage.base import ObjectStore
 from storage.verified import open_verified
 from viewer_api.deps import (
+    AdminUser,
     Audit,
     NowDep,
     ReaderUser,
@@ -23,9 +25,10 @@ from viewer_api.deps import (
     VisibleStudy,
     WorklistSettingsDep,
 )
-from viewer_api.schemas import PriorStudy, StudyDetail
+from viewer_api.schemas import InstanceVersionOut, PriorStudy, StudyDetail
 from viewer_api.schemas.timeline import TimelineOut
-from worklist import repository
+from viewer_api.validation import MAX_INT32
+from worklist import repository, resends
 from worklist.audit import AuditAction
 from worklist.errors import StudyNotFound
 from worklist.models import Instance, Study
@@ -113,29 +116,102 @@ def get_instance(
         raise StudyNotFound("No such instance in this study")
     where = {"study_uid": study.study_instance_uid, "sop_uid": sop_uid}
     with audit.corrupt_objects(object_id=sop_uid, detail=where):
-        stream = open_verified(  # ObjectNotFound -> 404 via the handlers
-            store, instance.object_key, sha256=instance.sha256, size=instance.size
+        response = _stored_file(
+            store,
+            instance.object_key,
+            sha256=instance.sha256,
+            size=instance.size,
+            transfer_syntax_uid=instance.transfer_syntax_uid,
+            filename=f"{instance.sop_instance_uid}.dcm",
         )
-        body, length, etag = _chunks(stream), instance.size, instance.sha256
-        if instance.transfer_syntax_uid in recompressed.SYNTAXES:
-            # maybe recompressed by the gateway: the file the modality sent, rebuilt from the
-            # stored object just verified, and checked against the sha256 its note records
-            with stream:
-                original = recompressed.original_of(stream.read())
-            body, length = iter((original,)), len(original)
-            etag = hashlib.sha256(original).hexdigest()
     audit(
         AuditAction.INSTANCE_VIEWED,
         object_id=instance.sop_instance_uid,
         detail={"study_uid": study.study_instance_uid},
     )
+    return response
+
+
+def _stored_file(
+    store: ObjectStore,
+    key: str,
+    *,
+    sha256: str,
+    size: int,
+    transfer_syntax_uid: str,
+    filename: str,
+) -> StreamingResponse:
+    """A stored object as the modality sent it (``application/dicom``)."""
+    stream = open_verified(store, key, sha256=sha256, size=size)  # ObjectNotFound -> 404
+    body, length, etag = _chunks(stream), size, sha256
+    if transfer_syntax_uid in recompressed.SYNTAXES:
+        # maybe recompressed by the gateway: the file the modality sent, rebuilt from the
+        # stored object just verified, and checked against the sha256 its note records
+        with stream:
+            original = recompressed.original_of(stream.read())
+        body, length = iter((original,)), len(original)
+        etag = hashlib.sha256(original).hexdigest()
     return StreamingResponse(
         body,
         media_type="application/dicom",
         headers={
             "Content-Length": str(length),
-            "Content-Disposition": f'attachment; filename="{instance.sop_instance_uid}.dcm"',
+            "Content-Disposition": f'attachment; filename="{filename}"',
             "ETag": f'"{etag}"',
             "Cache-Control": "private, no-store",
         },
     )
+
+
+@router.get("/{study_uid}/versions", response_model=list[InstanceVersionOut], responses=_NOT_FOUND)
+def list_instance_versions(
+    user: AdminUser, study: VisibleStudy, session: SessionDep, audit: Audit
+) -> list[InstanceVersionOut]:
+    """The study's instance versions not served: replaced by a corrected re-send
+    (``superseded``) or re-sent but not served (``not_applied``: the overwrite policy, or
+    older than the version served). Newest first."""
+    versions = resends.list_versions(session=session, study=study)
+    audit(
+        AuditAction.INSTANCE_VERSIONS_VIEWED,
+        object_id=study.study_instance_uid,
+        detail={"versions": len(versions)},
+    )
+    return [InstanceVersionOut.of(v) for v in versions]
+
+
+@router.get(
+    "/{study_uid}/versions/{version_id}",
+    response_class=StreamingResponse,
+    responses={
+        status.HTTP_404_NOT_FOUND: {"description": "No such study or version"},
+        status.HTTP_200_OK: {"content": {"application/dicom": {}}},
+    },
+)
+def get_instance_version(
+    version_id: Annotated[int, Path(ge=1, le=MAX_INT32)],
+    user: AdminUser,
+    study: VisibleStudy,
+    session: SessionDep,
+    audit: Audit,
+    store: StoreDep,
+) -> StreamingResponse:
+    """One kept version, as stored (the file the modality sent)."""
+    version = resends.get_version(session=session, version_id=version_id)
+    if version is None or version.study_id != study.id:
+        raise StudyNotFound("No such version of an instance in this study")
+    where = {"study_uid": study.study_instance_uid, "version_id": version.id}
+    with audit.corrupt_objects(object_id=version.sop_instance_uid, detail=where):
+        response = _stored_file(
+            store,
+            version.object_key,
+            sha256=version.sha256,
+            size=version.size,
+            transfer_syntax_uid=version.transfer_syntax_uid,
+            filename=f"{version.sop_instance_uid}_{version.sha256[:16]}.dcm",
+        )
+    audit(
+        AuditAction.INSTANCE_VERSION_RETRIEVED,
+        object_id=study.study_instance_uid,
+        detail={"sop_instance_uid": version.sop_instance_uid, "version_id": version.id},
+    )
+    return response

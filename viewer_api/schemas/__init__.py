@@ -14,6 +14,7 @@ from viewer_api.schemas.gateway import (
     IngestIn,
     IngestOut,
     InstanceIn,
+    ResendOut,
     UrgentHint,
 )
 from viewer_api.schemas.reports import (
@@ -32,6 +33,7 @@ from viewer_api.schemas.worklist import (
     AssignIn,
     EventOut,
     FlagIn,
+    InstanceVersionOut,
     PriorReport,
     PriorStudy,
     ReasonIn,
@@ -83,6 +85,7 @@ __all__ = [
     "IngestOut",
     "Input",
     "InstanceIn",
+    "InstanceVersionOut",
     "Instant",
     "Int32",
     "PriorReport",
@@ -91,6 +94,7 @@ __all__ = [
     "ReportDraftIn",
     "ReportOut",
     "ReportTemplateOut",
+    "ResendOut",
     "SeriesOut",
     "SessionOut",
     "ShareLinkOut",

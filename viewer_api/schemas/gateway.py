@@ -98,9 +98,23 @@ class HeldOut(BaseModel):
     sop_instance_uid: str
 
 
+class ResendOut(BaseModel):
+    """A re-sent instance (other bytes under a SOP Instance UID filed in the study): the
+    version now served (``replaced``), or kept beside the one served (``kept_first``: the
+    overwrite policy; ``older``: older than the one served)."""
+
+    sop_instance_uid: str
+    study_instance_uid: str
+    object_key: str
+    outcome: str
+    version_id: int
+    after_signed_report: bool = False
+
+
 class IngestOut(BaseModel):
     accepted: int
     duplicates: int
     # instances held for an admin (their study UID belongs to another site, their series to
     # another study, or their patient differs from their study's): not in the worklist
     conflicts: list[HeldOut] = []
+    resends: list[ResendOut] = []

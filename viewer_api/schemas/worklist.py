@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from viewer_api.outputs.content import readable_name
 from viewer_api.validation import MAX_REASON, Input
-from worklist.models import STATUS_PRELIMINARY, Instance, Report, Series, Study
+from worklist.models import STATUS_PRELIMINARY, Instance, InstanceVersion, Report, Series, Study
 from worklist.triage import Reason
 
 
@@ -83,6 +83,9 @@ class WorklistItem(BaseModel):
     accession_number: str
     body_part: str  # the first series' Body Part Examined that has one ("HEAD", "CHEST")
     deadline_at: datetime | None
+    # a corrected re-send replaced a served image after the report was signed: the report
+    # may describe images no longer served (``worklist.resends``)
+    updated_after_report_at: datetime | None = None
 
     @classmethod
     def from_study(cls, study: Study) -> WorklistItem:
@@ -113,6 +116,7 @@ class WorklistItem(BaseModel):
             accession_number=study.accession_number,
             body_part=next((s.body_part_examined for s in series if s.body_part_examined), ""),
             deadline_at=study.deadline_at,
+            updated_after_report_at=study.updated_after_report_at,
         )
 
 
@@ -166,6 +170,41 @@ class StudyDetail(WorklistItem):
             ),
             series=[SeriesOut.from_series(s) for s in study.series],
             report_status=report.status if report is not None else None,
+        )
+
+
+class InstanceVersionOut(BaseModel):
+    """A version of an instance not served (``worklist.resends``)."""
+
+    id: int
+    sop_instance_uid: str
+    series_instance_uid: str
+    status: str  # superseded (was served, replaced) or not_applied (never served)
+    reason: str
+    calling_ae: str
+    received_at: datetime
+    recorded_at: datetime
+    size: int
+    sha256: str
+    transfer_syntax_uid: str
+    # study and series fields the replacing version changed (names, never their values)
+    changed: list[str]
+
+    @classmethod
+    def of(cls, v: InstanceVersion) -> InstanceVersionOut:
+        return cls(
+            id=v.id,
+            sop_instance_uid=v.sop_instance_uid,
+            series_instance_uid=v.series_instance_uid,
+            status=v.status,
+            reason=v.reason,
+            calling_ae=v.calling_ae,
+            received_at=v.received_at,
+            recorded_at=v.recorded_at,
+            size=v.size,
+            sha256=v.sha256,
+            transfer_syntax_uid=v.transfer_syntax_uid,
+            changed=[str(c) for c in (v.detail or {}).get("changed", [])],
         )
 
 

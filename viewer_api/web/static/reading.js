@@ -65,6 +65,13 @@ function showState() {
     $("triage-reasons").replaceChildren(...reasons.map((r) => h("li", {}, reasonText(r))));
     $("triage").className = `triage ${study.category || ""}`;
   }
+  // a corrected re-send replaced an image after the report was signed: the report stays,
+  // the reader is told to look again
+  const updated = study?.updated_after_report_at;
+  $("updated-banner").hidden = !updated;
+  $("updated-banner").textContent = updated
+    ? t("updated_after_report").replace("{time}", fmtTime(updated))
+    : "";
   drawCritical();
   drawAddenda();
   showReceipt(signed);
