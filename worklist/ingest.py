@@ -9,7 +9,7 @@ expressions. Studies are handled in UID order so two requests cannot deadlock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -287,23 +287,17 @@ def _record_study(
             session.flush()
     arrivals = split.rest
     held = []
-    kept = []
-    for a in arrivals:
-        if _patient_differs(study, a):
-            held.append(
-                _hold(
-                    session=session,
-                    site=site,
-                    calling_ae=calling_ae,
-                    arrival=a,
-                    kind=CONFLICT_PATIENT_MISMATCH,
-                    study=study,
-                    now=now,
-                )
-            )
-        else:
-            kept.append(a)
-    arrivals = kept
+    arrivals = _hold_where(
+        session=session,
+        site=site,
+        calling_ae=calling_ae,
+        arrivals=arrivals,
+        now=now,
+        held=held,
+        conflict=lambda a: (
+            (CONFLICT_PATIENT_MISMATCH, study) if _patient_differs(study, a) else None
+        ),
+    )
     if not arrivals:
         return 0, split.known_versions, held, resends
     # a SOP Instance UID already filed in another study (this site's or another's): the
@@ -320,21 +314,19 @@ def _record_study(
             s.id: s
             for s in session.scalars(select(Study).where(Study.id.in_(set(elsewhere.values()))))
         }
-        for a in arrivals:
-            if a.sop_instance_uid in elsewhere:
-                owner = owners[elsewhere[a.sop_instance_uid]]
-                held.append(
-                    _hold(
-                        session=session,
-                        site=site,
-                        calling_ae=calling_ae,
-                        arrival=a,
-                        kind=CONFLICT_SOP_OTHER_STUDY,
-                        study=owner,
-                        now=now,
-                    )
-                )
-        arrivals = [a for a in arrivals if a.sop_instance_uid not in elsewhere]
+        arrivals = _hold_where(
+            session=session,
+            site=site,
+            calling_ae=calling_ae,
+            arrivals=arrivals,
+            now=now,
+            held=held,
+            conflict=lambda a: (
+                (CONFLICT_SOP_OTHER_STUDY, owners[elsewhere[a.sop_instance_uid]])
+                if a.sop_instance_uid in elsewhere
+                else None
+            ),
+        )
         if not arrivals:
             if study.num_instances == 0:  # created by this call only to find nothing fits
                 session.delete(study)
@@ -371,20 +363,19 @@ def _record_study(
             foreign_series.add(s_uid)
         series_ids[s_uid] = s_id
     if foreign_series:
-        for a in arrivals:
-            if a.series_instance_uid in foreign_series:
-                held.append(
-                    _hold(
-                        session=session,
-                        site=site,
-                        calling_ae=calling_ae,
-                        arrival=a,
-                        kind=CONFLICT_SERIES_OTHER_STUDY,
-                        study=study,
-                        now=now,
-                    )
-                )
-        arrivals = [a for a in arrivals if a.series_instance_uid not in foreign_series]
+        arrivals = _hold_where(
+            session=session,
+            site=site,
+            calling_ae=calling_ae,
+            arrivals=arrivals,
+            now=now,
+            held=held,
+            conflict=lambda a: (
+                (CONFLICT_SERIES_OTHER_STUDY, study)
+                if a.series_instance_uid in foreign_series
+                else None
+            ),
+        )
         if not arrivals:
             if study.num_instances == 0:  # created by this call only to find nothing fits
                 session.delete(study)
@@ -570,6 +561,39 @@ def arrival_from_json(data: Mapping[str, Any]) -> InstanceArrival:
     if fields.get("uploaded_at"):
         fields["uploaded_at"] = datetime.fromisoformat(str(fields["uploaded_at"]))
     return InstanceArrival(**fields)
+
+
+def _hold_where(
+    *,
+    session: Session,
+    site: Site,
+    calling_ae: str,
+    arrivals: list[InstanceArrival],
+    now: datetime,
+    held: list[HeldConflict],
+    conflict: Callable[[InstanceArrival], tuple[str, Study] | None],
+) -> list[InstanceArrival]:
+    """Hold each arrival that ``conflict`` names a clash for (its kind and the study it
+    clashes with), adding it to ``held``; the others go on, in order."""
+    kept = []
+    for a in arrivals:
+        clash = conflict(a)
+        if clash is None:
+            kept.append(a)
+            continue
+        kind, other = clash
+        held.append(
+            _hold(
+                session=session,
+                site=site,
+                calling_ae=calling_ae,
+                arrival=a,
+                kind=kind,
+                study=other,
+                now=now,
+            )
+        )
+    return kept
 
 
 def _hold(
