@@ -61,8 +61,21 @@ KIND_CLAIM_EXPIRING = "claim_expiring"
 # a re-sent instance replaced a served one after the study's report was signed
 KIND_STUDY_UPDATED_AFTER_REPORT = "study_updated_after_report"
 
-# what a receiver must act on first (webhooks deliver these before the rest)
-URGENT_KINDS = frozenset({KIND_STUDY_URGENT, KIND_ESCALATION, KIND_CRITICAL_RESULT})
+# what a receiver must act on first (webhooks deliver these before the rest): an urgent study,
+# its escalation and its critical result; the clinic's read-back of that result (the loop a
+# critical result opens is closed only when the county hears it); a study past its deadline
+# with no report; a township's call that a patient is on the way (the county prepares before
+# the images arrive). Routine life-cycle events (claims, signatures) wait behind them.
+URGENT_KINDS = frozenset(
+    {
+        KIND_STUDY_URGENT,
+        KIND_ESCALATION,
+        KIND_CRITICAL_RESULT,
+        KIND_CRITICAL_RESULT_ACKNOWLEDGED,
+        KIND_STUDY_OVERDUE,
+        KIND_CALL_AHEAD,
+    }
+)
 
 MAX_PAGE = 500
 # PostgreSQL: NOTIFY channel of committed events, and the advisory lock ids are taken under

@@ -328,14 +328,19 @@ def test_urgent_webhooks_go_first(
                 payload={},
                 now=NOW,
             )
-        events.publish(
-            session=s,
-            kind="critical_result",
-            study_uid="8.9",
-            site_code="TS01",
-            payload={},
-            now=NOW,
-        )
+        # the urgent ones: the result, the clinic's read-back of it, a missed deadline and a
+        # township's call that a patient is on the way
+        for n, kind in enumerate(
+            ("critical_result", "critical_result_acknowledged", "study_overdue", "call_ahead")
+        ):
+            events.publish(
+                session=s,
+                kind=kind,
+                study_uid=f"8.9{n}",
+                site_code="TS01",
+                payload={},
+                now=NOW,
+            )
     with httpx.Client(timeout=5) as client:
         stats = webhooks.run_once(
             factory=session_factory,
@@ -345,6 +350,12 @@ def test_urgent_webhooks_go_first(
             clock=lambda: NOW,
             parallel=1,  # one at a time: the order of arrival is the order of sending
         )
-    assert stats.delivered == 7
+    assert stats.delivered == 10
     kinds = [r.kind for r in plain_receiver.received]
-    assert kinds[0] == "critical_result" and kinds[1:] == ["study_claimed"] * 6
+    assert set(kinds[:4]) == {
+        "critical_result",
+        "critical_result_acknowledged",
+        "study_overdue",
+        "call_ahead",
+    }
+    assert kinds[4:] == ["study_claimed"] * 6
