@@ -13,6 +13,7 @@ fails the tests that need it, loudly: CI must install it, not skip S3 tests sile
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import random
@@ -41,6 +42,8 @@ STARTUP_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
 _GRPC_OFFSET = 10000  # every SeaweedFS service also listens on its HTTP port + 10000
 _SERVICES = ("master", "filer", "volume", "admin", "s3")
+# a bucket of the start-up probe (written to, emptied, left in place)
+_READY_BUCKET = "teleread-ready-probe"
 
 
 _STARTUP_KEY = pytest.StashKey[float]()
@@ -165,9 +168,15 @@ def _wait_ready(proc: subprocess.Popen[bytes], server: S3Server, log: Path) -> N
                 pytrace=False,
             )
         try:
+            # S3 answering is not enough: the first PUT fails with 500s until the volume
+            # server has registered with the master, so ready means an object was written
             client.list_buckets()
+            if not client.bucket_exists(_READY_BUCKET):
+                client.make_bucket(_READY_BUCKET)
+            client.put_object(_READY_BUCKET, "probe", io.BytesIO(b"ready"), 5)
+            client.remove_object(_READY_BUCKET, "probe")
             return
-        except Exception as exc:  # not up yet: connection refused, 503, ...
+        except Exception as exc:  # not up yet: connection refused, 503, 500 on write, ...
             last = exc
             time.sleep(0.2)
     _stop(proc)
