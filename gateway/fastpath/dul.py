@@ -22,6 +22,7 @@ from pynetdicom import _config, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.fsm import InvalidEventError
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
@@ -43,6 +44,9 @@ _WATCHERS = (
 )
 _DUL_LOGGER = logging.getLogger("pynetdicom.dul")
 _ASSOC_LOGGER = logging.getLogger("pynetdicom.assoc")
+# the DUL states in which the transport is closing or closed (PS3.8 9.2: Sta13 awaits the
+# peer's close after an A-ABORT; Sta1 is idle)
+CLOSING_STATES = frozenset({"Sta13", "Sta1"})
 
 
 class SignallingQueue(queue.Queue[Any]):
@@ -319,7 +323,20 @@ class FastDUL(DULServiceProvider):
             except queue.Empty:
                 sleep = True
                 continue
-            self.state_machine.do_action(event)
+            try:
+                self.state_machine.do_action(event)
+            except InvalidEventError:
+                # A local abort (Evt15: the association's own timeout, or a handler giving up)
+                # can race the reactor, which has already sent an A-ABORT for a bad PDU and is
+                # waiting for the peer to close (Sta13), or has closed (Sta1): nothing is left
+                # to abort. Stock pynetdicom raises here and the reactor thread dies with an
+                # unhandled exception; any other invalid event still does.
+                if event != "Evt15" or self.state_machine.current_state not in CLOSING_STATES:
+                    raise
+                _DUL_LOGGER.debug(
+                    "abort requested in %s, the connection is already closing",
+                    self.state_machine.current_state,
+                )
             sleep = False
 
 
