@@ -19,7 +19,14 @@ import httpx
 from minio import Minio
 from sqlalchemy import Engine, text
 
-from tests.processes import Proc, free_port, start_api, teleread_env, wait_healthy
+from tests.processes import (
+    STARTUP_SECONDS,
+    Proc,
+    free_port,
+    start_api,
+    teleread_env,
+    wait_healthy,
+)
 from tests.servers.seaweed import S3Server
 from worklist import accounts
 from worklist.db import make_engine, make_sessionmaker, utcnow
@@ -136,7 +143,7 @@ def _accounts(database_url: str) -> None:
         engine.dispose()
 
 
-def wait_for_echo(port: int, proc: Proc, timeout: float = 60.0) -> None:
+def wait_for_echo(port: int, proc: Proc, timeout: float = STARTUP_SECONDS) -> None:
     """Until the gateway accepts the township CT's C-ECHO (it knows the site by then)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

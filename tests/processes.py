@@ -17,6 +17,10 @@ import httpx
 
 TELEREAD = [sys.executable, "-m", "teleread.cli"]
 SECRET_KEY = "cluster-test-secret-key-0123456789abcdef"
+# how long a started server may take to answer: a ceiling, not a wait (the loops poll the
+# condition); generous because argon2 hashing of the demo accounts and migrations crawl on a
+# loaded 2-core machine
+STARTUP_SECONDS = 180.0
 
 
 def free_port() -> int:
@@ -66,7 +70,7 @@ class Proc:
         self._out.close()
 
 
-def wait_healthy(base_url: str, proc: Proc, timeout: float = 60.0) -> None:
+def wait_healthy(base_url: str, proc: Proc, timeout: float = STARTUP_SECONDS) -> None:
     """Until ``GET /healthz`` answers 200; fails early when the process exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

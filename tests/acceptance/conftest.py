@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.processes import STARTUP_SECONDS
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -98,7 +100,7 @@ def running_pipeline(
             env=env,
         )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + STARTUP_SECONDS
         logins_file = data_dir / "demo-logins.txt"
         while True:
             if proc.poll() is not None:
