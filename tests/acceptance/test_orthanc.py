@@ -107,7 +107,9 @@ def township(
     """(the pipeline, the CT archive Orthanc, the PACS Orthanc)."""
     root = tmp_path_factory.mktemp("orthanc")
     with orthanc(root / "pacs", "PACS_TS01", {}) as pacs:
-        with running_pipeline(tmp_path_factory) as pipeline:
+        # a failed send is tried again after 1 s, 2 s, 4 s ... (5 s, 10 s ... by default)
+        env = {"TELEREAD_API_SR_SEND_RETRY_SECONDS": "1"}
+        with running_pipeline(tmp_path_factory, env=env) as pipeline:
             destination = f"PACS_TS01@127.0.0.1:{pacs.dicom_port}"
             done = pipeline.teleread("sites", "set-pacs", "TS01", destination)
             assert done.returncode == 0 and destination in done.stdout, done.stderr
