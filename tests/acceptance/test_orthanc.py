@@ -20,10 +20,13 @@ import httpx
 import pytest
 from pydicom.uid import generate_uid
 
+from teleread.embedded import DataDir, database_url
 from tests.acceptance.conftest import Pipeline, free_port, running_pipeline
 from tests.acceptance.test_end_to_end import wait_for
 from tests.dicom_factory import make_ct, part10_bytes
 from tests.integration.test_gateway_support import after_meta
+from worklist import accounts
+from worklist.db import make_engine, make_sessionmaker
 
 pytestmark = [
     pytest.mark.dcmtk,
@@ -100,6 +103,17 @@ def orthanc(folder: Path, aet: str, modalities: dict[str, list[Any]]) -> Iterato
         node.client.close()
 
 
+def set_pacs(pipeline: Pipeline, site: str, destination: str) -> None:
+    """What ``teleread sites set-pacs`` does (tests/unit/test_gateway_sites.py runs that),
+    without starting a second interpreter."""
+    engine = make_engine(database_url(DataDir(pipeline.data_dir), None))
+    try:
+        with make_sessionmaker(engine).begin() as session:
+            accounts.set_site_destination(session=session, code=site, destination=destination)
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture(scope="module")
 def township(
     tmp_path_factory: pytest.TempPathFactory,
@@ -110,9 +124,7 @@ def township(
         # a failed send is tried again after 1 s, 2 s, 4 s ... (5 s, 10 s ... by default)
         env = {"TELEREAD_API_SR_SEND_RETRY_SECONDS": "1"}
         with running_pipeline(tmp_path_factory, env=env) as pipeline:
-            destination = f"PACS_TS01@127.0.0.1:{pacs.dicom_port}"
-            done = pipeline.teleread("sites", "set-pacs", "TS01", destination)
-            assert done.returncode == 0 and destination in done.stdout, done.stderr
+            set_pacs(pipeline, "TS01", f"PACS_TS01@127.0.0.1:{pacs.dicom_port}")
             gateway = ["TELEREAD", "127.0.0.1", pipeline.dicom_port]
             with orthanc(root / "archive", "CT_TS01", {"teleread": gateway}) as archive:
                 yield pipeline, archive, pacs
