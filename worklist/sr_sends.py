@@ -125,10 +125,14 @@ def queue_for(*, session: Session, study: Study, reason: str, now: datetime) -> 
 def take_due(
     *, session: Session, now: datetime, lease: timedelta = LEASE, batch: int = BATCH
 ) -> list[SendJob]:
-    """Lease up to ``batch`` due sends, the longest due first."""
+    """Lease up to ``batch`` due sends, the longest due first. A plain read first: when
+    nothing is due (nearly always) no write is made, so polling never holds SQLite's lock."""
+    is_due = (SRSend.status == SR_SEND_PENDING, SRSend.next_attempt_at <= now)
+    if session.scalar(select(SRSend.id).where(*is_due).limit(1)) is None:
+        return []
     due = (
         select(SRSend.id)
-        .where(SRSend.status == SR_SEND_PENDING, SRSend.next_attempt_at <= now)
+        .where(*is_due)
         .order_by(SRSend.next_attempt_at, SRSend.id)
         .limit(batch)
         .with_for_update(skip_locked=True)
