@@ -13,7 +13,13 @@ import storage
 from storage.settings import StorageSettings
 from teleread.bootstrap import Login, ensure_demo_accounts, ensure_gateway_user
 from teleread.embedded import DataDir, database_url
-from teleread.services import ApiServer, build_api, start_gateway, wait_for_signal
+from teleread.services import (
+    ApiServer,
+    build_api,
+    start_gateway,
+    start_sr_sender,
+    wait_for_signal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,7 @@ def serve(args: argparse.Namespace) -> int:
     api.start()
     housekeeping = Housekeeping(factory, worklist_settings())
     housekeeping.start()
+    sr_sender = start_sr_sender(app)
 
     ae_title = args.ae_title or "TELEREAD"
     stop_gateway = start_gateway(
@@ -71,6 +78,7 @@ def serve(args: argparse.Namespace) -> int:
         log.info("stopping")
         stop_gateway()
         api.stop()
+        sr_sender.stop()
         housekeeping.stop()
     return 0
 

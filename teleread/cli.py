@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     sunbind.add_argument("--from", dest="networks", action="append", default=[], metavar="CIDR")
     sunbind.add_argument("--cert", dest="certs", action="append", default=[], metavar="FILE|SHA256")
     _add_db_args(sunbind)
+    spacs = sites_sub.add_parser(
+        "set-pacs", help="where the site's signed reports go as DICOM SR (AE@host:port)"
+    )
+    spacs.add_argument("code")
+    spacs.add_argument("destination", help='AE@host:port, or "" for none')
+    _add_db_args(spacs)
     slist = sites_sub.add_parser("list", help="list sites")
     _add_db_args(slist)
 
@@ -362,7 +368,8 @@ def _site_line(site: Any) -> str:
             for part in (networks and f"from {networks}", certs and f"certificates {certs}")
             if part
         )
-    return f"site {site.code} ({site.name}); calling AE titles: {aes}; devices: {devices}"
+    line = f"site {site.code} ({site.name}); calling AE titles: {aes}; devices: {devices}"
+    return line + (f"; reports' SRs to {site.sr_destination}" if site.sr_destination else "")
 
 
 def _cmd_sites(args: argparse.Namespace) -> int:
@@ -396,6 +403,10 @@ def _cmd_sites(args: argparse.Namespace) -> int:
                     certificates=_certificates(args.certs),
                     now=utcnow(),
                 )
+            elif args.sites_command == "set-pacs":
+                site = accounts.set_site_destination(
+                    session=session, code=args.code, destination=args.destination
+                )
             elif args.sites_command == "unbind":
                 site = accounts.unbind_site_devices(
                     session=session,
@@ -408,7 +419,10 @@ def _cmd_sites(args: argparse.Namespace) -> int:
                 for s in accounts.list_sites(session=session):
                     aes = " ".join(a.ae_title for a in s.ae_titles)
                     networks = " ".join(n.network for n in s.networks) or "*"
-                    print(f"{s.code}\t{s.name}\t{aes}\t{networks}\t{len(s.certificates)} cert(s)")
+                    print(
+                        f"{s.code}\t{s.name}\t{aes}\t{networks}\t{len(s.certificates)} cert(s)"
+                        f"\t{s.sr_destination or '-'}"
+                    )
                 return 0
             print(_site_line(site))
     except (WorklistError, GatewayError) as exc:

@@ -2,7 +2,8 @@
 credentials from one declarative file, idempotently (run it again after editing the file).
 
 What it does:
-- each site: created if missing, its AE titles added if missing (none are removed);
+- each site: created if missing, its AE titles added if missing (none are removed), its
+  PACS (``pacs``: where its reports' SRs are C-STOREd, ``AE@host:port``) set when given;
 - each account, and each site's gateway account: created if missing; a password given as a
   file (``password_file``, a container secret) is set whenever it differs, so the file stays
   the truth; without one a password is made on creation and shown once in ``OUT/new-passwords.txt``;
@@ -32,6 +33,7 @@ from worklist import accounts
 from worklist.db import utcnow
 from worklist.errors import WorklistError
 from worklist.models import ROLE_GATEWAY, ROLES
+from worklist.sr_sends import Destination
 
 S3_CONFIG = "s3.json"
 NEW_PASSWORDS = "new-passwords.txt"
@@ -57,6 +59,8 @@ class SiteSpec:
     ae_titles: tuple[str, ...] = ()
     gateway: GatewaySpec | None = None
     networks: tuple[str, ...] = ()  # where its modalities call from (empty: anywhere)
+    # where its reports' SRs are sent ("AE@host:port"; "" none; None: left as it is)
+    pacs: str | None = None
 
 
 @dataclass(frozen=True)
@@ -159,8 +163,16 @@ def load_spec(path: Path) -> CountySpec:
                     f"{where}.gateway: give both s3_access_key_file and s3_secret_key_file, "
                     "or neither (then a key is made)"
                 )
+        pacs = item.get("pacs")
+        if pacs is not None:
+            if not isinstance(pacs, str):
+                raise ProvisionError(f"{where}: 'pacs' is AE@host:port (or empty for none)")
+            try:
+                pacs = str(Destination.parse(pacs)) if pacs.strip() else ""
+            except WorklistError as exc:
+                raise ProvisionError(f"{where}.pacs: {exc}") from None
         name = _str(item, "name", where)
-        sites.append(SiteSpec(code, name, tuple(aes), gateway, tuple(networks)))
+        sites.append(SiteSpec(code, name, tuple(aes), gateway, tuple(networks), pacs))
     people = []
     for i, raw in enumerate(data.get("accounts") or []):
         where = f"accounts[{i}]"
@@ -331,6 +343,13 @@ def provision(
                         session=session, code=site.code, networks=new_networks, now=utcnow()
                     )
                     outcome.say(f"site {site.code}: networks added: {', '.join(new_networks)}")
+            if site.pacs is not None:
+                changed = accounts.get_site(session=session, code=site.code)
+                if changed is not None and changed.sr_destination != site.pacs:
+                    accounts.set_site_destination(
+                        session=session, code=site.code, destination=site.pacs
+                    )
+                    outcome.say(f"site {site.code}: reports' SRs go to {site.pacs or 'nowhere'}")
             if site.gateway is not None:
                 made = _account(
                     session,

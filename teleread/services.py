@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
@@ -21,6 +22,9 @@ from sqlalchemy.orm import Session, sessionmaker
 import storage
 from storage.base import ObjectStore
 from teleread.embedded import DataDir, database_url
+
+if TYPE_CHECKING:
+    from viewer_api.outputs.sr_outbox import SRSender
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +98,22 @@ def build_api(url: str, store: ObjectStore, *, secret_key: str | None = None) ->
     return create_app(session_factory=make_sessionmaker(engine), store=store, settings=settings)
 
 
+def start_sr_sender(app: FastAPI) -> SRSender:
+    """The thread that sends signed reports' SRs to the sites' PACS from the queue
+    (``viewer_api.outputs.sr_outbox``), over the app's database and object store."""
+    from viewer_api.outputs.settings import get_output_settings
+    from viewer_api.outputs.sr_outbox import SRSender
+
+    sender = SRSender(
+        app.state.session_factory,
+        app.state.store,
+        settings=get_output_settings(),
+        deadlines=app.state.worklist_settings.deadlines,
+    )
+    sender.start()
+    return sender
+
+
 class SchemaNotReady(RuntimeError):
     """The database is not at this teleread's migration head."""
 
@@ -154,6 +174,7 @@ def api_command(args: argparse.Namespace) -> int:
         return 1
     housekeeping = Housekeeping(factory, worklist_settings())
     housekeeping.start()
+    sr_sender = start_sr_sender(app)
     server = ApiServer(app, host=args.host, port=args.http_port)
     server.start()
     log.info("county API on http://%s:%d/", args.host, args.http_port)
@@ -161,6 +182,7 @@ def api_command(args: argparse.Namespace) -> int:
         wait_for_signal()
     finally:
         server.stop()
+        sr_sender.stop()
         housekeeping.stop()
     return 0
 

@@ -39,6 +39,7 @@ from worklist.models import (
     User,
     WebSession,
 )
+from worklist.sr_sends import Destination
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +188,23 @@ def _attach_ae_titles(*, session: Session, site: Site, ae_titles: Sequence[str])
         if any(a.ae_title == title for a in site.ae_titles):
             continue
         site.ae_titles.append(SiteAE(ae_title=title))
+
+
+def set_site_destination(*, session: Session, code: str, destination: str) -> Site:
+    """Where the site's reports' SRs are C-STOREd, ``AE@host:port`` ("": nowhere). Raises
+    ``UnknownSite``, ``InvalidDestination``."""
+    site = get_site(session=session, code=code)
+    if site is None:
+        raise UnknownSite(f"no site {code!r}")
+    value = str(Destination.parse(destination)) if destination.strip() else ""
+    if site.sr_destination != value:
+        site.sr_destination = value
+        session.flush()
+        logger.info(
+            "site SR destination set",
+            extra={"action": "site_sr_destination_set", "site": code, "destination": value},
+        )
+    return site
 
 
 def create_site(
@@ -429,6 +447,7 @@ __all__ = [
     "revoke_tokens",
     "rotate_password",
     "set_password",
+    "set_site_destination",
     "start_web_session",
     "unbind_site_devices",
     "verify_password",

@@ -40,6 +40,10 @@ class CertificateTaken(WorklistError):
     """This certificate already belongs to another site."""
 
 
+class InvalidDestination(WorklistError):
+    """A DICOM destination is AE@host:port (an AE title of 1-16 characters, no backslash)"""
+
+
 class UnknownSite(WorklistError):
     """No site has this code."""
 
@@ -108,6 +112,7 @@ __all__ = [
     "ConflictNotFound",
     "InvalidAETitle",
     "InvalidCertificate",
+    "InvalidDestination",
     "InvalidNetwork",
     "InvalidRole",
     "NoReport",

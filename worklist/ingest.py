@@ -197,6 +197,32 @@ def _apply_triage(study: Study, arrivals: Sequence[InstanceArrival], deadlines: 
         study.triage_reasons = []
 
 
+def _triage_and_deadline(
+    session: Session,
+    study: Study,
+    arrivals: Sequence[InstanceArrival],
+    deadlines: Deadlines,
+    *,
+    was_stat: bool,
+    site_code: str,
+    now: datetime,
+) -> None:
+    """Triage ``study`` again with ``arrivals`` (new or corrected instances), set its read
+    deadline from the outcome, and tell the readers when it has just become urgent."""
+    _apply_triage(study, arrivals, deadlines)
+    allowed = deadlines.for_category(study.category)
+    if study.priority == PRIORITY_STAT and study.category is None:
+        allowed = min(deadlines.stroke, deadlines.chest_pain)
+    deadline = study.received_at + allowed
+    if study.deadline_at != deadline:
+        study.deadline_at = deadline
+    session.flush()
+    if study.priority == PRIORITY_STAT and not was_stat:  # first made urgent: tell readers
+        publish_study_event(
+            session=session, kind=KIND_STUDY_URGENT, study=study, site_code=site_code, now=now
+        )
+
+
 def _lock_study(session: Session, uid: str) -> Study:
     return session.scalars(
         select(Study)
@@ -283,8 +309,16 @@ def _record_study(
                 if a.sop_instance_uid in replaced:
                     fields = merge_text_fields(fields, arrival_text_fields(a))
             study.text_fields = fields
-            _apply_triage(study, [a for a, _ in split.resent], deadlines)
-            session.flush()
+            # a correction may make the study urgent: its deadline and the readers follow
+            _triage_and_deadline(
+                session,
+                study,
+                [a for a, _ in split.resent],
+                deadlines,
+                was_stat=study.priority == PRIORITY_STAT,
+                site_code=site.code,
+                now=now,
+            )
     arrivals = split.rest
     held = []
     arrivals = _hold_where(
@@ -448,18 +482,9 @@ def _record_study(
     was_stat = study.priority == PRIORITY_STAT
     if accepted and study.num_instances == accepted:  # the study's first instances
         match_arrival(session=session, study=study, now=now, deadlines=deadlines)
-    _apply_triage(study, arrivals, deadlines)
-    allowed = deadlines.for_category(study.category)
-    if study.priority == PRIORITY_STAT and study.category is None:
-        allowed = min(deadlines.stroke, deadlines.chest_pain)
-    deadline = study.received_at + allowed
-    if study.deadline_at != deadline:
-        study.deadline_at = deadline
-    session.flush()
-    if study.priority == PRIORITY_STAT and not was_stat:  # first made urgent: tell readers
-        publish_study_event(
-            session=session, kind=KIND_STUDY_URGENT, study=study, site_code=site.code, now=now
-        )
+    _triage_and_deadline(
+        session, study, arrivals, deadlines, was_stat=was_stat, site_code=site.code, now=now
+    )
     logger.info(
         "instances recorded",
         extra={

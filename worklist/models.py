@@ -103,6 +103,8 @@ class Site(Base):
     code: Mapped[str] = mapped_column(String(32), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime]
+    # where its reports' SRs are C-STOREd, "AE@host:port" (``worklist.sr_sends``); "": none
+    sr_destination: Mapped[str] = mapped_column(String(128), default="", server_default="")
 
     ae_titles: Mapped[list[SiteAE]] = relationship(
         back_populates="site", cascade="all, delete-orphan", order_by="SiteAE.ae_title"
@@ -661,6 +663,38 @@ class InstanceVersion(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+# The signed report's SR sent to its site's PACS (``worklist.sr_sends``)
+SR_SEND_PENDING = "pending"  # to send, now or after a back-off (``next_attempt_at``)
+SR_SEND_SENT = "sent"
+SR_SEND_FAILED = "failed"  # gave up after the last retry; queued again by the next change
+SR_SEND_STATUSES = (SR_SEND_PENDING, SR_SEND_SENT, SR_SEND_FAILED)
+
+
+class SRSend(Base):
+    """A study's report SR on its way to the site's DICOM destination: one row per study,
+    armed again (``generation`` + 1) whenever the report or the served study changes."""
+
+    __tablename__ = "sr_sends"
+    __table_args__ = (Index("ix_sr_sends_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default=SR_SEND_PENDING)
+    # what queued it last: signed_preliminary, signed_final, amended, study_updated, requested
+    reason: Mapped[str] = mapped_column(String(32))
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # since it was last queued
+    next_attempt_at: Mapped[datetime]
+    queued_at: Mapped[datetime]
+    last_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    destination: Mapped[str] = mapped_column(String(128), default="")  # of the last attempt
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")  # the SR last sent
+
+    study: Mapped[Study] = relationship()
+
+
 __all__ = [
     "CONFLICT_KINDS",
     "CONFLICT_PATIENT_MISMATCH",
@@ -676,6 +710,10 @@ __all__ = [
     "RESOLUTIONS",
     "RESOLUTION_DISCARD",
     "RESOLUTION_SEPARATE_STUDY",
+    "SR_SEND_FAILED",
+    "SR_SEND_PENDING",
+    "SR_SEND_SENT",
+    "SR_SEND_STATUSES",
     "VERSION_NOT_APPLIED",
     "VERSION_SUPERSEDED",
     "AuditEvent",
@@ -689,6 +727,7 @@ __all__ = [
     "InstanceVersion",
     "Report",
     "ReportAddendum",
+    "SRSend",
     "Series",
     "ShareLink",
     "Site",

@@ -17,7 +17,9 @@ one too (``not_applied``: the policy, or it is older than the version served). E
 admin can list and fetch it. A replacement updates the instance row (what DICOMweb, the
 viewer and the reports read) and the study's and series' header fields from the new
 version. When the study's report is already signed, the report is left as it is and the
-study is flagged (``Study.updated_after_report_at``) and an event tells the readers.
+study is flagged (``Study.updated_after_report_at``), an event tells the readers, and the
+report's SR is queued for the site's PACS again (``worklist.sr_sends``: made again over the
+study as served now).
 
 A re-send whose Patient ID differs from its study's is not a correction here: ingest holds it
 as a patient conflict, as any instance naming another patient (``worklist.ingest``).
@@ -46,6 +48,7 @@ from worklist.models import (
     Series,
     Study,
 )
+from worklist.sr_sends import REASON_STUDY_UPDATED, queue_for
 
 logger = logging.getLogger(__name__)
 
@@ -260,6 +263,8 @@ def apply_resends(
             site_code=site_code,
             now=now,
         )
+        # the report stays as signed; its SR, made again over the study as served, goes again
+        queue_for(session=session, study=study, reason=REASON_STUDY_UPDATED, now=now)
     return done
 
 

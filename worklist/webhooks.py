@@ -81,10 +81,13 @@ def body_for(event: Event) -> bytes:
     return json.dumps(as_dict(event), separators=(",", ":"), sort_keys=True).encode()
 
 
-def backoff(attempts: int) -> timedelta:
-    """Delay before the next try after ``attempts`` failed ones: 5 s, 10 s, 20 s ... 1 h."""
-    delay: timedelta = BASE_DELAY * (2 ** max(0, attempts - 1))
-    return min(delay, MAX_DELAY)
+def backoff(
+    attempts: int, *, base: timedelta = BASE_DELAY, cap: timedelta = MAX_DELAY
+) -> timedelta:
+    """Delay before the next try after ``attempts`` failed ones: 5 s, 10 s, 20 s ... 1 h
+    (``base`` doubled each time, at most ``cap``)."""
+    delay: timedelta = base * (2 ** min(max(0, attempts - 1), 30))
+    return min(delay, cap)
 
 
 def newest_queued(*, session: Session, url: str) -> int | None:

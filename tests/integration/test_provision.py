@@ -40,7 +40,7 @@ NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 BUCKET = "teleread"
 
 
-def _county_yaml(tmp: Path, *, extra_ae: str = "") -> Path:
+def _county_yaml(tmp: Path, *, extra_ae: str = "", pacs: str = "PACS_TS01@10.1.2.3:104") -> Path:
     secrets = tmp / "secrets"
     secrets.mkdir(exist_ok=True)
     for name, value in {
@@ -65,6 +65,7 @@ sites:
   - code: TS01
     name: 青山镇卫生院
     ae_titles: [CT_TS01{", " + extra_ae if extra_ae else ""}]
+    pacs: "{pacs}"
     gateway:
       username: gw_ts01
       password_file: {secrets}/gateway_api_password
@@ -110,6 +111,8 @@ def test_init_makes_and_converges_the_county(
             assert [
                 (x.code, [a.ae_title for a in x.ae_titles]) for x in accounts.list_sites(session=s)
             ] == [("TS01", ["CT_TS01"]), ("TS02", ["CT_TS02"])]
+            sites = {x.code: x.sr_destination for x in accounts.list_sites(session=s)}
+            assert sites == {"TS01": "PACS_TS01@10.1.2.3:104", "TS02": ""}
             gw1 = accounts.authenticate(
                 session=s, username="gw_ts01", password="gateway-ts01-password-from-file"
             )
@@ -152,11 +155,12 @@ def test_init_makes_and_converges_the_county(
         assert identities["gateway-TS02"]["credentials"][0]["accessKey"] == renewed
         assert identities["gateway-TS01"]["credentials"][0]["accessKey"] == "GWTS01KEY0001"
 
-        # edited: an AE title added, the admin's password file changed
-        _county_yaml(tmp_path, extra_ae="DR_TS01")
+        # edited: an AE title added, the admin's password file changed, the PACS moved
+        _county_yaml(tmp_path, extra_ae="DR_TS01", pacs="PACS_TS01@10.1.2.4:11112")
         (tmp_path / "secrets" / "admin_password").write_text("a-new-admin-password")
         said = _init(args, capsys)
         assert "AE titles added: DR_TS01" in said and "account admin: password set" in said
+        assert "TS01: reports' SRs go to PACS_TS01@10.1.2.4:11112" in said
         with factory() as s:
             assert accounts.authenticate(
                 session=s, username="admin", password="a-new-admin-password"
@@ -178,6 +182,7 @@ def test_init_makes_and_converges_the_county(
         ("accounts: [{username: c, role: clinic, site: TS09}]", "TS09"),
         ("sites: [{code: TS01, name: x, gateway: {username: g, s3_access_key_file: /k}}]", "both"),
         ("sites: [{code: TS01, name: x, networks: [10.0.0.0/33]}]", "invalid network"),
+        ("sites: [{code: TS01, name: x, pacs: 'PACS@10.1.2.3'}]", "not an AE@host:port"),
     ],
 )
 def test_a_wrong_file_says_what_and_where(tmp_path: Path, yaml_text: str, complaint: str) -> None:

@@ -22,14 +22,18 @@ from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from pypdf import PdfReader
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.keys import instance_key
+from storage.keys import instance_key, version_key
 from tests.dicom_factory import make_ct, part10_bytes
 from tests.integration.test_api_world import Study, World, build_world
 from tests.pdf_checks import missing_glyphs, qr_codes, unembedded_fonts
 from viewer_api.outputs.settings import OutputSettings
 from viewer_api.outputs.sr import BASIC_TEXT_SR
+from viewer_api.outputs.sr_outbox import SRSender
+from worklist import accounts
+from worklist.models import AuditEvent
 
 IMPRESSION = "右侧顶叶急性脑梗死，建议尽快完善CT血管成像。"
 FINDINGS = "右侧顶叶见片状低密度影，边界模糊。"
@@ -368,35 +372,109 @@ def township_pacs() -> Iterator[tuple[int, Received]]:
     server.shutdown()
 
 
-def test_sr_sent_back_to_the_site(
-    world: World, township_pacs: tuple[int, Received], tmp_path: Path
+def set_pacs(world: World, site: str, destination: str) -> None:
+    with world.factory.begin() as s:
+        accounts.set_site_destination(session=s, code=site, destination=destination)
+
+
+def report_send(world: World, uid: str) -> dict[str, Any]:
+    r = world.get("dr_li", f"/api/v1/studies/{uid}/report")
+    assert r.status_code == 200, r.text
+    state: dict[str, Any] = r.json()["sr_send"]
+    return state
+
+
+def test_signing_queues_the_sr_for_the_site_pacs_retried_until_it_is_there(
+    world: World, township_pacs: tuple[int, Received]
 ) -> None:
     port, received = township_pacs
-    world.client.app.state.output_settings = OutputSettings(  # type: ignore[attr-defined]
-        sr_destinations={"TS01": f"PACS_TS01@127.0.0.1:{port}"}, sr_send_timeout_seconds=5
-    )
+    set_pacs(world, "TS01", f"PACS_TS01@127.0.0.1:{port}")
+    set_pacs(world, "TS02", f"PACS@127.0.0.1:{free_port()}")  # down
+    out = OutputSettings(sr_send_timeout_seconds=2)
+    sender = SRSender(world.factory, world.store, settings=out, clock=world.clock)
     study = announce_ct(world)
     write_report(world, study.uid, sign="final")
-    r = world.post("dr_li", f"/api/v1/studies/{study.uid}/report/sr?send=true")
-    assert r.status_code == 201, r.text
-    body = r.json()
-    assert body["sent"] is True and body["send_status"] == "0x0000"
+    queued = report_send(world, study.uid)
+    assert (queued["status"], queued["reason"], queued["attempts"]) == (
+        "pending",
+        "signed_final",
+        0,
+    )
+    assert sender.run_once() == 1 and sender.run_once() == 0
     assert len(received.datasets) == 1 and received.calling == ["TELEREAD"]
-    sent = dcmread(BytesIO(received.datasets[0]), force=True)
-    assert sent.SOPInstanceUID == body["sop_instance_uid"]
+    first = dcmread(BytesIO(received.datasets[0]), force=True)
+    sent = report_send(world, study.uid)
+    assert (sent["status"], sent["attempts"], sent["last_error"]) == ("sent", 1, None)
+    assert sent["sop_instance_uid"] == first.SOPInstanceUID
+    assert sent["destination"] == f"PACS_TS01@127.0.0.1:{port}"
 
-    # a site without a destination: 409; a destination that is down: stored, not sent
+    # a corrected re-send after the report: the report stays, its SR is made again over the
+    # study as served now (the corrected name) and sent, naming the first as predecessor
+    world.clock.tick(60)
+    corrected = make_ct(
+        study.uid,
+        series_uid=study.series_uid,
+        sop_uid=study.sop_uids[0],
+        instance_number=1,
+        study_description="胸部CT平扫",
+        patient_name="王^晓明",
+    )
+    blob = part10_bytes(corrected)
+    sha = hashlib.sha256(blob).hexdigest()
+    key = version_key("TS01", study.uid, study.series_uid, study.sop_uids[0], sha)
+    world.store.put(key, blob, sha256=sha)
+    payload = world.payload(study)
+    item = payload["instances"][0]
+    item.update(
+        object_key=key,
+        size=len(blob),
+        sha256=sha,
+        dicom_json=corrected.to_json_dict(),
+        patient_name="王^晓明",
+    )
+    payload["instances"] = [item]
+    r = world.post("gw_all", "/api/v1/ingest/instances", json=payload)
+    assert r.json()["resends"][0]["after_signed_report"] is True, r.text
+    assert report_send(world, study.uid)["reason"] == "study_updated"
+    assert sender.run_once() == 1
+    second = dcmread(BytesIO(received.datasets[1]), force=True)
+    assert second.SOPInstanceUID != first.SOPInstanceUID
+    assert str(second.PatientName) == "王^晓明" and str(first.PatientName) == "王^小明"
+    [pred] = second.PredecessorDocumentsSequence[0].ReferencedSeriesSequence
+    assert pred.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == first.SOPInstanceUID
+    assert report_send(world, study.uid)["sop_instance_uid"] == second.SOPInstanceUID
+
+    # asked for by hand: the same queue (the same SR again); a site without one: 409
+    r = world.post("dr_li", f"/api/v1/studies/{study.uid}/report/sr?send=true")
+    assert r.status_code == 200 and r.json()["sop_instance_uid"] == second.SOPInstanceUID
+    assert r.json()["sr_send"]["status"] == "pending"
+    assert r.json()["sr_send"]["reason"] == "requested"
+    assert sender.run_once() == 1 and len(received.datasets) == 3
+
+    # TS02's PACS is down: pending with the error, retried after the back-off, audited
     other = announce_ct(world, site="TS02")
-    world.client.app.state.output_settings = OutputSettings(  # type: ignore[attr-defined]
-        sr_destinations={"TS02": f"PACS@127.0.0.1:{free_port()}"}, sr_send_timeout_seconds=2
+    write_report(world, other.uid, sign="preliminary")
+    assert sender.run_once() == 1
+    failed = report_send(world, other.uid)
+    assert (failed["status"], failed["reason"], failed["attempts"]) == (
+        "pending",
+        "signed_preliminary",
+        1,
     )
-    assert (
-        world.post("dr_li", f"/api/v1/studies/{study.uid}/report/sr?send=true").status_code == 409
-    )
-    write_report(world, other.uid, sign="final")
-    r = world.post("dr_li", f"/api/v1/studies/{other.uid}/report/sr?send=true")
-    assert r.status_code == 201 and r.json()["sent"] is False
-    assert "did not accept" in r.json()["send_error"]
+    assert "did not accept" in failed["last_error"]
+    assert sender.run_once() == 0  # not due yet
+    world.clock.tick(out.sr_send_retry_seconds)
+    assert sender.run_once() == 1 and report_send(world, other.uid)["attempts"] == 2
+    with world.factory() as s:
+        outcomes = s.scalars(
+            select(AuditEvent.outcome)
+            .where(AuditEvent.action == "report_sr_sent", AuditEvent.object_id == other.uid)
+            .order_by(AuditEvent.id)
+        ).all()
+    assert outcomes == ["failure", "failure"]
+    set_pacs(world, "TS01", "")
+    r = world.post("dr_li", f"/api/v1/studies/{study.uid}/report/sr?send=true")
+    assert r.status_code == 409
 
 
 def free_port() -> int:

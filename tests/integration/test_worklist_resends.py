@@ -24,6 +24,7 @@ from worklist.models import (
     Report,
 )
 from worklist.resends import KEPT_FIRST, OLDER, REPLACED
+from worklist.settings import DEFAULT_DEADLINES
 
 STUDY, SERIES, SOP = "1.2.3", "1.2.3.1", "1.2.3.1.1"
 FIRST_KEY = f"TS01/{STUDY}/{SERIES}/{SOP}.dcm"
@@ -158,6 +159,30 @@ def test_a_signed_report_is_flagged_not_changed(session_factory: sessionmaker[Se
         assert st.report is not None and st.report.findings == "未见异常"
         kinds = s.scalars(select(Event.kind)).all()
         assert "study_updated_after_report" in kinds
+
+
+def test_a_correction_that_makes_the_study_urgent_moves_its_deadline(
+    session_factory: sessionmaker[Session],
+) -> None:
+    with session_factory() as s:
+        seed(s)
+        ingest(s, version("", study_description="头颅CT平扫"))
+        s.commit()
+    with session_factory() as s:
+        st = study(s, STUDY)
+        assert st.priority == "routine"
+        assert st.deadline_at == st.received_at + DEFAULT_DEADLINES.routine
+    with session_factory() as s:
+        later = NOW + timedelta(minutes=2)
+        out = ingest(s, version("g", study_description="头颅CT平扫 急性脑卒中", received_at=later))
+        assert [r.outcome for r in out.resends] == [REPLACED]
+        s.commit()
+    with session_factory() as s:
+        st = study(s, STUDY)
+        assert (st.priority, st.category) == ("stat", "stroke")
+        assert st.deadline_at == st.received_at + DEFAULT_DEADLINES.stroke
+        [urgent] = s.scalars(select(Event).where(Event.kind == "study_urgent")).all()
+        assert urgent.payload["deadline_at"] == st.deadline_at.isoformat()
 
 
 def test_a_resend_naming_another_patient_id_is_held_as_before(

@@ -113,6 +113,11 @@ def test_sites_bind_and_unbind_from_the_command_line(
     assert main(["sites", "list", *args]) == 0
     listed = capsys.readouterr().out
     assert "10.7.0.0/24" in listed and "::1/128" in listed
+    # where its signed reports go as DICOM SR
+    assert main(["sites", "set-pacs", "TS08", "PACS_TS08@10.8.0.5:104", *args]) == 0
+    assert "reports' SRs to PACS_TS08@10.8.0.5:104" in capsys.readouterr().out
+    assert main(["sites", "set-pacs", "TS08", "PACS@nowhere", *args]) == 1
+    assert "not an AE@host:port" in capsys.readouterr().err
     fingerprint = certificate_sha256(certs[0])
     unbind = ["sites", "unbind", "TS07", "--from", "10.7.0.0/24", "--cert", fingerprint]
     assert main([*unbind, *args]) == 0

@@ -27,9 +27,10 @@ from viewer_api.outputs.images import NotRenderable, render_png
 from viewer_api.outputs.layout import Lang, document
 from viewer_api.outputs.pdf import ShareLink, render_pdf
 from viewer_api.outputs.qr import qr_matrix
-from viewer_api.outputs.send import Destination
 from viewer_api.outputs.settings import OutputSettings
 from viewer_api.outputs.sr import ImageRef, make_report_sr, sop_uid_for, sr_bytes
+from worklist.errors import InvalidDestination
+from worklist.sr_sends import Destination
 
 SIGNED = datetime(2026, 11, 25, 2, 30, tzinfo=UTC)
 IMPRESSION = "左侧大脑中动脉供血区急性脑梗死，建议CT血管成像。"
@@ -326,9 +327,7 @@ def test_render_png_uses_the_file_window() -> None:
 def test_sr_destinations_are_checked() -> None:
     assert str(Destination.parse(" PACS_TS01@10.1.2.3:104 ")) == "PACS_TS01@10.1.2.3:104"
     for bad in ("PACS@host", "@host:104", "A" * 17 + "@h:104", "P@h:0", "P@h:70000", "P\\Q@h:1"):
-        with pytest.raises(ValueError):
+        with pytest.raises(InvalidDestination):
             Destination.parse(bad)
-    with pytest.raises(ValidationError):
-        OutputSettings(sr_destinations={"TS01": "nonsense"})
     with pytest.raises(ValidationError):
         OutputSettings(share_ttl_seconds=0)

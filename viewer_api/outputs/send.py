@@ -1,6 +1,6 @@
 """Send a report's SR back to the township (its PACS or modality workstation) by C-STORE.
 
-Destinations are per site, ``AE@host:port`` (``OutputSettings.sr_destinations``). One
+Destinations are per site, ``AE@host:port`` (``Site.sr_destination``, ``worklist.sr_sends``). One
 association per send, Explicit VR Little Endian (the SR is stored that way); a refused
 association or a non-success status raises ``SRSendFailed`` with the reason.
 """
@@ -8,45 +8,23 @@ association or a non-success status raises ``SRSendFailed`` with the reason.
 from __future__ import annotations
 
 import logging
-import re
-from dataclasses import dataclass
 from io import BytesIO
 
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
+from worklist.sr_sends import Destination
+
 logger = logging.getLogger(__name__)
 
 SUCCESS = 0x0000
 # warnings (coercion, elements discarded) still mean the object was stored
 WARNING_STATUSES = frozenset({0x0001, 0xB000, 0xB006, 0xB007})
-_DESTINATION = re.compile(r"^(?P<ae>[ -\[\]-~]{1,16})@(?P<host>[^:@\s]+):(?P<port>\d{1,5})$")
 
 
 class SRSendFailed(Exception):
     """The SR could not be sent to the site's DICOM destination."""
-
-
-@dataclass(frozen=True)
-class Destination:
-    ae_title: str
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> Destination:
-        """``"PACS_TS01@10.1.2.3:104"`` -> a destination; ``ValueError`` if malformed."""
-        found = _DESTINATION.match(text.strip())
-        if found is None or not 0 < int(found["port"]) < 65536:
-            raise ValueError(f"not an AE@host:port destination: {text!r}")
-        ae_title = found["ae"].strip()
-        if not ae_title or "\\" in ae_title:
-            raise ValueError(f"not a valid AE title: {found['ae']!r}")
-        return cls(ae_title=ae_title, host=found["host"], port=int(found["port"]))
-
-    def __str__(self) -> str:
-        return f"{self.ae_title}@{self.host}:{self.port}"
 
 
 def send_sr(data: bytes, *, destination: Destination, calling_ae: str, timeout: float) -> int:
@@ -97,4 +75,4 @@ def send_sr(data: bytes, *, destination: Destination, calling_ae: str, timeout: 
     return code
 
 
-__all__ = ["Destination", "SRSendFailed", "send_sr"]
+__all__ = ["SRSendFailed", "send_sr"]

@@ -12,8 +12,6 @@ from functools import lru_cache
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from viewer_api.outputs.send import Destination
-
 DEFAULT_SHARE_TTL_SECONDS = 24 * 3600
 # a share link may not live longer than this, whatever the setting says
 MAX_SHARE_TTL_SECONDS = 90 * 24 * 3600
@@ -39,17 +37,13 @@ class OutputSettings(BaseSettings):
     # AE title written into generated SR objects as the station and equipment name, and
     # the calling AE title when an SR is sent back to a site
     sr_station_name: str = "TELEREAD"
-    # where to C-STORE a site's report SRs: site code -> "AE@host:port"
-    # (env: TELEREAD_API_SR_DESTINATIONS='{"TS01": "PACS_TS01@10.1.2.3:104"}')
-    sr_destinations: dict[str, str] = Field(default_factory=dict)
+    # (a site's DICOM destination is the site's: ``Site.sr_destination``, county.yaml's ``pacs``)
     sr_send_timeout_seconds: float = 10.0
-
-    @field_validator("sr_destinations", mode="after")
-    @classmethod
-    def _destinations(cls, value: dict[str, str]) -> dict[str, str]:
-        for text in value.values():
-            Destination.parse(text)  # ValueError: refuse to start with a malformed one
-        return value
+    # a send that fails is tried again after this, doubled each time up to an hour, and
+    # given up (state "failed", until the report or the study changes) after so many tries:
+    # 48 is about two days of a PACS being down
+    sr_send_retry_seconds: float = 5.0
+    sr_send_max_attempts: int = Field(default=48, ge=1)
 
     @field_validator("share_ttl_seconds", mode="after")
     @classmethod

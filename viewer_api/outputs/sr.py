@@ -125,8 +125,13 @@ def series_uid_for(study_uid: str) -> str:
     return str(generate_uid(entropy_srcs=[study_uid, "teleread report SR series"]))
 
 
-def sop_uid_for(study_uid: str, version_sha256: str) -> str:
-    return str(generate_uid(entropy_srcs=[study_uid, "teleread report SR", version_sha256]))
+def sop_uid_for(study_uid: str, version_sha256: str, served: str = "") -> str:
+    """The SR of one report version over one served state of the study: ``served`` names
+    the state when its images changed after the report (empty: as they were)."""
+    sources = [study_uid, "teleread report SR", version_sha256]
+    if served:
+        sources.append(f"served {served}")
+    return str(generate_uid(entropy_srcs=sources))
 
 
 def _hierarchical_refs(study_uid: str, refs: Sequence[ImageRef]) -> DicomSequence:
@@ -165,6 +170,7 @@ def make_report_sr(
     images: Sequence[ImageRef] = (),
     predecessor: ImageRef | None = None,
     station_name: str = "TELEREAD",
+    served: str = "",
 ) -> Dataset:
     """A Basic Text SR of ``content`` (a signed report) for the study ``header`` describes."""
     zone = timezone(timedelta(hours=content.display_offset_hours))
@@ -175,7 +181,7 @@ def make_report_sr(
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = BASIC_TEXT_SR
-    ds.SOPInstanceUID = sop_uid_for(content.study_uid, content.version_sha256)
+    ds.SOPInstanceUID = sop_uid_for(content.study_uid, content.version_sha256, served)
     ds.InstanceCreationDate = when.strftime("%Y%m%d")
     ds.InstanceCreationTime = when.strftime("%H%M%S")
     ds.TimezoneOffsetFromUTC = when.strftime("%z")

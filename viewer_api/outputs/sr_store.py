@@ -2,8 +2,9 @@
 
 ``store_report_sr`` makes this report version's SR (``sr.make_report_sr``), writes it to the
 object store under the normal key and records it with ``worklist.ingest.record_instances``,
-so it shows up in the study like any instance the gateway announced; once per version (the
-SOP Instance UID is the version's), naming the previous version's SR as its predecessor.
+so it shows up in the study like any instance the gateway announced; once per version and
+served state of the study (the SOP Instance UID is derived from both), naming the previous
+SR as its predecessor.
 """
 
 from __future__ import annotations
@@ -123,9 +124,14 @@ def store_report_sr(
     station_name: str = "TELEREAD",
     deadlines: Deadlines = DEFAULT_DEADLINES,
 ) -> StoredSR:
-    """Make this report version's SR, store it, and record it in the study (once)."""
+    """Make this report version's SR, store it, and record it in the study (once per report
+    version and served state: when a corrected re-send replaced images after the report
+    (``Study.updated_after_report_at``), the report stays as signed but its SR is made again,
+    with the study's header and images as they are served now, naming the previous one as
+    its predecessor)."""
     series_uid = series_uid_for(content.study_uid)
-    sop_uid = sop_uid_for(content.study_uid, content.version_sha256)
+    served = study.updated_after_report_at.isoformat() if study.updated_after_report_at else ""
+    sop_uid = sop_uid_for(content.study_uid, content.version_sha256, served)
     key = instance_key(study.site.code, content.study_uid, series_uid, sop_uid)
     existing = session.scalars(
         select(Instance).where(Instance.sop_instance_uid == sop_uid)
@@ -139,6 +145,7 @@ def store_report_sr(
         images=_images(session, study),
         predecessor=predecessor,
         station_name=station_name,
+        served=served,
     )
     data = sr_bytes(ds)
     digest = hashlib.sha256(data).hexdigest()

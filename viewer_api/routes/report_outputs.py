@@ -34,13 +34,13 @@ from viewer_api.outputs.fonts import report_font
 from viewer_api.outputs.html import render_html
 from viewer_api.outputs.layout import LANGS, Lang, document
 from viewer_api.outputs.pdf import ShareLink, render_pdf
-from viewer_api.outputs.send import Destination, SRSendFailed, send_sr
 from viewer_api.outputs.settings import OutputSettings, get_output_settings
 from viewer_api.outputs.sr import BASIC_TEXT_SR
-from viewer_api.outputs.sr_store import StoredSR, store_report_sr
+from viewer_api.outputs.sr_store import store_report_sr
+from viewer_api.schemas.reports import SRSendOut
 from viewer_api.schemas.share_links import ShareLinkOut
 from viewer_api.validation import MAX_INT32
-from worklist import receipts, reports, share_links
+from worklist import receipts, reports, share_links, sr_sends
 from worklist.audit import AuditAction
 from worklist.errors import NoReport
 from worklist.models import ROLE_CLINIC, Report, Study, User
@@ -240,16 +240,16 @@ def report_sr(
     now: NowDep,
     out: OutputSettingsDep,
     wl_settings: WorklistSettingsDep,
-    send: Annotated[bool, Query(description="also C-STORE it to the site's destination")] = False,
+    send: Annotated[bool, Query(description="also (re)send it to the site's destination")] = False,
 ) -> dict[str, Any]:
     """(Re)generate the DICOM SR of the current signed report version; idempotent. With
-    ``send=true`` it is also sent to the site's configured DICOM destination (the answer
-    says whether that worked; the SR stays stored either way)."""
+    ``send=true`` it is also queued for the site's configured DICOM destination, as signing
+    queues it (``sr_send`` in the answer and in the report JSON: pending, sent or failed,
+    with the last error); the SR stays stored either way."""
     if user.role == ROLE_CLINIC:
         raise RoleDenied()
     _, content = signed_content(session=session, study=study, user=user, settings=out)
-    destination_text = out.sr_destinations.get(study.site.code)
-    if send and not destination_text:
+    if send and not study.site.sr_destination:
         raise NoDestination(f"No DICOM destination is configured for {study.site.code}")
     stored = store_report_sr(
         content,
@@ -265,63 +265,18 @@ def report_sr(
         object_id=study_uid,
         detail={"sop_instance_uid": stored.sop_uid, "created": stored.created},
     )
+    if send:
+        sr_sends.queue_for(session=session, study=study, reason=sr_sends.REASON_REQUESTED, now=now)
+    row = sr_sends.send_of(session=session, study_id=study.id)
     response.status_code = status.HTTP_201_CREATED if stored.created else status.HTTP_200_OK
-    answer: dict[str, Any] = {
+    return {
         "study_instance_uid": stored.study_uid,
         "series_instance_uid": stored.series_uid,
         "sop_instance_uid": stored.sop_uid,
         "sop_class_uid": BASIC_TEXT_SR,
         "size": stored.size,
         "created": stored.created,
-        "sent": None,
-    }
-    if send and destination_text:
-        answer.update(
-            _send(
-                store=store,
-                stored=stored,
-                destination=Destination.parse(destination_text),
-                audit=audit,
-                out=out,
-            )
-        )
-    return answer
-
-
-def _send(
-    *,
-    store: ObjectStore,
-    stored: StoredSR,
-    destination: Destination,
-    audit: Auditor,
-    out: OutputSettings,
-) -> dict[str, Any]:
-    error: str | None = None
-    code: int | None = None
-    try:
-        code = send_sr(
-            read_object(store, stored.object_key),
-            destination=destination,
-            calling_ae=out.sr_station_name,
-            timeout=out.sr_send_timeout_seconds,
-        )
-    except SRSendFailed as exc:
-        error = str(exc)
-    audit(
-        AuditAction.REPORT_SR_SENT,
-        object_id=stored.study_uid,
-        outcome="success" if error is None else "failure",
-        detail={
-            "destination": str(destination),
-            "sop_instance_uid": stored.sop_uid,
-            "error": error,
-        },
-    )
-    return {
-        "sent": error is None,
-        "send_status": f"0x{code:04X}" if code is not None else None,
-        "send_error": error,
-        "destination": str(destination),
+        "sr_send": SRSendOut.from_send(row).model_dump(mode="json") if row is not None else None,
     }
 
 

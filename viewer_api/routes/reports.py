@@ -31,7 +31,7 @@ from viewer_api.schemas import (
     ReportOut,
     SignIn,
 )
-from worklist import critical, events, reports
+from worklist import critical, events, reports, sr_sends
 from worklist.audit import AuditAction
 from worklist.errors import NoReport
 from worklist.models import REPORT_AMENDED, Report, Study
@@ -60,7 +60,7 @@ _ADDENDUM_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def report_out(session: Session, report: Report) -> ReportOut:
-    """The report JSON with its addenda and critical results."""
+    """The report JSON with its addenda, critical results and the state of its SR's send."""
     study: Study = report.study
     addenda = reports.addenda_for(session=session, report_ids=[report.id])[report.id]
     results = critical.critical_results_for(session=session, study_ids=[study.id])[study.id]
@@ -69,6 +69,7 @@ def report_out(session: Session, report: Report) -> ReportOut:
         addenda=addenda,
         critical_results=results,
         critical_result_expected=reports.critical_result_expected(study),
+        sr_send=sr_sends.send_of(session=session, study_id=study.id),
     )
 
 
@@ -133,6 +134,8 @@ def sign(
     now: NowDep,
     wl_settings: WorklistSettingsDep,
 ) -> ReportOut:
+    """Sign the draft (preliminary or final); its SR is then queued for the site's PACS,
+    when the site has one (the report's ``sr_send`` says how that goes)."""
     with audit.refusals(AuditAction.REPORT_SIGNED, object_id=study_uid):
         report = reports.sign_report(
             session=session,
@@ -155,6 +158,12 @@ def sign(
         site_code=study.site.code,
         now=now,
         extra={"status": report.status, "content_sha256": report.content_sha256},
+    )
+    sr_sends.queue_for(
+        session=session,
+        study=study,
+        reason=sr_sends.REASON_SIGNED.format(status=report.status),
+        now=now,
     )
     logger.info(
         "report signed",
@@ -179,7 +188,8 @@ def add_addendum(
     now: NowDep,
 ) -> ReportOut:
     """Append an addendum to a final report (any radiologist; no claim needed). The report
-    and the study become 'amended'; the signed content and its hash do not change."""
+    and the study become 'amended'; the signed content and its hash do not change. The
+    amended report's SR is queued for the site's PACS, when the site has one."""
     with audit.refusals(AuditAction.REPORT_ADDENDUM_ADDED, object_id=study_uid):
         addendum = reports.add_addendum(
             session=session,
@@ -202,6 +212,7 @@ def add_addendum(
         now=now,
         extra={"status": REPORT_AMENDED, "addendum_sha256": addendum.content_sha256},
     )
+    sr_sends.queue_for(session=session, study=study, reason=sr_sends.REASON_AMENDED, now=now)
     report = reports.get_report(session=session, study=study)
     if report is None:  # pragma: no cover - add_addendum needs one
         raise NoReport()

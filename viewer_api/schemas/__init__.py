@@ -26,6 +26,7 @@ from viewer_api.schemas.reports import (
     ReportOut,
     ReportTemplateOut,
     SignIn,
+    SRSendOut,
 )
 from viewer_api.schemas.service import AuditEventOut, Health, SessionOut, Token
 from viewer_api.schemas.share_links import ShareLinkOut
@@ -95,6 +96,7 @@ __all__ = [
     "ReportOut",
     "ReportTemplateOut",
     "ResendOut",
+    "SRSendOut",
     "SeriesOut",
     "SessionOut",
     "ShareLinkOut",

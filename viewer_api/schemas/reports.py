@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from viewer_api.validation import MAX_REASON, MAX_TEXT, Input, Instant
-from worklist.models import CriticalResult, Report, ReportAddendum
+from worklist.models import CriticalResult, Report, ReportAddendum, SRSend
 
 
 class ReportDraftIn(Input):
@@ -26,6 +26,37 @@ class SignIn(Input):
     status: Literal["preliminary", "final"]
     # a stroke / chest-pain report signed final without a recorded critical result needs one
     no_critical_result_reason: str | None = Field(default=None, max_length=MAX_REASON)
+
+
+class SRSendOut(BaseModel):
+    """The report's SR on its way to the site's PACS: ``pending`` (due at
+    ``next_attempt_at``), ``sent`` or ``failed`` (gave up; the next change queues it again)."""
+
+    status: str
+    reason: str  # what queued it last: signed_final, amended, study_updated, requested, ...
+    attempts: int  # since it was last queued
+    queued_at: datetime
+    last_attempt_at: datetime | None
+    next_attempt_at: datetime | None  # None unless pending
+    last_error: str | None
+    sent_at: datetime | None
+    destination: str
+    sop_instance_uid: str  # the SR last sent
+
+    @classmethod
+    def from_send(cls, row: SRSend) -> SRSendOut:
+        return cls(
+            status=row.status,
+            reason=row.reason,
+            attempts=row.attempts,
+            queued_at=row.queued_at,
+            last_attempt_at=row.last_attempt_at,
+            next_attempt_at=row.next_attempt_at if row.status == "pending" else None,
+            last_error=row.last_error,
+            sent_at=row.sent_at,
+            destination=row.destination,
+            sop_instance_uid=row.sop_instance_uid,
+        )
 
 
 class ReportOut(BaseModel):
@@ -48,6 +79,8 @@ class ReportOut(BaseModel):
     critical_results: list[CriticalResultOut] = Field(default_factory=list)
     critical_result_expected: bool = False
     no_critical_result_reason: str | None = None
+    # the SR sent to the site's PACS (None: never queued, or the site has no destination)
+    sr_send: SRSendOut | None = None
 
     @classmethod
     def from_report(
@@ -57,6 +90,7 @@ class ReportOut(BaseModel):
         addenda: Sequence[ReportAddendum] = (),
         critical_results: Sequence[CriticalResult] = (),
         critical_result_expected: bool = False,
+        sr_send: SRSend | None = None,
     ) -> ReportOut:
         return cls(
             study_instance_uid=report.study.study_instance_uid,
@@ -80,6 +114,7 @@ class ReportOut(BaseModel):
             critical_results=[CriticalResultOut.from_result(c) for c in critical_results],
             critical_result_expected=critical_result_expected,
             no_critical_result_reason=report.no_critical_result_reason,
+            sr_send=SRSendOut.from_send(sr_send) if sr_send is not None else None,
         )
 
 
