@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -9,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from viewer_api.outputs.content import readable_name
 from viewer_api.validation import MAX_REASON, Input
-from worklist.models import STATUS_PRELIMINARY, Instance, InstanceVersion, Report, Series, Study
+from worklist.models import STATUS_PRELIMINARY, InstanceVersion, Report, Series, Study
 from worklist.triage import Reason
 
 
@@ -130,8 +131,8 @@ class SeriesOut(BaseModel):
     sop_instance_uids: list[str]
 
     @classmethod
-    def from_series(cls, series: Series) -> SeriesOut:
-        instances: list[Instance] = series.instances
+    def from_series(cls, series: Series, sop_uids: Sequence[str]) -> SeriesOut:
+        """``series`` with its instances' UIDs (``repository.sop_uids_by_series``)."""
         return cls(
             series_instance_uid=series.series_instance_uid,
             series_number=series.series_number,
@@ -139,7 +140,7 @@ class SeriesOut(BaseModel):
             series_description=series.series_description,
             body_part_examined=series.body_part_examined,
             num_instances=series.num_instances,
-            sop_instance_uids=[i.sop_instance_uid for i in instances],
+            sop_instance_uids=list(sop_uids),
         )
 
 
@@ -153,7 +154,9 @@ class StudyDetail(WorklistItem):
     report_status: str | None
 
     @classmethod
-    def from_study(cls, study: Study) -> StudyDetail:
+    def of(cls, study: Study, sop_uids: Mapping[int, Sequence[str]]) -> StudyDetail:
+        """``study`` with its series, ``sop_uids`` their instances' UIDs by series id
+        (``repository.sop_uids_by_series``)."""
         item = WorklistItem.from_study(study)
         report: Report | None = study.report
         return cls(
@@ -168,7 +171,7 @@ class StudyDetail(WorklistItem):
                 reasons=TriageReason.listed(study.triage_reasons),
                 overridden=study.triage_override_by_id is not None,
             ),
-            series=[SeriesOut.from_series(s) for s in study.series],
+            series=[SeriesOut.from_series(s, sop_uids.get(s.id, ())) for s in study.series],
             report_status=report.status if report is not None else None,
         )
 
