@@ -105,9 +105,11 @@ def create_app(
 
     errors.install(app)  # every error answers as the one table in viewer_api.errors says
 
-    # a request is matched against the routes in this order: DICOMweb first, as a viewer
-    # scrolling a series asks for one image per slice
+    # a request is matched against the routes in this order (each router passed costs it
+    # time on the event loop): the probes first, as they must answer under any load; then
+    # DICOMweb, as a viewer scrolling a series asks for one image per slice
     for module in (
+        health,
         dicomweb,
         auth,
         worklist,
@@ -126,7 +128,6 @@ def create_app(
         operations,
         gateway,
         conflicts,
-        health,
         docs,
         web,
         ohif,

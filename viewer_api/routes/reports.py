@@ -12,6 +12,7 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
+from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from viewer_api.deps import (
@@ -24,6 +25,7 @@ from viewer_api.deps import (
     VisibleStudy,
     WorklistSettingsDep,
 )
+from viewer_api.json_body import JsonBody
 from viewer_api.schemas import (
     MAX_OFFSET,
     AddendumIn,
@@ -73,10 +75,16 @@ def report_out(session: Session, report: Report) -> ReportOut:
     )
 
 
+REPORT_JSON: JsonBody[ReportOut] = JsonBody(ReportOut)
+
+
 @router.get("/studies/{study_uid}/report", response_model=ReportOut, responses=_ERRORS)
 def get_report(
     session: SessionDep, user: ViewerUser, study: VisibleStudy, audit: Audit
-) -> ReportOut:
+) -> Response:
+    """The study's report with its addenda and critical results (a clinic: signed ones of
+    its own site). Read as often as studies are opened: the view is committed as soon as it
+    is recorded, the body made here (``viewer_api.json_body``)."""
     report = reports.get_report(session=session, study=study)
     # clinic staff see signed reports of their own site only, never an unfinished draft
     if report is None or not reports.report_visible_to(report, user):
@@ -91,7 +99,8 @@ def get_report(
             "critical_results": len(out.critical_results),
         },
     )
-    return out
+    session.commit()
+    return REPORT_JSON.response(out)
 
 
 @router.put("/studies/{study_uid}/report", response_model=ReportOut, responses=_ERRORS)

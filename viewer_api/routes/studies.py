@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, Path, status
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from storage import recompressed
 from storage.base import ObjectStore
@@ -25,6 +25,7 @@ from viewer_api.deps import (
     VisibleStudy,
     WorklistSettingsDep,
 )
+from viewer_api.json_body import JsonBody
 from viewer_api.schemas import InstanceVersionOut, PriorStudy, StudyDetail
 from viewer_api.schemas.timeline import TimelineOut
 from viewer_api.validation import MAX_INT32
@@ -44,10 +45,18 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 
 
+STUDY_JSON: JsonBody[StudyDetail] = JsonBody(StudyDetail)
+
+
 @router.get("/{study_uid}", response_model=StudyDetail, responses=_NOT_FOUND)
-def get_study(user: ViewerUser, study: VisibleStudy, audit: Audit) -> StudyDetail:
+def get_study(user: ViewerUser, study: VisibleStudy, session: SessionDep, audit: Audit) -> Response:
+    """The study with its series and their instances' UIDs. A viewer opens it with every
+    study: the view is committed as soon as it is recorded, the body made here
+    (``viewer_api.json_body``)."""
+    sop_uids = repository.sop_uids_by_series(session=session, study=study)
     audit(AuditAction.STUDY_VIEWED, object_id=study.study_instance_uid)
-    return StudyDetail.from_study(study)
+    session.commit()
+    return STUDY_JSON.response(StudyDetail.of(study, sop_uids))
 
 
 @router.get("/{study_uid}/priors", response_model=list[PriorStudy], responses=_NOT_FOUND)

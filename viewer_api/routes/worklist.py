@@ -18,6 +18,7 @@ from viewer_api.deps import (
     ViewerUser,
     WorklistSettingsDep,
 )
+from viewer_api.json_body import JsonBody
 from viewer_api.schemas import MAX_OFFSET, WorkflowItem
 from worklist import claims, events, repository
 from worklist.audit import AuditAction
@@ -30,6 +31,7 @@ router = APIRouter(prefix="/api/v1/worklist", tags=["worklist"])
 MAX_PAGE = 500
 TOTAL_HEADER = "X-Total-Count"
 CAPPED_HEADER = "X-Total-Count-Capped"
+WORKLIST_JSON: JsonBody[list[WorkflowItem]] = JsonBody(list[WorkflowItem])
 
 
 def publish_claim_event(
@@ -52,7 +54,6 @@ def list_worklist(
     user: ViewerUser,
     audit: Audit,
     now: NowDep,
-    response: Response,
     site: Annotated[str | None, Query(max_length=32)] = None,
     modality: Annotated[str | None, Query(max_length=16)] = None,
     category: Annotated[str | None, Query(max_length=32)] = None,
@@ -61,11 +62,15 @@ def list_worklist(
     q: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-) -> list[WorkflowItem]:
+) -> Response:
     """Visible studies, most urgent then oldest; the total (all pages) in ``X-Total-Count``
     (at most ``COUNT_CAP``; ``X-Total-Count-Capped: true`` when there are more). ``q``
     finds a patient by name ("王小明" or "王"), patient ID or accession number, in any
-    status unless ``status`` narrows it."""
+    status unless ``status`` narrows it.
+
+    Every open worklist page asks for this every few seconds: the view is committed as
+    soon as it is recorded (SQLite's write lock is held for that commit alone) and the body
+    is made here, in the worker thread (``viewer_api.json_body``)."""
     filters = {
         "site_code": site,
         "modality": modality,
@@ -79,10 +84,11 @@ def list_worklist(
     )
     cap = repository.COUNT_CAP
     total = repository.count_worklist(session=session, viewer=user, cap=cap + 1, **filters)
+    headers: dict[str, str] = {}
     if total > cap:  # a backlog this deep is not counted to the last study
         total = cap
-        response.headers[CAPPED_HEADER] = "true"
-    response.headers[TOTAL_HEADER] = str(total)
+        headers[CAPPED_HEADER] = "true"
+    headers[TOTAL_HEADER] = str(total)
     audit(
         AuditAction.WORKLIST_VIEW,
         detail={
@@ -92,7 +98,10 @@ def list_worklist(
             "filters": {k: v for k, v in filters.items() if v is not None},
         },
     )
-    return [WorkflowItem.from_study_at(s, now) for s in studies]
+    session.commit()
+    return WORKLIST_JSON.response(
+        [WorkflowItem.from_study_at(s, now) for s in studies], headers=headers
+    )
 
 
 @router.post(

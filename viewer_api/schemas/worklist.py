@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -9,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from viewer_api.outputs.content import readable_name
 from viewer_api.validation import MAX_REASON, Input
-from worklist.models import STATUS_PRELIMINARY, Instance, InstanceVersion, Report, Series, Study
+from worklist.models import STATUS_PRELIMINARY, InstanceVersion, Report, Series, Study
 from worklist.triage import Reason
 
 
@@ -89,35 +90,41 @@ class WorklistItem(BaseModel):
 
     @classmethod
     def from_study(cls, study: Study) -> WorklistItem:
+        return cls(**WorklistItem.fields_of(study))
+
+    @staticmethod
+    def fields_of(study: Study) -> dict[str, Any]:
+        """The row's fields, for this model and the ones that extend it (validated once,
+        by the model built from them)."""
         series: list[Series] = study.series
         on = study.study_date or study.received_at.strftime("%Y%m%d")
-        return cls(
-            study_instance_uid=study.study_instance_uid,
-            site=study.site.code,
-            modality=study.modalities,
-            priority=study.priority,
-            category=study.category,
-            triage_reasons=TriageReason.listed(study.triage_reasons),
-            status=study.status,
-            num_instances=study.num_instances,
-            received_at=study.received_at,
-            claimed_by=study.claimed_by.username if study.claimed_by is not None else None,
-            claimed_by_name=(
+        return {
+            "study_instance_uid": study.study_instance_uid,
+            "site": study.site.code,
+            "modality": study.modalities,
+            "priority": study.priority,
+            "category": study.category,
+            "triage_reasons": TriageReason.listed(study.triage_reasons),
+            "status": study.status,
+            "num_instances": study.num_instances,
+            "received_at": study.received_at,
+            "claimed_by": study.claimed_by.username if study.claimed_by is not None else None,
+            "claimed_by_name": (
                 (study.claimed_by.display_name or study.claimed_by.username)
                 if study.claimed_by is not None
                 else None
             ),
-            claim_expires_at=study.claim_expires_at if study.claimed_by_id else None,
-            study_description=study.study_description,
-            patient_name=readable_name(study.patient_name),
-            patient_id=study.patient_id,
-            patient_sex=study.patient_sex,
-            patient_age=dicom_age(study.patient_birth_date, on),
-            accession_number=study.accession_number,
-            body_part=next((s.body_part_examined for s in series if s.body_part_examined), ""),
-            deadline_at=study.deadline_at,
-            updated_after_report_at=study.updated_after_report_at,
-        )
+            "claim_expires_at": study.claim_expires_at if study.claimed_by_id else None,
+            "study_description": study.study_description,
+            "patient_name": readable_name(study.patient_name),
+            "patient_id": study.patient_id,
+            "patient_sex": study.patient_sex,
+            "patient_age": dicom_age(study.patient_birth_date, on),
+            "accession_number": study.accession_number,
+            "body_part": next((s.body_part_examined for s in series if s.body_part_examined), ""),
+            "deadline_at": study.deadline_at,
+            "updated_after_report_at": study.updated_after_report_at,
+        }
 
 
 class SeriesOut(BaseModel):
@@ -130,8 +137,8 @@ class SeriesOut(BaseModel):
     sop_instance_uids: list[str]
 
     @classmethod
-    def from_series(cls, series: Series) -> SeriesOut:
-        instances: list[Instance] = series.instances
+    def from_series(cls, series: Series, sop_uids: Sequence[str]) -> SeriesOut:
+        """``series`` with its instances' UIDs (``repository.sop_uids_by_series``)."""
         return cls(
             series_instance_uid=series.series_instance_uid,
             series_number=series.series_number,
@@ -139,7 +146,7 @@ class SeriesOut(BaseModel):
             series_description=series.series_description,
             body_part_examined=series.body_part_examined,
             num_instances=series.num_instances,
-            sop_instance_uids=[i.sop_instance_uid for i in instances],
+            sop_instance_uids=list(sop_uids),
         )
 
 
@@ -153,11 +160,12 @@ class StudyDetail(WorklistItem):
     report_status: str | None
 
     @classmethod
-    def from_study(cls, study: Study) -> StudyDetail:
-        item = WorklistItem.from_study(study)
+    def of(cls, study: Study, sop_uids: Mapping[int, Sequence[str]]) -> StudyDetail:
+        """``study`` with its series, ``sop_uids`` their instances' UIDs by series id
+        (``repository.sop_uids_by_series``)."""
         report: Report | None = study.report
         return cls(
-            **item.model_dump(),
+            **WorklistItem.fields_of(study),
             patient_birth_date=study.patient_birth_date,
             study_date=study.study_date,
             study_time=study.study_time,
@@ -168,7 +176,7 @@ class StudyDetail(WorklistItem):
                 reasons=TriageReason.listed(study.triage_reasons),
                 overridden=study.triage_override_by_id is not None,
             ),
-            series=[SeriesOut.from_series(s) for s in study.series],
+            series=[SeriesOut.from_series(s, sop_uids.get(s.id, ())) for s in study.series],
             report_status=report.status if report is not None else None,
         )
 
@@ -228,7 +236,7 @@ class PriorStudy(WorklistItem):
         report: Report | None = study.report
         signed = report is not None and report.signed_at is not None
         return cls(
-            **WorklistItem.from_study(study).model_dump(),
+            **WorklistItem.fields_of(study),
             study_date=study.study_date,
             report=PriorReport(
                 status=report.status,
@@ -262,7 +270,7 @@ class WorkflowItem(WorklistItem):
 
     @classmethod
     def from_study_at(cls, study: Study, now: datetime) -> WorkflowItem:
-        base = WorklistItem.from_study(study).model_dump()
+        base = WorklistItem.fields_of(study)
         due: Literal["read", "final"] | None = "read" if study.deadline_at else None
         due_at = study.deadline_at
         if study.status == STATUS_PRELIMINARY and study.final_deadline_at is not None:
