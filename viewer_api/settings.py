@@ -64,8 +64,8 @@ class ApiSettings(BaseSettings):
     )
     login_window_seconds: float = Field(DEFAULT_LOGIN_WINDOW_SECONDS, gt=0, le=86_400)
     login_throttle_max_entries: int = Field(10_000, ge=100, le=1_000_000)
-    # GET /metrics (viewer_api.metrics): unset, loopback clients and admins may scrape; set,
-    # only "Authorization: Bearer <this>" and admins may
+    # GET /metrics (viewer_api.metrics): "Authorization: Bearer <this>" or an admin's token,
+    # from any address; unset, only admins may scrape
     metrics_token: SecretStr | None = None
     # the OHIF build served at /ohif/ (``teleread ohif install --dest``); unset:
     # viewer_api/web/ohif, where ``./dev`` and the Docker image put it
