@@ -226,8 +226,8 @@ class LoginThrottle:
     ``max_entries`` accounts and as many addresses are remembered (the least recently
     touched go first: cachetools' ``LRUCache``), so a flood of invented names cannot exhaust
     memory. Hand-written around that cache: a lock-out that doubles is a few lines, and the
-    rate-limit libraries (limits, slowapi) count fixed windows per key, without the back-off
-    or the per-name hold.
+    rate-limit libraries (limits, slowapi) count requests per key in fixed or moving windows,
+    with neither the back-off nor the per-name hold.
 
     In-process, like the account cache: with several API replicas each counts on its own, so
     an account gets up to ``max_failures`` x replicas failures before it is locked (the
