@@ -53,6 +53,7 @@ from worklist.metrics_queries import finalised_late, worklist_figures
 from worklist.models import User
 
 SECRET = "bench-secret-key-0123456789-abcdefghijklmnop"
+METRICS_TOKEN = "bench-metrics-token"
 REPORTS_SQL = """
 INSERT INTO reports (study_id, author_id, status, findings, impression, recommendation,
                      created_at, updated_at, signed_by_id, signed_at, content_sha256)
@@ -127,7 +128,7 @@ def scrape(url: str, runs: int) -> None:
         app = create_app(
             session_factory=factory,
             store=store,
-            settings=ApiSettings(secret_key=SECRET),
+            settings=ApiSettings(secret_key=SECRET, metrics_token=METRICS_TOKEN),
             clock=lambda: NOW,
         )
         for name, value in options.items():
@@ -135,7 +136,7 @@ def scrape(url: str, runs: int) -> None:
         with TestClient(app, client=("127.0.0.1", 50000)) as client:
 
             def get(client: TestClient = client) -> None:
-                r = client.get("/metrics")
+                r = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
                 assert r.status_code == 200, r.text
 
             n = max(5, runs // 10) if "no cache" in label else runs

@@ -19,6 +19,7 @@ make() { # name, then the command that prints a new value
 random() { openssl rand -base64 "$1" | tr -d '\n/+=' | cut -c1-"$2"; }
 make postgres_password      random 48 40
 make api_secret_key         random 64 64
+make api_metrics_token      random 48 40
 make admin_password         random 24 20
 make s3_admin_access_key    sh -c 'printf "COUNTY"; openssl rand -hex 8 | tr a-f A-F'
 make s3_admin_secret_key    random 48 40

@@ -40,9 +40,9 @@ class ApiServer:
 
         self._app = app
         settings: ApiSettings = app.state.settings
-        trusted = [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]
         # log_config=None: uvicorn's records go through our handlers (JSON, redaction);
-        # X-Forwarded-For / -Proto are believed from the trusted proxies only
+        # proxy_headers off: the app reads X-Forwarded-For / -Proto itself, from the
+        # trusted proxies only (viewer_api.client_address)
         config = uvicorn.Config(
             app,
             host=host,
@@ -52,8 +52,7 @@ class ApiServer:
             log_config=None,
             http=protocol_class(settings.header_timeout_seconds),
             timeout_keep_alive=5,
-            proxy_headers=True,
-            forwarded_allow_ips=trusted,
+            proxy_headers=False,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="api", daemon=True)

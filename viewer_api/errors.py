@@ -171,6 +171,7 @@ ERRORS: dict[type[Exception], Problem] = {
     share_links.ShareLinkNotFound: Problem(404, "share_link_not_found"),
     share_links.ShareLinkRevoked: Problem(410, "share_link_revoked"),
     share_links.ShareLinkExpired: Problem(410, "share_link_expired"),
+    share_links.ShareLinkWithdrawn: Problem(410, "share_link_withdrawn"),
     # the worklist's
     wl.StudyNotFound: Problem(404, "study_not_found"),
     wl.NoReport: Problem(404, "no_report"),

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.base import ObjectStore
 from viewer_api import access, dicomweb, errors, metrics, web
 from viewer_api.auditing import AuditWriter
+from viewer_api.client_address import ClientAddress
 from viewer_api.event_streams import StreamHub
 from viewer_api.limits import RequestGate, check_url_inputs, document_url_rules
 from viewer_api.routes import (
@@ -145,6 +146,8 @@ def create_app(
             max_age=600,
         )
     document_url_rules(app)
+    # before anything reads the client's address (the audit, the log-in throttle)
+    app.add_middleware(ClientAddress, trusted_proxies=settings.trusted_proxies)
     metrics.install(app)  # outermost: times and counts every answer, 413s included
     return app
 

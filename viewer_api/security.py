@@ -11,11 +11,11 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import jwt
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import make_transient_to_detached
 
@@ -190,106 +190,168 @@ class UserCache:
             self._items.clear()
 
 
-# ("user", name, address) or ("address", "", address)
-_Key = tuple[str, str, str]
+@dataclass(slots=True)
+class _AccountFailures:
+    count: int = 0
+    last: float = 0.0
+    locked_until: float = 0.0
+
+
+@dataclass(slots=True)
+class _AddressFailures:
+    # the times of the last ``max_failures_per_address`` failures
+    times: deque[float]
+    # name -> when it last failed from this address (at most ``max_failures_per_address``)
+    names: OrderedDict[str, float] = field(default_factory=OrderedDict)
 
 
 class LoginThrottle:
-    """Failed log-ins, counted in a sliding window; too many and the next attempts are
-    refused (429) before the password is even checked.
+    """Failed log-ins: an account locked out with exponential back-off, and an address that
+    fails too often held back for the names it failed with, never for the others.
 
-    Two limits: ``max_failures`` per (user name, client address), so a guesser is stopped
-    without locking the real user out from elsewhere, and ``max_failures_per_address`` per
-    client address, for one address trying many names. A successful log-in clears that
-    name's failures from that address. Times are the app clock's (seconds), so tests can
-    move them. Thread-safe; at most ``max_entries`` keys are kept (the least recently
-    touched go first), so a flood of invented names cannot exhaust memory.
+    - **Per account** (the name as typed, case and outer spaces aside; from any address, so
+      rotating addresses does not help a guesser): after ``max_failures`` failures the
+      account is locked for ``lockout_seconds``, and each failure after a lock ends locks it
+      for twice as long as the one before, up to ``lockout_max_seconds``. While locked, its
+      log-ins are refused (429) before the password is checked. A successful log-in clears
+      the count; so does ``forget_seconds`` without a failure.
+    - **Per address**, counting failures only: once an address has had
+      ``max_failures_per_address`` failures within ``window_seconds``, a name that fails from
+      it is refused there until the window has moved on (one guess per name and window
+      for a sprayer). Names that have not failed from the address are still checked, so the
+      other users behind a clinic's NAT log in with their right passwords whatever one of
+      them, or an intruder among them, does.
 
-    In-process: with several API replicas each counts on its own, so the effective limit
-    is per replica (``max_failures`` x replicas behind the load balancer).
+    Times are the app clock's (seconds), so tests can move them. Thread-safe; at most
+    ``max_entries`` accounts and as many addresses are remembered (the least recently
+    touched go first: cachetools' ``LRUCache``), so a flood of invented names cannot exhaust
+    memory. Hand-written around that cache: a lock-out that doubles is a few lines, and the
+    rate-limit libraries (limits, slowapi) count requests per key in fixed or moving windows,
+    with neither the back-off nor the per-name hold.
+
+    In-process, like the account cache: with several API replicas each counts on its own, so
+    an account gets up to ``max_failures`` x replicas failures before it is locked (the
+    back-off doubles from there in each).
     """
+
+    # the back-off stops doubling here (2**30 lockouts is beyond any cap)
+    MAX_DOUBLINGS = 30
 
     def __init__(
         self,
         *,
         max_failures: int,
+        lockout_seconds: float,
+        lockout_max_seconds: float,
+        forget_seconds: float,
         max_failures_per_address: int,
         window_seconds: float,
         max_entries: int = 10_000,
     ) -> None:
         self.max_failures = max_failures
+        self.lockout_seconds = lockout_seconds
+        self.lockout_max_seconds = max(lockout_max_seconds, lockout_seconds)
+        # a lock is never forgotten before it ends
+        self.forget_seconds = max(forget_seconds, self.lockout_max_seconds)
         self.max_failures_per_address = max_failures_per_address
         self.window = window_seconds
-        self.max_entries = max_entries
-        self._failures: OrderedDict[_Key, deque[float]] = OrderedDict()
+        self._accounts: LRUCache[str, _AccountFailures] = LRUCache(maxsize=max_entries)
+        self._addresses: LRUCache[str, _AddressFailures] = LRUCache(maxsize=max_entries)
         self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: ApiSettings) -> LoginThrottle:
         return cls(
             max_failures=settings.login_max_failures,
+            lockout_seconds=settings.login_lockout_seconds,
+            lockout_max_seconds=settings.login_lockout_max_seconds,
+            forget_seconds=settings.login_forget_seconds,
             max_failures_per_address=settings.login_max_failures_per_address,
             window_seconds=settings.login_window_seconds,
             max_entries=settings.login_throttle_max_entries,
         )
 
     @staticmethod
-    def _keys(username: str, address: str) -> tuple[_Key, _Key]:
-        addr = address[:64]
-        return ("user", username.strip().casefold()[:64], addr), ("address", "", addr)
+    def _name(username: str) -> str:
+        return username.strip().casefold()[:64]
 
-    def _recent(self, key: _Key, now: float) -> deque[float] | None:
-        times = self._failures.get(key)
-        if times is None:
+    def lockout_for(self, count: int) -> float:
+        """How long an account is locked after its ``count``-th failure (0: not locked)."""
+        if self.max_failures <= 0 or count < self.max_failures:
+            return 0.0
+        doublings = min(count - self.max_failures, self.MAX_DOUBLINGS)
+        return min(self.lockout_seconds * 2**doublings, self.lockout_max_seconds)
+
+    def _account(self, name: str, now: float) -> _AccountFailures | None:
+        state = self._accounts.get(name)
+        if state is not None and now - state.last > self.forget_seconds:
+            del self._accounts[name]
             return None
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        if not times:
-            del self._failures[key]
+        return state
+
+    def _address(self, address: str, now: float) -> _AddressFailures | None:
+        state = self._addresses.get(address)
+        if state is None:
             return None
-        return times
+        while state.times and state.times[0] <= now - self.window:
+            state.times.popleft()
+        while state.names and next(iter(state.names.values())) <= now - self.window:
+            state.names.popitem(last=False)
+        if not state.times:
+            del self._addresses[address]
+            return None
+        return state
 
     def retry_after(self, username: str, address: str, now: float) -> int:
         """Seconds to wait before trying again (at least 1), or 0: go ahead."""
+        name, address = self._name(username), address[:64]
         wait = 0.0
         with self._lock:
-            for key, limit in zip(
-                self._keys(username, address),
-                (self.max_failures, self.max_failures_per_address),
-                strict=True,
-            ):
-                times = self._recent(key, now)
-                if limit > 0 and times is not None and len(times) >= limit:
-                    # allowed again once the failure that filled the window leaves it
-                    wait = max(wait, times[-limit] + self.window - now)
+            account = self._account(name, now)
+            if account is not None:
+                wait = account.locked_until - now
+            limit = self.max_failures_per_address
+            state = self._address(address, now) if limit > 0 else None
+            if state is not None and len(state.times) >= limit and name in state.names:
+                # held until the address is under its limit or this name's failure is old
+                ends = min(state.times[-limit], state.names[name]) + self.window
+                wait = max(wait, ends - now)
         return max(1, math.ceil(wait)) if wait > 0 else 0
 
     def failed(self, username: str, address: str, now: float) -> None:
         """Count one failed attempt."""
+        name, address = self._name(username), address[:64]
         with self._lock:
-            for key, limit in zip(
-                self._keys(username, address),
-                (self.max_failures, self.max_failures_per_address),
-                strict=True,
-            ):
-                if limit <= 0:
-                    continue
-                times = self._recent(key, now)
-                if times is None:
-                    times = self._failures[key] = deque(maxlen=limit)
-                times.append(now)
-                self._failures.move_to_end(key)
-            while len(self._failures) > self.max_entries:
-                self._failures.popitem(last=False)
+            if self.max_failures > 0:
+                account = self._account(name, now) or _AccountFailures()
+                account.count += 1
+                account.last = now
+                lockout = self.lockout_for(account.count)
+                if lockout:
+                    account.locked_until = now + lockout
+                self._accounts[name] = account
+            limit = self.max_failures_per_address
+            if limit > 0:
+                state = self._address(address, now) or _AddressFailures(deque(maxlen=limit))
+                state.times.append(now)
+                state.names.pop(name, None)
+                state.names[name] = now
+                while len(state.names) > limit:
+                    state.names.popitem(last=False)
+                self._addresses[address] = state
 
     def succeeded(self, username: str, address: str) -> None:
-        """The name logged in from this address: forget its failures there."""
+        """The name logged in (from this address): forget its failures."""
+        name, address = self._name(username), address[:64]
         with self._lock:
-            self._failures.pop(self._keys(username, address)[0], None)
+            self._accounts.pop(name, None)
+            state = self._addresses.get(address)
+            if state is not None:
+                state.names.pop(name, None)
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._failures)
+            return len(self._accounts) + len(self._addresses)
 
 
 __all__ = [

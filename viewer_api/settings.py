@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from viewer_api.client_address import parse_trusted_proxies
 from viewer_api.errors import InsecureSecretKey
 
 DEFAULT_TOKEN_TTL_SECONDS = 8 * 3600
@@ -34,10 +35,17 @@ SPARE_THREADS = 6
 SPARE_CONNECTIONS = 5
 # how long an account checked for one token is trusted without reloading it (security.UserCache)
 DEFAULT_USER_CACHE_SECONDS = 2.0
-# failed log-ins (security.LoginThrottle): per user name and client address, per address
+# failed log-ins (security.LoginThrottle): an account is locked after this many, for 30 s,
+# then twice as long after each further failure, up to 15 min; its failures are forgotten a
+# day after the last one (or at its next log-in)
 DEFAULT_LOGIN_MAX_FAILURES = 5
-DEFAULT_LOGIN_MAX_FAILURES_PER_ADDRESS = 50
-DEFAULT_LOGIN_WINDOW_SECONDS = 300.0
+DEFAULT_LOGIN_LOCKOUT_SECONDS = 30.0
+DEFAULT_LOGIN_LOCKOUT_MAX_SECONDS = 900.0
+DEFAULT_LOGIN_FORGET_SECONDS = 86_400.0
+# an address with this many failures within the window (a clinic's NAT: dozens of people,
+# each mistyping now and then) holds back the names that fail from it
+DEFAULT_LOGIN_MAX_FAILURES_PER_ADDRESS = 200
+DEFAULT_LOGIN_WINDOW_SECONDS = 600.0
 # HS256 wants a key at least as long as its 256-bit output (RFC 7518 3.2)
 MIN_SECRET_KEY_LENGTH = 32
 _ORIGIN = re.compile(r"https?://[^/\s?#]+")
@@ -60,16 +68,22 @@ class ApiSettings(BaseSettings):
     native_frames: bool = True
     # 0 turns the cache off; more than a few seconds would let a disabled account linger
     user_cache_seconds: float = Field(DEFAULT_USER_CACHE_SECONDS, ge=0, le=10)
-    # failed log-ins allowed within the window before 429 (0 turns a limit off); counted in
-    # each API process, so with N replicas an address gets up to N times as many tries
+    # failed log-ins (security.LoginThrottle; 0 turns a limit off): an account's failures
+    # before it is locked out, the first lock-out (doubling with each further failure) and
+    # the longest, and how long after its last failure an account's count is forgotten;
+    # an address's failures within the window before the names that fail from it are held.
+    # Counted in each API process: with N replicas an account gets up to N times as many
     login_max_failures: int = Field(DEFAULT_LOGIN_MAX_FAILURES, ge=0, le=1000)
+    login_lockout_seconds: float = Field(DEFAULT_LOGIN_LOCKOUT_SECONDS, gt=0, le=86_400)
+    login_lockout_max_seconds: float = Field(DEFAULT_LOGIN_LOCKOUT_MAX_SECONDS, gt=0, le=86_400)
+    login_forget_seconds: float = Field(DEFAULT_LOGIN_FORGET_SECONDS, gt=0, le=30 * 86_400)
     login_max_failures_per_address: int = Field(
         DEFAULT_LOGIN_MAX_FAILURES_PER_ADDRESS, ge=0, le=100_000
     )
     login_window_seconds: float = Field(DEFAULT_LOGIN_WINDOW_SECONDS, gt=0, le=86_400)
     login_throttle_max_entries: int = Field(10_000, ge=100, le=1_000_000)
-    # GET /metrics (viewer_api.metrics): unset, loopback clients and admins may scrape; set,
-    # only "Authorization: Bearer <this>" and admins may
+    # GET /metrics (viewer_api.metrics): "Authorization: Bearer <this>" or an admin's token,
+    # from any address; unset, only admins may scrape
     metrics_token: SecretStr | None = None
     # the OHIF build served at /ohif/ (``teleread ohif install --dest``); unset:
     # viewer_api/web/ohif, where ``./dev`` and the Docker image put it
@@ -78,9 +92,10 @@ class ApiSettings(BaseSettings):
     # browser (CORS), e.g. an OHIF hosted elsewhere; empty: none (the default)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # addresses (or networks, "10.0.0.0/8") of the reverse proxies whose X-Forwarded-For and
-    # X-Forwarded-Proto are believed: the client address of audit events, log-in limits and
-    # /metrics comes from the header only when the connection comes from one of them.
-    # Comma-separated; "" believes no one; "*" everyone (never with a port open to clients)
+    # X-Forwarded-Proto are believed (viewer_api.client_address): the client address of audit
+    # events and log-in limits comes from the header only when the connection comes from one
+    # of them, and only when it is an IP address. Comma-separated; "" believes no one; "*"
+    # everyone (never with a port open to clients)
     trusted_proxies: str = "127.0.0.1,::1"
     # --- load: concurrency, queueing and slow clients (viewer_api.limits) ---
     # requests handled at once: DICOMweb (images, metadata, QIDO) and the rest of the API
@@ -123,6 +138,12 @@ class ApiSettings(BaseSettings):
             # not a ValueError: pydantic lets it through unwrapped, so start-up fails with
             # this message rather than a generic validation error
             raise InsecureSecretKey()
+        return value
+
+    @field_validator("trusted_proxies", mode="after")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        parse_trusted_proxies(value)  # ValueError: not an address or network
         return value
 
     @field_validator("cors_origins", mode="before")

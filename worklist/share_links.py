@@ -2,8 +2,15 @@
 signed-in user made on purpose.
 
 Only the sha256 of a link's token is stored; the token itself is handed out once, when the
-link is made. A link works until it expires, is revoked, or its creator's account is
-disabled or has its tokens revoked (``users.tokens_valid_after`` after the link was made).
+link is made. A link works until it expires, is revoked, its creator's account is disabled
+or has its tokens revoked (``users.tokens_valid_after`` after the link was made), or the
+report it was made for is withdrawn.
+
+A signed report is never deleted here; it is withdrawn from a link when it is no longer the
+signature the link was made for: a preliminary report reopened as a draft, a report signed
+again after the link was made (a preliminary superseded by the final one included: its
+``signed_at`` changes), or the study cancelled. An addendum keeps the signature (the final
+report stays as signed, addenda follow it), so an amended report keeps its links.
 """
 
 from __future__ import annotations
@@ -17,7 +24,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from worklist.errors import WorklistError
-from worklist.models import ShareLink, Study, User
+from worklist.models import (
+    REPORT_AMENDED,
+    REPORT_FINAL,
+    REPORT_PRELIMINARY,
+    STATUS_CANCELLED,
+    ShareLink,
+    Study,
+    User,
+)
 
 # secrets.token_urlsafe(32): 43 URL-safe characters
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -27,6 +42,9 @@ STATE_EXPIRED = "expired"
 STATE_REVOKED = "revoked"
 # the creator's account was disabled or its tokens revoked after the link was made
 STATE_CREATOR_REVOKED = "creator_revoked"
+# the signed report the link was made for is no longer the study's (see the module docstring)
+STATE_REPORT_WITHDRAWN = "report_withdrawn"
+_SIGNED = (REPORT_PRELIMINARY, REPORT_FINAL, REPORT_AMENDED)
 
 
 class ShareLinkError(WorklistError):
@@ -48,6 +66,10 @@ class ShareLinkNotFound(ShareLinkError):
 
 class ShareLinkRevoked(ShareLinkError):
     """This share link has been revoked; ask the clinic for a new one."""
+
+
+class ShareLinkWithdrawn(ShareLinkError):
+    """The report this link showed was withdrawn or signed again; ask the clinic for a new link."""
 
 
 class ShareLinkExpired(ShareLinkError):
@@ -75,15 +97,27 @@ def create_share_link(
     return link, token
 
 
+def report_withdrawn(link: ShareLink) -> bool:
+    """Whether the signed report ``link`` was made for is no longer the study's: its study
+    cancelled, its report back to a draft, or signed again since the link was made."""
+    study = link.study
+    report = study.report
+    if study.status == STATUS_CANCELLED or report is None or report.status not in _SIGNED:
+        return True
+    return report.signed_at is None or report.signed_at > link.created_at
+
+
 def link_state(link: ShareLink, *, now: datetime) -> str:
-    """``active``, ``revoked``, ``creator_revoked`` or ``expired`` (in that precedence:
-    a revocation is the more useful answer)."""
+    """``active``, ``revoked``, ``creator_revoked``, ``report_withdrawn`` or ``expired`` (in
+    that precedence: a revocation is the more useful answer)."""
     if link.revoked_at is not None:
         return STATE_REVOKED
     creator = link.created_by
     after = creator.tokens_valid_after
     if not creator.is_active or (after is not None and after >= link.created_at):
         return STATE_CREATOR_REVOKED
+    if report_withdrawn(link):
+        return STATE_REPORT_WITHDRAWN
     if now >= link.expires_at:
         return STATE_EXPIRED
     return STATE_ACTIVE
@@ -92,19 +126,24 @@ def link_state(link: ShareLink, *, now: datetime) -> str:
 def open_share_link(*, session: Session, token: str, now: datetime) -> ShareLink:
     """The working link ``token`` names. ``ShareLinkNotFound`` for a token this server never
     handed out (or a malformed one), ``ShareLinkRevoked`` for a revoked link or one whose
-    creator lost their access, ``ShareLinkExpired`` past its expiry."""
+    creator lost their access, ``ShareLinkWithdrawn`` when its report was withdrawn,
+    ``ShareLinkExpired`` past its expiry."""
     if not _TOKEN.fullmatch(token):
         raise ShareLinkNotFound()
     link = session.scalars(
         select(ShareLink)
         .where(ShareLink.token_sha256 == token_hash(token))
-        .options(joinedload(ShareLink.created_by))
+        .options(
+            joinedload(ShareLink.created_by), joinedload(ShareLink.study).joinedload(Study.report)
+        )
     ).one_or_none()
     if link is None:
         raise ShareLinkNotFound()
     state = link_state(link, now=now)
     if state == STATE_EXPIRED:
         raise ShareLinkExpired().of(link)
+    if state == STATE_REPORT_WITHDRAWN:
+        raise ShareLinkWithdrawn().of(link)
     if state != STATE_ACTIVE:
         raise ShareLinkRevoked().of(link)
     return link
@@ -143,15 +182,18 @@ __all__ = [
     "STATE_ACTIVE",
     "STATE_CREATOR_REVOKED",
     "STATE_EXPIRED",
+    "STATE_REPORT_WITHDRAWN",
     "STATE_REVOKED",
     "ShareLinkError",
     "ShareLinkExpired",
     "ShareLinkNotFound",
     "ShareLinkRevoked",
+    "ShareLinkWithdrawn",
     "create_share_link",
     "link_state",
     "list_share_links",
     "open_share_link",
+    "report_withdrawn",
     "revoke_share_link",
     "token_hash",
 ]

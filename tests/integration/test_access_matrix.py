@@ -528,9 +528,8 @@ ACCESS: dict[tuple[str, str], Access] = {
     ("GET", "/docs/oauth2-redirect"): Access(ANYONE, "none", get("/docs/oauth2-redirect")),
     ("GET", "/docs/assets/{name}"): Access(ANYONE, "none", get("/docs/assets/swagger-ui.css")),
     ("GET", "/redoc"): Access(ANYONE, "none", get("/redoc")),
-    # Prometheus: an admin's token, the metrics token or a loopback client (the test client
-    # is none); the guard reads the token's role before the account, so a disabled
-    # radiologist's token gets 403
+    # Prometheus: an admin's token or the metrics token, from any address; the guard reads
+    # the token's role before the account, so a disabled radiologist's token gets 403
     ("GET", "/metrics"): Access(ADMIN, "none", get("/metrics"), overrides={"disabled": 403}),
 }
 

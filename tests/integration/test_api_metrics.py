@@ -65,7 +65,6 @@ def scrape(world: World) -> str:
 
 
 def test_who_may_scrape_without_a_metrics_token(world: World) -> None:
-    # the test client's address is not loopback: anonymous is refused, admins are not
     r = world.get(None, "/metrics")
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     assert world.get("dr_li", "/metrics").status_code == 403
@@ -74,13 +73,12 @@ def test_who_may_scrape_without_a_metrics_token(world: World) -> None:
     assert world.get("boss", "/metrics").status_code == 200
     bad = world.client.get("/metrics", headers={"Authorization": "Bearer not-a-jwt"})
     assert bad.status_code == 401
-    # a scraper on the same machine needs nothing...
+    # a loopback address is no credential: a local proxy or any local process has one
     local = _loopback(world)
-    assert local.get("/metrics").status_code == 200
-    # ...unless a proxy on the same machine relays the request from elsewhere
-    for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
-        relayed = local.get("/metrics", headers={header: "203.0.113.9"})
-        assert relayed.status_code == 401, header
+    assert local.get("/metrics").status_code == 401
+    assert local.get("/metrics", headers=world.headers("nurse_ts01")).status_code == 403
+    assert local.get("/metrics", headers={"Authorization": "Bearer anything"}).status_code == 401
+    assert local.get("/metrics", headers=world.headers("boss")).status_code == 200
     # the endpoint is not part of the API's schema (it is not JSON, and not for clients)
     assert "/metrics" not in world.client.get("/openapi.json").json()["paths"]
 
@@ -154,22 +152,24 @@ def test_database_figures_are_cached(world: World) -> None:
     assert sample(scrape(world), "studies_ingested_total") == 1
 
 
-def test_database_down_still_answers(world: World, tmp_path: Path) -> None:
+def test_database_down_still_answers(token_world: World, tmp_path: Path) -> None:
+    world = token_world
     app = world.client.app
     broken = make_sessionmaker(make_engine(f"sqlite:///{tmp_path / 'not-migrated.db'}"))
     good = app.state.session_factory  # type: ignore[attr-defined]
     state = app.state.metrics  # type: ignore[attr-defined]
     state.cache_seconds = 0.0
-    local = _loopback(world)  # no account lookup: the scrape itself must not need the DB
+    # the metrics token: no account lookup, the scrape itself must not need the DB
+    scraper = {"Authorization": f"Bearer {METRICS_TOKEN}"}
     app.state.session_factory = broken  # type: ignore[attr-defined]
     try:
-        r = local.get("/metrics")
+        r = world.client.get("/metrics", headers=scraper)
     finally:
         app.state.session_factory = good  # type: ignore[attr-defined]
     assert r.status_code == 200
     assert sample(r.text, "database_up") == 0
     assert "worklist_open_studies" not in r.text
-    assert sample(local.get("/metrics").text, "database_up") == 1
+    assert sample(world.client.get("/metrics", headers=scraper).text, "database_up") == 1
 
 
 @pytest.fixture

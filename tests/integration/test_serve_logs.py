@@ -33,8 +33,14 @@ def _wait(predicate: Any, timeout: float, what: str, proc: subprocess.Popen[byte
         time.sleep(0.2)
 
 
+METRICS_TOKEN = "serve-logs-scrape-token-0123456789"
+
+
 def _metric(port: int, name: str) -> float | None:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+    scrape = urllib.request.Request(
+        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+    )
+    with urllib.request.urlopen(scrape, timeout=10) as r:
         text = r.read().decode()
     m = re.search(rf"^{name} (\S+)$", text, re.M)
     return float(m.group(1)) if m else None
@@ -74,7 +80,7 @@ def test_teleread_serve_logs_json_without_patient_data(tmp_path: Path, workers: 
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("TELEREAD_STORAGE_ROOT", None)
-    env.pop("TELEREAD_API_METRICS_TOKEN", None)
+    env["TELEREAD_API_METRICS_TOKEN"] = METRICS_TOKEN
     cmd = [sys.executable, "-m", "teleread.cli", "serve", "--data-dir", str(data_dir)]
     cmd += ["--dicom-port", str(dicom_port), "--http-port", str(http_port)]
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
@@ -88,7 +94,7 @@ def test_teleread_serve_logs_json_without_patient_data(tmp_path: Path, workers: 
         )
         assert result.sent == 1 and result.failed == 0, result.summary()
         assert _send_malformed(dicom_port) == 0xC000  # cannot understand
-        # the county API indexes it; its /metrics (loopback: no token) says so
+        # the county API indexes it; its /metrics (the metrics token) says so
         _wait(
             lambda: (_metric(http_port, "teleread_api_instances_ingested_total") or 0) >= 1,
             60,

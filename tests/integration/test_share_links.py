@@ -158,3 +158,36 @@ def test_a_link_needs_a_signed_report(world: World) -> None:
     assert world.post("dr_li", f"/api/v1/studies/{study.uid}/report/share-links").status_code == 409
     with world.factory() as session:
         assert session.scalars(select(ShareLink)).all() == []
+
+
+def test_a_link_dies_when_its_report_is_withdrawn_or_signed_again(world: World) -> None:
+    study = announce_ct(world)
+    write_report(world, study.uid, sign="preliminary")
+    first = make_link(world, study.uid)
+    assert world.client.get(local(first)).status_code == 200
+    # the preliminary report reopened as a draft: withdrawn, and signing again does not revive it
+    world.clock.tick(1)
+    body = {"findings": "改", "impression": IMPRESSION}
+    assert world.put("dr_li", f"/api/v1/studies/{study.uid}/report", json=body).status_code == 200
+    dead = world.client.get(local(first))
+    assert dead.status_code == 410 and dead.json()["code"] == "share_link_withdrawn"
+    sign = f"/api/v1/studies/{study.uid}/report/sign"
+    assert world.post("dr_li", sign, json={"status": "preliminary"}).status_code == 200
+    assert world.client.get(f"{local(first)}/report.pdf").status_code == 410
+    # the final report supersedes the preliminary one a link was made for
+    second = make_link(world, study.uid)
+    world.clock.tick(1)
+    assert world.post("dr_li", sign, json={"status": "final"}).status_code == 200
+    assert world.client.get(local(second)).json()["code"] == "share_link_withdrawn"
+    # an addendum keeps the signature: the link shows the amended report
+    third = make_link(world, study.uid)
+    world.clock.tick(1)
+    add = {"text": "补充所见", "reason": "复阅"}
+    addenda = f"/api/v1/studies/{study.uid}/report/addenda"
+    assert world.post("dr_wang", addenda, json=add).status_code == 201
+    page = world.client.get(local(third))
+    assert page.status_code == 200 and "补充所见" in page.text
+    listed = world.get("nurse_ts01", f"/api/v1/studies/{study.uid}/report/share-links").json()
+    assert [x["state"] for x in listed] == ["active", "report_withdrawn", "report_withdrawn"]
+    refused = [e for e in share_views(world, first["id"]) if e.outcome == "refused"]
+    assert [(e.detail or {})["refused"] for e in refused] == ["ShareLinkWithdrawn"] * 2

@@ -1,6 +1,6 @@
 """The client address behind a reverse proxy: X-Forwarded-For is believed only from the
-addresses in TELEREAD_API_TRUSTED_PROXIES (a real uvicorn on 127.0.0.1; the audit trail
-records the address the API believed)."""
+addresses in TELEREAD_API_TRUSTED_PROXIES, and only when it is an IP address (a real uvicorn
+on 127.0.0.1; the audit trail records the address the API believed)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ SECRET = "trusted-proxy-test-secret-0123456789abcdef"
 FORWARDED = "203.0.113.7"  # a documentation address: the "real" client behind the proxy
 
 
-def _login_from_behind_a_proxy(tmp_path: Path, trusted: str) -> str:
-    """One refused log-in carrying X-Forwarded-For; the client address it was audited with."""
+def _logins_from_behind_a_proxy(tmp_path: Path, trusted: str, headers: list[str]) -> list[str]:
+    """One refused log-in per X-Forwarded-For value; the client addresses they were audited
+    with, in order."""
     url = f"sqlite:///{tmp_path / 'teleread.db'}"
     upgrade(url)
     engine = make_engine(url)
@@ -38,19 +39,19 @@ def _login_from_behind_a_proxy(tmp_path: Path, trusted: str) -> str:
     server = ApiServer(app, host="127.0.0.1", port=port)
     server.start()
     try:
-        r = httpx.post(
-            f"http://127.0.0.1:{port}/api/v1/auth/token",
-            data={"username": "nobody", "password": "wrong-password"},
-            headers={"X-Forwarded-For": FORWARDED},
-        )
-        assert r.status_code == 401
+        for n, header in enumerate(headers):
+            r = httpx.post(
+                f"http://127.0.0.1:{port}/api/v1/auth/token",
+                data={"username": f"nobody{n}", "password": "wrong-password"},
+                headers={"X-Forwarded-For": header},
+            )
+            assert r.status_code == 401
         with factory() as session:
-            addresses = session.scalars(select(AuditEvent.client_addr)).all()
+            addresses = session.scalars(select(AuditEvent.client_addr).order_by(AuditEvent.id))
+            return list(addresses)
     finally:
         server.stop()
         engine.dispose()
-    assert len(addresses) == 1
-    return addresses[0]
 
 
 @pytest.mark.parametrize(
@@ -65,7 +66,13 @@ def _login_from_behind_a_proxy(tmp_path: Path, trusted: str) -> str:
 def test_forwarded_for_is_believed_only_from_a_trusted_proxy(
     tmp_path: Path, trusted: str, audited: str
 ) -> None:
-    assert _login_from_behind_a_proxy(tmp_path, trusted) == audited
+    assert _logins_from_behind_a_proxy(tmp_path, trusted, [FORWARDED]) == [audited]
+
+
+def test_what_is_not_an_address_leaves_the_proxys_own(tmp_path: Path) -> None:
+    """Even from a trusted proxy: markup, a name or a zone index is never the client."""
+    junk = ["<script>alert(1)</script>", f"{FORWARDED}, <b>", "fe80::1%eth0", "county.example"]
+    assert _logins_from_behind_a_proxy(tmp_path, "127.0.0.1", junk) == ["127.0.0.1"] * 4
 
 
 @pytest.fixture(autouse=True)

@@ -181,6 +181,14 @@ def test_the_api_trusts_the_client_address_header_from_the_proxy_only(
         assert api["environment"]["TELEREAD_API_TRUSTED_PROXIES"] == address, name
 
 
+def test_prometheus_can_scrape_the_replicas_with_the_metrics_token(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # /metrics needs a credential from every address: the replicas share one scrape token
+    for name, api in _apis(services).items():
+        assert _secret_targets(api)["TELEREAD_API_METRICS_TOKEN"] == "api_metrics_token", name
+
+
 def test_links_and_qr_codes_carry_the_proxys_public_name(
     services: dict[str, dict[str, Any]],
 ) -> None:

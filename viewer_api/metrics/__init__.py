@@ -15,11 +15,10 @@ Two kinds of figures:
   frequent scrapes do not load the database; the running total of late finalisations (the one
   figure no index answers) ``late_cache_seconds`` (300 s).
 
-Who may scrape: with ``TELEREAD_API_METRICS_TOKEN`` unset, a client on the loopback interface
-(and not relayed by a proxy: a request carrying ``Forwarded``, ``X-Forwarded-For`` or
-``X-Real-IP`` is not local) or an admin's bearer token. With it set, ``Authorization: Bearer
-<token>`` or an admin's bearer token; loopback alone is no longer enough. Otherwise 401 (no or
-an invalid credential) or 403 (a valid token of another role).
+Who may scrape: ``Authorization: Bearer <TELEREAD_API_METRICS_TOKEN>`` or an admin's bearer
+token, from any address. A loopback client is not trusted on its address alone: a reverse
+proxy or any local process would pass for one. Otherwise 401 (no or an invalid credential)
+or 403 (a valid token of another role).
 
 ``prometheus-client`` keeps the figures (one ``CollectorRegistry`` per app, not the
 library's global one) and writes the text format; counters and histograms carry its
@@ -56,7 +55,7 @@ router = APIRouter(tags=["metrics"])
 
 @router.get(PATH, include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    """Admins may scrape (also the metrics token or a loopback client: no account)."""
+    """Admins may scrape (also the metrics token: no account)."""
     await authorize(request)
     state: ApiMetrics = request.app.state.metrics
     clock: Callable[[], datetime] = request.app.state.clock

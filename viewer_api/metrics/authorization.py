@@ -1,15 +1,13 @@
-"""Who may scrape ``GET /metrics``: a loopback client (no metrics token set), the metrics
-token, or an admin's bearer token; otherwise 401 or 403 (see ``viewer_api.metrics``)."""
+"""Who may scrape ``GET /metrics``: the metrics token or an admin's bearer token, from any
+address (loopback included); otherwise 401 or 403 (see ``viewer_api.metrics``)."""
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 
 from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
-from starlette.types import Scope
 
 from viewer_api.errors import InvalidToken, NotAuthenticated, RoleDenied
 from viewer_api.security import UserCache, account_accepts, decode_access_token
@@ -17,24 +15,7 @@ from viewer_api.settings import ApiSettings
 from worklist.accounts import get_user
 from worklist.models import ROLE_ADMIN
 
-_FORWARDING_HEADERS = frozenset({b"forwarded", b"x-forwarded-for", b"x-real-ip"})
-_DENIED = "Metrics need a loopback client, the metrics token or an admin's token"
-
-
-def is_local(scope: Scope) -> bool:
-    """A loopback client talking to us directly (no proxy's forwarding header)."""
-    client = scope.get("client")
-    if not client:
-        return False
-    try:
-        ip = ipaddress.ip_address(client[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if not ip.is_loopback:
-        return False
-    return not any(name.lower() in _FORWARDING_HEADERS for name, _ in scope.get("headers", ()))
+_DENIED = "Metrics need the metrics token or an admin's token"
 
 
 def _bearer(request: Request) -> str | None:
@@ -44,7 +25,7 @@ def _bearer(request: Request) -> str | None:
 
 
 def _metrics_token(settings: ApiSettings) -> str | None:
-    secret = getattr(settings, "metrics_token", None)
+    secret = settings.metrics_token
     raw = secret.get_secret_value() if secret is not None else ""
     return raw or None
 
@@ -55,13 +36,9 @@ async def authorize(request: Request) -> None:
     expected = _metrics_token(settings)
     token = _bearer(request)
     if token is None:
-        if expected is None and is_local(request.scope):
-            return
         raise NotAuthenticated(_DENIED)
     if expected is not None and hmac.compare_digest(token.encode(), expected.encode()):
         return
-    if expected is None and is_local(request.scope):
-        return  # a local scraper that sends some token anyway
     if not await _is_admin(request, token, settings):
         raise RoleDenied(_DENIED)
 

@@ -1,7 +1,7 @@
 """Log-in: the OAuth2 password flow for API clients (``/token``) and the web pages' session
 (``/session``: a cookie every tab of a browser shares, ended at log-out), with failed
-attempts throttled (``LoginThrottle``: too many for one name from one address, or from one
-address at all, answer 429 with ``Retry-After`` before the password is checked)."""
+attempts throttled (``LoginThrottle``: a locked-out account, or a name held at an address
+that failed too often, answers 429 with ``Retry-After`` before the password is checked)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The pages a report's share link opens: the report with image thumbnails, its PDF and the
 rendered images. No login: the link's token is the credential (``worklist.share_links``:
-stored as a hash, revocable, dying with its creator's access). Every use is audited
-anonymously as ``report_share_viewed`` with the link's id.
+stored as a hash, revocable, dying with its creator's access and its report's withdrawal).
+Every use is audited anonymously as ``report_share_viewed`` with the link's id.
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ THUMBNAIL_EDGE = 192
 THUMBNAILS_PER_SERIES = 12
 _SHARE_ERRORS: dict[int | str, dict[str, Any]] = {
     status.HTTP_404_NOT_FOUND: {"description": "No such link, or no signed report for it"},
-    status.HTTP_410_GONE: {"description": "The link has expired or was revoked"},
+    status.HTTP_410_GONE: {
+        "description": "The link has expired or was revoked, or its report was withdrawn"
+    },
 }
 # the share page has no scripts and loads only its own images
 SHARE_HEADERS = {
@@ -62,8 +64,8 @@ def _link_study(
     *, token: str, session: Session, request: Request, now: datetime
 ) -> tuple[Study, ShareLink]:
     """The study a working link opens: ``ShareLinkNotFound`` (404), ``ShareLinkRevoked`` /
-    ``ShareLinkExpired`` (410; the refused use is audited with the link's id, off the
-    request's transaction, which is rolled back)."""
+    ``ShareLinkWithdrawn`` / ``ShareLinkExpired`` (410; the refused use is audited with the
+    link's id, off the request's transaction, which is rolled back)."""
     try:
         link = share_links.open_share_link(session=session, token=token, now=now)
     except share_links.ShareLinkError as exc:

@@ -17,7 +17,7 @@ class ShareLinkOut(BaseModel):
     created_at: datetime
     expires_at: datetime
     # active | expired | revoked | creator_revoked (the creator's account was disabled or
-    # its tokens revoked)
+    # its tokens revoked) | report_withdrawn (reopened, signed again, or its study cancelled)
     state: str
     revoked_at: datetime | None
     revoked_by: str | None

@@ -113,6 +113,7 @@ const STRINGS = {
   share_expired: ["已过期", "Expired"],
   share_revoked: ["已撤销", "Revoked"],
   share_creator_revoked: ["创建者账户已停用", "Its maker's account was disabled"],
+  share_report_withdrawn: ["报告已撤回或重新签署", "Its report was withdrawn or signed again"],
   state_received: ["已接收", "Received"],
   state_reading: ["阅片中", "Being read"],
   state_reported: ["已出报告", "Reported"],
@@ -368,6 +369,10 @@ const STRINGS = {
   err_share_link_expired: ["链接已过期", "The link has expired"],
   err_share_link_not_found: ["没有这个链接", "No such link"],
   err_share_link_revoked: ["链接已被撤销", "The link has been revoked"],
+  err_share_link_withdrawn: [
+    "链接对应的报告已撤回或重新签署",
+    "The report this link showed was withdrawn or signed again",
+  ],
   err_site_exists: ["站点已存在", "The site already exists"],
   err_site_not_allowed: ["该网关不能为此站点发送", "This gateway may not send for that site"],
   err_site_required: ["基层账户需要指定站点", "Clinic accounts need a site"],
