@@ -10,7 +10,8 @@ done again when due).
 
 ``take`` waits when the row is being compressed right now, and answers ``NOT_READY`` when the
 thread is not running or has not reached the row: the forwarder then compresses it itself
-(``gateway.upload.upload_body``). The thread holds only results of ``recompress``, which never
+(``gateway.upload.upload_body``). A row handed over is not done again while its upload runs
+(it is still due then). The thread holds only results of ``recompress``, which never
 fails the upload: a row it cannot do is simply not ready.
 
 A CPU-heavy thread beside receiving: it takes the forwarder's nice value, so a burst from the
@@ -62,7 +63,9 @@ class RecompressAhead:
         self.clock = clock
         self._ready: OrderedDict[int, Recompressed | None] = OrderedDict()
         self._busy: int | None = None  # the row id being compressed
-        self._inline: deque[int] = deque(maxlen=64)  # rows the forwarder compresses itself
+        # rows handed over (or left to the forwarder): they stay due while their upload
+        # runs, and must not be compressed again meanwhile
+        self._taken: deque[int] = deque(maxlen=64)
         self._cond = threading.Condition()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -98,8 +101,7 @@ class RecompressAhead:
             while self._busy == row_id and self._thread is not None:
                 self._cond.wait(1.0)
             result: Prepared = self._ready.pop(row_id, NOT_READY)
-            if result is NOT_READY:
-                self._inline.append(row_id)
+            self._taken.append(row_id)
         self._wake.set()  # one more row may now be prepared
         return result
 
@@ -131,7 +133,7 @@ class RecompressAhead:
                     r
                     for r in upcoming
                     if r.id not in self._ready
-                    and r.id not in self._inline
+                    and r.id not in self._taken
                     and r.size <= MAX_AHEAD_BYTES
                 ),
                 None,
