@@ -1,8 +1,9 @@
 """Recompression ahead of the upload, so the uplink never waits for the encoder.
 
-The forwarder uploads one row at a time, most urgent first. ``RecompressAhead`` runs its own
-thread over the same order: it recompresses the next ``depth`` rows due for upload
-(``Outbox.due_uploads``) while the forwarder sends the current one, and hands each result over
+The forwarder uploads the most urgent rows first (``upload_concurrency`` at once).
+``RecompressAhead`` runs its own thread over the same order: it recompresses the next
+``depth`` rows due for upload (``Outbox.due_uploads``) while the forwarder sends the current
+ones, and hands each result over
 with ``take``. An urgent study that lands behind a routine backlog is therefore compressed
 first too, and a result for a row the forwarder has not reached yet stays ready (up to
 ``keep`` results; the oldest of those no longer among the next rows are dropped first, and
