@@ -167,6 +167,12 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
     raise RuntimeError(f"{url} did not answer; see {log}")
 
 
+def _weed_ports() -> dict[str, int]:
+    """Ports for weed mini's services, of this process's own (gRPC at each + 10000)."""
+    base = 21000 + (os.getpid() % 4000) * 5
+    return {svc: base + i for i, svc in enumerate(("master", "volume", "filer", "admin"))}
+
+
 @contextlib.contextmanager
 def county(ns: str, work: Path) -> Iterator[StorageSettings]:
     """SeaweedFS and the teleread API inside the namespace."""
@@ -200,6 +206,10 @@ def county(ns: str, work: Path) -> Iterator[StorageSettings]:
                     "-master.telemetry=false",
                     "-admin.ui=false",
                     "-webdav=false",
+                    # SeaweedFS names its unix sockets in /tmp after its ports: another
+                    # weed mini on the machine with the defaults (another bench) would be
+                    # reached through them; ports of our own keep the county ours
+                    *(f"-{svc}.port={port}" for svc, port in _weed_ports().items()),
                     "-s3.port.iceberg=0",
                     "-s3.port.lance=0",
                     f"-s3.port={S3_PORT}",
