@@ -17,7 +17,8 @@ row to the routine rank before forwarding starts, so the stroke study sits behin
 backlog it arrived after. The namespace and veth are removed in all cases.
 
 The gateway runs with its defaults, lossless recompression (``--recompress``, default the
-gateway's own: JPEG-LS) included. Reported per mode: the stroke study complete at the county
+gateway's own: JPEG-LS) and uploads in flight at once (``--upload-concurrency``, default the
+gateway's own) included. Reported per mode: the stroke study complete at the county
 (every instance announced) and its first instance at the county, both from the moment
 forwarding starts; and against the stroke study's raw transfer time at link rate (its bytes
 as received, over ``--rate``). The stroke CT is by default made from pydicom's real CT
@@ -166,6 +167,12 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
     raise RuntimeError(f"{url} did not answer; see {log}")
 
 
+def _weed_ports() -> dict[str, int]:
+    """Ports for weed mini's services, of this process's own (gRPC at each + 10000)."""
+    base = 21000 + (os.getpid() % 4000) * 5
+    return {svc: base + i for i, svc in enumerate(("master", "volume", "filer", "admin"))}
+
+
 @contextlib.contextmanager
 def county(ns: str, work: Path) -> Iterator[StorageSettings]:
     """SeaweedFS and the teleread API inside the namespace."""
@@ -199,6 +206,10 @@ def county(ns: str, work: Path) -> Iterator[StorageSettings]:
                     "-master.telemetry=false",
                     "-admin.ui=false",
                     "-webdav=false",
+                    # SeaweedFS names its unix sockets in /tmp after its ports: another
+                    # weed mini on the machine with the defaults (another bench) would be
+                    # reached through them; ports of our own keep the county ours
+                    *(f"-{svc}.port={port}" for svc, port in _weed_ports().items()),
                     "-s3.port.iceberg=0",
                     "-s3.port.lance=0",
                     f"-s3.port={S3_PORT}",
@@ -297,9 +308,11 @@ def one_mode(
     stroke: Path,
     stroke_uid: str,
     recompress: str | None,
+    upload_concurrency: int | None,
 ) -> dict[str, float]:
     settings = GatewaySettings(
         **({"recompress": recompress} if recompress else {}),
+        **({"upload_concurrency": upload_concurrency} if upload_concurrency else {}),
         ae_title="TELEREAD",
         host="127.0.0.1",
         port=0,
@@ -369,6 +382,7 @@ def main() -> None:
     parser.add_argument("--rate", default="20mbit")
     parser.add_argument("--ct", choices=("real", "phantom"), default="real")
     parser.add_argument("--recompress", choices=("none", "jpegls", "j2k", "deflate"), default=None)
+    parser.add_argument("--upload-concurrency", type=int, default=None)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -385,11 +399,14 @@ def main() -> None:
             stroke_uid, stroke_bytes = make_stroke(base / "stroke", args.slices)
         raw_seconds = stroke_bytes * 8 / link_bits_per_s(args.rate)
         recompress = args.recompress or GatewaySettings.model_fields["recompress"].default
+        concurrency = (
+            args.upload_concurrency or GatewaySettings.model_fields["upload_concurrency"].default
+        )
         print(
             f"backlog: {args.routine} DX {args.dx_size}x{args.dx_size} "
             f"({routine_bytes / 1e6:.0f} MB); stroke CT ({args.ct}): {args.slices} x 512x512 "
             f"({stroke_bytes / 1e6:.1f} MB, {raw_seconds:.1f} s raw at {args.rate}); "
-            f"recompress {recompress}"
+            f"recompress {recompress}; {concurrency} uploads in flight"
         )
         results = {}
         with namespace(args.rate) as (ns, _veth), county(ns, base / "county") as storage:
@@ -406,6 +423,7 @@ def main() -> None:
                     base / "stroke",
                     stroke_uid,
                     args.recompress,
+                    args.upload_concurrency,
                 )
                 r = results[mode]
                 print(

@@ -86,6 +86,9 @@ class GatewaySettings(BaseSettings):
     backoff_initial_seconds: float = Field(default=1.0, gt=0)
     backoff_max_seconds: float = Field(default=60.0, gt=0)
     bandwidth_limit_bytes_per_s: int | None = Field(default=None, gt=0)
+    # uploads in flight at once, most urgent first: with 2 one upload's requests overlap the
+    # other's transfer (bench/uplink.py); 1: strictly one after the other
+    upload_concurrency: int = Field(default=2, ge=1, le=8)
 
     # lossless recompression before upload (gateway.recompress), done ahead of the uplink
     # (gateway.lookahead); the stored object rebuilds the received file bit for bit and the

@@ -1,12 +1,17 @@
 """Upload spooled instances to the object store and announce them to the county, urgent first.
 
-Two threads. One uploads the most urgent due ``received`` row, again and again (so an urgent
-study that lands behind a routine backlog goes out next, instance by instance); the other
+Uploading threads (``upload_concurrency``, default 2) each take the most urgent due
+``received`` row no other one is uploading, again and again (so an urgent study that lands
+behind a routine backlog goes out next, instance by instance); with two, one upload's
+requests and the bookkeeping around them (store checks, the server's answer, the outbox)
+overlap the other's transfer, so the uplink does not idle between instances. Another thread
 announces batches of ``uploaded`` rows (same site and AE titles) once enough have gathered,
 the oldest has waited ``announce_delay`` or there is nothing left to upload; an urgent
 study's first instance, and its last ones when less urgent uploads come next, at once.
 Announcing does not hold up the next upload, so the uplink stays busy while the county
-records what arrived. (``step`` does either, for ``drain`` and tests.)
+records what arrived. (``step`` does either, for ``drain`` and tests.) A row is marked
+uploaded only once its object is verified in the store, so after a crash the rows that were in
+flight are simply uploaded again (the store check finds what already went up).
 
 Failures never give up. Outages (``StoreUnavailable``, network errors, county 5xx) pause the
 whole upload or announce path with exponential backoff and jitter, capped, so the queue order
@@ -71,6 +76,7 @@ class Forwarder:
         prune_after: float = 14 * 24 * 3600.0,
         include_dicom_json: bool = True,
         recompress: str = "jpegls",
+        upload_concurrency: int = 2,
         header_reader: HeaderReader = "auto",
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -86,6 +92,7 @@ class Forwarder:
         self.include_dicom_json = include_dicom_json
         self.recompress = recompress
         self.ahead = RecompressAhead(spool, recompress, clock=clock)
+        self.upload_concurrency = max(1, upload_concurrency)
         self.header_reader = header_reader
         self.clock = clock
         self.upload_blocked_until = 0.0
@@ -96,8 +103,12 @@ class Forwarder:
         self._announce_failures = 0
         self._last_prune = 0.0
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # reads headers; uploads unless index-only
+        self._uploaders: list[threading.Thread] = []  # the other uploading threads
         self._announcer: threading.Thread | None = None
+        self._claim_lock = threading.Lock()
+        self._in_flight: set[int] = set()  # row ids being uploaded
+        self._housekeeping = threading.Lock()  # one thread reads headers and prunes
         self._uploaded = threading.Event()  # wakes the announcer
         self._shown_urgent: set[str] = set()  # urgent studies announced (their first rows)
         self._index_only = False
@@ -119,6 +130,15 @@ class Forwarder:
                     target=self._run_announcer, name="gateway-announcer", daemon=True
                 )
                 self._announcer.start()
+            self._uploaders = [t for t in self._uploaders if t.is_alive()]
+            while len(self._uploaders) < self.upload_concurrency - 1:
+                uploader = threading.Thread(
+                    target=self._run,
+                    name=f"gateway-uploader-{len(self._uploaders) + 2}",
+                    daemon=True,
+                )
+                self._uploaders.append(uploader)
+                uploader.start()
         if self._thread is not None and self._thread.is_alive():
             self.spool.outbox.new_work.set()
             return
@@ -129,7 +149,7 @@ class Forwarder:
         self._stop.set()
         self.spool.outbox.new_work.set()
         self._uploaded.set()
-        for thread in (self._thread, self._announcer):
+        for thread in (self._thread, self._announcer, *self._uploaders):
             if thread is not None:
                 thread.join(timeout)
         self.ahead.stop(timeout)
@@ -174,7 +194,8 @@ class Forwarder:
         now = self.clock()
         wakes = [now + 1.0]
         due = self.spool.outbox.next_due_at()
-        if due is not None:
+        if due is not None and not (due <= now and self._in_flight):
+            # (a due row another thread is uploading: woken when that upload ends)
             wakes.append(max(due, self.upload_blocked_until))
         if self.spool.outbox.uploaded_backlog()[0]:
             due_at = min(self.announce_blocked_until, max(self.urgent_announce_at, now))
@@ -191,12 +212,15 @@ class Forwarder:
         """Do one upload or one announcement (only the one asked for); False when nothing is
         due."""
         now = self.clock()
-        if upload:
-            if now - self._last_prune > PRUNE_EVERY_SECONDS:
-                self._last_prune = now
-                self.spool.outbox.prune(now - self.prune_after)
-            if self.index_pending():  # priorities are known before the next pick
-                self.ahead.wake()
+        if upload and self._housekeeping.acquire(blocking=False):
+            try:
+                if now - self._last_prune > PRUNE_EVERY_SECONDS:
+                    self._last_prune = now
+                    self.spool.outbox.prune(now - self.prune_after)
+                if self.index_pending():  # priorities are known before the next pick
+                    self.ahead.wake()
+            finally:
+                self._housekeeping.release()
         can_upload = now >= self.upload_blocked_until
         head = self.spool.outbox.next_to_upload(now) if can_upload else None
         backing_off = now < self.announce_blocked_until
@@ -221,9 +245,25 @@ class Forwarder:
                     self.announce(rows)
                     return True
         if upload and head is not None:
-            self.upload(head)
-            return True
+            row = self._claim(now)
+            if row is not None:
+                try:
+                    self.upload(row)
+                finally:
+                    with self._claim_lock:
+                        self._in_flight.discard(row.id)
+                    self.spool.outbox.new_work.set()  # an uploader waiting on it may go on
+                return True
         return False
+
+    def _claim(self, now: float) -> OutboxRow | None:
+        """The most urgent due row no other thread is uploading, now counted as in flight."""
+        with self._claim_lock:
+            rows = self.spool.outbox.due_uploads(now, len(self._in_flight) + 1)
+            row = next((r for r in rows if r.id not in self._in_flight), None)
+            if row is not None:
+                self._in_flight.add(row.id)
+            return row
 
     def _first_of_urgent_study(self, now: float) -> bool:
         """The most urgent uploaded row is of an urgent study not announced yet (since this

@@ -188,11 +188,12 @@ class IncomingStore:
     serves (``worklist.resends``). An instance kept but not simply filed, as far as the
     spool knows at this moment, is answered the warning STORED_BUT_HELD with the reason as
     Error Comment (a warning: it is kept, and the modality must not keep retrying): a
-    re-send of an instance the county held or did not serve, or a study UID another site
+    re-send of an instance the county held or did not serve, a study UID another site
     sent first (through this gateway, or held by the county for an earlier instance of the
-    study). What only the county finds out (the first instance of a squatted study, a
-    patient mismatch, a SOP Instance UID filed elsewhere) reaches the modality as SUCCESS and
-    is listed by ``teleread gateway status``. ``abandon()``: the association ended
+    study), or another patient than the study's first instance received here. What only the
+    county finds out (the first instance of a squatted study, a patient mismatch with
+    instances that came another way, a SOP Instance UID filed elsewhere) reaches the modality
+    as SUCCESS and is listed by ``teleread gateway status``. ``abandon()``: the association ended
     mid-message."""
 
     def __init__(

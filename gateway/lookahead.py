@@ -1,8 +1,9 @@
 """Recompression ahead of the upload, so the uplink never waits for the encoder.
 
-The forwarder uploads one row at a time, most urgent first. ``RecompressAhead`` runs its own
-thread over the same order: it recompresses the next ``depth`` rows due for upload
-(``Outbox.due_uploads``) while the forwarder sends the current one, and hands each result over
+The forwarder uploads the most urgent rows first (``upload_concurrency`` at once).
+``RecompressAhead`` runs its own thread over the same order: it recompresses the next
+``depth`` rows due for upload (``Outbox.due_uploads``) while the forwarder sends the current
+ones, and hands each result over
 with ``take``. An urgent study that lands behind a routine backlog is therefore compressed
 first too, and a result for a row the forwarder has not reached yet stays ready (up to
 ``keep`` results; the oldest of those no longer among the next rows are dropped first, and
@@ -10,7 +11,8 @@ done again when due).
 
 ``take`` waits when the row is being compressed right now, and answers ``NOT_READY`` when the
 thread is not running or has not reached the row: the forwarder then compresses it itself
-(``gateway.upload.upload_body``). The thread holds only results of ``recompress``, which never
+(``gateway.upload.upload_body``). A row handed over is not done again while its upload runs
+(it is still due then). The thread holds only results of ``recompress``, which never
 fails the upload: a row it cannot do is simply not ready.
 
 A CPU-heavy thread beside receiving: it takes the forwarder's nice value, so a burst from the
@@ -62,7 +64,9 @@ class RecompressAhead:
         self.clock = clock
         self._ready: OrderedDict[int, Recompressed | None] = OrderedDict()
         self._busy: int | None = None  # the row id being compressed
-        self._inline: deque[int] = deque(maxlen=64)  # rows the forwarder compresses itself
+        # rows handed over (or left to the forwarder): they stay due while their upload
+        # runs, and must not be compressed again meanwhile
+        self._taken: deque[int] = deque(maxlen=64)
         self._cond = threading.Condition()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -98,8 +102,7 @@ class RecompressAhead:
             while self._busy == row_id and self._thread is not None:
                 self._cond.wait(1.0)
             result: Prepared = self._ready.pop(row_id, NOT_READY)
-            if result is NOT_READY:
-                self._inline.append(row_id)
+            self._taken.append(row_id)
         self._wake.set()  # one more row may now be prepared
         return result
 
@@ -131,7 +134,7 @@ class RecompressAhead:
                     r
                     for r in upcoming
                     if r.id not in self._ready
-                    and r.id not in self._inline
+                    and r.id not in self._taken
                     and r.size <= MAX_AHEAD_BYTES
                 ),
                 None,

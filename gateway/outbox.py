@@ -34,6 +34,7 @@ from gateway.errors import SpoolError
 from gateway.private_files import private_file
 from gateway.received import ReceivedInstance
 from storage.keys import version_key
+from worklist.triage import patients_differ
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,9 @@ _ADDED_COLUMNS = (
     # 0: only the UIDs are known yet (the header is read after the C-STORE response, see
     # ``index_pending``); not uploaded until 1
     ("indexed", "INTEGER NOT NULL DEFAULT 1"),
+    # read before the C-STORE response: is it the patient of the study's earlier rows?
+    ("patient_id", "TEXT NOT NULL DEFAULT ''"),
+    ("patient_name", "TEXT NOT NULL DEFAULT ''"),
 )
 # monotonic counters kept in outbox.db (so they survive restarts and add up across acceptor
 # processes); gateway.metrics exposes them
@@ -304,10 +308,12 @@ class Outbox:
         (``""``: nothing known): held by the county already, or a version the county did
         not serve (a re-send of either), or its study UID is another
         site's (received here for that site, or held by the county as another site's for
-        an instance of the same study before)."""
+        an instance of the same study before), or it names another patient than the study's
+        first instance here (``worklist.triage.patients_differ``, as the county compares)."""
         with self._lock:
             row = self._db.execute(
-                "SELECT state, last_error FROM outbox WHERE id = ?", (row_id,)
+                "SELECT state, last_error, patient_id, patient_name FROM outbox WHERE id = ?",
+                (row_id,),
             ).fetchone()
             first = self._db.execute(
                 "SELECT site FROM outbox WHERE study_instance_uid = ? ORDER BY id LIMIT 1",
@@ -317,6 +323,11 @@ class Outbox:
                 "SELECT 1 FROM outbox WHERE study_instance_uid = ? AND site = ? AND state = ? "
                 "AND last_error = ? LIMIT 1",
                 (study_uid, site, CONFLICT, COUNTY_HELD + STUDY_OTHER_SITE),
+            ).fetchone()
+            study_patient = self._db.execute(
+                "SELECT patient_id, patient_name FROM outbox WHERE study_instance_uid = ? "
+                "AND site = ? AND id < ? AND state NOT IN (?, ?, ?) ORDER BY id LIMIT 1",
+                (study_uid, site, row_id, CONFLICT, MISSING, INVALID),
             ).fetchone()
         if row is not None and row[0] == CONFLICT:
             error = str(row[1] or "")
@@ -328,6 +339,12 @@ class Outbox:
             return f"study UID belongs to site {first[0]}: held for the county"
         if county_held is not None:
             return "study UID is another site's: held by the county"
+        if (
+            row is not None
+            and study_patient is not None
+            and patients_differ(*study_patient, *row[2:])
+        ):
+            return "patient ID or name differs from the study's: held for the county"
         return ""
 
     def record(
@@ -373,8 +390,9 @@ class Outbox:
                     "INSERT INTO outbox (sop_instance_uid, series_instance_uid, "
                     "study_instance_uid, sop_class_uid, site, calling_ae, called_ae, object_key, "
                     "path, size, sha256, dataset_sha256, priority_rank, category, state, "
-                    "next_attempt_at, last_error, received_at, received_ts, payload, indexed) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "next_attempt_at, last_error, received_at, received_ts, payload, indexed, "
+                    "patient_id, patient_name) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         inst.sop_instance_uid,
                         inst.series_instance_uid,
@@ -397,6 +415,8 @@ class Outbox:
                         now,
                         json.dumps(inst.payload, ensure_ascii=False),
                         int(inst.indexed),
+                        inst.patient_id,
+                        inst.patient_name,
                     ),
                 )
                 counter = "instances_resent" if same else "instances_stored"

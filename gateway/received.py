@@ -73,6 +73,10 @@ class ReceivedInstance:
     # False: only the UIDs are known (``quick_instance``); the header is read after the
     # C-STORE response (``read_instance`` on the spooled file, by the forwarder)
     indexed: bool = True
+    # known before the response either way: is it the patient of the study's earlier
+    # instances (``Outbox.held_reason``)?
+    patient_id: str = ""
+    patient_name: str = ""
 
 
 def text_of(value: Any, keyword: str, declared: str | None) -> tuple[str, list[str]]:
@@ -141,6 +145,9 @@ def quick_instance(
         return None
     study, series = uids["StudyInstanceUID"], uids["SeriesInstanceUID"]
     explicit = category_for_called_ae(called_ae, urgent_called_aes)
+    declared = declared_of(found.get(0x00080005))  # Specific Character Set
+    patient_id, _ = text_of(found.get(0x00100020), "PatientID", declared)
+    patient_name, _ = text_of(found.get(0x00100010), "PatientName", declared)
     return ReceivedInstance(
         sop_class_uid=sop_class,
         sop_instance_uid=sop,
@@ -154,6 +161,8 @@ def quick_instance(
         category=explicit,
         priority_rank=URGENT_RANK if explicit else ROUTINE_RANK,
         indexed=False,
+        patient_id=patient_id[: TEXT_FIELDS["patient_id"][1]],
+        patient_name=patient_name[: TEXT_FIELDS["patient_name"][1]],
     )
 
 
@@ -191,6 +200,8 @@ def triaged_instance(
         category=triage.category,
         priority_rank=URGENT_RANK if triage.priority == "stat" else ROUTINE_RANK,
         payload=payload,
+        patient_id=str(payload.get("patient_id") or ""),
+        patient_name=str(payload.get("patient_name") or ""),
     )
 
 

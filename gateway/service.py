@@ -108,6 +108,7 @@ class Gateway:
             prune_after=settings.prune_announced_after_seconds,
             include_dicom_json=settings.include_dicom_json,
             recompress=settings.recompress,
+            upload_concurrency=settings.upload_concurrency,
             header_reader=settings.header_reader,
         )
         self.mpps = MppsStore(self.spool.root / "mpps.db")

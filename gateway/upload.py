@@ -1,8 +1,8 @@
 """One row's upload, the forwarder's per-instance work: check the spooled file against what was
 received (``file_sha256``), look at what the store already holds under the key
 (``already_stored``), choose the body (the original or a smaller lossless recompression,
-``upload_body``), put it under an optional bandwidth cap and verify the stored object
-(``put_verified``).
+``upload_body``), put it under an optional bandwidth cap and check what the store says it
+now holds (``put_verified``).
 
 Plain functions over the spool and the store; the ``Forwarder`` (``gateway.forwarder``) picks the
 row and owns retries and backoff.
@@ -198,8 +198,9 @@ def put_verified(
         body, size, sha256, saved = upload_body(spool, row, raw, method, prepared)
         if bucket is not None:
             body = io.BufferedReader(_Throttled(body, bucket))
-        store.put(row.object_key, body, size=size, sha256=sha256)
-    info = store.stat(row.object_key)  # end-to-end: what the store holds
+        # what the store holds: its backends check the bytes they stored against the sha256
+        # (the S3 server's own checksum in its answer, or a HEAD; a fsync'd file's digest)
+        info = store.put(row.object_key, body, size=size, sha256=sha256)
     if info.size != size or (info.sha256 or "") != sha256:
         raise StorageError(f"stored object differs: size {info.size}, sha256 {info.sha256}")
     return size, saved

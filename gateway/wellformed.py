@@ -14,7 +14,8 @@ are refused too (recursive readers downstream would overflow their stack), and s
 frames x Bits Allocated), or a Number of Frames that is not a number: no viewer could show it.
 
 The same pass gives the C-STORE fast path what it needs before the response
-(``gateway.received.quick_instance``): the top-level values of ``UID_TAGS``, and whether the
+(``gateway.received.quick_instance``): the top-level values of ``UID_TAGS`` and
+``PATIENT_TAGS`` (is it the patient of the study's earlier instances?), and whether the
 dataset is plain enough to vouch for without pydicom: elements in ascending order in every
 item up to the pixel data, no UN of undefined length (which pydicom reads its own way).
 """
@@ -49,6 +50,12 @@ UID_TAGS = {
     0x0020000D: "StudyInstanceUID",
     0x0020000E: "SeriesInstanceUID",
 }
+PATIENT_TAGS = {
+    0x00080005: "SpecificCharacterSet",
+    0x00100010: "PatientName",
+    0x00100020: "PatientID",
+}
+_COLLECTED = UID_TAGS.keys() | PATIENT_TAGS.keys()
 
 
 # top-level values the Pixel Data check reads: Samples per Pixel, Photometric Interpretation,
@@ -95,8 +102,8 @@ def check_structure(
 ) -> bool:
     """Raise ``InvalidInstance`` unless ``data`` (a dataset, no preamble or file meta) is a
     complete sequence of elements in ``transfer_syntax``. ``uids``: filled with the raw
-    top-level values of ``UID_TAGS``. True: the dataset is plain (see the module's
-    docstring)."""
+    top-level values of ``UID_TAGS`` and ``PATIENT_TAGS``. True: the dataset is plain (see
+    the module's docstring)."""
     if transfer_syntax in _NOT_WALKABLE:
         return False
     view = memoryview(data)
@@ -204,7 +211,7 @@ def check_structure(
         else:
             tag = (group << 16) | element
             if not stack:
-                if uids is not None and tag in UID_TAGS:
+                if uids is not None and tag in _COLLECTED:
                     uids[tag] = bytes(view[pos : pos + length])
                 elif tag in IMAGE_TAGS:
                     image[tag] = bytes(view[pos : pos + length])

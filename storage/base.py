@@ -26,7 +26,8 @@ class ObjectStore(Protocol):
     Keys are ``<study uid>/<series uid>/<sop uid>.dcm`` (see ``storage.keys``).
     The sha256 passed to ``put`` is recorded with the object and returned by ``stat``;
     backends verify it against the bytes they received and raise ``IntegrityError``
-    when it does not match, storing nothing.
+    when it does not match, storing nothing. What ``put`` returns is what the store holds
+    (checked by the backend, not only echoed from the request).
     """
 
     def put(

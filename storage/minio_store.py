@@ -3,9 +3,13 @@
 Integrity: the sha256 is kept as user metadata ``x-amz-meta-sha256``. Objects up to
 ``PART_SIZE`` go up in one PUT: the bytes are hashed and checked before sending, the PUT
 carries ``x-amz-checksum-sha256`` so the server itself rejects bytes that changed on the way
-(``BadDigest``). (No ETag-is-MD5 check: with SSE-KMS an ETag is not an MD5.) Larger
-objects go up in parts; the stream is hashed as the SDK reads it and a mismatch raises before
-the multipart upload is completed, so the SDK aborts it and nothing (old or new) is touched.
+(``BadDigest``), and a server that answers with its own sha256 of what it stored
+(``x-amz-checksum-sha256``: AWS, MinIO, SeaweedFS) has it checked against ours; one that
+answers without it is asked for the stored object's size and sha256 (a HEAD). (No
+ETag-is-MD5 check: with SSE-KMS an ETag is not an MD5.) Larger objects go up in parts; the
+stream is hashed as the SDK reads it and a mismatch raises before the multipart upload is
+completed, so the SDK aborts it and nothing (old or new) is touched; the completed object is
+then checked with a HEAD. So ``put`` returns only what the store is known to hold.
 ``get`` and ``open`` check the bytes they read against the recorded sha256.
 
 Errors: missing keys -> ``ObjectNotFound``; network failures, timeouts and 5xx ->
@@ -263,10 +267,11 @@ class MinioStore:
         if expected is not None and actual != expected:
             raise IntegrityError(f"sha256 mismatch for {key}: got {actual}")
         self.ensure_bucket()
+        checksum = base64.b64encode(digest.digest()).decode()
         headers: dict[str, str | list[str] | tuple[str]] = {
             SHA256_META: actual,
             CONTENT_TYPE_META: content_type,
-            "x-amz-checksum-sha256": base64.b64encode(digest.digest()).decode(),
+            "x-amz-checksum-sha256": checksum,
         }
         with _translated(key, writing=True):
             result = self.client.put_object(
@@ -277,7 +282,21 @@ class MinioStore:
                 content_type=content_type,
                 metadata=headers,
             )
+        answered = result.http_headers.get("x-amz-checksum-sha256")
+        if answered is None:  # the server did not say what it stored: look
+            return self._stored(key, len(body), actual)
+        if answered != checksum:
+            raise IntegrityError(f"server stored other bytes for {key}: sha256 {answered}")
         return ObjectInfo(key, len(body), actual, content_type, result.last_modified)
+
+    def _stored(self, key: str, size: int, sha256: str) -> ObjectInfo:
+        """The object under ``key`` as the store holds it, checked against what was put."""
+        info = self.stat(key)
+        if info.size != size or info.sha256 != sha256:
+            raise IntegrityError(
+                f"stored object {key} differs: size {info.size}, sha256 {info.sha256}"
+            )
+        return info
 
     def _put_large(
         self,
@@ -308,7 +327,7 @@ class MinioStore:
                 source = Chain(head, rest)
             self.ensure_bucket()
             with _translated(key, writing=True):
-                result = self.client.put_object(
+                self.client.put_object(
                     self.bucket,
                     key,
                     cast(BinaryIO, HashingReader(source, size, expected, key)),
@@ -317,7 +336,7 @@ class MinioStore:
                     metadata={SHA256_META: expected, CONTENT_TYPE_META: content_type},
                     part_size=PART_SIZE,
                 )
-        return ObjectInfo(key, size, expected, content_type, result.last_modified)
+        return self._stored(key, size, expected)
 
     def delete(self, key: str) -> None:
         """Remove the object; deleting a missing key is a no-op (as in S3)."""

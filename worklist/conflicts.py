@@ -26,7 +26,6 @@ from worklist.errors import ConflictAlreadyResolved, ConflictNotFileable, Confli
 from worklist.ingest import (
     arrival_from_json,
     arrival_text_fields,
-    normalise_person_name,
     record_instances,
 )
 from worklist.models import (
@@ -40,7 +39,7 @@ from worklist.models import (
     User,
 )
 from worklist.settings import DEFAULT_DEADLINES, Deadlines
-from worklist.triage import classify
+from worklist.triage import classify, normalise_person_name
 
 logger = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from worklist.models import (
 from worklist.resends import REPLACED, Resend, apply_resends, split_resends
 from worklist.settings import DEFAULT_DEADLINES, DEFAULT_MODALITY_UTC_OFFSET, Deadlines
 from worklist.timeline import acquisition_time
-from worklist.triage import Reason, classify
+from worklist.triage import Reason, classify, patients_differ
 
 logger = logging.getLogger(__name__)
 
@@ -550,26 +550,9 @@ def _note_times(study: Study, arrivals: Sequence[InstanceArrival], clocks: Arriv
         study.gateway_clock_offset_seconds = round(clocks.gateway_offset_seconds, 3)
 
 
-def normalise_person_name(value: str) -> str:
-    """A DICOM PN compared as a person would: case and spacing aside, empty trailing
-    components (``Wang^Fang^^^``) and an ideographic/phonetic group that is absent on one
-    side do not make two names differ (only the first group is compared)."""
-    alphabetic = value.split("=")[0]
-    parts = [" ".join(p.split()).casefold() for p in alphabetic.split("^")]
-    while parts and not parts[-1]:
-        parts.pop()
-    return "^".join(parts)
-
-
 def _patient_differs(study: Study, a: InstanceArrival) -> bool:
-    """The arrival names another patient than its study: both sides carry a Patient ID (or
-    a name) and they differ. An empty value on either side is not a difference."""
-    own_id, new_id = study.patient_id.strip(), a.patient_id[:64].strip()
-    if own_id and new_id and own_id != new_id:
-        return True
-    own_name = normalise_person_name(study.patient_name)
-    new_name = normalise_person_name(a.patient_name[:200])
-    return bool(own_name and new_name and own_name != new_name)
+    """The arrival names another patient than its study (``worklist.triage.patients_differ``)."""
+    return patients_differ(study.patient_id, study.patient_name, a.patient_id, a.patient_name)
 
 
 def arrival_json(a: InstanceArrival) -> dict[str, Any]:
@@ -799,6 +782,5 @@ __all__ = [
     "arrival_json",
     "arrival_text_fields",
     "merge_text_fields",
-    "normalise_person_name",
     "record_instances",
 ]

@@ -1,8 +1,8 @@
 """What a modality hears when its instance is kept but will not simply be filed (dcmtk's
 storescu as the modality): a study UID another site sent first, another version of an
-instance already received, an instance of a study the county already held as another
-site's. The warning 0xB000 with the reason as Error Comment, never a bare success; the
-instance is kept (and forwarded, for the county to hold)."""
+instance already received, another patient than the study's, an instance of a study the
+county already held as another site's. The warning 0xB000 with the reason as Error Comment,
+never a bare success; the instance is kept (and forwarded, for the county to hold)."""
 
 from __future__ import annotations
 
@@ -72,10 +72,18 @@ def test_another_sites_study_uid_and_another_version_are_answered_a_warning(
     first.StudyDescription = "头颅CT平扫 复查"
     run = store(gw.port, "CT_TS01", write(first, tmp_path / "1b.dcm"))
     assert answered(run) == "success"
+    # another patient in the owner's study: held by the county (patient_mismatch), so a
+    # warning here too; a name written differently (case, empty components) is the same one
+    other = make_ct(study, instance_number=4, rows=32, cols=32, patient_id="P002")
+    run = store(gw.port, "CT_TS01", write(other, tmp_path / "4.dcm"))
+    assert answered(run) == "warning", run.stdout
+    renamed = make_ct(study, instance_number=5, rows=32, cols=32, patient_name="王^小明^^")
+    assert answered(store(gw.port, "CT_TS01", write(renamed, tmp_path / "5.dcm"))) == "success"
     rows = gw.spool.outbox.query("SELECT site, state FROM outbox ORDER BY id")
-    assert rows == [("TS01", RECEIVED), ("TS02", RECEIVED), ("TS01", RECEIVED), ("TS01", RECEIVED)]
-    assert gw.spool.outbox.counters()["instances_answered_held"] == 1
-    assert "answered the held warning 1" in format_status(spool_status(gw.spool))
+    assert [r[0] for r in rows] == ["TS01", "TS02", "TS01", "TS01", "TS01", "TS01"]
+    assert {r[1] for r in rows} == {RECEIVED}
+    assert gw.spool.outbox.counters()["instances_answered_held"] == 2
+    assert "answered the held warning 2" in format_status(spool_status(gw.spool))
 
 
 def test_a_study_the_county_held_as_another_sites(

@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.integration.test_worklist_ingest import arrival, fast_user, seed, study
 from worklist.conflicts import list_conflicts, resolve_conflict
 from worklist.errors import ConflictAlreadyResolved, ConflictNotFileable, ConflictNotFound
-from worklist.ingest import normalise_person_name, record_instances
+from worklist.ingest import record_instances
 from worklist.models import IngestConflict, Instance, Study
+from worklist.triage import normalise_person_name
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 

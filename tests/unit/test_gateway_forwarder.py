@@ -125,6 +125,45 @@ def test_urgent_overtakes_routine_backlog(
     assert not list(spool.objects.glob("*.dcm"))
 
 
+class OverlapStore(SwitchableStore):
+    """Its first two puts return only once both are under way (or fail after 10 s)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.started: list[str] = []
+        self.together = threading.Barrier(2, timeout=10)
+
+    def put(self, key: str, data: Any, **kw: Any) -> Any:
+        self.started.append(key)
+        if len(self.started) <= 2:
+            self.together.wait()
+        return super().put(key, data, **kw)
+
+
+def test_two_uploads_in_flight_most_urgent_first(tmp_path: Path) -> None:
+    spool, store, county = (
+        Spool(tmp_path / "spool"),
+        OverlapStore(tmp_path / "store"),
+        RecordingCounty(),
+    )
+    routine = [_put(spool, make_dx(rows=64, cols=64)) for _ in range(3)]
+    stroke_study = make_ct().StudyInstanceUID
+    urgent = [_put(spool, make_ct(stroke_study, instance_number=i)) for i in range(2)]
+    fw = _forwarder(spool, store, county, recompress="none")
+    assert fw.upload_concurrency == 2  # the default
+    fw.start()
+    try:
+        deadline = time.monotonic() + 20
+        while len(county.sops) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        fw.stop()
+    started = [k.rsplit("/", 1)[1].removesuffix(".dcm") for k in store.started]
+    assert set(started[:2]) == set(urgent)  # both went up together, before the routine ones
+    assert sorted(started[2:]) == sorted(routine)  # each once: the first two did not fail
+    assert set(_states(spool).values()) == {ANNOUNCED}
+
+
 def test_backoff_grows_then_drains(parts: tuple[Spool, SwitchableStore, RecordingCounty]) -> None:
     spool, store, county = parts
     fw = _forwarder(spool, store, county)

@@ -48,6 +48,8 @@ def test_the_next_rows_are_compressed_ahead_urgent_first(tmp_path: Path) -> None
         assert original_of(result.data) == sent[by_id[row_id]]
     assert ahead.take(routine[0]) is NOT_READY  # not reached: the forwarder does it itself
     assert ahead.take(urgent[0]) is NOT_READY  # handed over once
+    # the stroke slices stay the next due rows while their uploads run: not compressed again
+    assert not ahead.step()
     spool.close()
 
 

@@ -21,7 +21,7 @@ from gateway.part10 import PREAMBLE, StoreMeta, encode_meta
 from gateway.received import ROUTINE_RANK, URGENT_RANK, ReceivedInstance, quick_instance
 from gateway.spool import Spool
 from gateway.spool_recovery import recover
-from gateway.wellformed import check_structure
+from gateway.wellformed import PATIENT_TAGS, UID_TAGS, check_structure
 from tests.dicom_factory import make_ct, make_dx, part10_bytes
 from tests.integration.test_gateway_support import after_meta
 
@@ -265,8 +265,11 @@ def test_quick_instance_agrees_with_the_full_read(implicit: bool) -> None:
         "object_key",
         "category",
         "priority_rank",
+        "patient_id",
+        "patient_name",
     ):
         assert getattr(quick, name) == getattr(full, name), name
+    assert quick.patient_name == str(ds.PatientName) and quick.patient_id == ds.PatientID
 
 
 def test_quick_instance_leaves_doubtful_datasets_to_the_full_read() -> None:
@@ -300,12 +303,15 @@ def test_one_pass_checks_the_structure_and_collects_the_uids() -> None:
     syntax = ds.file_meta.TransferSyntaxUID
     uids: dict[int, bytes] = {}
     assert check_structure(dataset, syntax, uids) is True
-    assert {tag: v.rstrip(b"\0").decode() for tag, v in uids.items()} == {
+    assert {tag: uids[tag].rstrip(b"\0").decode() for tag in UID_TAGS} == {
         0x00080016: ds.SOPClassUID,
         0x00080018: ds.SOPInstanceUID,
         0x0020000D: ds.StudyInstanceUID,
         0x0020000E: ds.SeriesInstanceUID,
     }
+    # and the patient's, raw (decoded with the Specific Character Set by quick_instance)
+    assert set(uids) == set(UID_TAGS) | set(PATIENT_TAGS)
+    assert uids[0x00100020].rstrip(b" ") == ds.PatientID.encode()
     # elements out of order: well formed, but not plain: pydicom decides before the response
     swapped = _swap_first_two_elements(dataset)
     assert check_structure(swapped, syntax) is False

@@ -19,7 +19,9 @@ Public API (stable; the gateway and the worklist both use it):
 
 Also: ``merge_results(previous, new)`` (never silently downgrades a stat result),
 ``category_for_called_ae(called_ae, mapping)``, ``read_paths(paths)`` (``teleread triage``),
-``load_rules(path)`` (a county's own YAML). Evaluate: ``python -m worklist.triage.evaluate``.
+``load_rules(path)`` (a county's own YAML), ``patients_differ(...)`` and
+``normalise_person_name(value)`` (is an instance of another patient than its study:
+``worklist.triage.patient``). Evaluate: ``python -m worklist.triage.evaluate``.
 """
 
 from worklist.triage.api import (
@@ -43,6 +45,7 @@ from worklist.triage.api import (
     read_paths,
     triage_dataset,
 )
+from worklist.triage.patient import normalise_person_name, patients_differ
 
 __all__ = [
     "CODE_ITEM_TAGS",
@@ -62,6 +65,8 @@ __all__ = [
     "load_rules",
     "log_notes",
     "merge_results",
+    "normalise_person_name",
+    "patients_differ",
     "read_paths",
     "triage_dataset",
 ]
