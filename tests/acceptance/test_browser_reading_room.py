@@ -187,14 +187,16 @@ def test_radiologist_reads_and_signs_then_clinic_prints(
     expect(first.locator("td.patient")).to_contain_text("岁")
     accession = first.locator("td.accession").inner_text()
     assert accession
-    # search by name finds the stroke patient (and the other site's namesake), by accession
-    # number only the stroke study
-    page.fill("#f-q", "王小明")
-    expect(rows).to_have_count(2)
+    patient_id = first.locator("td.patient .muted").inner_text().split(" · ")[-1]
+    assert re.fullmatch(r"P\d+", patient_id), patient_id
+    # search by name finds the stroke patient (and the other site's namesake), by patient ID
+    # or accession number only the stroke study (each search changes the row count, so
+    # each is waited for)
+    for key, count in ((patient_id, 1), ("王小明", 2), (accession, 1)):
+        page.fill("#f-q", key)
+        expect(rows).to_have_count(count)
+        expect(page.locator(f'#worklist-body tr[data-uid="{stroke.study_uid}"]')).to_be_visible()
     expect(page.locator(f'#worklist-body tr[data-uid="{dr.study_uid}"]')).to_have_count(0)
-    page.fill("#f-q", accession)
-    expect(rows).to_have_count(1)
-    expect(rows.first).to_have_attribute("data-uid", stroke.study_uid)
     page.fill("#f-q", "")
     expect(page.locator(f'#worklist-body tr[data-uid="{dr.study_uid}"]')).to_be_visible()
     assert page.locator("#live").get_attribute("data-mode") in ("live", "polling")
