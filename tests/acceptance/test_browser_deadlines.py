@@ -5,7 +5,9 @@ radiologist may not record a critical result on the case, and the page says why;
 collapsed box counts them; the patient's prior study opens beside the current one with its
 report; a preliminary report stops the stroke study's clock and its escalation while an
 unread stroke study turns amber and escalates; a corrected re-send of the signed study
-shows its banner on the open page; the admin assigns with a dialog and a reason."""
+shows its banner on the open page; the admin assigns with a dialog and a reason, and a
+session without the optional features polls and sees it. Sessions: a new tab is signed in,
+logging out ends every tab."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from tests.acceptance.test_browser_reading_room import (
     ARTIFACTS,
     CHROMIUM,
     CHROMIUM_ARGS,
+    TIMEOUT_MS,
     login,
 )
 from tests.acceptance.test_browser_reading_room import pytestmark as browser_marks
@@ -29,7 +32,7 @@ from tests.acceptance.test_end_to_end import storescu, wait_for
 from tests.dicom_factory import make_ct, write
 
 try:
-    from playwright.sync_api import Browser, expect, sync_playwright
+    from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None
 
@@ -141,6 +144,24 @@ def test_the_case_in_the_reading_room(
     expect(refused).to_contain_text("仅认领者或报告作者可记录危急值")
     expect(refused).to_contain_text("李医生")  # by display name
     expect(other.locator("#critical-summary")).to_have_attribute("data-count", "0")
+
+    # dr_wang's session: a cookie scripts cannot read; a new tab of the same browser is
+    # signed in (no token in its URL); logging out ends every tab at once
+    (cookie,) = other.context.cookies()
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
+    assert other.evaluate("() => document.cookie") == "", "scripts cannot read the session"
+    tab = other.context.new_page()
+    tab.goto(f"{pipeline.base_url}/ui/reading?study={studies['prior']}")
+    expect(tab.locator("#who")).to_have_text("王医生")  # the display name
+    expect(tab.locator("#slice-index")).to_have_attribute("data-count", "2")
+    assert "token" not in tab.url
+    other.click("#logout")
+    other.wait_for_url("**/ui/login")
+    tab.wait_for_url("**/ui/login")  # told at once, not at its next request
+    again = other.context.new_page()
+    again.goto(f"{pipeline.base_url}/ui/worklist")
+    again.wait_for_url("**/ui/login")
+    assert not other.errors, other.errors  # type: ignore[attr-defined]
     other.context.close()
 
     # dr_li does; the collapsed box counts it and says its state
@@ -197,7 +218,16 @@ def test_the_case_in_the_reading_room(
     expect(clock).to_have_text(re.compile(r"^终审 剩 2[34] 时 \d\d 分$"))
     expect(clock).to_have_attribute("data-state", "ok")
 
-    # the admin hands the prior to dr_wang with the dialog: a picker and a reason
+    # a session that offers none of the optional features (no event stream, no admin
+    # tools): its worklist polls every 5 s and hides what it cannot do
+    bare = featureless(browser, pipeline, "admin")
+    expect(bare.locator("#live")).to_have_attribute("data-mode", "polling")
+    watched = bare.locator(f'#worklist-body tr[data-uid="{studies["prior"]}"]')
+    expect(watched).to_be_visible()
+    expect(watched.locator("button.assign")).to_have_count(0)
+
+    # the admin hands the prior to dr_wang with the dialog: a picker and a reason; the
+    # polling page sees it at its next poll
     admin = login(browser, pipeline, "admin")
     admin.wait_for_url("**/ui/worklist")
     admin.locator(f'#worklist-body tr[data-uid="{studies["prior"]}"] button.assign').click()
@@ -210,6 +240,8 @@ def test_the_case_in_the_reading_room(
     expect(assigned.locator("td.reader")).to_contain_text("王医生")  # the display name
     admin.screenshot(path=str(ARTIFACTS / "12-assigned.png"))
     admin.context.close()
+    expect(watched.locator("td.reader")).to_contain_text("王医生", timeout=8_000)
+    bare.context.close()
 
     # the stroke study nobody reads escalates at half its deadline and turns amber (red
     # from a quarter); the read one, unclaimed and as far past its half, does not
@@ -224,6 +256,25 @@ def test_the_case_in_the_reading_room(
     expect(clock).to_have_attribute("data-state", "ok")
     page.screenshot(path=str(ARTIFACTS / "14-deadlines.png"))
     assert not page.errors, page.errors  # type: ignore[attr-defined]
+
+
+def featureless(browser: Browser, pipeline: Pipeline, username: str) -> Page:
+    """``username``'s worklist in a session whose capabilities are all taken away."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+
+    def without_features(route: Route) -> None:
+        answer = route.fetch()
+        route.fulfill(response=answer, json={**answer.json(), "capabilities": []})
+
+    context.route("**/api/v1/auth/session", without_features)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{pipeline.base_url}/ui/login")
+    page.fill("#username", username)
+    page.fill("#password", pipeline.logins[username])
+    page.click("#login-button")
+    page.wait_for_url("**/ui/worklist")
+    return page
 
 
 def record_critical(page: Any) -> None:
