@@ -275,7 +275,8 @@ async function addAddendum(e) {
 
 // The claim's warnings: the server tells the holder two minutes before the lease runs out
 // (claim_expiring) and when it ran out (study_released, "lease expired"); the page says so
-// at the top of the report panel, with a button that extends the claim.
+// at the top of the report panel, with a button that extends the claim. A corrected re-send
+// of a signed study (study_updated_after_report) shows its banner at once, to any reader.
 function banner(text, kind) {
   $("claim-banner-text").textContent = text;
   $("claim-banner").className = `banner ${kind}`;
@@ -283,7 +284,7 @@ function banner(text, kind) {
   $("renew-claim").hidden = kind !== "warning";
 }
 
-function watchClaim() {
+function watchStudy() {
   if (!me.can("events")) return;
   const events = new EventSource("/api/v1/events");
   const mine = (e) => {
@@ -300,6 +301,11 @@ function watchClaim() {
     const event = mine(e);
     if (!event || event.payload.reason !== "lease expired") return;
     banner(t("claim_expired"), "expired");
+    await loadStudy();
+    showState();
+  });
+  events.addEventListener("study_updated_after_report", async (e) => {
+    if (JSON.parse(e.data).study_uid !== studyUid) return;
     await loadStudy();
     showState();
   });
@@ -444,7 +450,7 @@ async function main() {
   $("critical-form").addEventListener("submit", recordCritical);
   $("addendum-form").addEventListener("submit", addAddendum);
   $("renew-claim").addEventListener("click", renewIt);
-  watchClaim();
+  watchStudy();
   viewer = new Viewer($("viewer"), study);
   loadPriors();
   document.body.dataset.ready = "1";
