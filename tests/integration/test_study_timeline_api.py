@@ -197,7 +197,6 @@ def test_the_periods_turnaround_per_category_and_the_urgent_studies_overdue(
         assert [o["study_instance_uid"] for o in overdue] == [waiting.uid]
         assert overdue[0]["site"] == "TS02" and overdue[0]["waiting_after"] == "arrived_last"
         assert set(overdue[0]["targets"]) == {"read_deadline", "stroke_read_45min"}
-    # (the last 7 days: "today" may have ended since the studies came in)
     one_site = world.get(
         "boss", "/api/v1/ops/turnaround", params={"site": "TS02", "window": "7d"}
     ).json()
