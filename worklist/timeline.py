@@ -106,11 +106,21 @@ STAGES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("claimed_to_report", ("claimed",), SIGNED),
     ("report_to_clinic_notified", SIGNED, ("clinic_notified",)),
     ("notified_to_clinic_opened", ("clinic_notified",), ("clinic_opened",)),
+    ("report_to_clinic_opened", SIGNED, ("clinic_opened",)),
     ("listed_to_report", ("listed",), SIGNED),
     ("scan_to_report", ("acquired",), SIGNED),
     ("scan_to_clinic_opened", ("acquired",), ("clinic_opened",)),
 )
 STAGE_NAMES = tuple(name for name, _, _ in STAGES)
+# the four a county is judged by, hop to hop from the scan to the clinic: kept per site and
+# week on the operations page and as Prometheus histograms ("report": the first signature,
+# preliminary for an urgent study, else final)
+HEADLINE_STAGES = (
+    "scan_to_listed",
+    "listed_to_claimed",
+    "claimed_to_report",
+    "report_to_clinic_opened",
+)
 
 READER_ROLES = (ROLE_RADIOLOGIST, ROLE_ADMIN)
 _OPENED_ACTIONS = (
@@ -119,7 +129,7 @@ _OPENED_ACTIONS = (
     "dicomweb_images_viewed",
     "dicomweb_retrieved",
 )
-_CLINIC_READ_ACTIONS = (
+CLINIC_READ_ACTIONS = (
     "report_viewed",
     "report_first_read",
     "report_pdf_viewed",
@@ -127,6 +137,9 @@ _CLINIC_READ_ACTIONS = (
     "report_fhir_viewed",
 )
 _ROW_ACTIONS = ("study_claimed", "report_signed", "study_flagged")
+# the audit actions that can record the end hop of a headline stage (claimed, signed, the
+# clinic's first read); listed is ``studies.arrived_at``
+HEADLINE_END_ACTIONS = ("study_claimed", "report_signed", *CLINIC_READ_ACTIONS)
 _CHUNK = 500
 # words that make a CT study an angiogram (the CTA target applies)
 _CTA = re.compile(r"(?<![A-Z])CTA(?![A-Z])|ANGIO|血管成像|血管造影", re.IGNORECASE)
@@ -303,14 +316,14 @@ def _from_audit(session: Session, found: dict[str, _Found], uids: Sequence[str])
             .where(
                 AuditEvent.object_type.in_(("study", "report")),
                 AuditEvent.object_id.in_(chunk),
-                AuditEvent.action.in_(_OPENED_ACTIONS + _CLINIC_READ_ACTIONS),
+                AuditEvent.action.in_(_OPENED_ACTIONS + CLINIC_READ_ACTIONS),
                 AuditEvent.outcome == "success",
                 AuditEvent.role.in_((*READER_ROLES, ROLE_CLINIC)),
             )
             .group_by(AuditEvent.object_id, AuditEvent.action, AuditEvent.role, AuditEvent.username)
         ).all()
         for uid, action, role, username, at in actions:
-            if role == ROLE_CLINIC and action in _CLINIC_READ_ACTIONS:
+            if role == ROLE_CLINIC and action in CLINIC_READ_ACTIONS:
                 found[uid].earliest("clinic_opened", at, f"audit:{action}", username)
             elif role in READER_ROLES and action in _OPENED_ACTIONS:
                 found[uid].earliest("opened", at, f"audit:{action}", username)
@@ -522,8 +535,11 @@ def study_timeline(*, session: Session, study: Study, now: datetime) -> Timeline
 
 
 __all__ = [
+    "CLINIC_READ_ACTIONS",
     "CLOCK_TOLERANCE",
     "CTA_READ",
+    "HEADLINE_END_ACTIONS",
+    "HEADLINE_STAGES",
     "HOPS",
     "STAGES",
     "STAGE_NAMES",

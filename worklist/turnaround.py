@@ -3,6 +3,10 @@ urgency category (stroke, chest pain, routine), the percentiles of each stage of
 timelines (``worklist.timeline.STAGES``), how their deadlines went, and the urgent studies
 still unanswered past a deadline (with the hop each is waiting after).
 
+``weekly_turnaround``: the same per site and week, for the headline stages
+(``worklist.timeline.HEADLINE_STAGES``) and the share of studies read within their reading
+deadline (the urgent ones apart).
+
 The figures come from the same timelines the study page shows (``timelines``, a few queries
 per 500 studies), so a study's page and the period's figures cannot disagree.
 """
@@ -12,7 +16,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -26,13 +30,16 @@ from worklist.models import (
     Site,
     Study,
 )
-from worklist.timeline import STAGE_NAMES, Timeline, timelines
+from worklist.timeline import HEADLINE_STAGES, STAGE_NAMES, Timeline, timelines
 
 ROUTINE = "routine"
 CATEGORIES = (CATEGORY_STROKE, CATEGORY_CHEST_PAIN, ROUTINE)
 TARGET_STATES = ("met", "missed", "running", "overdue", "unknown")
 # a period's studies are read whole: bounded, so a county's year cannot be asked for at once
 MAX_STUDIES = 20_000
+WEEK = timedelta(days=7)
+# the deadline a study is read by: "within" when its first signature came before it
+READ_DEADLINE = "read_deadline"
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:
@@ -128,7 +135,9 @@ def _category(timeline: Timeline) -> str:
     return ROUTINE
 
 
-def _figures(category: str, group: list[Timeline]) -> CategoryFigures:
+def _figures(
+    category: str, group: list[Timeline], stage_names: tuple[str, ...] = STAGE_NAMES
+) -> CategoryFigures:
     durations: dict[str, list[float]] = defaultdict(list)
     targets: dict[str, dict[str, int]] = {}
     for timeline in group:
@@ -138,7 +147,7 @@ def _figures(category: str, group: list[Timeline]) -> CategoryFigures:
             counts = targets.setdefault(target.name, dict.fromkeys(TARGET_STATES, 0))
             counts[target.state] += 1
     stages = []
-    for name in STAGE_NAMES:
+    for name in stage_names:
         values = sorted(durations.get(name, []))
         stages.append(
             StageFigures(
@@ -170,11 +179,89 @@ def _overdue(timeline: Timeline) -> OverdueStudy | None:
     )
 
 
-def period_turnaround(
-    *, session: Session, now: datetime, since: datetime, site_code: str | None = None
-) -> PeriodTurnaround:
-    """Figures for the studies whose first instance came in from ``since`` to ``now``
-    (optionally one site's), cancelled ones left out."""
+@dataclass(frozen=True, slots=True)
+class DeadlineShare:
+    """How many studies were read (first signature) within their reading deadline, of those
+    whose deadline is decided (read in time, read late, or unread and past it)."""
+
+    within: int
+    decided: int
+
+    @property
+    def share(self) -> float | None:
+        return round(self.within / self.decided, 4) if self.decided else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"within": self.within, "decided": self.decided, "share": self.share}
+
+
+@dataclass(frozen=True, slots=True)
+class SiteWeek:
+    """One site's week: per category the headline stages' percentiles and the reading
+    deadline kept; ``urgent`` the urgent (STAT) studies' deadline, whatever their category."""
+
+    site: str
+    week_start: datetime
+    studies: int
+    categories: list[tuple[CategoryFigures, DeadlineShare]]
+    urgent: DeadlineShare
+
+
+@dataclass(frozen=True, slots=True)
+class WeeklyTurnaround:
+    since: datetime
+    until: datetime
+    weeks: list[datetime]
+    studies: int
+    truncated: bool
+    rows: list[SiteWeek]  # by site, then week; a site-week without studies left out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+            "weeks": [w.isoformat() for w in self.weeks],
+            "studies": self.studies,
+            "truncated": self.truncated,
+            "stages": list(HEADLINE_STAGES),
+            "rows": [
+                {
+                    "site": r.site,
+                    "week_start": r.week_start.isoformat(),
+                    "studies": r.studies,
+                    "urgent": r.urgent.as_dict(),
+                    "categories": [
+                        {
+                            "category": c.category,
+                            "studies": c.studies,
+                            "deadline": d.as_dict(),
+                            "stages": [
+                                {
+                                    "stage": s.stage,
+                                    "count": s.count,
+                                    "p50_seconds": s.p50_seconds,
+                                    "p90_seconds": s.p90_seconds,
+                                }
+                                for s in c.stages
+                            ],
+                        }
+                        for c, d in r.categories
+                    ],
+                }
+                for r in self.rows
+            ],
+        }
+
+
+def _deadline_share(group: list[Timeline]) -> DeadlineShare:
+    states = [t.state for tl in group for t in tl.targets if t.name == READ_DEADLINE]
+    decided = [s for s in states if s in ("met", "missed", "overdue")]
+    return DeadlineShare(within=decided.count("met"), decided=len(decided))
+
+
+def _studies_since(
+    session: Session, *, since: datetime, now: datetime, site_code: str | None
+) -> tuple[list[Study], bool]:
     stmt = (
         select(Study)
         .join(Site, Study.site_id == Site.id)
@@ -190,8 +277,55 @@ def period_turnaround(
     if site_code is not None:
         stmt = stmt.where(Site.code == site_code)
     studies = list(session.scalars(stmt))
-    truncated = len(studies) > MAX_STUDIES
-    studies = studies[:MAX_STUDIES]
+    return studies[:MAX_STUDIES], len(studies) > MAX_STUDIES
+
+
+def weekly_turnaround(
+    *, session: Session, now: datetime, since: datetime, site_code: str | None = None
+) -> WeeklyTurnaround:
+    """Per site and week (weeks of 7 days from ``since``, which the caller puts at a local
+    Monday midnight), for the studies whose first instance came in from ``since`` to
+    ``now``: per category the headline stages' p50/p90/p95 and the reading deadline kept,
+    and the urgent studies' share read within their deadline. The same timelines as the
+    period's figures (cancelled studies left out)."""
+    studies, truncated = _studies_since(session, since=since, now=now, site_code=site_code)
+    found = timelines(session=session, studies=studies, now=now)
+    weeks = [since + WEEK * i for i in range(int((now - since) / WEEK) + 1)]
+    groups: dict[tuple[str, int], list[Timeline]] = defaultdict(list)
+    for study, timeline in zip(studies, found, strict=True):
+        index = min(int((study.received_at - since) / WEEK), len(weeks) - 1)
+        groups[(timeline.site, index)].append(timeline)
+    rows = []
+    for (site, index), group in sorted(groups.items()):
+        by_category: dict[str, list[Timeline]] = defaultdict(list)
+        for timeline in group:
+            by_category[_category(timeline)].append(timeline)
+        rows.append(
+            SiteWeek(
+                site=site,
+                week_start=weeks[index],
+                studies=len(group),
+                categories=[
+                    (
+                        _figures(c, by_category.get(c, []), HEADLINE_STAGES),
+                        _deadline_share(by_category.get(c, [])),
+                    )
+                    for c in CATEGORIES
+                ],
+                urgent=_deadline_share([t for t in group if t.priority == PRIORITY_STAT]),
+            )
+        )
+    return WeeklyTurnaround(
+        since=since, until=now, weeks=weeks, studies=len(found), truncated=truncated, rows=rows
+    )
+
+
+def period_turnaround(
+    *, session: Session, now: datetime, since: datetime, site_code: str | None = None
+) -> PeriodTurnaround:
+    """Figures for the studies whose first instance came in from ``since`` to ``now``
+    (optionally one site's), cancelled ones left out."""
+    studies, truncated = _studies_since(session, since=since, now=now, site_code=site_code)
     found = timelines(session=session, studies=studies, now=now)
     groups: dict[str, list[Timeline]] = defaultdict(list)
     for timeline in found:
@@ -211,10 +345,15 @@ def period_turnaround(
 __all__ = [
     "CATEGORIES",
     "MAX_STUDIES",
+    "WEEK",
     "CategoryFigures",
+    "DeadlineShare",
     "OverdueStudy",
     "PeriodTurnaround",
+    "SiteWeek",
     "StageFigures",
+    "WeeklyTurnaround",
     "percentile",
     "period_turnaround",
+    "weekly_turnaround",
 ]

@@ -361,6 +361,15 @@ def test_admin_sees_the_operations_charts(
     expect(page.locator("#ta-head th.stroke")).to_contain_text("p95")
     page.select_option("#ta-window", "7d")
     expect(listed).to_have_attribute("data-count", "1")
+    # per site and week: TS01's stroke CT apart from the routine studies, the urgent
+    # studies' read deadline kept (decided once read, or once overdue)
+    week = page.locator('#tw-body tr[data-site="TS01"][data-category="stroke"]')
+    expect(week).to_have_count(1)
+    scan = week.locator('td[data-stage="scan_to_listed"]')
+    expect(scan).to_have_attribute("data-count", "1")
+    expect(scan).to_have_attribute("data-p90", re.compile(r"\d"))
+    expect(week.locator("td.urgent")).to_have_attribute("data-within", re.compile(r"^[01]$"))
+    expect(page.locator('#tw-body tr[data-site="TS02"][data-category="routine"]')).to_have_count(1)
     page.screenshot(path=str(ARTIFACTS / "06-ops.png"), full_page=True)
     assert not page.errors, page.errors  # type: ignore[attr-defined]
 

@@ -447,6 +447,9 @@ ACCESS: dict[tuple[str, str], Access] = {
     ),
     ("GET", "/api/v1/ops/now"): Access(ADMIN, "none", get("/api/v1/ops/now")),
     ("GET", "/api/v1/ops/turnaround"): Access(ADMIN, "none", get("/api/v1/ops/turnaround")),
+    ("GET", "/api/v1/ops/turnaround/weekly"): Access(
+        ADMIN, "none", get("/api/v1/ops/turnaround/weekly")
+    ),
     # township gateways
     ("POST", "/api/v1/gateway/status"): Access(
         GATEWAY, "none", post("/api/v1/gateway/status", {"pending_urgent": 0})

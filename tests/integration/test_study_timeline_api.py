@@ -70,6 +70,10 @@ def test_gateway_hops_are_put_on_the_county_clock(world: World) -> None:
         assert _at(hops[name]["at"]) == recorded + behind, name
     assert _at(hops["listed"]["at"]) == world.clock.now
     assert _at(hops["flagged_urgent"]["at"]) == world.clock.now
+    # the histogram took scan -> listed down as it was listed (the modality's clock)
+    labels = 'category="stroke",site="TS01",stage="scan_to_listed"'
+    scraped = world.get("boss", "/metrics").text
+    assert f"teleread_api_turnaround_seconds_sum{{{labels}}} 240.0" in scraped
     assert [h["hop"] for h in timeline["hops"]] == [
         "acquired",
         "acquired_last",
@@ -147,7 +151,23 @@ def test_the_periods_turnaround_per_category_and_the_urgent_studies_overdue(
     sign = {"status": "preliminary"}
     r = world.post("dr_li", f"/api/v1/studies/{read.uid}/report/sign", json=sign)
     assert r.status_code == 200, r.text
-    world.clock.tick(50 * 60)
+    world.clock.tick(120)
+    for _ in range(2):  # the clinic opens the report; its second look ends no stage
+        assert world.get("nurse_ts01", f"/api/v1/studies/{read.uid}/report").status_code == 200
+        world.clock.tick(60)
+    world.clock.tick(50 * 60 - 240)
+
+    # the Prometheus histograms: each headline stage once, as it ended, by site and category
+    scraped = world.get("boss", "/metrics").text
+    for stage, seconds in (
+        ("listed_to_claimed", 90.0),
+        ("claimed_to_report", 300.0),
+        ("report_to_clinic_opened", 120.0),
+    ):
+        labels = f'category="stroke",site="TS01",stage="{stage}"'
+        assert f"teleread_api_turnaround_seconds_count{{{labels}}} 1.0" in scraped, stage
+        assert f"teleread_api_turnaround_seconds_sum{{{labels}}} {seconds}" in scraped, stage
+    assert 'site="TS02"' not in scraped  # listed, never claimed: no acquisition time either
 
     assert world.get("dr_li", "/api/v1/ops/turnaround").status_code == 403
     # "today" starts at local midnight: unless the hour this took crossed it
@@ -182,3 +202,30 @@ def test_the_periods_turnaround_per_category_and_the_urgent_studies_overdue(
     ).json()
     assert one_site["studies"] == 1
     assert world.get("boss", "/api/v1/ops/turnaround?window=30d").status_code == 422
+
+    # per site and week: the headline stages by category, the urgent deadlines kept
+    weekly = world.get("boss", "/api/v1/ops/turnaround/weekly").json()
+    assert weekly["studies"] == 3 and len(weekly["weeks"]) == 4
+    assert weekly["stages"] == [
+        "scan_to_listed",
+        "listed_to_claimed",
+        "claimed_to_report",
+        "report_to_clinic_opened",
+    ]
+    rows = {r["site"]: r for r in weekly["rows"]}
+    assert set(rows) == {"TS01", "TS02"}
+    assert rows["TS01"]["week_start"] in weekly["weeks"]
+    assert rows["TS01"]["urgent"] == {"within": 1, "decided": 1, "share": 1.0}
+    assert rows["TS02"]["urgent"] == {"within": 0, "decided": 1, "share": 0.0}
+    by = {c["category"]: c for c in rows["TS01"]["categories"]}
+    assert (by["stroke"]["studies"], by["routine"]["studies"]) == (1, 1)
+    stages = {s["stage"]: s for s in by["stroke"]["stages"]}
+    assert (
+        stages["listed_to_claimed"]["p50_seconds"],
+        stages["claimed_to_report"]["p90_seconds"],
+    ) == (90, 300)
+    assert stages["report_to_clinic_opened"]["count"] == 1
+    assert by["routine"]["deadline"]["decided"] == 0  # still running
+    ts02 = world.get("boss", "/api/v1/ops/turnaround/weekly", params={"site": "TS02", "weeks": 2})
+    assert [r["site"] for r in ts02.json()["rows"]] == ["TS02"]
+    assert world.get("boss", "/api/v1/ops/turnaround/weekly?weeks=13").status_code == 422

@@ -9,6 +9,10 @@ Two kinds of figures:
   for an event stream (``text/event-stream``) only to its start, so open streams do not
   swamp the histogram. Each process keeps its own figures: scrape every API replica and
   uvicorn worker separately, and ``sum()`` them in PromQL.
+- **Turnaround**, observed in this process when a study's hop is recorded
+  (``turnaround``): the headline stages of its timeline (scan -> listed -> claimed ->
+  report -> clinic opened) as a histogram by stage, site and category; each stage is
+  observed once, by the process that handled the request that ended it.
 - **The worklist**, read from the database at scrape time (``worklist.metrics_queries``):
   open studies by category and priority, deadline breaches, the oldest waiting urgent study,
   active claims, studies and instances ingested. Cached ``cache_seconds`` (5 s) per process so
@@ -25,7 +29,8 @@ library's global one) and writes the text format; counters and histograms carry 
 ``_created`` series too. The middleware is the part that must be cheap: a few microseconds
 of bookkeeping per request (``bench/metrics.py``), against the 2-4 ms the hot routes take.
 
-Layout: ``http_requests`` (request figures and the middleware), ``database`` (the app's
+Layout: ``http_requests`` (request figures and the middleware), ``turnaround`` (the
+stage histograms and the session events that feed them), ``database`` (the app's
 registry and the cached worklist figures), ``authorization`` (who may scrape); this module
 holds the route and ``install``.
 """
@@ -68,9 +73,11 @@ declare_roles(metrics, (ROLE_ADMIN,))  # published as x-teleread-roles (viewer_a
 
 
 def install(app: FastAPI, **options: Any) -> ApiMetrics:
-    """Serve ``GET /metrics`` on ``app`` and time every request (call it after the other
-    middleware, so this one is outermost and counts their answers too)."""
+    """Serve ``GET /metrics`` on ``app``, time every request (call it after the other
+    middleware, so this one is outermost and counts their answers too) and observe the
+    turnaround of the transactions of ``app.state.session_factory``."""
     state = ApiMetrics(**options)
+    state.turnaround.watch(app.state.session_factory)
     app.state.metrics = state
     app.include_router(router)
     app.add_middleware(RequestMetrics, metrics=state.http)

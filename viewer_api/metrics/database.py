@@ -1,6 +1,6 @@
 """What ``/metrics`` serves for one app (``ApiMetrics``): its registry, with the request
-figures and the worklist's figures, read from the database at scrape time and cached, as
-gauges and counters (``WorklistCollector``)."""
+figures, the turnaround histograms and the worklist's figures, read from the database at
+scrape time and cached, as gauges and counters (``WorklistCollector``)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from viewer_api.metrics.http_requests import PREFIX, HttpMetrics
+from viewer_api.metrics.turnaround import TurnaroundMetrics
 from worklist.metrics_queries import (
     PRIORITIES,
     ROUTINE,
@@ -34,7 +35,8 @@ DEFAULT_LATE_CACHE_SECONDS = 300.0
 
 class ApiMetrics:
     """What ``/metrics`` serves for one app: one registry holding its request figures
-    (``http``) and the cached database figures."""
+    (``http``), its turnaround histograms (``turnaround``) and the cached database
+    figures."""
 
     def __init__(
         self,
@@ -45,6 +47,7 @@ class ApiMetrics:
     ) -> None:
         self.registry = CollectorRegistry()
         self.http = HttpMetrics(self.registry)
+        self.turnaround = TurnaroundMetrics(self.registry)
         self.registry.register(WorklistCollector(self))
         self.cache_seconds = cache_seconds
         self.late_cache_seconds = late_cache_seconds

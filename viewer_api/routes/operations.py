@@ -14,7 +14,7 @@ from viewer_api.deps import AdminUser, NowDep, SessionDep
 from viewer_api.outputs.settings import OutputSettings
 from viewer_api.routes.report_outputs import OutputSettingsDep
 from worklist import operations
-from worklist.turnaround import period_turnaround
+from worklist.turnaround import WEEK, period_turnaround, weekly_turnaround
 
 router = APIRouter(prefix="/api/v1/ops", tags=["operations"])
 
@@ -114,6 +114,30 @@ def operations_turnaround(
     since = local_day_start(now, out) if span is None else now - span
     figures = period_turnaround(session=session, now=now, since=since, site_code=site)
     return {"window": window, **figures.as_dict()}
+
+
+MAX_WEEKS = 12
+
+
+@router.get("/turnaround/weekly")
+def operations_turnaround_weekly(
+    session: SessionDep,
+    user: AdminUser,
+    now: NowDep,
+    out: OutputSettingsDep,
+    weeks: Annotated[int, Query(ge=1, le=MAX_WEEKS)] = 4,
+    site: Annotated[str | None, Query(max_length=32)] = None,
+) -> dict[str, Any]:
+    """The headline stages (scan -> listed -> claimed -> report -> clinic opened) per site
+    and week, this week (from local Monday midnight) and the ``weeks - 1`` before it: per
+    category (stroke, chest pain, routine) p50/p90 in seconds and count, the reading
+    deadline kept, and the urgent studies' share read within their deadline
+    (``worklist.turnaround.weekly_turnaround``). Aggregates only, no patient data."""
+    day_start = local_day_start(now, out)
+    monday = day_start - timedelta(days=day_start.weekday())
+    since = monday - WEEK * (weeks - 1)
+    figures = weekly_turnaround(session=session, now=now, since=since, site_code=site)
+    return figures.as_dict()
 
 
 __all__ = ["router"]

@@ -471,6 +471,7 @@ const STRINGS = {
   stage_claimed_to_report: ["认领→报告", "Claimed to report"],
   stage_report_to_clinic_notified: ["报告→通知乡镇", "Report to clinic told"],
   stage_notified_to_clinic_opened: ["通知→乡镇阅读", "Told to clinic read"],
+  stage_report_to_clinic_opened: ["报告→乡镇阅读", "Report to clinic read"],
   stage_listed_to_report: ["列表→报告", "Listed to report"],
   stage_scan_to_report: ["采集→报告", "Scan to report"],
   stage_scan_to_clinic_opened: ["采集→乡镇阅读", "Scan to clinic read"],
@@ -497,6 +498,11 @@ const STRINGS = {
   waiting_after: ["停在", "Waiting after"],
   listed_at: ["进入列表", "Listed"],
   targets_missed: ["超时项目", "Overdue on"],
+  turnaround_weekly: ["各站点每周周转时间", "Turnaround by site and week"],
+  turnaround_weekly_hint: ["中位数 · 90百分位（例数）；按时：时限内出报告", "Median · p90 (n); on time: by deadline"],
+  week_of: ["周起始", "Week of"],
+  urgent_on_time: ["急诊按时率", "Urgent on time"],
+  no_weekly_studies: ["近几周暂无检查", "No studies in these weeks"],
 };
 
 export const LANGS = ["zh-CN", "en"];

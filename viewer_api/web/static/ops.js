@@ -5,13 +5,14 @@ import { fmtDuration, t } from "./i18n.js";
 import { startPage } from "./shell.js";
 import { dayColumns, histogram, stackedBars } from "./charts.js";
 import { drawNow, loadNow } from "./opsnow.js";
-import { drawTurnaround, loadTurnaround } from "./turnaround.js";
+import { drawTurnaround, drawWeekly, loadTurnaround, loadWeekly } from "./turnaround.js";
 
 const me = await startPage({
   roles: ["admin"],
   onLang: () => {
     drawNow();
     drawTurnaround();
+    drawWeekly();
     draw();
   },
 });
@@ -23,6 +24,7 @@ async function reload() {
   try {
     await loadNow();
     await loadTurnaround();
+    await loadWeekly();
     [stats, conflicts] = await Promise.all([
       api(`/api/v1/stats?days=${document.getElementById("days").value}`),
       api("/api/v1/ingest-conflicts"),
