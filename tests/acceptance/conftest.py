@@ -60,6 +60,16 @@ class Pipeline:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    """A county of the module's own: for tests that look at the whole worklist or every
+    conflict (the browser's pages do)."""
+    with running_pipeline(tmp_path_factory) as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def shared_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    """One county for the modules whose tests look only at their own studies (their own UIDs,
+    sites and conflicts): starting and stopping `teleread serve` costs seconds each time."""
     with running_pipeline(tmp_path_factory) as started:
         yield started
 
