@@ -69,8 +69,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
 @pytest.fixture(scope="session")
 def shared_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     """One county for the modules whose tests look only at their own studies (their own UIDs,
-    sites and conflicts): starting and stopping `teleread serve` costs seconds each time."""
-    with running_pipeline(tmp_path_factory) as started:
+    sites and conflicts): starting and stopping `teleread serve` costs seconds each time.
+    Two acceptor processes whatever the machine (what a 2-core CI machine picks anyway)."""
+    with running_pipeline(tmp_path_factory, {"TELEREAD_GATEWAY_WORKERS": "2"}) as started:
         yield started
 
 
