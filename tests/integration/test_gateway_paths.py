@@ -258,12 +258,15 @@ def _hold(port: int, idle: int, half: int) -> list[socket.socket]:
 
 @pytest.mark.dcmtk
 @DCMTK
+@pytest.mark.parametrize("fast_path", ["on"])  # held by gateway.intake, before either path
 def test_idle_and_half_sent_connections_do_not_block_intake(
     make_gateway: Callable[..., Gateway], tmp_path: Path
 ) -> None:
     """100 idle TCP connections and 20 half-sent PDUs held open: a modality's study still
     goes in at once (they hold no association slot; they are closed after the request
-    timeout), with acceptor processes as installed on a multi-core machine."""
+    timeout), with acceptor processes as installed on a multi-core machine. The connections
+    wait in ``gateway.intake`` until a whole A-ASSOCIATE-RQ is in, before either DICOM path
+    sees them: the stock path's storing is ``test_storescu_ct_and_dx_spooled_as_sent``."""
     gw = make_gateway(workers=2, association_request_timeout_seconds=2.0)
     files = [
         write(make_ct(instance_number=i + 1), tmp_path / "study" / f"{i}.dcm") for i in range(10)
