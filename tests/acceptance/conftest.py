@@ -67,7 +67,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         yield started
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # ends with tests/acceptance, not idles on
 def shared_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     """One county for the modules whose tests look only at their own studies (their own UIDs,
     sites and conflicts): starting and stopping `teleread serve` costs seconds each time.
