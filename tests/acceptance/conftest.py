@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -62,7 +63,18 @@ class Pipeline:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    """A county of the module's own: for tests that look at the whole worklist or every
+    conflict (the browser's pages do)."""
     with running_pipeline(tmp_path_factory) as started:
+        yield started
+
+
+@pytest.fixture(scope="package")  # ends with tests/acceptance, not idles on
+def shared_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    """One county for the modules whose tests look only at their own studies (their own UIDs,
+    sites and conflicts): starting and stopping `teleread serve` costs seconds each time.
+    Two acceptor processes whatever the machine (what a 2-core CI machine picks anyway)."""
+    with running_pipeline(tmp_path_factory, {"TELEREAD_GATEWAY_WORKERS": "2"}) as started:
         yield started
 
 
@@ -98,6 +110,7 @@ def running_pipeline(
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
+            start_new_session=True,  # its acceptor processes end with it
         )
     try:
         deadline = time.monotonic() + STARTUP_SECONDS
@@ -118,9 +131,8 @@ def running_pipeline(
             logins[username] = password
         yield Pipeline(data_dir, dicom_port, http_port, logins, proc, log_path)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        # nothing of it is kept: no graceful stop to wait seconds for (test_serve_logs stops
+        # serve with SIGTERM and checks what it logs)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=20)

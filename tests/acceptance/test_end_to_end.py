@@ -7,6 +7,7 @@ import hashlib
 import os
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from teleread.demo import write_demo_studies
 from tests.acceptance.conftest import Pipeline
 
 pytestmark = pytest.mark.dcmtk
+
+TELEREAD = [sys.executable, "-m", "teleread.cli"]
 
 
 def storescu(pipeline: Pipeline, calling_ae: str, path: Path) -> subprocess.CompletedProcess[str]:
@@ -78,16 +81,16 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_stroke_ct_goes_first_and_is_reported_to_its_clinic(
-    pipeline: Pipeline, demo: dict[str, Any]
+    shared_pipeline: Pipeline, demo: dict[str, Any]
 ) -> None:
     stroke, dr = demo["stroke"], demo["dr"]
     # the routine DR first, so the stroke CT is the newer arrival and still must come first
-    sent_dr = storescu(pipeline, "DR_TS01", dr.directory)
+    sent_dr = storescu(shared_pipeline, "DR_TS01", dr.directory)
     assert sent_dr.returncode == 0, sent_dr.stderr
-    sent_ct = storescu(pipeline, "CT_TS01", stroke.directory)
+    sent_ct = storescu(shared_pipeline, "CT_TS01", stroke.directory)
     assert sent_ct.returncode == 0, sent_ct.stderr
 
-    radiologist = pipeline.client("dr_li")
+    radiologist = shared_pipeline.client("dr_li")
 
     def worklist_has_both() -> list[dict[str, Any]] | None:
         items: list[dict[str, Any]] = radiologist.get("/api/v1/worklist").json()
@@ -95,7 +98,13 @@ def test_stroke_ct_goes_first_and_is_reported_to_its_clinic(
         return items if {stroke.study_uid, dr.study_uid} <= uids else None
 
     items = wait_for(worklist_has_both)
-    first = items[0]
+    # the county is shared with other modules' studies: the stroke is above the DR and
+    # has only urgent studies (if any) above it
+    order = [i["study_instance_uid"] for i in items]
+    top = order.index(stroke.study_uid)
+    assert top < order.index(dr.study_uid)
+    assert all(i["priority"] == "stat" for i in items[:top]), items[:top]
+    first = items[top]
     assert first["study_instance_uid"] == stroke.study_uid
     assert first["priority"] == "stat"
     assert first["category"] == "stroke"
@@ -113,7 +122,7 @@ def test_stroke_ct_goes_first_and_is_reported_to_its_clinic(
     wait_for(all_ct_in)
     detail = radiologist.get(f"/api/v1/studies/{stroke.study_uid}").json()
     assert detail["patient_name"].startswith("王")
-    objects = pipeline.data_dir / "objects"
+    objects = shared_pipeline.data_dir / "objects"
     for path in stroke.files:
         sent = Path(path).read_bytes()
         matches = list(objects.rglob(f"*/{_sop_uid(sent)}.dcm"))
@@ -130,7 +139,7 @@ def test_stroke_ct_goes_first_and_is_reported_to_its_clinic(
         assert dataset_bytes(got.content) == dataset_bytes(sent)
 
     # claims: one reader at a time
-    other = pipeline.client("dr_wang")
+    other = shared_pipeline.client("dr_wang")
     assert radiologist.post(f"/api/v1/worklist/{stroke.study_uid}/claim").status_code == 200
     assert other.post(f"/api/v1/worklist/{stroke.study_uid}/claim").status_code == 409
     impression = "右侧基底节区急性脑出血，约12ml。"
@@ -150,32 +159,46 @@ def test_stroke_ct_goes_first_and_is_reported_to_its_clinic(
     assert r.status_code == 200, r.text
 
     # the site's clinic gets it; the other site's clinic cannot see the study at all
-    nurse = pipeline.client("nurse_ts01")
+    nurse = shared_pipeline.client("nurse_ts01")
     report = nurse.get(f"/api/v1/studies/{stroke.study_uid}/report")
     assert report.status_code == 200
     assert report.json()["impression"] == impression
     assert report.json()["status"] == "final"
     listed = nurse.get("/api/v1/reports").json()
     assert listed[0]["study_instance_uid"] == stroke.study_uid
-    stranger = pipeline.client("nurse_ts02")
+    stranger = shared_pipeline.client("nurse_ts02")
     assert stranger.get(f"/api/v1/studies/{stroke.study_uid}/report").status_code == 404
     assert stranger.get(f"/api/v1/studies/{stroke.study_uid}").status_code == 404
     assert stranger.get("/api/v1/reports").json() == []
 
 
 def test_unknown_calling_ae_is_rejected_until_its_site_is_added(
-    pipeline: Pipeline, demo: dict[str, Any]
+    shared_pipeline: Pipeline, demo: dict[str, Any]
 ) -> None:
+    """A site added with `teleread sites add` while serve runs with acceptor processes is
+    accepted within a second: the change is pushed to them, not polled."""
+    status = subprocess.run(
+        [*TELEREAD, "gateway", "status", "--spool-dir", str(shared_pipeline.data_dir / "spool")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "receiving: 2 acceptor processes" in status
+    assert "fast path: fast" in status
     dr = demo["dr"]
-    assert not _echo(pipeline, "DR_TS09")
-    refused = storescu(pipeline, "DR_TS09", dr.directory)
+    assert not _echo(shared_pipeline, "DR_TS09")
+    refused = storescu(shared_pipeline, "DR_TS09", dr.directory)
     assert "Association Rejected" in refused.stderr + refused.stdout
 
-    added = pipeline.teleread("sites", "add", "TS09", "--name", "九号镇卫生院", "--ae", "DR_TS09")
+    added = shared_pipeline.teleread(
+        "sites", "add", "TS09", "--name", "九号镇卫生院", "--ae", "DR_TS09"
+    )
     assert added.returncode == 0, added.stderr
-
-    # the gateway picks up the new site while it runs
-    assert wait_for(lambda: _echo(pipeline, "DR_TS09"), timeout=20)
+    at = time.monotonic()
+    assert _echo(shared_pipeline, "DR_TS09")
+    assert time.monotonic() - at < 1.0
+    assert "told the sites changed" in shared_pipeline.log_path.read_text(errors="replace")
 
 
 def _echo(pipeline: Pipeline, calling_ae: str) -> bool:

@@ -28,16 +28,16 @@ def _write(folder: Path, datasets: list[Any]) -> Path:
 
 
 def test_squatted_study_uid_and_another_patient_are_held_for_an_admin(
-    pipeline: Pipeline, tmp_path: Path
+    shared_pipeline: Pipeline, tmp_path: Path
 ) -> None:
     study_uid, series_uid = generate_uid(), generate_uid()
     patient = {"patient_id": "TS01-0042", "patient_name": "王^小明"}
     stroke = [
         make_ct(study_uid, series_uid=series_uid, instance_number=i, **patient) for i in (1, 2, 3)
     ]
-    sent = storescu(pipeline, "CT_TS01", _write(tmp_path / "stroke", stroke))
+    sent = storescu(shared_pipeline, "CT_TS01", _write(tmp_path / "stroke", stroke))
     assert sent.returncode == 0, sent.stderr
-    reader, admin = pipeline.client("dr_li"), pipeline.client("admin")
+    reader, admin = shared_pipeline.client("dr_li"), shared_pipeline.client("admin")
 
     def study(uid: str) -> dict[str, Any]:
         r = reader.get(f"/api/v1/studies/{uid}")
@@ -68,7 +68,7 @@ def test_squatted_study_uid_and_another_patient_are_held_for_an_admin(
     )
     said = {}
     for ae, folder, sent_ds in (("CT_TS02", "squat", squats), ("CT_TS01", "stray", [stray])):
-        sent = storescu(pipeline, ae, _write(tmp_path / folder, sent_ds))
+        sent = storescu(shared_pipeline, ae, _write(tmp_path / folder, sent_ds))
         assert sent.returncode == 0, sent.stderr
         said[ae] = (sent.stdout + sent.stderr).count("Received Store Response (Warning")
     # the gateway saw TS01 send that study UID first: TS02's CT hears a warning, not success;
@@ -92,7 +92,7 @@ def test_squatted_study_uid_and_another_patient_are_held_for_an_admin(
     assert (mismatch["patient_id"], mismatch["existing_patient_id"]) == ("TS01-0999", "TS01-0042")
     # the objects stay in storage
     for c in (squatted, mismatch):
-        assert (pipeline.data_dir / "objects" / c["object_key"]).exists(), c["object_key"]
+        assert (shared_pipeline.data_dir / "objects" / c["object_key"]).exists(), c["object_key"]
 
     # the original study is untouched and complete, and on the worklist
     wait_for(lambda: study(study_uid).get("status") == "ready", timeout=60)
@@ -112,7 +112,7 @@ def test_squatted_study_uid_and_another_patient_are_held_for_an_admin(
             "gateway",
             "status",
             "--spool-dir",
-            str(pipeline.data_dir / "spool"),
+            str(shared_pipeline.data_dir / "spool"),
         ],
         capture_output=True,
         text=True,
@@ -145,7 +145,10 @@ def test_squatted_study_uid_and_another_patient_are_held_for_an_admin(
         2,
         "TS02-0007",
     )
-    nurse_ts01, nurse_ts02 = pipeline.client("nurse_ts01"), pipeline.client("nurse_ts02")
+    nurse_ts01, nurse_ts02 = (
+        shared_pipeline.client("nurse_ts01"),
+        shared_pipeline.client("nurse_ts02"),
+    )
     assert nurse_ts02.get(f"/api/v1/studies/{new_uid}").status_code == 200
     assert nurse_ts01.get(f"/api/v1/studies/{new_uid}").status_code == 404
     got = reader.get(f"/api/v1/studies/{new_uid}/instances/{squat.SOPInstanceUID}")

@@ -1,6 +1,6 @@
 """The API's documentation pages work on an intranet with no internet: `/docs` (Swagger UI)
 and `/redoc` name only same-origin scripts, styles and icons, each of which loads from a
-real `teleread api`, and headless Chromium, refused every request that leaves the server,
+real county API, and headless Chromium, refused every request that leaves the server,
 renders the operations (what else a page asks for, ReDoc's attribution logo, its own
 Content-Security-Policy stops inside the browser)."""
 
@@ -15,9 +15,8 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import pytest
 
+from tests.acceptance.conftest import Pipeline
 from tests.acceptance.test_browser_reading_room import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
-from tests.processes import free_port, start_api, wait_healthy
-from worklist.db import upgrade
 
 try:
     from playwright.sync_api import Browser, Request, Route, sync_playwright
@@ -55,20 +54,10 @@ def page_assets(html: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A county API alone (the docs need no data), its base URL."""
-    tmp = tmp_path_factory.mktemp("docs")
-    url = f"sqlite:///{tmp / 'teleread.db'}"
-    upgrade(url)
-    env = {"TELEREAD_STORAGE_BACKEND": "filesystem", "TELEREAD_STORAGE_ROOT": str(tmp / "objects")}
-    port = free_port()
-    proc = start_api(database_url=url, port=port, env=env, log=tmp / "api.log")
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base, proc)
-        yield base
-    finally:
-        proc.stop()
+def api(shared_pipeline: Pipeline) -> str:
+    """The county API (the docs need no data: the shared pipeline's, the app `teleread api`
+    serves too), its base URL."""
+    return shared_pipeline.base_url
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ def _send(pipeline: Pipeline, folder: Path, datasets: list[Any]) -> list[bytes]:
 
 
 def test_a_corrected_resend_is_served_and_the_first_kept_for_the_admin(
-    pipeline: Pipeline, tmp_path: Path
+    shared_pipeline: Pipeline, tmp_path: Path
 ) -> None:
     study_uid, series_uid = generate_uid(), generate_uid()
     slices = [
@@ -47,8 +47,8 @@ def test_a_corrected_resend_is_served_and_the_first_kept_for_the_admin(
         )
         for i in (1, 2)
     ]
-    first, _ = _send(pipeline, tmp_path / "first", slices)
-    reader, admin = pipeline.client("dr_li"), pipeline.client("admin")
+    first, _ = _send(shared_pipeline, tmp_path / "first", slices)
+    reader, admin = shared_pipeline.client("dr_li"), shared_pipeline.client("admin")
     detail = f"/api/v1/studies/{study_uid}"
     wait_for(lambda: reader.get(detail).json().get("num_instances") == 2, timeout=60)
     assert reader.post(f"/api/v1/worklist/{study_uid}/claim").status_code == 200
@@ -62,7 +62,7 @@ def test_a_corrected_resend_is_served_and_the_first_kept_for_the_admin(
 
     corrected = slices[0]
     corrected.PatientName = "王^晓明"  # the registrar's typo, fixed at the modality
-    [resent] = _send(pipeline, tmp_path / "resent", [corrected])
+    [resent] = _send(shared_pipeline, tmp_path / "resent", [corrected])
 
     def updated() -> dict[str, Any] | None:
         body: dict[str, Any] = reader.get(detail).json()

@@ -59,7 +59,7 @@ def _stamp_acquisition(files: list[Path], start: datetime) -> list[datetime]:
 
 
 def test_stroke_timeline_has_every_hop_in_order_at_its_recorded_time(
-    pipeline: Pipeline, tmp_path: Path
+    shared_pipeline: Pipeline, tmp_path: Path
 ) -> None:
     stroke = next(
         s
@@ -68,11 +68,11 @@ def test_stroke_timeline_has_every_hop_in_order_at_its_recorded_time(
     )
     scanned = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=3)
     acquired = _stamp_acquisition(stroke.files, scanned)
-    sent = storescu(pipeline, "CT_TS01", stroke.directory)
+    sent = storescu(shared_pipeline, "CT_TS01", stroke.directory)
     assert sent.returncode == 0, sent.stderr
     uid = stroke.study_uid
 
-    reader = pipeline.client("dr_li")
+    reader = shared_pipeline.client("dr_li")
     wait_for(
         lambda: (
             reader.get(f"/api/v1/studies/{uid}").json().get("num_instances") == len(stroke.files)
@@ -103,7 +103,7 @@ def test_stroke_timeline_has_every_hop_in_order_at_its_recorded_time(
     r = reader.post(f"/api/v1/studies/{uid}/report/sign", json={"status": "preliminary"})
     assert r.status_code == 200, r.text
 
-    nurse = pipeline.client("nurse_ts01")
+    nurse = shared_pipeline.client("nurse_ts01")
     assert nurse.get(f"/api/v1/studies/{uid}/report").status_code == 200
     r = nurse.post(f"/api/v1/studies/{uid}/report/critical-results/{critical['id']}/acknowledge")
     assert r.status_code == 200, r.text
@@ -138,7 +138,7 @@ def test_stroke_timeline_has_every_hop_in_order_at_its_recorded_time(
     assert _at(hops["acquired"]["recorded_at"]) == acquired[0]
     assert _at(hops["acquired_last"]["recorded_at"]) == acquired[-1]
     assert hops["acquired"]["clock"] == "modality"
-    outbox = sqlite3.connect(pipeline.data_dir / "spool" / "outbox.db")
+    outbox = sqlite3.connect(shared_pipeline.data_dir / "spool" / "outbox.db")
     try:
         received_ts, last_received_ts, uploaded, last_uploaded = outbox.execute(
             "SELECT MIN(received_ts), MAX(received_ts), MIN(uploaded_at), MAX(uploaded_at) "
@@ -156,7 +156,7 @@ def test_stroke_timeline_has_every_hop_in_order_at_its_recorded_time(
         assert hops[hop]["clock"] == "gateway"
         recorded = _at(hops[hop]["recorded_at"])
         assert abs(recorded.timestamp() - ts) < 0.001, hop
-    admin = pipeline.client("admin")
+    admin = shared_pipeline.client("admin")
     trail = admin.get("/api/v1/audit", params={"object_id": uid, "limit": 500}).json()
 
     def audited(action: str, **match: Any) -> datetime:
@@ -190,4 +190,7 @@ def test_stroke_timeline_has_every_hop_in_order_at_its_recorded_time(
 
     # the study's visibility: its own site's clinic sees it, the other site's gets 404
     assert nurse.get(f"/api/v1/studies/{uid}/timeline").status_code == 200
-    assert pipeline.client("nurse_ts02").get(f"/api/v1/studies/{uid}/timeline").status_code == 404
+    assert (
+        shared_pipeline.client("nurse_ts02").get(f"/api/v1/studies/{uid}/timeline").status_code
+        == 404
+    )

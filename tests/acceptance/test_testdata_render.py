@@ -244,17 +244,17 @@ LOSSY = {
 
 
 def test_every_testdata_file_is_stored_and_rendered_or_refused_with_a_reason(
-    pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shared_pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     files = storage_files(tmp_path)
     assert len(files) > 140
-    send(pipeline, files)
+    send(shared_pipeline, files)
     monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)  # the bytes as they are
-    send_as_is(pipeline, [s for s in files if s.status == "no response"])
+    send_as_is(shared_pipeline, [s for s in files if s.status == "no response"])
     for s in files:
         if s.status != SUCCESS:
             s.outcome = f"refused: {s.status}: {s.comment or 'NO ERROR COMMENT'}"
-    check_stored_and_rendered(pipeline, files)
+    check_stored_and_rendered(shared_pipeline, files)
     for s in files:
         print(f"{s.name:44} {s.transfer_syntax:24} {s.sender:10} {s.outcome}")
     kinds = Counter(s.outcome.split(":")[0].split(" (")[0] for s in files)

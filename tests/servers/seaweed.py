@@ -26,7 +26,7 @@ import sysconfig
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,15 +134,18 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
+def _stop(proc: subprocess.Popen[bytes], ports: Iterable[int] = ()) -> None:
+    """SIGKILL to its session: its data directory is thrown away, so nothing is gained by the
+    seconds a SIGTERM takes; then the gRPC sockets it leaves in /tmp for ``ports``."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=STOP_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
+    for port in ports:
+        for sock in Path(tempfile.gettempdir()).glob(
+            f"seaweedfs-*-grpc-{port + _GRPC_OFFSET}.sock"
+        ):
+            sock.unlink(missing_ok=True)
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], server: S3Server, log: Path) -> None:
@@ -255,7 +258,7 @@ def run_seaweed(
         _wait_ready(proc, server, log)
         yield server
     finally:
-        _stop(proc)
+        _stop(proc, ports.values())
 
 
 @pytest.fixture(scope="session")
