@@ -217,6 +217,8 @@ def test_the_case_in_the_reading_room(
     expect(clock).to_have_attribute("data-due", "final")
     expect(clock).to_have_text(re.compile(r"^终审 剩 2[34] 时 \d\d 分$"))
     expect(clock).to_have_attribute("data-state", "ok")
+    # and it is flagged as updated after its report
+    expect(row.locator(".updated-after-report")).to_contain_text("影像已更新")
 
     # a session that offers none of the optional features (no event stream, no admin
     # tools): its worklist polls every 5 s and hides what it cannot do

@@ -188,6 +188,7 @@ const STRINGS = {
     "报告签发后本检查的影像已被更正重传（{time}），请复核，必要时补充报告",
     "Images replaced by a corrected re-send after signing ({time}): review, add an addendum",
   ],
+  updated_flag: ["影像已更新", "images updated"],
   claim_expiring: [
     "您对本检查的认领即将过期（剩余约 {m} 分钟），请续期",
     "Your claim runs out in about {m} min: extend it",

@@ -79,6 +79,17 @@ function badge(item) {
   return h("span", { className: "badge routine" }, t("routine"));
 }
 
+// the report state, and a flag when a corrected re-send replaced images after the report
+function statusCell(item) {
+  const cell = h("td", {}, h("span", { className: `status-tag ${item.status}` }, t(item.status)));
+  if (item.updated_after_report_at) {
+    const when = fmtTime(item.updated_after_report_at);
+    const title = t("updated_after_report").replace("{time}", when);
+    cell.append(h("span", { className: "updated-after-report", title }, ` ${t("updated_flag")}`));
+  }
+  return cell;
+}
+
 function render() {
   clocks = new Map();
   const body = document.getElementById("worklist-body");
@@ -171,7 +182,7 @@ function render() {
       h("td", { className: "num" }, item.num_instances),
       h("td", {}, fmtTime(item.received_at)),
       clock,
-      h("td", {}, h("span", { className: `status-tag ${item.status}` }, t(item.status))),
+      statusCell(item),
       reader,
       actions,
     );
@@ -319,6 +330,7 @@ async function connectEvents() {
     "escalation",
     "critical_result",
     "call_ahead",
+    "study_updated_after_report",
   ]) {
     source.addEventListener(kind, scheduleReload);
   }
