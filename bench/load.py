@@ -4,8 +4,11 @@
     .venv/bin/python bench/load.py --db postgresql --clients 200 --seconds 60 --streams 500
     .venv/bin/python bench/load.py --orthanc --clients 50,200        # + Orthanc, image routes
 
-One ``teleread api`` process (its own settings from the environment, as in production) on
-127.0.0.1 over SQLite or an embedded PostgreSQL 18, a filesystem object store, three sites,
+``teleread api`` (its own settings from the environment, as in production) on 127.0.0.1 over
+SQLite or an embedded PostgreSQL 18, as installed: one process over SQLite (``teleread
+serve``'s), ``--replicas`` (default 2, ``docker-compose.yml``'s api-1 and api-2) over
+PostgreSQL, each simulated browser keeping to one replica as the front door keeps its
+connection (client i on replica i mod n); a filesystem object store, three sites,
 radiologist, clinic and event-stream accounts, small CT studies (``--studies`` per site of
 ``--instances`` 256x256 slices) announced through the API as a gateway does, half of them
 with a signed report.
@@ -110,6 +113,18 @@ def database(kind: str, tmp: Path) -> Iterator[str]:
         yield srv.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
     finally:
         srv.cleanup()
+
+
+@contextlib.contextmanager
+def api_processes(
+    n: int, url: str, objects: Path, logs: Path, env: dict[str, str]
+) -> Iterator[list[tuple[str, int]]]:
+    """``n`` replicas: (base URL, pid) each."""
+    with contextlib.ExitStack() as stack:
+        yield [
+            stack.enter_context(api_process(url, objects, logs / f"api-{i}.log", env))
+            for i in range(1, n + 1)
+        ]
 
 
 @contextlib.contextmanager
@@ -238,6 +253,11 @@ def targets(result: LoadResult) -> dict[str, bool]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        help="API processes (default: 1 on SQLite, 2 on PostgreSQL as docker-compose.yml runs)",
+    )
     parser.add_argument("--clients", default="50,200,500,1000")
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--streams", type=int, default=500)
@@ -251,8 +271,14 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
+    replicas = args.replicas or (2 if args.db == "postgresql" else 1)
     env = dict(item.split("=", 1) for item in args.env)
-    report: dict[str, Any] = {"db": args.db, "load_before": os.getloadavg(), "runs": []}
+    report: dict[str, Any] = {
+        "db": args.db,
+        "replicas": replicas,
+        "load_before": os.getloadavg(),
+        "runs": [],
+    }
     tmp = Path(tempfile.mkdtemp(prefix="teleread-load-"))
     print(f"work directory {tmp}", file=sys.stderr)
     try:
@@ -269,7 +295,9 @@ def main() -> None:
             )
             engine.dispose()
             objects = tmp / "objects"
-            with api_process(url, objects, tmp / "api.log", env) as (base, pid):
+            with api_processes(replicas, url, objects, tmp, env) as apis:
+                base = apis[0][0]
+                pids = [pid for _, pid in apis]
                 studies = seed_studies(
                     base,
                     FilesystemStore(objects),
@@ -280,11 +308,19 @@ def main() -> None:
                 )
                 half = len(studies) // 2
                 studies = sign_reports(base, readers[0], studies[:half]) + studies[half:]
-                world = LoadWorld(base, readers, clinics, streamers, studies)
-                idle = rss_mib(pid)
+                world = LoadWorld(
+                    base,
+                    readers,
+                    clinics,
+                    streamers,
+                    studies,
+                    replicas=tuple(b for b, _ in apis) if replicas > 1 else (),
+                )
+                idle = sum(rss_mib(pid) for pid in pids)
                 for n in counts:
                     load = os.getloadavg()[0]
-                    server_cpu, client_cpu = cpu_seconds(pid), own_cpu_seconds()
+                    server_cpu = sum(cpu_seconds(pid) for pid in pids)
+                    client_cpu = own_cpu_seconds()
                     result = asyncio.run(
                         run_load(
                             world,
@@ -295,15 +331,17 @@ def main() -> None:
                         )
                     )
                     summary = result.summary()
+                    api_cpu = sum(cpu_seconds(pid) for pid in pids) - server_cpu
                     summary.update(
                         clients=n,
                         load_at_start=round(load, 2),
                         rss_idle_mib=round(idle, 1),
-                        rss_after_mib=round(rss_mib(pid), 1),
-                        # CPU seconds per second of the run: the API's, and the load
-                        # generator's own (near 1.0: the generator is the bottleneck)
-                        api_cpu=round((cpu_seconds(pid) - server_cpu) / result.seconds, 2),
+                        rss_after_mib=round(sum(rss_mib(pid) for pid in pids), 1),
+                        # CPU seconds per second of the run: the API's (all replicas), and
+                        # the load generator's own (near 1.0: the generator is the bottleneck)
+                        api_cpu=round(api_cpu / result.seconds, 2),
                         client_cpu=round((own_cpu_seconds() - client_cpu) / result.seconds, 2),
+                        api_cpu_ms_per_request=round(1000 * api_cpu / max(1, result.total), 2),
                         targets=targets(result),
                     )
                     report["runs"].append(summary)

@@ -68,6 +68,12 @@ class LoadWorld:
     clinics: dict[str, list[str]]  # site -> tokens
     streamers: list[str]  # tokens of accounts that hold the event streams
     studies: list[StudyRef]
+    # the API replicas behind the county's front door, when there are several: client i (and
+    # stream i) keeps to replica i mod n, as a load balancer keeps a browser's connection
+    replicas: tuple[str, ...] = ()
+
+    def url_for(self, i: int) -> str:
+        return self.replicas[i % len(self.replicas)] if self.replicas else self.base_url
 
 
 # --- set-up -------------------------------------------------------------------------------
@@ -346,11 +352,12 @@ async def _client(
     deadline: float,
     think: float,
     seed: int,
+    base_url: str,
 ) -> None:
     rng = random.Random(seed)
     weights = [w for w, _, _ in mix]
     await asyncio.sleep(rng.random() * min(1.0, think or 0.2))  # not all at the same instant
-    async with new_client(world.base_url, 60) as http:
+    async with new_client(base_url, 60) as http:
         while time.monotonic() < deadline:
             _, name, action = rng.choices(mix, weights)[0]
             started = time.monotonic()
@@ -368,7 +375,7 @@ async def _client(
 
 
 async def _stream(
-    world: LoadWorld,
+    base_url: str,
     token: str,
     stop: asyncio.Event,
     settled: asyncio.Event,
@@ -383,7 +390,7 @@ async def _stream(
     ended during the run."""
     params = {"access_token": token}
     timeout = httpx.Timeout(30, read=None)
-    async with new_client(world.base_url, timeout) as http:
+    async with new_client(base_url, timeout) as http:
         while not stop.is_set():
             try:
                 async with http.stream("GET", "/api/v1/events", params=params) as response:
@@ -465,14 +472,17 @@ async def _probe(base_url: str, seconds: float, figures: RouteFigures, every: fl
 
 
 async def _after(world: LoadWorld, mix: list[tuple[float, str, Action]]) -> dict[str, int]:
+    """Each route once more (on each replica: `` @2`` names the second's answers)."""
     rng = random.Random(0)
     out: dict[str, int] = {}
-    async with new_client(world.base_url, 30) as http:
-        for _, name, action in mix:
-            _, response = await action(http, rng)
-            out[name] = response.status_code
-        out["/healthz"] = (await http.get("/healthz")).status_code
-        out["/readyz"] = (await http.get("/readyz")).status_code
+    for n, url in enumerate(world.replicas or (world.base_url,), 1):
+        at = f" @{n}" if n > 1 else ""
+        async with new_client(url, 30) as http:
+            for _, name, action in mix:
+                _, response = await action(http, rng)
+                out[name + at] = response.status_code
+            out["/healthz" + at] = (await http.get("/healthz")).status_code
+            out["/readyz" + at] = (await http.get("/readyz")).status_code
     return out
 
 
@@ -501,7 +511,7 @@ async def run_load(
     stream_tasks = [
         asyncio.create_task(
             _stream(
-                world,
+                world.url_for(i),
                 world.streamers[i % len(world.streamers)],
                 stop_streams,
                 done,
@@ -512,12 +522,19 @@ async def run_load(
     ]
     started = time.monotonic()
     deadline = started + seconds
-    probe = asyncio.create_task(_probe(world.base_url, seconds, health, probe_every))
+    # each replica's /healthz, as the front door checks each
+    probes = [
+        asyncio.create_task(_probe(url, seconds, health, probe_every))
+        for url in (world.replicas or (world.base_url,))
+    ]
     await asyncio.gather(
-        *(_client(world, mix, figures, deadline, think, seed * 100_000 + i) for i in range(clients))
+        *(
+            _client(world, mix, figures, deadline, think, seed * 100_000 + i, world.url_for(i))
+            for i in range(clients)
+        )
     )
     elapsed = time.monotonic() - started
-    await probe
+    await asyncio.gather(*probes)
     # every stream shed while the load lasted opens (or is refused over its account's cap)
     # once the server has room: wait for that before closing the open ones, or a stream
     # still retrying would take the place of one just closed

@@ -6,7 +6,8 @@
       audit(AuditAction.REPORT_SIGNED, object_id=study_uid, detail={"status": "final"})
 
   The row joins the request's transaction: committed with the route's work, or rolled
-  back with it. ``refusals`` records a refused request on its own.
+  back with it. ``refusals`` records a refused request on its own. ``audit.view(...)``
+  hands a view that changes nothing (a worklist page's poll) to the ``AuditWriter``.
 - ``AuditWriter`` (one per app, ``app.state.audit_writer``): views that come by the
   hundred (DICOMweb searches, metadata, images, retrieves) and refused cross-site attempts,
   taken down in microseconds and written by a thread in batches, off the request path.
@@ -45,6 +46,7 @@ class Auditor:
     actor: User | None
     client_addr: str
     now: datetime
+    writer: AuditWriter
 
     def __call__(
         self,
@@ -67,6 +69,25 @@ class Auditor:
             outcome=outcome,
             detail=detail,
             now=self.now,
+        )
+
+    def view(
+        self, action: AuditAction, *, object_id: str = "", detail: dict[str, Any] | None = None
+    ) -> None:
+        """One event of a read that changes nothing, taken down by the app's
+        ``AuditWriter`` and written within its ``interval`` (a second), in a batch with
+        the others: the request neither writes nor waits for the database's write lock.
+        Every open worklist page polls every few seconds; on SQLite each poll's own commit
+        queued the API's threads behind one another's write locks (``bench/load.py``)."""
+        self.writer.add(
+            PendingEvent.of(
+                actor=self.actor,
+                action=action,
+                object_id=object_id,
+                client_addr=self.client_addr,
+                detail=detail,
+                now=self.now,
+            )
         )
 
     def by(self, actor: User) -> Auditor:

@@ -236,17 +236,21 @@ AdminUser = Annotated[User, Depends(require_roles(ROLE_ADMIN))]
 
 
 async def get_audit(
-    session: SessionDep, user: CurrentUser, now: NowDep, client_addr: ClientAddr
+    request: Request, session: SessionDep, user: CurrentUser, now: NowDep, client_addr: ClientAddr
 ) -> Auditor:
     """The request's audit trail, the caller as actor. ``user`` is the guard's own (FastAPI
     resolves ``get_current_user`` once per request), so this adds no work and no check."""
-    return Auditor(session=session, actor=user, client_addr=client_addr, now=now)
+    writer: AuditWriter = request.app.state.audit_writer
+    return Auditor(session=session, actor=user, client_addr=client_addr, now=now, writer=writer)
 
 
-async def get_anonymous_audit(session: SessionDep, now: NowDep, client_addr: ClientAddr) -> Auditor:
+async def get_anonymous_audit(
+    request: Request, session: SessionDep, now: NowDep, client_addr: ClientAddr
+) -> Auditor:
     """The audit trail of a route without a logged-in caller (the log-in itself, a share
     link): no actor until ``Auditor.by`` names one."""
-    return Auditor(session=session, actor=None, client_addr=client_addr, now=now)
+    writer: AuditWriter = request.app.state.audit_writer
+    return Auditor(session=session, actor=None, client_addr=client_addr, now=now, writer=writer)
 
 
 # record what the caller did: ``audit(AuditAction.STUDY_CLAIMED, object_id=uid)``

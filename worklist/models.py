@@ -17,10 +17,13 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    column,
+    select,
+    table,
     text,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column, relationship
 
 # Roles
 ROLE_RADIOLOGIST = "radiologist"
@@ -213,6 +216,16 @@ class ShareLink(Base):
     revoked_by: Mapped[User | None] = relationship(foreign_keys=[revoked_by_id])
 
 
+# the series table's columns that ``Study.body_part`` reads (``Series`` is declared after)
+_SERIES = table(
+    "series",
+    column("id"),
+    column("study_id"),
+    column("series_number"),
+    column("body_part_examined"),
+)
+
+
 class Study(Base):
     __tablename__ = "studies"
     __table_args__ = (
@@ -320,6 +333,18 @@ class Study(Base):
     # a re-sent instance replaced a served one after the study's report was signed
     # (``worklist.resends``): the report may describe images no longer served
     updated_after_report_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    # the body part of the study's first series (in series order) that names one, or None:
+    # read by a subquery, not by loading the series, and only where a query asks for it
+    # (``undefer``: the worklist's pages, a study, its priors; elsewhere when first read)
+    body_part: Mapped[str | None] = column_property(
+        select(_SERIES.c.body_part_examined)
+        .where(_SERIES.c.study_id == id, _SERIES.c.body_part_examined != "")
+        .order_by(_SERIES.c.series_number, _SERIES.c.id)
+        .limit(1)
+        .scalar_subquery(),
+        deferred=True,
+    )
 
     site: Mapped[Site] = relationship()
     claimed_by: Mapped[User | None] = relationship(foreign_keys=[claimed_by_id])

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, Select, exists, false, func, or_, select
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload, undefer
 
 from worklist.models import (
     Instance,
@@ -105,7 +105,7 @@ def list_worklist(
             joinedload(Study.site),
             joinedload(Study.claimed_by),
             joinedload(Study.claim_expired_by),
-            selectinload(Study.series),
+            undefer(Study.body_part),
         )
         .order_by(Study.priority_rank, Study.received_at, Study.id)
         .limit(limit)
@@ -162,7 +162,7 @@ def list_priors(
                 joinedload(Study.site),
                 joinedload(Study.claimed_by),
                 joinedload(Study.report),
-                selectinload(Study.series),
+                undefer(Study.body_part),
             )
             .order_by(Study.received_at.desc(), Study.id.desc())
             .limit(MAX_PRIORS)
@@ -180,6 +180,7 @@ def get_study(*, session: Session, study_uid: str, viewer: User) -> Study | None
             joinedload(Study.claimed_by),
             joinedload(Study.report),
             selectinload(Study.series),
+            undefer(Study.body_part),
         )
     ).one_or_none()
 

@@ -223,6 +223,13 @@ def test_full_path_from_ingest_to_clinic(world: World) -> None:
     ):
         assert expected in actions, expected
     assert all(e.client_addr == "testclient" for e in events)
+    # a worklist page's polls are audited too, written off the request path in a batch
+    world.client.app.state.audit_writer.flush()  # type: ignore[attr-defined]
+    with world.factory() as session:
+        polls = list_events(session=session, action="worklist_view", limit=500)
+    assert {"dr_li", "nurse_ts01", "nurse_ts02"} <= {e.username for e in polls}
+    assert all(e.client_addr == "testclient" and e.outcome == "success" for e in polls)
+    assert all("count" in e.detail and "total" in e.detail for e in polls)
     with world.factory() as session:
         viewed = list_events(session=session, action="instance_viewed", object_id=sop)
     assert [e.username for e in viewed] == ["nurse_ts01"]

@@ -11,7 +11,10 @@ page and the operations figures show) in a session of their own and observe each
 stage whose end hop is the one just written. A stage whose end hop came earlier is not
 observed again (a second claim, a final after the preliminary, the clinic's next look), nor
 is anything when the transaction rolls back. Reading the timelines costs a few queries per
-event, after the commit, and a failure there is logged and never fails the request.
+event, after the commit, and a failure there is logged and never fails the request. Reads
+are the common case: only a clinic user's read can end a stage, and once a study's clinic
+read is known (``_clinic_opened``, the last ``OPENED_KEPT`` studies) its next reads are not
+looked at, so a nurse re-opening reports costs no timeline.
 
 Replicas: each API process observes the events it handles, so every stage is observed in
 exactly one process and ``sum by (le, stage, site, category)`` over the replicas'
@@ -29,23 +32,33 @@ as 0.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
+from cachetools import LRUCache
 from prometheus_client import CollectorRegistry, Histogram
 from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from viewer_api.metrics.http_requests import PREFIX
-from worklist.models import CATEGORY_CHEST_PAIN, CATEGORY_STROKE, AuditEvent, Study
-from worklist.timeline import HEADLINE_END_ACTIONS, HEADLINE_STAGES, Timeline, timelines
+from worklist.models import CATEGORY_CHEST_PAIN, CATEGORY_STROKE, ROLE_CLINIC, AuditEvent, Study
+from worklist.timeline import (
+    CLINIC_READ_ACTIONS,
+    HEADLINE_END_ACTIONS,
+    HEADLINE_STAGES,
+    Timeline,
+    timelines,
+)
 
 logger = logging.getLogger(__name__)
 
 ROUTINE = "routine"
 # seconds: a listing takes seconds, a reading minutes, a clinic's look up to a day
 BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 2700, 3600, 7200, 14400, 43200, 86400)
+# studies whose clinic read this process knows of: a day's reports of a large county
+OPENED_KEPT = 20_000
 
 
 class TurnaroundMetrics:
@@ -63,6 +76,9 @@ class TurnaroundMetrics:
         # session.info key (one per instance: two apps over one factory each observe):
         # study uid -> the times its hops were recorded in the transaction
         self._pending = f"teleread_turnaround_pending_{id(self)}"
+        # study uids whose clinic_opened hop is known: a later clinic read ends no stage
+        self._clinic_opened: LRUCache[str, bool] = LRUCache(OPENED_KEPT)
+        self._lock = threading.Lock()  # LRUCache is not thread-safe; requests run in threads
 
     def observe(self, timeline: Timeline, recorded: set[datetime]) -> int:
         """Observe each headline stage of ``timeline`` whose end hop was recorded at one of
@@ -100,6 +116,7 @@ class TurnaroundMetrics:
                     obj.action in HEADLINE_END_ACTIONS
                     and obj.outcome == "success"
                     and obj.object_type in ("study", "report")
+                    and not self._read_ends_nothing(obj)
                 ):
                     when = obj.at
             elif isinstance(obj, Study):
@@ -112,6 +129,16 @@ class TurnaroundMetrics:
                 pending = session.info.setdefault(self._pending, defaultdict(set))
             uid = obj.object_id if isinstance(obj, AuditEvent) else obj.study_instance_uid
             pending[uid].add(when)
+
+    def _read_ends_nothing(self, event: AuditEvent) -> bool:
+        """A read that cannot end a stage: not a clinic user's, or of a study whose clinic
+        read is already known."""
+        if event.action not in CLINIC_READ_ACTIONS:
+            return False
+        if event.role != ROLE_CLINIC:
+            return True
+        with self._lock:
+            return event.object_id in self._clinic_opened
 
     def _forget_hops(self, session: Session) -> None:
         session.info.pop(self._pending, None)
@@ -133,6 +160,9 @@ class TurnaroundMetrics:
                 reader.rollback()
             for timeline in found:
                 self.observe(timeline, pending[timeline.study_instance_uid])
+                if timeline.hop("clinic_opened") is not None:
+                    with self._lock:
+                        self._clinic_opened[timeline.study_instance_uid] = True
         except Exception as exc:  # a figure lost, never the request
             logger.warning(
                 "turnaround: stages not observed",

@@ -68,9 +68,9 @@ def list_worklist(
     finds a patient by name ("王小明" or "王"), patient ID or accession number, in any
     status unless ``status`` narrows it.
 
-    Every open worklist page asks for this every few seconds: the view is committed as
-    soon as it is recorded (SQLite's write lock is held for that commit alone) and the body
-    is made here, in the worker thread (``viewer_api.json_body``)."""
+    Every open worklist page asks for this every few seconds: the view is audited off the
+    request path (``Auditor.view``), so the request only reads, and the body is made here,
+    in the worker thread (``viewer_api.json_body``)."""
     filters = {
         "site_code": site,
         "modality": modality,
@@ -89,7 +89,7 @@ def list_worklist(
         total = cap
         headers[CAPPED_HEADER] = "true"
     headers[TOTAL_HEADER] = str(total)
-    audit(
+    audit.view(
         AuditAction.WORKLIST_VIEW,
         detail={
             "count": len(studies),
@@ -98,7 +98,6 @@ def list_worklist(
             "filters": {k: v for k, v in filters.items() if v is not None},
         },
     )
-    session.commit()
     return WORKLIST_JSON.response(
         [WorkflowItem.from_study_at(s, now) for s in studies], headers=headers
     )

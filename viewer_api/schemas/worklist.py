@@ -96,7 +96,6 @@ class WorklistItem(BaseModel):
     def fields_of(study: Study) -> dict[str, Any]:
         """The row's fields, for this model and the ones that extend it (validated once,
         by the model built from them)."""
-        series: list[Series] = study.series
         on = study.study_date or study.received_at.strftime("%Y%m%d")
         return {
             "study_instance_uid": study.study_instance_uid,
@@ -121,7 +120,7 @@ class WorklistItem(BaseModel):
             "patient_sex": study.patient_sex,
             "patient_age": dicom_age(study.patient_birth_date, on),
             "accession_number": study.accession_number,
-            "body_part": next((s.body_part_examined for s in series if s.body_part_examined), ""),
+            "body_part": study.body_part or "",
             "deadline_at": study.deadline_at,
             "updated_after_report_at": study.updated_after_report_at,
         }
