@@ -7,7 +7,8 @@
 
   The row joins the request's transaction: committed with the route's work, or rolled
   back with it. ``refusals`` records a refused request on its own. ``audit.view(...)``
-  hands a view that changes nothing (a worklist page's poll) to the ``AuditWriter``.
+  hands a view that changes nothing (a worklist page's poll, a study opened, a
+  radiologist's look at a report) to the ``AuditWriter``.
 - ``AuditWriter`` (one per app, ``app.state.audit_writer``): views that come by the
   hundred (DICOMweb searches, metadata, images, retrieves) and refused cross-site attempts,
   taken down in microseconds and written by a thread in batches, off the request path.

@@ -410,6 +410,13 @@ def test_operations_page_shows_trouble_without_clipping(
     assert storescu(pipeline, "CT_TS02", tmp_path / "stroke").returncode == 0
     reader = pipeline.client("dr_li")
     wait_for(lambda: reader.get(f"/api/v1/studies/{uid}").status_code == 200)
+    # the look is audited within a second, in a batch (viewer_api.auditing.AuditWriter)
+    wait_for(
+        lambda: (
+            "opened"
+            in {h["hop"] for h in reader.get(f"/api/v1/studies/{uid}/timeline").json()["hops"]}
+        )
+    )
     # a gateway whose uploads fail, as it reports itself
     gateway = pipeline.client()
     password = "township-gateway-1"

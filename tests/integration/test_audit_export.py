@@ -327,6 +327,7 @@ def test_study_from_the_api_exports(world: World) -> None:
     study = Study("TS01", "CT", "头颅平扫")
     assert world.announce(study).status_code in (200, 201, 202)
     assert world.get("dr_li", f"/api/v1/studies/{study.uid}").status_code == 200
+    world.client.app.state.audit_writer.flush()  # type: ignore[attr-defined]  # views: batched
     rows = _csv(world, object_id=study.uid)
     assert [(r["action"], r["username"]) for r in rows] == [("study_viewed", "dr_li")]
     ingested = _csv(world, action="instances_ingested")

@@ -362,6 +362,7 @@ def test_audit_is_admin_only_and_covers_every_report_endpoint(world: World) -> N
     world.clock.tick(1)
     listed = world.get("nurse_ts01", "/api/v1/reports")
     assert listed.status_code == 200
+    world.client.app.state.audit_writer.flush()  # type: ignore[attr-defined]  # views: batched
 
     r = world.get("boss", "/api/v1/audit", params={"object_id": stroke.uid, "limit": 100})
     assert r.status_code == 200, r.text

@@ -36,7 +36,7 @@ from viewer_api.schemas import (
 from worklist import critical, events, reports, sr_sends
 from worklist.audit import AuditAction
 from worklist.errors import NoReport
-from worklist.models import REPORT_AMENDED, Report, Study
+from worklist.models import REPORT_AMENDED, ROLE_CLINIC, Report, Study
 
 logger = logging.getLogger(__name__)
 
@@ -83,23 +83,25 @@ def get_report(
     session: SessionDep, user: ViewerUser, study: VisibleStudy, audit: Audit
 ) -> Response:
     """The study's report with its addenda and critical results (a clinic: signed ones of
-    its own site). Read as often as studies are opened: the view is committed as soon as it
-    is recorded, the body made here (``viewer_api.json_body``)."""
+    its own site). Read as often as studies are opened; the body is made here
+    (``viewer_api.json_body``). A clinic user's view is a read receipt and may end the
+    report-to-clinic stage (``viewer_api.metrics.turnaround``): it is committed before the
+    answer. A radiologist's is audited off the request path (``Auditor.view``)."""
     report = reports.get_report(session=session, study=study)
     # clinic staff see signed reports of their own site only, never an unfinished draft
     if report is None or not reports.report_visible_to(report, user):
         raise NoReport()
     out = report_out(session, report)
-    audit(
-        AuditAction.REPORT_VIEWED,
-        object_id=study.study_instance_uid,
-        detail={
-            "status": report.status,
-            "addenda": len(out.addenda),
-            "critical_results": len(out.critical_results),
-        },
-    )
-    session.commit()
+    detail = {
+        "status": report.status,
+        "addenda": len(out.addenda),
+        "critical_results": len(out.critical_results),
+    }
+    if user.role == ROLE_CLINIC:
+        audit(AuditAction.REPORT_VIEWED, object_id=study.study_instance_uid, detail=detail)
+        session.commit()
+    else:
+        audit.view(AuditAction.REPORT_VIEWED, object_id=study.study_instance_uid, detail=detail)
     return REPORT_JSON.response(out)
 
 

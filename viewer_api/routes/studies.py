@@ -51,11 +51,10 @@ STUDY_JSON: JsonBody[StudyDetail] = JsonBody(StudyDetail)
 @router.get("/{study_uid}", response_model=StudyDetail, responses=_NOT_FOUND)
 def get_study(user: ViewerUser, study: VisibleStudy, session: SessionDep, audit: Audit) -> Response:
     """The study with its series and their instances' UIDs. A viewer opens it with every
-    study: the view is committed as soon as it is recorded, the body made here
-    (``viewer_api.json_body``)."""
+    study: the view is audited off the request path (``Auditor.view``; the timeline's
+    "opened" hop reads it once written), the body made here (``viewer_api.json_body``)."""
     sop_uids = repository.sop_uids_by_series(session=session, study=study)
-    audit(AuditAction.STUDY_VIEWED, object_id=study.study_instance_uid)
-    session.commit()
+    audit.view(AuditAction.STUDY_VIEWED, object_id=study.study_instance_uid)
     return STUDY_JSON.response(StudyDetail.of(study, sop_uids))
 
 
