@@ -165,6 +165,7 @@ def test_filters_and_pagination(world: World) -> None:
     assert uids(limit=2, offset=1) == ([studies[3].uid, studies[1].uid], 5)
     assert uids(offset=10) == ([], 5)
     assert uids("nurse_ts02") == ([studies[3].uid, studies[2].uid], 2)
+    world.client.app.state.audit_writer.flush()  # type: ignore[attr-defined]  # views: batched
     with world.factory() as session:
         [view] = list_events(session=session, action="worklist_view", limit=1)
     assert (view.username, view.detail["total"]) == ("nurse_ts02", 2)
@@ -173,6 +174,7 @@ def test_filters_and_pagination(world: World) -> None:
     items = world.get("dr_li", "/api/v1/worklist").json()
     assert {"time_left_seconds", "escalation_level", "deadline_at", "overdue"} <= set(items[0])
     assert items[0]["escalation_level"] == 0 and not items[0]["overdue"]
+    world.client.app.state.audit_writer.flush()  # type: ignore[attr-defined]
     with world.factory() as session:
         [view] = list_events(session=session, action="worklist_view", limit=1)
     assert (view.username, view.detail["total"]) == ("dr_li", 5)
