@@ -6,11 +6,11 @@
 
 Builds the API test world (a migrated database, a filesystem store, two sites, one account
 per role, a real CT study per site), then sends ``--examples`` generated requests per
-operation x role x mode (schema-valid and schema-violating). Prints the figures and every
-distinct failure (a 5xx answer, an exception out of the app, a value the database refused
-that validation let through, a response that does not match its schema) with a request that
-reproduces it. Exit status 1 when there was any. ``--derandomize`` repeats CI's cases;
-without it each run draws new ones.
+operation x role x mode (schema-valid and schema-violating; drawn once per operation and
+mode, sent as each role). Prints the figures and every distinct failure (a 5xx answer, an
+exception out of the app, a value the database refused that validation let through, a
+response that does not match its schema) with a request that reproduces it. Exit status 1
+when there was any. ``--derandomize`` repeats CI's cases; without it each run draws new ones.
 """
 
 from __future__ import annotations

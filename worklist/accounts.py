@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import re
 import secrets
+import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -44,8 +45,6 @@ from worklist.sr_sends import Destination
 logger = logging.getLogger(__name__)
 
 _hasher = PasswordHasher()
-# verified against when the user does not exist, so a miss costs as much as a wrong password
-_DUMMY_HASH = _hasher.hash("teleread-no-such-user")
 AE_TITLE_MAX = 16
 # a site code also prefixes the site's object keys (storage.keys.instance_key)
 SITE_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
@@ -54,6 +53,20 @@ SITE_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 def hash_password(pw: str) -> str:
     """An argon2id hash of ``pw``."""
     return _hasher.hash(pw)
+
+
+_dummy_lock = threading.Lock()
+_dummy: list[str] = []
+
+
+def _dummy_hash() -> str:
+    """Verified against when the user does not exist, so a miss costs as much as a wrong
+    password. Made once, on the first miss, not at import: argon2 is slow on purpose, and
+    every process and CLI call imports this module."""
+    with _dummy_lock:
+        if not _dummy:
+            _dummy.append(_hasher.hash("teleread-no-such-user"))
+        return _dummy[0]
 
 
 def verify_password(hash: str, pw: str) -> bool:
@@ -382,7 +395,7 @@ def authenticate(*, session: Session, username: str, password: str) -> User | No
     """The active user with this name and password, else None."""
     user = get_user_by_username(session=session, username=username)
     if user is None:
-        verify_password(_DUMMY_HASH, password)
+        verify_password(_dummy_hash(), password)
         return None
     if not verify_password(user.password_hash, password) or not user.is_active:
         return None

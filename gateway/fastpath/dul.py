@@ -326,17 +326,20 @@ class FastDUL(DULServiceProvider):
             try:
                 self.state_machine.do_action(event)
             except InvalidEventError:
-                # A local abort (Evt15: the association's own timeout, or a handler giving up)
-                # can race the reactor, which has already sent an A-ABORT for a bad PDU and is
-                # waiting for the peer to close (Sta13), or has closed (Sta1): nothing is left
-                # to abort. Stock pynetdicom raises here and the reactor thread dies with an
-                # unhandled exception; any other invalid event still does.
-                if event != "Evt15" or self.state_machine.current_state not in CLOSING_STATES:
+                # A local abort (Evt15: the association's own timeout, a handler giving up, or
+                # the gateway stopping) can race the reactor, which has already sent an A-ABORT
+                # for a bad PDU and is waiting for the peer to close (Sta13), or has closed
+                # (Sta1): nothing is left to abort. Stock pynetdicom raises here and the
+                # reactor thread dies with an unhandled exception; any other invalid event
+                # still does. In Sta13 the transport is closed now (Evt17, back to Sta1)
+                # rather than when the ARTIM timer runs out (acse_timeout, 30 s): the abort's
+                # caller waits for Sta1, and a peer that never closes held a stop that long.
+                state = self.state_machine.current_state
+                if event != "Evt15" or state not in CLOSING_STATES:
                     raise
-                _DUL_LOGGER.debug(
-                    "abort requested in %s, the connection is already closing",
-                    self.state_machine.current_state,
-                )
+                _DUL_LOGGER.debug("abort requested in %s, the connection is closing", state)
+                if state == "Sta13":
+                    self.socket.close()
             sleep = False
 
 

@@ -670,11 +670,10 @@ def _call(matrix: Matrix, req: Req, caller: str) -> httpx.Response:
         matrix.world.client.cookies.clear()
 
 
-def _check(matrix: Matrix, key: tuple[str, str], caller: str) -> str | None:
-    """None when the caller got what the table says; else what went wrong."""
+def _check(matrix: Matrix, key: tuple[str, str], caller: str, req: Req) -> str | None:
+    """None when the caller got what the table says for ``req``; else what went wrong."""
     access = ACCESS[key]
     want = expected(access, caller)
-    req = access.request(matrix.ctx, caller)
     r = _call(matrix, req, caller)
     got = r.status_code
     where = f"{key[0]} {key[1]} as {caller}: {req.method} {req.url} -> {got}"
@@ -700,10 +699,21 @@ def _order(keys: set[tuple[str, str]]) -> list[tuple[str, str]]:
 def _run(matrix: Matrix, keys: set[tuple[str, str]]) -> list[str]:
     problems: list[str] = []
     for key in _order(keys):
-        # the refused first (they change nothing), then the allowed
-        callers = sorted(CALLERS, key=lambda c: expected(ACCESS[key], c) == "allowed")
+        access = ACCESS[key]
+        # the refused first, then the allowed. The refused change nothing: they share one
+        # request (a fresh study, a claim, a draft... made once, by the same holder), as the
+        # allowed cannot (each changes what it is given)
+        callers = sorted(CALLERS, key=lambda c: expected(access, c) == "allowed")
+        refused: dict[str, Req] = {}
         for caller in callers:
-            problem = _check(matrix, key, caller)
+            if expected(access, caller) == "allowed":
+                req = access.request(matrix.ctx, caller)
+            else:
+                holder = matrix.ctx.reader(caller)
+                if holder not in refused:
+                    refused[holder] = access.request(matrix.ctx, caller)
+                req = refused[holder]
+            problem = _check(matrix, key, caller, req)
             if problem is not None:
                 problems.append(problem)
     return problems

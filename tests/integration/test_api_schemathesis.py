@@ -4,11 +4,12 @@ answer must be a client error or a success, never a server error; successful JSO
 must match their response schema.
 
 The engine (``fuzz_api``) is shared with ``fuzz/api.py``, which runs many more examples and
-prints a summary. Here the budget is small (deterministic, about a minute on SQLite); the
-PostgreSQL run is smaller still, but finds what SQLite forgives (NUL in text, 32-bit integer
-overflow). Hand-written cases cover what the schema cannot describe: QIDO query keys, the
-``window`` / ``viewport`` / ``quality`` parameters of rendered images, bodies that are not
-JSON objects, and request size limits.
+prints a summary. Each operation's requests are drawn once per mode and sent as every role.
+Here the budget is small (deterministic, about half a minute on SQLite); the PostgreSQL run
+is smaller still, but finds what SQLite forgives (NUL in text, 32-bit integer overflow).
+Hand-written cases cover what the schema cannot describe: QIDO query keys, the ``window`` /
+``viewport`` / ``quality`` parameters of rendered images, bodies that are not JSON objects,
+and request size limits.
 """
 
 from __future__ import annotations
@@ -120,10 +121,6 @@ class _RefusedValues(logging.Handler):
             self.sink.append(record.getMessage())
 
 
-class _RoleDone(Exception):
-    """The role is not allowed on this route: stop spending examples on it."""
-
-
 def seed(world: World, tmp: Path) -> list[Known]:
     """One real two-slice CT study per site, announced as the gateway does (with pixels, so
     rendered and frame routes decode), and a draft report on the first."""
@@ -214,25 +211,14 @@ def _known_paths(case: Any, known: Known) -> None:
             case.path_parameters[name] = value
 
 
-def fuzz_operation(
-    world: World,
-    operation: Any,
-    *,
-    role: str,
-    mode: str,
-    examples: int,
-    known: list[Known],
-    report: FuzzReport,
-    derandomize: bool = True,
-    schema_checks: bool = True,
-) -> None:
-    """``examples`` generated requests to ``operation`` as ``role``; findings into ``report``."""
-    label = f"{operation.method.upper()} {operation.path}"
-    if (label, mode) in report.unsatisfiable or (label, role) in report.forbidden:
-        return
-    headers = world.headers(ROLES[role])
-    forbidden = 0
-    checks = [response_schema_conformance] if schema_checks else []
+def generate_cases(
+    operation: Any, *, mode: str, examples: int, known: list[Known], derandomize: bool = True
+) -> list[Any] | None:
+    """``examples`` generated requests to ``operation`` (about half of them naming a real
+    study), or None when the mode has nothing to generate (no negative case for an operation
+    with no parameters and no body). They depend on neither the role nor the answers, so
+    they are drawn once and sent as every role: drawing them is most of the fuzzing's cost."""
+    cases: list[Any] = []
 
     @settings(
         max_examples=examples,
@@ -244,10 +230,37 @@ def fuzz_operation(
         verbosity=Verbosity.quiet,
     )
     @given(case=operation.as_strategy(generation_mode=MODES[mode]), pick=st.integers(0, 3))
-    def run(case: Any, pick: int) -> None:
-        nonlocal forbidden
+    def collect(case: Any, pick: int) -> None:
         if pick < len(known):
             _known_paths(case, known[pick])
+        cases.append(case)
+
+    try:
+        collect()
+    except Unsatisfiable:
+        return None
+    return cases
+
+
+def fuzz_operation(
+    world: World,
+    operation: Any,
+    cases: list[Any],
+    *,
+    role: str,
+    mode: str,
+    report: FuzzReport,
+    schema_checks: bool = True,
+) -> None:
+    """Send ``cases`` (from ``generate_cases``) to ``operation`` as ``role``; findings into
+    ``report``. A role the route refuses (``FORBIDDEN_STREAK`` refusals in a row) is done."""
+    label = f"{operation.method.upper()} {operation.path}"
+    if (label, role) in report.forbidden:
+        return
+    headers = world.headers(ROLES[role])
+    forbidden = 0
+    checks = [response_schema_conformance] if schema_checks else []
+    for case in cases:
         kwargs = _to_httpx(case.as_transport_kwargs(base_url="http://testserver"))
         kwargs["headers"] = {**(kwargs.get("headers") or {}), **headers}
         method, url = kwargs.pop("method"), kwargs.pop("url")
@@ -266,7 +279,7 @@ def fuzz_operation(
                     _short(method, url, kwargs),
                 )
             )
-            return
+            continue
         report.statuses[response.status_code] += 1
         if report.refused:
             report.add(
@@ -291,15 +304,16 @@ def fuzz_operation(
                     _short(method, url, kwargs),
                 )
             )
-            return
+            continue
         if response.status_code == 403 and "role" in response.text:
             forbidden += 1
             if forbidden >= FORBIDDEN_STREAK:
-                raise _RoleDone()
+                report.forbidden.add((label, role))
+                return
         else:
             forbidden = 0
         if not checks or not 200 <= response.status_code < 300:
-            return
+            continue
         try:
             case.validate_response(response, checks=checks)
         except FailureGroup as group:
@@ -314,13 +328,6 @@ def fuzz_operation(
                         _short(method, url, kwargs),
                     )
                 )
-
-    try:
-        run()
-    except _RoleDone:
-        report.forbidden.add((label, role))
-    except Unsatisfiable:  # nothing to violate (no parameters, no body): no negative cases
-        report.unsatisfiable.add((label, mode))
 
 
 def fuzz_api(
@@ -365,18 +372,19 @@ def _fuzz_all(
         label = f"{operation.method.upper()} {operation.path}"
         if only is not None and not only(label):
             continue
+        cases = {
+            mode: generate_cases(
+                operation, mode=mode, examples=examples, known=known, derandomize=derandomize
+            )
+            for mode in modes
+        }
         for role in roles:
             for mode in modes:
-                fuzz_operation(
-                    world,
-                    operation,
-                    role=role,
-                    mode=mode,
-                    examples=examples,
-                    known=known,
-                    report=report,
-                    derandomize=derandomize,
-                )
+                generated = cases[mode]
+                if generated is None:
+                    report.unsatisfiable.add((label, mode))
+                    continue
+                fuzz_operation(world, operation, generated, role=role, mode=mode, report=report)
         if progress is not None:
             progress(f"{label}: {report.by_operation[label]} requests, {len(report.findings)}")
 

