@@ -40,7 +40,9 @@ timelines (``GET /api/v1/studies/{uid}/timeline``): scan end -> complete at the 
 its link's rate (its bytes as the modality sent them), signing -> clinic notified; the
 urgent studies one by one, each with how much of its uplink's capacity its own bytes, other
 urgent studies' and routine ones took while it went up (from the gateway's outbox: each
-upload's start, end and bytes); from each gateway's outbox, the routine uploads that
+upload's start, end and bytes) and how busy the machine's CPUs were meanwhile (all the
+sites' gateways, the county and the modalities share them here: a township has its own
+machine); from each gateway's outbox, the routine uploads that
 started while an urgent instance was waiting; the slowest hop of the urgent studies (p95, in
 the day's time); and the three targets, met or not. Urgent studies whose link was down while
 they travelled are shown, but left out of the listing and transfer-time targets (a link
@@ -769,6 +771,40 @@ def routine_ahead_of_urgent(rows: list[dict[str, Any]], slack: float = 0.5) -> t
     return ahead, len(urgent)
 
 
+@contextlib.contextmanager
+def cpu_sampler(every: float = 0.25) -> Iterator[list[tuple[float, int, int]]]:
+    """The machine's CPU time, (when, busy jiffies, all jiffies) every ``every`` s from
+    /proc/stat, while the block runs (``cpu_busy`` reads a window of it)."""
+    samples: list[tuple[float, int, int]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while True:
+            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+            idle = fields[3] + fields[4]  # idle, iowait
+            samples.append((time.time(), sum(fields) - idle, sum(fields)))
+            if stop.wait(every):
+                return
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
+
+
+def cpu_busy(samples: list[tuple[float, int, int]], t0: float, t1: float) -> float | None:
+    """The share of the machine's CPU time busy between ``t0`` and ``t1`` (the samples
+    around them)."""
+    before = [s for s in samples if s[0] <= t0]
+    after = [s for s in samples if s[0] >= t1]
+    if not before or not after or after[0][2] == before[-1][2]:
+        return None
+    return (after[0][1] - before[-1][1]) / (after[0][2] - before[-1][2])
+
+
 def link_use(rows: list[dict[str, Any]], study: str, mbit: float) -> dict[str, float] | None:
     """While ``study``'s instances went up (its first upload's start to its last's end): the
     share of the link's capacity its own bytes, other urgent bytes and routine bytes took
@@ -779,7 +815,7 @@ def link_use(rows: list[dict[str, Any]], study: str, mbit: float) -> dict[str, f
         return None
     t0, t1 = min(r["started"] for r in own), max(r["uploaded_at"] for r in own)
     capacity = max(t1 - t0, 1e-3) * mbit * 1e6 / 8
-    use = {"seconds": t1 - t0, "own": 0.0, "urgent": 0.0, "routine": 0.0}
+    use = {"seconds": t1 - t0, "from": t0, "own": 0.0, "urgent": 0.0, "routine": 0.0}
     for r in rows:
         lo, hi = max(r["started"], t0), min(r["uploaded_at"], t1)
         if hi <= lo:
@@ -888,7 +924,12 @@ def main() -> int:
         (work / "logs").mkdir()
         (work / "send").mkdir()
         procs = Processes(work / "logs")
-        with postgres(work) as db_url, network(links) as ns, clinic_hooks() as (hook, hooked):
+        with (
+            postgres(work) as db_url,
+            network(links) as ns,
+            clinic_hooks() as (hook, hooked),
+            cpu_sampler() as cpu,
+        ):
             try:
                 _, storage = start_county(ns, work, procs, db_url, hook)
                 provision(db_url, links, args.readers)
@@ -970,13 +1011,15 @@ def main() -> int:
     print(
         f"{'site':5} {'category':10} {'imgs':>4} {'MB':>6} {'Mbit':>5} {'raw s':>7} "
         f"{'first->listed':>13} {'first->complete':>15} {'x raw':>6} "
-        f"{'scan end->complete':>18}  uplink while it went up: s, own/urgent/routine %"
+        f"{'scan end->complete':>18}  while it went up: s, uplink own/urgent/routine %, "
+        "machine CPU busy %"
     )
     for r in rows:
         if r["category"] == "routine" or r.get("missing"):
             continue
         use = link_use(uploads[r["site"]], r["uid"], r["link_mbit"])
-        r["link_use"] = use
+        busy = cpu_busy(cpu, use["from"], use["from"] + use["seconds"]) if use else None
+        r["link_use"], r["cpu_busy"] = use, busy
         print(
             f"{r['site']:5} {r['category']:10} {r['images']:4d} {r['bytes'] / 1e6:6.1f} "
             f"{r['link_mbit']:5.1f} {r['raw_transfer_seconds']:7.1f} "
@@ -988,6 +1031,7 @@ def main() -> int:
                 if use
                 else ""
             )
+            + (f"  {busy * 100:3.0f}" if busy is not None else "")
             + ("  (link down on its way)" if r["outage"] else "")
             + ("" if r["triaged"] == r["category"] else f"  triaged {r['triaged']}")
         )

@@ -259,6 +259,7 @@ class Forwarder:
             row = self._claim(now)
             if row is not None:
                 try:
+                    self.spool.outbox.mark_upload_started(row.id, self.clock())
                     self.upload(row)
                 finally:
                     with self._claim_lock:
@@ -274,7 +275,6 @@ class Forwarder:
             row = next((r for r in rows if r.id not in self._in_flight), None)
             if row is not None:
                 self._in_flight.add(row.id)
-                self.spool.outbox.mark_upload_started(row.id, self.clock())
             return row
 
     def _urgent_to_show(self, now: float, upload: OutboxRow) -> bool:
