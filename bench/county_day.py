@@ -771,18 +771,49 @@ def routine_ahead_of_urgent(rows: list[dict[str, Any]], slack: float = 0.5) -> t
     return ahead, len(urgent)
 
 
+def replay_jiffies(work: Path) -> int:
+    """CPU time (jiffies, with reaped children's) of this process and every process under it
+    or under one started on ``work`` (PostgreSQL detaches from its starter)."""
+    parent: dict[int, int] = {}
+    cpu: dict[int, int] = {}
+    roots = {os.getpid()}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            cmdline = Path(entry.path, "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # state, ppid, ... utime is the 12th
+        parent[pid] = int(fields[1])
+        cpu[pid] = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+        if str(work).encode() in cmdline:
+            roots.add(pid)
+    total = 0
+    for pid, used in cpu.items():
+        up, hops = pid, 0
+        while up > 1 and hops < 50:
+            if up in roots:
+                total += used
+                break
+            up, hops = parent.get(up, 0), hops + 1
+    return total
+
+
 @contextlib.contextmanager
-def cpu_sampler(every: float = 0.25) -> Iterator[list[tuple[float, int, int]]]:
-    """The machine's CPU time, (when, busy jiffies, all jiffies) every ``every`` s from
-    /proc/stat, while the block runs (``cpu_busy`` reads a window of it)."""
-    samples: list[tuple[float, int, int]] = []
+def cpu_sampler(work: Path, every: float = 0.5) -> Iterator[list[tuple[float, int, int, int]]]:
+    """The machine's CPU time, (when, busy jiffies, all jiffies, this replay's jiffies) every
+    ``every`` s (/proc), while the block runs (``cpu_busy`` reads a window of it)."""
+    samples: list[tuple[float, int, int, int]] = []
     stop = threading.Event()
 
     def sample() -> None:
         while True:
             fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
             idle = fields[3] + fields[4]  # idle, iowait
-            samples.append((time.time(), sum(fields) - idle, sum(fields)))
+            samples.append((time.time(), sum(fields) - idle, sum(fields), replay_jiffies(work)))
             if stop.wait(every):
                 return
 
@@ -795,14 +826,17 @@ def cpu_sampler(every: float = 0.25) -> Iterator[list[tuple[float, int, int]]]:
         thread.join()
 
 
-def cpu_busy(samples: list[tuple[float, int, int]], t0: float, t1: float) -> float | None:
+def cpu_busy(
+    samples: list[tuple[float, int, int, int]], t0: float, t1: float
+) -> tuple[float, float] | None:
     """The share of the machine's CPU time busy between ``t0`` and ``t1`` (the samples
-    around them)."""
+    around them), and the share this replay's processes took."""
     before = [s for s in samples if s[0] <= t0]
     after = [s for s in samples if s[0] >= t1]
     if not before or not after or after[0][2] == before[-1][2]:
         return None
-    return (after[0][1] - before[-1][1]) / (after[0][2] - before[-1][2])
+    a, b = before[-1], after[0]
+    return (b[1] - a[1]) / (b[2] - a[2]), (b[3] - a[3]) / (b[2] - a[2])
 
 
 def link_use(rows: list[dict[str, Any]], study: str, mbit: float) -> dict[str, float] | None:
@@ -928,7 +962,7 @@ def main() -> int:
             postgres(work) as db_url,
             network(links) as ns,
             clinic_hooks() as (hook, hooked),
-            cpu_sampler() as cpu,
+            cpu_sampler(work) as cpu,
         ):
             try:
                 _, storage = start_county(ns, work, procs, db_url, hook)
@@ -1007,12 +1041,18 @@ def main() -> int:
         f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
         f"outage {window[1] - window[0] if len(window) == 2 else 0:.0f} s on {down}"
     )
+    whole = cpu_busy(cpu, start, start + wall)
+    if whole is not None:
+        print(
+            f"machine CPU over the replay: {whole[0] * 100:.0f} % busy, this replay's processes "
+            f"{whole[1] * 100:.0f} %, others {max(0.0, whole[0] - whole[1]) * 100:.0f} %"
+        )
     print("\nurgent studies (seconds, machine hops):")
     print(
         f"{'site':5} {'category':10} {'imgs':>4} {'MB':>6} {'Mbit':>5} {'raw s':>7} "
         f"{'first->listed':>13} {'first->complete':>15} {'x raw':>6} "
         f"{'scan end->complete':>18}  while it went up: s, uplink own/urgent/routine %, "
-        "machine CPU busy %"
+        "machine CPU busy % (this replay's)"
     )
     for r in rows:
         if r["category"] == "routine" or r.get("missing"):
@@ -1031,7 +1071,7 @@ def main() -> int:
                 if use
                 else ""
             )
-            + (f"  {busy * 100:3.0f}" if busy is not None else "")
+            + (f"  {busy[0] * 100:3.0f} ({busy[1] * 100:3.0f})" if busy is not None else "")
             + ("  (link down on its way)" if r["outage"] else "")
             + ("" if r["triaged"] == r["category"] else f"  triaged {r['triaged']}")
         )
