@@ -465,6 +465,9 @@ def test_a_second_urgent_study_shows_at_once_and_the_first_completes_first(
     assert uploaded == [a[0], b[0], *a[1:], b[1]]
     assert county.sops == [a[0], b[0], *a[1:], b[1]]
     assert set(_states(spool).values()) == {ANNOUNCED}
+    # each upload's start is recorded (queue wait and transfer told apart)
+    spans = spool.outbox.query("SELECT upload_started_at, uploaded_at FROM outbox")
+    assert all(started is not None and started <= done for started, done in spans)
 
 
 def _put_quick(spool: Spool, ds: Dataset, now: float) -> str:
