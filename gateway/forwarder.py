@@ -2,12 +2,16 @@
 
 Uploading threads (``upload_concurrency``, default 2) each take the most urgent due
 ``received`` row no other one is uploading, again and again (so an urgent study that lands
-behind a routine backlog goes out next, instance by instance); with two, one upload's
+behind a routine backlog goes out next, instance by instance; within a priority a study's
+first instance goes ahead, then study by study in order of arrival: ``gateway.outbox``'s
+order); the headers of new rows are read before a pick (and a pick waits while another
+thread reads them), so a stroke's rows being triaged do not lose a free slot to a routine
+row; with two, one upload's
 requests and the bookkeeping around them (store checks, the server's answer, the outbox)
 overlap the other's transfer, so the uplink does not idle between instances. Another thread
 announces batches of ``uploaded`` rows (same site and AE titles) once enough have gathered,
 the oldest has waited ``announce_delay`` or there is nothing left to upload; an urgent
-study's first instance, and its last ones when less urgent uploads come next, at once.
+study's first instance, and its last ones when another study's uploads come next, at once.
 Announcing does not hold up the next upload, so the uplink stays busy while the county
 records what arrived. (``step`` does either, for ``drain`` and tests.) A row is marked
 uploaded only once its object is verified in the store, so after a crash the rows that were in
@@ -59,6 +63,9 @@ logger = logging.getLogger(__name__)
 
 _OUTAGES: tuple[type[BaseException], ...] = (StoreUnavailable, ConnectionError, TimeoutError)
 PRUNE_EVERY_SECONDS = 3600.0
+# headers read (20 at a time) before a pick at most: a burst from the modalities cannot hold up
+# the uploads for long
+INDEX_ROUNDS_BEFORE_PICK = 25
 
 
 class Forwarder:
@@ -211,16 +218,20 @@ class Forwarder:
     def step(self, *, upload: bool = True, announce: bool = True) -> bool:
         """Do one upload or one announcement (only the one asked for); False when nothing is
         due."""
-        now = self.clock()
-        if upload and self._housekeeping.acquire(blocking=False):
-            try:
+        if upload:
+            # priorities are known before the next pick: every new row's header is read
+            # first, and while another thread reads them this one waits (a stroke's rows
+            # being triaged must not lose the free slot to a routine row)
+            with self._housekeeping:
+                now = self.clock()
                 if now - self._last_prune > PRUNE_EVERY_SECONDS:
                     self._last_prune = now
                     self.spool.outbox.prune(now - self.prune_after)
-                if self.index_pending():  # priorities are known before the next pick
+                for _ in range(INDEX_ROUNDS_BEFORE_PICK):
+                    if not self.index_pending():
+                        break
                     self.ahead.wake()
-            finally:
-                self._housekeeping.release()
+        now = self.clock()  # (rows received meanwhile are due in this pick)
         can_upload = now >= self.upload_blocked_until
         head = self.spool.outbox.next_to_upload(now) if can_upload else None
         backing_off = now < self.announce_blocked_until
@@ -233,8 +244,8 @@ class Forwarder:
                 # an urgent study's last instances are up and less urgent ones come next:
                 # the county sees it complete now, not after the delay and more uploads
                 or (rank is not None and rank < head.priority_rank)
-                # ... and it shows the study from its first instance
-                or (rank == URGENT_RANK and self._first_of_urgent_study(now))
+                # ... or another urgent study's; and it shows a study from its first instance
+                or (rank == URGENT_RANK and self._urgent_to_show(now, head))
             ):
                 rows = self.spool.outbox.to_announce(now, self.batch_size)
                 if rows and backing_off and rows[0].priority_rank != URGENT_RANK:
@@ -248,6 +259,7 @@ class Forwarder:
             row = self._claim(now)
             if row is not None:
                 try:
+                    self.spool.outbox.mark_upload_started(row.id, self.clock())
                     self.upload(row)
                 finally:
                     with self._claim_lock:
@@ -265,11 +277,15 @@ class Forwarder:
                 self._in_flight.add(row.id)
             return row
 
-    def _first_of_urgent_study(self, now: float) -> bool:
-        """The most urgent uploaded row is of an urgent study not announced yet (since this
-        forwarder started: after a restart a study may be shown early once more)."""
+    def _urgent_to_show(self, now: float, upload: OutboxRow) -> bool:
+        """The first uploaded (urgent) row is of a study not announced yet (since this
+        forwarder started: after a restart a study may be shown early once more), or of
+        another study than the next ``upload``'s (its last instances are up)."""
         head = self.spool.outbox.to_announce(now, 1)
-        return bool(head) and head[0].study_instance_uid not in self._shown_urgent
+        return bool(head) and (
+            head[0].study_instance_uid not in self._shown_urgent
+            or head[0].study_instance_uid != upload.study_instance_uid
+        )
 
     def drain(self, timeout: float = 30.0) -> None:
         """Run steps in this thread until nothing is due (tests, ``teleread gateway``)."""

@@ -102,6 +102,11 @@ _ADDED_COLUMNS = (
     # read before the C-STORE response: is it the patient of the study's earlier rows?
     ("patient_id", "TEXT NOT NULL DEFAULT ''"),
     ("patient_name", "TEXT NOT NULL DEFAULT ''"),
+    # the upload order within a priority (``_ORDER``): when the study's queued rows began to
+    # arrive here, and 1 on the study's first instance here (its lead)
+    ("study_ts", "REAL"),
+    ("study_lead", "INTEGER NOT NULL DEFAULT 0"),
+    ("upload_started_at", "REAL"),  # unix time its (last) upload began
 )
 # monotonic counters kept in outbox.db (so they survive restarts and add up across acceptor
 # processes); gateway.metrics exposes them
@@ -127,7 +132,11 @@ COLUMNS = (
     "next_attempt_at, last_error, received_at, payload, upload_size, upload_sha256, "
     "upload_transfer_syntax, upload_method, dataset_sha256, uploaded_at"
 )
-_ORDER = "ORDER BY priority_rank, received_ts, id"
+# the upload (and announcement) order: by priority; within one, a study's first
+# instance before the rest (every study shows at the county at once, even when several arrive
+# together), then study by study in order of arrival (the earlier study completes first, not
+# both late), each in the order its instances came
+_ORDER = "ORDER BY priority_rank, study_lead DESC, study_ts, received_ts, id"
 # refused associations kept for the county's audit trail until reported (gateway.heartbeat);
 # beyond this many unreported, only counted (a flood must not grow the spool database)
 MAX_REFUSALS_KEPT = 1000
@@ -190,6 +199,12 @@ def connect(path: Path) -> sqlite3.Connection:
     for name, sql_type in _ADDED_COLUMNS:
         if name not in have:
             db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {sql_type}")
+    if "study_ts" not in have:  # rows queued before: each in order of arrival, as they were
+        db.execute("UPDATE outbox SET study_ts = received_ts")
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS outbox_upload_order ON outbox "
+        "(state, priority_rank, study_lead DESC, study_ts, received_ts, id)"
+    )
     db.execute(  # to_index runs once per forwarder step: a few rows, not a scan
         "CREATE INDEX IF NOT EXISTS outbox_unindexed ON outbox (priority_rank, id) "
         "WHERE indexed = 0"
@@ -377,6 +392,13 @@ class Outbox:
                     self._count_sql({"instances_received": 1, "instances_duplicate": 1})
                     self._db.execute("COMMIT")
                     return Recorded("duplicate", dup[0], dup[1] in HELD_STATES)
+                # the study's first instance here leads it; the others go with its rows still
+                # queued (none: the study queues anew from now)
+                study_ts, earlier = self._db.execute(
+                    f"SELECT MIN(CASE WHEN state IN {PENDING_STATES} THEN study_ts END), "
+                    "COUNT(*) FROM outbox WHERE study_instance_uid = ? AND site = ?",
+                    (inst.study_instance_uid, inst.site),
+                ).fetchone()
                 key = inst.object_key
                 if same:  # a re-send with other bytes: beside the first, never over it
                     key = version_key(
@@ -391,8 +413,9 @@ class Outbox:
                     "study_instance_uid, sop_class_uid, site, calling_ae, called_ae, object_key, "
                     "path, size, sha256, dataset_sha256, priority_rank, category, state, "
                     "next_attempt_at, last_error, received_at, received_ts, payload, indexed, "
-                    "patient_id, patient_name) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "patient_id, patient_name, study_ts, study_lead) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                    "?, ?)",
                     (
                         inst.sop_instance_uid,
                         inst.series_instance_uid,
@@ -417,6 +440,8 @@ class Outbox:
                         int(inst.indexed),
                         inst.patient_id,
                         inst.patient_name,
+                        now if study_ts is None else study_ts,
+                        int(not earlier),
                     ),
                 )
                 counter = "instances_resent" if same else "instances_stored"
@@ -548,6 +573,11 @@ class Outbox:
                 f"SELECT MIN(next_attempt_at) FROM outbox WHERE state IN {PENDING_STATES}"
             ).fetchone()
         return due
+
+    def mark_upload_started(self, row_id: int, now: float) -> None:
+        """The row's upload begins (queue wait and transfer can be told apart afterwards)."""
+        with self._lock:
+            self._db.execute("UPDATE outbox SET upload_started_at = ? WHERE id = ?", (now, row_id))
 
     def set_object_key(self, row_id: int, key: str) -> None:
         """Upload the row under ``key`` (a re-send found other bytes under its first key)."""

@@ -436,3 +436,70 @@ def test_an_urgent_study_is_shown_from_its_first_instance_and_complete_with_its_
     states = _states(spool)
     assert [states[s] for s in routine] == [UPLOADED, UPLOADED]
     assert county.sops == urgent
+
+
+def test_a_second_urgent_study_shows_at_once_and_the_first_completes_first(
+    parts: tuple[Spool, SwitchableStore, RecordingCounty],
+) -> None:
+    """Two strokes at once: the second one's first slice goes ahead of the first one's queued
+    slices (both on the worklist at once), then the first study whole, then the second (not
+    interleaved in arrival order, which would finish both late)."""
+    spool, store, county = parts
+    first, second = make_ct().StudyInstanceUID, make_ct().StudyInstanceUID
+    a = [_put(spool, make_ct(first, instance_number=1))]
+    fw = _forwarder(spool, store, county, announce_delay=60.0)
+    assert fw.step() and fw.step()  # the first stroke's first slice: up and shown
+    assert county.sops == a
+    a += [_put(spool, make_ct(first, instance_number=n)) for n in (2, 3)]
+    b = [_put(spool, make_ct(second, instance_number=1))]
+    a.append(_put(spool, make_ct(first, instance_number=4)))
+    b.append(_put(spool, make_ct(second, instance_number=2)))
+    assert fw.step() and fw.step()  # the second stroke's first slice: up and shown ...
+    assert county.sops == [a[0], b[0]]  # ... before the first one's queued slices
+    assert fw.step() and fw.step() and fw.step()  # the first stroke's rest, batched ...
+    assert county.sops == [a[0], b[0]]
+    assert fw.step()  # ... until the other study's uploads come next: complete now
+    assert county.sops == [a[0], b[0], *a[1:]] and len(store.put_keys) == 5
+    fw.drain()
+    uploaded = [k.rsplit("/", 1)[1].removesuffix(".dcm") for k in store.put_keys]
+    assert uploaded == [a[0], b[0], *a[1:], b[1]]
+    assert county.sops == [a[0], b[0], *a[1:], b[1]]
+    assert set(_states(spool).values()) == {ANNOUNCED}
+    # each upload's start is recorded (queue wait and transfer told apart)
+    spans = spool.outbox.query("SELECT upload_started_at, uploaded_at FROM outbox")
+    assert all(started is not None and started <= done for started, done in spans)
+
+
+def _put_quick(spool: Spool, ds: Dataset, now: float) -> str:
+    """Stored as the C-STORE handler does: UIDs only, the header read later."""
+    data = part10_bytes(ds)
+    offset = 144 + int.from_bytes(data[140:144], "little")
+    meta = StoreMeta(ds.SOPClassUID, ds.SOPInstanceUID, ds.file_meta.TransferSyntaxUID)
+    inst = quick_instance(
+        memoryview(data)[offset:],
+        meta,
+        site="TS01",
+        calling_ae="CT_TS01",
+        called_ae="TELEREAD",
+        urgent_called_aes={},
+    )
+    assert inst is not None and inst.priority_rank == ROUTINE_RANK  # not triaged yet
+    spool.store(inst, data, dataset_offset=offset, now=now)
+    return inst.sop_instance_uid
+
+
+def test_a_stroke_triaged_in_the_picking_step_is_picked_before_routine(
+    parts: tuple[Spool, SwitchableStore, RecordingCounty],
+) -> None:
+    """A stroke slice received just after the step looked at the clock, behind more new rows
+    than one header-reading round takes: the step reads them all, sees the stroke due and
+    picks it before the routine rows."""
+    spool, store, county = parts
+    t0 = time.time()
+    for n in range(24):
+        _put_quick(spool, make_dx(rows=32, cols=32), now=t0 - 1 + n / 100)
+    stroke = _put_quick(spool, make_ct(study_description="头颅CT平扫 急性脑卒中"), now=t0 + 1)
+    readings = iter([t0])  # the step's first look at the clock, then later
+    fw = _forwarder(spool, store, county, clock=lambda: next(readings, t0 + 2))
+    assert fw.step()
+    assert [k.rsplit("/", 1)[1] for k in store.put_keys] == [f"{stroke}.dcm"]
