@@ -384,19 +384,7 @@ def test_headers_read_after_the_response_set_the_priority(
     sent to a routine AE title); an index-only forwarder switches to forwarding in place."""
     spool, store, county = parts
     ds = make_ct(study_description="头颅CT平扫 急性脑卒中")
-    data = part10_bytes(ds)
-    offset = 144 + int.from_bytes(data[140:144], "little")
-    meta = StoreMeta(ds.SOPClassUID, ds.SOPInstanceUID, ds.file_meta.TransferSyntaxUID)
-    inst = quick_instance(
-        memoryview(data)[offset:],
-        meta,
-        site="TS01",
-        calling_ae="CT_TS01",
-        called_ae="TELEREAD",
-        urgent_called_aes={},
-    )
-    assert inst is not None and inst.priority_rank == ROUTINE_RANK
-    spool.store(inst, data, dataset_offset=offset)
+    _put_quick(spool, ds, time.time())
     assert spool.outbox.next_to_upload(time.time()) is None  # not before its header is read
     fw = _forwarder(spool, store, county)
     fw.start(index_only=True)
