@@ -93,6 +93,7 @@ def _study_files(folder: Path, count: int, *, stroke: bool) -> tuple[str, dict[s
     return study, files
 
 
+@pytest.mark.alone  # 5 s is the promise: with other tests beside it, it measures the machine
 def test_a_replica_killed_mid_send_loses_nothing_and_a_stroke_goes_first(
     cluster: Cluster, tmp_path: Path
 ) -> None:
