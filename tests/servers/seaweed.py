@@ -47,6 +47,25 @@ _READY_BUCKET = "teleread-ready-probe"
 
 
 _STARTUP_KEY = pytest.StashKey[float]()
+# under pytest-xdist each worker starts its own server; the workers' start-up times reach the
+# controller through ``workeroutput`` (a dict xdist sends back when a worker ends)
+_WORKER_STARTUPS_KEY = pytest.StashKey[list[float]]()
+_WORKEROUTPUT_NAME = "seaweed_startup_seconds"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)  # set on xdist workers only
+    startup = session.config.stash.get(_STARTUP_KEY, None)
+    if workeroutput is not None and startup is not None:
+        workeroutput[_WORKEROUTPUT_NAME] = startup
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: called on the controller as a worker ends
+def pytest_testnodedown(node: object, error: object) -> None:
+    startup = getattr(node, "workeroutput", {}).get(_WORKEROUTPUT_NAME)
+    config = getattr(node, "config", None)
+    if startup is not None and isinstance(config, pytest.Config):
+        config.stash.setdefault(_WORKER_STARTUPS_KEY, []).append(startup)
 
 
 def pytest_terminal_summary(
@@ -55,6 +74,12 @@ def pytest_terminal_summary(
     startup = config.stash.get(_STARTUP_KEY, None)
     if startup is not None:
         terminalreporter.write_line(f"SeaweedFS S3 test server started in {startup:.2f}s")
+    workers = sorted(config.stash.get(_WORKER_STARTUPS_KEY, []))
+    if workers:
+        times = ", ".join(f"{seconds:.2f}s" for seconds in workers)
+        terminalreporter.write_line(
+            f"SeaweedFS S3 test servers (one per xdist worker using S3) started in {times}"
+        )
 
 
 @dataclass(frozen=True)
