@@ -135,6 +135,16 @@ def count_worklist(
     return int(session.scalar(select(func.count()).select_from(ids.subquery())) or 0)
 
 
+def page_total(rows: int, *, limit: int, offset: int) -> int | None:
+    """The total a page of ``rows`` (at ``offset``, of at most ``limit``) tells by itself,
+    without ``count_worklist``: a page shorter than its limit is the last one, so the total
+    is ``offset + rows``; None for a full page (more may follow) and for an empty one past
+    the first (the offset may lie beyond the end)."""
+    if rows >= limit or (rows == 0 and offset > 0):
+        return None
+    return offset + rows
+
+
 MAX_PRIORS = 20
 
 
@@ -211,6 +221,7 @@ __all__ = [
     "get_study",
     "list_priors",
     "list_worklist",
+    "page_total",
     "sop_uids_by_series",
     "study_exists",
 ]

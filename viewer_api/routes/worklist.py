@@ -83,7 +83,9 @@ def list_worklist(
         session=session, viewer=user, now=now, limit=limit, offset=offset, **filters
     )
     cap = repository.COUNT_CAP
-    total = repository.count_worklist(session=session, viewer=user, cap=cap + 1, **filters)
+    total = repository.page_total(len(studies), limit=limit, offset=offset)
+    if total is None:  # a full page, or one past the end: count
+        total = repository.count_worklist(session=session, viewer=user, cap=cap + 1, **filters)
     headers: dict[str, str] = {}
     if total > cap:  # a backlog this deep is not counted to the last study
         total = cap
