@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, Select, exists, false, func, or_, select
-from sqlalchemy.orm import Session, joinedload, selectinload, undefer
+from sqlalchemy.orm import Session, joinedload, undefer
 
 from worklist.models import (
     Instance,
@@ -181,7 +181,9 @@ def list_priors(
 
 
 def get_study(*, session: Session, study_uid: str, viewer: User) -> Study | None:
-    """The study with its series, site, claim holder and report; None when not visible."""
+    """The study with its site, claim holder and report; None when not visible. Its series
+    load when first read (the study view reads them; the report view, as often opened,
+    does not: a second query for every report read, saved)."""
     return session.scalars(
         select(Study)
         .where(Study.study_instance_uid == study_uid, visible_studies_filter(viewer))
@@ -189,7 +191,6 @@ def get_study(*, session: Session, study_uid: str, viewer: User) -> Study | None
             joinedload(Study.site),
             joinedload(Study.claimed_by),
             joinedload(Study.report),
-            selectinload(Study.series),
             undefer(Study.body_part),
         )
     ).one_or_none()

@@ -86,7 +86,8 @@ def get_report(
     its own site). Read as often as studies are opened; the body is made here
     (``viewer_api.json_body``). A clinic user's view is a read receipt and may end the
     report-to-clinic stage (``viewer_api.metrics.turnaround``): it is committed before the
-    answer. A radiologist's is audited off the request path (``Auditor.view``)."""
+    answer. A radiologist's is audited off the request path (``Auditor.view``); either
+    way the transaction ends in the route's thread, not in another hop to the pool."""
     report = reports.get_report(session=session, study=study)
     # clinic staff see signed reports of their own site only, never an unfinished draft
     if report is None or not reports.report_visible_to(report, user):
@@ -99,9 +100,9 @@ def get_report(
     }
     if user.role == ROLE_CLINIC:
         audit(AuditAction.REPORT_VIEWED, object_id=study.study_instance_uid, detail=detail)
-        session.commit()
     else:
         audit.view(AuditAction.REPORT_VIEWED, object_id=study.study_instance_uid, detail=detail)
+    session.commit()  # here, in this thread: get_db has nothing left to hand to another
     return REPORT_JSON.response(out)
 
 

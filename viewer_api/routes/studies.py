@@ -52,10 +52,14 @@ STUDY_JSON: JsonBody[StudyDetail] = JsonBody(StudyDetail)
 def get_study(user: ViewerUser, study: VisibleStudy, session: SessionDep, audit: Audit) -> Response:
     """The study with its series and their instances' UIDs. A viewer opens it with every
     study: the view is audited off the request path (``Auditor.view``; the timeline's
-    "opened" hop reads it once written), the body made here (``viewer_api.json_body``)."""
+    "opened" hop reads it once written), the body made here (``viewer_api.json_body``) and
+    the read transaction ended here too (``get_db`` then has no I/O left to hand to a
+    thread)."""
     sop_uids = repository.sop_uids_by_series(session=session, study=study)
     audit.view(AuditAction.STUDY_VIEWED, object_id=study.study_instance_uid)
-    return STUDY_JSON.response(StudyDetail.of(study, sop_uids))
+    response = STUDY_JSON.response(StudyDetail.of(study, sop_uids))
+    session.commit()
+    return response
 
 
 @router.get("/{study_uid}/priors", response_model=list[PriorStudy], responses=_NOT_FOUND)
