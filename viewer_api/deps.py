@@ -156,7 +156,6 @@ def request_token(request: Request, bearer: str | None, settings: ApiSettings) -
 async def get_current_user(
     request: Request,
     session: SessionDep,
-    settings: SettingsDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> User:
     """The active user the bearer token (or the web session's cookie, ``request_token``)
@@ -166,7 +165,9 @@ async def get_current_user(
 
     A token checked in the last ``settings.user_cache_seconds`` is not checked again: its
     account comes from the app's ``UserCache``, merged into this request's session without
-    a query (see ``UserCache`` for what that allows)."""
+    a query (see ``UserCache`` for what that allows). Every request of every route meets
+    this: the settings are read off the app, not resolved as one more dependency."""
+    settings: ApiSettings = request.app.state.settings
     token = request_token(request, token, settings)
     cache: UserCache = request.app.state.user_cache
     cached = cache.get(token)
@@ -236,12 +237,14 @@ AdminUser = Annotated[User, Depends(require_roles(ROLE_ADMIN))]
 
 
 async def get_audit(
-    request: Request, session: SessionDep, user: CurrentUser, now: NowDep, client_addr: ClientAddr
+    request: Request, session: SessionDep, user: CurrentUser, now: NowDep
 ) -> Auditor:
     """The request's audit trail, the caller as actor. ``user`` is the guard's own (FastAPI
     resolves ``get_current_user`` once per request), so this adds no work and no check."""
     writer: AuditWriter = request.app.state.audit_writer
-    return Auditor(session=session, actor=user, client_addr=client_addr, now=now, writer=writer)
+    return Auditor(
+        session=session, actor=user, client_addr=client_addr_of(request), now=now, writer=writer
+    )
 
 
 async def get_anonymous_audit(
@@ -265,7 +268,9 @@ def get_visible_study(
     (404) otherwise, so a clinic cannot even learn that another site's study exists (the
     attempt on another site's study is audited, ``study_access_refused``, off the request
     path: the request's own transaction is rolled back). Declare it after the route's
-    guard: a caller of the wrong role gets 403 first."""
+    guard: a caller of the wrong role gets 403 first. The views opened most often (a study,
+    its report) call it in their own body instead, after the same guard: one trip to the
+    thread pool per request instead of two."""
     study = repository.get_study(session=session, study_uid=study_uid, viewer=user)
     if study is None:
         if repository.study_exists(session=session, study_uid=study_uid):
@@ -309,6 +314,7 @@ __all__ = [
     "client_addr_of",
     "declare_roles",
     "get_db",
+    "get_visible_study",
     "load_token_user",
     "request_token",
     "require_roles",

@@ -23,10 +23,12 @@ DEFAULT_UNAUTHENTICATED_BODY_BYTES = 64 * 1024
 # wait up to QUEUE_SECONDS, then 503 + Retry-After. The API's routes are CPU work under one
 # GIL: more threads add no throughput, and each one more takes turns on the GIL from the
 # event loop (every request's parsing and routing, /healthz). bench/load.py, 200 clients,
-# the same starved machine for both: 8 API slots against 16 gave /healthz p95 0.40 s
-# against 0.87 s, p99 1.1 s against 3.6 s, and 10 % more requests answered
-DEFAULT_API_CONCURRENCY = 8
-DEFAULT_IMAGE_CONCURRENCY = 6
+# SQLite, 2 cores: 8 API slots against 16 gave /healthz p99 1.1 s against 3.6 s and 10 %
+# more requests answered; then 4 + 3 against 8 + 6, each pair on the same machine state
+# (load 2-3): /healthz p99 118 against 192 ms and 114 against 98 requests/s (and 94
+# against 163 ms, 102 against 96/s, on a busier machine)
+DEFAULT_API_CONCURRENCY = 4
+DEFAULT_IMAGE_CONCURRENCY = 3
 DEFAULT_QUEUE_SECONDS = 3.0
 # threads beyond the admitted requests: event-stream set-up, readiness, a route's second hop
 SPARE_THREADS = 6

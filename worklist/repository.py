@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, Select, exists, false, func, or_, select
-from sqlalchemy.orm import Session, joinedload, selectinload, undefer
+from sqlalchemy.orm import Session, joinedload, undefer
 
 from worklist.models import (
     Instance,
@@ -135,6 +135,16 @@ def count_worklist(
     return int(session.scalar(select(func.count()).select_from(ids.subquery())) or 0)
 
 
+def page_total(rows: int, *, limit: int, offset: int) -> int | None:
+    """The total a page of ``rows`` (at ``offset``, of at most ``limit``) tells by itself,
+    without ``count_worklist``: a page shorter than its limit is the last one, so the total
+    is ``offset + rows``; None for a full page (more may follow) and for an empty one past
+    the first (the offset may lie beyond the end)."""
+    if rows >= limit or (rows == 0 and offset > 0):
+        return None
+    return offset + rows
+
+
 MAX_PRIORS = 20
 
 
@@ -171,7 +181,9 @@ def list_priors(
 
 
 def get_study(*, session: Session, study_uid: str, viewer: User) -> Study | None:
-    """The study with its series, site, claim holder and report; None when not visible."""
+    """The study with its site, claim holder and report; None when not visible. Its series
+    load when first read (the study view reads them; the report view, as often opened,
+    does not: a second query for every report read, saved)."""
     return session.scalars(
         select(Study)
         .where(Study.study_instance_uid == study_uid, visible_studies_filter(viewer))
@@ -179,7 +191,6 @@ def get_study(*, session: Session, study_uid: str, viewer: User) -> Study | None
             joinedload(Study.site),
             joinedload(Study.claimed_by),
             joinedload(Study.report),
-            selectinload(Study.series),
             undefer(Study.body_part),
         )
     ).one_or_none()
@@ -211,6 +222,7 @@ __all__ = [
     "get_study",
     "list_priors",
     "list_worklist",
+    "page_total",
     "sop_uids_by_series",
     "study_exists",
 ]

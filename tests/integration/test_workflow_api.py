@@ -164,6 +164,10 @@ def test_filters_and_pagination(world: World) -> None:
     assert uids(reader="dr_wang") == ([], 0)
     assert uids(limit=2, offset=1) == ([studies[3].uid, studies[1].uid], 5)
     assert uids(offset=10) == ([], 5)
+    # a short page is the last: its total needs no count; a full one is counted
+    assert uids(limit=2, offset=4) == ([studies[4].uid], 5)
+    assert uids(limit=5) == ([studies[i].uid for i in (0, 3, 1, 2, 4)], 5)
+    assert uids(limit=4) == ([studies[i].uid for i in (0, 3, 1, 2)], 5)
     assert uids("nurse_ts02") == ([studies[3].uid, studies[2].uid], 2)
     world.client.app.state.audit_writer.flush()  # type: ignore[attr-defined]  # views: batched
     with world.factory() as session:

@@ -108,7 +108,7 @@ async def serve(request: Request, work: Callable[[Session, Viewer], Response]) -
     session: Session = state.session_factory()
     try:
         token = await oauth2_scheme(request)
-        user = await get_current_user(request, session, state.settings, token)
+        user = await get_current_user(request, session, token)
         if user.role not in VIEWER_ROLES:
             raise RoleDenied()
         viewer = Viewer(user, client_addr_of(request), state.clock(), state.audit_writer)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
@@ -24,6 +24,7 @@ from viewer_api.deps import (
     ViewerUser,
     VisibleStudy,
     WorklistSettingsDep,
+    get_visible_study,
 )
 from viewer_api.json_body import JsonBody
 from viewer_api.schemas import (
@@ -80,13 +81,21 @@ REPORT_JSON: JsonBody[ReportOut] = JsonBody(ReportOut)
 
 @router.get("/studies/{study_uid}/report", response_model=ReportOut, responses=_ERRORS)
 def get_report(
-    session: SessionDep, user: ViewerUser, study: VisibleStudy, audit: Audit
+    study_uid: str,
+    request: Request,
+    session: SessionDep,
+    user: ViewerUser,
+    audit: Audit,
+    now: NowDep,
 ) -> Response:
     """The study's report with its addenda and critical results (a clinic: signed ones of
     its own site). Read as often as studies are opened; the body is made here
     (``viewer_api.json_body``). A clinic user's view is a read receipt and may end the
     report-to-clinic stage (``viewer_api.metrics.turnaround``): it is committed before the
-    answer. A radiologist's is audited off the request path (``Auditor.view``)."""
+    answer. A radiologist's is audited off the request path (``Auditor.view``); either
+    way the transaction ends in the route's thread, not in another hop to the pool (and
+    ``get_visible_study`` runs here too, not as a dependency of its own)."""
+    study = get_visible_study(study_uid, request, session, user, now)
     report = reports.get_report(session=session, study=study)
     # clinic staff see signed reports of their own site only, never an unfinished draft
     if report is None or not reports.report_visible_to(report, user):
@@ -99,9 +108,9 @@ def get_report(
     }
     if user.role == ROLE_CLINIC:
         audit(AuditAction.REPORT_VIEWED, object_id=study.study_instance_uid, detail=detail)
-        session.commit()
     else:
         audit.view(AuditAction.REPORT_VIEWED, object_id=study.study_instance_uid, detail=detail)
+    session.commit()  # here, in this thread: get_db has nothing left to hand to another
     return REPORT_JSON.response(out)
 
 

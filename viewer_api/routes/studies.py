@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterator
 from typing import Annotated, Any, BinaryIO
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Request, status
 from fastapi.responses import Response, StreamingResponse
 
 from storage import recompressed
@@ -24,6 +24,7 @@ from viewer_api.deps import (
     ViewerUser,
     VisibleStudy,
     WorklistSettingsDep,
+    get_visible_study,
 )
 from viewer_api.json_body import JsonBody
 from viewer_api.schemas import InstanceVersionOut, PriorStudy, StudyDetail
@@ -49,13 +50,26 @@ STUDY_JSON: JsonBody[StudyDetail] = JsonBody(StudyDetail)
 
 
 @router.get("/{study_uid}", response_model=StudyDetail, responses=_NOT_FOUND)
-def get_study(user: ViewerUser, study: VisibleStudy, session: SessionDep, audit: Audit) -> Response:
+def get_study(
+    study_uid: str,
+    request: Request,
+    user: ViewerUser,
+    session: SessionDep,
+    audit: Audit,
+    now: NowDep,
+) -> Response:
     """The study with its series and their instances' UIDs. A viewer opens it with every
     study: the view is audited off the request path (``Auditor.view``; the timeline's
-    "opened" hop reads it once written), the body made here (``viewer_api.json_body``)."""
+    "opened" hop reads it once written), the body made here (``viewer_api.json_body``) and
+    the read transaction ended here too (``get_db`` then has no I/O left to hand to a
+    thread; so is ``get_visible_study``, called here rather than as a dependency of its
+    own)."""
+    study = get_visible_study(study_uid, request, session, user, now)
     sop_uids = repository.sop_uids_by_series(session=session, study=study)
     audit.view(AuditAction.STUDY_VIEWED, object_id=study.study_instance_uid)
-    return STUDY_JSON.response(StudyDetail.of(study, sop_uids))
+    response = STUDY_JSON.response(StudyDetail.of(study, sop_uids))
+    session.commit()
+    return response
 
 
 @router.get("/{study_uid}/priors", response_model=list[PriorStudy], responses=_NOT_FOUND)

@@ -69,8 +69,9 @@ def list_worklist(
     status unless ``status`` narrows it.
 
     Every open worklist page asks for this every few seconds: the view is audited off the
-    request path (``Auditor.view``), so the request only reads, and the body is made here,
-    in the worker thread (``viewer_api.json_body``)."""
+    request path (``Auditor.view``), so the request only reads; the body is made here, in
+    the worker thread (``viewer_api.json_body``), and the read transaction ended here too
+    (one trip to the thread pool per request, not two)."""
     filters = {
         "site_code": site,
         "modality": modality,
@@ -83,7 +84,9 @@ def list_worklist(
         session=session, viewer=user, now=now, limit=limit, offset=offset, **filters
     )
     cap = repository.COUNT_CAP
-    total = repository.count_worklist(session=session, viewer=user, cap=cap + 1, **filters)
+    total = repository.page_total(len(studies), limit=limit, offset=offset)
+    if total is None:  # a full page, or one past the end: count
+        total = repository.count_worklist(session=session, viewer=user, cap=cap + 1, **filters)
     headers: dict[str, str] = {}
     if total > cap:  # a backlog this deep is not counted to the last study
         total = cap
@@ -98,9 +101,11 @@ def list_worklist(
             "filters": {k: v for k, v in filters.items() if v is not None},
         },
     )
-    return WORKLIST_JSON.response(
+    response = WORKLIST_JSON.response(
         [WorkflowItem.from_study_at(s, now) for s in studies], headers=headers
     )
+    session.commit()  # the read ends here: get_db then has no I/O left to hand to a thread
+    return response
 
 
 @router.post(

@@ -29,7 +29,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
-from viewer_api.deps import SessionDep, SettingsDep, get_current_user
+from viewer_api.deps import SessionDep, get_current_user
 from viewer_api.errors import ApiError, OhifUnavailable
 from viewer_api.security import oauth2_scheme
 
@@ -241,7 +241,6 @@ async def ohif_file(
     path: str,
     request: Request,
     session: SessionDep,
-    settings: SettingsDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> Response:
     """A file of the build; any other path is one of OHIF's own pages (its index.html),
@@ -261,7 +260,7 @@ async def ohif_file(
         if "." in target.name:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "No such file")
     try:
-        await get_current_user(request, session, settings, token)
+        await get_current_user(request, session, token)
     except ApiError:  # not signed in (or no longer): log in, then come back here
         here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         login = f"/ui/login?next={quote(here, safe='')}"
