@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
 import secrets
-import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -55,18 +55,13 @@ def hash_password(pw: str) -> str:
     return _hasher.hash(pw)
 
 
-_dummy_lock = threading.Lock()
-_dummy: list[str] = []
-
-
+@functools.cache
 def _dummy_hash() -> str:
     """Verified against when the user does not exist, so a miss costs as much as a wrong
     password. Made once, on the first miss, not at import: argon2 is slow on purpose, and
-    every process and CLI call imports this module."""
-    with _dummy_lock:
-        if not _dummy:
-            _dummy.append(_hasher.hash("teleread-no-such-user"))
-        return _dummy[0]
+    every process and CLI call imports this module. (Two first misses at once may both make
+    one: either hash does.)"""
+    return _hasher.hash("teleread-no-such-user")
 
 
 def verify_password(hash: str, pw: str) -> bool:
