@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -48,6 +49,13 @@ DEFAULT_LOGIN_FORGET_SECONDS = 86_400.0
 # each mistyping now and then) holds back the names that fail from it
 DEFAULT_LOGIN_MAX_FAILURES_PER_ADDRESS = 200
 DEFAULT_LOGIN_WINDOW_SECONDS = 600.0
+# API worker processes (teleread.api_workers) when TELEREAD_API_WORKERS is unset: one per
+# CPU this process may run on, at least 2 (bench/load.py, 200 clients, SQLite, 2 cores: one
+# process is GIL-bound at ~218 requests/s and worklist p99 2.3 s; two answer the ~340/s the
+# clients ask), at most 4: each holds its own database pool (``database_connections``), and
+# two compose replicas of 4 fill PostgreSQL's default 100 connections
+MIN_DEFAULT_WORKERS = 2
+MAX_DEFAULT_WORKERS = 4
 # HS256 wants a key at least as long as its 256-bit output (RFC 7518 3.2)
 MIN_SECRET_KEY_LENGTH = 32
 _ORIGIN = re.compile(r"https?://[^/\s?#]+")
@@ -74,7 +82,8 @@ class ApiSettings(BaseSettings):
     # before it is locked out, the first lock-out (doubling with each further failure) and
     # the longest, and how long after its last failure an account's count is forgotten;
     # an address's failures within the window before the names that fail from it are held.
-    # Counted in each API process: with N replicas an account gets up to N times as many
+    # Counted in each API process: with N processes (workers x replicas) an account gets
+    # up to N times as many
     login_max_failures: int = Field(DEFAULT_LOGIN_MAX_FAILURES, ge=0, le=1000)
     login_lockout_seconds: float = Field(DEFAULT_LOGIN_LOCKOUT_SECONDS, gt=0, le=86_400)
     login_lockout_max_seconds: float = Field(DEFAULT_LOGIN_LOCKOUT_MAX_SECONDS, gt=0, le=86_400)
@@ -99,7 +108,10 @@ class ApiSettings(BaseSettings):
     # of them, and only when it is an IP address. Comma-separated; "" believes no one; "*"
     # everyone (never with a port open to clients)
     trusted_proxies: str = "127.0.0.1,::1"
-    # --- load: concurrency, queueing and slow clients (viewer_api.limits) ---
+    # --- load: processes, concurrency, queueing and slow clients (viewer_api.limits) ---
+    # API processes sharing the listening socket (teleread.api_workers); 1: the API runs in
+    # the process of `teleread api` / `serve` itself. Everything below is per process
+    workers: int = Field(default_factory=lambda: default_workers(), ge=1, le=64)
     # requests handled at once: DICOMweb (images, metadata, QIDO) and the rest of the API
     api_concurrency: int = Field(DEFAULT_API_CONCURRENCY, ge=1, le=1000)
     image_concurrency: int = Field(DEFAULT_IMAGE_CONCURRENCY, ge=1, le=1000)
@@ -118,7 +130,9 @@ class ApiSettings(BaseSettings):
     # them is disconnected (viewer_api.slow_clients)
     body_idle_seconds: float = Field(15.0, gt=0, le=600)
     header_timeout_seconds: float = Field(10.0, ge=0, le=600)
-    # event streams (viewer_api.event_streams): open at once per account and in all
+    # event streams (viewer_api.event_streams): open at once per account and in all, in
+    # each API process: with W workers (and R replicas) an account may hold up to W x R x
+    # max_streams_per_account streams, each process at most max_streams
     max_streams_per_account: int = Field(10, ge=1, le=10_000)
     max_streams: int = Field(2000, ge=1, le=100_000)
 
@@ -168,9 +182,15 @@ class ApiSettings(BaseSettings):
         return value
 
 
+def default_workers() -> int:
+    """The CPUs this process may run on (its affinity: a container's cpuset), between
+    ``MIN_DEFAULT_WORKERS`` and ``MAX_DEFAULT_WORKERS``."""
+    return min(MAX_DEFAULT_WORKERS, max(MIN_DEFAULT_WORKERS, len(os.sched_getaffinity(0))))
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> ApiSettings:
     return ApiSettings()
 
 
-__all__ = ["ApiSettings", "get_settings"]
+__all__ = ["ApiSettings", "default_workers", "get_settings"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from datetime import timedelta
@@ -49,6 +50,17 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.secret_key.get_secret_value() == SECRET
     assert settings.token_ttl_seconds == 60 and settings.port == 9000
     assert SECRET not in repr(settings)
+
+
+def test_api_workers_default_to_the_cpus_at_least_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TELEREAD_API_WORKERS", raising=False)
+    cpus = len(os.sched_getaffinity(0))
+    assert ApiSettings(secret_key=SECRET).workers == min(4, max(2, cpus))
+    monkeypatch.setenv("TELEREAD_API_WORKERS", "1")
+    assert ApiSettings(secret_key=SECRET).workers == 1  # the API in the command's process
+    monkeypatch.setenv("TELEREAD_API_WORKERS", "0")
+    with pytest.raises(ValueError):
+        ApiSettings(secret_key=SECRET)
 
 
 def test_default_token_lifetime_is_a_working_day() -> None:

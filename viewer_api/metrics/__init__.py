@@ -7,8 +7,9 @@ Two kinds of figures:
   the concrete path: UIDs are patient-linked) and status class (``2xx``...). A request that
   matched no route is labelled ``<unmatched>``. The latency runs to the end of the response;
   for an event stream (``text/event-stream``) only to its start, so open streams do not
-  swamp the histogram. Each process keeps its own figures: scrape every API replica and
-  uvicorn worker separately, and ``sum()`` them in PromQL.
+  swamp the histogram. The worker processes of one API (``TELEREAD_API_WORKERS``) share
+  their figures (prometheus-client's multiprocess mode: ``ApiMetrics.exposed``), so one
+  scrape shows them all; scrape every API replica separately, and ``sum()`` them in PromQL.
 - **Turnaround**, observed in this process when a study's hop is recorded
   (``turnaround``): the headline stages of its timeline (scan -> listed -> claimed ->
   report -> clinic opened) as a histogram by stage, site and category; each stage is
@@ -65,7 +66,7 @@ async def metrics(request: Request) -> Response:
     state: ApiMetrics = request.app.state.metrics
     clock: Callable[[], datetime] = request.app.state.clock
     await state.database_figures(request.app.state.session_factory, clock())
-    body = generate_latest(state.registry)
+    body = generate_latest(state.exposed)
     return Response(body, media_type=None, headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -33,10 +35,21 @@ DEFAULT_CACHE_SECONDS = 5.0
 DEFAULT_LATE_CACHE_SECONDS = 300.0
 
 
+# prometheus-client's multiprocess mode: set (by teleread.api_workers) in every API worker
+# process before prometheus_client is imported, a directory private to that set of workers
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
 class ApiMetrics:
     """What ``/metrics`` serves for one app: one registry holding its request figures
     (``http``), its turnaround histograms (``turnaround``) and the cached database
-    figures."""
+    figures.
+
+    In an API worker process (``PROMETHEUS_MULTIPROC_DIR`` set) the request and turnaround
+    figures are kept in that directory's files, one per process, and a scrape of any worker
+    serves ``exposed``: their sums over every worker alive or dead since the API started
+    (``MultiProcessCollector``; counters and histograms only, no ``_created`` series), with
+    the database figures of the worker scraped."""
 
     def __init__(
         self,
@@ -48,7 +61,13 @@ class ApiMetrics:
         self.registry = CollectorRegistry()
         self.http = HttpMetrics(self.registry)
         self.turnaround = TurnaroundMetrics(self.registry)
-        self.registry.register(WorklistCollector(self))
+        multiproc_dir = os.environ.get(MULTIPROC_DIR_ENV)
+        if multiproc_dir:
+            self.exposed = CollectorRegistry()
+            MultiProcessCollector(self.exposed, path=multiproc_dir)
+        else:
+            self.exposed = self.registry
+        self.exposed.register(WorklistCollector(self))
         self.cache_seconds = cache_seconds
         self.late_cache_seconds = late_cache_seconds
         self._monotonic = monotonic
