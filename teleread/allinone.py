@@ -7,19 +7,20 @@ import logging
 import os
 import sys
 
-from sqlalchemy.orm import Session, sessionmaker
-
 import storage
 from storage.settings import StorageSettings
+from teleread.api_workers import WorkersFailed
 from teleread.bootstrap import Login, ensure_demo_accounts, ensure_gateway_user
 from teleread.embedded import DataDir, database_url
 from teleread.services import (
-    ApiServer,
     build_api,
+    housekeeping_engine,
+    start_api_server,
     start_gateway,
     start_sr_sender,
     wait_for_signal,
 )
+from viewer_api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +41,38 @@ def serve(args: argparse.Namespace) -> int:
     from worklist.settings import get_settings as worklist_settings
 
     data_dir = DataDir.resolve(args.data_dir)
-    store = storage.from_settings(embedded_storage_settings(data_dir))  # gateway's and API's
+    storage_settings = embedded_storage_settings(data_dir)
+    store = storage.from_settings(storage_settings)  # gateway's and API's
     url = database_url(data_dir, args.database_url)
     upgrade(url)
     secret = os.environ.get("TELEREAD_API_SECRET_KEY") or data_dir.secret("api")
-    app = build_api(url, store, secret_key=secret)
-    factory: sessionmaker[Session] = app.state.session_factory
+    settings = ApiSettings(secret_key=secret)
+    if settings.workers > 1:  # the API in worker processes; this one keeps the rest
+        app = None
+        factory = housekeeping_engine(url)
+    else:
+        app = build_api(url, store, secret_key=secret)
+        factory = app.state.session_factory
+    # before any worker starts: made once
     logins = ensure_demo_accounts(factory, data_dir)
     gw_user, gw_password = ensure_gateway_user(factory, data_dir)
 
-    api = ApiServer(app, host=args.host, port=args.http_port)
-    api.start()
+    try:
+        api = start_api_server(
+            app,
+            settings,
+            url=url,
+            host=args.host,
+            port=args.http_port,
+            verbose=args.verbose,
+            storage_root=str(storage_settings.root) if storage_settings.root else None,
+        )
+    except WorkersFailed as exc:
+        log.error(str(exc), extra={"action": "api_not_started"})
+        return 1
     housekeeping = Housekeeping(factory, worklist_settings())
     housekeeping.start()
-    sr_sender = start_sr_sender(app)
+    sr_sender = start_sr_sender(factory, store)
 
     ae_title = args.ae_title or "TELEREAD"
     stop_gateway = start_gateway(
@@ -71,16 +90,16 @@ def serve(args: argparse.Namespace) -> int:
             (s.code, [a.ae_title for a in s.ae_titles])
             for s in accounts.list_sites(session=session)
         ]
-    _banner(args, data_dir, ae_title, sites, logins)
+    _banner(args, data_dir, ae_title, sites, logins, settings.workers)
     try:
-        wait_for_signal()
+        wait_for_signal(keep_going=lambda: not api.failed.is_set())
     finally:
         log.info("stopping")
         stop_gateway()
         api.stop()
         sr_sender.stop()
         housekeeping.stop()
-    return 0
+    return 1 if api.failed.is_set() else 0
 
 
 def _banner(
@@ -89,6 +108,7 @@ def _banner(
     ae_title: str,
     sites: list[tuple[str, list[str]]],
     logins: list[Login],
+    workers: int,
 ) -> None:
     out = sys.stdout
     out.write("\nteleread is running (embedded: SQLite + local object store)\n")
@@ -96,7 +116,8 @@ def _banner(
     out.write(f"  DICOM     {args.host}:{args.dicom_port}  AE title {ae_title}\n")
     for code, aes in sites:
         out.write(f"            site {code}: calling AE titles {' '.join(aes) or '(none)'}\n")
-    out.write(f"  Web       http://{args.host}:{args.http_port}/\n")
+    processes = f"{workers} API process{'es' if workers > 1 else ''}"
+    out.write(f"  Web       http://{args.host}:{args.http_port}/  ({processes})\n")
     out.write(f"  API docs  http://{args.host}:{args.http_port}/docs\n")
     if logins:
         out.write("  Demo logins (also in demo-logins.txt in the data directory):\n")

@@ -9,11 +9,12 @@ import gc
 import json
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import uvicorn
 from fastapi import FastAPI
@@ -22,20 +23,30 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import storage
 from storage.base import ObjectStore
+from teleread.api_workers import ApiWorkers, WorkersFailed, worker_env
 from teleread.embedded import DataDir, database_url
 
 if TYPE_CHECKING:
     from viewer_api.outputs.sr_outbox import SRSender
+    from viewer_api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
 
 
 class ApiServer:
     """uvicorn serving an app in a background thread, stoppable; connections that do not
-    finish their request headers in time are closed (``viewer_api.slow_clients``)."""
+    finish their request headers in time are closed (``viewer_api.slow_clients``). It
+    listens on ``host:port``, or accepts on ``sock``, a listening socket it shares with other
+    processes (``teleread.api_workers``)."""
 
-    def __init__(self, app: FastAPI, *, host: str, port: int) -> None:
-        from viewer_api.settings import ApiSettings
+    def __init__(
+        self,
+        app: FastAPI,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        sock: socket.socket | None = None,
+    ) -> None:
         from viewer_api.slow_clients import protocol_class
 
         self._app = app
@@ -55,7 +66,11 @@ class ApiServer:
             proxy_headers=False,
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="api", daemon=True)
+        self.failed = threading.Event()  # never set: a failure here is the process's own
+        sockets = [sock] if sock is not None else None
+        self._thread = threading.Thread(
+            target=self._server.run, args=(sockets,), name="api", daemon=True
+        )
 
     def start(self, timeout: float = 30.0) -> None:
         freeze_startup_objects()
@@ -84,9 +99,12 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def wait_for_signal() -> None:
-    """Block until SIGINT or SIGTERM."""
-    stop = threading.Event()
+def wait_for_signal(
+    stop: threading.Event | None = None, *, keep_going: Callable[[], bool] | None = None
+) -> None:
+    """Block until SIGINT or SIGTERM, or until ``stop`` is set by another thread, or until
+    ``keep_going()`` (asked every second) says no."""
+    stop = stop or threading.Event()
 
     def handler(signum: int, frame: object) -> None:
         stop.set()
@@ -94,7 +112,8 @@ def wait_for_signal() -> None:
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     while not stop.wait(1.0):
-        pass
+        if keep_going is not None and not keep_going():
+            return
 
 
 def build_api(url: str, store: ObjectStore, *, secret_key: str | None = None) -> FastAPI:
@@ -109,20 +128,27 @@ def build_api(url: str, store: ObjectStore, *, secret_key: str | None = None) ->
     return create_app(session_factory=make_sessionmaker(engine), store=store, settings=settings)
 
 
-def start_sr_sender(app: FastAPI) -> SRSender:
+def start_sr_sender(factory: sessionmaker[Session], store: ObjectStore) -> SRSender:
     """The thread that sends signed reports' SRs to the sites' PACS from the queue
-    (``viewer_api.outputs.sr_outbox``), over the app's database and object store."""
+    (``viewer_api.outputs.sr_outbox``), over the database and object store: one per
+    ``teleread api`` or ``serve``, however many API worker processes it runs."""
     from viewer_api.outputs.settings import get_output_settings
     from viewer_api.outputs.sr_outbox import SRSender
+    from worklist.settings import get_settings as worklist_settings
 
     sender = SRSender(
-        app.state.session_factory,
-        app.state.store,
-        settings=get_output_settings(),
-        deadlines=app.state.worklist_settings.deadlines,
+        factory, store, settings=get_output_settings(), deadlines=worklist_settings().deadlines
     )
     sender.start()
     return sender
+
+
+def housekeeping_engine(url: str) -> sessionmaker[Session]:
+    """The sessions of the threads that run beside the API worker processes (housekeeping,
+    the SR sender, the demo accounts): a small pool of their own."""
+    from worklist.db import make_engine, make_sessionmaker
+
+    return make_sessionmaker(make_engine(url, pool_size=4, max_overflow=2))
 
 
 class SchemaNotReady(RuntimeError):
@@ -170,13 +196,20 @@ def wait_for_schema(engine: Engine, *, timeout: float, poll: float = 1.0) -> Non
 
 
 def api_command(args: argparse.Namespace) -> int:
+    from viewer_api.settings import ApiSettings
     from worklist.housekeeping import Housekeeping
     from worklist.settings import get_settings as worklist_settings
 
     data_dir = DataDir.resolve(args.data_dir) if not args.database_url else None
     url = database_url(data_dir, args.database_url)
-    app = build_api(url, storage.from_settings())
-    factory: sessionmaker[Session] = app.state.session_factory
+    settings = ApiSettings()  # refuses a missing or default secret key before anything runs
+    store = storage.from_settings()
+    if settings.workers > 1:
+        factory = housekeeping_engine(url)
+        app = None
+    else:
+        app = build_api(url, store)
+        factory = app.state.session_factory
     engine: Engine = factory.kw["bind"]
     try:
         wait_for_schema(engine, timeout=args.migration_wait)
@@ -185,17 +218,74 @@ def api_command(args: argparse.Namespace) -> int:
         return 1
     housekeeping = Housekeeping(factory, worklist_settings())
     housekeeping.start()
-    sr_sender = start_sr_sender(app)
-    server = ApiServer(app, host=args.host, port=args.http_port)
-    server.start()
-    log.info("county API on http://%s:%d/", args.host, args.http_port)
+    sr_sender = start_sr_sender(factory, store)
     try:
-        wait_for_signal()
+        server = start_api_server(
+            app, settings, url=url, host=args.host, port=args.http_port, verbose=args.verbose
+        )
+    except WorkersFailed as exc:
+        log.error(str(exc), extra={"action": "api_not_started"})
+        sr_sender.stop()
+        housekeeping.stop()
+        return 1
+    log.info(
+        "county API on http://%s:%d/ (%d process%s)",
+        args.host,
+        args.http_port,
+        settings.workers,
+        "es" if settings.workers > 1 else "",
+    )
+    try:
+        wait_for_signal(keep_going=lambda: not server.failed.is_set())
     finally:
         server.stop()
         sr_sender.stop()
         housekeeping.stop()
-    return 0
+    return 1 if server.failed.is_set() else 0
+
+
+class RunningApi(Protocol):
+    """The API serving: in this process (``ApiServer``) or in worker processes."""
+
+    failed: threading.Event
+
+    def stop(self) -> None: ...
+
+
+def start_api_server(
+    app: FastAPI | None,
+    settings: ApiSettings,
+    *,
+    url: str,
+    host: str,
+    port: int,
+    verbose: bool = False,
+    storage_root: str | None = None,
+) -> RunningApi:
+    """``settings.workers`` API processes (``teleread.api_workers``) on ``host:port``, or
+    ``app`` served in this process when that is 1; ``WorkersFailed`` when they do not
+    start."""
+    if settings.workers <= 1:
+        assert app is not None
+        server = ApiServer(app, host=host, port=port)
+        try:
+            server.start()
+        except RuntimeError as exc:
+            raise WorkersFailed(str(exc)) from exc
+        return server
+    workers = ApiWorkers(
+        settings.workers,
+        host=host,
+        port=port,
+        env=worker_env(
+            database_url=url,
+            secret_key=settings.secret_key.get_secret_value(),
+            storage_root=storage_root,
+        ),
+        verbose=verbose,
+    )
+    workers.start()
+    return workers
 
 
 def start_gateway(store: ObjectStore, **overrides: object) -> Callable[[], None]:

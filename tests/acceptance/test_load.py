@@ -113,6 +113,8 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LoadWorld]
             "TELEREAD_API_IMAGE_CONCURRENCY": "2",
             "TELEREAD_API_QUEUE_SECONDS": "0.5",
             "TELEREAD_API_MAX_STREAMS_PER_ACCOUNT": str(STREAMS_PER_ACCOUNT),
+            # one process: the stream cap is per API process (the streams counted below)
+            "TELEREAD_API_WORKERS": "1",
         },
         readers=10,
         clinics_per_site=3,

@@ -41,7 +41,11 @@ def api(tmp_path: Path) -> Iterator[tuple[str, int, dict[str, str], str]]:
     )
     engine.dispose()
     port = free_port()
-    env = {"TELEREAD_STORAGE_BACKEND": "filesystem", "TELEREAD_STORAGE_ROOT": str(tmp_path)}
+    env = {
+        "TELEREAD_STORAGE_BACKEND": "filesystem",
+        "TELEREAD_STORAGE_ROOT": str(tmp_path),
+        "TELEREAD_API_WORKERS": "1",  # the process whose memory is measured serves
+    }
     proc: Proc = start_api(database_url=url, port=port, env=env, log=tmp_path / "api.log")
     base = f"http://127.0.0.1:{port}"
     try:
