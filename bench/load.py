@@ -5,13 +5,14 @@
     .venv/bin/python bench/load.py --orthanc --clients 50,200        # + Orthanc, image routes
 
 ``teleread api`` (its own settings from the environment, as in production) on 127.0.0.1 over
-SQLite or an embedded PostgreSQL 18, as installed: one process over SQLite (``teleread
-serve``'s), ``--replicas`` (default 2, ``docker-compose.yml``'s api-1 and api-2) over
-PostgreSQL, each simulated browser keeping to one replica as the front door keeps its
-connection (client i on replica i mod n); a filesystem object store, three sites,
-radiologist, clinic and event-stream accounts, small CT studies (``--studies`` per site of
-``--instances`` 256x256 slices) announced through the API as a gateway does, half of them
-with a signed report.
+SQLite or an embedded PostgreSQL 18, as installed: one ``teleread api`` over SQLite (with its
+default ``TELEREAD_API_WORKERS`` processes, as ``teleread serve`` runs it; ``--env
+TELEREAD_API_WORKERS=1`` for one process), ``--replicas`` (default 2, ``docker-compose.yml``'s
+api-1 and api-2, each with its default workers) over PostgreSQL, each simulated browser
+keeping to one replica as the front door keeps its connection (client i on replica i mod n);
+a filesystem object store, three sites, radiologist, clinic and event-stream accounts, small
+CT studies (``--studies`` per site of ``--instances`` 256x256 slices) announced through the
+API as a gateway does, half of them with a signed report.
 
 For each client count: ``--streams`` event streams are opened over ``--stream-accounts``
 accounts (more streams than ``TELEREAD_API_MAX_STREAMS_PER_ACCOUNT`` x accounts get 429, as
@@ -19,7 +20,8 @@ they should), then that many closed-loop clients (``tests/load_client.py``: work
 radiologists and clinic staff, QIDO, rendered frames, report and study reads, random think
 time ``--think``) run for ``--seconds`` while ``/healthz`` is timed every 100 ms. Printed per
 route: requests, p50/p95/p99 (ms), statuses, errors (a 500, or a 503/429 without
-Retry-After); throughput; healthz percentiles; streams accepted/refused; the API's RSS;
+Retry-After); throughput; healthz percentiles; streams accepted/refused; the API's RSS
+and CPU (every process of every replica: the command and its worker processes);
 each route once more 5 s after the load stopped; and ``targets``: no 500, /healthz p99 <=
 100 ms, worklist p99 <= 500 ms, each true or false.
 
@@ -87,16 +89,44 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a ``teleread api`` and its worker processes)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def tree_cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """CPU seconds used so far by every process of the trees of ``pids``, by pid."""
+    out = {}
+    for p in (p for root in pids for p in process_tree(root)):
+        with contextlib.suppress(OSError):
+            out[p] = cpu_seconds(p)
+    return out
+
+
+def tree_rss_mib(pids: list[int]) -> float:
+    return sum(rss_mib(p) for root in pids for p in process_tree(root))
+
+
 def own_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
 def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:  # it has just exited
+        pass
+    return 0.0
 
 
 @contextlib.contextmanager
@@ -256,7 +286,8 @@ def main() -> None:
     parser.add_argument(
         "--replicas",
         type=int,
-        help="API processes (default: 1 on SQLite, 2 on PostgreSQL as docker-compose.yml runs)",
+        help="`teleread api` replicas, each with its own worker processes (default: 1 on "
+        "SQLite, 2 on PostgreSQL as docker-compose.yml runs)",
     )
     parser.add_argument("--clients", default="50,200,500,1000")
     parser.add_argument("--seconds", type=float, default=60)
@@ -316,10 +347,11 @@ def main() -> None:
                     studies,
                     replicas=tuple(b for b, _ in apis) if replicas > 1 else (),
                 )
-                idle = sum(rss_mib(pid) for pid in pids)
+                idle = tree_rss_mib(pids)
+                report["api_processes"] = len([p for root in pids for p in process_tree(root)])
                 for n in counts:
                     load = os.getloadavg()[0]
-                    server_cpu = sum(cpu_seconds(pid) for pid in pids)
+                    server_cpu = tree_cpu_seconds(pids)
                     client_cpu = own_cpu_seconds()
                     result = asyncio.run(
                         run_load(
@@ -331,13 +363,17 @@ def main() -> None:
                         )
                     )
                     summary = result.summary()
-                    api_cpu = sum(cpu_seconds(pid) for pid in pids) - server_cpu
+                    # a worker replaced during the run counts from 0
+                    now_cpu = tree_cpu_seconds(pids)
+                    api_cpu = sum(v - server_cpu.get(p, 0.0) for p, v in now_cpu.items())
                     summary.update(
                         clients=n,
                         load_at_start=round(load, 2),
                         rss_idle_mib=round(idle, 1),
-                        rss_after_mib=round(sum(rss_mib(pid) for pid in pids), 1),
-                        # CPU seconds per second of the run: the API's (all replicas), and
+                        rss_after_mib=round(tree_rss_mib(pids), 1),
+                        api_processes=len(now_cpu),
+                        # CPU seconds per second of the run: the API's (all replicas and
+                        # their worker processes), and
                         # the load generator's own (near 1.0: the generator is the bottleneck)
                         api_cpu=round(api_cpu / result.seconds, 2),
                         client_cpu=round((own_cpu_seconds() - client_cpu) / result.seconds, 2),
