@@ -185,7 +185,9 @@ class ApiSettings(BaseSettings):
 def default_workers() -> int:
     """The CPUs this process may run on (its affinity: a container's cpuset), between
     ``MIN_DEFAULT_WORKERS`` and ``MAX_DEFAULT_WORKERS``."""
-    return min(MAX_DEFAULT_WORKERS, max(MIN_DEFAULT_WORKERS, len(os.sched_getaffinity(0))))
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every CPU
+    cpus = len(affinity(0)) if affinity else (os.cpu_count() or 1)
+    return min(MAX_DEFAULT_WORKERS, max(MIN_DEFAULT_WORKERS, cpus))
 
 
 @lru_cache(maxsize=1)
