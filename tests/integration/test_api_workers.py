@@ -1,6 +1,7 @@
 """``teleread api`` with two worker processes on one SQLite file, as installed on a 2-core
 machine: both workers accept connections, an event made through one reaches the streams
-the other holds, ``/metrics`` counts every worker's requests in one scrape, a worker killed
+the other holds, ``/metrics`` counts every worker's requests in one scrape, a disabled
+account is refused by every worker within the token cache's bound, a worker killed
 with SIGKILL is replaced while the API keeps answering, and SIGTERM stops every process
 after each worker has written its batched audit events.
 
@@ -26,9 +27,10 @@ from sqlalchemy import func, select
 from storage import FilesystemStore
 from tests.load_client import seed_accounts, seed_studies
 from tests.processes import SECRET_KEY, Proc, free_port, start_api, wait_healthy
+from viewer_api.security import create_access_token
 from viewer_api.settings import ApiSettings
-from worklist.db import make_engine, make_sessionmaker, upgrade
-from worklist.models import AuditEvent
+from worklist.db import make_engine, make_sessionmaker, upgrade, utcnow
+from worklist.models import ROLE_ADMIN, AuditEvent, User
 
 METRICS_TOKEN = "workers-test-scrape-token-0123456789"
 WAIT = 60.0  # a ceiling for conditions polled below, not a sleep
@@ -44,6 +46,8 @@ class Api:
     reader: str
     streamers: list[str]
     gateway: str
+    victim: str  # dr_001's token
+    admin: str
 
     def workers(self) -> set[int]:
         """The live worker processes (children of ``teleread api``)."""
@@ -110,13 +114,15 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     url = f"sqlite:///{tmp / 'teleread.db'}"
     upgrade(url)
     engine = make_engine(url, pool_size=1, max_overflow=0)
+    settings = ApiSettings(secret_key=SECRET_KEY)
     readers, _, streamers, gateway = seed_accounts(
-        make_sessionmaker(engine),
-        ApiSettings(secret_key=SECRET_KEY),
-        readers=1,
-        clinics_per_site=0,
-        streamers=4,
+        make_sessionmaker(engine), settings, readers=2, clinics_per_site=0, streamers=4
     )
+    with make_sessionmaker(engine).begin() as session:
+        admin = User(username="admin_w", password_hash="-", role=ROLE_ADMIN, created_at=utcnow())
+        session.add(admin)
+        session.flush()
+        admin_token = create_access_token(user=admin, settings=settings, now=utcnow())
     streamers = streamers[::2]  # radiologists (the others are clinic staff of one site)
     engine.dispose()
     port = free_port()
@@ -135,7 +141,9 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(base, proc)
-        yield Api(base, port, proc, url, objects, readers[0], streamers, gateway)
+        yield Api(
+            base, port, proc, url, objects, readers[0], streamers, gateway, readers[1], admin_token
+        )
     finally:
         proc.stop()
 
@@ -185,6 +193,27 @@ def test_one_scrape_counts_the_requests_of_every_worker(
     for client in spread:
         assert client.get("/healthz").status_code == 200
     assert _healthz_count(api) - before == len(spread)
+
+
+def test_a_disabled_account_is_refused_by_every_worker(
+    api: Api, spread: list[httpx.Client]
+) -> None:
+    """Within ``TELEREAD_API_USER_CACHE_SECONDS`` (2 s; 10 s here is a ceiling under load),
+    as across replicas: each worker has the account cached when it is disabled."""
+    victim = {"Authorization": f"Bearer {api.victim}"}
+    for client in spread:
+        assert client.get("/api/v1/worklist", headers=victim).status_code == 200
+    r = httpx.post(
+        f"{api.base}/api/v1/users/dr_001/disable",
+        headers={"Authorization": f"Bearer {api.admin}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    _until(
+        "every worker refusing the disabled account",
+        lambda: all(c.get("/api/v1/worklist", headers=victim).status_code == 401 for c in spread),
+        timeout=10,
+    )
 
 
 class Stream:
