@@ -44,6 +44,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,26 @@ MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
 BACKLOG = 2048  # uvicorn's default
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # as viewer_api.metrics.database reads it
+METRICS_DIR_PREFIX = "teleread-api-metrics-"
 
 
 class WorkersFailed(RuntimeError):
     """The API worker processes could not be started or kept running."""
+
+
+def remove_stale_metrics_dirs() -> None:
+    """The metrics directories of parents that are gone (killed with SIGKILL: no ``stop``)."""
+    root = Path(tempfile.gettempdir())
+    for path in root.glob(f"{METRICS_DIR_PREFIX}*-*"):
+        pid = path.name[len(METRICS_DIR_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or path.stat().st_uid != os.getuid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -88,7 +105,9 @@ class ApiWorkers:
         self.port = port
         self.failed = threading.Event()
         self._verbose = verbose
-        self._metrics_dir = tempfile.mkdtemp(prefix="teleread-api-metrics-")  # 0700
+        remove_stale_metrics_dirs()
+        # 0700; its name says whose it is
+        self._metrics_dir = tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
         self._env = {**env, MULTIPROC_DIR_ENV: self._metrics_dir}
         self._sock: socket.socket | None = None
         self._procs: list[subprocess.Popen[bytes]] = []
