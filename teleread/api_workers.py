@@ -190,7 +190,11 @@ class ApiWorkers:
             *(["--verbose"] if self._verbose else []),
         ]
         try:
-            proc = subprocess.Popen(cmd, env=self._env, pass_fds=(listen_fd, ready_w))
+            # a session of its own: a terminal's Ctrl-C reaches the parent alone, which stops
+            # the workers in order (none is seen dying and replaced on the way)
+            proc = subprocess.Popen(
+                cmd, env=self._env, pass_fds=(listen_fd, ready_w), start_new_session=True
+            )
         except BaseException:
             os.close(ready_r)
             raise

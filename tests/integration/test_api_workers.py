@@ -2,8 +2,9 @@
 machine: both workers accept connections, an event made through one reaches the streams
 the other holds, ``/metrics`` counts every worker's requests in one scrape, a disabled
 account is refused by every worker within the token cache's bound, a worker killed
-with SIGKILL is replaced while the API keeps answering, and SIGTERM stops every process
-after each worker has written its batched audit events.
+with SIGKILL is replaced while the API keeps answering, SIGTERM stops every process
+after each worker has written its batched audit events, and workers whose parent was
+killed with SIGKILL stop too.
 
 Which worker holds a connection is read from ``/proc``: the server side of each loopback
 connection (its inode in ``/proc/net/tcp``) among each worker's open descriptors."""
@@ -17,7 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -309,3 +310,23 @@ def test_sigterm_stops_every_worker_after_its_audit_is_written(
     finally:
         engine.dispose()
     assert written == len(spread)
+
+
+def test_workers_stop_when_their_parent_is_killed(api: Api, tmp_path: Path) -> None:
+    """SIGKILL leaves the parent no time to stop them: the workers stop themselves."""
+    port = free_port()
+    proc = start_api(
+        database_url=api.url,
+        port=port,
+        env={"TELEREAD_API_WORKERS": "2", "TELEREAD_STORAGE_ROOT": str(api.objects)},
+        log=tmp_path / "api.log",
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
+        other = replace(api, base=f"http://127.0.0.1:{port}", port=port, proc=proc)
+        _until("two workers", lambda: len(other.workers()) == 2)
+        workers = other.workers()
+        proc.kill9()
+        _until("no worker left", lambda: not any(_alive(pid) for pid in workers), timeout=30)
+    finally:
+        proc.stop()
