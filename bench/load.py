@@ -8,7 +8,8 @@
 SQLite or an embedded PostgreSQL 18, as installed: one ``teleread api`` over SQLite (with its
 default ``TELEREAD_API_WORKERS`` processes, as ``teleread serve`` runs it; ``--env
 TELEREAD_API_WORKERS=1`` for one process), ``--replicas`` (default 2, ``docker-compose.yml``'s
-api-1 and api-2, each with its default workers) over PostgreSQL, each simulated browser
+api-1 and api-2, each with the compose file's ``TELEREAD_API_WORKERS=1`` unless ``--env`` sets
+it) over PostgreSQL, each simulated browser
 keeping to one replica as the front door keeps its connection (client i on replica i mod n);
 a filesystem object store, three sites, radiologist, clinic and event-stream accounts, small
 CT studies (``--studies`` per site of ``--instances`` 256x256 slices) announced through the
@@ -75,6 +76,7 @@ from worklist.db import make_engine, make_sessionmaker, upgrade
 SECRET = "bench-load-secret-key-0123456789-abcdefghijkl"
 ORTHANC_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 TELEREAD = Path(sys.executable).with_name("teleread")
+COMPOSE_API_WORKERS = "1"  # docker-compose.yml's TELEREAD_API_WORKERS default
 
 
 def free_port() -> int:
@@ -304,6 +306,8 @@ def main() -> None:
     counts = [int(c) for c in args.clients.split(",")]
     replicas = args.replicas or (2 if args.db == "postgresql" else 1)
     env = dict(item.split("=", 1) for item in args.env)
+    if args.db == "postgresql":  # the compose shape: each replica as docker-compose.yml runs it
+        env.setdefault("TELEREAD_API_WORKERS", COMPOSE_API_WORKERS)
     report: dict[str, Any] = {
         "db": args.db,
         "replicas": replicas,
