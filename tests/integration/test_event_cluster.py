@@ -135,6 +135,10 @@ def test_every_event_once_on_every_stream_and_webhook_across_replicas(
         "TELEREAD_STORAGE_ROOT": str(objects),
         "TELEREAD_WORKLIST_WEBHOOK_URLS": receiver.url,
         "TELEREAD_WORKLIST_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        # replicas as docker-compose.yml runs them: one API process each (the default of
+        # several worker processes per replica would be 4 API processes on a 2-core CI
+        # machine, beside the database and the other test workers)
+        "TELEREAD_API_WORKERS": "1",
     }
     procs: list[Proc] = []
     try:
