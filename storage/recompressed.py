@@ -136,7 +136,9 @@ def make_note(
         "original_transfer_syntax": original_transfer_syntax,
         "original_size": len(original),
         "original_sha256": hashlib.sha256(original).hexdigest(),
-        "original_dataset_sha256": hashlib.sha256(original[dataset_offset:]).hexdigest(),
+        "original_dataset_sha256": hashlib.sha256(
+            memoryview(original)[dataset_offset:]
+        ).hexdigest(),
         "rebuild": rebuild,
         "insert_at": insert_at,
         "residual": base64.b64encode(zlib.compress(residual, 9)).decode("ascii"),
