@@ -36,10 +36,12 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Literal
+from typing import Any, Literal
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import (
     UID,
@@ -137,10 +139,10 @@ def _encode_image(part10: bytes, ts: str) -> tuple[bytes, int, int] | None:
     if value_at is None or value_length in (None, 0xFFFFFFFF) or length > value_length:
         return None
     ds.compress(ts, generate_instance_uid=False)
-    out = BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    split = split_part10(out.getvalue())
-    return (out.getvalue()[split[1] :], value_at, length) if split else None
+    out = DicomBytesIO()  # the dataset alone: the stored file's meta is made by _stored_file
+    out.is_implicit_VR, out.is_little_endian = False, True  # every codec syntax's encoding
+    write_dataset(out, ds)
+    return out.getvalue(), value_at, length
 
 
 def _checked(
@@ -154,8 +156,9 @@ def _checked(
     rebuild: Rebuild,
     insert_at: int,
     payload_length: int,
-) -> bytes | None:
-    """The stored file for ``dataset``, if the original rebuilds from it bit for bit."""
+) -> tuple[bytes, dict[str, Any]] | None:
+    """The stored file for ``dataset`` and its note, if the original rebuilds from it bit
+    for bit."""
     note = make_note(
         part10,
         method=method,
@@ -181,7 +184,7 @@ def _checked(
             extra={"action": "recompress_mismatch", "method": method},
         )
         return None
-    return data
+    return data, note
 
 
 def recompress(
@@ -204,7 +207,7 @@ def recompress(
     original_ts = str(meta.get("TransferSyntaxUID", ""))
     if original_ts not in _NATIVE:
         return None
-    data: bytes | None = None
+    checked: tuple[bytes, dict[str, Any]] | None = None
     done = method
     with _LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -220,7 +223,7 @@ def recompress(
                 encoded = None
             if encoded is not None:
                 dataset, value_at, length = encoded
-                data = _checked(
+                checked = _checked(
                     part10,
                     meta,
                     offset,
@@ -231,9 +234,9 @@ def recompress(
                     insert_at=value_at,
                     payload_length=length,
                 )
-        if data is None and original_ts == ExplicitVRLittleEndian:
+        if checked is None and original_ts == ExplicitVRLittleEndian:
             done, ts = "deflate", DeflatedExplicitVRLittleEndian
-            data = _checked(
+            checked = _checked(
                 part10,
                 meta,
                 offset,
@@ -244,13 +247,14 @@ def recompress(
                 insert_at=offset,
                 payload_length=len(part10) - offset,
             )
-    if data is None or len(data) > len(part10) * (1 - min_saving):
+    if checked is None or len(checked[0]) > len(part10) * (1 - min_saving):
         return None  # nothing gained worth the trouble: send what came
+    data, note = checked
     return Recompressed(
         data=data,
         method=done,
         transfer_syntax_uid=ts,
         sha256=hashlib.sha256(data).hexdigest(),
         original_size=len(part10),
-        original_sha256=hashlib.sha256(part10).hexdigest(),
+        original_sha256=note["original_sha256"],  # of part10, and its rebuild matched it
     )

@@ -53,8 +53,10 @@ from typing import Any, BinaryIO, Literal
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
+from pydicom.pixels import pixel_array
 from pydicom.uid import generate_uid
 
+from storage.decoding import decoding_plugin
 from storage.errors import StorageError
 from storage.verified import ObjectCorrupt
 
@@ -134,7 +136,9 @@ def make_note(
         "original_transfer_syntax": original_transfer_syntax,
         "original_size": len(original),
         "original_sha256": hashlib.sha256(original).hexdigest(),
-        "original_dataset_sha256": hashlib.sha256(original[dataset_offset:]).hexdigest(),
+        "original_dataset_sha256": hashlib.sha256(
+            memoryview(original)[dataset_offset:]
+        ).hexdigest(),
         "rebuild": rebuild,
         "insert_at": insert_at,
         "residual": base64.b64encode(zlib.compress(residual, 9)).decode("ascii"),
@@ -152,12 +156,14 @@ def inflate(dataset: bytes) -> bytes:
     return zlib.decompressobj(-zlib.MAX_WBITS).decompress(dataset)
 
 
-def native_pixels(part10: bytes) -> bytes:
-    """A Part-10 file's pixel data decoded, every frame, as little-endian native samples
-    (colour by pixel, no colour-space or palette conversion)."""
+def native_pixels(part10: bytes, transfer_syntax: str) -> bytes:
+    """A Part-10 file's pixel data (in ``transfer_syntax``) decoded, every frame, as
+    little-endian native samples (colour by pixel, no colour-space or palette conversion),
+    by the plugin ``storage.decoding`` names; only the elements that describe the pixels
+    are parsed."""
     with _LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        arr = dcmread(BytesIO(part10)).pixel_array
+        arr = pixel_array(BytesIO(part10), decoding_plugin=decoding_plugin(transfer_syntax))
     return np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<"), copy=False)).tobytes()
 
 
@@ -180,7 +186,10 @@ def rebuild_original(stored: bytes, note: dict[str, Any] | None = None) -> bytes
     if rebuild not in ("pixels", "inflate"):
         raise NotRebuildable(f"unknown rebuild {rebuild!r}")
     try:
-        payload = inflate(stored[split[1] :]) if rebuild == "inflate" else native_pixels(stored)
+        if rebuild == "inflate":
+            payload = inflate(stored[split[1] :])
+        else:
+            payload = native_pixels(stored, str(split[0].get("TransferSyntaxUID", "")))
     except Exception as exc:  # the decoders raise what they like on a damaged stream
         raise ObjectCorrupt(f"the stored payload does not decode: {exc!r}"[:300]) from exc
     original = b"".join((residual[:at], payload, residual[at:]))

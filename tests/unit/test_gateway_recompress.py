@@ -31,6 +31,7 @@ from gateway.outbox import ANNOUNCED
 from gateway.recompress import MIN_BYTES, recompress
 from gateway.spool import Spool
 from gateway.upload import upload_body
+from storage.decoding import decoding_plugin
 from storage.errors import IntegrityError
 from storage.recompressed import (
     NotRebuildable,
@@ -139,6 +140,15 @@ def test_codecs_keep_pixels_and_uids(method: str, codec: str) -> None:
         assert meta.TransferSyntaxUID == out.transfer_syntax_uid == codec
         assert np.array_equal(_pixels(out.data), _pixels(original)), name
         assert rebuild_original(out.data) == original, name
+
+
+def test_the_gateway_and_the_county_decode_with_the_named_plugins() -> None:
+    # CharLS (the encoder's own library) for JPEG-LS, not pydicom's first choice
+    # pylibjpeg-libjpeg (four times slower); OpenJPEG through pylibjpeg for JPEG 2000;
+    # both installed with teleread, so the stock order is only a fallback
+    assert decoding_plugin(JPEGLSLossless) == "pyjpegls"
+    assert decoding_plugin(JPEG2000Lossless) == "pylibjpeg"
+    assert decoding_plugin(ExplicitVRLittleEndian) == ""
 
 
 def test_ct_and_dr_get_smaller_and_small_or_poor_ones_are_sent_as_received() -> None:

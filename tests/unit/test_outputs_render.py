@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 from pydicom import dcmread
+from pydicom.uid import JPEGLSLossless
 from pypdf import PdfReader
 
 from tests.dicom_factory import make_ct, part10_bytes
@@ -322,6 +323,16 @@ def test_render_png_uses_the_file_window() -> None:
     assert image.size == (32, 32) and image.mode == "L"
     with pytest.raises(NotRenderable):
         render_png(b"not dicom")
+
+
+def test_render_png_takes_the_first_frame_and_decodes_jpegls() -> None:
+    ct = make_ct(rows=128, cols=128)
+    single = render_png(part10_bytes(ct))
+    ct.NumberOfFrames = 2
+    ct.PixelData = ct.PixelData + bytes(len(ct.PixelData))  # a black second frame
+    assert render_png(part10_bytes(ct)) == single
+    ct.compress(JPEGLSLossless, generate_instance_uid=False)  # as a modality may send it
+    assert render_png(part10_bytes(ct)) == single
 
 
 def test_sr_destinations_are_checked() -> None:

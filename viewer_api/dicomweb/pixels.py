@@ -34,6 +34,7 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from storage.base import ObjectStore
+from storage.decoding import decoding_plugin
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -256,6 +257,16 @@ def native_array(data: bytes, layout: NativeLayout) -> np.ndarray:
     return arr.astype(layout.dtype.newbyteorder("="), copy=False)
 
 
+def decode_frame(ds: Dataset, transfer_syntax: str, *, index: int, raw: bool) -> np.ndarray:
+    """Frame ``index`` of ``ds`` decoded by pydicom, with the plugin ``storage.decoding``
+    names for its transfer syntax (the one the gateway checked a recompressed file with)."""
+    decoder = get_decoder(transfer_syntax)
+    arr, _meta = decoder.as_array(
+        ds, index=index, raw=raw, decoding_plugin=decoding_plugin(transfer_syntax)
+    )
+    return arr
+
+
 class Frames:
     """Frames of stored instances, with the caches."""
 
@@ -341,13 +352,11 @@ class Frames:
         """Frame ``index`` decoded to an array, samples last; YBR colour as RGB (for a
         screen) or, ``raw``, as stored (for raw frames: what the metadata says)."""
 
-        def decode() -> np.ndarray:
-            decoder = get_decoder(self.transfer_syntax(ds))
-            arr, _meta = decoder.as_array(ds, index=index, raw=raw)
-            return arr
+        def make() -> np.ndarray:
+            return decode_frame(ds, self.transfer_syntax(ds), index=index, raw=raw)
 
         key = (instance.sha256 or instance.object_key, index, raw)
-        return self._decoded.get_or_make(key, decode)
+        return self._decoded.get_or_make(key, make)
 
     def native_frame(
         self, ds: Dataset, index: int, instance: StoredInstance | None = None
@@ -359,8 +368,7 @@ class Frames:
         if instance is not None:
             arr = self.decoded(instance, ds, index, raw=True)
         else:
-            decoder = get_decoder(self.transfer_syntax(ds))
-            arr, _meta = decoder.as_array(ds, index=index, raw=True)
+            arr = decode_frame(ds, self.transfer_syntax(ds), index=index, raw=True)
         if int(ds.BitsAllocated) == 1:
             return np.packbits(arr.astype(np.uint8).ravel(), bitorder="little").tobytes()
         if arr.ndim == 3 and int(ds.get("PlanarConfiguration", 0) or 0) == 1:

@@ -10,7 +10,10 @@ import numpy as np
 from PIL import Image
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
+from pydicom.uid import ExplicitVRLittleEndian
+
+from storage.decoding import decoding_plugin
 
 MAX_EDGE = 1024
 
@@ -49,7 +52,8 @@ def render_png(data: bytes, *, max_edge: int = MAX_EDGE) -> bytes:
         ds = dcmread(BytesIO(data))
         if "PixelData" not in ds or int(ds.get("SamplesPerPixel", 1)) != 1:
             raise NotRenderable()
-        pixels = ds.pixel_array
+        ts = ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)
+        pixels = pixel_array(ds, index=0, decoding_plugin=decoding_plugin(ts))
     except (
         InvalidDicomError,
         AttributeError,
@@ -58,8 +62,6 @@ def render_png(data: bytes, *, max_edge: int = MAX_EDGE) -> bytes:
         NotImplementedError,
     ) as exc:
         raise NotRenderable() from exc
-    if pixels.ndim == 3:  # multi-frame: the first
-        pixels = pixels[0]
     image = Image.fromarray(_to_8bit(ds, pixels), mode="L")
     image.thumbnail((max_edge, max_edge))
     out = BytesIO()
