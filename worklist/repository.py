@@ -17,7 +17,7 @@ from worklist.models import (
     Study,
     User,
 )
-from worklist.visibility import TERMINAL_STATUSES, visible_studies_filter
+from worklist.visibility import OPEN_STUDIES, visible_studies_filter
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def _worklist_query(
         stmt = stmt.where(_search_filter(search))
     if status is None:
         if not search:  # a search for a patient looks at their finished studies too
-            stmt = stmt.where(Study.status.not_in(TERMINAL_STATUSES))
+            stmt = stmt.where(OPEN_STUDIES)
     elif isinstance(status, str):
         stmt = stmt.where(Study.status == status)
     else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, false, true
+from sqlalchemy import ColumnElement, bindparam, false, true
 
 from worklist.errors import NotAReader
 from worklist.models import (
@@ -18,6 +18,14 @@ from worklist.models import (
 
 TERMINAL_STATUSES = (STATUS_CANCELLED, STATUS_FINAL, STATUS_AMENDED)
 READER_ROLES = (ROLE_RADIOLOGIST, ROLE_ADMIN)
+
+# "still on the worklist", with the statuses written into the SQL as literals: the partial
+# indexes in queue order (``models.OPEN_STUDY_SQL``) match only a literal list. Sent as bound
+# parameters, SQLite scans the table and sorts it, and PostgreSQL's generic plan cannot use
+# them either (psycopg prepares a statement after its fifth run)
+OPEN_STUDIES: ColumnElement[bool] = Study.status.not_in(
+    bindparam("terminal_statuses", list(TERMINAL_STATUSES), expanding=True, literal_execute=True)
+)
 
 
 def visible_studies_filter(viewer: User) -> ColumnElement[bool]:
@@ -37,4 +45,10 @@ def require_reader(reader: User) -> None:
         raise NotAReader()
 
 
-__all__ = ["READER_ROLES", "TERMINAL_STATUSES", "require_reader", "visible_studies_filter"]
+__all__ = [
+    "OPEN_STUDIES",
+    "READER_ROLES",
+    "TERMINAL_STATUSES",
+    "require_reader",
+    "visible_studies_filter",
+]
