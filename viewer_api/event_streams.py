@@ -2,7 +2,8 @@
 many streams are open.
 
 ``StreamHub`` runs one thread. It wakes when events were committed (``CommitSignal``: this
-process's commits at once, other processes' through PostgreSQL ``NOTIFY``) or every
+process's commits at once, other processes' through PostgreSQL ``NOTIFY`` or, on SQLite,
+within a tenth of a second through its ``data_version``) or every
 ``poll_seconds`` regardless, reads the events after its cursor once (ids are in commit
 order, so "after the cursor" skips nothing: ``worklist.events``), formats each as a
 server-sent event once, and hands every open stream the ones its viewer may see. An idle

@@ -7,7 +7,13 @@ schedule on an event loop) when new events may be in the ``events`` table:
   (``worklist.events.COMMITTED``);
 - on PostgreSQL, on every ``NOTIFY`` of ``worklist.events.CHANNEL``, from any process: a
   thread holds one dedicated connection (outside the pool) that ``LISTEN``s, reconnects
-  after an error and fires once after each (re)connection, to catch up.
+  after an error and fires once after each (re)connection, to catch up;
+- on a SQLite file, within ``SQLITE_WATCH_SECONDS`` of a commit by any other connection or
+  process (the API's other worker processes, ``serve``'s gateway and housekeeping, a
+  command): SQLite has no NOTIFY, so a thread reads ``PRAGMA data_version`` on one
+  dedicated connection (outside the pool), which changes when another connection commits.
+  It costs a few microseconds per read and wakes the readers for commits without events
+  too (they then read nothing new).
 
 Readers still wake every few seconds on their own (a commit by a process that did not
 notify, a notification lost with a dropped connection): the signal makes them prompt, the
@@ -17,6 +23,7 @@ gap-safe ids (``worklist.events``) make them correct.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 LISTEN_POLL_SECONDS = 1.0  # how often the listener checks whether it should stop
 RECONNECT_SECONDS = 2.0
+SQLITE_WATCH_SECONDS = 0.1  # how often a SQLite file's data_version is read
 
 
 class CommitSignal:
@@ -47,6 +55,16 @@ class CommitSignal:
         engine = factory.kw.get("bind")
         self._engine: Any = engine
         self.postgres = engine is not None and engine.dialect.name == "postgresql"
+        database = engine.url.database if engine is not None else None
+        self._sqlite_file = (
+            database
+            if engine is not None
+            and engine.dialect.name == "sqlite"
+            and database
+            and database != ":memory:"
+            and not database.startswith("file:")
+            else None
+        )
 
     def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` on every signal (from any thread); returns the unsubscribe."""
@@ -81,6 +99,9 @@ class CommitSignal:
         if self.postgres:
             self._thread = threading.Thread(target=self._listen, name="event-listen", daemon=True)
             self._thread.start()
+        elif self._sqlite_file is not None:
+            self._thread = threading.Thread(target=self._watch, name="event-watch", daemon=True)
+            self._thread.start()
 
     def stop(self) -> None:
         if not self._listening:
@@ -108,6 +129,28 @@ class CommitSignal:
                 logger.warning(
                     "event listener lost its connection; reconnecting",
                     extra={"action": "event_listen_failed", "error": type(exc).__name__},
+                )
+                self._stop.wait(RECONNECT_SECONDS)
+
+    def _watch(self) -> None:
+        assert self._sqlite_file is not None
+        while not self._stop.is_set():
+            try:
+                conn = sqlite3.connect(self._sqlite_file, isolation_level=None)
+                try:
+                    seen = conn.execute("PRAGMA data_version").fetchone()
+                    self.fire()  # whatever was committed before watching
+                    while not self._stop.wait(SQLITE_WATCH_SECONDS):
+                        now = conn.execute("PRAGMA data_version").fetchone()
+                        if now != seen:
+                            seen = now
+                            self.fire()
+                finally:
+                    conn.close()
+            except sqlite3.Error as exc:
+                logger.warning(
+                    "event watcher lost its database connection; reconnecting",
+                    extra={"action": "event_watch_failed", "error": type(exc).__name__},
                 )
                 self._stop.wait(RECONNECT_SECONDS)
 
