@@ -11,8 +11,9 @@ import os
 import signal
 import socket
 import sys
-import threading
 from collections.abc import Sequence
+
+from teleread.signals import StopSignals
 
 _PR_SET_PDEATHSIG = 1
 
@@ -35,10 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     parent = os.getppid()
     _die_with_parent()
-    stop = threading.Event()
     # from now on a signal stops the worker in order (no KeyboardInterrupt mid-import)
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    signals = StopSignals().install()
     os.umask(0o077)
 
     import storage
@@ -53,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.write(args.ready_fd, b"ready")
     os.close(args.ready_fd)
     try:
-        wait_for_signal(stop, keep_going=lambda: os.getppid() == parent)
+        wait_for_signal(signals, keep_going=lambda: os.getppid() == parent)
     finally:
         server.stop()
     return 0

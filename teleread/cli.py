@@ -608,15 +608,12 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _backup_every(args: argparse.Namespace) -> int:
     """``backup DIR --every S [--keep N]``: a backup now and every S seconds; a failed one is
     logged and tried again at the next turn; SIGTERM stops between backups."""
-    import signal
-    import threading
+    from teleread.signals import StopSignals
 
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = StopSignals().install()
     args.output.mkdir(parents=True, exist_ok=True)
     once = argparse.Namespace(**{**vars(args), "every": None})
-    while not stop.is_set():
+    while stop.received is None:
         started = time.monotonic()
         if _cmd_backup(once) != 0:
             log.error("scheduled backup failed", extra={"action": "backup_failed"})

@@ -8,7 +8,6 @@ import argparse
 import gc
 import json
 import logging
-import signal
 import socket
 import threading
 import time
@@ -25,6 +24,7 @@ import storage
 from storage.base import ObjectStore
 from teleread.api_workers import ApiWorkers, WorkersFailed, worker_env
 from teleread.embedded import DataDir, database_url
+from teleread.signals import StopSignals
 
 if TYPE_CHECKING:
     from viewer_api.outputs.sr_outbox import SRSender
@@ -100,20 +100,11 @@ def freeze_startup_objects() -> None:
 
 
 def wait_for_signal(
-    stop: threading.Event | None = None, *, keep_going: Callable[[], bool] | None = None
+    signals: StopSignals | None = None, *, keep_going: Callable[[], bool] | None = None
 ) -> None:
-    """Block until SIGINT or SIGTERM, or until ``stop`` is set by another thread, or until
-    ``keep_going()`` (asked every second) says no."""
-    stop = stop or threading.Event()
-
-    def handler(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    while not stop.wait(1.0):
-        if keep_going is not None and not keep_going():
-            return
+    """Block until SIGINT or SIGTERM (``signals``, installed already, or installed now), or
+    until ``keep_going()`` says no (``teleread.signals``: no lock in the handler)."""
+    (signals or StopSignals().install()).wait(keep_going=keep_going)
 
 
 def build_api(url: str, store: ObjectStore, *, secret_key: str | None = None) -> FastAPI:
