@@ -116,43 +116,46 @@ class CommitSignal:
         cargs, cparams = self._engine.dialect.create_connect_args(self._engine.url)
         return psycopg.connect(*cargs, **{**cparams, "autocommit": True})
 
-    def _listen(self) -> None:
+    def _reconnecting(self, watch: Callable[[], None], errors: type[Exception]) -> None:
+        """``watch`` (it returns when ``stop`` is set) again after each of ``errors``: its
+        connection lost, a new one ``RECONNECT_SECONDS`` later."""
         while not self._stop.is_set():
             try:
-                with self._connect() as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    self.fire()  # whatever was committed while not listening
-                    while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=LISTEN_POLL_SECONDS, stop_after=1):
-                            self.fire()
-            except psycopg.Error as exc:
+                watch()
+            except errors as exc:
                 logger.warning(
-                    "event listener lost its connection; reconnecting",
-                    extra={"action": "event_listen_failed", "error": type(exc).__name__},
+                    "event signal lost its database connection; reconnecting",
+                    extra={"action": "event_signal_failed", "error": type(exc).__name__},
                 )
                 self._stop.wait(RECONNECT_SECONDS)
 
+    def _listen(self) -> None:
+        self._reconnecting(self._listen_once, psycopg.Error)
+
+    def _listen_once(self) -> None:
+        with self._connect() as conn:
+            conn.execute(f"LISTEN {CHANNEL}")
+            self.fire()  # whatever was committed while not listening
+            while not self._stop.is_set():
+                for _ in conn.notifies(timeout=LISTEN_POLL_SECONDS, stop_after=1):
+                    self.fire()
+
     def _watch(self) -> None:
+        self._reconnecting(self._watch_once, sqlite3.Error)
+
+    def _watch_once(self) -> None:
         assert self._sqlite_file is not None
-        while not self._stop.is_set():
-            try:
-                conn = sqlite3.connect(self._sqlite_file, isolation_level=None)
-                try:
-                    seen = conn.execute("PRAGMA data_version").fetchone()
-                    self.fire()  # whatever was committed before watching
-                    while not self._stop.wait(SQLITE_WATCH_SECONDS):
-                        now = conn.execute("PRAGMA data_version").fetchone()
-                        if now != seen:
-                            seen = now
-                            self.fire()
-                finally:
-                    conn.close()
-            except sqlite3.Error as exc:
-                logger.warning(
-                    "event watcher lost its database connection; reconnecting",
-                    extra={"action": "event_watch_failed", "error": type(exc).__name__},
-                )
-                self._stop.wait(RECONNECT_SECONDS)
+        conn = sqlite3.connect(self._sqlite_file, isolation_level=None)
+        try:
+            seen = conn.execute("PRAGMA data_version").fetchone()
+            self.fire()  # whatever was committed before watching
+            while not self._stop.wait(SQLITE_WATCH_SECONDS):
+                now = conn.execute("PRAGMA data_version").fetchone()
+                if now != seen:
+                    seen = now
+                    self.fire()
+        finally:
+            conn.close()
 
 
 __all__ = ["CommitSignal"]
