@@ -10,6 +10,12 @@ uvicorn on the shared socket (``teleread.services.ApiServer``: the slow-client p
 ``freeze_startup_objects``) and tells the parent it is ready through a pipe. The kernel
 hands each new connection to one worker waiting in ``accept``.
 
+Written here rather than using uvicorn's own supervisor (``uvicorn.supervisors.Multiprocess``):
+that one takes over the main thread and the process's signal handlers until its workers
+stop, and builds each worker from a ``Config`` pickled into a multiprocessing child; ``serve``
+keeps the gateway, housekeeping and the SR sender running beside the workers and stops them
+in its own order, and a worker here builds its app from its environment alone.
+
 What stays one per parent: housekeeping, the SR sender, the gateway (``serve``) and the
 demo accounts, made before the workers start. What the workers share: the database (events
 reach every worker's event streams through it: ``viewer_api.event_streams``), the object
