@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+import signal
 import socket
 import sys
 import threading
@@ -170,6 +171,9 @@ class _Notifier:
 
 
 def main(ctrl_fd: int) -> None:
+    # the gateway process stops this one by closing the control socket; a terminal's Ctrl-C
+    # reaches the whole process group and would only cut requests short with a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from gateway.fastpath import PathChoice, installed_pynetdicom
     from gateway.mpps import MppsStore
     from gateway.scp import build_host
