@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import Depends, Request
@@ -75,13 +75,32 @@ async def _in_thread(work: Callable[[Session], None], session: Session) -> None:
         await run_in_threadpool(work, session)
 
 
+# the attribute ``reads_only`` sets on a route's endpoint
+READS_ONLY_ATTRIBUTE = "teleread_reads_only"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reads_only(endpoint: F) -> F:
+    """Mark a route whose every request only reads (views audited through
+    ``Auditor.view``): ``get_db`` then gives it a read session (``app.state.
+    read_session_factory``, ``worklist.db.make_read_sessionmaker``), which sends no
+    ``BEGIN`` and no ``COMMIT`` on PostgreSQL and raises ``ReadOnlySession`` if asked to
+    write. Put it under the ``@router.get``."""
+    setattr(endpoint, READS_ONLY_ATTRIBUTE, True)
+    return endpoint
+
+
 async def get_db(request: Request) -> AsyncIterator[Session]:
     """One session per request: committed when the route returns normally, rolled back when
     it raises (a mapped ``WorklistError`` or an ``HTTPException`` included). Opening a
     session does no I/O; committing and rolling back run in the thread pool. A hot route
     may ``session.commit()`` itself when done with the database (its connection goes back
-    to the pool sooner, and this saves the hop)."""
-    factory: sessionmaker[Session] = request.app.state.session_factory
+    to the pool sooner, and this saves the hop). A route marked ``reads_only`` gets a read
+    session; every dependency of the request shares the one session either way."""
+    state = request.app.state
+    reads = getattr(request.scope.get("endpoint"), READS_ONLY_ATTRIBUTE, False)
+    factory: sessionmaker[Session] = state.read_session_factory if reads else state.session_factory
     session = factory()
     try:
         yield session
@@ -316,6 +335,7 @@ __all__ = [
     "get_db",
     "get_visible_study",
     "load_token_user",
+    "reads_only",
     "request_token",
     "require_roles",
 ]

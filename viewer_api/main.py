@@ -42,7 +42,7 @@ from viewer_api.routes import (
 from viewer_api.security import LoginThrottle, UserCache
 from viewer_api.settings import ApiSettings
 from viewer_api.web import docs, ohif
-from worklist.db import utcnow
+from worklist.db import make_read_sessionmaker, utcnow
 from worklist.settings import WorklistSettings
 from worklist.settings import get_settings as get_worklist_settings
 
@@ -82,6 +82,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.session_factory = session_factory
+    app.state.read_session_factory = make_read_sessionmaker(session_factory.kw["bind"])
     app.state.store = store
     app.state.settings = settings
     app.state.clock = clock

@@ -6,6 +6,7 @@ import logging
 import os
 import sqlite3
 import stat
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,10 +16,10 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, StaticPool
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,10 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # how long a session waits for a pooled connection before ``sqlalchemy.exc.TimeoutError``:
 # the API sizes its pool to its threads, so only a database that stopped answering waits
 POOL_TIMEOUT_SECONDS = 10.0
+# a pooled PostgreSQL connection back in the pool longer than this is pinged before it is
+# handed out again (``_ping_if_idle``)
+PING_AFTER_IDLE_SECONDS = 1.0
+_IDLE_SINCE = "teleread_idle_since"
 
 
 def utcnow() -> datetime:
@@ -84,6 +89,35 @@ def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
         cur.close()
 
 
+def _stamp_idle(_dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+    record.info[_IDLE_SINCE] = time.monotonic()
+
+
+def _ping_if_idle(engine: Engine) -> Any:
+    """A ``checkout`` listener: ping a connection that has been idle in the pool for more
+    than ``PING_AFTER_IDLE_SECONDS``; a dead one is replaced (``DisconnectionError``: the
+    pool connects anew, SQLAlchemy's recipe for pessimistic disconnect handling).
+
+    Written here rather than ``pool_pre_ping``, which pings on every checkout: under a
+    county's load that is one more round trip for every request, about one in six of a
+    worklist request's, while a connection used a moment ago has just answered. One that
+    died since (the database restarted) fails its query, and SQLAlchemy then invalidates
+    the whole pool: the request gets 503 with Retry-After, the next ones new connections."""
+
+    def listener(
+        dbapi_conn: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+    ) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return  # just connected, or back in the pool a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as error:
+            raise exc.DisconnectionError(str(error)) from error
+
+    return listener
+
+
 def make_engine(
     url: str | URL,
     *,
@@ -94,7 +128,8 @@ def make_engine(
     """An engine for ``url`` with at most ``pool_size + max_overflow`` connections.
 
     SQLite: usable across threads, WAL journal, foreign keys on, a busy timeout, and the
-    database file's parent directory created. PostgreSQL: psycopg 3, pre-pinged pool.
+    database file's parent directory created. PostgreSQL: psycopg 3; a connection idle in
+    the pool for a while is pinged before use (``_ping_if_idle``).
     The county API passes its ``ApiSettings.database_connections`` (one per thread that
     may hold one); one-shot commands pass 1.
     """
@@ -116,18 +151,42 @@ def make_engine(
         engine = create_engine(parsed, **kwargs)
         event.listen(engine, "connect", _on_sqlite_connect)
         return engine
-    return create_engine(
-        parsed,
-        pool_pre_ping=True,
-        pool_size=pool_size,
-        max_overflow=max_overflow,
-        pool_timeout=pool_timeout,
+    engine = create_engine(
+        parsed, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout
     )
+    event.listen(engine, "checkin", _stamp_idle)
+    event.listen(engine, "checkout", _ping_if_idle(engine))
+    return engine
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded objects usable after ``commit()``."""
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+class ReadOnlySession(RuntimeError):
+    """A session of ``make_read_sessionmaker`` was asked to write: the route that opened it
+    must use a session that writes."""
+
+
+def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise ReadOnlySession("this request's session only reads; it was asked to write")
+
+
+def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for work that only reads (a worklist page, a study, a DICOMweb search or
+    frame): they refuse to flush (``ReadOnlySession``), and on PostgreSQL their connection
+    runs in autocommit, so their queries go out with no ``BEGIN`` before them and no
+    ``COMMIT`` after: two round trips of a request's four or five. Under PostgreSQL's
+    READ COMMITTED each statement sees its own snapshot inside a transaction too, so the
+    reads see what they did before. (SQLite's driver opens no transaction for a read, so
+    there the engine is used as it is.)"""
+    if engine.dialect.name == "postgresql":
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    factory = make_sessionmaker(engine)
+    event.listen(factory, "before_flush", _refuse_flush)
+    return factory
 
 
 def alembic_config() -> Config:

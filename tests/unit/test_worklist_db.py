@@ -11,7 +11,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select, text
 
-from worklist.db import make_engine, make_sessionmaker, upgrade, utcnow
+from worklist.db import (
+    ReadOnlySession,
+    make_engine,
+    make_read_sessionmaker,
+    make_sessionmaker,
+    upgrade,
+    utcnow,
+)
 from worklist.models import Base, Site
 
 
@@ -89,5 +96,23 @@ def test_memory_database_is_shared_across_threads() -> None:
         th.start()
         th.join()
         assert result == [1]
+    finally:
+        engine.dispose()
+
+
+def test_a_read_session_reads_and_refuses_to_write_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'teleread.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        with make_sessionmaker(engine).begin() as s:
+            s.add(Site(code="TS01", name="x", created_at=utcnow()))
+        with make_read_sessionmaker(engine)() as s:
+            site = s.scalars(select(Site)).one()
+            site.name = "changed"
+            with pytest.raises(ReadOnlySession):
+                s.commit()
+        with make_sessionmaker(engine)() as s:
+            assert s.scalars(select(Site.name)).one() == "x"
     finally:
         engine.dispose()

@@ -102,10 +102,10 @@ def viewer_route(endpoint: F) -> F:
 
 async def serve(request: Request, work: Callable[[Session, Viewer], Response]) -> Response:
     """Check the caller as ``deps.ViewerUser`` does (401, 403), then run ``work`` in the
-    thread pool with a session: rolled back if it raises (nothing to undo once it has
-    committed), closed either way, even when the request is cancelled."""
+    thread pool with a read session (``deps.reads_only``: a DICOMweb route only reads),
+    closed either way, even when the request is cancelled."""
     state = request.app.state
-    session: Session = state.session_factory()
+    session: Session = state.read_session_factory()
     try:
         token = await oauth2_scheme(request)
         user = await get_current_user(request, session, token)

@@ -25,6 +25,7 @@ from viewer_api.deps import (
     VisibleStudy,
     WorklistSettingsDep,
     get_visible_study,
+    reads_only,
 )
 from viewer_api.json_body import JsonBody
 from viewer_api.schemas import InstanceVersionOut, PriorStudy, StudyDetail
@@ -50,6 +51,7 @@ STUDY_JSON: JsonBody[StudyDetail] = JsonBody(StudyDetail)
 
 
 @router.get("/{study_uid}", response_model=StudyDetail, responses=_NOT_FOUND)
+@reads_only
 def get_study(
     study_uid: str,
     request: Request,

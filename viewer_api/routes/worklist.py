@@ -17,6 +17,7 @@ from viewer_api.deps import (
     SessionDep,
     ViewerUser,
     WorklistSettingsDep,
+    reads_only,
 )
 from viewer_api.json_body import JsonBody
 from viewer_api.schemas import MAX_OFFSET, WorkflowItem
@@ -49,6 +50,7 @@ def publish_claim_event(
 
 
 @router.get("", response_model=list[WorkflowItem])
+@reads_only
 def list_worklist(
     session: SessionDep,
     user: ViewerUser,
