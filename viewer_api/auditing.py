@@ -6,7 +6,8 @@
       audit(AuditAction.REPORT_SIGNED, object_id=study_uid, detail={"status": "final"})
 
   The row joins the request's transaction: committed with the route's work, or rolled
-  back with it. ``refusals`` records a refused request on its own. ``audit.view(...)``
+  back with it. ``refusals`` records a refused request on its own; ``committed`` one
+  event in a transaction of its own (the one write of a read-only route). ``audit.view(...)``
   hands a view that changes nothing (a worklist page's poll, a study opened, a
   radiologist's look at a report) to the ``AuditWriter``.
 - ``AuditWriter`` (one per app, ``app.state.audit_writer``): views that come by the
@@ -90,6 +91,16 @@ class Auditor:
                 now=self.now,
             )
         )
+
+    def committed(
+        self, action: AuditAction, *, object_id: str = "", detail: dict[str, Any] | None = None
+    ) -> None:
+        """One event written and committed now, in a transaction of its own: the one write
+        of a route that otherwise only reads (``deps.reads_only``), when the record must be
+        in the database before the answer (a clinic's read receipt). Its session is one of
+        the app's (``AuditWriter.factory``), so what watches their commits sees it."""
+        with self.writer.factory.begin() as session:
+            replace(self, session=session)(action, object_id=object_id, detail=detail)
 
     def by(self, actor: User) -> Auditor:
         """The same request's trail with ``actor`` as the one acting (after a log-in)."""

@@ -25,6 +25,7 @@ from viewer_api.deps import (
     VisibleStudy,
     WorklistSettingsDep,
     get_visible_study,
+    reads_only,
 )
 from viewer_api.json_body import JsonBody
 from viewer_api.schemas import (
@@ -80,6 +81,7 @@ REPORT_JSON: JsonBody[ReportOut] = JsonBody(ReportOut)
 
 
 @router.get("/studies/{study_uid}/report", response_model=ReportOut, responses=_ERRORS)
+@reads_only
 def get_report(
     study_uid: str,
     request: Request,
@@ -90,11 +92,13 @@ def get_report(
 ) -> Response:
     """The study's report with its addenda and critical results (a clinic: signed ones of
     its own site). Read as often as studies are opened; the body is made here
-    (``viewer_api.json_body``). A clinic user's view is a read receipt and may end the
-    report-to-clinic stage (``viewer_api.metrics.turnaround``): it is committed before the
-    answer. A radiologist's is audited off the request path (``Auditor.view``); either
-    way the transaction ends in the route's thread, not in another hop to the pool (and
-    ``get_visible_study`` runs here too, not as a dependency of its own)."""
+    (``viewer_api.json_body``). The request only reads (``reads_only``), but for a clinic
+    user's view: a read receipt, which may end the report-to-clinic stage
+    (``viewer_api.metrics.turnaround``), committed in its own transaction before the
+    answer (``Auditor.committed``). A radiologist's is audited off the request path
+    (``Auditor.view``). Either way the session is done with in the route's thread, not in
+    another hop to the pool (and ``get_visible_study`` runs here too, not as a dependency
+    of its own)."""
     study = get_visible_study(study_uid, request, session, user, now)
     report = reports.get_report(session=session, study=study)
     # clinic staff see signed reports of their own site only, never an unfinished draft
@@ -106,11 +110,12 @@ def get_report(
         "addenda": len(out.addenda),
         "critical_results": len(out.critical_results),
     }
-    if user.role == ROLE_CLINIC:
-        audit(AuditAction.REPORT_VIEWED, object_id=study.study_instance_uid, detail=detail)
-    else:
-        audit.view(AuditAction.REPORT_VIEWED, object_id=study.study_instance_uid, detail=detail)
     session.commit()  # here, in this thread: get_db has nothing left to hand to another
+    uid = study.study_instance_uid
+    if user.role == ROLE_CLINIC:
+        audit.committed(AuditAction.REPORT_VIEWED, object_id=uid, detail=detail)
+    else:
+        audit.view(AuditAction.REPORT_VIEWED, object_id=uid, detail=detail)
     return REPORT_JSON.response(out)
 
 
