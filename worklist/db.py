@@ -99,8 +99,8 @@ def _ping_if_idle(engine: Engine) -> Any:
     pool connects anew, SQLAlchemy's recipe for pessimistic disconnect handling).
 
     Written here rather than ``pool_pre_ping``, which pings on every checkout: under a
-    county's load that is one more round trip for every request, about one in six of a
-    worklist request's, while a connection used a moment ago has just answered. One that
+    county's load that is one more round trip for every request (a worklist page was BEGIN,
+    the ping, its SELECT, COMMIT), while a connection used a moment ago has just answered. One that
     died since (the database restarted) fails its query, and SQLAlchemy then invalidates
     the whole pool: the request gets 503 with Retry-After, the next ones new connections."""
 
