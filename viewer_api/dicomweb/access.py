@@ -116,10 +116,7 @@ async def serve(request: Request, work: Callable[[Session, Viewer], Response]) -
         def run() -> Response:
             try:
                 return work(session, viewer)
-            except BaseException:
-                session.rollback()
-                raise
-            finally:
+            finally:  # a read session: nothing to roll back; the pool resets the connection
                 session.close()
 
         with anyio.CancelScope(shield=True):
