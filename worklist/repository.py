@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, Select, exists, false, func, or_, select
-from sqlalchemy.orm import Session, joinedload, undefer
+from sqlalchemy.orm import Session, aliased, joinedload, undefer
 
 from worklist.models import (
     Instance,
@@ -79,6 +81,74 @@ def _search_filter(search: str) -> ColumnElement[bool]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SiteRef:
+    """A worklist row's site."""
+
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class PersonRef:
+    """Who holds a worklist row's claim, or whose claim on it ran out."""
+
+    username: str
+    display_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorklistRow:
+    """One study of a worklist page: the columns a page shows, under ``Study``'s own
+    attribute names (``viewer_api`` makes a row and a ``Study`` into the same item), with
+    its site and claim holders as references.
+
+    A page is read as plain rows, not as ``Study`` objects: loading 20 studies with their
+    site and two users through the ORM (~70 columns, four objects a row, an identity map
+    to expire) was three quarters of a worklist request's database time in the worker
+    thread, and the worklist is half of what every open reading room asks for."""
+
+    study_instance_uid: str
+    modalities: str
+    priority: str
+    category: str | None
+    triage_reasons: list[Any]
+    status: str
+    num_instances: int
+    received_at: datetime
+    claimed_by_id: int | None
+    claim_expires_at: datetime | None
+    study_description: str
+    patient_name: str
+    patient_id: str
+    patient_sex: str
+    patient_birth_date: str
+    study_date: str
+    accession_number: str
+    body_part: str | None
+    deadline_at: datetime | None
+    updated_after_report_at: datetime | None
+    final_deadline_at: datetime | None
+    claim_expired_at: datetime | None
+    escalation_level: int
+    cancel_reason: str | None
+    cancelled_at: datetime | None
+    # the references, made from the joined columns after the study's own
+    site: SiteRef
+    claimed_by: PersonRef | None
+    claim_expired_by: PersonRef | None
+
+
+# the study's own columns of a ``WorklistRow``, by name, in its order
+_ROW_NAMES = tuple(f.name for f in fields(WorklistRow)[:-3])
+_ROW_COLUMNS = tuple(getattr(Study, name) for name in _ROW_NAMES)
+_CLAIMED_BY = aliased(User)
+_EXPIRED_BY = aliased(User)
+
+
+def _person(username: str | None, display_name: str | None) -> PersonRef | None:
+    return PersonRef(username, display_name or "") if username is not None else None
+
+
 def list_worklist(
     *,
     session: Session,
@@ -92,26 +162,40 @@ def list_worklist(
     search: str | None = None,
     limit: int = 100,
     offset: int = 0,
-) -> list[Study]:
-    """Visible studies, most urgent then oldest first.
+) -> list[WorklistRow]:
+    """Visible studies, most urgent then oldest first, as ``WorklistRow``s (one query).
 
     Cancelled, final and amended studies are left out unless ``status`` asks for them or
     ``search`` (patient name, patient ID or accession number) looks for a patient.
     ``reader`` is the username holding the claim.
     """
     stmt = _worklist_query(session, viewer, site_code, modality, category, status, reader, search)
-    stmt = (
-        stmt.options(
-            joinedload(Study.site),
-            joinedload(Study.claimed_by),
-            joinedload(Study.claim_expired_by),
-            undefer(Study.body_part),
+    rows = session.execute(
+        stmt.with_only_columns(
+            *_ROW_COLUMNS,
+            Site.code,
+            _CLAIMED_BY.username,
+            _CLAIMED_BY.display_name,
+            _EXPIRED_BY.username,
+            _EXPIRED_BY.display_name,
         )
+        .join(Site, Site.id == Study.site_id)
+        .outerjoin(_CLAIMED_BY, _CLAIMED_BY.id == Study.claimed_by_id)
+        .outerjoin(_EXPIRED_BY, _EXPIRED_BY.id == Study.claim_expired_by_id)
         .order_by(Study.priority_rank, Study.received_at, Study.id)
         .limit(limit)
         .offset(offset)
     )
-    return list(session.scalars(stmt))
+    n = len(_ROW_COLUMNS)
+    return [
+        WorklistRow(
+            **dict(zip(_ROW_NAMES, row, strict=False)),
+            site=SiteRef(row[n]),
+            claimed_by=_person(row[n + 1], row[n + 2]),
+            claim_expired_by=_person(row[n + 3], row[n + 4]),
+        )
+        for row in rows
+    ]
 
 
 def count_worklist(
@@ -218,6 +302,9 @@ def study_exists(*, session: Session, study_uid: str) -> bool:
 
 __all__ = [
     "COUNT_CAP",
+    "PersonRef",
+    "SiteRef",
+    "WorklistRow",
     "count_worklist",
     "get_study",
     "list_priors",

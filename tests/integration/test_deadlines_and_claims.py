@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.integration.test_api_world import Study, World, build_world
 from worklist import escalation
 from worklist.claims import expire_claims, warn_expiring_claims
+from worklist.models import User
 
 CHOSEN = {"findings": "脑实质内可见高密度出血灶。", "impression": "右侧基底节区脑出血。"}
 
@@ -109,6 +111,31 @@ def test_a_claim_about_to_run_out_warns_its_holder(world: World) -> None:
     assert item["claim_expired_at"] is not None
     assert world.post("dr_wang", f"{claim}/claim").status_code == 200
     assert _item(world, study.uid)["claim_expired_by"] is None
+
+
+def test_a_worklist_row_reads_as_the_study_its_claim_answered(world: World) -> None:
+    """A page's rows are read as plain columns (``repository.WorklistRow``), a claim's
+    answer from the ``Study`` itself: the same study reads the same either way, names of
+    the claim's holder and of the one whose claim ran out included."""
+    with world.factory.begin() as session:
+        for username, name in (("dr_li", "李医生"), ("dr_wang", "王医生")):
+            session.execute(update(User).where(User.username == username).values(display_name=name))
+    study = _stroke(world)
+    claim = f"/api/v1/worklist/{study.uid}/claim"
+    r = world.post("dr_li", claim)
+    assert r.status_code == 200, r.text
+    assert _item(world, study.uid) == r.json()
+    assert r.json()["claimed_by_name"] == "李医生" and r.json()["triage_reasons"]
+
+    world.clock.tick(16 * 60)  # past the 15-minute lease
+    _housekeeping(world)
+    item = _item(world, study.uid)
+    assert (item["claimed_by"], item["claim_expired_by"]) == (None, "dr_li")
+    assert item["claim_expired_by_name"] == "李医生"
+    r = world.post("dr_wang", claim)
+    assert r.status_code == 200, r.text
+    assert _item(world, study.uid) == r.json()
+    assert r.json()["claimed_by_name"] == "王医生"
 
 
 def test_critical_results_belong_to_the_case(world: World, critical: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from viewer_api.outputs.content import readable_name
 from viewer_api.validation import MAX_REASON, Input
 from worklist.models import STATUS_PRELIMINARY, InstanceVersion, Report, Series, Study
+from worklist.repository import WorklistRow
 from worklist.triage import Reason
 
 
@@ -93,7 +94,7 @@ class WorklistItem(BaseModel):
         return cls(**WorklistItem.fields_of(study))
 
     @staticmethod
-    def fields_of(study: Study) -> dict[str, Any]:
+    def fields_of(study: Study | WorklistRow) -> dict[str, Any]:
         """The row's fields, for this model and the ones that extend it (validated once,
         by the model built from them)."""
         on = study.study_date or study.received_at.strftime("%Y%m%d")
@@ -268,7 +269,9 @@ class WorkflowItem(WorklistItem):
     cancelled_at: datetime | None
 
     @classmethod
-    def from_study_at(cls, study: Study, now: datetime) -> WorkflowItem:
+    def from_study_at(cls, study: Study | WorklistRow, now: datetime) -> WorkflowItem:
+        """A worklist page's row (``repository.list_worklist``) or a study just changed
+        (claimed, released, assigned), as the reading room shows it at ``now``."""
         base = WorklistItem.fields_of(study)
         due: Literal["read", "final"] | None = "read" if study.deadline_at else None
         due_at = study.deadline_at
