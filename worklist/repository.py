@@ -102,10 +102,10 @@ class WorklistRow:
     attribute names (``viewer_api`` makes a row and a ``Study`` into the same item), with
     its site and claim holders as references.
 
-    A page is read as plain rows, not as ``Study`` objects: loading 20 studies with their
-    site and two users through the ORM (~70 columns, four objects a row, an identity map
-    to expire) was three quarters of a worklist request's database time in the worker
-    thread, and the worklist is half of what every open reading room asks for."""
+    A page is read as plain rows, not as ``Study`` objects with their site and two users
+    (~70 columns, four objects a row, an identity map to expire): a page of 20 studies on
+    PostgreSQL then takes about a quarter less CPU (1.4-1.8 against 1.9-2.4 ms, query,
+    items and JSON), and the worklist is half of what every open reading room asks for."""
 
     study_instance_uid: str
     modalities: str
