@@ -60,6 +60,7 @@ import httpx
 
 from storage import FilesystemStore
 from tests.load_client import (
+    CLIENT_ERRORS,
     LoadResult,
     LoadWorld,
     RouteFigures,
@@ -259,7 +260,7 @@ async def orthanc_load(
                 started = time.monotonic()
                 try:
                     r = await req
-                except httpx.HTTPError as exc:
+                except CLIENT_ERRORS as exc:
                     figures[name].add(time.monotonic() - started, None, type(exc).__name__)
                     continue
                 figures[name].add(time.monotonic() - started, r, classify(r))
