@@ -118,11 +118,19 @@ def test_the_case_in_the_reading_room(
     page.click("#claim")
     expect(page.locator("#findings")).to_have_value(re.compile(r"\[未见/可见\]"))
 
-    # the holder is warned before the claim runs out, and extends it
+    # the holder is warned before the claim runs out; the warning outlives a reload (the
+    # page reads it off the study, not only off the event); the holder extends the claim
     banner = page.locator("#claim-banner")
     expect(banner).to_be_visible(timeout=30_000)
     expect(banner).to_contain_text("即将过期")
+    page.reload()
+    page.wait_for_selector("body[data-ready]")
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("即将过期")
     page.click("#renew-claim")
+    expect(banner).to_be_hidden()
+    page.reload()
+    page.wait_for_selector("body[data-ready]")
     expect(banner).to_be_hidden()
 
     # a template's choices are made before signing: the page lists the places left

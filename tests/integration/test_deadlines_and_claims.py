@@ -95,8 +95,12 @@ def test_a_claim_about_to_run_out_warns_its_holder(world: World) -> None:
     [warning] = _events(world, "claim_expiring", study.uid)
     assert warning["payload"]["by"] == "dr_li"
     assert 0 < warning["payload"]["seconds_left"] <= 120
+    # the study says so too, for a page opened after the event
+    detail = f"/api/v1/studies/{study.uid}"
+    assert world.get("dr_li", detail).json()["claim_warned_at"] is not None
     # renewing re-arms the warning
     assert world.post("dr_li", f"{claim}/renew").status_code == 200
+    assert world.get("dr_li", detail).json()["claim_warned_at"] is None
     world.clock.tick(14 * 60)
     _housekeeping(world)
     assert len(_events(world, "claim_expiring", study.uid)) == 2
@@ -109,6 +113,8 @@ def test_a_claim_about_to_run_out_warns_its_holder(world: World) -> None:
     item = _item(world, study.uid, "dr_wang")
     assert item["claimed_by"] is None and item["claim_expired_by"] == "dr_li"
     assert item["claim_expired_at"] is not None
+    shown = world.get("dr_li", detail).json()
+    assert (shown["claim_expired_by"], shown["claim_warned_at"]) == ("dr_li", None)
     assert world.post("dr_wang", f"{claim}/claim").status_code == 200
     assert _item(world, study.uid)["claim_expired_by"] is None
 

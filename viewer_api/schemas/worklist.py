@@ -158,6 +158,11 @@ class StudyDetail(WorklistItem):
     triage: Triage
     series: list[SeriesOut]
     report_status: str | None
+    # the claim's warnings as the holder's page shows them, kept for a page opened after
+    # the event: when the holder was told the claim runs out soon (None once renewed), and
+    # whose claim ran out (until someone claims the study)
+    claim_warned_at: datetime | None = None
+    claim_expired_by: str | None = None
 
     @classmethod
     def of(cls, study: Study, sop_uids: Mapping[int, Sequence[str]]) -> StudyDetail:
@@ -178,6 +183,10 @@ class StudyDetail(WorklistItem):
             ),
             series=[SeriesOut.from_series(s, sop_uids.get(s.id, ())) for s in study.series],
             report_status=report.status if report is not None else None,
+            claim_warned_at=study.claim_warned_at if study.claimed_by_id else None,
+            claim_expired_by=(
+                study.claim_expired_by.username if study.claim_expired_by is not None else None
+            ),
         )
 
 

@@ -284,6 +284,18 @@ function banner(text, kind) {
   $("renew-claim").hidden = kind !== "warning";
 }
 
+// The same banners from the claim as the server keeps it, for a page opened (or reloaded)
+// after the event: warned and not renewed since, or run out while this reader held it.
+function claimBanner() {
+  if (study?.claimed_by === me.username && study.claim_warned_at && study.claim_expires_at) {
+    const left = (Date.parse(study.claim_expires_at) - Date.now()) / 1000;
+    const minutes = Math.max(1, Math.round(left / 60));
+    banner(t("claim_expiring").replace("{m}", minutes), "warning");
+  } else if (!study?.claimed_by && study?.claim_expired_by === me.username) {
+    banner(t("claim_expired"), "expired");
+  }
+}
+
 function watchStudy() {
   if (!me.can("events")) return;
   const events = new EventSource("/api/v1/events");
@@ -431,6 +443,7 @@ async function main() {
     $("open-ohif").hidden = false;
   }
   if (!report && study.claimed_by === me.username) await applyTemplate(true);
+  claimBanner();
   showState();
   $("save-draft").addEventListener("click", async () => {
     try {
