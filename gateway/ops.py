@@ -20,6 +20,7 @@ from gateway.outbox import (
     INVALID,
     MISSING,
     PENDING_STATES,
+    RECEIVED,
 )
 from gateway.spool import Spool
 
@@ -135,6 +136,15 @@ def _status(root: str, q: Query) -> dict[str, Any]:
         "FROM outbox WHERE state IN (?, ?) ORDER BY received_ts, id LIMIT 1",
         PENDING_STATES,
     )
+    # uploads begun and not ended: a row still to upload whose last upload began when it
+    # was due (one that failed is due again later than it began). After a crash the row
+    # shows here until the gateway starts it again: "began", not "running"
+    uploading = q(
+        "SELECT sop_instance_uid, priority_rank, COALESCE(upload_size, size), "
+        "upload_started_at FROM outbox WHERE state = ? AND upload_started_at IS NOT NULL "
+        "AND upload_started_at >= next_attempt_at ORDER BY upload_started_at, id LIMIT 5",
+        (RECEIVED,),
+    )
     problems = q(
         "SELECT id, state, sop_instance_uid, study_instance_uid, calling_ae, last_error "
         "FROM outbox WHERE state IN (?, ?, ?) ORDER BY id DESC LIMIT 20",
@@ -180,6 +190,16 @@ def _status(root: str, q: Query) -> dict[str, Any]:
             if oldest_urgent and oldest_urgent[0][0] is not None
             else None
         ),
+        "uploading": [
+            {
+                "sop_instance_uid": r[0],
+                "priority": _priority(r[1]),
+                "bytes": int(r[2]),
+                "started_at": datetime.fromtimestamp(float(r[3]), UTC).isoformat(),
+                "seconds": round(max(0.0, time.time() - float(r[3])), 1),
+            }
+            for r in uploading
+        ],
         "counters": _counters(q),
         "problems": [
             {
@@ -216,6 +236,11 @@ def format_status(status: dict[str, Any]) -> str:
         )
     if status.get("oldest_urgent_unsent_age_seconds") is not None:
         lines.append(f"oldest urgent unsent: {status['oldest_urgent_unsent_age_seconds']} s old")
+    for u in status.get("uploading") or []:
+        lines.append(
+            f"upload began {u['seconds']} s ago: {u['sop_instance_uid']} ({u['priority']}, "
+            f"{u['bytes'] / 1e6:.1f} MB)"
+        )
     c = status.get("counters") or {}
     if any(c.values()):
         lines.append(

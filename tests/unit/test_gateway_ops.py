@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,6 +68,49 @@ def test_status_counts_queue_errors_and_counters(tmp_path: Path) -> None:
     text = format_status(st)
     assert "urgent 2, routine 5" in text
     assert "duplicates 1, re-sent 1" in text
+    spool.close()
+
+
+class HangingStore(SwitchableStore):
+    """A store whose put waits until the test lets it go (an upload on a stalled uplink)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.begun = threading.Event()
+        self.go_on = threading.Event()
+
+    def put(self, key: str, data: Any, **kw: Any) -> Any:
+        self.begun.set()
+        assert self.go_on.wait(30)
+        return super().put(key, data, **kw)
+
+
+def test_status_names_the_upload_under_way(tmp_path: Path) -> None:
+    """An admin on a slow or stalled uplink sees what is going up and since when; an
+    upload that failed is not shown as under way (it waits for its retry)."""
+    spool = Spool(tmp_path / "spool")
+    for ds in (make_ct(), make_dx()):
+        inst, data, offset = received(ds)
+        spool.store(inst, data, dataset_offset=offset)
+    store = HangingStore(tmp_path / "store")
+    fwd = Forwarder(spool, store, RecordingCounty(), announce_delay=1e6)  # type: ignore[arg-type]
+    step = threading.Thread(target=fwd.step, kwargs={"announce": False})
+    step.start()
+    try:
+        assert store.begun.wait(30)
+        st = spool_status(tmp_path / "spool")
+        (up,) = st["uploading"]
+        assert up["priority"] == "urgent" and up["bytes"] > 0 and up["seconds"] >= 0
+        assert "upload began" in format_status(st) and up["sop_instance_uid"] in format_status(st)
+    finally:
+        store.go_on.set()
+        step.join(30)
+    assert spool_status(tmp_path / "spool")["uploading"] == []  # up: no longer under way
+
+    store.down = True  # the next one fails: waiting for its retry, not under way
+    store.begun.clear()
+    assert fwd.step(announce=False)
+    assert spool_status(tmp_path / "spool")["uploading"] == []
     spool.close()
 
 
