@@ -62,11 +62,11 @@ import httpx
 from storage import FilesystemStore
 from tests.load_client import (
     CLIENT_ERRORS,
+    Client,
     LoadResult,
     LoadWorld,
     RouteFigures,
     classify,
-    new_client,
     run_load,
     seed_accounts,
     seed_studies,
@@ -248,7 +248,7 @@ async def orthanc_load(
 
     async def client(seed: int) -> None:
         rng = random.Random(seed)
-        async with new_client(f"{base}/dicom-web", 60) as http:
+        async with Client(f"{base}/dicom-web", 60) as http:
             while time.monotonic() < deadline:
                 s = rng.choice(studies)
                 if rng.random() < 15 / 35:

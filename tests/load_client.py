@@ -329,11 +329,6 @@ class Client:
             return Answer(response.status, response.headers.get("Retry-After"))
 
 
-def new_client(base_url: str, timeout: float | None) -> Client:
-    """One simulated user's connection to the API."""
-    return Client(base_url, timeout)
-
-
 Action = Callable[[Client, random.Random], Awaitable[tuple[str, Answer]]]
 
 
@@ -401,7 +396,7 @@ async def _client(
     rng = random.Random(seed)
     weights = [w for w, _, _ in mix]
     await asyncio.sleep(rng.random() * min(1.0, think or 0.2))  # not all at the same instant
-    async with new_client(base_url, 60) as http:
+    async with Client(base_url, 60) as http:
         while time.monotonic() < deadline:
             _, name, action = rng.choices(mix, weights)[0]
             started = time.monotonic()
@@ -433,7 +428,7 @@ async def _stream(
     ``503+Retry-After`` (the retried ones), and ``closed_early`` for a stream the server
     ended during the run."""
     params = {"access_token": token}
-    async with new_client(base_url, None) as http:
+    async with Client(base_url, None) as http:
         while not stop.is_set():
             try:
                 async with http.session.get(
@@ -522,7 +517,7 @@ async def _after(world: LoadWorld, mix: list[tuple[float, str, Action]]) -> dict
     out: dict[str, int] = {}
     for n, url in enumerate(world.replicas or (world.base_url,), 1):
         at = f" @{n}" if n > 1 else ""
-        async with new_client(url, 30) as http:
+        async with Client(url, 30) as http:
             for _, name, action in mix:
                 _, answer = await action(http, rng)
                 out[name + at] = answer.status
@@ -631,7 +626,6 @@ __all__ = [
     "RouteFigures",
     "StudyRef",
     "classify",
-    "new_client",
     "run_load",
     "seed_accounts",
     "seed_studies",
