@@ -284,13 +284,16 @@ function banner(text, kind) {
   $("renew-claim").hidden = kind !== "warning";
 }
 
+function expiringBanner(secondsLeft) {
+  const minutes = Math.max(1, Math.round(secondsLeft / 60));
+  banner(t("claim_expiring").replace("{m}", minutes), "warning");
+}
+
 // The same banners from the claim as the server keeps it, for a page opened (or reloaded)
 // after the event: warned and not renewed since, or run out while this reader held it.
 function claimBanner() {
   if (study?.claimed_by === me.username && study.claim_warned_at && study.claim_expires_at) {
-    const left = (Date.parse(study.claim_expires_at) - Date.now()) / 1000;
-    const minutes = Math.max(1, Math.round(left / 60));
-    banner(t("claim_expiring").replace("{m}", minutes), "warning");
+    expiringBanner((Date.parse(study.claim_expires_at) - Date.now()) / 1000);
   } else if (!study?.claimed_by && study?.claim_expired_by === me.username) {
     banner(t("claim_expired"), "expired");
   }
@@ -306,8 +309,7 @@ function watchStudy() {
   events.addEventListener("claim_expiring", (e) => {
     const event = mine(e);
     if (!event) return;
-    const minutes = Math.max(1, Math.round(event.payload.seconds_left / 60));
-    banner(t("claim_expiring").replace("{m}", minutes), "warning");
+    expiringBanner(event.payload.seconds_left);
   });
   events.addEventListener("study_released", async (e) => {
     const event = mine(e);
