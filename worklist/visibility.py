@@ -39,6 +39,18 @@ def visible_studies_filter(viewer: User) -> ColumnElement[bool]:
     return false()
 
 
+def visibility_key(viewer: User) -> tuple[object, ...]:
+    """What ``visible_studies_filter(viewer)`` depends on: two viewers with the same key see
+    the same studies (a cache of worklist pages is keyed by it)."""
+    if not viewer.is_active:
+        return ("none",)
+    if viewer.role in READER_ROLES:
+        return ("all",)
+    if viewer.role == ROLE_CLINIC and viewer.site_id is not None:
+        return ("site", viewer.site_id)
+    return ("none",)
+
+
 def require_reader(reader: User) -> None:
     """``NotAReader`` unless ``reader`` is an active radiologist or admin."""
     if reader.role not in READER_ROLES or not reader.is_active:
@@ -50,5 +62,6 @@ __all__ = [
     "READER_ROLES",
     "TERMINAL_STATUSES",
     "require_reader",
+    "visibility_key",
     "visible_studies_filter",
 ]
