@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -167,6 +168,11 @@ class StreamHub:
             self._signal.start()
             self._thread = threading.Thread(target=self._run, name="event-hub", daemon=True)
             self._thread.start()
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (cheap, from any thread) whenever the hub is told that events
+        were committed, by this process or, once the hub runs, any other."""
+        self._signal.subscribe(callback)
 
     def stop(self) -> None:
         """Close every stream and stop the thread; later streams are refused."""

@@ -42,6 +42,7 @@ from viewer_api.routes import (
 from viewer_api.security import LoginThrottle, UserCache
 from viewer_api.settings import ApiSettings
 from viewer_api.web import docs, ohif
+from viewer_api.worklist_pages import WorklistPages
 from worklist.db import make_read_sessionmaker, utcnow
 from worklist.settings import WorklistSettings
 from worklist.settings import get_settings as get_worklist_settings
@@ -96,6 +97,8 @@ def create_app(
         max_per_account=settings.max_streams_per_account,
         max_streams=settings.max_streams,
     )
+    app.state.worklist_pages = WorklistPages(settings.worklist_cache_seconds)
+    app.state.event_hub.on_commit(app.state.worklist_pages.notify)
     ohif_dir = (settings.ohif_dir or ohif.default_dir()).resolve()
     app.state.ohif_dir = ohif_dir if ohif.installed(ohif_dir) else None
     if app.state.ohif_dir is None:

@@ -37,6 +37,7 @@ SPARE_THREADS = 6
 # audit writer (viewer_api.auditing.AuditWriter)
 SPARE_CONNECTIONS = 5
 # how long an account checked for one token is trusted without reloading it (security.UserCache)
+DEFAULT_WORKLIST_CACHE_SECONDS = 1.0
 DEFAULT_USER_CACHE_SECONDS = 2.0
 # failed log-ins (security.LoginThrottle): an account is locked after this many, for 30 s,
 # then twice as long after each further failure, up to 15 min; its failures are forgotten a
@@ -78,6 +79,10 @@ class ApiSettings(BaseSettings):
     native_frames: bool = True
     # 0 turns the cache off; more than a few seconds would let a disabled account linger
     user_cache_seconds: float = Field(DEFAULT_USER_CACHE_SECONDS, ge=0, le=10)
+    # a worklist page read is served again for this long unless studies changed
+    # (``viewer_api.worklist_pages``); 0 turns the cache off; more would show other
+    # replicas' quiet changes (a routine study's arrival) that much later
+    worklist_cache_seconds: float = Field(DEFAULT_WORKLIST_CACHE_SECONDS, ge=0, le=5)
     # failed log-ins (security.LoginThrottle; 0 turns a limit off): an account's failures
     # before it is locked out, the first lock-out (doubling with each further failure) and
     # the longest, and how long after its last failure an account's count is forgotten;

@@ -7,7 +7,7 @@ import logging
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy.orm import Session
 
 from viewer_api.deps import (
@@ -21,6 +21,7 @@ from viewer_api.deps import (
 )
 from viewer_api.json_body import JsonBody
 from viewer_api.schemas import MAX_OFFSET, WorkflowItem
+from viewer_api.worklist_pages import Page, WorklistPages
 from worklist import claims, events, repository
 from worklist.audit import AuditAction
 from worklist.models import Study, User
@@ -52,6 +53,7 @@ def publish_claim_event(
 @router.get("", response_model=list[WorkflowItem])
 @reads_only
 def list_worklist(
+    request: Request,
     session: SessionDep,
     user: ViewerUser,
     audit: Audit,
@@ -70,10 +72,11 @@ def list_worklist(
     finds a patient by name ("王小明" or "王"), patient ID or accession number, in any
     status unless ``status`` narrows it.
 
-    Every open worklist page asks for this every few seconds: the view is audited off the
-    request path (``Auditor.view``), so the request only reads; the body is made here, in
-    the worker thread (``viewer_api.json_body``), and the read transaction ended here too
-    (one trip to the thread pool per request, not two)."""
+    Every open worklist page asks for this every few seconds: a page read in the last
+    second is served again unless studies changed since (``viewer_api.worklist_pages``);
+    the view is audited off the request path (``Auditor.view``), so the request only reads;
+    the body is made here, in the worker thread (``viewer_api.json_body``), and the read
+    transaction ended here too (one trip to the thread pool per request, not two)."""
     filters = {
         "site_code": site,
         "modality": modality,
@@ -82,29 +85,38 @@ def list_worklist(
         "reader": reader,
         "search": q.strip() if q and q.strip() else None,
     }
-    studies = repository.list_worklist(
-        session=session, viewer=user, now=now, limit=limit, offset=offset, **filters
-    )
-    cap = repository.COUNT_CAP
-    total = repository.page_total(len(studies), limit=limit, offset=offset)
-    if total is None:  # a full page, or one past the end: count
-        total = repository.count_worklist(session=session, viewer=user, cap=cap + 1, **filters)
+    pages: WorklistPages = request.app.state.worklist_pages
+    key = pages.key(user, *filters.values(), limit, offset)
+    page = pages.get(key)
+    if page is None:
+        stamp = pages.stamp()
+        rows = repository.list_worklist(
+            session=session, viewer=user, now=now, limit=limit, offset=offset, **filters
+        )
+        total = repository.page_total(len(rows), limit=limit, offset=offset)
+        if total is None:  # a full page, or one past the end: count
+            total = repository.count_worklist(
+                session=session, viewer=user, cap=repository.COUNT_CAP + 1, **filters
+            )
+        page = Page(rows, total)
+        pages.put(key, stamp, page)
     headers: dict[str, str] = {}
-    if total > cap:  # a backlog this deep is not counted to the last study
-        total = cap
+    total = page.total
+    if total > repository.COUNT_CAP:  # a backlog this deep is not counted to the last study
+        total = repository.COUNT_CAP
         headers[CAPPED_HEADER] = "true"
     headers[TOTAL_HEADER] = str(total)
     audit.view(
         AuditAction.WORKLIST_VIEW,
         detail={
-            "count": len(studies),
+            "count": len(page.rows),
             "total": total,
             "offset": offset,
             "filters": {k: v for k, v in filters.items() if v is not None},
         },
     )
     response = WORKLIST_JSON.response(
-        [WorkflowItem.from_study_at(s, now) for s in studies], headers=headers
+        [WorkflowItem.from_study_at(s, now) for s in page.rows], headers=headers
     )
     session.commit()  # the read ends here: get_db then has no I/O left to hand to a thread
     return response
