@@ -148,6 +148,7 @@ class StreamHub:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._signal = CommitSignal(factory)
+        self._on_events: list[Callable[[], None]] = []
         self.cursor = 0
 
     # --- life ------------------------------------------------------------------------------
@@ -169,10 +170,12 @@ class StreamHub:
             self._thread = threading.Thread(target=self._run, name="event-hub", daemon=True)
             self._thread.start()
 
-    def on_commit(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (cheap, from any thread) whenever the hub is told that events
-        were committed, by this process or, once the hub runs, any other."""
-        self._signal.subscribe(callback)
+    def on_events(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (cheap; from the hub's thread) each time the hub has read new
+        events, committed by any process, before it hands them to the streams: whoever
+        saw an event on a stream of this process asks this process after ``callback``
+        ran. Only while the hub runs (``ensure_started``)."""
+        self._on_events.append(callback)
 
     def stop(self) -> None:
         """Close every stream and stop the thread; later streams are refused."""
@@ -257,6 +260,8 @@ class StreamHub:
                 batch = [Formatted.of(e) for e in rows]
             if not batch:
                 return
+            for callback in self._on_events:
+                callback()
             with self._lock:
                 self.cursor = batch[-1].id
                 subs = list(self._subs)

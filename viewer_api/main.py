@@ -46,14 +46,18 @@ from viewer_api.worklist_pages import WorklistPages
 from worklist.db import make_read_sessionmaker, utcnow
 from worklist.settings import WorklistSettings
 from worklist.settings import get_settings as get_worklist_settings
+from worklist.study_writes import StudyWrites
 
 logger = logging.getLogger(__name__)
 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """At shutdown: end the event streams and the threads the app started, and write the
-    views taken down but not yet written."""
+    """At start, when worklist pages are kept: the event hub, whose events (any process's)
+    drop them. At shutdown: end the event streams and the threads the app started, and
+    write the views taken down but not yet written."""
+    if app.state.settings.worklist_cache_seconds > 0:
+        await anyio.to_thread.run_sync(app.state.event_hub.ensure_started)
     yield
     await anyio.to_thread.run_sync(app.state.event_hub.stop)
     app.state.readiness.close()
@@ -98,7 +102,9 @@ def create_app(
         max_streams=settings.max_streams,
     )
     app.state.worklist_pages = WorklistPages(settings.worklist_cache_seconds)
-    app.state.event_hub.on_commit(app.state.worklist_pages.notify)
+    if settings.worklist_cache_seconds > 0:
+        StudyWrites.watch()
+        app.state.event_hub.on_events(app.state.worklist_pages.notify)
     ohif_dir = (settings.ohif_dir or ohif.default_dir()).resolve()
     app.state.ohif_dir = ohif_dir if ohif.installed(ohif_dir) else None
     if app.state.ohif_dir is None:

@@ -37,8 +37,9 @@ SPARE_THREADS = 6
 # audit writer (viewer_api.auditing.AuditWriter)
 SPARE_CONNECTIONS = 5
 # how long an account checked for one token is trusted without reloading it (security.UserCache)
-DEFAULT_WORKLIST_CACHE_SECONDS = 1.0
 DEFAULT_USER_CACHE_SECONDS = 2.0
+# how long a worklist page read is served again to whoever asks for it (worklist_pages)
+DEFAULT_WORKLIST_CACHE_SECONDS = 1.0
 # failed log-ins (security.LoginThrottle): an account is locked after this many, for 30 s,
 # then twice as long after each further failure, up to 15 min; its failures are forgotten a
 # day after the last one (or at its next log-in)

@@ -1,32 +1,37 @@
 """Worklist pages read once and served to every open reading room that asks within a second.
 
-Every open worklist asks for its page every few seconds, and most ask for the same one (every
-radiologist sees every study; a township's clinic staff see their site's). ``WorklistPages``
-keeps a page's rows and total, keyed by who may see what (``visibility_key``), the filters
-and the page, so the database is read once per page per ``ttl`` (one second by default;
-``TELEREAD_API_WORKLIST_CACHE_SECONDS``, 0 turns it off), not once per poll. The rows
-hold no time: the items, with their time left to the deadline, are made for each request
-at its own ``now``; each view is audited as before.
+Every open worklist asks for its page when an event says the studies changed (every tab at
+once) and every few seconds besides, and most ask for the same one: every radiologist sees
+every study, a township's clinic staff see their site's. ``WorklistPages`` keeps a page's
+rows and total, keyed by what the viewer may see (``worklist.visibility.visibility_scope``),
+the filters and the page, so the database is read once per page per ``ttl`` (one second by
+default; ``TELEREAD_API_WORKLIST_CACHE_SECONDS``, 0 turns it off), not once per tab. The
+rows hold no time: the items, with their time left to the deadline, are made for each
+request at its own ``now``; each view is audited as before.
 
-A cached page is never served:
+A kept page is not served:
 
-- after a commit in this process that wrote to ``studies`` (``worklist.study_writes``):
-  what a user just did (a claim, a signature, a new study announced) is on their next page;
-- after a signal that another process committed events (``notify``, wired to the event
-  hub's ``worklist.event_signal``: PostgreSQL ``NOTIFY``, SQLite's ``data_version``), so a
-  claim or a signature on another replica is seen as soon as its event is;
-- ``ttl`` seconds after it was read: the bound for other processes' commits with no
-  event (a routine study's arrival on another replica, a restore).
+- after a commit of this API process that wrote to ``studies``
+  (``worklist.study_writes.StudyWrites``);
+- after this process's event hub has read new events, committed by any process
+  (``notify``, called by ``StreamHub`` before it streams them; the hub runs from the API's
+  start when pages are kept): a claim, release or signature on another replica or worker
+  process is seen by whoever saw its event on a stream of this process;
+- to a request that says ``Cache-Control: no-cache`` (the reading room's reload right
+  after the user's own claim, release, assignment or cancellation: another worker process
+  may not have heard of it yet);
+- ``ttl`` seconds after it was stored: the bound for another process's commit with no
+  event (a routine study's arrival or becoming ready, a restore).
 
-Hand-written over a plain ``TTLCache`` because of the stamp: an entry read before a commit
-must not be stored as if read after it.
+Written here rather than as a plain ``TTLCache`` because of the stamp: a page read before
+a commit must not be stored as if read after it.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 
 from cachetools import TTLCache
@@ -34,9 +39,9 @@ from cachetools import TTLCache
 from worklist.models import User
 from worklist.repository import WorklistRow
 from worklist.study_writes import StudyWrites
-from worklist.visibility import visibility_key
+from worklist.visibility import visibility_scope
 
-# rows held in all (a row is about 2 KB in memory): the pages beyond it go, oldest first
+# rows kept in all, each about 2 KB in memory: beyond it the oldest pages go first
 MAX_ROWS = 10_000
 
 
@@ -49,12 +54,13 @@ class Page:
     total: int
 
 
+# the process's study-write generation and the number of signals heard, when a page is read
 Stamp = tuple[int, int]
 
 
 class WorklistPages:
-    """Pages keyed by ``key``; an entry serves while its stamp is the current one and it is
-    younger than ``ttl`` seconds. Thread-safe."""
+    """Pages by (scope, filters, limit, offset); a page serves while its stamp is the
+    current one and it is younger than ``ttl`` seconds. Thread-safe."""
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
@@ -66,35 +72,39 @@ class WorklistPages:
         )
         self._lock = threading.Lock()  # a TTLCache is not thread-safe
         self._signals = 0
-        StudyWrites.watch()
 
-    @staticmethod
-    def key(viewer: User, *parts: Hashable) -> Hashable:
-        """A page's key: what ``viewer`` may see, and ``parts`` (filters, limit, offset)."""
-        return (visibility_key(viewer), parts)
-
-    def stamp(self) -> Stamp:
-        """Take it before reading a page; ``put`` the page with it."""
+    def _stamp(self) -> Stamp:
         return (StudyWrites.generation(), self._signals)
 
-    def get(self, key: Hashable) -> Page | None:
+    def page(
+        self,
+        viewer: User,
+        filters: Mapping[str, str | None],
+        *,
+        limit: int,
+        offset: int,
+        fresh: bool,
+        read: Callable[[], Page],
+    ) -> Page:
+        """The page ``viewer`` asks for: a kept one (unless ``fresh``), else ``read()``'s,
+        kept for the next asker."""
         if self.ttl <= 0:
-            return None
+            return read()
+        key = (visibility_scope(viewer), tuple(sorted(filters.items())), limit, offset)
         with self._lock:
-            item = self._items.get(key)
-        if item is None or item[0] != self.stamp():
-            return None
-        return item[1]
-
-    def put(self, key: Hashable, stamp: Stamp, page: Page) -> None:
-        if self.ttl <= 0 or len(page.rows) > MAX_ROWS:
-            return
+            item = None if fresh else self._items.get(key)
+            stamp = self._stamp()
+        if item is not None and item[0] == stamp:
+            return item[1]
+        page = read()
         with self._lock:
-            if stamp == self.stamp():  # not a page read before a commit seen since
+            if self._stamp() == stamp:  # no commit heard of while it was read
                 self._items[key] = (stamp, page)
+        return page
 
     def notify(self) -> None:
-        """Another process committed events: no page read before now is served again."""
+        """New events were read (committed by this process or another): no page read
+        before now is served again."""
         with self._lock:
             self._signals += 1
             self._items.clear()

@@ -36,7 +36,9 @@ from worklist.events import CHANNEL, COMMITTED
 
 logger = logging.getLogger(__name__)
 
-LISTEN_POLL_SECONDS = 1.0  # how often the listener checks whether it should stop
+# how often the listener checks whether it should stop: every API process listens from
+# its start, so each one stopping (a test's app, a rolling restart) waits at most this long
+LISTEN_POLL_SECONDS = 0.2
 RECONNECT_SECONDS = 2.0
 SQLITE_WATCH_SECONDS = 0.1  # how often a SQLite file's data_version is read
 

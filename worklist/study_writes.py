@@ -42,10 +42,12 @@ class StudyWrites:
         with cls._lock:
             if cls._watching:
                 return
+            # on the Session class, so every session of the process counts: the API's,
+            # and housekeeping's, the gateway's and a command's when they share it
+            event.listen(Session, "after_flush", cls._after_flush)
+            event.listen(Session, "do_orm_execute", cls._do_orm_execute)
+            event.listen(Session, "after_commit", cls._after_commit)
             cls._watching = True
-        event.listen(Session, "after_flush", cls._after_flush)
-        event.listen(Session, "do_orm_execute", cls._do_orm_execute)
-        event.listen(Session, "after_commit", cls._after_commit)
 
     @classmethod
     def generation(cls) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import ColumnElement, bindparam, false, true
 
 from worklist.errors import NotAReader
@@ -28,27 +30,37 @@ OPEN_STUDIES: ColumnElement[bool] = Study.status.not_in(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class StudyScope:
+    """Which studies a viewer may see: every one (``every``), one site's (``site_id``), or
+    none (neither)."""
+
+    every: bool = False
+    site_id: int | None = None
+
+
+def visibility_scope(viewer: User) -> StudyScope:
+    """``viewer``'s scope: every study for radiologists and admins, their own site's for
+    clinic users, none for an inactive account or anyone else. ``visible_studies_filter``
+    is built from it, so viewers with equal scopes see the same studies (a cache of
+    worklist pages is keyed by it)."""
+    if not viewer.is_active:
+        return StudyScope()
+    if viewer.role in READER_ROLES:
+        return StudyScope(every=True)
+    if viewer.role == ROLE_CLINIC and viewer.site_id is not None:
+        return StudyScope(site_id=viewer.site_id)
+    return StudyScope()
+
+
 def visible_studies_filter(viewer: User) -> ColumnElement[bool]:
-    """Clinic users see their own site; radiologists and admins all; anyone else nothing."""
-    if not viewer.is_active:
-        return false()
-    if viewer.role in READER_ROLES:
+    """The studies ``visibility_scope(viewer)`` names."""
+    scope = visibility_scope(viewer)
+    if scope.every:
         return true()
-    if viewer.role == ROLE_CLINIC and viewer.site_id is not None:
-        return Study.site_id == viewer.site_id
+    if scope.site_id is not None:
+        return Study.site_id == scope.site_id
     return false()
-
-
-def visibility_key(viewer: User) -> tuple[object, ...]:
-    """What ``visible_studies_filter(viewer)`` depends on: two viewers with the same key see
-    the same studies (a cache of worklist pages is keyed by it)."""
-    if not viewer.is_active:
-        return ("none",)
-    if viewer.role in READER_ROLES:
-        return ("all",)
-    if viewer.role == ROLE_CLINIC and viewer.site_id is not None:
-        return ("site", viewer.site_id)
-    return ("none",)
 
 
 def require_reader(reader: User) -> None:
@@ -61,7 +73,8 @@ __all__ = [
     "OPEN_STUDIES",
     "READER_ROLES",
     "TERMINAL_STATUSES",
+    "StudyScope",
     "require_reader",
-    "visibility_key",
+    "visibility_scope",
     "visible_studies_filter",
 ]

@@ -495,3 +495,32 @@ def stroke_sop(page: Page) -> str:
         uid,
     )
     return value
+
+
+def test_a_release_is_on_the_worklist_at_once(
+    browser: Browser, pipeline: Pipeline, studies: dict[str, Any]
+) -> None:
+    """The API keeps a worklist page for a second, and ``serve`` answers from two worker
+    processes: the pages' reads right after the user's own change (here a release) ask for
+    a fresh answer (``Cache-Control: no-cache``, ``api.js``), so the study shows as free at
+    once, whichever process answers."""
+    uid = studies["dr"].study_uid
+    assert pipeline.client("dr_li").post(f"/api/v1/worklist/{uid}/claim").status_code == 200
+    page = login(browser, pipeline, "dr_li")
+    page.wait_for_url("**/ui/worklist")
+    row = page.locator(f'#worklist-body tr[data-uid="{uid}"]')
+    expect(row.locator("button.release")).to_be_visible()
+    asked: list[str | None] = []
+    page.on(
+        "request",
+        lambda r: (
+            asked.append(r.headers.get("cache-control"))
+            if "/api/v1/worklist" in r.url and r.method == "GET"
+            else None
+        ),
+    )
+    row.locator("button.release").click()
+    expect(row.locator("button.claim")).to_be_visible()
+    assert "no-cache" in asked, asked
+    assert page.errors == []  # type: ignore[attr-defined]
+    page.context.close()

@@ -111,7 +111,10 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LoadWorld]
         env={
             "TELEREAD_API_API_CONCURRENCY": "3",
             "TELEREAD_API_IMAGE_CONCURRENCY": "2",
-            "TELEREAD_API_QUEUE_SECONDS": "0.5",
+            # shorter than the queue's wait in this closed loop (CLIENTS over the requests
+            # per second one process answers, 0.2-0.3 s here): 0.5 s was not, once kept
+            # worklist pages made the process faster
+            "TELEREAD_API_QUEUE_SECONDS": "0.05",
             "TELEREAD_API_MAX_STREAMS_PER_ACCOUNT": str(STREAMS_PER_ACCOUNT),
             # one process: the stream cap is per API process (the streams counted below)
             "TELEREAD_API_WORKERS": "1",

@@ -73,7 +73,8 @@ def list_worklist(
     status unless ``status`` narrows it.
 
     Every open worklist page asks for this every few seconds: a page read in the last
-    second is served again unless studies changed since (``viewer_api.worklist_pages``);
+    second is served again unless studies changed since (``viewer_api.worklist_pages``;
+    ``Cache-Control: no-cache`` asks for a fresh read);
     the view is audited off the request path (``Auditor.view``), so the request only reads;
     the body is made here, in the worker thread (``viewer_api.json_body``), and the read
     transaction ended here too (one trip to the thread pool per request, not two)."""
@@ -86,10 +87,8 @@ def list_worklist(
         "search": q.strip() if q and q.strip() else None,
     }
     pages: WorklistPages = request.app.state.worklist_pages
-    key = pages.key(user, *filters.values(), limit, offset)
-    page = pages.get(key)
-    if page is None:
-        stamp = pages.stamp()
+
+    def read() -> Page:
         rows = repository.list_worklist(
             session=session, viewer=user, now=now, limit=limit, offset=offset, **filters
         )
@@ -98,8 +97,10 @@ def list_worklist(
             total = repository.count_worklist(
                 session=session, viewer=user, cap=repository.COUNT_CAP + 1, **filters
             )
-        page = Page(rows, total)
-        pages.put(key, stamp, page)
+        return Page(rows, total)
+
+    fresh = "no-cache" in request.headers.get("cache-control", "")
+    page = pages.page(user, filters, limit=limit, offset=offset, fresh=fresh, read=read)
     headers: dict[str, str] = {}
     total = page.total
     if total > repository.COUNT_CAP:  # a backlog this deep is not counted to the last study

@@ -36,16 +36,35 @@ export async function failure(r) {
   return new ApiError(r.status, detail, code);
 }
 
+// For this long after this page changed something (a claim, a release, a flag), its reads
+// ask for a fresh answer (Cache-Control: no-cache): the API serves a worklist page it read
+// up to TELEREAD_API_WORKLIST_CACHE_SECONDS ago (at most 5 s), and the API process that
+// answers may not have heard of the change yet. Kept for the tab (sessionStorage), so the
+// page a claim opens, or the worklist gone back to, asks fresh too.
+const FRESH_AFTER_CHANGE_MS = 5000;
+const FRESH_KEY = "teleread.freshUntil";
+let freshUntil = Number(sessionStorage.getItem(FRESH_KEY)) || 0;
+
 // fetch with the credentials; JSON in and out. 401 sends the user back to the log-in page.
 export async function api(path, { method = "GET", json, raw = false, signal } = {}) {
   const headers = {};
   if (csrf && UNSAFE.has(method)) headers["X-CSRF-Token"] = csrf;
+  if (!UNSAFE.has(method) && Date.now() < freshUntil) headers["Cache-Control"] = "no-cache";
   let body;
   if (json !== undefined) {
     headers["Content-Type"] = "application/json";
     body = JSON.stringify(json);
   }
-  const r = await fetch(path, { method, headers, signal, body });
+  let r;
+  try {
+    r = await fetch(path, { method, headers, signal, body });
+  } finally {
+    // refused or not, the studies may have changed (another reader's claim: 409)
+    if (UNSAFE.has(method)) {
+      freshUntil = Date.now() + FRESH_AFTER_CHANGE_MS;
+      sessionStorage.setItem(FRESH_KEY, String(freshUntil));
+    }
+  }
   if (r.status === 401) {
     toLogin();
     throw new ApiError(401, "not authenticated", "not_authenticated");
