@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, aliased, joinedload, undefer
 
 from worklist.models import (
     Instance,
+    Report,
     Site,
     Study,
     User,
@@ -265,16 +266,19 @@ def list_priors(
 
 
 def get_study(*, session: Session, study_uid: str, viewer: User) -> Study | None:
-    """The study with its site, claim holder and report; None when not visible. Its series
-    load when first read (the study view reads them; the report view, as often opened,
-    does not: a second query for every report read, saved)."""
+    """The study with its site, claim holder and report (with its author and signer: the
+    report view reads it from here, one query instead of two); None when not visible. Its
+    series load when first read (the study view reads them; the report view, as often
+    opened, does not: a second query for every report read, saved)."""
+    report = joinedload(Study.report)
     return session.scalars(
         select(Study)
         .where(Study.study_instance_uid == study_uid, visible_studies_filter(viewer))
         .options(
             joinedload(Study.site),
             joinedload(Study.claimed_by),
-            joinedload(Study.report),
+            report.joinedload(Report.author),
+            report.joinedload(Report.signed_by),
             undefer(Study.body_part),
         )
     ).one_or_none()

@@ -12,6 +12,7 @@ connection (its inode in ``/proc/net/tcp``) among each worker's open descriptors
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import signal
@@ -245,13 +246,21 @@ class Stream:
 def test_an_event_reaches_the_streams_of_both_workers(api: Api) -> None:
     streams: list[Stream] = []
     try:
-        for token in api.streamers * 10:  # radiologists: they see every site's studies
-            streams.append(Stream(api.base, token))
+        # one stream on each worker: a stream that lands where one is (or nowhere known
+        # yet) is closed and another opened, until the other worker takes one (it may still
+        # be starting when the first answers /healthz)
+        tokens = itertools.cycle(api.streamers)  # radiologists: they see every study
+        deadline = time.monotonic() + 60
+        while len(streams) < 2:
+            stream = Stream(api.base, next(tokens))
             holders = api.holders()
-            if len(streams) >= 2 and len({holders.get(s.port) for s in streams} - {None}) == 2:
-                break
-        holders = api.holders()
-        assert len({holders.get(s.port) for s in streams} - {None}) == 2
+            holder = holders.get(stream.port)
+            if holder is None or holder in {holders.get(s.port) for s in streams}:
+                stream.client.close()
+                assert time.monotonic() < deadline, "every stream went to one worker"
+                time.sleep(0.2)
+                continue
+            streams.append(stream)
         study = seed_studies(
             api.base,
             FilesystemStore(api.objects),

@@ -100,7 +100,7 @@ def get_report(
     another hop to the pool (and ``get_visible_study`` runs here too, not as a dependency
     of its own)."""
     study = get_visible_study(study_uid, request, session, user, now)
-    report = reports.get_report(session=session, study=study)
+    report = study.report  # loaded with the study, its author and signer too
     # clinic staff see signed reports of their own site only, never an unfinished draft
     if report is None or not reports.report_visible_to(report, user):
         raise NoReport()
