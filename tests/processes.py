@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -103,3 +103,26 @@ def start_api(
         teleread_env({"TELEREAD_API_SECRET_KEY": SECRET_KEY, **env}),
         log,
     )
+
+
+@contextlib.contextmanager
+def api_replicas(
+    *, database_url: str, env: Mapping[str, str], logs: Path, count: int = 2
+) -> Iterator[list[str]]:
+    """``count`` ``teleread api`` processes on one database (replicas, as docker-compose
+    runs them), each answering; their base URLs. Logs go to ``logs/api<n>.log``."""
+    procs: list[Proc] = []
+    try:
+        bases = []
+        for n in range(count):
+            port = free_port()
+            procs.append(
+                start_api(database_url=database_url, port=port, env=env, log=logs / f"api{n}.log")
+            )
+            bases.append(f"http://127.0.0.1:{port}")
+        for base, proc in zip(bases, procs, strict=True):
+            wait_healthy(base, proc)
+        yield bases
+    finally:
+        for proc in procs:
+            proc.stop()

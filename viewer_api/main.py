@@ -11,6 +11,7 @@ from datetime import datetime
 import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.base import ObjectStore
@@ -54,10 +55,17 @@ logger = logging.getLogger(__name__)
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """At start, when worklist pages are kept: the event hub, whose events (any process's)
-    drop them. At shutdown: end the event streams and the threads the app started, and
-    write the views taken down but not yet written."""
+    drop them; if the database does not answer yet, the first stream starts it and pages
+    live out their ``ttl`` meanwhile. At shutdown: end the event streams and the threads
+    the app started, and write the views taken down but not yet written."""
     if app.state.settings.worklist_cache_seconds > 0:
-        await anyio.to_thread.run_sync(app.state.event_hub.ensure_started)
+        try:
+            await anyio.to_thread.run_sync(app.state.event_hub.ensure_started)
+        except SQLAlchemyError as exc:
+            logger.warning(
+                "event hub not started: the database does not answer",
+                extra={"action": "event_hub_start_failed", "error": type(exc).__name__},
+            )
     yield
     await anyio.to_thread.run_sync(app.state.event_hub.stop)
     app.state.readiness.close()

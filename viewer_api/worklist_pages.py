@@ -17,9 +17,9 @@ A kept page is not served:
   (``notify``, called by ``StreamHub`` before it streams them; the hub runs from the API's
   start when pages are kept): a claim, release or signature on another replica or worker
   process is seen by whoever saw its event on a stream of this process;
-- to a request that says ``Cache-Control: no-cache`` (the reading room's reload right
-  after the user's own claim, release, assignment or cancellation: another worker process
-  may not have heard of it yet);
+- to a request that says ``Cache-Control: no-cache``: the web pages send it for 5 s after
+  the user's own change (a claim, a release, a flag; ``api.js``), which another worker
+  process may not have heard of yet;
 - ``ttl`` seconds after it was stored: the bound for another process's commit with no
   event (a routine study's arrival or becoming ready, a restore).
 
@@ -54,7 +54,8 @@ class Page:
     total: int
 
 
-# the process's study-write generation and the number of signals heard, when a page is read
+# when a page was read: the process's study-write generation, and how many times ``notify``
+# had been called
 Stamp = tuple[int, int]
 
 

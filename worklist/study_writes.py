@@ -9,8 +9,8 @@ never served after it in this process.
 
 What it does not see: a write that went round a ``Session`` (a ``Connection`` of its own,
 as the backup's restore uses) and every other process's commits. A cache that trusts it
-must also bound an entry's age, and may listen to ``worklist.event_signal`` for the
-commits of other processes that published events (claims, signatures, urgent studies).
+must also bound an entry's age, and learn of other processes' changes from their events
+(claims, releases, signatures, urgent studies: ``worklist.events``).
 """
 
 from __future__ import annotations

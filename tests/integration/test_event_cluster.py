@@ -20,8 +20,9 @@ from sqlalchemy import select
 from storage import FilesystemStore
 from tests.integration.test_workflow_support import WEBHOOK_SECRET, Receiver, start_receiver
 from tests.load_client import seed_accounts, seed_studies
-from tests.processes import SECRET_KEY, Proc, free_port, start_api, wait_healthy
+from tests.processes import SECRET_KEY, api_replicas
 from viewer_api.settings import ApiSettings
+from worklist import events
 from worklist.db import make_engine, make_sessionmaker
 from worklist.models import Event
 
@@ -140,67 +141,60 @@ def test_every_event_once_on_every_stream_and_webhook_across_replicas(
         # machine, beside the database and the other test workers)
         "TELEREAD_API_WORKERS": "1",
     }
-    procs: list[Proc] = []
     try:
-        bases = []
-        for n in range(2):
-            port = free_port()
-            procs.append(
-                start_api(database_url=pg_url, port=port, env=env, log=tmp_path / f"api{n}.log")
+        with api_replicas(database_url=pg_url, env=env, logs=tmp_path) as bases:
+            studies = seed_studies(
+                bases[0],
+                FilesystemStore(objects),
+                gateway,
+                tmp_path / "dicom",
+                studies_per_site=20,
+                instances=1,
+                size=16,
             )
-            bases.append(f"http://127.0.0.1:{port}")
-        for base, proc in zip(bases, procs, strict=True):
-            wait_healthy(base, proc)
-        studies = seed_studies(
-            bases[0],
-            FilesystemStore(objects),
-            gateway,
-            tmp_path / "dicom",
-            studies_per_site=20,
-            instances=1,
-            size=16,
-        )
-        with factory() as session:
-            start = session.scalar(select(Event.id).order_by(Event.id.desc()).limit(1)) or 0
-        # radiologists' streams (they see every event), on both replicas, from before the burst
-        streams = [Stream(bases[i % 2], readers[i], start) for i in range(2 * STREAMS_PER_REPLICA)]
-        assert [s.status for s in streams] == [200] * len(streams)
-        began = time.monotonic()
-        outcomes = burst(bases, readers, [s.study for s in studies], BURST_SECONDS)
-        # the whole burst: the studies did not run out (all signed) before it was over
-        assert time.monotonic() - began >= BURST_SECONDS, outcomes
-        assert outcomes["claim 200"] > 20 and outcomes["release 200"] > 10, outcomes
-        assert outcomes["sign 200"] > 0, outcomes
-        assert not [k for k in outcomes if k.split()[1].startswith("5")], outcomes
-        with factory() as session:
-            made = {
-                e.id: e.created_at
-                for e in session.scalars(select(Event).where(Event.id > start).order_by(Event.id))
-            }
-        expected = list(made)
+            with factory() as session:
+                start = events.last_id(session=session)
+            # radiologists' streams (they see every event), on both replicas, from before the burst
+            streams = [
+                Stream(bases[i % 2], readers[i], start) for i in range(2 * STREAMS_PER_REPLICA)
+            ]
+            assert [s.status for s in streams] == [200] * len(streams)
+            began = time.monotonic()
+            outcomes = burst(bases, readers, [s.study for s in studies], BURST_SECONDS)
+            # the whole burst: the studies did not run out (all signed) before it was over
+            assert time.monotonic() - began >= BURST_SECONDS, outcomes
+            assert outcomes["claim 200"] > 20 and outcomes["release 200"] > 10, outcomes
+            assert outcomes["sign 200"] > 0, outcomes
+            assert not [k for k in outcomes if k.split()[1].startswith("5")], outcomes
+            with factory() as session:
+                made = {
+                    e.id: e.created_at
+                    for e in session.scalars(
+                        select(Event).where(Event.id > start).order_by(Event.id)
+                    )
+                }
+            expected = list(made)
 
-        def complete() -> bool:
-            return all(len(s.ids) >= len(expected) for s in streams) and len(
-                receiver.received
-            ) >= len(expected)
+            def complete() -> bool:
+                return all(len(s.ids) >= len(expected) for s in streams) and len(
+                    receiver.received
+                ) >= len(expected)
 
-        deadline = time.monotonic() + 60
-        while not complete() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(0.5)  # anything more (a duplicate) would arrive now
-        for stream in streams:
-            assert stream.ids == expected  # each event once, in id order, none skipped
-        got = Counter(r.body["id"] for r in receiver.received)
-        assert sorted(got) == expected and max(got.values()) == 1
-        assert all(r.signature_ok for r in receiver.received)
-        late = sorted(r.at - made[r.body["id"]].timestamp() for r in receiver.received)
-        p95 = late[int(len(late) * 0.95)]
-        assert p95 <= 2.0, f"webhook p95 {p95:.2f} s over {len(late)} events"
-        print(
-            f"{len(expected)} events in {BURST_SECONDS:.0f} s on 2 replicas, {outcomes}; "
-            f"webhook delay p50 {statistics.median(late):.3f} s p95 {p95:.3f} s"
-        )
+            deadline = time.monotonic() + 60
+            while not complete() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(0.5)  # anything more (a duplicate) would arrive now
+            for stream in streams:
+                assert stream.ids == expected  # each event once, in id order, none skipped
+            got = Counter(r.body["id"] for r in receiver.received)
+            assert sorted(got) == expected and max(got.values()) == 1
+            assert all(r.signature_ok for r in receiver.received)
+            late = sorted(r.at - made[r.body["id"]].timestamp() for r in receiver.received)
+            p95 = late[int(len(late) * 0.95)]
+            assert p95 <= 2.0, f"webhook p95 {p95:.2f} s over {len(late)} events"
+            print(
+                f"{len(expected)} events in {BURST_SECONDS:.0f} s on 2 replicas, {outcomes}; "
+                f"webhook delay p50 {statistics.median(late):.3f} s p95 {p95:.3f} s"
+            )
     finally:
-        for proc in procs:
-            proc.stop()
         engine.dispose()

@@ -6,6 +6,7 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,14 +22,15 @@ from storage import FilesystemStore
 from tests.integration.test_api_world import Study, World, build_world
 from tests.integration.test_event_cluster import Stream
 from tests.load_client import seed_accounts, seed_studies
-from tests.processes import SECRET_KEY, Proc, free_port, start_api, wait_healthy
+from tests.processes import SECRET_KEY, api_replicas
+from viewer_api.main import create_app
 from viewer_api.settings import ApiSettings
 from viewer_api.worklist_pages import Page, WorklistPages
 from worklist import events
 from worklist.audit import list_events
 from worklist.db import make_engine, make_sessionmaker
-from worklist.models import Event, User
 from worklist.models import Study as StudyRow
+from worklist.models import User
 
 TTL = 0.5
 
@@ -248,48 +251,56 @@ def test_a_claim_on_one_replica_is_on_the_other_replicas_next_page(
         "TELEREAD_API_WORKERS": "1",
         "TELEREAD_API_WORKLIST_CACHE_SECONDS": "5",
     }
-    procs: list[Proc] = []
     try:
-        bases = []
-        for n in range(2):
-            port = free_port()
-            procs.append(
-                start_api(database_url=pg_url, port=port, env=env, log=tmp_path / f"api{n}.log")
+        with api_replicas(database_url=pg_url, env=env, logs=tmp_path) as bases:
+            (study, *_) = seed_studies(
+                bases[0],
+                FilesystemStore(objects),
+                gateway,
+                tmp_path / "dicom",
+                studies_per_site=1,
+                instances=1,
+                size=16,
             )
-            bases.append(f"http://127.0.0.1:{port}")
-        for base, proc in zip(bases, procs, strict=True):
-            wait_healthy(base, proc)
-        (study, *_) = seed_studies(
-            bases[0],
-            FilesystemStore(objects),
-            gateway,
-            tmp_path / "dicom",
-            studies_per_site=1,
-            instances=1,
-            size=16,
-        )
-        with factory() as session:
-            start = session.scalar(select(Event.id).order_by(Event.id.desc()).limit(1)) or 0
-        stream = Stream(bases[1], readers[1], start)
-        a, b = (
-            httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"})
-            for base, token in zip(bases, readers, strict=True)
-        )
-        with a, b:
+            with factory() as session:
+                start = events.last_id(session=session)
+            stream = Stream(bases[1], readers[1], start)
+            a, b = (
+                httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"})
+                for base, token in zip(bases, readers, strict=True)
+            )
+            with a, b:
 
-            def claimed_by() -> str | None:
-                r = b.get("/api/v1/worklist", params={"limit": 50})
-                assert r.status_code == 200, r.text
-                return {i["study_instance_uid"]: i["claimed_by"] for i in r.json()}[study.study]
+                def claimed_by() -> str | None:
+                    r = b.get("/api/v1/worklist", params={"limit": 50})
+                    assert r.status_code == 200, r.text
+                    return {i["study_instance_uid"]: i["claimed_by"] for i in r.json()}[study.study]
 
-            assert claimed_by() is None and claimed_by() is None  # the page is kept
-            assert a.post(f"/api/v1/worklist/{study.study}/claim").status_code == 200
-            deadline = time.monotonic() + 30
-            while not stream.ids and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert stream.ids, "the claim's event did not reach the other replica"
-            assert claimed_by() == "dr_000"
+                assert claimed_by() is None and claimed_by() is None  # the page is kept
+                assert a.post(f"/api/v1/worklist/{study.study}/claim").status_code == 200
+                deadline = time.monotonic() + 30
+                while not stream.ids and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                assert stream.ids, "the claim's event did not reach the other replica"
+                assert claimed_by() == "dr_000"
     finally:
-        for proc in procs:
-            proc.stop()
         engine.dispose()
+
+
+def test_the_api_starts_while_its_database_does_not_answer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The event hub starts with the app (it reads the newest event id); a database that
+    does not answer then (here: one never migrated) leaves it to the first stream, and
+    the API still starts and answers."""
+    factory = make_sessionmaker(make_engine(f"sqlite:///{tmp_path / 'not-migrated.db'}"))
+    app = create_app(
+        session_factory=factory,
+        store=FilesystemStore(tmp_path / "objects"),
+        settings=ApiSettings(secret_key=SECRET_KEY),
+    )
+    with caplog.at_level(logging.WARNING), TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+    assert [r.action for r in caplog.records if hasattr(r, "action")] == [  # type: ignore[attr-defined]
+        "event_hub_start_failed"
+    ]

@@ -74,10 +74,10 @@ def list_worklist(
 
     Every open worklist page asks for this every few seconds: a page read in the last
     second is served again unless studies changed since (``viewer_api.worklist_pages``;
-    ``Cache-Control: no-cache`` asks for a fresh read);
-    the view is audited off the request path (``Auditor.view``), so the request only reads;
-    the body is made here, in the worker thread (``viewer_api.json_body``), and the read
-    transaction ended here too (one trip to the thread pool per request, not two)."""
+    ``Cache-Control: no-cache`` asks for a fresh read). The view is audited off the request
+    path (``Auditor.view``), so the request only reads; the body is made here, in the
+    worker thread (``viewer_api.json_body``), and the read transaction ended here too (one
+    trip to the thread pool per request, not two)."""
     filters = {
         "site_code": site,
         "modality": modality,
