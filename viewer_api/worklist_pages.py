@@ -19,7 +19,8 @@ A kept page is not served:
   process is seen by whoever saw its event on a stream of this process;
 - to a request that says ``Cache-Control: no-cache``: the web pages send it for 5 s after
   the user's own change (a claim, a release, a flag; ``api.js``), which another worker
-  process may not have heard of yet;
+  process may not have heard of yet, and in the first 2 s after a page loads (a reload is
+  the user asking for what is there now);
 - ``ttl`` seconds after it was stored: the bound for another process's commit with no
   event (a routine study's arrival or becoming ready, a restore).
 

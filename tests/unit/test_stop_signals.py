@@ -10,11 +10,15 @@ import sys
 import time
 
 PROGRAM = """
+import signal
 import sys
 from teleread.signals import StopSignals
 signals = StopSignals().install()
 print("ready", flush=True)
 signals.wait()
+# the rest of the burst may still be on its way: it must not kill the process on its way out
+# (at exit the interpreter gives SIGTERM back its default action)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
 print("stopped", signals.received, flush=True)
 """
 

@@ -40,10 +40,16 @@ export async function failure(r) {
 // ask for a fresh answer (Cache-Control: no-cache): the API serves a worklist page it read
 // up to TELEREAD_API_WORKLIST_CACHE_SECONDS ago (at most 5 s), and the API process that
 // answers may not have heard of the change yet. Kept for the tab (sessionStorage), so the
-// page a claim opens, or the worklist gone back to, asks fresh too.
+// page a claim opens, or the worklist gone back to, asks fresh too. A page's first reads
+// are fresh as well: loading (or reloading) a page is the user asking for what is there
+// now, a study that just arrived included.
 const FRESH_AFTER_CHANGE_MS = 5000;
+const FRESH_AT_LOAD_MS = 2000;
 const FRESH_KEY = "teleread.freshUntil";
-let freshUntil = Number(sessionStorage.getItem(FRESH_KEY)) || 0;
+let freshUntil = Math.max(
+  Number(sessionStorage.getItem(FRESH_KEY)) || 0,
+  Date.now() + FRESH_AT_LOAD_MS,
+);
 
 // fetch with the credentials; JSON in and out. 401 sends the user back to the log-in page.
 export async function api(path, { method = "GET", json, raw = false, signal } = {}) {
